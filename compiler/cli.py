@@ -1,0 +1,154 @@
+"""The ``llmgen`` command line.
+
+    llmgen from-hub ID          compile a hub model (or a bundled catalog entry) and verify it
+    llmgen from-config PATH     compile a local config.json or checkpoint directory
+    llmgen verify DIR...        tiny-replica parity against transformers, with the numbers
+    llmgen check                regenerate generated/ in memory and diff it (exit 1 on drift)
+    llmgen list                 the bundled catalog
+    llmgen schema               the IR's JSON Schema
+
+Bad input prints one line ``llmgen: error: ...`` and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .catalog import catalog_entries
+from .errors import LlmgenError
+from .pipeline import MANIFEST, compile_config, generate, reload_generated
+from .write import MEASURED
+
+DEFAULT_OUT = Path("generated")
+
+
+def _add_compile_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="parent directory of the output (default: generated)")
+    parser.add_argument("--name", help="output directory name (default: derived from the source)")
+    parser.add_argument("--templates", type=Path, help="directory of templates that shadow the built-ins by relative path")
+    parser.add_argument("--no-verify", action="store_true", help="skip the parity check against transformers")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmgen", description="Compile a Hugging Face config.json into a verified PyTorch file.")
+    parser.add_argument("--version", action="version", version=f"llmgen {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    hub = sub.add_parser("from-hub", help="compile a model by hub id (falls back to the bundled catalog offline)")
+    hub.add_argument("id")
+    hub.add_argument("--revision", help="branch, tag or commit on the hub")
+    hub.add_argument("--token", help="hub token (default: HF_TOKEN / the cached login)")
+    _add_compile_options(hub)
+    local = sub.add_parser("from-config", help="compile a local config.json or checkpoint directory")
+    local.add_argument("path")
+    _add_compile_options(local)
+    ver = sub.add_parser("verify", help="tiny-replica parity of generated models against transformers")
+    ver.add_argument("dirs", nargs="+", type=Path)
+    check = sub.add_parser("check", help="regenerate a generated/ tree in memory and diff it")
+    check.add_argument("--dir", type=Path, default=DEFAULT_OUT)
+    check.add_argument("--templates", type=Path)
+    sub.add_parser("list", help="the bundled catalog of real configs")
+    sub.add_parser("schema", help="print the IR's JSON Schema")
+    return parser
+
+
+def _check_templates(path: Path | None) -> None:
+    if path is not None and not path.is_dir():
+        raise LlmgenError(f"--templates {path}: not a directory")
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    _check_templates(args.templates)
+    if args.command == "from-hub":
+        loaded, compiled, where = generate(args.id, args.out, revision=args.revision, token=args.token,
+                                           prefer="hub", slug=args.name, templates=args.templates)
+    else:
+        loaded, compiled, where = generate(args.path, args.out, prefer="path", slug=args.name, templates=args.templates)
+    if loaded.note:
+        print(f"note: {loaded.note}")
+    lines = compiled.files["model.py"].count(b"\n")
+    print(f"wrote {where}/ ({', '.join(sorted(compiled.files))}); model.py has {lines} lines")
+    if args.no_verify:
+        return 0
+    return cmd_verify(argparse.Namespace(dirs=[where]))
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .verify import summary, verify
+
+    failed = 0
+    for directory in args.dirs:
+        result = verify(directory)
+        print(summary(directory.name, result))
+        failed += not result["passed"]
+    return 1 if failed else 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    _check_templates(args.templates)
+    if not args.dir.is_dir():
+        raise LlmgenError(f"{args.dir}: no such directory")
+    dirs = sorted(d for d in args.dir.iterdir() if (d / MANIFEST).is_file())
+    if not dirs:
+        raise LlmgenError(f"{args.dir}: no generated models (no */{MANIFEST})")
+    drift = 0
+    for directory in dirs:
+        compiled = compile_config(reload_generated(directory), slug=directory.name, templates=args.templates)
+        on_disk = {p.name for p in directory.iterdir() if p.is_file() and p.name not in MEASURED}
+        for name in sorted(on_disk | set(compiled.files)):
+            want = compiled.files.get(name)
+            have = (directory / name).read_bytes() if name in on_disk else None
+            if want == have:
+                continue
+            drift += 1
+            if want is None or have is None:
+                print(f"{directory / name}: {'missing' if have is None else 'not produced by the compiler'}")
+                continue
+            diff = difflib.unified_diff(have.decode(errors="replace").splitlines(), want.decode().splitlines(),
+                                        str(directory / name), "regenerated", lineterm="", n=1)
+            print("\n".join(list(diff)[:40]))
+    print(f"checked {len(dirs)} models in {args.dir}: {'no drift' if not drift else f'{drift} files differ'}")
+    return 1 if drift else 0
+
+
+def cmd_list(_: argparse.Namespace) -> int:
+    from .lowering import supported_model_types
+
+    entries = catalog_entries()
+    supported = set(supported_model_types())
+    width = max(len(e[0]) for e in entries)
+    print(f"{'hub id':<{width}}  {'model_type':<16} {'compiles':<9} architecture")
+    for hub_id, model_type, architecture, _path in entries:
+        mark = "yes" if model_type in supported else "not yet"
+        print(f"{hub_id:<{width}}  {model_type:<16} {mark:<9} {architecture}")
+    return 0
+
+
+def cmd_schema(_: argparse.Namespace) -> int:
+    from ..schemas.arch import arch_json_schema
+
+    print(json.dumps(arch_json_schema(), indent=2, sort_keys=True))
+    return 0
+
+
+COMMANDS = {"from-hub": cmd_compile, "from-config": cmd_compile, "verify": cmd_verify, "check": cmd_check,
+            "list": cmd_list, "schema": cmd_schema}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except LlmgenError as exc:
+        print(f"llmgen: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

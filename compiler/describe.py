@@ -1,0 +1,104 @@
+"""Plain-words description of an architecture, computed from the IR.
+
+Used for the generated file's docstring (and by anything else that explains a model), so
+the words always match the code.
+"""
+
+from __future__ import annotations
+
+from ..schemas.arch import Architecture, Rope
+
+ACTIVATION_WORDS = {
+    "silu": ("SwiGLU", "SiLU"),
+    "gelu": ("GeGLU", "GELU"),
+    "gelu_tanh": ("GeGLU", "tanh-approximate GELU"),
+    "relu": ("ReGLU", "ReLU"),
+}
+
+
+def _num(value: float) -> str:
+    return f"{value:g}" if abs(value) < 1e6 else f"{value:.0f}"
+
+
+def layer_pattern(arch: Architecture) -> str:
+    """One letter per layer: S = sliding-window attention, F = full attention."""
+    return "".join("S" if layer.mixer.span == "sliding" else "F" for layer in arch.layers)
+
+
+def _rope_words(table: Rope) -> str:
+    words = f"theta={_num(table.theta)}"
+    if table.type == "linear":
+        words += f", positions interpolated linearly by factor {_num(table.factor or 1)}"
+    elif table.type == "llama3":
+        words += (
+            f", Llama 3 frequency scaling (factor {_num(table.factor or 1)}, original context "
+            f"{table.original_max_position_embeddings})"
+        )
+    elif table.type != "default":
+        words += f", {table.type} scaling"
+    return words
+
+
+def features(arch: Architecture) -> list[str]:
+    """The model's notable features, one sentence each."""
+    layer = arch.layers[0]
+    attn, ffn, norm = layer.mixer, layer.ffn, layer.norm
+    out = [
+        f"{arch.num_layers} decoder layers, hidden size {arch.hidden_size}, vocabulary {arch.embedding.vocab_size}.",
+    ]
+    if attn.num_kv_heads == 1:
+        out.append(f"Multi-query attention: {attn.num_heads} query heads share one key/value head.")
+    elif attn.num_kv_heads < attn.num_heads:
+        out.append(
+            f"Grouped-query attention: {attn.num_heads} query heads, {attn.num_kv_heads} key/value heads "
+            f"({attn.num_heads // attn.num_kv_heads} queries per key/value head)."
+        )
+    else:
+        out.append(f"Multi-head attention with {attn.num_heads} heads.")
+    if attn.head_dim * attn.num_heads != arch.hidden_size:
+        out.append(f"head_dim {attn.head_dim} is set explicitly (hidden / heads would be {arch.hidden_size // attn.num_heads}).")
+    if abs(attn.scale - attn.head_dim**-0.5) > 1e-12:
+        out.append(f"Attention scores are scaled by {attn.scale:g}, not 1/sqrt(head_dim).")
+    pattern = layer_pattern(arch)
+    sliding = pattern.count("S")
+    if sliding == arch.num_layers:
+        out.append(f"Sliding-window attention on every layer (window {attn.window if attn.window else layer.mixer.window}).")
+    elif sliding:
+        window = next(lay.mixer.window for lay in arch.layers if lay.mixer.span == "sliding")
+        period = pattern.find("F") + 1
+        out.append(
+            f"Sliding-window attention (window {window}) on {sliding} of {arch.num_layers} layers, full attention "
+            f"on the rest (pattern {pattern[:period]} repeating)."
+        )
+    if len(arch.rope) > 1:
+        by_span = {lay.mixer.span: lay.mixer.rope for lay in arch.layers}
+        parts = [f"{span} layers {_rope_words(arch.rope_table(name))}" for span, name in sorted(by_span.items()) if name]
+        out.append("Two RoPE tables: " + "; ".join(parts) + ".")
+    elif arch.rope:
+        out.append(f"Rotary position embeddings (RoPE), {_rope_words(arch.rope[0])}.")
+    if attn.qk_norm == "per_head":
+        out.append("QK-norm: RMSNorm over each query and key head before RoPE.")
+    if attn.softcap:
+        out.append(f"Attention logits soft-capped: cap * tanh(scores / cap), cap {_num(attn.softcap)}.")
+    if any((attn.q_bias, attn.k_bias, attn.v_bias, attn.o_bias)):
+        out.append("Biases on the attention projections.")
+    norm_words = "RMSNorm" if norm.kind == "rmsnorm" else "LayerNorm"
+    if norm.weight_offset:
+        norm_words += f" scaling by ({_num(norm.weight_offset)} + weight)"
+    out.append(f"{norm_words}, eps {norm.eps:g}, computed in float32.")
+    if layer.block == "sandwich":
+        out.append("Sandwich norms: attention and MLP inputs and outputs are each normalised (4 norms per layer).")
+    else:
+        out.append("Pre-norm residual blocks.")
+    glu, act = ACTIVATION_WORDS[ffn.activation]
+    if ffn.gated:
+        out.append(f"{glu} MLP: down(act(gate(x)) * up(x)) with {act}, intermediate size {ffn.intermediate_size}.")
+    else:
+        out.append(f"MLP with {act}, intermediate size {ffn.intermediate_size}.")
+    if arch.embedding.scale:
+        out.append(f"Embeddings multiplied by sqrt(hidden) = {arch.embedding.scale:.4f}.")
+    out.append("Output head tied to the token embedding." if arch.head.tied else "Separate output head (lm_head).")
+    if arch.head.softcap:
+        out.append(f"Final logits soft-capped at {_num(arch.head.softcap)}.")
+    out.append("Eager attention written out: scores, mask, float32 softmax, weighted sum.")
+    return out

@@ -1,0 +1,337 @@
+"""Pass 1, "load config": read a ``config.json`` from a local file or dir, the hub, or the catalog.
+
+The one entry point is :func:`load_config`. Hub access goes through the real
+``huggingface_hub.hf_hub_download``, so ``HF_TOKEN``, ``HF_HOME``, ``HF_HUB_CACHE``,
+``HF_HUB_OFFLINE`` and the Hugging Face cache behave as they do everywhere else. When the hub
+cannot be reached, an id that is in the bundled catalog is read from there instead.
+
+Before going online, one quick HEAD of the hub's config.json, without hf_hub_download's retries
+and under a deadline (``LLMGEN_HUB_PROBE_TIMEOUT`` seconds, default 3; 0 turns it off), decides
+whether the hub is usable: if not, only the cache and then the catalog are tried, instead of
+spending ~23 s in retries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from .catalog import canonical_id, catalog_path, is_trimmed, suggest
+from .errors import ConfigError, SourceError
+
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+DEFAULT_PROBE_TIMEOUT_S = 3.0
+_SHA_RE = re.compile(r"[0-9a-f]{40}")
+_PART = r"[A-Za-z0-9_](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?"
+_HUB_ID_RE = re.compile(rf"(?:{_PART}/)?{_PART}")
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A parsed ``config.json`` and where it came from."""
+
+    raw: dict[str, Any]  # parsed config.json (a JSON object)
+    text: str  # the exact file text (written verbatim as the snapshot)
+    source_id: str  # hub id, or the path given by the user
+    revision: str  # hub commit sha; "bundled" for the catalog; "local" for paths
+    origin: str  # "hub" | "catalog" | "file" | "dir"
+    checkpoint_dir: (
+        Path | None
+    )  # dir holding the weights (local dir or hub snapshot dir)
+    note: str | None  # one human line about how the config was obtained, if noteworthy
+
+
+def load_config(
+    source: str,
+    *,
+    revision: str | None = None,
+    token: str | None = None,
+    prefer: Literal["auto", "hub", "path"] = "auto",
+) -> LoadedConfig:
+    """Load the config named by ``source``: a hub id (``prefer="hub"``), a file or a dir holding
+    ``config.json`` (``prefer="path"``), or whichever it is (``"auto"``: a path if it exists).
+
+    Raises SourceError when the source cannot be read, ConfigError when its content is not a
+    JSON object.
+    """
+    if prefer not in ("auto", "hub", "path"):
+        raise ValueError(f"prefer must be 'auto', 'hub' or 'path', not {prefer!r}")
+    if not source.strip():
+        raise SourceError(
+            "no config source given: expected a hub id, a file or a directory"
+        )
+    as_path = prefer == "path" or (
+        prefer == "auto"
+        and (
+            Path(source).expanduser().exists()
+            or source.endswith(".json")
+            or not is_hub_id(source)
+        )
+    )
+    if not as_path:
+        return _from_hub(source, revision, token)
+    if revision is not None:
+        raise SourceError(
+            f"a revision ({revision}) applies to hub ids only, not to the path {source}"
+        )
+    return _from_path(source)
+
+
+def is_hub_id(text: str) -> bool:
+    """Whether ``text`` is a well-formed hub model id: ``org/name`` or ``name``."""
+    return (
+        bool(_HUB_ID_RE.fullmatch(text))
+        and ".." not in text
+        and "--" not in text
+        and len(text) <= 96
+    )
+
+
+def _from_path(source: str) -> LoadedConfig:
+    path = Path(source).expanduser()
+    if path.is_dir():
+        config = path / "config.json"
+        if not config.exists():
+            raise SourceError(f"{source}: the directory has no config.json")
+        raw, text = _read_json(config, str(config))
+        return LoadedConfig(raw, text, source, "local", "dir", path.absolute(), None)
+    if not path.exists():
+        raise SourceError(f"{source}: no such file or directory")
+    raw, text = _read_json(path, source)
+    return LoadedConfig(raw, text, source, "local", "file", None, None)
+
+
+def _read_json(path: Path, shown: str) -> tuple[dict[str, Any], str]:
+    """Read ``path`` as a UTF-8 JSON object; errors name the file as ``shown``."""
+    try:
+        if not path.is_file():
+            raise SourceError(f"{shown}: not a regular file")
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise SourceError(f"{shown}: {size} bytes is too large for a config.json")
+        data = path.read_bytes()
+    except OSError as err:
+        raise SourceError(f"cannot read {shown}: {err.strerror or err}") from err
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{shown}: not UTF-8 text (byte {err.start}: {err.reason})"
+        ) from err
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(
+            f"{shown}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}"
+        ) from err
+    except (ValueError, RecursionError) as err:
+        raise ConfigError(f"{shown}: invalid JSON: {_short(err)}") from err
+    if not isinstance(raw, dict):
+        kind = {
+            list: "an array",
+            str: "a string",
+            bool: "a boolean",
+            type(None): "null",
+        }
+        got = kind.get(type(raw), "a number")
+        raise ConfigError(f"{shown}: the top level is {got}, not a JSON object")
+    return raw, text
+
+
+def _from_hub(hub_id: str, revision: str | None, token: str | None) -> LoadedConfig:
+    if not is_hub_id(hub_id):
+        hint = (
+            "; it is a local path: use from-config"
+            if Path(hub_id).expanduser().exists()
+            else ""
+        )
+        raise SourceError(
+            f"'{hub_id}' is not a hub model id (org/name of letters, digits, '.', '_', '-'){hint}"
+        )
+    import huggingface_hub
+    from huggingface_hub import constants
+    from huggingface_hub import errors as hf
+
+    offline = bool(
+        getattr(constants, "is_offline_mode", lambda: constants.HF_HUB_OFFLINE)()
+    )
+    why = (
+        "HF_HUB_OFFLINE is set"
+        if offline
+        else _hub_unreachable(hub_id, revision, token)
+    )
+    try:
+        path = huggingface_hub.hf_hub_download(
+            hub_id,
+            "config.json",
+            revision=revision,
+            token=token or None,
+            local_files_only=why is not None and not offline,
+        )
+    except Exception as err:  # noqa: BLE001 - every hub failure becomes one line
+        # hf_hub_download wraps some HTTP answers (403, 5xx) in LocalEntryNotFoundError.
+        cause = err.__cause__
+        answer = cause if isinstance(cause, hf.HfHubHTTPError) else err
+        reason = _unreachable_reason(answer)
+        if reason is None:
+            raise SourceError(_hub_error_message(answer, hub_id, revision)) from err
+        return _from_catalog(hub_id, revision, why or reason, err)
+    snapshot = Path(path).parent
+    sha = snapshot.name if _SHA_RE.fullmatch(snapshot.name) else (revision or "main")
+    note = None
+    if why is not None:
+        note = (
+            f"hub unreachable ({why}): used the cached snapshot {sha[:12]} of {hub_id}"
+        )
+    raw, text = _read_json(Path(path), f"config.json of {hub_id} ({path})")
+    return LoadedConfig(raw, text, hub_id, sha, "hub", snapshot, note)
+
+
+def _hub_unreachable(
+    hub_id: str, revision: str | None, token: str | None
+) -> str | None:
+    """Why the hub cannot be used now, or None when a quick HEAD of config.json gets an answer.
+
+    This is hf_hub_download's own first request (same session, proxies, certificates, endpoint)
+    made once, without its retries, under a deadline that also covers DNS.
+    """
+    try:
+        timeout = float(
+            os.environ.get("LLMGEN_HUB_PROBE_TIMEOUT", DEFAULT_PROBE_TIMEOUT_S)
+        )
+    except ValueError:
+        timeout = DEFAULT_PROBE_TIMEOUT_S
+    if timeout <= 0:
+        return None
+    import huggingface_hub
+
+    outcome: list[BaseException | None] = []
+
+    def attempt() -> None:
+        try:
+            url = huggingface_hub.hf_hub_url(hub_id, "config.json", revision=revision)
+            huggingface_hub.get_hf_file_metadata(
+                url, token=token or None, timeout=timeout
+            )
+            outcome.append(None)
+        except BaseException as err:  # noqa: BLE001 - reported to the caller
+            outcome.append(err)
+
+    thread = threading.Thread(target=attempt, name="llmgen-hub-probe", daemon=True)
+    thread.start()
+    thread.join(2 * timeout)
+    if not outcome:
+        return f"no answer from the hub within {2 * timeout:g} s"
+    return None if outcome[0] is None else _unreachable_reason(outcome[0])
+
+
+def _from_catalog(
+    hub_id: str, revision: str | None, why: str, err: Exception
+) -> LoadedConfig:
+    """Fall back to the bundled snapshot after the hub could not be reached for ``why``."""
+    path = catalog_path(hub_id)
+    if path is None:
+        raise SourceError(
+            f"cannot reach the hub for {hub_id} ({why}) and it is not in the bundled catalog"
+            + _did_you_mean(hub_id, "; `llmgen list` shows the bundled ids")
+        ) from err
+    if revision not in (None, "main"):
+        raise SourceError(
+            f"cannot reach the hub for {hub_id} at revision {revision} ({why}); the bundled"
+            " snapshot is not pinned to a revision (drop --revision to use it)"
+        ) from err
+    name = canonical_id(hub_id) or hub_id
+    raw, text = _read_json(path, str(path))
+    note = f"hub unreachable ({why}): used the bundled snapshot of {name}"
+    if is_trimmed(name):
+        note += " (trimmed by a third party: some hub keys are missing)"
+    return LoadedConfig(raw, text, name, "bundled", "catalog", None, note)
+
+
+def _unreachable_reason(err: BaseException) -> str | None:
+    """Why the hub could not be reached, if ``err`` means that; None if the hub answered."""
+    from huggingface_hub import errors as hf
+
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    if isinstance(err, hf.LocalEntryNotFoundError):
+        cause = err.__cause__
+        return f"{type(cause).__name__}: {_short(cause)}" if cause else "no connection"
+    if isinstance(err, hf.HfHubHTTPError):
+        if isinstance(status, int) and (status >= 500 or status in (408, 429)):
+            return f"the hub answered HTTP {status}"
+        return None
+    if isinstance(err, _network_errors()):
+        return f"{type(err).__name__}: {_short(err)}"
+    return None
+
+
+def _hub_error_message(err: Exception, hub_id: str, revision: str | None) -> str:
+    """One line for a hub failure that a catalog fallback cannot fix."""
+    from huggingface_hub import errors as hf
+
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    at = revision or "main"
+    if isinstance(err, hf.DisabledRepoError):
+        return f"hub repository {hub_id} has been disabled by its owner"
+    if isinstance(err, hf.GatedRepoError) or (
+        status in (401, 403) and not isinstance(err, hf.RepositoryNotFoundError)
+    ):
+        bundled = canonical_id(hub_id)
+        offline = (
+            f" (or use the bundled snapshot of {bundled} with HF_HUB_OFFLINE=1)"
+            if bundled
+            else ""
+        )
+        return (
+            f"hub repository {hub_id} is gated or needs a token"
+            + (f" (HTTP {status})" if status else "")
+            + f": accept the licence on the hub and set HF_TOKEN{offline}"
+        )
+    if isinstance(err, hf.RepositoryNotFoundError):
+        private = " (or it is private or gated: set HF_TOKEN)" if status == 401 else ""
+        return f"no hub repository '{hub_id}'{private}" + _did_you_mean(hub_id)
+    if isinstance(err, hf.RevisionNotFoundError):
+        return f"hub repository {hub_id} has no revision '{at}'"
+    if isinstance(err, hf.EntryNotFoundError):
+        return f"hub repository {hub_id} has no config.json at revision '{at}'"
+    kind = "HTTP " + str(status) if status else type(err).__name__
+    return f"cannot fetch config.json of {hub_id} from the hub ({kind}: {_short(err)})"
+
+
+def _did_you_mean(hub_id: str, otherwise: str = "") -> str:
+    names = suggest(hub_id)
+    if not names:
+        return otherwise
+    return "; did you mean: " + ", ".join(f"{n} (bundled)" for n in names)
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """Exception classes meaning "no connection", from the HTTP stacks already imported."""
+    classes: list[type[BaseException]] = [
+        ConnectionError,
+        TimeoutError,
+        socket.gaierror,
+    ]
+    for module, names in (
+        ("httpx2", ("TransportError", "TimeoutException")),
+        ("httpx", ("TransportError", "TimeoutException")),
+        ("requests", ("ConnectionError", "Timeout")),
+    ):
+        mod = sys.modules.get(module)
+        classes += [
+            getattr(mod, n) for n in names if mod is not None and hasattr(mod, n)
+        ]
+    return tuple(classes)
+
+
+def _short(err: BaseException | None) -> str:
+    """The first line of an exception's message (its class name if empty), at most 200 chars."""
+    lines = str(err).strip().splitlines() if err is not None else []
+    return (lines[0] if lines else type(err).__name__)[:200]

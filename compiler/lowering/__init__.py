@@ -1,0 +1,65 @@
+"""Pass 2, lowering: the only code that knows Hugging Face config key names.
+
+``lower(raw)`` turns a parsed config.json into the architecture IR, or raises a one-line
+``ConfigError`` / ``UnsupportedError`` naming the key at fault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from ...schemas.arch import Architecture
+from ..errors import ConfigError, UnsupportedError
+from .families import lower_gemma3_text, lower_llama, lower_qwen3
+from .reader import ConfigReader
+
+FAMILIES: dict[str, Callable[[ConfigReader, str], Architecture]] = {
+    "llama": lower_llama,
+    "qwen3": lower_qwen3,
+    "gemma3_text": lower_gemma3_text,
+}
+# Multimodal wrappers whose text decoder we compile: model_type -> default text model_type.
+WRAPPERS = {"gemma3": "gemma3_text"}
+# Wrapper keys that only concern the other modalities.
+WRAPPER_KEYS = frozenset(
+    {"vision_config", "mm_tokens_per_image", "boi_token_index", "eoi_token_index", "image_token_index",
+     "initializer_range", "text_config", "tie_word_embeddings"}
+)
+
+
+def supported_model_types() -> list[str]:
+    return sorted([*FAMILIES, *WRAPPERS])
+
+
+def lower(raw: dict[str, Any]) -> Architecture:
+    """Lower a config dict to the IR (pass 2 of the pipeline)."""
+    if not isinstance(raw, dict):
+        raise ConfigError("config: expected a JSON object")
+    model_type = raw.get("model_type")
+    if not isinstance(model_type, str):
+        raise ConfigError("config: missing required key 'model_type'")
+    prefix = ""
+    where = "config"
+    if model_type in WRAPPERS:
+        outer = ConfigReader(raw, "config")
+        text = outer.any("text_config", None)
+        if not isinstance(text, dict):
+            raise ConfigError(f"config: model_type {model_type!r} needs a 'text_config' object")
+        outer.finish(WRAPPER_KEYS)
+        tied = raw.get("tie_word_embeddings", True)
+        raw = {"model_type": WRAPPERS[model_type], "tie_word_embeddings": tied, **text}
+        model_type, prefix, where = raw["model_type"], "language_model.", "config.text_config"
+    family = FAMILIES.get(model_type)
+    if family is None:
+        known = ", ".join(supported_model_types())
+        raise UnsupportedError(f"config: model_type {model_type!r:.60} is not supported (supported: {known})")
+    try:
+        arch = family(ConfigReader(raw, where), model_type)
+        return arch.model_copy(update={"checkpoint_prefix": prefix}) if prefix else arch
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(part) for part in err["loc"])
+        raise ConfigError(f"{where}: invalid value for {loc}: {err['msg']}") from None

@@ -1,0 +1,209 @@
+"""Per-family lowering: Hugging Face config keys -> architecture IR.
+
+Each family reads exactly the keys its transformers implementation reads, with the same
+defaults, and builds the IR from them. New behaviour is a new IR field, never a check on a
+model's name downstream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ...schemas.arch import Architecture, Attention, Embedding, Head, Layer, Mlp, Norm, Rope
+from ..errors import ConfigError, UnsupportedError
+from .reader import ConfigReader
+from .rope import lower_rope
+
+ACTIVATIONS = {
+    "silu": "silu",
+    "swish": "silu",
+    "gelu": "gelu",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu_new": "gelu_tanh",
+    "relu": "relu",
+}
+DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16", "float": "float32", "half": "float16"}
+LAYER_TYPES = ("full_attention", "sliding_attention")
+
+
+@dataclass(frozen=True)
+class Common:
+    """The hyper-parameters every decoder family shares."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    max_position_embeddings: int
+    dtype: str
+
+
+def read_common(r: ConfigReader, *, kv_default: int | None, head_dim_default: int | None, max_pos: int) -> Common:
+    hidden = r.int("hidden_size")
+    heads = r.int("num_attention_heads")
+    kv = r.int("num_key_value_heads", kv_default if kv_default is not None else heads, nullable=True) or heads
+    head_dim = r.int("head_dim", head_dim_default, nullable=True)
+    if head_dim is None:
+        if hidden % heads:
+            raise ConfigError(
+                f"{r.where}: 'hidden_size' ({hidden}) is not divisible by 'num_attention_heads' ({heads})"
+                " and no 'head_dim' is given"
+            )
+        head_dim = hidden // heads
+    if kv > heads:
+        raise ConfigError(f"{r.where}: 'num_key_value_heads' ({kv}) exceeds 'num_attention_heads' ({heads})")
+    if heads % kv:
+        raise ConfigError(f"{r.where}: 'num_attention_heads' ({heads}) is not a multiple of 'num_key_value_heads' ({kv})")
+    dtype = r.any("torch_dtype", None) or r.any("dtype", None) or "float32"
+    if dtype not in DTYPES:
+        raise ConfigError(f"{r.where}: key 'torch_dtype' = {dtype!r:.40} is not a floating dtype llmgen knows")
+    return Common(
+        vocab_size=r.int("vocab_size"),
+        hidden_size=hidden,
+        intermediate_size=r.int("intermediate_size"),
+        num_layers=r.int("num_hidden_layers"),
+        num_heads=heads,
+        num_kv_heads=kv,
+        head_dim=head_dim,
+        max_position_embeddings=r.int("max_position_embeddings", max_pos),
+        dtype=DTYPES[dtype],
+    )
+
+
+def read_layer_types(r: ConfigReader, num_layers: int, default: list[str]) -> list[str]:
+    """The v5 ``layer_types`` list when present, else the family's default pattern."""
+    layer_types = r.any("layer_types", None)
+    if layer_types is None:
+        return default
+    if not isinstance(layer_types, list) or len(layer_types) != num_layers:
+        raise ConfigError(f"{r.where}: 'layer_types' must be a list of {num_layers} entries (one per layer)")
+    for value in layer_types:
+        if value not in LAYER_TYPES:
+            raise UnsupportedError(f"{r.where}: 'layer_types' entry {value!r:.40} is not supported ({', '.join(LAYER_TYPES)})")
+    return list(layer_types)
+
+
+def build(
+    r: ConfigReader,
+    c: Common,
+    *,
+    layer_types: list[str],
+    window: int | None,
+    ropes: dict[str, Rope],
+    norm: Norm,
+    attention: dict[str, Any],
+    mlp: Mlp,
+    block: str,
+    embed_scale: float | None,
+    head: Head,
+    model_type: str,
+    extra_allowed: frozenset[str] = frozenset(),
+) -> Architecture:
+    """Assemble the IR once every key is read, then reject the keys nobody read."""
+    r.finish(extra_allowed)
+    if "sliding_attention" in layer_types and window is None:
+        raise ConfigError(f"{r.where}: sliding-window layers need 'sliding_window'")
+    tables = {t.name: t for t in ropes.values()}
+    layers = []
+    for index, layer_type in enumerate(layer_types):
+        sliding = layer_type == "sliding_attention"
+        mixer = Attention(
+            span="sliding" if sliding else "full",
+            window=window if sliding else None,
+            num_heads=c.num_heads,
+            num_kv_heads=c.num_kv_heads,
+            head_dim=c.head_dim,
+            rope=ropes[layer_type].name,
+            **attention,
+        )
+        layers.append(Layer(index=index, mixer=mixer, ffn=mlp, block=block, norm=norm))
+    return Architecture(
+        model_type=model_type,
+        hidden_size=c.hidden_size,
+        max_position_embeddings=c.max_position_embeddings,
+        dtype=c.dtype,
+        embedding=Embedding(vocab_size=c.vocab_size, scale=embed_scale),
+        rope=tuple(tables[name] for name in sorted(tables)),
+        layers=tuple(layers),
+        final_norm=norm,
+        head=head,
+    )
+
+
+def lower_llama(r: ConfigReader, model_type: str) -> Architecture:
+    """Llama 2/3 and SmolLM2: pre-norm, GQA, SwiGLU, RoPE (default / linear / llama3)."""
+    c = read_common(r, kv_default=None, head_dim_default=None, max_pos=2048)
+    r.require_value("pretraining_tp", (1, None), 1)
+    r.require_value("rope_interleaved", (False,), False)
+    bias = r.bool("attention_bias", False)
+    norm = Norm(kind="rmsnorm", eps=r.float("rms_norm_eps", 1e-6))
+    ropes = lower_rope(r, head_dim=c.head_dim, layer_types={"full_attention"},
+                       default_theta={t: 10000.0 for t in LAYER_TYPES})
+    mlp = Mlp(gated=True, activation=r.str("hidden_act", "silu", choices=ACTIVATIONS),
+              intermediate_size=c.intermediate_size, bias=r.bool("mlp_bias", False))
+    return build(
+        r, c, layer_types=["full_attention"] * c.num_layers, window=None, ropes=ropes, norm=norm,
+        attention=dict(q_bias=bias, k_bias=bias, v_bias=bias, o_bias=bias, scale=c.head_dim**-0.5),
+        mlp=mlp, block="pre_norm", embed_scale=None,
+        head=Head(tied=r.bool("tie_word_embeddings", False)), model_type=model_type,
+    )
+
+
+def lower_qwen3(r: ConfigReader, model_type: str) -> Architecture:
+    """Qwen3: Llama's block plus RMSNorm on each query and key head (QK-norm)."""
+    c = read_common(r, kv_default=32, head_dim_default=128, max_pos=32768)
+    use_sliding = r.bool("use_sliding_window", False)
+    window = r.int("sliding_window", 4096, nullable=True) if use_sliding else None
+    r.any("sliding_window")
+    first_sliding = r.int("max_window_layers", 28, minimum=0)
+    default_types = [
+        "sliding_attention" if window is not None and i >= first_sliding else "full_attention"
+        for i in range(c.num_layers)
+    ]
+    layer_types = read_layer_types(r, c.num_layers, default_types)
+    bias = r.bool("attention_bias", False)
+    norm = Norm(kind="rmsnorm", eps=r.float("rms_norm_eps", 1e-6))
+    ropes = lower_rope(r, head_dim=c.head_dim, layer_types=set(layer_types),
+                       default_theta={t: 10000.0 for t in LAYER_TYPES})
+    mlp = Mlp(gated=True, activation=r.str("hidden_act", "silu", choices=ACTIVATIONS),
+              intermediate_size=c.intermediate_size)
+    return build(
+        r, c, layer_types=layer_types, window=window, ropes=ropes, norm=norm,
+        attention=dict(q_bias=bias, k_bias=bias, v_bias=bias, o_bias=False, scale=c.head_dim**-0.5,
+                       qk_norm="per_head", qk_norm_spec=norm),
+        mlp=mlp, block="pre_norm", embed_scale=None,
+        head=Head(tied=r.bool("tie_word_embeddings", False)), model_type=model_type,
+    )
+
+
+def lower_gemma3_text(r: ConfigReader, model_type: str, *, tied_default: bool = True) -> Architecture:
+    """Gemma 3 text decoder: sandwich (1+w) RMSNorms, QK-norm, 5:1 local/global attention, two RoPE tables."""
+    c = read_common(r, kv_default=4, head_dim_default=256, max_pos=131072)
+    if r.bool("use_bidirectional_attention", False):
+        raise UnsupportedError(f"{r.where}: key 'use_bidirectional_attention' = true is not supported")
+    window = r.int("sliding_window", 4096, nullable=True)
+    pattern = r.int("sliding_window_pattern", None, nullable=True) or r.int("_sliding_window_pattern", 6)
+    default_types = ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(c.num_layers)]
+    layer_types = read_layer_types(r, c.num_layers, default_types)
+    bias = r.bool("attention_bias", False)
+    norm = Norm(kind="rmsnorm", eps=r.float("rms_norm_eps", 1e-6), weight_offset=1.0, weight_in_compute_dtype=True)
+    ropes = lower_rope(r, head_dim=c.head_dim, layer_types=set(layer_types),
+                       default_theta={"full_attention": 1_000_000.0, "sliding_attention": 10_000.0},
+                       local_theta_key="rope_local_base_freq")
+    mlp = Mlp(gated=True, activation=r.str("hidden_activation", "gelu_pytorch_tanh", choices=ACTIVATIONS),
+              intermediate_size=c.intermediate_size)
+    scalar = r.float("query_pre_attn_scalar", 256.0)
+    return build(
+        r, c, layer_types=layer_types, window=window, ropes=ropes, norm=norm,
+        attention=dict(q_bias=bias, k_bias=bias, v_bias=bias, o_bias=bias, scale=scalar**-0.5,
+                       qk_norm="per_head", qk_norm_spec=norm,
+                       softcap=r.float("attn_logit_softcapping", None, nullable=True)),
+        mlp=mlp, block="sandwich", embed_scale=c.hidden_size**0.5,
+        head=Head(tied=r.bool("tie_word_embeddings", tied_default),
+                  softcap=r.float("final_logit_softcapping", None, nullable=True)),
+        model_type=model_type,
+    )

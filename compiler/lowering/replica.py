@@ -1,0 +1,64 @@
+"""Tiny replicas: a real config shrunk to toy width and depth, its structure kept.
+
+Kept: every kind of layer (in the original order), grouped KV heads (n_kv < n_heads, or
+MQA / MHA exactly as the original), an explicit head_dim different from hidden/heads, the
+RoPE tables and their scaling, biases, norms and caps. Shrunk: widths, depth, vocabulary,
+the sliding window (so a short test sequence crosses it). Output uses Hugging Face keys,
+so transformers can build the same model.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from ...schemas.arch import Architecture
+from . import WRAPPERS
+
+HIDDEN, HEADS, HEAD_DIM, INTERMEDIATE, VOCAB, WINDOW = 64, 4, 32, 96, 256, 8
+
+
+def replica_layers(arch: Architecture) -> int:
+    """Fewest leading layers holding every layer kind, plus one (so a kind repeats)."""
+    kinds = {layer.mixer.span for layer in arch.layers}
+    seen: set[str] = set()
+    for index, layer in enumerate(arch.layers):
+        seen.add(layer.mixer.span)
+        if seen == kinds:
+            return min(arch.num_layers, max(2, index + 2))
+    return arch.num_layers
+
+
+def tiny_replica(raw: dict[str, Any], arch: Architecture) -> dict[str, Any]:
+    """A shrunk copy of ``raw`` (a text-decoder config for multimodal wrappers)."""
+    tiny = copy.deepcopy(raw)
+    if tiny.get("model_type") in WRAPPERS:
+        text = tiny["text_config"]
+        tiny = {"model_type": WRAPPERS[tiny["model_type"]], "tie_word_embeddings": tiny.get("tie_word_embeddings", True),
+                **text}
+    attn = arch.layers[0].mixer
+    if attn.num_kv_heads == attn.num_heads:
+        kv = HEADS
+    elif attn.num_kv_heads == 1:
+        kv = 1
+    else:
+        kv = 2
+    layers = replica_layers(arch)
+    tiny.update(
+        hidden_size=HIDDEN,
+        num_attention_heads=HEADS,
+        num_key_value_heads=kv,
+        head_dim=HEAD_DIM,
+        intermediate_size=INTERMEDIATE,
+        vocab_size=VOCAB,
+        num_hidden_layers=layers,
+        torch_dtype="float32",
+    )
+    if isinstance(tiny.get("layer_types"), list):
+        tiny["layer_types"] = tiny["layer_types"][:layers]
+    if any(layer.mixer.span == "sliding" for layer in arch.layers):
+        tiny["sliding_window"] = WINDOW
+    for key, value in (("pad_token_id", 0), ("bos_token_id", 1), ("eos_token_id", 2)):
+        if tiny.get(key) is not None:
+            tiny[key] = value
+    return tiny

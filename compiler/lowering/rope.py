@@ -1,0 +1,142 @@
+"""Lowering of RoPE keys, in both the transformers-v4 and the v5 spelling.
+
+v4: ``rope_theta`` + ``rope_scaling`` (+ Gemma 3's ``rope_local_base_freq``).
+v5: ``rope_parameters``, either one dict or one dict per layer type
+(``{"full_attention": {...}, "sliding_attention": {...}}``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...schemas.arch import Rope
+from ..errors import ConfigError, UnsupportedError
+from .reader import ConfigReader
+
+# Keys each RoPE type may carry besides rope_type / rope_theta / partial_rotary_factor.
+_TYPE_KEYS: dict[str, frozenset[str]] = {
+    "default": frozenset(),
+    "linear": frozenset({"factor"}),
+    "dynamic": frozenset({"factor", "original_max_position_embeddings"}),
+    "llama3": frozenset({"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}),
+    "yarn": frozenset(
+        {"factor", "original_max_position_embeddings", "attention_factor", "beta_fast", "beta_slow",
+         "mscale", "mscale_all_dim", "truncate"}
+    ),
+    "longrope": frozenset({"short_factor", "long_factor", "attention_factor", "original_max_position_embeddings",
+                           "factor"}),
+}
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "linear": ("factor",),
+    "dynamic": ("factor",),
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+    "yarn": ("factor",),
+    "longrope": ("short_factor", "long_factor"),
+}
+LAYER_TYPE_KEYS = ("full_attention", "sliding_attention")
+
+
+def _num(where: str, key: str, value: Any, *, integer: bool = False) -> float:
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok or value <= 0:
+        raise ConfigError(f"{where}: '{key}' must be a positive {'integer' if integer else 'number'}, got {value!r:.40}")
+    return value
+
+
+def rope_table(
+    name: str, params: dict[str, Any], *, theta: float, head_dim: int, partial: float, where: str
+) -> Rope:
+    """Build one table from a rope_scaling / rope_parameters dict (may be empty: default RoPE)."""
+    if not isinstance(params, dict):
+        raise ConfigError(f"{where}: expected an object or null, got {type(params).__name__}")
+    params = dict(params)
+    kind = params.pop("rope_type", None) or params.pop("type", None) or "default"
+    params.pop("type", None)
+    if kind not in _TYPE_KEYS:
+        raise UnsupportedError(f"{where}: rope type {kind!r:.40} is not supported (known: {', '.join(_TYPE_KEYS)})")
+    if "rope_theta" in params:
+        theta = _num(where, "rope_theta", params.pop("rope_theta"))
+    if "partial_rotary_factor" in params:
+        partial = _num(where, "partial_rotary_factor", params.pop("partial_rotary_factor"))
+    unknown = sorted(set(params) - _TYPE_KEYS[kind])
+    if unknown:
+        raise ConfigError(f"{where}: unknown key '{unknown[0]}' for rope type {kind!r}")
+    missing = [k for k in _REQUIRED.get(kind, ()) if k not in params]
+    if missing:
+        raise ConfigError(f"{where}: rope type {kind!r} needs key '{missing[0]}'")
+    if not 0 < partial <= 1:
+        raise ConfigError(f"{where}: 'partial_rotary_factor' must be in (0, 1], got {partial}")
+    rotary_dim = int(head_dim * partial)
+    if rotary_dim < 2 or rotary_dim % 2:
+        raise ConfigError(f"{where}: rotary dimension {rotary_dim} (head_dim x partial_rotary_factor) must be even")
+    fields: dict[str, Any] = {}
+    for key in ("factor", "low_freq_factor", "high_freq_factor", "beta_fast", "beta_slow", "attention_factor"):
+        if params.get(key) is not None:
+            fields[key] = float(_num(where, key, params[key]))
+    if params.get("original_max_position_embeddings") is not None:
+        fields["original_max_position_embeddings"] = _num(
+            where, "original_max_position_embeddings", params["original_max_position_embeddings"], integer=True
+        )
+    for key in ("short_factor", "long_factor"):
+        if key in params:
+            values = params[key]
+            if not isinstance(values, list) or len(values) != rotary_dim // 2:
+                raise ConfigError(f"{where}: '{key}' must be a list of {rotary_dim // 2} numbers")
+            fields[key] = tuple(float(_num(where, key, v)) for v in values)
+    for key in ("mscale", "mscale_all_dim", "truncate"):
+        if key in params:
+            raise UnsupportedError(f"{where}: rope key '{key}' is not supported yet")
+    if kind == "llama3" and fields["low_freq_factor"] >= fields["high_freq_factor"]:
+        raise ConfigError(f"{where}: 'low_freq_factor' must be smaller than 'high_freq_factor'")
+    return Rope(name=name, type=kind, theta=float(theta), rotary_dim=rotary_dim, partial_rotary_factor=partial,
+                **fields)
+
+
+def lower_rope(
+    r: ConfigReader,
+    *,
+    head_dim: int,
+    layer_types: set[str],
+    default_theta: dict[str, float],
+    local_theta_key: str | None = None,
+) -> dict[str, Rope]:
+    """Return the RoPE table of each layer type present (``full_attention`` / ``sliding_attention``).
+
+    ``default_theta`` gives the theta a family uses when the config names none, per layer type.
+    ``local_theta_key`` is the v4 key of a separate theta for sliding layers (Gemma 3), which
+    gives sliding layers a table of their own.
+    """
+    partial = r.float("partial_rotary_factor", 1.0)
+    separate_local = local_theta_key is not None
+    if r.has("rope_parameters") and r.raw["rope_parameters"] is not None:
+        params = r.any("rope_parameters")
+        if r.raw.get("rope_scaling") is not None:
+            raise ConfigError(f"{r.where}: give either 'rope_parameters' or 'rope_scaling', not both")
+        r.any("rope_scaling")
+        if isinstance(params, dict) and set(params) & set(LAYER_TYPE_KEYS):
+            per_type = params
+            unknown = sorted(set(per_type) - set(LAYER_TYPE_KEYS))
+            if unknown:
+                raise ConfigError(f"{r.where}: unknown layer type '{unknown[0]}' in 'rope_parameters'")
+            separate_local = True
+        else:
+            per_type = {t: params for t in LAYER_TYPE_KEYS}
+        theta_fallback = {t: r.float("rope_theta", default_theta[t]) for t in LAYER_TYPE_KEYS}
+        if local_theta_key:
+            theta_fallback["sliding_attention"] = r.float(local_theta_key, default_theta["sliding_attention"])
+    else:
+        scaling = r.any("rope_scaling")
+        r.any("rope_parameters")
+        global_theta = r.float("rope_theta", default_theta["full_attention"])
+        local_theta = r.float(local_theta_key, default_theta["sliding_attention"]) if local_theta_key else global_theta
+        per_type = {"full_attention": scaling or {}, "sliding_attention": {} if local_theta_key else (scaling or {})}
+        theta_fallback = {"full_attention": global_theta, "sliding_attention": local_theta}
+    tables: dict[str, Rope] = {}
+    for layer_type in sorted(layer_types):
+        name = "local" if separate_local and layer_type == "sliding_attention" else "global"
+        where = f"{r.where}: rope parameters of {layer_type}"
+        params = per_type.get(layer_type) or {}
+        tables[layer_type] = rope_table(
+            name, params, theta=theta_fallback[layer_type], head_dim=head_dim, partial=partial, where=where
+        )
+    return tables

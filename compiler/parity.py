@@ -1,0 +1,58 @@
+"""The tiny-replica parity test: what goes into each generated test_parity.py.
+
+The replica config comes from the lowering (it knows HF keys); here it is lowered again
+and checked to need exactly the same code as the full model, so the committed model.py
+is what the test exercises.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..schemas.arch import Architecture
+from .errors import UnsupportedError
+from .lowering import lower
+from .lowering.replica import WINDOW, tiny_replica
+from .render import Provenance, config_kwargs, literal, model_context, safe_comment, structure
+from .validate import validate
+from .weight_map import WeightEntry, weight_map
+
+TOLERANCE = 1e-5
+WEIGHT_STD = 0.05
+NORM_SPREAD = 0.2
+BATCH = 2
+
+
+def py_literal(value: Any) -> str:
+    """A Python literal for JSON-like data (dicts, lists, numbers, strings, None)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{literal(str(k))}: {py_literal(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(py_literal(v) for v in value) + "]"
+    return literal(value)
+
+
+def parity_context(raw: dict[str, Any], arch: Architecture, weights: list[WeightEntry], prov: Provenance) -> dict[str, Any]:
+    """Context for templates/tests/test_parity.py.j2."""
+    tiny_raw = tiny_replica(raw, arch)
+    tiny = validate(lower(tiny_raw))
+    full_structure = structure(model_context(arch, weights, prov))
+    tiny_structure = structure(model_context(tiny, weight_map(tiny), prov))
+    if full_structure != tiny_structure:
+        differing = sorted(k for k in full_structure if full_structure[k] != tiny_structure.get(k))
+        raise UnsupportedError(f"cannot build a tiny replica with the same structure (differs in: {', '.join(differing)})")
+    sliding = any(layer.mixer.span == "sliding" for layer in tiny.layers)
+    norms = {e.checkpoint: e.neutral for e in weight_map(tiny) if e.role == "norm"}
+    return {
+        "version": model_context(arch, weights, prov)["version"],
+        "source": prov.label,
+        "command": safe_comment(prov.command),
+        "hf_config": py_literal(tiny_raw),
+        "model_config": py_literal(config_kwargs(tiny)),
+        "norm_weights": py_literal(norms),
+        "weight_std": literal(WEIGHT_STD),
+        "norm_spread": literal(NORM_SPREAD),
+        "batch": literal(BATCH),
+        "seq_len": literal(2 * WINDOW + 4 if sliding else 16),
+        "tolerance": literal(TOLERANCE),
+    }

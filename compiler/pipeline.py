@@ -1,0 +1,99 @@
+"""The compiler, pass by pass:
+
+    load config -> lower to IR -> validate -> weight map -> render -> format -> write
+
+``compile_config`` runs passes 2-6 in memory; ``generate`` adds loading and writing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..schemas.arch import Architecture
+from . import __version__
+from .format import format_source
+from .load import LoadedConfig, load_config
+from .lowering import lower
+from .parity import parity_context
+from .render import Provenance, model_context, render
+from .validate import validate
+from .weight_map import weight_map
+from .write import slug_for, write_outputs
+
+MANIFEST = "llmgen.json"
+
+
+@dataclass(frozen=True)
+class Compiled:
+    slug: str
+    arch: Architecture
+    files: dict[str, bytes]
+
+
+def regenerate_command(loaded: LoadedConfig) -> str:
+    if loaded.origin in ("hub", "catalog"):
+        pinned = f" --revision {loaded.revision}" if loaded.origin == "hub" else ""
+        return f"llmgen from-hub {loaded.source_id}{pinned}"
+    return f"llmgen from-config {loaded.source_id}"
+
+
+def dump_json(data: Any) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=True) + "\n").encode()
+
+
+def compile_config(loaded: LoadedConfig, *, slug: str | None = None, templates: Path | None = None) -> Compiled:
+    """Passes 2-6: every output file as bytes; nothing touches the disk."""
+    arch = validate(lower(loaded.raw))
+    weights = weight_map(arch)
+    prov = Provenance(loaded.source_id, loaded.revision, regenerate_command(loaded))
+    model = format_source(render("model/file.py.j2", model_context(arch, weights, prov), templates), name="model.py")
+    test = format_source(
+        render("tests/test_parity.py.j2", parity_context(loaded.raw, arch, weights, prov), templates),
+        name="test_parity.py",
+    )
+    files = {
+        "config.json": loaded.text.encode(),
+        "arch.json": dump_json(arch.model_dump(mode="json")),
+        "model.py": model.encode(),
+        "test_parity.py": test.encode(),
+    }
+    manifest = {
+        "generator": f"llmgen {__version__}",
+        "source": loaded.source_id,
+        "revision": loaded.revision,
+        "origin": loaded.origin,
+        "command": prov.command,
+        "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())},
+    }
+    files[MANIFEST] = dump_json(manifest)
+    return Compiled(slug=slug or slug_for(loaded.source_id), arch=arch, files=files)
+
+
+def generate(
+    source: str,
+    out: Path,
+    *,
+    revision: str | None = None,
+    token: str | None = None,
+    prefer: str = "auto",
+    slug: str | None = None,
+    templates: Path | None = None,
+) -> tuple[LoadedConfig, Compiled, Path]:
+    """All passes: load, compile, write. Returns what was loaded, compiled and where it went."""
+    loaded = load_config(source, revision=revision, token=token, prefer=prefer)
+    compiled = compile_config(loaded, slug=slug, templates=templates)
+    return loaded, compiled, write_outputs(out / compiled.slug, compiled.files)
+
+
+def reload_generated(directory: Path) -> LoadedConfig:
+    """The LoadedConfig a generated directory was compiled from (its snapshot + manifest)."""
+    manifest = json.loads((directory / MANIFEST).read_text())
+    text = (directory / "config.json").read_text()
+    return LoadedConfig(
+        raw=json.loads(text), text=text, source_id=manifest["source"], revision=manifest["revision"],
+        origin=manifest["origin"], checkpoint_dir=None, note=None,
+    )
