@@ -44,9 +44,7 @@ def _index() -> dict[str, tuple[str, Path, bool]]:
 
 def catalog_ids() -> list[str]:
     """All bundled hub ids, sorted case-insensitively."""
-    return sorted(
-        (hub_id for hub_id, _, _ in _index().values()), key=lambda s: (s.lower(), s)
-    )
+    return sorted((hub_id for hub_id, _, _ in _index().values()), key=lambda s: (s.lower(), s))
 
 
 def canonical_id(hub_id: str) -> str | None:
@@ -84,9 +82,7 @@ def suggest(hub_id: str) -> list[str]:
         other = i.lower().rsplit("/", 1)[-1]
         if other == name or other.startswith(name + "-"):
             picks.append(i)
-    close = difflib.get_close_matches(
-        wanted, list(by_lower), n=MAX_SUGGESTIONS, cutoff=0.75
-    )
+    close = difflib.get_close_matches(wanted, list(by_lower), n=MAX_SUGGESTIONS, cutoff=0.75)
     picks += [by_lower[c] for c in close]
     out: list[str] = []
     for pick in picks:

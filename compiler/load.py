@@ -37,15 +37,13 @@ _HUB_ID_RE = re.compile(rf"(?:{_PART}/)?{_PART}")
 class LoadedConfig:
     """A parsed ``config.json`` and where it came from."""
 
-    raw: dict[str, Any]  # parsed config.json (a JSON object)
+    raw: dict[str, Any]  # the parsed config.json, a JSON object
     text: str  # the exact file text (written verbatim as the snapshot)
     source_id: str  # hub id, or the path given by the user
     revision: str  # hub commit sha; "bundled" for the catalog; "local" for paths
     origin: str  # "hub" | "catalog" | "file" | "dir"
-    checkpoint_dir: (
-        Path | None
-    )  # dir holding the weights (local dir or hub snapshot dir)
-    note: str | None  # one human line about how the config was obtained, if noteworthy
+    checkpoint_dir: Path | None  # local dir or hub snapshot dir (weights), else None
+    note: str | None  # one human line on how the config was obtained, if noteworthy
 
 
 def load_config(
@@ -64,34 +62,19 @@ def load_config(
     if prefer not in ("auto", "hub", "path"):
         raise ValueError(f"prefer must be 'auto', 'hub' or 'path', not {prefer!r}")
     if not source.strip():
-        raise SourceError(
-            "no config source given: expected a hub id, a file or a directory"
-        )
-    as_path = prefer == "path" or (
-        prefer == "auto"
-        and (
-            Path(source).expanduser().exists()
-            or source.endswith(".json")
-            or not is_hub_id(source)
-        )
-    )
-    if not as_path:
+        raise SourceError("no config source given: expected a hub id, a file or a dir")
+    local = Path(source).expanduser().exists() or source.endswith(".json")
+    if prefer == "hub" or (prefer == "auto" and not local and is_hub_id(source)):
         return _from_hub(source, revision, token)
     if revision is not None:
-        raise SourceError(
-            f"a revision ({revision}) applies to hub ids only, not to the path {source}"
-        )
+        raise SourceError(f"a revision ({revision}) applies to hub ids only, not to {source}")
     return _from_path(source)
 
 
 def is_hub_id(text: str) -> bool:
     """Whether ``text`` is a well-formed hub model id: ``org/name`` or ``name``."""
-    return (
-        bool(_HUB_ID_RE.fullmatch(text))
-        and ".." not in text
-        and "--" not in text
-        and len(text) <= 96
-    )
+    ok = _HUB_ID_RE.fullmatch(text) and ".." not in text and "--" not in text
+    return bool(ok) and len(text) <= 96
 
 
 def _from_path(source: str) -> LoadedConfig:
@@ -122,9 +105,7 @@ def _read_json(path: Path, shown: str) -> tuple[dict[str, Any], str]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise ConfigError(
-            f"{shown}: not UTF-8 text (byte {err.start}: {err.reason})"
-        ) from err
+        raise ConfigError(f"{shown}: not UTF-8 text (byte {err.start}: {err.reason})") from err
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as err:
@@ -134,48 +115,31 @@ def _read_json(path: Path, shown: str) -> tuple[dict[str, Any], str]:
     except (ValueError, RecursionError) as err:
         raise ConfigError(f"{shown}: invalid JSON: {_short(err)}") from err
     if not isinstance(raw, dict):
-        kind = {
-            list: "an array",
-            str: "a string",
-            bool: "a boolean",
-            type(None): "null",
-        }
-        got = kind.get(type(raw), "a number")
+        kinds = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+        got = kinds.get(type(raw), "a number")
         raise ConfigError(f"{shown}: the top level is {got}, not a JSON object")
     return raw, text
 
 
 def _from_hub(hub_id: str, revision: str | None, token: str | None) -> LoadedConfig:
     if not is_hub_id(hub_id):
-        hint = (
-            "; it is a local path: use from-config"
-            if Path(hub_id).expanduser().exists()
-            else ""
-        )
+        local = Path(hub_id).expanduser().exists() if hub_id else False
+        hint = "; it is a local path: use from-config" if local else ""
         raise SourceError(
-            f"'{hub_id}' is not a hub model id (org/name of letters, digits, '.', '_', '-'){hint}"
+            f"'{hub_id}' is not a hub model id (org/name: letters, digits, . _ -){hint}"
         )
     import huggingface_hub
     from huggingface_hub import constants
     from huggingface_hub import errors as hf
 
-    offline = bool(
-        getattr(constants, "is_offline_mode", lambda: constants.HF_HUB_OFFLINE)()
-    )
-    why = (
-        "HF_HUB_OFFLINE is set"
-        if offline
-        else _hub_unreachable(hub_id, revision, token)
-    )
+    offline = getattr(constants, "is_offline_mode", lambda: constants.HF_HUB_OFFLINE)()
+    why = "HF_HUB_OFFLINE is set" if offline else _hub_unreachable(hub_id, revision, token)
+    cache = why is not None and not offline  # (offline mode: hf_hub_download knows already)
     try:
         path = huggingface_hub.hf_hub_download(
-            hub_id,
-            "config.json",
-            revision=revision,
-            token=token or None,
-            local_files_only=why is not None and not offline,
+            hub_id, "config.json", revision=revision, token=token or None, local_files_only=cache
         )
-    except Exception as err:  # noqa: BLE001 - every hub failure becomes one line
+    except Exception as err:
         # hf_hub_download wraps some HTTP answers (403, 5xx) in LocalEntryNotFoundError.
         cause = err.__cause__
         answer = cause if isinstance(cause, hf.HfHubHTTPError) else err
@@ -185,27 +149,19 @@ def _from_hub(hub_id: str, revision: str | None, token: str | None) -> LoadedCon
         return _from_catalog(hub_id, revision, why or reason, err)
     snapshot = Path(path).parent
     sha = snapshot.name if _SHA_RE.fullmatch(snapshot.name) else (revision or "main")
-    note = None
-    if why is not None:
-        note = (
-            f"hub unreachable ({why}): used the cached snapshot {sha[:12]} of {hub_id}"
-        )
+    note = f"hub unreachable ({why}): used the cached snapshot {sha[:12]} of {hub_id}"
     raw, text = _read_json(Path(path), f"config.json of {hub_id} ({path})")
-    return LoadedConfig(raw, text, hub_id, sha, "hub", snapshot, note)
+    return LoadedConfig(raw, text, hub_id, sha, "hub", snapshot, note if why else None)
 
 
-def _hub_unreachable(
-    hub_id: str, revision: str | None, token: str | None
-) -> str | None:
+def _hub_unreachable(hub_id: str, revision: str | None, token: str | None) -> str | None:
     """Why the hub cannot be used now, or None when a quick HEAD of config.json gets an answer.
 
     This is hf_hub_download's own first request (same session, proxies, certificates, endpoint)
     made once, without its retries, under a deadline that also covers DNS.
     """
     try:
-        timeout = float(
-            os.environ.get("LLMGEN_HUB_PROBE_TIMEOUT", DEFAULT_PROBE_TIMEOUT_S)
-        )
+        timeout = float(os.environ.get("LLMGEN_HUB_PROBE_TIMEOUT", DEFAULT_PROBE_TIMEOUT_S))
     except ValueError:
         timeout = DEFAULT_PROBE_TIMEOUT_S
     if timeout <= 0:
@@ -217,9 +173,7 @@ def _hub_unreachable(
     def attempt() -> None:
         try:
             url = huggingface_hub.hf_hub_url(hub_id, "config.json", revision=revision)
-            huggingface_hub.get_hf_file_metadata(
-                url, token=token or None, timeout=timeout
-            )
+            huggingface_hub.get_hf_file_metadata(url, token=token or None, timeout=timeout)
             outcome.append(None)
         except BaseException as err:  # noqa: BLE001 - reported to the caller
             outcome.append(err)
@@ -232,9 +186,7 @@ def _hub_unreachable(
     return None if outcome[0] is None else _unreachable_reason(outcome[0])
 
 
-def _from_catalog(
-    hub_id: str, revision: str | None, why: str, err: Exception
-) -> LoadedConfig:
+def _from_catalog(hub_id: str, revision: str | None, why: str, err: Exception) -> LoadedConfig:
     """Fall back to the bundled snapshot after the hub could not be reached for ``why``."""
     path = catalog_path(hub_id)
     if path is None:
@@ -264,12 +216,9 @@ def _unreachable_reason(err: BaseException) -> str | None:
         cause = err.__cause__
         return f"{type(cause).__name__}: {_short(cause)}" if cause else "no connection"
     if isinstance(err, hf.HfHubHTTPError):
-        if isinstance(status, int) and (status >= 500 or status in (408, 429)):
-            return f"the hub answered HTTP {status}"
-        return None
-    if isinstance(err, _network_errors()):
-        return f"{type(err).__name__}: {_short(err)}"
-    return None
+        busy = isinstance(status, int) and (status >= 500 or status in (408, 429))
+        return f"the hub answered HTTP {status}" if busy else None
+    return f"{type(err).__name__}: {_short(err)}" if isinstance(err, _network_errors()) else None
 
 
 def _hub_error_message(err: Exception, hub_id: str, revision: str | None) -> str:
@@ -284,15 +233,12 @@ def _hub_error_message(err: Exception, hub_id: str, revision: str | None) -> str
         status in (401, 403) and not isinstance(err, hf.RepositoryNotFoundError)
     ):
         bundled = canonical_id(hub_id)
-        offline = (
-            f" (or use the bundled snapshot of {bundled} with HF_HUB_OFFLINE=1)"
-            if bundled
-            else ""
-        )
+        offline = f" (or use the bundled snapshot of {bundled} with HF_HUB_OFFLINE=1)"
         return (
             f"hub repository {hub_id} is gated or needs a token"
             + (f" (HTTP {status})" if status else "")
-            + f": accept the licence on the hub and set HF_TOKEN{offline}"
+            + ": accept the licence on the hub and set HF_TOKEN"
+            + (offline if bundled else "")
         )
     if isinstance(err, hf.RepositoryNotFoundError):
         private = " (or it is private or gated: set HF_TOKEN)" if status == 401 else ""
@@ -306,28 +252,20 @@ def _hub_error_message(err: Exception, hub_id: str, revision: str | None) -> str
 
 
 def _did_you_mean(hub_id: str, otherwise: str = "") -> str:
-    names = suggest(hub_id)
-    if not names:
-        return otherwise
-    return "; did you mean: " + ", ".join(f"{n} (bundled)" for n in names)
+    names = ", ".join(f"{n} (bundled)" for n in suggest(hub_id))
+    return f"; did you mean: {names}" if names else otherwise
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:
     """Exception classes meaning "no connection", from the HTTP stacks already imported."""
-    classes: list[type[BaseException]] = [
-        ConnectionError,
-        TimeoutError,
-        socket.gaierror,
-    ]
+    classes: list[type[BaseException]] = [ConnectionError, TimeoutError, socket.gaierror]
     for module, names in (
         ("httpx2", ("TransportError", "TimeoutException")),
         ("httpx", ("TransportError", "TimeoutException")),
         ("requests", ("ConnectionError", "Timeout")),
     ):
         mod = sys.modules.get(module)
-        classes += [
-            getattr(mod, n) for n in names if mod is not None and hasattr(mod, n)
-        ]
+        classes += [getattr(mod, n) for n in names if hasattr(mod, n)] if mod else []
     return tuple(classes)
 
 

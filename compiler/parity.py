@@ -42,14 +42,15 @@ def parity_context(raw: dict[str, Any], arch: Architecture, weights: list[Weight
         differing = sorted(k for k in full_structure if full_structure[k] != tiny_structure.get(k))
         raise UnsupportedError(f"cannot build a tiny replica with the same structure (differs in: {', '.join(differing)})")
     sliding = any(layer.mixer.span == "sliding" for layer in tiny.layers)
-    norms = {e.checkpoint: e.neutral for e in weight_map(tiny) if e.role == "norm"}
+    norms = [e for e in weight_map(tiny) if e.role == "norm"]
     return {
         "version": model_context(arch, weights, prov)["version"],
         "source": prov.label,
         "command": safe_comment(prov.command),
         "hf_config": py_literal(tiny_raw),
         "model_config": py_literal(config_kwargs(tiny)),
-        "norm_weights": py_literal(norms),
+        "norm_neutral": literal(norms[0].neutral),
+        "norm_count": literal(sum(tiny.num_layers if e.per_layer else 1 for e in norms)),
         "weight_std": literal(WEIGHT_STD),
         "norm_spread": literal(NORM_SPREAD),
         "batch": literal(BATCH),

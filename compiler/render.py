@@ -163,6 +163,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         "weights": [{"checkpoint_literal": literal(e.checkpoint), "param_literal": literal(e.param)}
                     for e in weights],
         "ignored_literal": literal(arch.checkpoint_prefix + "lm_head.weight"),
+        "prefix_literal": literal(arch.checkpoint_prefix) if arch.checkpoint_prefix else "",
     }
 
 

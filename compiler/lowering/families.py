@@ -150,6 +150,7 @@ def lower_llama(r: ConfigReader, model_type: str) -> Architecture:
         attention=dict(q_bias=bias, k_bias=bias, v_bias=bias, o_bias=bias, scale=c.head_dim**-0.5),
         mlp=mlp, block="pre_norm", embed_scale=None,
         head=Head(tied=r.bool("tie_word_embeddings", False)), model_type=model_type,
+        extra_allowed=frozenset({"max_sequence_length"}),  # early Llama exports: informational only
     )
 
 
@@ -173,7 +174,7 @@ def lower_qwen3(r: ConfigReader, model_type: str) -> Architecture:
               intermediate_size=c.intermediate_size)
     return build(
         r, c, layer_types=layer_types, window=window, ropes=ropes, norm=norm,
-        attention=dict(q_bias=bias, k_bias=bias, v_bias=bias, o_bias=False, scale=c.head_dim**-0.5,
+        attention=dict(q_bias=bias, k_bias=bias, v_bias=bias, o_bias=bias, scale=c.head_dim**-0.5,
                        qk_norm="per_head", qk_norm_spec=norm),
         mlp=mlp, block="pre_norm", embed_scale=None,
         head=Head(tied=r.bool("tie_word_embeddings", False)), model_type=model_type,
@@ -197,11 +198,12 @@ def lower_gemma3_text(r: ConfigReader, model_type: str, *, tied_default: bool = 
     mlp = Mlp(gated=True, activation=r.str("hidden_activation", "gelu_pytorch_tanh", choices=ACTIVATIONS),
               intermediate_size=c.intermediate_size)
     scalar = r.float("query_pre_attn_scalar", 256.0)
+    # transformers' Gemma 3 reads this key but never applies it; refuse rather than guess.
+    r.require_value("attn_logit_softcapping", (None,), None)
     return build(
         r, c, layer_types=layer_types, window=window, ropes=ropes, norm=norm,
         attention=dict(q_bias=bias, k_bias=bias, v_bias=bias, o_bias=bias, scale=scalar**-0.5,
-                       qk_norm="per_head", qk_norm_spec=norm,
-                       softcap=r.float("attn_logit_softcapping", None, nullable=True)),
+                       qk_norm="per_head", qk_norm_spec=norm),
         mlp=mlp, block="sandwich", embed_scale=c.hidden_size**0.5,
         head=Head(tied=r.bool("tie_word_embeddings", tied_default),
                   softcap=r.float("final_logit_softcapping", None, nullable=True)),

@@ -15,6 +15,14 @@ from typing import Any
 from ...schemas.arch import Architecture
 from . import WRAPPERS
 
+# The smallest other-modality parts a wrapper accepts: they never touch text logits.
+TINY_VISION: dict[str, dict[str, Any]] = {
+    "gemma3": {
+        "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 32, "intermediate_size": 64,
+                          "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 28, "patch_size": 14},
+        "mm_tokens_per_image": 4, "boi_token_index": 253, "eoi_token_index": 254, "image_token_index": 255,
+    },
+}
 HIDDEN, HEADS, HEAD_DIM, INTERMEDIATE, VOCAB, WINDOW = 64, 4, 32, 96, 256, 8
 
 
@@ -31,11 +39,13 @@ def replica_layers(arch: Architecture) -> int:
 
 def tiny_replica(raw: dict[str, Any], arch: Architecture) -> dict[str, Any]:
     """A shrunk copy of ``raw`` (a text-decoder config for multimodal wrappers)."""
+    if raw.get("model_type") in WRAPPERS:
+        wrapper = copy.deepcopy(raw)
+        text = {"model_type": WRAPPERS[raw["model_type"]], **wrapper["text_config"]}
+        wrapper["text_config"] = tiny_replica(text, arch)
+        wrapper.update(TINY_VISION[raw["model_type"]])
+        return wrapper
     tiny = copy.deepcopy(raw)
-    if tiny.get("model_type") in WRAPPERS:
-        text = tiny["text_config"]
-        tiny = {"model_type": WRAPPERS[tiny["model_type"]], "tie_word_embeddings": tiny.get("tie_word_embeddings", True),
-                **text}
     attn = arch.layers[0].mixer
     if attn.num_kv_heads == attn.num_heads:
         kv = HEADS

@@ -14,7 +14,6 @@ Run it with: pytest path/to/this/directory   (needs torch, transformers and pyte
 from __future__ import annotations
 
 import importlib.util
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -72,12 +71,8 @@ MODEL_CONFIG = {
     "rope_high_freq_factor": 4.0,
     "rope_original_context": 8192,
 }
-# Checkpoint keys of norm weights and the value at which each norm is neutral.
-NORM_WEIGHTS = {
-    "model.layers.{i}.input_layernorm.weight": 1.0,
-    "model.layers.{i}.post_attention_layernorm.weight": 1.0,
-    "model.norm.weight": 1.0,
-}
+NORM_NEUTRAL = 1.0  # the stored norm weight that scales by exactly 1
+NORM_COUNT = 5  # norm weights in the replica's decoder
 WEIGHT_STD = 0.05
 NORM_SPREAD = 0.2
 BATCH = 2
@@ -96,23 +91,21 @@ def load_generated_model():
     return module
 
 
-def neutral_value(name: str) -> float | None:
-    for pattern, neutral in NORM_WEIGHTS.items():
-        if re.fullmatch(re.escape(pattern).replace(r"\{i\}", r"\d+"), name):
-            return neutral
-    return None
-
-
 def randomise(model: torch.nn.Module, generator: torch.Generator) -> None:
-    """Overwrite every parameter with random values at a realistic scale."""
+    """Overwrite every parameter with random values at a realistic scale; norm weights
+    are spread around their neutral value so a missing offset or a swapped norm shows."""
+    norms = 0
     with torch.no_grad():
-        for name, param in model.named_parameters():
-            noise = torch.randn(param.shape, generator=generator)
-            neutral = neutral_value(name)
-            if neutral is None:
-                param.copy_(noise * WEIGHT_STD)
-            else:
-                param.copy_(neutral + noise * NORM_SPREAD)
+        for module in model.modules():
+            is_norm = "Norm" in type(module).__name__
+            for name, param in module.named_parameters(recurse=False):
+                noise = torch.randn(param.shape, generator=generator)
+                if is_norm and name == "weight":
+                    param.copy_(NORM_NEUTRAL + noise * NORM_SPREAD)
+                    norms += 1
+                else:
+                    param.copy_(noise * WEIGHT_STD)
+    assert norms >= NORM_COUNT, f"found {norms} norm weights, expected {NORM_COUNT}"
 
 
 def measure(seed: int = SEED) -> dict:
@@ -128,7 +121,8 @@ def measure(seed: int = SEED) -> dict:
     )
     randomise(reference, generator)
     reference.eval()
-    input_ids = torch.randint(0, HF_CONFIG["vocab_size"], (BATCH, SEQ_LEN), generator=generator)
+    vocab = MODEL_CONFIG["vocab_size"] - 8  # clear of any special (e.g. image) token ids
+    input_ids = torch.randint(0, vocab, (BATCH, SEQ_LEN), generator=generator)
     with tempfile.TemporaryDirectory() as checkpoint:
         reference.save_pretrained(checkpoint)
         model = generated.load_checkpoint(

@@ -1,0 +1,34 @@
+"""Shared helpers for llmgen's tests."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CATALOG = REPO / "catalog"
+GENERATED = REPO / "generated"
+
+
+def catalog_config(hub_id: str) -> dict:
+    """A bundled real config by hub id (org/name)."""
+    return json.loads((CATALOG / (hub_id.replace("/", "__") + ".json")).read_text())
+
+
+def import_path(path: Path, name: str):
+    """Import a generated file by path under a unique module name."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """No test may reach the network: the hub is unreachable here anyway."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -1,0 +1,30 @@
+"""The same input gives byte-identical output across runs and hash seeds."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import GENERATED
+
+
+@pytest.mark.parametrize("seed", ["1", "12345"])
+def test_output_is_identical_under_other_hash_seeds(tmp_path, seed):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": seed}
+    cmd = [sys.executable, "-m", "llmgen.compiler.cli", "from-hub", "google/gemma-3-270m", "--out", str(tmp_path),
+           "--no-verify"]
+    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=120)
+    produced = sorted(p.name for p in (tmp_path / "gemma-3-270m").iterdir())
+    assert produced == ["arch.json", "config.json", "llmgen.json", "model.py", "test_parity.py"]
+    for name in produced:
+        assert (tmp_path / "gemma-3-270m" / name).read_bytes() == (GENERATED / "gemma-3-270m" / name).read_bytes()
+
+
+def test_header_has_no_timestamp_and_names_source_and_command():
+    head = (GENERATED / "gemma-3-1b-it" / "model.py").read_text().splitlines()[:3]
+    assert "llmgen 0.1.0" in head[0] and "google/gemma-3-1b-it@bundled" in head[0]
+    assert "llmgen from-hub google/gemma-3-1b-it" in head[1]
+    assert not re.search(r"\d{4}-\d{2}-\d{2}|\d{2}:\d{2}", "\n".join(head))
