@@ -56,4 +56,6 @@ def parity_context(raw: dict[str, Any], arch: Architecture, weights: list[Weight
         "batch": literal(BATCH),
         "seq_len": literal(2 * WINDOW + 4 if sliding else 16),
         "tolerance": literal(TOLERANCE),
+        "window": literal(WINDOW if sliding else None),
+        "has_window": sliding,
     }

@@ -8,7 +8,7 @@ import json
 import shutil
 
 import pytest
-from conftest import GENERATED, catalog_config
+from conftest import GENERATED, catalog_config, import_path
 
 from llmgen.compiler.load import LoadedConfig
 from llmgen.compiler.pipeline import compile_config
@@ -58,6 +58,9 @@ VARIANTS = {
     "qwen3-qkv-bias-untied": with_keys("Qwen/Qwen3-0.6B", attention_bias=True, tie_word_embeddings=False),
     "llama-biases": with_keys("meta-llama/Llama-3.2-1B", attention_bias=True, mlp_bias=True),
     "llama-legacy-7b": catalog_config("huggyllama/llama-7b"),
+    "mistral-sliding-window": with_keys("mistralai/Mistral-7B-Instruct-v0.3", sliding_window=4096),
+    "qwen2-sliding-upper-layers": with_keys("Qwen/Qwen2-0.5B-Instruct", use_sliding_window=True,
+                                            sliding_window=4096, max_window_layers=1),
 }
 
 
@@ -89,3 +92,22 @@ def test_parity_catches_planted_bugs(bug, tmp_path):
     model.write_text(source.replace(before, after, 1))
     result = verify(target)
     assert not result["passed"] and result["max_abs_diff"] > 1e-3, result
+
+
+@pytest.mark.parametrize("name", ["mistral-sliding-window", "gemma3-v5-keys", "qwen2-sliding-upper-layers"])
+def test_window_boundaries(name, tmp_path):
+    """window - 1, window, window + 1 and 2 x window tokens, through the generated test itself."""
+    compile_and_verify(copy.deepcopy(VARIANTS[name]), tmp_path, name)
+    module = import_path(tmp_path / name / "test_parity.py", f"window_test_{name.replace('-', '_')}")
+    assert module.WINDOW == 8
+    lengths = []
+    original = module.measure
+
+    def recording(*args, **kwargs):
+        result = original(*args, **kwargs)
+        lengths.append(result["seq_len"])
+        return result
+
+    module.measure = recording
+    module.test_parity_around_the_sliding_window()
+    assert lengths == [7, 8, 9, 16]

@@ -13,11 +13,13 @@ from pydantic import ValidationError
 
 from ...schemas.arch import Architecture
 from ..errors import ConfigError, UnsupportedError
-from .families import lower_gemma3_text, lower_llama, lower_qwen3
+from .families import lower_gemma3_text, lower_llama, lower_mistral, lower_qwen2, lower_qwen3
 from .reader import ConfigReader
 
 FAMILIES: dict[str, Callable[[ConfigReader, str], Architecture]] = {
     "llama": lower_llama,
+    "mistral": lower_mistral,
+    "qwen2": lower_qwen2,
     "qwen3": lower_qwen3,
     "gemma3_text": lower_gemma3_text,
 }

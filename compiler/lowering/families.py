@@ -134,29 +134,30 @@ def build(
     )
 
 
-def lower_llama(r: ConfigReader, model_type: str) -> Architecture:
-    """Llama 2/3 and SmolLM2: pre-norm, GQA, SwiGLU, RoPE (default / linear / llama3)."""
-    c = read_common(r, kv_default=None, head_dim_default=None, max_pos=2048)
-    r.require_value("pretraining_tp", (1, None), 1)
-    r.require_value("rope_interleaved", (False,), False)
-    bias = r.bool("attention_bias", False)
+def _lower_llama_like(
+    r: ConfigReader, model_type: str, c: Common, *, layer_types: list[str], window: int | None,
+    qkv_bias: bool, o_bias: bool, mlp_bias: bool, qk_norm: bool = False,
+    extra_allowed: frozenset[str] = frozenset(),
+) -> Architecture:
+    """The Llama block (pre-norm, GQA, SwiGLU, RoPE) with the switches its descendants flip."""
     norm = Norm(kind="rmsnorm", eps=r.float("rms_norm_eps", 1e-6))
-    ropes = lower_rope(r, head_dim=c.head_dim, layer_types={"full_attention"},
+    ropes = lower_rope(r, head_dim=c.head_dim, layer_types=set(layer_types),
                        default_theta={t: 10000.0 for t in LAYER_TYPES})
     mlp = Mlp(gated=True, activation=r.str("hidden_act", "silu", choices=ACTIVATIONS),
-              intermediate_size=c.intermediate_size, bias=r.bool("mlp_bias", False))
+              intermediate_size=c.intermediate_size, bias=mlp_bias)
+    attention: dict[str, Any] = dict(q_bias=qkv_bias, k_bias=qkv_bias, v_bias=qkv_bias, o_bias=o_bias,
+                                     scale=c.head_dim**-0.5)
+    if qk_norm:
+        attention.update(qk_norm="per_head", qk_norm_spec=norm)
     return build(
-        r, c, layer_types=["full_attention"] * c.num_layers, window=None, ropes=ropes, norm=norm,
-        attention=dict(q_bias=bias, k_bias=bias, v_bias=bias, o_bias=bias, scale=c.head_dim**-0.5),
-        mlp=mlp, block="pre_norm", embed_scale=None,
-        head=Head(tied=r.bool("tie_word_embeddings", False)), model_type=model_type,
-        extra_allowed=frozenset({"max_sequence_length"}),  # early Llama exports: informational only
+        r, c, layer_types=layer_types, window=window, ropes=ropes, norm=norm, attention=attention, mlp=mlp,
+        block="pre_norm", embed_scale=None, head=Head(tied=r.bool("tie_word_embeddings", False)),
+        model_type=model_type, extra_allowed=extra_allowed,
     )
 
 
-def lower_qwen3(r: ConfigReader, model_type: str) -> Architecture:
-    """Qwen3: Llama's block plus RMSNorm on each query and key head (QK-norm)."""
-    c = read_common(r, kv_default=32, head_dim_default=128, max_pos=32768)
+def _qwen_sliding(r: ConfigReader, c: Common) -> tuple[list[str], int | None]:
+    """Qwen 2/3: an optional window on the layers from `max_window_layers` on."""
     use_sliding = r.bool("use_sliding_window", False)
     window = r.int("sliding_window", 4096, nullable=True) if use_sliding else None
     r.any("sliding_window")
@@ -165,20 +166,46 @@ def lower_qwen3(r: ConfigReader, model_type: str) -> Architecture:
         "sliding_attention" if window is not None and i >= first_sliding else "full_attention"
         for i in range(c.num_layers)
     ]
-    layer_types = read_layer_types(r, c.num_layers, default_types)
+    return read_layer_types(r, c.num_layers, default_types), window
+
+
+def lower_llama(r: ConfigReader, model_type: str) -> Architecture:
+    """Llama 1/2/3 and SmolLM2: pre-norm, GQA, SwiGLU, RoPE (default / linear / llama3)."""
+    c = read_common(r, kv_default=None, head_dim_default=None, max_pos=2048)
+    r.require_value("pretraining_tp", (1, None), 1)
+    r.require_value("rope_interleaved", (False,), False)
     bias = r.bool("attention_bias", False)
-    norm = Norm(kind="rmsnorm", eps=r.float("rms_norm_eps", 1e-6))
-    ropes = lower_rope(r, head_dim=c.head_dim, layer_types=set(layer_types),
-                       default_theta={t: 10000.0 for t in LAYER_TYPES})
-    mlp = Mlp(gated=True, activation=r.str("hidden_act", "silu", choices=ACTIVATIONS),
-              intermediate_size=c.intermediate_size)
-    return build(
-        r, c, layer_types=layer_types, window=window, ropes=ropes, norm=norm,
-        attention=dict(q_bias=bias, k_bias=bias, v_bias=bias, o_bias=bias, scale=c.head_dim**-0.5,
-                       qk_norm="per_head", qk_norm_spec=norm),
-        mlp=mlp, block="pre_norm", embed_scale=None,
-        head=Head(tied=r.bool("tie_word_embeddings", False)), model_type=model_type,
+    return _lower_llama_like(
+        r, model_type, c, layer_types=["full_attention"] * c.num_layers, window=None,
+        qkv_bias=bias, o_bias=bias, mlp_bias=r.bool("mlp_bias", False),
+        extra_allowed=frozenset({"max_sequence_length"}),  # early Llama exports: informational only
     )
+
+
+def lower_mistral(r: ConfigReader, model_type: str) -> Architecture:
+    """Mistral: Llama's block with an optional sliding window on every layer."""
+    c = read_common(r, kv_default=8, head_dim_default=None, max_pos=4096 * 32)
+    window = r.int("sliding_window", 4096, nullable=True)
+    kind = "sliding_attention" if window is not None else "full_attention"
+    return _lower_llama_like(r, model_type, c, layer_types=[kind] * c.num_layers, window=window,
+                             qkv_bias=False, o_bias=False, mlp_bias=False)
+
+
+def lower_qwen2(r: ConfigReader, model_type: str) -> Architecture:
+    """Qwen2: Llama's block with biases on q, k and v (not o)."""
+    c = read_common(r, kv_default=32, head_dim_default=None, max_pos=32768)
+    layer_types, window = _qwen_sliding(r, c)
+    return _lower_llama_like(r, model_type, c, layer_types=layer_types, window=window,
+                             qkv_bias=True, o_bias=False, mlp_bias=False)
+
+
+def lower_qwen3(r: ConfigReader, model_type: str) -> Architecture:
+    """Qwen3: Llama's block plus RMSNorm on each query and key head (QK-norm)."""
+    c = read_common(r, kv_default=32, head_dim_default=128, max_pos=32768)
+    layer_types, window = _qwen_sliding(r, c)
+    bias = r.bool("attention_bias", False)
+    return _lower_llama_like(r, model_type, c, layer_types=layer_types, window=window,
+                             qkv_bias=bias, o_bias=bias, mlp_bias=False, qk_norm=True)
 
 
 def lower_gemma3_text(r: ConfigReader, model_type: str, *, tied_default: bool = True) -> Architecture:

@@ -23,6 +23,8 @@ TINY_VISION: dict[str, dict[str, Any]] = {
         "mm_tokens_per_image": 4, "boi_token_index": 253, "eoi_token_index": 254, "image_token_index": 255,
     },
 }
+# Families whose transformers config has a head_dim of its own (others derive hidden / heads).
+EXPLICIT_HEAD_DIM = frozenset({"llama", "mistral", "qwen3", "gemma3_text"})
 HIDDEN, HEADS, HEAD_DIM, INTERMEDIATE, VOCAB, WINDOW = 64, 4, 32, 96, 256, 8
 
 
@@ -54,11 +56,12 @@ def tiny_replica(raw: dict[str, Any], arch: Architecture) -> dict[str, Any]:
     else:
         kv = 2
     layers = replica_layers(arch)
+    if "head_dim" in tiny or tiny.get("model_type") in EXPLICIT_HEAD_DIM:
+        tiny["head_dim"] = HEAD_DIM
     tiny.update(
         hidden_size=HIDDEN,
         num_attention_heads=HEADS,
         num_key_value_heads=kv,
-        head_dim=HEAD_DIM,
         intermediate_size=INTERMEDIATE,
         vocab_size=VOCAB,
         num_hidden_layers=layers,

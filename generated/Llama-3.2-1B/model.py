@@ -257,6 +257,10 @@ class WeightLoadError(ValueError):
     """The checkpoint does not fit this architecture."""
 
 
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**48
+
+
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of one .safetensors file, memory-mapped: nothing is copied until used or cast."""
     size = path.stat().st_size
@@ -278,12 +282,14 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     for key, info in header.items():
         try:
             dtype = SAFETENSORS_DTYPES[info["dtype"]]
-            start, end = (8 + header_len + offset for offset in info["data_offsets"])
-            shape = [int(dim) for dim in info["shape"]]
-        except (KeyError, TypeError, ValueError):
+            offsets, shape = info["data_offsets"], info["shape"]
+        except (KeyError, TypeError):
             raise WeightLoadError(
                 f"{path}: corrupt or unsupported entry for tensor {key!r}"
             ) from None
+        if not all(_is_count(n) for n in [*offsets, *shape]) or len(offsets) != 2:
+            raise WeightLoadError(f"{path}: tensor {key!r} has invalid offsets or shape")
+        start, end = (8 + header_len + offset for offset in offsets)
         numel = math.prod(shape) if shape else 1
         if not 8 + header_len <= start <= end <= size or end - start != numel * dtype.itemsize:
             raise WeightLoadError(
@@ -307,6 +313,13 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
             shards = json.loads(index.read_text())["weight_map"]
         except (ValueError, KeyError, TypeError):
             raise WeightLoadError(f"{index}: not a safetensors index (no weight_map)") from None
+        if not isinstance(shards, dict) or not all(
+            isinstance(s, str) and Path(s).name == s and s not in ("", ".", "..")
+            for s in shards.values()
+        ):
+            raise WeightLoadError(
+                f"{index}: weight_map must map keys to shard file names in {path}"
+            )
         tensors: dict[str, torch.Tensor] = {}
         for shard in sorted(set(shards.values())):
             if not (path / shard).is_file():

@@ -77,6 +77,7 @@ WEIGHT_STD = 0.05
 NORM_SPREAD = 0.2
 BATCH = 2
 SEQ_LEN = 16  # longer than any sliding window of the replica
+WINDOW = None  # the replica's sliding window, if it has one
 TOLERANCE = 1e-05  # max |logit difference| in float32
 SEED = 0
 
@@ -108,7 +109,7 @@ def randomise(model: torch.nn.Module, generator: torch.Generator) -> None:
     assert norms >= NORM_COUNT, f"found {norms} norm weights, expected {NORM_COUNT}"
 
 
-def measure(seed: int = SEED) -> dict:
+def measure(seed: int = SEED, seq_len: int = SEQ_LEN) -> dict:
     """Build, randomise, save, reload and compare; returns the measured numbers."""
     import transformers
 
@@ -122,7 +123,7 @@ def measure(seed: int = SEED) -> dict:
     randomise(reference, generator)
     reference.eval()
     vocab = MODEL_CONFIG["vocab_size"] - 8  # clear of any special (e.g. image) token ids
-    input_ids = torch.randint(0, vocab, (BATCH, SEQ_LEN), generator=generator)
+    input_ids = torch.randint(0, vocab, (BATCH, seq_len), generator=generator)
     with tempfile.TemporaryDirectory() as checkpoint:
         reference.save_pretrained(checkpoint)
         model = generated.load_checkpoint(
@@ -137,7 +138,7 @@ def measure(seed: int = SEED) -> dict:
         "tolerance": TOLERANCE,
         "dtype": "float32",
         "batch": BATCH,
-        "seq_len": SEQ_LEN,
+        "seq_len": seq_len,
         "seed": seed,
         "transformers": transformers.__version__,
         "torch": torch.__version__,

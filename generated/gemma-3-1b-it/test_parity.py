@@ -76,6 +76,7 @@ WEIGHT_STD = 0.05
 NORM_SPREAD = 0.2
 BATCH = 2
 SEQ_LEN = 20  # longer than any sliding window of the replica
+WINDOW = 8  # the replica's sliding window, if it has one
 TOLERANCE = 1e-05  # max |logit difference| in float32
 SEED = 0
 
@@ -107,7 +108,7 @@ def randomise(model: torch.nn.Module, generator: torch.Generator) -> None:
     assert norms >= NORM_COUNT, f"found {norms} norm weights, expected {NORM_COUNT}"
 
 
-def measure(seed: int = SEED) -> dict:
+def measure(seed: int = SEED, seq_len: int = SEQ_LEN) -> dict:
     """Build, randomise, save, reload and compare; returns the measured numbers."""
     import transformers
 
@@ -121,7 +122,7 @@ def measure(seed: int = SEED) -> dict:
     randomise(reference, generator)
     reference.eval()
     vocab = MODEL_CONFIG["vocab_size"] - 8  # clear of any special (e.g. image) token ids
-    input_ids = torch.randint(0, vocab, (BATCH, SEQ_LEN), generator=generator)
+    input_ids = torch.randint(0, vocab, (BATCH, seq_len), generator=generator)
     with tempfile.TemporaryDirectory() as checkpoint:
         reference.save_pretrained(checkpoint)
         model = generated.load_checkpoint(
@@ -136,7 +137,7 @@ def measure(seed: int = SEED) -> dict:
         "tolerance": TOLERANCE,
         "dtype": "float32",
         "batch": BATCH,
-        "seq_len": SEQ_LEN,
+        "seq_len": seq_len,
         "seed": seed,
         "transformers": transformers.__version__,
         "torch": torch.__version__,
@@ -149,3 +150,10 @@ def test_parity_with_transformers():
         result["max_abs_logit"] > 0.1
     ), f"degenerate logits, the test would prove nothing: {result}"
     assert result["max_abs_diff"] <= TOLERANCE, result
+
+
+def test_parity_around_the_sliding_window():
+    """Sequences of window - 1, window, window + 1 and 2 x window tokens."""
+    for seq_len in (WINDOW - 1, WINDOW, WINDOW + 1, 2 * WINDOW):
+        result = measure(seq_len=seq_len)
+        assert result["max_abs_diff"] <= TOLERANCE, result
