@@ -46,6 +46,8 @@ def validate(arch: Architecture) -> Architecture:
             raise UnsupportedError(f"RoPE type {table.type!r} is not implemented yet ({', '.join(IMPLEMENTED_ROPE)})")
         if table.partial_rotary_factor != 1.0 or table.layout != "rotate_half":
             raise UnsupportedError("partial or interleaved RoPE is not implemented yet")
+    if first.block not in ("pre_norm", "sandwich"):
+        raise UnsupportedError(f"block layout {first.block!r} is not implemented yet")
     if first.norm.kind != "rmsnorm" or first.norm.bias:
         raise UnsupportedError(f"norm kind {first.norm.kind!r} is not implemented yet")
     if first.mixer.qk_norm == "whole":

@@ -102,8 +102,9 @@ class Layer(_Frozen):
     index: Annotated[int, Field(ge=0)]
     mixer: Mixer
     ffn: FeedForward
-    block: Literal["pre_norm", "sandwich"] = Field(
-        description="pre_norm: x + f(norm(x)). sandwich: x + post_norm(f(pre_norm(x))) (Gemma 2/3)."
+    block: Literal["pre_norm", "post_norm", "sandwich", "parallel"] = Field(
+        description="pre_norm: x + f(norm(x)). post_norm: x + norm(f(x)) (OLMo 2). sandwich: "
+        "x + post_norm(f(pre_norm(x))) (Gemma 2/3). parallel: x + attn(norm(x)) + mlp(norm(x))."
     )
     norm: Norm
 

@@ -169,3 +169,13 @@ def test_ir_is_frozen_and_has_a_json_schema():
         arch.hidden_size = 1  # type: ignore[misc]
     schema = arch_json_schema()
     assert schema["title"] == "Architecture" and "layers" in schema["properties"]
+
+
+def test_validate_refuses_what_the_templates_cannot_print():
+    arch = lower(catalog_config("meta-llama/Llama-3.2-1B"))
+    post_norm = arch.model_copy(update={"layers": tuple(l.model_copy(update={"block": "post_norm"}) for l in arch.layers)})
+    with pytest.raises(UnsupportedError, match="post_norm"):
+        validate(post_norm)
+    yarn = arch.model_copy(update={"rope": (arch.rope[0].model_copy(update={"type": "yarn"}),)})
+    with pytest.raises(UnsupportedError, match="yarn"):
+        validate(yarn)
