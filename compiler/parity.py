@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..schemas.arch import Architecture
+from . import __version__
 from .errors import UnsupportedError
 from .lowering import lower
 from .lowering.replica import WINDOW, tiny_replica
@@ -44,7 +45,7 @@ def parity_context(raw: dict[str, Any], arch: Architecture, weights: list[Weight
     sliding = any(layer.mixer.span == "sliding" for layer in tiny.layers)
     norms = [e for e in weight_map(tiny) if e.role == "norm"]
     return {
-        "version": model_context(arch, weights, prov)["version"],
+        "version": __version__,
         "source": prov.label,
         "command": safe_comment(prov.command),
         "hf_config": py_literal(tiny_raw),
