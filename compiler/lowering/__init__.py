@@ -32,6 +32,11 @@ WRAPPER_KEYS = frozenset(
 )
 
 
+def text_decoder_config(wrapper: dict[str, Any]) -> dict[str, Any]:
+    """A multimodal wrapper's text_config, with the text model_type it defaults to."""
+    return {"model_type": WRAPPERS[wrapper["model_type"]], **wrapper["text_config"]}
+
+
 def supported_model_types() -> list[str]:
     return sorted([*FAMILIES, *WRAPPERS])
 
@@ -51,8 +56,7 @@ def lower(raw: dict[str, Any]) -> Architecture:
         if not isinstance(text, dict):
             raise ConfigError(f"config: model_type {model_type!r} needs a 'text_config' object")
         outer.finish(WRAPPER_KEYS)
-        tied = raw.get("tie_word_embeddings", True)
-        raw = {"model_type": WRAPPERS[model_type], "tie_word_embeddings": tied, **text}
+        raw = {"tie_word_embeddings": raw.get("tie_word_embeddings", True), **text_decoder_config(raw)}
         model_type, prefix, where = raw["model_type"], "language_model.", "config.text_config"
     family = FAMILIES.get(model_type)
     if family is None:

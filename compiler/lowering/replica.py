@@ -13,7 +13,7 @@ import copy
 from typing import Any
 
 from ...schemas.arch import Architecture
-from . import WRAPPERS
+from . import WRAPPERS, text_decoder_config
 
 # The smallest other-modality parts a wrapper accepts: they never touch text logits.
 TINY_VISION: dict[str, dict[str, Any]] = {
@@ -43,8 +43,7 @@ def tiny_replica(raw: dict[str, Any], arch: Architecture) -> dict[str, Any]:
     """A shrunk copy of ``raw`` (a text-decoder config for multimodal wrappers)."""
     if raw.get("model_type") in WRAPPERS:
         wrapper = copy.deepcopy(raw)
-        text = {"model_type": WRAPPERS[raw["model_type"]], **wrapper["text_config"]}
-        wrapper["text_config"] = tiny_replica(text, arch)
+        wrapper["text_config"] = tiny_replica(text_decoder_config(wrapper), arch)
         wrapper.update(TINY_VISION[raw["model_type"]])
         return wrapper
     tiny = copy.deepcopy(raw)
