@@ -18,6 +18,7 @@ import jinja2
 from ..schemas.arch import Architecture
 from . import __version__
 from .describe import features, layer_pattern
+from .rope_fields import rope_config_fields, rope_context
 from .weight_map import WeightEntry
 
 BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -68,10 +69,6 @@ def _field(name: str, type_: str, value: Any, comment: str = "") -> dict[str, st
     return {"name": identifier(name), "type": type_, "literal": literal(value), "comment": comment, "value": value}
 
 
-def rope_prefix(table_name: str) -> str:
-    return "rope_" if table_name == "global" else f"{identifier(table_name)}_rope_"
-
-
 def config_values(arch: Architecture) -> list[dict[str, str]]:
     """The generated ``Config`` dataclass: one field per number the code reads."""
     layer = arch.layers[0]
@@ -94,15 +91,7 @@ def config_values(arch: Architecture) -> list[dict[str, str]]:
     windows = [lay.mixer.window for lay in arch.layers if lay.mixer.span == "sliding"]
     if windows:
         fields.append(_field("sliding_window", "int", windows[0], "keys visible to a query, itself included"))
-    for table in arch.rope:
-        p = rope_prefix(table.name)
-        fields.append(_field(f"{p}theta", "float", table.theta))
-        if table.type in ("linear", "llama3"):
-            fields.append(_field(f"{p}factor", "float", table.factor))
-        if table.type == "llama3":
-            fields.append(_field(f"{p}low_freq_factor", "float", table.low_freq_factor))
-            fields.append(_field(f"{p}high_freq_factor", "float", table.high_freq_factor))
-            fields.append(_field(f"{p}original_context", "int", table.original_max_position_embeddings))
+    fields += rope_config_fields(arch, _field)
     if arch.embedding.scale is not None:
         fields.append(_field("embed_scale", "float", arch.embedding.scale, "sqrt(hidden_size)"))
     if attn.softcap is not None:
@@ -138,8 +127,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         "config_fields": config_values(arch),
         "norm": {"offset": literal(norm.weight_offset) if norm.weight_offset else "",
                  "weight_in_compute_dtype": norm.weight_in_compute_dtype},
-        "rope_types": {kind: any(t.type == kind for t in arch.rope) for kind in ("default", "linear", "llama3")},
-        "rope_tables": [{"name": identifier(t.name), "prefix": rope_prefix(t.name), "type": t.type} for t in arch.rope],
+        **rope_context(arch, identifier),
         "has_sliding": any(lay.mixer.span == "sliding" for lay in arch.layers),
         "layer_kinds": layer_kinds(arch),
         "pattern_legend": "S = sliding-window attention, F = full attention",

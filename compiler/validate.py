@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from ..schemas.arch import Architecture
 from .errors import ConfigError, UnsupportedError
+from .rope_fields import rope_unsupported
 
-IMPLEMENTED_ROPE = ("default", "linear", "llama3")
 
 
 def validate(arch: Architecture) -> Architecture:
@@ -42,10 +42,9 @@ def validate(arch: Architecture) -> Architecture:
         if layer.mixer.rope is not None and layer.mixer.rope not in names:
             raise ConfigError(f"layer {layer.index}: unknown RoPE table {layer.mixer.rope!r}")
     for table in arch.rope:
-        if table.type not in IMPLEMENTED_ROPE:
-            raise UnsupportedError(f"RoPE type {table.type!r} is not implemented yet ({', '.join(IMPLEMENTED_ROPE)})")
-        if table.partial_rotary_factor != 1.0 or table.layout != "rotate_half":
-            raise UnsupportedError("partial or interleaved RoPE is not implemented yet")
+        problem = rope_unsupported(table)
+        if problem:
+            raise UnsupportedError(problem)
     if first.block not in ("pre_norm", "sandwich"):
         raise UnsupportedError(f"block layout {first.block!r} is not implemented yet")
     if first.norm.kind != "rmsnorm" or first.norm.bias:
