@@ -21,8 +21,11 @@ def _num(value: float) -> str:
 
 
 def layer_pattern(arch: Architecture) -> str:
-    """One letter per layer: S = sliding-window attention, F = full attention."""
-    return "".join("S" if layer.mixer.span == "sliding" else "F" for layer in arch.layers)
+    """One letter per layer: S = sliding-window attention, F = full attention, N = full attention
+    without position embeddings (NoPE)."""
+    return "".join(
+        "S" if layer.mixer.span == "sliding" else "F" if layer.mixer.rope else "N" for layer in arch.layers
+    )
 
 
 def _rope_words(table: Rope) -> str:

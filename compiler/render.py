@@ -19,7 +19,7 @@ from ..schemas.arch import Architecture
 from . import __version__
 from .describe import features, layer_pattern
 from .rope_fields import rope_config_fields, rope_context
-from .weight_map import WeightEntry
+from .weight_map import WeightEntry, block_norms
 
 BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -87,13 +87,20 @@ def config_values(arch: Architecture) -> list[dict[str, str]]:
     ]
     kinds = layer_kinds(arch)
     if len(kinds) > 1:
-        fields.append(_field("layer_pattern", "str", layer_pattern(arch), "S = sliding window, F = full attention"))
+        fields.append(_field("layer_pattern", "str", layer_pattern(arch), pattern_legend(arch, short=True)))
     windows = [lay.mixer.window for lay in arch.layers if lay.mixer.span == "sliding"]
     if windows:
         fields.append(_field("sliding_window", "int", windows[0], "keys visible to a query, itself included"))
     fields += rope_config_fields(arch, _field)
     if arch.embedding.scale is not None:
-        fields.append(_field("embed_scale", "float", arch.embedding.scale, "sqrt(hidden_size)"))
+        fields.append(_field("embed_scale", "float", arch.embedding.scale,
+                             "sqrt(hidden_size)" if arch.embedding.scale_in_dtype else "multiplies the embeddings"))
+    if layer.residual_scale is not None:
+        fields.append(_field("residual_multiplier", "float", layer.residual_scale, "scales each branch's output"))
+    if arch.head.multiplier is not None:
+        fields.append(_field("logit_scale", "float", arch.head.multiplier, "multiplies the logits"))
+    if arch.head.divisor is not None:
+        fields.append(_field("logits_scaling", "float", arch.head.divisor, "divides the logits"))
     if attn.softcap is not None:
         fields.append(_field("attn_logit_softcap", "float", attn.softcap))
     if arch.head.softcap is not None:
@@ -104,10 +111,9 @@ def config_values(arch: Architecture) -> list[dict[str, str]]:
 def layer_kinds(arch: Architecture) -> list[dict[str, Any]]:
     """Distinct kinds of layer, in order of first appearance."""
     kinds: dict[str, dict[str, Any]] = {}
-    for layer in arch.layers:
-        letter = "S" if layer.mixer.span == "sliding" else "F"
-        kinds.setdefault(letter, {"letter_literal": literal(letter), "sliding": letter == "S",
-                                  "rope": identifier(layer.mixer.rope or "")})
+    for layer, letter in zip(arch.layers, layer_pattern(arch)):
+        kinds.setdefault(letter, {"letter_literal": literal(letter), "sliding": layer.mixer.span == "sliding",
+                                  "rope": identifier(layer.mixer.rope) if layer.mixer.rope else ""})
     return list(kinds.values())
 
 
@@ -118,6 +124,9 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
     attn, ffn, norm = layer.mixer, layer.ffn, layer.norm
     activation, activation_args = ACTIVATION_CODE[ffn.activation]
     grouped = attn.num_kv_heads < attn.num_heads
+    has_rope = any(lay.mixer.rope for lay in arch.layers)
+    has_nope = has_rope and any(lay.mixer.rope is None for lay in arch.layers)
+    names = {key: identifier(value) for key, value in arch.names.model_dump().items()}
     return {
         "version": __version__,
         "source": prov.label,
@@ -125,34 +134,66 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         "title": TITLES.get(arch.model_type, arch.model_type),
         "features": features(arch),
         "config_fields": config_values(arch),
-        "norm": {"offset": literal(norm.weight_offset) if norm.weight_offset else "",
-                 "weight_in_compute_dtype": norm.weight_in_compute_dtype},
+        "n": names,
+        "conv1d": arch.linear_layout == "in_out",
+        "norm": {"kind": norm.kind, "offset": literal(norm.weight_offset) if norm.weight_offset else "",
+                 "weight_in_compute_dtype": norm.weight_in_compute_dtype, "bias": norm.bias,
+                 "torch_layernorm": norm.kind == "layernorm" and norm.compute_dtype == "input"},
         **rope_context(arch, identifier),
+        "has_rope": has_rope,
+        "has_nope": has_nope,
+        "rope_params": (", cos: torch.Tensor | None, sin: torch.Tensor | None" if has_nope
+                        else ", cos: torch.Tensor, sin: torch.Tensor" if has_rope else ""),
+        "rope_args": ", cos, sin" if has_rope else "",
         "has_sliding": any(lay.mixer.span == "sliding" for lay in arch.layers),
         "layer_kinds": layer_kinds(arch),
-        "pattern_legend": "S = sliding-window attention, F = full attention",
+        "pattern_legend": pattern_legend(arch),
         "attn": {
-            "summary": ("Grouped-query" if grouped else "Multi-head") + " self-attention with RoPE, written out eagerly.",
-            "q_bias": attn.q_bias, "k_bias": attn.k_bias, "v_bias": attn.v_bias, "o_bias": attn.o_bias,
-            "qk_norm": attn.qk_norm == "per_head", "softcap": attn.softcap is not None, "grouped": grouped,
+            "summary": ("Grouped-query" if grouped else "Multi-head") + " self-attention"
+            + (" with RoPE" if has_rope else "") + ", written out eagerly.",
+            "qkv": attn.qkv, "q_bias": attn.q_bias, "k_bias": attn.k_bias, "v_bias": attn.v_bias,
+            "o_bias": attn.o_bias, "qk_norm": attn.qk_norm, "softcap": attn.softcap is not None, "grouped": grouped,
         },
         "mlp": {
             "summary": ("Gated feed-forward: down(act(gate(x)) * up(x))." if ffn.gated
                         else "Feed-forward: down(act(up(x)))."),
-            "gated": ffn.gated, "bias": ffn.bias, "activation": activation, "activation_args": activation_args,
+            "gated": ffn.gated, "fused": ffn.fused_gate_up, "bias": ffn.bias, "activation": activation,
+            "activation_args": activation_args,
         },
         "block": {
-            "sandwich": layer.block == "sandwich",
-            "summary": ("Sandwich block: x + post_norm(f(pre_norm(x))) for attention, then for the MLP."
-                        if layer.block == "sandwich" else "Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x))."),
+            "kind": layer.block,
+            "norms": [identifier(name) for name in block_norms(layer, arch.names)],
+            "residual_scale": layer.residual_scale is not None,
+            "summary": BLOCK_SUMMARY[layer.block if layer.block != "parallel" else f"parallel{layer.parallel_norms}"],
         },
+        "embedding": {"scale": arch.embedding.scale is not None, "scale_in_dtype": arch.embedding.scale_in_dtype,
+                      "learned_positions": arch.embedding.learned_positions is not None},
         "embed_scale": arch.embedding.scale is not None,
-        "head": {"tied": arch.head.tied, "softcap": arch.head.softcap is not None},
+        "head": {"tied": arch.head.tied, "bias": arch.head.bias, "softcap": arch.head.softcap is not None,
+                 "multiplier": arch.head.multiplier is not None, "divisor": arch.head.divisor is not None},
         "weights": [{"checkpoint_literal": literal(e.checkpoint), "param_literal": literal(e.param)}
                     for e in weights],
-        "ignored_literal": literal(arch.checkpoint_prefix + "lm_head.weight"),
+        "ignored_literal": literal(arch.checkpoint_prefix + arch.names.head + ".weight"),
         "prefix_literal": literal(arch.checkpoint_prefix) if arch.checkpoint_prefix else "",
     }
+
+
+LETTERS = {"S": "S = sliding-window attention", "F": "F = full attention",
+           "N": "N = full attention without RoPE (NoPE)"}
+
+
+def pattern_legend(arch: Architecture, short: bool = False) -> str:
+    """What the letters of this model's layer pattern mean (only the letters it uses)."""
+    used = set(layer_pattern(arch))
+    words = [text for letter, text in LETTERS.items() if letter in used]
+    return ", ".join(w.replace(" attention", "") if short and "NoPE" not in w else w for w in words)
+BLOCK_SUMMARY = {
+    "pre_norm": "Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x)).",
+    "sandwich": "Sandwich block: x + post_norm(f(pre_norm(x))) for attention, then for the MLP.",
+    "post_norm": "Post-norm block: x + norm(attn(x)), then x + norm(mlp(x)) (the norm inside the residual).",
+    "parallel1": "Parallel block: x + attn(norm(x)) + mlp(norm(x)), one norm shared by both branches.",
+    "parallel2": "Parallel block: x + attn(norm1(x)) + mlp(norm2(x)), both branches read the same x.",
+}
 
 
 STRUCTURE_EXEMPT = ("features", "config_fields", "source", "command", "title")

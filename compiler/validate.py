@@ -8,31 +8,29 @@ producing a file with wrong logits.
 from __future__ import annotations
 
 from ..schemas.arch import Architecture
+from .describe import layer_pattern
 from .errors import ConfigError, UnsupportedError
 from .rope_fields import rope_unsupported
-
 
 
 def validate(arch: Architecture) -> Architecture:
     """Return ``arch`` unchanged if every feature it uses can be rendered, else raise."""
     first = arch.layers[0]
     for layer in arch.layers[1:]:
-        for part in ("ffn", "block", "norm"):
+        for part in ("ffn", "block", "parallel_norms", "norm", "residual_scale"):
             if getattr(layer, part) != getattr(first, part):
                 raise UnsupportedError(f"layer {layer.index}: its {part} differs from layer 0 (not supported yet)")
         a, b = layer.mixer, first.mixer
         if a.model_copy(update={"span": b.span, "window": b.window, "rope": b.rope}) != b:
             raise UnsupportedError(f"layer {layer.index}: attention shape differs from layer 0 (not supported yet)")
-    spans = {layer.mixer.span: layer.mixer for layer in arch.layers}
+    pattern = layer_pattern(arch)
+    for letter in set(pattern):
+        ropes = {layer.mixer.rope for layer, kind in zip(arch.layers, pattern) if kind == letter}
+        if len(ropes) > 1:
+            raise UnsupportedError(f"layers of kind {letter} use different RoPE tables {sorted(map(str, ropes))}")
     windows = {layer.mixer.window for layer in arch.layers if layer.mixer.span == "sliding"}
     if len(windows) > 1:
         raise UnsupportedError(f"sliding layers use different windows {sorted(windows)} (not supported yet)")
-    for span, mixer in spans.items():
-        ropes = {layer.mixer.rope for layer in arch.layers if layer.mixer.span == span}
-        if len(ropes) > 1:
-            raise UnsupportedError(f"{span} layers use different RoPE tables {sorted(map(str, ropes))}")
-        if mixer.rope is None:
-            raise UnsupportedError("layers without RoPE (NoPE) are not supported yet")
     if windows and max(windows) > arch.max_position_embeddings:
         raise ConfigError(
             f"sliding window {max(windows)} exceeds the context length {arch.max_position_embeddings}"
@@ -45,12 +43,26 @@ def validate(arch: Architecture) -> Architecture:
         problem = rope_unsupported(table)
         if problem:
             raise UnsupportedError(problem)
-    if first.block not in ("pre_norm", "sandwich"):
-        raise UnsupportedError(f"block layout {first.block!r} is not implemented yet")
-    if first.norm.kind != "rmsnorm" or first.norm.bias:
-        raise UnsupportedError(f"norm kind {first.norm.kind!r} is not implemented yet")
-    if first.mixer.qk_norm == "whole":
-        raise UnsupportedError("QK-norm over the whole projection is not implemented yet")
-    if arch.head.bias:
-        raise UnsupportedError("a biased output head is not implemented yet")
+    norm, attn = first.norm, first.mixer
+    if norm.kind == "rmsnorm" and norm.compute_dtype != "float32":
+        raise UnsupportedError("an RMSNorm computed in the input dtype is not implemented")
+    if norm.kind == "layernorm" and (norm.weight_offset or norm.weight_in_compute_dtype):
+        raise UnsupportedError("a LayerNorm with a weight offset is not implemented")
+    if arch.final_norm != norm:
+        raise UnsupportedError("a final norm that differs from the layers' norms is not implemented")
+    if attn.qk_norm != "none" and attn.qk_norm_spec != norm:
+        raise UnsupportedError("a QK-norm that differs from the layers' norms is not implemented")
+    if attn.qkv == "fused_per_head" and attn.num_kv_heads != attn.num_heads:
+        raise UnsupportedError("a per-head fused qkv projection needs as many key/value heads as query heads")
+    if attn.qkv != "separate" and not attn.q_bias == attn.k_bias == attn.v_bias:
+        raise UnsupportedError("a fused qkv projection with bias on only some of q, k, v is impossible")
+    if arch.linear_layout == "in_out":
+        biases = (attn.q_bias, attn.k_bias, attn.v_bias, attn.o_bias, first.ffn.bias)
+        if not all(biases) or first.ffn.gated:
+            raise UnsupportedError("transposed (Conv1D) projections are implemented with biases and a plain MLP only")
+    if arch.head.bias and arch.head.tied:
+        raise UnsupportedError("a biased output head tied to the embedding is not implemented")
+    positions = arch.embedding.learned_positions
+    if positions is not None and positions != arch.max_position_embeddings:
+        raise ConfigError(f"learned position table of {positions} rows != context length {arch.max_position_embeddings}")
     return arch

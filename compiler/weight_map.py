@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..schemas.arch import Architecture
+from ..schemas.arch import Architecture, Layer, Names, Norm
 
 Role = Literal["embedding", "linear", "bias", "norm"]
 
@@ -28,49 +28,78 @@ class WeightEntry:
         return "{i}" in self.checkpoint
 
 
-def _linear(prefix: str, name: str, out_dim: int, in_dim: int, bias: bool) -> list[tuple[str, tuple[int, ...], Role]]:
-    rows = [(f"{prefix}{name}.weight", (out_dim, in_dim), "linear")]
-    if bias:
-        rows.append((f"{prefix}{name}.bias", (out_dim,), "bias"))
-    return rows
-
-
 def weight_map(arch: Architecture) -> list[WeightEntry]:
     """The checkpoint layout of ``arch`` (pass 4 of the pipeline)."""
-    hidden = arch.hidden_size
+    n, hidden = arch.names, arch.hidden_size
     layer = arch.layers[0]
     attn, ffn, norm = layer.mixer, layer.ffn, layer.norm
-    neutral = 1.0 - norm.weight_offset
-    rows: list[tuple[str, tuple[int, ...], Role]] = [("model.embed_tokens.weight", (arch.embedding.vocab_size, hidden), "embedding")]
-    p = "model.layers.{i}."
-    norms = ["input_layernorm", "post_attention_layernorm"]
-    if layer.block == "sandwich":
-        norms += ["pre_feedforward_layernorm", "post_feedforward_layernorm"]
-    rows += [(f"{p}{n}.weight", (hidden,), "norm") for n in norms]
+    rows: list[tuple[str, tuple[int, ...], Role]] = []
+
+    def linear(name: str, out_dim: int, in_dim: int, bias: bool) -> None:
+        shape = (out_dim, in_dim) if arch.linear_layout == "out_in" else (in_dim, out_dim)
+        rows.append((f"{name}.weight", shape, "linear"))
+        if bias:
+            rows.append((f"{name}.bias", (out_dim,), "bias"))
+
+    def norm_rows(name: str, dim: int, spec: Norm) -> None:
+        rows.append((f"{name}.weight", (dim,), "norm"))
+        if spec.bias:
+            rows.append((f"{name}.bias", (dim,), "bias"))
+
+    b = f"{n.backbone}."
+    rows.append((f"{b}{n.embed}.weight", (arch.embedding.vocab_size, hidden), "embedding"))
+    if arch.embedding.learned_positions:
+        rows.append((f"{b}{n.positions}.weight", (arch.embedding.learned_positions, hidden), "embedding"))
+    p = f"{b}{n.layers}.{{i}}."
+    for norm_name in block_norms(layer, n):
+        norm_rows(p + norm_name, hidden, norm)
+    a = f"{p}{n.attn}."
     q_out, kv_out = attn.num_heads * attn.head_dim, attn.num_kv_heads * attn.head_dim
-    rows += _linear(p + "self_attn.", "q_proj", q_out, hidden, attn.q_bias)
-    rows += _linear(p + "self_attn.", "k_proj", kv_out, hidden, attn.k_bias)
-    rows += _linear(p + "self_attn.", "v_proj", kv_out, hidden, attn.v_bias)
-    rows += _linear(p + "self_attn.", "o_proj", hidden, q_out, attn.o_bias)
-    if attn.qk_norm == "per_head":
-        rows += [(f"{p}self_attn.{n}.weight", (attn.head_dim,), "norm") for n in ("q_norm", "k_norm")]
-    if ffn.gated:
-        rows += _linear(p + "mlp.", "gate_proj", ffn.intermediate_size, hidden, ffn.bias)
-    rows += _linear(p + "mlp.", "up_proj", ffn.intermediate_size, hidden, ffn.bias)
-    rows += _linear(p + "mlp.", "down_proj", hidden, ffn.intermediate_size, ffn.bias)
-    rows.append(("model.norm.weight", (hidden,), "norm"))
+    if attn.qkv == "separate":
+        linear(a + n.q, q_out, hidden, attn.q_bias)
+        linear(a + n.k, kv_out, hidden, attn.k_bias)
+        linear(a + n.v, kv_out, hidden, attn.v_bias)
+    else:
+        linear(a + n.qkv, q_out + 2 * kv_out, hidden, attn.q_bias)
+    linear(a + n.o, hidden, q_out, attn.o_bias)
+    if attn.qk_norm != "none" and attn.qk_norm_spec is not None:
+        whole = attn.qk_norm == "whole"
+        norm_rows(a + n.q_norm, q_out if whole else attn.head_dim, attn.qk_norm_spec)
+        norm_rows(a + n.k_norm, kv_out if whole else attn.head_dim, attn.qk_norm_spec)
+    m = f"{p}{n.mlp}."
+    if ffn.fused_gate_up:
+        linear(m + n.gate_up, 2 * ffn.intermediate_size, hidden, ffn.bias)
+    else:
+        if ffn.gated:
+            linear(m + n.gate, ffn.intermediate_size, hidden, ffn.bias)
+        linear(m + n.up, ffn.intermediate_size, hidden, ffn.bias)
+    linear(m + n.down, hidden, ffn.intermediate_size, ffn.bias)
+    norm_rows(f"{b}{n.final_norm}", hidden, arch.final_norm)
     if not arch.head.tied:
-        rows.append(("lm_head.weight", (arch.embedding.vocab_size, hidden), "linear"))
+        rows.append((f"{n.head}.weight", (arch.embedding.vocab_size, hidden), "linear"))
+    if arch.head.bias:
+        rows.append((f"{n.head}.bias", (arch.embedding.vocab_size,), "bias"))
     return [
         WeightEntry(
             checkpoint=arch.checkpoint_prefix + key,
             param=key,
             shape=shape,
             role=role,
-            neutral=neutral if role == "norm" else None,
+            neutral=1.0 - norm.weight_offset if role == "norm" else None,
         )
         for key, shape, role in rows
     ]
+
+
+def block_norms(layer: Layer, n: Names) -> list[str]:
+    """Names of a decoder block's norms, in the order the block applies them."""
+    if layer.block == "sandwich":
+        return [n.input_norm, n.post_attn_norm, n.pre_ffn_norm, n.post_ffn_norm]
+    if layer.block == "post_norm":
+        return [n.post_attn_norm, n.post_ffn_norm]
+    if layer.block == "parallel" and layer.parallel_norms == 1:
+        return [n.input_norm]
+    return [n.input_norm, n.post_attn_norm]
 
 
 def parameter_count(arch: Architecture) -> int:

@@ -13,12 +13,21 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SCHEMA_VERSION = 1
 
 Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 PositiveInt = Annotated[int, Field(gt=0)]
+# Upper bounds far above any published model. A larger value is a typo or hostile input, and
+# taking it would mean building millions of layers or sizing tensors past any memory.
+MAX_WIDTH = 2**20  # hidden size, intermediate size, heads x head_dim
+MAX_VOCAB = 2**24
+MAX_CONTEXT = 2**30
+MAX_LAYERS = 4096
+MAX_HEADS = 4096
+Width = Annotated[int, Field(gt=0, le=MAX_WIDTH)]
+HeadCount = Annotated[int, Field(gt=0, le=MAX_HEADS)]
 
 
 class _Frozen(BaseModel):
@@ -34,7 +43,10 @@ class Norm(_Frozen):
         0.0, description="Added to the stored weight before scaling: 1.0 is Gemma's (1 + w)."
     )
     bias: bool = False
-    compute_dtype: Literal["float32"] = "float32"
+    compute_dtype: Literal["float32", "input"] = Field(
+        "float32", description="float32: normalise in float32 and cast back. input: in the input's dtype "
+        "(torch's own LayerNorm)."
+    )
     weight_in_compute_dtype: bool = Field(
         False,
         description="True: the weight multiplies in float32 and the product is cast back "
@@ -67,12 +79,19 @@ class Attention(_Frozen):
 
     kind: Literal["attention"] = "attention"
     span: Literal["full", "sliding"]
-    window: PositiveInt | None = Field(None, description="Keys within the last `window` positions (self included).")
-    num_heads: PositiveInt
-    num_kv_heads: PositiveInt
-    head_dim: PositiveInt
+    window: Annotated[int, Field(gt=0, le=MAX_CONTEXT)] | None = Field(None, description="Keys within the last `window` positions (self included).")
+    num_heads: HeadCount
+    num_kv_heads: HeadCount
+    head_dim: Width
     rope: Identifier | None = Field(description="Name of the RoPE table, or None for NoPE.")
-    qk_norm: Literal["none", "per_head", "whole"] = "none"
+    qkv: Literal["separate", "fused", "fused_per_head"] = Field(
+        "separate", description="How the checkpoint stores the q/k/v projections: three matrices, one "
+        "matrix of [q; k; v] blocks, or one matrix interleaved per head ([q_h; k_h; v_h] for each head h)."
+    )
+    qk_norm: Literal["none", "per_head", "whole"] = Field(
+        "none", description="per_head: one norm over head_dim shared by all heads. whole: one norm over "
+        "the whole projection (heads x head_dim), before it is split into heads."
+    )
     qk_norm_spec: Norm | None = None
     q_bias: bool = False
     k_bias: bool = False
@@ -81,6 +100,18 @@ class Attention(_Frozen):
     scale: Annotated[float, Field(gt=0)] = Field(description="Multiplies q.k before the softmax.")
     softcap: Annotated[float, Field(gt=0)] | None = None
 
+    @model_validator(mode="after")
+    def _heads_and_window(self) -> "Attention":
+        if self.num_kv_heads > self.num_heads or self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"
+            )
+        if self.num_heads * self.head_dim > MAX_WIDTH:
+            raise ValueError(f"num_heads x head_dim ({self.num_heads} x {self.head_dim}) exceeds {MAX_WIDTH}")
+        if (self.span == "sliding") != (self.window is not None):
+            raise ValueError("a window is given exactly when the span is 'sliding'")
+        return self
+
 
 class Mlp(_Frozen):
     """A dense feed-forward block: down(act(gate(x)) * up(x)) when gated, else down(act(up(x)))."""
@@ -88,8 +119,9 @@ class Mlp(_Frozen):
     kind: Literal["mlp"] = "mlp"
     gated: bool
     activation: Literal["silu", "gelu", "gelu_tanh", "relu"]
-    intermediate_size: PositiveInt
+    intermediate_size: Width
     bias: bool = False
+    fused_gate_up: bool = Field(False, description="The checkpoint stores [gate; up] as one matrix.")
 
 
 Mixer = Annotated[Union[Attention], Field(discriminator="kind")]
@@ -104,20 +136,62 @@ class Layer(_Frozen):
     ffn: FeedForward
     block: Literal["pre_norm", "post_norm", "sandwich", "parallel"] = Field(
         description="pre_norm: x + f(norm(x)). post_norm: x + norm(f(x)) (OLMo 2). sandwich: "
-        "x + post_norm(f(pre_norm(x))) (Gemma 2/3). parallel: x + attn(norm(x)) + mlp(norm(x))."
+        "x + post_norm(f(pre_norm(x))) (Gemma 2/3). parallel: x + attn(norm(x)) + mlp(norm(x)) with one "
+        "shared norm (Phi, Cohere) or, with parallel_norms=2, a norm each (GPT-NeoX)."
     )
+    parallel_norms: Literal[1, 2] = 1
     norm: Norm
+    residual_scale: float | None = Field(None, description="Branch outputs are multiplied by this before the "
+                                         "residual add (Granite's residual_multiplier).")
 
 
 class Embedding(_Frozen):
-    vocab_size: PositiveInt
+    vocab_size: Annotated[int, Field(gt=0, le=MAX_VOCAB)]
     scale: float | None = Field(None, description="Embeddings are multiplied by this (Gemma: sqrt(hidden)).")
+    scale_in_dtype: bool = Field(
+        True, description="The scale is rounded to the hidden dtype before multiplying (Gemma) rather than "
+        "applied as a Python float (Granite's embedding_multiplier)."
+    )
+    learned_positions: PositiveInt | None = Field(
+        None, description="Size of a learned absolute position table added to the token embeddings (GPT-2)."
+    )
 
 
 class Head(_Frozen):
     tied: bool = Field(description="Logits use the embedding matrix instead of a separate lm_head.")
     bias: bool = False
+    multiplier: float | None = Field(None, description="Logits are multiplied by this (Cohere's logit_scale).")
+    divisor: float | None = Field(None, description="Logits are divided by this (Granite's logits_scaling).")
     softcap: Annotated[float, Field(gt=0)] | None = None
+
+
+class Names(_Frozen):
+    """Checkpoint names of each part; the generated modules use the same attribute names, so a
+    checkpoint key is also the path of the parameter it fills."""
+
+    backbone: Identifier = "model"
+    embed: Identifier = "embed_tokens"
+    positions: Identifier = "embed_positions"
+    layers: Identifier = "layers"
+    final_norm: Identifier = "norm"
+    head: Identifier = "lm_head"
+    attn: Identifier = "self_attn"
+    mlp: Identifier = "mlp"
+    input_norm: Identifier = "input_layernorm"
+    post_attn_norm: Identifier = "post_attention_layernorm"
+    pre_ffn_norm: Identifier = "pre_feedforward_layernorm"
+    post_ffn_norm: Identifier = "post_feedforward_layernorm"
+    q: Identifier = "q_proj"
+    k: Identifier = "k_proj"
+    v: Identifier = "v_proj"
+    qkv: Identifier = "qkv_proj"
+    o: Identifier = "o_proj"
+    q_norm: Identifier = "q_norm"
+    k_norm: Identifier = "k_norm"
+    gate: Identifier = "gate_proj"
+    up: Identifier = "up_proj"
+    down: Identifier = "down_proj"
+    gate_up: Identifier = "gate_up_proj"
 
 
 class Architecture(_Frozen):
@@ -125,14 +199,19 @@ class Architecture(_Frozen):
 
     schema_version: Literal[1] = SCHEMA_VERSION
     model_type: Identifier
-    hidden_size: PositiveInt
-    max_position_embeddings: PositiveInt
+    hidden_size: Width
+    max_position_embeddings: Annotated[int, Field(gt=0, le=MAX_CONTEXT)]
     dtype: Literal["float32", "float16", "bfloat16"]
     embedding: Embedding
     rope: tuple[Rope, ...] = ()
-    layers: tuple[Layer, ...] = Field(min_length=1)
+    layers: tuple[Layer, ...] = Field(min_length=1, max_length=MAX_LAYERS)
     final_norm: Norm
     head: Head
+    linear_layout: Literal["out_in", "in_out"] = Field(
+        "out_in", description="Stored shape of projection matrices: (out, in) as nn.Linear, or (in, out) as "
+        "GPT-2's Conv1D."
+    )
+    names: Names = Names()
     checkpoint_prefix: str = Field(
         "", pattern=r"^([a-z_][a-z0-9_]*\.)*$", description="Prefix of every key in the checkpoint (wrappers)."
     )

@@ -172,10 +172,14 @@ def test_ir_is_frozen_and_has_a_json_schema():
 
 
 def test_validate_refuses_what_the_templates_cannot_print():
-    arch = lower(catalog_config("meta-llama/Llama-3.2-1B"))
-    post_norm = arch.model_copy(update={"layers": tuple(l.model_copy(update={"block": "post_norm"}) for l in arch.layers)})
-    with pytest.raises(UnsupportedError, match="post_norm"):
-        validate(post_norm)
-    yarn = arch.model_copy(update={"rope": (arch.rope[0].model_copy(update={"type": "yarn"}),)})
-    with pytest.raises(UnsupportedError, match="yarn"):
-        validate(yarn)
+    arch = lower(catalog_config("meta-llama/Llama-3.2-1B"))  # tied head
+    biased_tied = arch.model_copy(update={"head": arch.head.model_copy(update={"bias": True})})
+    with pytest.raises(UnsupportedError, match="biased output head tied"):
+        validate(biased_tied)
+    gpt_layout = arch.model_copy(update={"linear_layout": "in_out"})  # Conv1D without biases
+    with pytest.raises(UnsupportedError, match="Conv1D"):
+        validate(gpt_layout)
+    mixed = arch.model_copy(update={"layers": (arch.layers[0].model_copy(update={"block": "post_norm"}),
+                                               *arch.layers[1:])})
+    with pytest.raises(UnsupportedError, match="layer 1: its block differs"):
+        validate(mixed)

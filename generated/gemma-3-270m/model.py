@@ -49,7 +49,7 @@ class Config:
     norm_eps: float = 1e-06
     attention_scale: float = 0.0625  # multiplies q.k
     max_position_embeddings: int = 32768  # trained context length
-    layer_pattern: str = "SSSSSFSSSSSFSSSSSF"  # S = sliding window, F = full attention
+    layer_pattern: str = "SSSSSFSSSSSFSSSSSF"  # S = sliding-window, F = full
     sliding_window: int = 512  # keys visible to a query, itself included
     rope_theta: float = 1000000.0
     local_rope_theta: float = 10000.0
@@ -123,11 +123,13 @@ class Attention(nn.Module):
         self, x: torch.Tensor, mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
     ) -> torch.Tensor:
         batch, seq, _ = x.shape  # x: (batch, seq, hidden)
-        q = self.q_proj(x).view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = self.q_norm(q), self.k_norm(k)  # RMSNorm of each head's query and key
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (batch, heads, seq, head_dim)
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)  # (batch, seq, heads * head_dim)
+        # Split into heads: (batch, seq, heads * head_dim) -> (batch, heads, seq, head_dim)
+        q = q.view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
+        k = k.view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = self.q_norm(q), self.k_norm(k)  # QK-norm of each head's query and key
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         # Grouped-query attention: each key/value head serves num_heads / num_kv_heads query heads.
         k = k.repeat_interleave(self.num_heads // self.num_kv_heads, dim=1)
         v = v.repeat_interleave(self.num_heads // self.num_kv_heads, dim=1)
