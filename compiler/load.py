@@ -14,6 +14,7 @@ spending ~23 s in retries.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import socket
@@ -107,7 +108,9 @@ def _read_json(path: Path, shown: str) -> tuple[dict[str, Any], str]:
     except UnicodeDecodeError as err:
         raise ConfigError(f"{shown}: not UTF-8 text (byte {err.start}: {err.reason})") from err
     try:
-        raw = json.loads(text)
+        raw = json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as err:
+        raise ConfigError(f"{shown}: key {err.args[0]!r:.60} appears twice in one object") from None
     except json.JSONDecodeError as err:
         raise ConfigError(
             f"{shown}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}"
@@ -118,7 +121,35 @@ def _read_json(path: Path, shown: str) -> tuple[dict[str, Any], str]:
         kinds = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
         got = kinds.get(type(raw), "a number")
         raise ConfigError(f"{shown}: the top level is {got}, not a JSON object")
+    bad = _non_finite(raw)
+    if bad is not None:
+        raise ConfigError(f"{shown}: key '{bad}' holds a non-finite number (NaN or Infinity is not JSON)")
     return raw, text
+
+
+class _DuplicateKey(ValueError):
+    """Two entries of one JSON object with the same key: which one counts would be a guess."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _non_finite(raw: dict[str, Any]) -> str | None:
+    """The dotted path of the first NaN / Infinity in ``raw`` (Python's json accepts them)."""
+    stack: list[tuple[str, Any]] = [("", raw)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return path
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        stack.extend((f"{path}.{key}" if path else str(key), item) for key, item in items)
+    return None
 
 
 def _from_hub(hub_id: str, revision: str | None, token: str | None) -> LoadedConfig:

@@ -58,7 +58,7 @@ def lower(raw: dict[str, Any]) -> Architecture:
         outer.finish(WRAPPER_KEYS)
         raw = {"tie_word_embeddings": raw.get("tie_word_embeddings", True), **text_decoder_config(raw)}
         model_type, prefix, where = raw["model_type"], "language_model.", "config.text_config"
-    family = FAMILIES.get(model_type)
+    family = FAMILIES.get(model_type) if isinstance(model_type, str) else None
     if family is None:
         known = ", ".join(supported_model_types())
         raise UnsupportedError(f"config: model_type {model_type!r:.60} is not supported (supported: {known})")
@@ -67,5 +67,6 @@ def lower(raw: dict[str, Any]) -> Architecture:
         return arch.model_copy(update={"checkpoint_prefix": prefix}) if prefix else arch
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = ".".join(str(part) for part in err["loc"])
-        raise ConfigError(f"{where}: invalid value for {loc}: {err['msg']}") from None
+        loc = ".".join(str(part) for part in err["loc"]) or exc.title
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{where}: invalid value for {loc}: {msg}") from None

@@ -59,7 +59,7 @@ def read_common(r: ConfigReader, *, kv_default: int | None, head_dim_default: in
     if heads % kv:
         raise ConfigError(f"{r.where}: 'num_attention_heads' ({heads}) is not a multiple of 'num_key_value_heads' ({kv})")
     dtype = r.any("torch_dtype", None) or r.any("dtype", None) or "float32"
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise ConfigError(f"{r.where}: key 'torch_dtype' = {dtype!r:.40} is not a floating dtype llmgen knows")
     return Common(
         vocab_size=r.int("vocab_size"),

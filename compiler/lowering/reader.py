@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ...schemas.arch import MAX_CONTEXT, MAX_HEADS, MAX_LAYERS, MAX_VOCAB, MAX_WIDTH
 from ..errors import ConfigError, UnsupportedError
 
 # Keys that never change the computed logits: metadata, tokenizer ids, runtime switches.
@@ -38,6 +39,20 @@ IRRELEVANT_KEYS = frozenset(
         "tokenizer_class",
     }
 )
+
+# Largest accepted value of size keys (the IR's bounds): a huge layer count would otherwise
+# build millions of layers before the IR could refuse it.
+KEY_MAXIMUM = {
+    "num_hidden_layers": MAX_LAYERS,
+    "num_attention_heads": MAX_HEADS,
+    "num_key_value_heads": MAX_HEADS,
+    "hidden_size": MAX_WIDTH,
+    "intermediate_size": MAX_WIDTH,
+    "head_dim": MAX_WIDTH,
+    "vocab_size": MAX_VOCAB,
+    "max_position_embeddings": MAX_CONTEXT,
+    "sliding_window": MAX_CONTEXT,
+}
 
 _MISSING = object()
 
@@ -78,8 +93,10 @@ class ConfigReader:
             raise self._bad(key, "an integer", value)
         if value < minimum:
             raise ConfigError(f"{self.where}: key '{key}' must be >= {minimum}, got {value}")
-        if value > 2**40:
-            raise ConfigError(f"{self.where}: key '{key}' is implausibly large ({value})")
+        if value > KEY_MAXIMUM.get(key, 2**40):
+            raise ConfigError(
+                f"{self.where}: key '{key}' is implausibly large ({value} > {KEY_MAXIMUM.get(key, 2**40)})"
+            )
         return value
 
     def float(self, key: str, default: Any = _MISSING, *, positive: bool = True, nullable: bool = False) -> Any:

@@ -52,7 +52,7 @@ def rope_table(
     params = dict(params)
     kind = params.pop("rope_type", None) or params.pop("type", None) or "default"
     params.pop("type", None)
-    if kind not in _TYPE_KEYS:
+    if not isinstance(kind, str) or kind not in _TYPE_KEYS:
         raise UnsupportedError(f"{where}: rope type {kind!r:.40} is not supported (known: {', '.join(_TYPE_KEYS)})")
     if "rope_theta" in params:
         theta = _num(where, "rope_theta", params.pop("rope_theta"))
