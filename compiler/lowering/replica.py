@@ -10,6 +10,7 @@ so transformers can build the same model.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 from ...schemas.arch import Architecture
@@ -26,6 +27,11 @@ TINY_VISION: dict[str, dict[str, Any]] = {
 # Families whose transformers config has a head_dim of its own (others derive hidden / heads).
 EXPLICIT_HEAD_DIM = frozenset({"llama", "mistral", "qwen3", "gemma3_text"})
 HIDDEN, HEADS, HEAD_DIM, INTERMEDIATE, VOCAB, WINDOW = 64, 4, 32, 96, 256, 8
+# Per-family fix-ups after the generic shrink: rename the generic keys to the family's own
+# (GPT-2's n_embd, ...), shrink per-layer lists, keep RoPE factor lists the right length.
+# Each takes (tiny, arch) and edits ``tiny`` in place. Registered in lowering/__init__.py.
+ReplicaAdjust = Callable[[dict[str, Any], Architecture], None]
+REPLICA_ADJUST: dict[str, ReplicaAdjust] = {}
 
 
 def replica_layers(arch: Architecture) -> int:
@@ -73,4 +79,7 @@ def tiny_replica(raw: dict[str, Any], arch: Architecture) -> dict[str, Any]:
     for key, value in (("pad_token_id", 0), ("bos_token_id", 1), ("eos_token_id", 2)):
         if tiny.get(key) is not None:
             tiny[key] = value
+    adjust = REPLICA_ADJUST.get(tiny.get("model_type", ""))
+    if adjust is not None:
+        adjust(tiny, arch)
     return tiny
