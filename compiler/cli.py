@@ -4,6 +4,9 @@
     llmgen from-config PATH     compile a local config.json or checkpoint directory
     llmgen verify DIR...        tiny-replica parity against transformers, with the numbers
     llmgen check                regenerate generated/ in memory and diff it (exit 1 on drift)
+    llmgen card ID|DIR          a model's facts: layer pattern, parameters, KV cache, features
+    llmgen diff A B             how two architectures differ, in words and in generated code
+    llmgen gallery --out DIR    a static HTML page of every catalog model
     llmgen list                 the bundled catalog
     llmgen schema               the IR's JSON Schema
 
@@ -48,9 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compile_options(local)
     ver = sub.add_parser("verify", help="tiny-replica parity of generated models against transformers")
     ver.add_argument("dirs", nargs="+", type=Path)
+    ver.add_argument("--layers", action="store_true", help="also print the per-layer divergence report (always on failure)")
     check = sub.add_parser("check", help="regenerate a generated/ tree in memory and diff it")
     check.add_argument("--dir", type=Path, default=DEFAULT_OUT)
     check.add_argument("--templates", type=Path)
+    card = sub.add_parser("card", help="a model's facts at a glance (catalog/hub id, config path or generated dir)")
+    card.add_argument("model")
+    card.add_argument("--format", choices=["text", "md", "json"], default="text")
+    diff = sub.add_parser("diff", help="architecture differences of two models, in words and as a code diff")
+    diff.add_argument("a")
+    diff.add_argument("b")
+    diff.add_argument("--words", action="store_true", help="only the differences in words, no code diff")
+    diff.add_argument("--context", type=int, default=3, help="lines of context in the code diff (default: 3)")
+    gallery = sub.add_parser("gallery", help="write a static HTML page of every catalog model")
+    gallery.add_argument("--out", type=Path, default=Path("site"), help="output directory (default: site)")
     sub.add_parser("list", help="the bundled catalog of real configs")
     sub.add_parser("schema", help="print the IR's JSON Schema")
     return parser
@@ -85,7 +99,35 @@ def cmd_verify(args: argparse.Namespace) -> int:
         result = verify(directory)
         print(summary(directory.name, result))
         failed += not result["passed"]
+        if not result["passed"] or getattr(args, "layers", False):
+            from .divergence import divergence, format_report
+
+            print(format_report(divergence(directory)))
     return 1 if failed else 0
+
+
+def cmd_card(args: argparse.Namespace) -> int:
+    from .card import card, format_card, load_model
+
+    print(format_card(card(load_model(args.model)), args.format))
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from .irdiff import format_diff, load_pair
+
+    if args.context < 0:
+        raise LlmgenError(f"--context {args.context}: must be 0 or more")
+    print(format_diff(*load_pair(args.a, args.b), code=not args.words, context=args.context))
+    return 0
+
+
+def cmd_gallery(args: argparse.Namespace) -> int:
+    from .gallery import build_gallery
+
+    page, compiled, skipped = build_gallery(args.out)
+    print(f"wrote {page}: {compiled} models compiled, {skipped} listed as not yet compiled")
+    return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -136,7 +178,7 @@ def cmd_schema(_: argparse.Namespace) -> int:
 
 
 COMMANDS = {"from-hub": cmd_compile, "from-config": cmd_compile, "verify": cmd_verify, "check": cmd_check,
-            "list": cmd_list, "schema": cmd_schema}
+            "list": cmd_list, "schema": cmd_schema, "card": cmd_card, "diff": cmd_diff, "gallery": cmd_gallery}
 
 
 def main(argv: list[str] | None = None) -> int:

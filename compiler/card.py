@@ -1,0 +1,312 @@
+"""``llmgen card``: a model's facts at a glance, computed from the IR.
+
+Parameter counts come from the weight map (the same one the generated file loads), the layer
+pattern and the KV-cache sizes from each layer's mixer, and the feature sentences from
+``describe.features`` (the generated file's own docstring). Everything works on any
+``Architecture``; fields a newer IR adds (MoE experts, MLA latents, NoPE, layers without a
+cache) are read with ``getattr`` so they show up without edits here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..schemas.arch import Architecture
+from .describe import features
+from .errors import ConfigError
+from .load import load_config
+from .lowering import lower
+from .validate import validate
+from .weight_map import WeightEntry, weight_map
+
+KV_BYTES = 2  # bf16
+CONTEXTS = {"4k": 4096, "32k": 32768, "128k": 131072}
+EXPERT_COUNT = ("num_experts",)
+EXPERTS_ACTIVE = ("experts_per_token", "num_experts_per_tok", "top_k")
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model to describe: a label, where it came from and its IR."""
+
+    label: str
+    source: str
+    arch: Architecture
+
+
+def load_model(source: str) -> Model:
+    """A generated directory (its arch.json, else its config.json), a config file or dir, or a hub/catalog id."""
+    path = Path(source).expanduser()
+    arch_file = path / "arch.json"
+    if path.is_dir() and arch_file.is_file():
+        label = path.resolve().name
+        manifest = path / "llmgen.json"
+        if manifest.is_file():
+            try:
+                label = json.loads(manifest.read_text()).get("source") or label
+            except (ValueError, AttributeError):
+                pass
+        try:
+            return Model(label, str(path), validate(Architecture.model_validate_json(arch_file.read_text())))
+        except ValidationError:
+            if not (path / "config.json").is_file():
+                raise ConfigError(f"{arch_file}: not an architecture this llmgen reads, and no config.json beside it") from None
+    loaded = load_config(source)
+    return Model(loaded.source_id, loaded.source_id, validate(lower(loaded.raw)))
+
+
+# --- layer pattern ---------------------------------------------------------------------------
+
+
+def layer_letter(layer: Any) -> str:
+    """S sliding-window attention, F full attention (lower case: no RoPE); other mixers: their kind's initial."""
+    mixer = layer.mixer
+    if mixer.kind == "attention":
+        letter = "S" if mixer.span == "sliding" else "F"
+    else:
+        letter = mixer.kind[0].upper()
+    return letter.lower() if getattr(mixer, "rope", "") is None else letter
+
+
+def letter_meaning(layer: Any) -> str:
+    mixer = layer.mixer
+    if mixer.kind == "attention":
+        words = f"sliding window {mixer.window}" if mixer.span == "sliding" else "full attention"
+    else:
+        words = mixer.kind.replace("_", " ")
+    return words + (", no RoPE (NoPE)" if getattr(mixer, "rope", "") is None else "")
+
+
+def period(letters: str) -> str | None:
+    """The shortest unit that, repeated at least twice, spells ``letters`` (a partial last repeat allowed)."""
+    n = len(letters)
+    for size in range(1, n // 2 + 1):
+        if letters == (letters[:size] * (n // size + 1))[:n]:
+            return letters[:size]
+    return None
+
+
+def compress(letters: str) -> str:
+    """SSSSSFSSSSSF...SS -> 'SSSSSF×4 + SS'; FFFF -> 'F×4'; irregular strings as runs."""
+    n = len(letters)
+    unit = period(letters)
+    if unit:
+        reps = n // len(unit)
+        rest = letters[reps * len(unit):]
+        return f"{unit}×{reps}" + (f" + {rest}" if rest else "")
+    runs: list[str] = []
+    i = 0
+    while i < n:
+        j = i
+        while j < n and letters[j] == letters[i]:
+            j += 1
+        runs.append(letters[i] if j - i == 1 else f"{letters[i]}×{j - i}")
+        i = j
+    return " ".join(runs)
+
+
+# --- parameters and KV cache ------------------------------------------------------------------
+
+
+def _size(entry: WeightEntry, arch: Architecture) -> int:
+    size = 1
+    for dim in entry.shape:
+        size *= dim
+    return size * (arch.num_layers if entry.per_layer else 1)
+
+
+def _first(obj: Any, names: tuple[str, ...]) -> Any:
+    return next((getattr(obj, name) for name in names if getattr(obj, name, None) is not None), None)
+
+
+def _active_share(arch: Architecture, entry: WeightEntry) -> float:
+    """Share of this tensor used per token: experts_per_token / num_experts for routed experts, else 1."""
+    ffn = arch.layers[0].ffn
+    total, active = _first(ffn, EXPERT_COUNT), _first(ffn, EXPERTS_ACTIVE)
+    if total and active and ".experts." in entry.param:
+        return active / total
+    return 1.0
+
+
+def _is_embedding(arch: Architecture, entry: WeightEntry) -> bool:
+    """Token (and position) embeddings and an untied output head: the vocabulary-sized tables."""
+    return entry.role == "embedding" or (not entry.per_layer and entry.shape[:1] == (arch.embedding.vocab_size,))
+
+
+def parameters(arch: Architecture) -> dict[str, Any]:
+    entries = weight_map(arch)
+    total = sum(_size(e, arch) for e in entries)
+    embedding = sum(_size(e, arch) for e in entries if _is_embedding(arch, e))
+    active = round(sum(_size(e, arch) * _active_share(arch, e) for e in entries))
+    return {"total": total, "active_per_token": active, "embedding": embedding, "non_embedding": total - embedding,
+            "embedding_share": embedding / total if total else 0.0}
+
+
+def kv_bytes_per_token(layer: Any, bytes_per_value: int = KV_BYTES) -> int:
+    """Bytes one token adds to this layer's cache: K and V of every KV head; MLA: its latent. 0: no cache."""
+    mixer = layer.mixer
+    if getattr(mixer, "kv_shared", None) or getattr(mixer, "kv_source", None) is not None:
+        return 0  # reuses another layer's cache
+    latent = getattr(mixer, "kv_lora_rank", None)
+    if latent:
+        return (latent + (getattr(mixer, "qk_rope_head_dim", None) or 0)) * bytes_per_value
+    if getattr(mixer, "num_kv_heads", None) and getattr(mixer, "head_dim", None):
+        value_dim = getattr(mixer, "v_head_dim", None) or mixer.head_dim
+        return mixer.num_kv_heads * (mixer.head_dim + value_dim) * bytes_per_value
+    return 0
+
+
+def cached_tokens(layer: Any, tokens: int) -> int:
+    window = getattr(layer.mixer, "window", None)
+    return min(tokens, window) if getattr(layer.mixer, "span", "full") == "sliding" and window else tokens
+
+
+def kv_cache(arch: Architecture) -> dict[str, Any]:
+    per_layer = [kv_bytes_per_token(layer) for layer in arch.layers]
+    return {
+        "bytes_per_token_bf16": sum(per_layer),
+        "layers_without_cache": [layer.index for layer, b in zip(arch.layers, per_layer) if not b],
+        "effective_bytes_bf16": {
+            name: sum(b * cached_tokens(layer, tokens) for layer, b in zip(arch.layers, per_layer))
+            for name, tokens in CONTEXTS.items()
+        },
+        "beyond_trained_context": [name for name, tokens in CONTEXTS.items() if tokens > arch.max_position_embeddings],
+    }
+
+
+def attention_kind(arch: Architecture) -> str:
+    """'MQA', 'GQA 8:1' or 'MHA', plus the sliding share: e.g. 'GQA 4:1, sliding 5:1 (window 512)'."""
+    kinds = []
+    for layer in arch.layers:
+        mixer = layer.mixer
+        if mixer.kind != "attention":
+            kinds.append(mixer.kind.upper())
+        elif mixer.num_kv_heads == 1 and mixer.num_heads > 1:
+            kinds.append("MQA")
+        elif mixer.num_kv_heads < mixer.num_heads:
+            kinds.append(f"GQA {mixer.num_heads // mixer.num_kv_heads}:1")
+        else:
+            kinds.append("MHA")
+    words = ", ".join(dict.fromkeys(kinds))
+    spans = [getattr(layer.mixer, "span", None) for layer in arch.layers]
+    sliding, full = spans.count("sliding"), spans.count("full")
+    windows = sorted({layer.mixer.window for layer in arch.layers if getattr(layer.mixer, "span", None) == "sliding"})
+    if sliding and not full:
+        words += f", sliding (window {'/'.join(map(str, windows))})"
+    elif sliding:
+        unit = period("".join("S" if span == "sliding" else "F" for span in spans)) or ""
+        if unit.count("S") and unit.count("F"):
+            sliding, full = unit.count("S"), unit.count("F")
+        ratio = f"{sliding // full}:1" if sliding % full == 0 else f"{sliding}:{full}"
+        words += f", sliding {ratio} (window {'/'.join(map(str, windows))})"
+    else:
+        words += ", full"
+    return words
+
+
+def card(model: Model) -> dict[str, Any]:
+    """Everything the card shows, as JSON-ready data."""
+    arch = model.arch
+    letters = "".join(layer_letter(layer) for layer in arch.layers)
+    legend = {}
+    for layer in arch.layers:
+        legend.setdefault(layer_letter(layer), letter_meaning(layer))
+    nope = [layer.index for layer in arch.layers if getattr(layer.mixer, "rope", "") is None]
+    notes = list(features(arch))
+    if nope:
+        notes.append(f"No positional encoding (NoPE) on {len(nope)} of {arch.num_layers} layers: {nope}.")
+    kv = kv_cache(arch)
+    if kv["layers_without_cache"]:
+        notes.append(f"{len(kv['layers_without_cache'])} layers keep no KV cache of their own: {kv['layers_without_cache']}.")
+    return {
+        "id": model.label,
+        "model_type": arch.model_type,
+        "num_layers": arch.num_layers,
+        "hidden_size": arch.hidden_size,
+        "max_position_embeddings": arch.max_position_embeddings,
+        "dtype": arch.dtype,
+        "pattern": {"letters": letters, "strip": compress(letters), "legend": legend},
+        "attention": attention_kind(arch),
+        "parameters": parameters(arch),
+        "kv_cache": kv,
+        "nope_layers": nope,
+        "features": notes,
+    }
+
+
+# --- formatting -------------------------------------------------------------------------------
+
+
+def _three_digits(value: float) -> str:
+    return f"{value:.2f}" if value < 9.995 else f"{value:.1f}" if value < 99.95 else f"{value:.0f}"
+
+
+def human_count(n: float) -> str:
+    """1236814848 -> '1.24B'; 999885952 -> '1.00B'."""
+    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size * 0.9995:
+            return _three_digits(n / size) + unit
+    return str(int(n))
+
+
+def human_bytes(n: float) -> str:
+    """Binary units: 26624 -> '26.0 KiB'."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size * 0.9995:
+            return f"{_three_digits(n / size)} {unit}"
+    return f"{int(n)} B"
+
+
+def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
+    p, kv = data["parameters"], data["kv_cache"]
+    legend = ", ".join(f"{k} = {v}" for k, v in data["pattern"]["legend"].items())
+    params = f"{human_count(p['total'])} total"
+    if p["active_per_token"] != p["total"]:
+        params += f", {human_count(p['active_per_token'])} active per token"
+    params += (f"; embedding {human_count(p['embedding'])} ({p['embedding_share']:.1%}), "
+               f"non-embedding {human_count(p['non_embedding'])} ({1 - p['embedding_share']:.1%})")
+    with_cache = data["num_layers"] - len(kv["layers_without_cache"])
+    per_token = f"{human_bytes(kv['bytes_per_token_bf16'])} per token in bf16 ({with_cache} layers, full attention assumed)"
+    beyond = kv["beyond_trained_context"]
+    effective = ", ".join(f"{name}: {human_bytes(b)}" for name, b in kv["effective_bytes_bf16"].items())
+    effective += " (sliding windows counted" + (f"; {', '.join(beyond)} beyond the trained context "
+                                               f"{data['max_position_embeddings']})" if beyond else ")")
+    return [
+        ("layers", f"{data['num_layers']}: {data['pattern']['strip']}  ({legend})"),
+        ("attention", data["attention"]),
+        ("parameters", params),
+        ("KV cache", per_token),
+        ("KV at length", effective),
+        ("context", f"{data['max_position_embeddings']} tokens, weights in {data['dtype']}"),
+    ]
+
+
+def format_text(data: dict[str, Any]) -> str:
+    rows = summary_rows(data)
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{data['id']}  ({data['model_type']})"]
+    lines += [f"  {k:<{width}}  {v}" for k, v in rows]
+    lines.append("  features:")
+    lines += [f"    - {note}" for note in data["features"]]
+    return "\n".join(lines)
+
+
+def format_markdown(data: dict[str, Any]) -> str:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    lines = [f"## {cell(data['id'])} (`{data['model_type']}`)", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {cell(v)} |" for k, v in summary_rows(data)]
+    lines += ["", "Notable features:", ""] + [f"- {cell(note)}" for note in data["features"]]
+    return "\n".join(lines)
+
+
+def format_card(data: dict[str, Any], fmt: str = "text") -> str:
+    if fmt == "json":
+        return json.dumps(data, indent=2, sort_keys=True)
+    return format_markdown(data) if fmt == "md" else format_text(data)

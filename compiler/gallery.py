@@ -1,0 +1,79 @@
+"""``llmgen gallery --out DIR``: one static HTML page of every bundled catalog model.
+
+Each catalog config goes through the pipeline's load, lower and validate passes; those that
+compile get a row in a sortable table (parameters, KV cache, attention kind, pattern strip)
+and a card; the others are listed as "not yet compiled" with the one-line reason. The page
+is self-contained: inline CSS and JavaScript, no external assets, no network.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from . import __version__
+from .card import Model, card, human_bytes, human_count, summary_rows
+from .catalog import catalog_entries
+from .errors import LlmgenError, SourceError
+from .load import load_config
+from .lowering import lower
+from .render import BUILTIN_TEMPLATES
+from .validate import validate
+
+PAGE = "index.html"
+
+
+def _anchor(hub_id: str) -> str:
+    return "m-" + re.sub(r"[^a-z0-9]+", "-", hub_id.lower()).strip("-")
+
+
+def collect() -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """(cards of the catalog models that compile, {id, model_type, reason} of the others)."""
+    compiled, skipped = [], []
+    for entry in catalog_entries():
+        try:
+            loaded = load_config(str(entry.path), prefer="path")
+            data = card(Model(entry.id, entry.id, validate(lower(loaded.raw))))
+        except LlmgenError as exc:
+            reason = re.sub(r" \(supported: [^)]*\)", "", str(exc))
+            skipped.append({"id": entry.id, "model_type": entry.model_type or "?", "reason": reason})
+            continue
+        p, kv = data["parameters"], data["kv_cache"]
+        data.update(
+            anchor=_anchor(entry.id),
+            summary=summary_rows(data),
+            params_text=human_count(p["total"]),
+            active_text=human_count(p["active_per_token"]),
+            non_embedding_text=f"{human_count(p['non_embedding'])} ({1 - p['embedding_share']:.0%})",
+            kv_text=human_bytes(kv["bytes_per_token_bf16"]),
+            kv32k_text=human_bytes(kv["effective_bytes_bf16"]["32k"]),
+        )
+        compiled.append(data)
+    return compiled, skipped
+
+
+def render_page(compiled: list[dict[str, Any]], skipped: list[dict[str, str]]) -> str:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(BUILTIN_TEMPLATES / "gallery")),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    return env.get_template("page.html.j2").render(compiled=compiled, skipped=skipped, version=__version__)
+
+
+def build_gallery(out: Path) -> tuple[Path, int, int]:
+    """Write ``out/index.html``; returns (its path, models compiled, models skipped)."""
+    if out.exists() and not out.is_dir():
+        raise SourceError(f"--out {out}: exists and is not a directory")
+    compiled, skipped = collect()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        page = out / PAGE
+        page.write_text(render_page(compiled, skipped), encoding="utf-8")
+    except OSError as exc:
+        raise SourceError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
+    return page, len(compiled), len(skipped)
