@@ -68,7 +68,7 @@ def features(arch: Architecture) -> list[str]:
         out.append(f"Sliding-window attention on every layer (window {attn.window if attn.window else layer.mixer.window}).")
     elif sliding:
         window = next(lay.mixer.window for lay in arch.layers if lay.mixer.span == "sliding")
-        period = pattern.find("F") + 1
+        period = len(pattern) - len(pattern.lstrip("S")) + 1
         out.append(
             f"Sliding-window attention (window {window}) on {sliding} of {arch.num_layers} layers, full attention "
             f"on the rest (pattern {pattern[:period]} repeating)."
@@ -85,22 +85,40 @@ def features(arch: Architecture) -> list[str]:
         out.append(f"Attention logits soft-capped: cap * tanh(scores / cap), cap {_num(attn.softcap)}.")
     if any((attn.q_bias, attn.k_bias, attn.v_bias, attn.o_bias)):
         out.append("Biases on the attention projections.")
+    if attn.qkv == "fused":
+        out.append("q, k and v projections stored as one matrix ([q; k; v]).")
+    if ffn.fused_gate_up:
+        out.append("MLP gate and up projections stored as one matrix ([gate; up]).")
     norm_words = "RMSNorm" if norm.kind == "rmsnorm" else "LayerNorm"
     if norm.weight_offset:
         norm_words += f" scaling by ({_num(norm.weight_offset)} + weight)"
-    out.append(f"{norm_words}, eps {norm.eps:g}, computed in float32.")
+    if norm.kind == "layernorm":
+        norm_words += " with a bias" if norm.bias else " without a bias"
+    dtype_words = "computed in float32" if norm.compute_dtype == "float32" else "computed in the input dtype"
+    out.append(f"{norm_words}, eps {norm.eps:g}, {dtype_words}.")
     if layer.block == "sandwich":
         out.append("Sandwich norms: attention and MLP inputs and outputs are each normalised (4 norms per layer).")
+    elif layer.block == "parallel":
+        shared = "one norm shared by both branches" if layer.parallel_norms == 1 else "a norm for each branch"
+        out.append(f"Parallel block: x + attn(norm(x)) + mlp(norm(x)), {shared}.")
     else:
         out.append("Pre-norm residual blocks.")
+    if layer.residual_scale is not None:
+        out.append(f"Each branch's output is multiplied by {layer.residual_scale:g} before the residual add.")
     glu, act = ACTIVATION_WORDS[ffn.activation]
     if ffn.gated:
         out.append(f"{glu} MLP: down(act(gate(x)) * up(x)) with {act}, intermediate size {ffn.intermediate_size}.")
     else:
         out.append(f"MLP with {act}, intermediate size {ffn.intermediate_size}.")
-    if arch.embedding.scale:
+    if arch.embedding.scale and arch.embedding.scale_in_dtype:
         out.append(f"Embeddings multiplied by sqrt(hidden) = {arch.embedding.scale:.4f}.")
+    elif arch.embedding.scale:
+        out.append(f"Embeddings multiplied by {arch.embedding.scale:g}.")
     out.append("Output head tied to the token embedding." if arch.head.tied else "Separate output head (lm_head).")
+    if arch.head.multiplier is not None:
+        out.append(f"Logits multiplied by {arch.head.multiplier:g}.")
+    if arch.head.divisor is not None:
+        out.append(f"Logits divided by {arch.head.divisor:g}.")
     if arch.head.softcap:
         out.append(f"Final logits soft-capped at {_num(arch.head.softcap)}.")
     out.append("Eager attention written out: scores, mask, float32 softmax, weighted sum.")

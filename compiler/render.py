@@ -26,6 +26,7 @@ IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ACTIVATION_CODE = {"silu": ("F.silu", ""), "gelu": ("F.gelu", ""), "gelu_tanh": ("F.gelu", ', approximate="tanh"'),
                    "relu": ("F.relu", "")}
 TITLES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3", "gemma3_text": "Gemma 3 (text decoder)"}
+TITLES.update(phi3="Phi-3", stablelm="StableLM", cohere="Cohere (Command R)", cohere2="Cohere 2", granite="Granite")
 
 
 @dataclass(frozen=True)

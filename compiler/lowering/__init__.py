@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from ...schemas.arch import Architecture
 from ..errors import ConfigError, UnsupportedError
 from .families import lower_gemma3_text, lower_llama, lower_mistral, lower_qwen2, lower_qwen3
+from .fam_phi3_cohere import FAMILIES_PHI3_COHERE, REPLICA_PHI3_COHERE
 from .reader import ConfigReader
 
 FAMILIES: dict[str, Callable[[ConfigReader, str], Architecture]] = {
@@ -23,6 +24,7 @@ FAMILIES: dict[str, Callable[[ConfigReader, str], Architecture]] = {
     "qwen3": lower_qwen3,
     "gemma3_text": lower_gemma3_text,
 }
+FAMILIES.update(FAMILIES_PHI3_COHERE)
 # Multimodal wrappers whose text decoder we compile: model_type -> default text model_type.
 WRAPPERS = {"gemma3": "gemma3_text"}
 # Wrapper keys that only concern the other modalities.
@@ -70,3 +72,8 @@ def lower(raw: dict[str, Any]) -> Architecture:
         loc = ".".join(str(part) for part in err["loc"]) or exc.title
         msg = err["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{where}: invalid value for {loc}: {msg}") from None
+
+
+from .replica import REPLICA_ADJUST  # noqa: E402  (replica imports this package)
+
+REPLICA_ADJUST.update(REPLICA_PHI3_COHERE)
