@@ -147,6 +147,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
                         else ", cos: torch.Tensor, sin: torch.Tensor" if has_rope else ""),
         "rope_args": ", cos, sin" if has_rope else "",
         "has_sliding": any(lay.mixer.span == "sliding" for lay in arch.layers),
+        "has_full": any(lay.mixer.span == "full" for lay in arch.layers),
         "layer_kinds": layer_kinds(arch),
         "pattern_legend": pattern_legend(arch),
         "attn": {
