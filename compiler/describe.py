@@ -12,6 +12,7 @@ ACTIVATION_WORDS = {
     "silu": ("SwiGLU", "SiLU"),
     "gelu": ("GeGLU", "GELU"),
     "gelu_tanh": ("GeGLU", "tanh-approximate GELU"),
+    "gelu_new": ("GeGLU", "tanh-approximate GELU written out (gelu_new)"),
     "relu": ("ReGLU", "ReLU"),
 }
 
@@ -80,13 +81,19 @@ def features(arch: Architecture) -> list[str]:
     elif arch.rope:
         out.append(f"Rotary position embeddings (RoPE), {_rope_words(arch.rope[0])}.")
     if attn.qk_norm == "per_head":
-        out.append("QK-norm: RMSNorm over each query and key head before RoPE.")
+        out.append(f"QK-norm: {'LayerNorm' if norm.kind == 'layernorm' else 'RMSNorm'} over each query and key head before RoPE.")
     if attn.softcap:
         out.append(f"Attention logits soft-capped: cap * tanh(scores / cap), cap {_num(attn.softcap)}.")
     if any((attn.q_bias, attn.k_bias, attn.v_bias, attn.o_bias)):
         out.append("Biases on the attention projections.")
     if attn.qkv == "fused":
         out.append("q, k and v projections stored as one matrix ([q; k; v]).")
+    elif attn.qkv == "fused_per_head":
+        out.append("q, k and v projections stored as one matrix, interleaved per head ([q_h; k_h; v_h] for each head h).")
+    if arch.linear_layout == "in_out":
+        out.append("Projection weights stored transposed, (in, out), as GPT-2's Conv1D.")
+    if arch.embedding.learned_positions:
+        out.append(f"Learned absolute position embeddings ({arch.embedding.learned_positions} positions) added to the token embeddings.")
     if ffn.fused_gate_up:
         out.append("MLP gate and up projections stored as one matrix ([gate; up]).")
     norm_words = "RMSNorm" if norm.kind == "rmsnorm" else "LayerNorm"
@@ -115,6 +122,8 @@ def features(arch: Architecture) -> list[str]:
     elif arch.embedding.scale:
         out.append(f"Embeddings multiplied by {arch.embedding.scale:g}.")
     out.append("Output head tied to the token embedding." if arch.head.tied else "Separate output head (lm_head).")
+    if arch.head.bias:
+        out.append("The output head has a bias.")
     if arch.head.multiplier is not None:
         out.append(f"Logits multiplied by {arch.head.multiplier:g}.")
     if arch.head.divisor is not None:

@@ -20,7 +20,7 @@ ACTIVATIONS = {
     "swish": "silu",
     "gelu": "gelu",
     "gelu_pytorch_tanh": "gelu_tanh",
-    "gelu_new": "gelu_tanh",
+    "gelu_new": "gelu_new",
     "relu": "relu",
 }
 DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16", "float": "float32", "half": "float16"}
