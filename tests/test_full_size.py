@@ -29,9 +29,13 @@ def supported(path) -> bool:
 
 
 def on_disk_layout(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
-    """The keys save_pretrained writes for a dense model: its state dict minus tied copies."""
+    """The keys save_pretrained writes for a dense model: its state dict minus tied copies, renamed
+    as save_pretrained renames them (GPT-NeoX's lm_head is saved as embed_out)."""
+    from transformers.core_model_loading import revert_weight_conversion
+
     tied = set(getattr(model, "all_tied_weights_keys", None) or {})
-    return {k: tuple(v.shape) for k, v in model.state_dict().items() if k not in tied}
+    state = {k: v for k, v in model.state_dict().items() if k not in tied}
+    return {k: tuple(v.shape) for k, v in revert_weight_conversion(model, state).items()}
 
 
 @pytest.mark.parametrize("path", [p for p in CONFIGS if supported(p)], ids=lambda p: p.stem)
