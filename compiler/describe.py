@@ -82,6 +82,9 @@ def features(arch: Architecture) -> list[str]:
         out.append(f"Rotary position embeddings (RoPE), {_rope_words(arch.rope[0])}.")
     if attn.qk_norm == "per_head":
         out.append(f"QK-norm: {'LayerNorm' if norm.kind == 'layernorm' else 'RMSNorm'} over each query and key head before RoPE.")
+    elif attn.qk_norm == "per_head_weights":
+        out.append(f"QK-norm: {'RMSNorm' if norm.kind == 'rmsnorm' else 'LayerNorm'} over each query and key head, "
+                   "each head with its own weight row, before RoPE.")
     if attn.softcap:
         out.append(f"Attention logits soft-capped: cap * tanh(scores / cap), cap {_num(attn.softcap)}.")
     if any((attn.q_bias, attn.k_bias, attn.v_bias, attn.o_bias)):

@@ -52,6 +52,8 @@ def validate(arch: Architecture) -> Architecture:
         raise UnsupportedError("a final norm that differs from the layers' norms is not implemented")
     if attn.qk_norm != "none" and attn.qk_norm_spec != norm:
         raise UnsupportedError("a QK-norm that differs from the layers' norms is not implemented")
+    if attn.qk_norm == "per_head_weights" and norm.kind == "layernorm" and norm.compute_dtype == "input":
+        raise UnsupportedError("a QK-norm with a weight row per head is implemented with llmgen's own norms only")
     if attn.qkv == "fused_per_head" and attn.num_kv_heads != attn.num_heads:
         raise UnsupportedError("a per-head fused qkv projection needs as many key/value heads as query heads")
     if attn.qkv != "separate" and not attn.q_bias == attn.k_bias == attn.v_bias:

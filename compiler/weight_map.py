@@ -41,10 +41,11 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
         if bias:
             rows.append((f"{name}.bias", (out_dim,), "bias"))
 
-    def norm_rows(name: str, dim: int, spec: Norm) -> None:
-        rows.append((f"{name}.weight", (dim,), "norm"))
+    def norm_rows(name: str, dim: int | tuple[int, ...], spec: Norm) -> None:
+        shape = dim if isinstance(dim, tuple) else (dim,)
+        rows.append((f"{name}.weight", shape, "norm"))
         if spec.bias:
-            rows.append((f"{name}.bias", (dim,), "bias"))
+            rows.append((f"{name}.bias", shape, "bias"))
 
     b = f"{n.backbone}."
     rows.append((f"{b}{n.embed}.weight", (arch.embedding.vocab_size, hidden), "embedding"))
@@ -63,9 +64,11 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
         linear(a + n.qkv, q_out + 2 * kv_out, hidden, attn.q_bias)
     linear(a + n.o, hidden, q_out, attn.o_bias)
     if attn.qk_norm != "none" and attn.qk_norm_spec is not None:
-        whole = attn.qk_norm == "whole"
-        norm_rows(a + n.q_norm, q_out if whole else attn.head_dim, attn.qk_norm_spec)
-        norm_rows(a + n.k_norm, kv_out if whole else attn.head_dim, attn.qk_norm_spec)
+        whole, rows_per_head = attn.qk_norm == "whole", attn.qk_norm == "per_head_weights"
+        q_dim = q_out if whole else (attn.num_heads, attn.head_dim) if rows_per_head else attn.head_dim
+        kv_dim = kv_out if whole else (attn.num_kv_heads, attn.head_dim) if rows_per_head else attn.head_dim
+        norm_rows(a + n.q_norm, q_dim, attn.qk_norm_spec)
+        norm_rows(a + n.k_norm, kv_dim, attn.qk_norm_spec)
     m = f"{p}{n.mlp}."
     if ffn.fused_gate_up:
         linear(m + n.gate_up, 2 * ffn.intermediate_size, hidden, ffn.bias)

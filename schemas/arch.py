@@ -88,9 +88,10 @@ class Attention(_Frozen):
         "separate", description="How the checkpoint stores the q/k/v projections: three matrices, one "
         "matrix of [q; k; v] blocks, or one matrix interleaved per head ([q_h; k_h; v_h] for each head h)."
     )
-    qk_norm: Literal["none", "per_head", "whole"] = Field(
+    qk_norm: Literal["none", "per_head", "whole", "per_head_weights"] = Field(
         "none", description="per_head: one norm over head_dim shared by all heads. whole: one norm over "
-        "the whole projection (heads x head_dim), before it is split into heads."
+        "the whole projection (heads x head_dim), before it is split into heads. per_head_weights: a norm "
+        "over head_dim with a weight row of its own for each head, stored as one (heads, head_dim) tensor (Cohere)."
     )
     qk_norm_spec: Norm | None = None
     q_bias: bool = False

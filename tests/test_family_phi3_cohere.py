@@ -46,9 +46,11 @@ VARIANTS = {
     "stablelm": fixture("stablelm"),
     "stablelm-parallel-gqa-bias": fixture("stablelm", use_parallel_residual=True, use_qkv_bias=True,
                                           num_key_value_heads=8),
-    "cohere": fixture("cohere"),
-    "cohere-gqa-bias": fixture("cohere", num_key_value_heads=8, attention_bias=True),
-    "cohere2": fixture("cohere2"),
+    # logit_scale 0.25 rather than the default 0.0625: the replica's logits stay clearly above 0.1
+    "cohere": fixture("cohere", logit_scale=0.25),
+    "cohere-gqa-bias": fixture("cohere", num_key_value_heads=8, attention_bias=True, logit_scale=0.25),
+    "cohere-qk-norm": fixture("cohere", num_key_value_heads=8, use_qk_norm=True, logit_scale=0.25),
+    "cohere2": fixture("cohere2", logit_scale=0.25),
     "granite": fixture("granite"),
     "granite-mup-gqa-bias": fixture("granite", num_key_value_heads=8, attention_bias=True, mlp_bias=True, **MUP),
 }
@@ -98,8 +100,8 @@ def test_phi3_source_has_fused_projections_and_no_layernorm(tmp_path):
     text = source("phi-4", tmp_path)
     assert "self.qkv_proj = nn.Linear" in text and "self.gate_up_proj = nn.Linear" in text
     assert "q_proj" not in text and "self.gate_proj" not in text
-    assert "class RMSNorm" in text and "LayerNorm" not in text and "causal_mask(seq, x.device)" in text
-    assert "sliding_window" not in text
+    assert "class RMSNorm" in text and "LayerNorm" not in text and "sliding_window" not in text
+    assert "sliding_window: int = 4096" in source("phi-4-sliding", tmp_path)
 
 
 def test_granite_source_has_its_multipliers(tmp_path):
@@ -159,7 +161,6 @@ def test_cohere2_full_layers_have_no_rope():
     [
         (fixture("stablelm", qk_layernorm=True), UnsupportedError, "qk_layernorm"),
         (fixture("stablelm", head_dim=64), UnsupportedError, "head_dim"),
-        (fixture("cohere", use_qk_norm=True), UnsupportedError, "use_qk_norm"),
         (fixture("cohere2", head_dim=64), UnsupportedError, "head_dim"),
         (fixture("cohere2", sliding_window=None), ConfigError, "sliding_window"),
         (fixture("granite", logits_scaling=0), ConfigError, "logits_scaling"),
@@ -182,6 +183,8 @@ PLANTED = {
     "granite: logits not divided": ("granite-mup-gqa-bias", "logits = logits / self.config.logits_scaling", "pass"),
     "stablelm: LayerNorm bias dropped": ("stablelm-parallel-gqa-bias", "eps=config.norm_eps)",
                                          "eps=config.norm_eps, bias=False)"),
+    "cohere: query QK-norm dropped": ("cohere-qk-norm", "q = self.q_norm(q.view(batch, seq, self.num_heads, self.head_dim)).flatten(2)",
+                                      "pass"),
     "cohere: no logit scale": ("cohere-gqa-bias", "logits = logits * self.config.logit_scale", "pass"),
     "cohere: LayerNorm not mean-centred": ("cohere", "mean = h.mean(-1, keepdim=True)", "mean = 0.0"),
     "cohere2: RoPE on the NoPE layers": ("cohere2", "None, None", "global_cos, global_sin"),

@@ -135,14 +135,15 @@ def _cohere_head(r: ConfigReader) -> Head:
 def lower_cohere(r: ConfigReader, model_type: str) -> Architecture:
     """Cohere: parallel block with one shared LayerNorm, interleaved RoPE, scaled logits."""
     c = read_common(r, kv_default=None, head_dim_default=None, max_pos=8192)
-    if r.bool("use_qk_norm", False):
-        raise UnsupportedError(f"{r.where}: key 'use_qk_norm' = true (a LayerNorm weight per head) is not supported yet")
+    norm = _cohere_norm(r)
     bias = r.bool("attention_bias", False)
+    attention: dict[str, Any] = dict(q_bias=bias, k_bias=bias, v_bias=bias, o_bias=bias, scale=c.head_dim**-0.5)
+    if r.bool("use_qk_norm", False):  # Command R+: CohereLayerNorm with a (heads, head_dim) weight
+        attention.update(qk_norm="per_head_weights", qk_norm_spec=norm)
     layer_types = ["full_attention"] * c.num_layers
     return build(
         r, c, layer_types=layer_types, window=None,
-        ropes=_ropes(r, c, layer_types, 500000.0, layout="interleaved"), norm=_cohere_norm(r),
-        attention=dict(q_bias=bias, k_bias=bias, v_bias=bias, o_bias=bias, scale=c.head_dim**-0.5),
+        ropes=_ropes(r, c, layer_types, 500000.0, layout="interleaved"), norm=norm, attention=attention,
         mlp=Mlp(gated=True, activation=r.str("hidden_act", "silu", choices=ACTIVATIONS),
                 intermediate_size=c.intermediate_size),
         block="parallel", embed_scale=None, head=_cohere_head(r), model_type=model_type,
