@@ -85,6 +85,11 @@ def features(arch: Architecture) -> list[str]:
     elif attn.qk_norm == "per_head_weights":
         out.append(f"QK-norm: {'RMSNorm' if norm.kind == 'rmsnorm' else 'LayerNorm'} over each query and key head, "
                    "each head with its own weight row, before RoPE.")
+    elif attn.qk_norm == "whole":
+        out.append("QK-norm: RMSNorm over the whole query and key projections (all heads at once) before RoPE.")
+    nope = [lay.index for lay in arch.layers if lay.mixer.rope is None]
+    if arch.rope and nope:
+        out.append(f"No position embeddings (NoPE) on {len(nope)} of {arch.num_layers} layers (layers {', '.join(map(str, nope[:4]))}{', ...' if len(nope) > 4 else ''}).")
     if attn.softcap:
         out.append(f"Attention logits soft-capped: cap * tanh(scores / cap), cap {_num(attn.softcap)}.")
     if any((attn.q_bias, attn.k_bias, attn.v_bias, attn.o_bias)):
@@ -108,6 +113,8 @@ def features(arch: Architecture) -> list[str]:
     out.append(f"{norm_words}, eps {norm.eps:g}, {dtype_words}.")
     if layer.block == "sandwich":
         out.append("Sandwich norms: attention and MLP inputs and outputs are each normalised (4 norms per layer).")
+    elif layer.block == "post_norm":
+        out.append("Post-norm inside the residual: x + norm(attn(x)), then x + norm(mlp(x)); branch inputs are not normalised.")
     elif layer.block == "parallel":
         shared = "one norm shared by both branches" if layer.parallel_norms == 1 else "a norm for each branch"
         out.append(f"Parallel block: x + attn(norm(x)) + mlp(norm(x)), {shared}.")

@@ -28,6 +28,7 @@ ACTIVATION_CODE = {"silu": ("F.silu", ""), "gelu": ("F.gelu", ""), "gelu_tanh": 
                    "relu": ("F.relu", "")}
 TITLES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3", "gemma3_text": "Gemma 3 (text decoder)"}
 TITLES.update(gpt2="GPT-2", gpt_neox="GPT-NeoX", phi="Phi")
+TITLES.update(gemma="Gemma", gemma2="Gemma 2", olmo2="OLMo 2", olmo3="OLMo 3", smollm3="SmolLM3")
 TITLES.update(phi3="Phi-3", stablelm="StableLM", cohere="Cohere (Command R)", cohere2="Cohere 2", granite="Granite")
 
 
@@ -183,7 +184,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
 
 
 LETTERS = {"S": "S = sliding-window attention", "F": "F = full attention",
-           "N": "N = full attention without RoPE (NoPE)"}
+           "N": "N = NoPE (full attention, no RoPE)"}
 
 
 def pattern_legend(arch: Architecture, short: bool = False) -> str:

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from ...schemas.arch import Architecture
 from ..errors import ConfigError, UnsupportedError
 from .families import lower_gemma3_text, lower_llama, lower_mistral, lower_qwen2, lower_qwen3
+from .fam_gemma_olmo import FAMILIES_GEMMA_OLMO, REPLICA_GEMMA_OLMO
 from .fam_gpt import FAMILIES as FAMILIES_GPT, REPLICAS as REPLICA_GPT
 from .fam_phi3_cohere import FAMILIES_PHI3_COHERE, REPLICA_PHI3_COHERE
 from .reader import ConfigReader
@@ -25,6 +26,7 @@ FAMILIES: dict[str, Callable[[ConfigReader, str], Architecture]] = {
     "qwen3": lower_qwen3,
     "gemma3_text": lower_gemma3_text,
 }
+FAMILIES.update(FAMILIES_GEMMA_OLMO)
 FAMILIES.update(FAMILIES_GPT)
 FAMILIES.update(FAMILIES_PHI3_COHERE)
 # Multimodal wrappers whose text decoder we compile: model_type -> default text model_type.
@@ -78,5 +80,6 @@ def lower(raw: dict[str, Any]) -> Architecture:
 
 from .replica import REPLICA_ADJUST  # noqa: E402  (replica imports this package)
 
+REPLICA_ADJUST.update(REPLICA_GEMMA_OLMO)
 REPLICA_ADJUST.update(REPLICA_GPT)
 REPLICA_ADJUST.update(REPLICA_PHI3_COHERE)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ...schemas.arch import Architecture
+from ..describe import layer_pattern
 from . import WRAPPERS, text_decoder_config
 
 # The smallest other-modality parts a wrapper accepts: they never touch text logits.
@@ -36,10 +37,11 @@ REPLICA_ADJUST: dict[str, ReplicaAdjust] = {}
 
 def replica_layers(arch: Architecture) -> int:
     """Fewest leading layers holding every layer kind, plus one (so a kind repeats)."""
-    kinds = {layer.mixer.span for layer in arch.layers}
+    pattern = layer_pattern(arch)  # kinds: sliding, full, full without RoPE
+    kinds = set(pattern)
     seen: set[str] = set()
-    for index, layer in enumerate(arch.layers):
-        seen.add(layer.mixer.span)
+    for index, kind in enumerate(pattern):
+        seen.add(kind)
         if seen == kinds:
             return min(arch.num_layers, max(2, index + 2))
     return arch.num_layers
