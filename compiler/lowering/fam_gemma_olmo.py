@@ -219,5 +219,10 @@ def _replica_gemma2(tiny: dict[str, Any], arch: Architecture) -> None:
 
 
 REPLICA_ATTN_SOFTCAP, REPLICA_FINAL_SOFTCAP = 0.25, 1.0
-REPLICA_GEMMA_OLMO = {"gemma2": _replica_gemma2, "olmo2": _explicit_head_dim, "olmo3": _explicit_head_dim,
+def _replica_olmo(tiny: dict[str, Any], arch: Architecture) -> None:
+    _explicit_head_dim(tiny, arch)
+    tiny.setdefault("eos_token_id", 2)  # Olmo2Config's default (50279) lies outside the replica's vocabulary
+
+
+REPLICA_GEMMA_OLMO = {"gemma2": _replica_gemma2, "olmo2": _replica_olmo, "olmo3": _replica_olmo,
                       "smollm3": _replica_smollm3}

@@ -39,6 +39,7 @@ HF_CONFIG = {
     "use_cache": True,
     "vocab_size": 256,
     "head_dim": 32,
+    "eos_token_id": 2,
 }
 MODEL_CONFIG = {
     "vocab_size": 256,
