@@ -19,7 +19,9 @@ from conftest import catalog_config, import_path
 from test_parity_variants import compile_and_verify
 
 from llmgen.compiler.errors import ConfigError, UnsupportedError
+from llmgen.compiler.load import LoadedConfig
 from llmgen.compiler.lowering import lower
+from llmgen.compiler.pipeline import compile_config
 from llmgen.compiler.verify import verify
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "phi3_cohere"
@@ -91,6 +93,37 @@ def test_window_boundaries(name, tmp_path):
     assert lengths == [7, 8, 9, 16]
 
 
+@pytest.mark.parametrize("name", [n for n in sorted(VARIANTS) if not n.startswith("phi")])
+def test_full_size_layout_matches_transformers(name, tmp_path):
+    """The fixture configs at full size on the meta device: parameter count and checkpoint layout."""
+    import torch
+    import transformers
+    from test_full_size import on_disk_layout
+
+    from llmgen.compiler.weight_map import parameter_count
+
+    raw = VARIANTS[name]
+    text = json.dumps(raw)
+    try:
+        compiled = compile_config(LoadedConfig(raw=copy.deepcopy(raw), text=text, source_id=name, revision="local",
+                                               origin="file", checkpoint_dir=None, note=None), slug="m")
+    except UnsupportedError as exc:
+        if "RoPE" in str(exc) and "not implemented yet" in str(exc):
+            pytest.skip(f"waits for the RoPE templates: {exc}")
+        raise
+    (tmp_path / "model.py").write_bytes(compiled.files["model.py"])
+    module = import_path(tmp_path / "model.py", f"phi3_cohere_full_{name.replace('-', '_')}")
+    with torch.device("meta"):
+        ours = module.CausalLM(module.Config())
+        reference = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**raw))
+    count = sum(p.numel() for p in ours.parameters())
+    assert count == sum(p.numel() for p in reference.parameters()) == parameter_count(lower(raw))
+    layout, keys = on_disk_layout(reference), module.checkpoint_keys(module.Config())
+    params = {key: tuple(p.shape) for key, p in ours.named_parameters()}
+    assert set(keys) == set(layout), sorted(set(keys) ^ set(layout))[:10]
+    assert all(params[keys[k]] == shape for k, shape in layout.items())
+
+
 def source(name: str, tmp_path) -> str:
     compiled(name, tmp_path)
     return (tmp_path / name / "model.py").read_text()
@@ -150,6 +183,13 @@ def test_granite_multipliers_in_the_ir():
     assert arch.layers[0].mixer.scale == 0.0078125 and arch.head.divisor == 4.0
 
 
+def test_cohere_export_keys_at_the_values_transformers_implements():
+    keys = dict(use_parallel_block=True, use_gated_activation=True, position_embedding_type="rope_gptj",
+                rotary_pct=1.0, order_of_interleaved_layers="local_attn_first", use_embedding_sharing=True,
+                use_parallel_embedding=True, model_max_length=131072)
+    assert lower(fixture("cohere2", **keys)) == lower(fixture("cohere2"))
+
+
 def test_cohere2_full_layers_have_no_rope():
     arch = lower(fixture("cohere2"))
     assert [layer.mixer.rope is None for layer in arch.layers[:4]] == [False, False, False, True]
@@ -162,6 +202,9 @@ def test_cohere2_full_layers_have_no_rope():
         (fixture("stablelm", qk_layernorm=True), UnsupportedError, "qk_layernorm"),
         (fixture("stablelm", head_dim=64), UnsupportedError, "head_dim"),
         (fixture("cohere2", head_dim=64), UnsupportedError, "head_dim"),
+        (fixture("cohere2", use_parallel_block=False), UnsupportedError, "use_parallel_block"),
+        (fixture("cohere", position_embedding_type="rope"), UnsupportedError, "position_embedding_type"),
+        (fixture("cohere", use_embedding_sharing=False), UnsupportedError, "use_embedding_sharing"),
         (fixture("cohere2", sliding_window=None), ConfigError, "sliding_window"),
         (fixture("granite", logits_scaling=0), ConfigError, "logits_scaling"),
         (fixture("granite", position_embedding_type="alibi"), ConfigError, "position_embedding_type"),

@@ -127,9 +127,25 @@ def _cohere_norm(r: ConfigReader) -> Norm:
     return Norm(kind="layernorm", eps=r.float("layer_norm_eps", 1e-5), bias=False, compute_dtype="float32")
 
 
+# Keys of Cohere's own exports that transformers never reads: it always computes what these
+# values say, so they are accepted at exactly these values and refused at any other.
+COHERE_FIXED = {"use_parallel_block": True, "use_gated_activation": True, "position_embedding_type": "rope_gptj",
+                "rotary_pct": 1.0, "order_of_interleaved_layers": "local_attn_first"}
+# Tokenizer and tensor-parallel metadata.
+COHERE_METADATA = frozenset({"model_max_length", "use_parallel_embedding"})
+
+
+def _cohere_fixed(r: ConfigReader) -> None:
+    for key, value in COHERE_FIXED.items():
+        r.require_value(key, (value,), value)
+
+
 def _cohere_head(r: ConfigReader) -> Head:
+    _cohere_fixed(r)
     scale = r.float("logit_scale", 0.0625)
-    return Head(tied=r.bool("tie_word_embeddings", True), multiplier=None if scale == 1.0 else scale)
+    tied = r.bool("tie_word_embeddings", True)
+    r.require_value("use_embedding_sharing", (tied,), tied)  # Cohere's name for a tied head
+    return Head(tied=tied, multiplier=None if scale == 1.0 else scale)
 
 
 def lower_cohere(r: ConfigReader, model_type: str) -> Architecture:
@@ -147,6 +163,7 @@ def lower_cohere(r: ConfigReader, model_type: str) -> Architecture:
         mlp=Mlp(gated=True, activation=r.str("hidden_act", "silu", choices=ACTIVATIONS),
                 intermediate_size=c.intermediate_size),
         block="parallel", embed_scale=None, head=_cohere_head(r), model_type=model_type,
+        extra_allowed=COHERE_METADATA,
     )
 
 
@@ -170,6 +187,7 @@ def lower_cohere2(r: ConfigReader, model_type: str) -> Architecture:
         mlp=Mlp(gated=True, activation=r.str("hidden_act", "silu", choices=ACTIVATIONS),
                 intermediate_size=c.intermediate_size),
         block="parallel", embed_scale=None, head=_cohere_head(r), model_type=model_type,
+        extra_allowed=COHERE_METADATA,
     )
 
     def nope_on_full_layers(data: dict[str, Any]) -> None:
