@@ -35,6 +35,7 @@ def _add_compile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="output directory name (default: derived from the source)")
     parser.add_argument("--templates", type=Path, help="directory of templates that shadow the built-ins by relative path")
     parser.add_argument("--no-verify", action="store_true", help="skip the parity check against transformers")
+    parser.add_argument("--force", action="store_true", help="overwrite a model.py that was edited by hand")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,9 +80,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
     _check_templates(args.templates)
     if args.command == "from-hub":
         loaded, compiled, where = generate(args.id, args.out, revision=args.revision, token=args.token,
-                                           prefer="hub", slug=args.name, templates=args.templates)
+                                           prefer="hub", slug=args.name, templates=args.templates, force=args.force)
     else:
-        loaded, compiled, where = generate(args.path, args.out, prefer="path", slug=args.name, templates=args.templates)
+        loaded, compiled, where = generate(args.path, args.out, prefer="path", slug=args.name, templates=args.templates,
+                                           force=args.force)
     if loaded.note:
         print(f"note: {loaded.note}")
     lines = compiled.files["model.py"].count(b"\n")

@@ -11,7 +11,9 @@ class LlmgenError(Exception):
     exit_code = 2
 
     def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).split()))
+        # One line, and no control characters (a config key could carry terminal escapes).
+        text = " ".join(str(message).split())
+        super().__init__("".join(c if c.isprintable() else repr(c)[1:-1] for c in text))
 
 
 class ConfigError(LlmgenError):
@@ -24,3 +26,7 @@ class UnsupportedError(LlmgenError):
 
 class SourceError(LlmgenError):
     """A hub id, path or catalog entry that cannot be read."""
+
+
+class CheckpointError(LlmgenError):
+    """Weights beside a config that are corrupt, unsafe to open, or do not fit the model."""

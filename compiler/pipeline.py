@@ -15,6 +15,8 @@ from typing import Any
 
 from ..schemas.arch import Architecture
 from . import __version__
+from .checkpoint import check_checkpoint
+from .contenthash import stamp
 from .format import format_source
 from .load import LoadedConfig, load_config
 from .lowering import lower
@@ -22,7 +24,7 @@ from .parity import parity_context
 from .render import Provenance, model_context, render
 from .validate import validate
 from .weight_map import weight_map
-from .write import slug_for, write_outputs
+from .write import slug_for, write_model
 
 MANIFEST = "llmgen.json"
 
@@ -58,7 +60,7 @@ def compile_config(loaded: LoadedConfig, *, slug: str | None = None, templates: 
     files = {
         "config.json": loaded.text.encode(),
         "arch.json": dump_json(arch.model_dump(mode="json")),
-        "model.py": model.encode(),
+        "model.py": stamp(model).encode(),  # header carries the hash of the body: hand edits show
         "test_parity.py": test.encode(),
     }
     manifest = {
@@ -82,11 +84,14 @@ def generate(
     prefer: str = "auto",
     slug: str | None = None,
     templates: Path | None = None,
+    force: bool = False,
 ) -> tuple[LoadedConfig, Compiled, Path]:
     """All passes: load, compile, write. Returns what was loaded, compiled and where it went."""
     loaded = load_config(source, revision=revision, token=token, prefer=prefer)
     compiled = compile_config(loaded, slug=slug, templates=templates)
-    return loaded, compiled, write_outputs(out / compiled.slug, compiled.files)
+    if loaded.origin == "dir" and loaded.checkpoint_dir is not None:
+        check_checkpoint(loaded.checkpoint_dir, compiled.arch)  # weights beside the config must fit
+    return loaded, compiled, write_model(out, compiled.slug, compiled.files, force=force)
 
 
 def reload_generated(directory: Path) -> LoadedConfig:

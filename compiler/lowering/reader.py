@@ -144,7 +144,7 @@ class ConfigReader:
         if unknown:
             model_type = self.raw.get("model_type", "?")
             raise ConfigError(
-                f"{self.where}: unknown key '{unknown[0]}' for model_type {model_type!r:.40}"
+                f"{self.where}: unknown key {unknown[0]!r:.80} for model_type {model_type!r:.40}"
                 + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
                 + "; llmgen does not know how it changes the model"
             )

@@ -1,0 +1,165 @@
+"""Compile-time check of a local checkpoint against the weight map.
+
+``llmgen from-config DIR`` compiles DIR/config.json; when DIR also holds weights, their
+names and shapes are checked against the compiled architecture before anything is written,
+so a checkpoint that the generated loader would reject fails here, with one line naming the
+file or tensor, and exit status 2.
+
+Only headers are read: a safetensors file's JSON header (never its data), a sharded
+checkpoint's index. Weights are data: safetensors is the format; a pickled ``.bin`` is opened
+only by ``torch.load(weights_only=True)`` on the meta device (shapes, no tensor data, and no
+code: anything but tensors and plain containers is refused). ``trust_remote_code`` is never
+involved.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from pathlib import Path
+from typing import Any
+
+from ..schemas.arch import Architecture
+from .errors import CheckpointError
+from .weight_map import weight_map
+
+SAFETENSORS = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+BIN = "pytorch_model.bin"
+BIN_INDEX = "pytorch_model.bin.index.json"
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors format's own limit
+DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I64": 8, "I32": 4,
+               "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1}
+
+Shapes = dict[str, tuple[int, ...]]
+
+
+def weight_files(directory: Path) -> str | None:
+    """Which checkpoint layout ``directory`` holds (safetensors first), or None."""
+    for name in (SAFETENSORS_INDEX, SAFETENSORS, BIN_INDEX, BIN):
+        if (directory / name).is_file():
+            return name
+    return None
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**48
+
+
+def safetensors_shapes(path: Path) -> Shapes:
+    """Tensor names and shapes from a .safetensors header, every entry checked against the file."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            length = struct.unpack("<Q", head)[0] if len(head) == 8 else None
+            if length is None:
+                raise CheckpointError(f"{path}: truncated safetensors file ({size} bytes, no header length)")
+            if not 0 < length <= min(size - 8, MAX_HEADER_BYTES):
+                raise CheckpointError(f"{path}: corrupt safetensors header (length {length} in a file of {size} bytes)")
+            blob = handle.read(length)
+    except OSError as err:
+        raise CheckpointError(f"cannot read {path}: {err.strerror or err}") from None
+    try:
+        header = json.loads(blob.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object)") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object)")
+    header.pop("__metadata__", None)
+    data_bytes = size - 8 - length
+    shapes: Shapes = {}
+    for key, info in header.items():
+        ok = isinstance(info, dict) and info.get("dtype") in DTYPE_BYTES
+        shape, offsets = (info.get("shape"), info.get("data_offsets")) if ok else (None, None)
+        ok = ok and isinstance(shape, list) and all(map(_count, shape))
+        ok = ok and isinstance(offsets, list) and len(offsets) == 2 and all(map(_count, offsets))
+        if not ok:
+            raise CheckpointError(f"{path}: corrupt safetensors entry for tensor {key!r:.80}")
+        start, end = offsets
+        if not start <= end <= data_bytes or end - start != math.prod(shape) * DTYPE_BYTES[info["dtype"]]:
+            raise CheckpointError(f"{path}: tensor {key!r:.80} lies outside the file or has the wrong size")
+        shapes[key] = tuple(shape)
+    return shapes
+
+
+def bin_shapes(path: Path) -> Shapes:
+    """Tensor names and shapes of a pickled checkpoint, read with torch.load(weights_only=True)."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="meta", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any refusal or corruption is reported in one line
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(
+            f"{path}: refused by torch.load(weights_only=True), which loads tensors only: {first:.160}"
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise CheckpointError(f"{path}: not a state dict (a mapping of names to tensors)")
+    return {key: tuple(value.shape) for key, value in state.items()}
+
+
+def _sharded(index: Path, read: Any) -> Shapes:
+    try:
+        shards = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        raise CheckpointError(f"{index}: not a checkpoint index (no 'weight_map' object)") from None
+    if not isinstance(shards, dict) or not all(
+        isinstance(s, str) and Path(s).name == s and s not in ("", ".", "..") for s in shards.values()
+    ):
+        raise CheckpointError(f"{index}: 'weight_map' must map tensor names to shard file names beside it")
+    shapes: Shapes = {}
+    for shard in sorted(set(shards.values())):
+        if not (index.parent / shard).is_file():
+            raise CheckpointError(f"{index}: names shard {shard!r:.80}, which is missing")
+        shapes.update(read(index.parent / shard))
+    listed = sorted(k for k, s in shards.items() if k not in shapes)
+    if listed:
+        raise CheckpointError(f"{index}: tensor {listed[0]!r:.80} is listed but not in its shard {shards[listed[0]]!r}")
+    return shapes
+
+
+def checkpoint_shapes(directory: Path) -> tuple[Path, Shapes] | None:
+    """(the file read, every tensor's shape) of the checkpoint in ``directory``, or None if none."""
+    layout = weight_files(directory)
+    if layout is None:
+        return None
+    path = directory / layout
+    if layout == SAFETENSORS_INDEX:
+        return path, _sharded(path, safetensors_shapes)
+    if layout == BIN_INDEX:
+        return path, _sharded(path, bin_shapes)
+    return path, (safetensors_shapes(path) if layout == SAFETENSORS else bin_shapes(path))
+
+
+def expected_shapes(arch: Architecture) -> Shapes:
+    """Every checkpoint key the generated loader needs, with its shape."""
+    shapes: Shapes = {}
+    for entry in weight_map(arch):
+        for i in range(arch.num_layers) if entry.per_layer else [None]:
+            shapes[entry.checkpoint.format(i=i)] = tuple(entry.shape)
+    return shapes
+
+
+def check_checkpoint(directory: Path, arch: Architecture) -> Path | None:
+    """Raise CheckpointError unless the weights in ``directory`` (if any) fit ``arch`` exactly,
+    as the generated loader requires. Returns the file that was checked."""
+    found = checkpoint_shapes(directory)
+    if found is None:
+        return None
+    path, shapes = found
+    wanted = expected_shapes(arch)
+    ignored = {arch.checkpoint_prefix + arch.names.head + ".weight"} if arch.head.tied else set()
+    missing = sorted(k for k in wanted if k not in shapes)
+    unexpected = sorted(k for k in set(shapes) - set(wanted) - ignored if k.startswith(arch.checkpoint_prefix))
+    misshaped = [f"{k} {shapes[k]} != {wanted[k]}" for k in sorted(wanted) if k in shapes and shapes[k] != wanted[k]]
+    problems = [
+        f"{label} ({len(keys)}): {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped))
+        if keys
+    ]
+    if problems:
+        raise CheckpointError(f"{path}: checkpoint does not match the model: " + "; ".join(problems))
+    return path
