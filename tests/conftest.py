@@ -8,6 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from real_checkpoint import (  # noqa: F401 - fixtures: the real SmolLM2 checkpoint
+    smollm2_checkpoint,
+    smollm2_compiled,
+    smollm2_hf_home,
+    smollm2_hub,
+    smollm2_verified,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 CATALOG = REPO / "catalog"
