@@ -183,3 +183,19 @@ def test_validate_refuses_what_the_templates_cannot_print():
                                                *arch.layers[1:])})
     with pytest.raises(UnsupportedError, match="layer 1: its block differs"):
         validate(mixed)
+
+
+@pytest.mark.parametrize("hub_id", ["meta-llama/Llama-3.2-1B", "mistralai/Mistral-7B-Instruct-v0.3",
+                                    "Qwen/Qwen2-0.5B-Instruct", "Qwen/Qwen3-0.6B", "google/gemma-3-1b-it"])
+def test_partial_rotary_is_refused_where_the_model_rotates_the_whole_head(hub_id):
+    raw = catalog_config(hub_id)
+    raw["partial_rotary_factor"] = 0.5
+    with pytest.raises(UnsupportedError, match="partial_rotary_factor"):
+        lower(raw)
+    raw = catalog_config(hub_id)
+    raw["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}
+    raw.pop("rope_scaling", None)
+    raw.pop("rope_theta", None)
+    raw.pop("rope_local_base_freq", None)
+    with pytest.raises(UnsupportedError, match="partial_rotary_factor"):
+        lower(raw)

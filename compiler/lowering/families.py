@@ -134,6 +134,17 @@ def build(
     )
 
 
+def full_head_rotary(r: ConfigReader, ropes: dict[str, Rope]) -> dict[str, Rope]:
+    """For families whose model rotates the whole head: a partial_rotary_factor (top level or in
+    the RoPE parameters) would make transformers' tables and rotation disagree, so refuse it."""
+    if any(table.partial_rotary_factor != 1.0 for table in ropes.values()):
+        raise UnsupportedError(
+            f"{r.where}: key 'partial_rotary_factor' < 1 is not supported for model_type "
+            f"{r.raw.get('model_type')!r} (its model rotates the whole head)"
+        )
+    return ropes
+
+
 def _lower_llama_like(
     r: ConfigReader, model_type: str, c: Common, *, layer_types: list[str], window: int | None,
     qkv_bias: bool, o_bias: bool, mlp_bias: bool, qk_norm: bool = False,
@@ -141,8 +152,8 @@ def _lower_llama_like(
 ) -> Architecture:
     """The Llama block (pre-norm, GQA, SwiGLU, RoPE) with the switches its descendants flip."""
     norm = Norm(kind="rmsnorm", eps=r.float("rms_norm_eps", 1e-6))
-    ropes = lower_rope(r, head_dim=c.head_dim, layer_types=set(layer_types),
-                       default_theta={t: 10000.0 for t in LAYER_TYPES})
+    ropes = full_head_rotary(r, lower_rope(r, head_dim=c.head_dim, layer_types=set(layer_types),
+                                           default_theta={t: 10000.0 for t in LAYER_TYPES}))
     mlp = Mlp(gated=True, activation=r.str("hidden_act", "silu", choices=ACTIVATIONS),
               intermediate_size=c.intermediate_size, bias=mlp_bias)
     attention: dict[str, Any] = dict(q_bias=qkv_bias, k_bias=qkv_bias, v_bias=qkv_bias, o_bias=o_bias,
@@ -219,9 +230,11 @@ def lower_gemma3_text(r: ConfigReader, model_type: str, *, tied_default: bool = 
     layer_types = read_layer_types(r, c.num_layers, default_types)
     bias = r.bool("attention_bias", False)
     norm = Norm(kind="rmsnorm", eps=r.float("rms_norm_eps", 1e-6), weight_offset=1.0, weight_in_compute_dtype=True)
-    ropes = lower_rope(r, head_dim=c.head_dim, layer_types=set(layer_types),
-                       default_theta={"full_attention": 1_000_000.0, "sliding_attention": 10_000.0},
-                       local_theta_key="rope_local_base_freq")
+    ropes = full_head_rotary(r, lower_rope(
+        r, head_dim=c.head_dim, layer_types=set(layer_types),
+        default_theta={"full_attention": 1_000_000.0, "sliding_attention": 10_000.0},
+        local_theta_key="rope_local_base_freq",
+    ))
     mlp = Mlp(gated=True, activation=r.str("hidden_activation", "gelu_pytorch_tanh", choices=ACTIVATIONS),
               intermediate_size=c.intermediate_size)
     scalar = r.float("query_pre_attn_scalar", 256.0)
