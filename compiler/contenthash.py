@@ -53,7 +53,8 @@ def state(data: bytes) -> State:
     except UnicodeDecodeError:
         return "foreign"
     header, body = _split(text)
-    hashes = [m.group(1) for m in map(HASH_LINE.fullmatch, header) if m]
-    if not hashes:
+    stamps = [line for line in header if line.startswith("# llmgen-content-hash")]
+    if not stamps:
         return "unstamped" if text.startswith(GENERATED_MARK) else "foreign"
-    return "intact" if hashes[-1] == digest(body) and header[-1].startswith(PREFIX) else "edited"
+    found = HASH_LINE.fullmatch(header[-1])
+    return "intact" if len(stamps) == 1 and found and found.group(1) == digest(body) else "edited"
