@@ -59,13 +59,7 @@ VARIANTS = {
 
 
 def compiled(name: str, tmp_path) -> dict:
-    """compile_and_verify; skips (with the reason) while the RoPE variant it needs is not rendered yet."""
-    try:
-        return compile_and_verify(copy.deepcopy(VARIANTS[name]), tmp_path, name)
-    except UnsupportedError as exc:
-        if "RoPE" in str(exc) and "not implemented yet" in str(exc):
-            pytest.skip(f"waits for the RoPE templates: {exc}")
-        raise
+    return compile_and_verify(copy.deepcopy(VARIANTS[name]), tmp_path, name)
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
@@ -104,13 +98,8 @@ def test_full_size_layout_matches_transformers(name, tmp_path):
 
     raw = VARIANTS[name]
     text = json.dumps(raw)
-    try:
-        compiled = compile_config(LoadedConfig(raw=copy.deepcopy(raw), text=text, source_id=name, revision="local",
-                                               origin="file", checkpoint_dir=None, note=None), slug="m")
-    except UnsupportedError as exc:
-        if "RoPE" in str(exc) and "not implemented yet" in str(exc):
-            pytest.skip(f"waits for the RoPE templates: {exc}")
-        raise
+    compiled = compile_config(LoadedConfig(raw=copy.deepcopy(raw), text=text, source_id=name, revision="local",
+                                           origin="file", checkpoint_dir=None, note=None), slug="m")
     (tmp_path / "model.py").write_bytes(compiled.files["model.py"])
     module = import_path(tmp_path / "model.py", f"phi3_cohere_full_{name.replace('-', '_')}")
     with torch.device("meta"):
@@ -149,13 +138,14 @@ def test_granite_source_has_its_multipliers(tmp_path):
 def test_stablelm_source(tmp_path):
     text = source("stablelm-parallel-gqa-bias", tmp_path)
     assert "nn.LayerNorm(" in text and "RMSNorm" not in text and "post_attention_layernorm" not in text
-    assert "one norm feeds both branches" in text
+    assert "one norm feeds both branches" in text and "rope_rotary_dim: int = 20" in text  # 0.25 x 80
 
 
 def test_cohere_sources(tmp_path):
     text = source("cohere", tmp_path)
     assert "class LayerNorm" in text and "self.bias" not in text and "RMSNorm" not in text
     assert "logits * self.config.logit_scale" in text and "one norm feeds both branches" in text
+    assert "x[..., 1::2]" in text and "x[..., half:]" not in text  # adjacent channel pairs only
     text2 = source("cohere2", tmp_path)
     assert "if cos is not None" in text2 and "None, None" in text2  # full layers skip RoPE (NoPE)
 
@@ -224,8 +214,13 @@ PLANTED = {
     "phi3: k and v swapped": ("phi-4", "q, k, v = self.qkv_proj(x)", "q, v, k = self.qkv_proj(x)"),
     "granite: no residual multiplier": ("granite-mup-gqa-bias", " * self.residual_scale\n", "\n"),
     "granite: logits not divided": ("granite-mup-gqa-bias", "logits = logits / self.config.logits_scaling", "pass"),
-    "stablelm: LayerNorm bias dropped": ("stablelm-parallel-gqa-bias", "eps=config.norm_eps)",
-                                         "eps=config.norm_eps, bias=False)"),
+    "phi3: longrope attention factor dropped": ("phi-3.5-longrope", "            c.rope_attention_factor,\n",
+                                                "            1.0,\n"),
+    "stablelm: whole head rotated": ("stablelm", "rope_inv_freq(c.rope_theta, c.rope_rotary_dim)",
+                                     "rope_inv_freq(c.rope_theta, c.head_dim)"),
+    "cohere: rotate-half pairs instead of adjacent pairs": (
+        "cohere", "rotated = torch.stack((-x[..., 1::2], x[..., ::2]), dim=-1).flatten(-2)",
+        "rotated = torch.cat((-x[..., x.shape[-1] // 2 :], x[..., : x.shape[-1] // 2]), dim=-1)"),
     "cohere: query QK-norm dropped": ("cohere-qk-norm", "q = self.q_norm(q.view(batch, seq, self.num_heads, self.head_dim)).flatten(2)",
                                       "pass"),
     "cohere: no logit scale": ("cohere-gqa-bias", "logits = logits * self.config.logit_scale", "pass"),

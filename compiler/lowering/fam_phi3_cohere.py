@@ -26,9 +26,11 @@ def _amend(arch: Architecture, edit: Callable[[dict[str, Any]], None]) -> Archit
     return Architecture.model_validate(data)
 
 
-def _ropes(r: ConfigReader, c: Common, layer_types: list[str], theta: float, **update: Any) -> dict[str, Rope]:
+def _ropes(r: ConfigReader, c: Common, layer_types: list[str], theta: float, original: int | None = None,
+           **update: Any) -> dict[str, Rope]:
     tables = lower_rope(r, head_dim=c.head_dim, layer_types=set(layer_types),
-                        default_theta={t: theta for t in LAYER_TYPES})
+                        default_theta={t: theta for t in LAYER_TYPES},
+                        max_position_embeddings=c.max_position_embeddings, original_max_position_embeddings=original)
     return {kind: table.model_copy(update=update) for kind, table in tables.items()} if update else tables
 
 
@@ -59,12 +61,10 @@ def lower_phi3(r: ConfigReader, model_type: str) -> Architecture:
     if window is not None and window >= c.max_position_embeddings:
         window = None
     kind = "full_attention" if window is None else "sliding_attention"
-    ropes = _ropes(r, c, [kind], DEFAULT_THETA)
+    ropes = _ropes(r, c, [kind], DEFAULT_THETA, original)
     for table in ropes.values():
         if table.type not in ("default", "longrope"):
             raise UnsupportedError(f"{r.where}: rope type {table.type!r} is not one Phi-3 accepts (default, longrope)")
-    ropes = {k: t.model_copy(update={"original_max_position_embeddings": original}) if t.type == "longrope" else t
-             for k, t in ropes.items()}
     mlp = Mlp(gated=True, activation=r.str("hidden_act", "silu", choices=ACTIVATIONS),
               intermediate_size=c.intermediate_size, fused_gate_up=True)
     return build(
