@@ -44,6 +44,8 @@ VARIANTS = {
     "phi-4": phi("microsoft/phi-4"),
     "phi-4-sliding": phi("microsoft/phi-4", sliding_window=4096),
     "phi-3.5-longrope": phi("microsoft/Phi-3.5-mini-instruct"),
+    # an original context of 8 < the 16-token test sequence: the long factors are the ones in use
+    "phi-3.5-longrope-long-factors": phi("microsoft/Phi-3.5-mini-instruct", original_max_position_embeddings=8),
     "phi-4-partial-rotary": phi("microsoft/phi-4", partial_rotary_factor=0.75),
     "stablelm": fixture("stablelm"),
     "stablelm-parallel-gqa-bias": fixture("stablelm", use_parallel_residual=True, use_qkv_bias=True,
