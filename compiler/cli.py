@@ -3,6 +3,8 @@
     llmgen from-hub ID          compile a hub model (or a bundled catalog entry) and verify it
     llmgen from-config PATH     compile a local config.json or checkpoint directory
     llmgen verify DIR...        tiny-replica parity against transformers, with the numbers
+    llmgen verify --weights [CKPT] DIR   real-checkpoint logits and greedy tokens against transformers
+    llmgen generate DIR --prompt TEXT    run a generated model on its real weights (greedy)
     llmgen check                regenerate generated/ in memory and diff it (exit 1 on drift)
     llmgen card ID|DIR          a model's facts: layer pattern, parameters, KV cache, features
     llmgen diff A B             how two architectures differ, in words and in generated code
@@ -51,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("path")
     _add_compile_options(local)
     ver = sub.add_parser("verify", help="tiny-replica parity of generated models against transformers")
-    ver.add_argument("dirs", nargs="+", type=Path)
+    ver.add_argument("dirs", nargs="*", type=Path)
+    ver.add_argument("--weights", nargs="?", const="", metavar="CHECKPOINT_DIR",
+                     help="compare against transformers on a real checkpoint (default: the recorded one)")
     ver.add_argument("--layers", action="store_true", help="also print the per-layer divergence report (always on failure)")
     check = sub.add_parser("check", help="regenerate a generated/ tree in memory and diff it")
     check.add_argument("--dir", type=Path, default=DEFAULT_OUT)
@@ -66,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--context", type=int, default=3, help="lines of context in the code diff (default: 3)")
     gallery = sub.add_parser("gallery", help="write a static HTML page of every catalog model")
     gallery.add_argument("--out", type=Path, default=Path("site"), help="output directory (default: site)")
+    from .generate import add_arguments as add_generate_arguments
+
+    add_generate_arguments(sub.add_parser("generate", help="run a generated model on a real checkpoint (greedy)"))
     sub.add_parser("list", help="the bundled catalog of real configs")
     sub.add_parser("schema", help="print the IR's JSON Schema")
     return parser
@@ -96,6 +103,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from .verify import summary, verify
 
+    if getattr(args, "weights", None) is not None:
+        return cmd_verify_weights(args)
+    if not args.dirs:
+        raise LlmgenError("verify: give at least one generated model directory")
     failed = 0
     for directory in args.dirs:
         result = verify(directory)
@@ -130,6 +141,27 @@ def cmd_gallery(args: argparse.Namespace) -> int:
     page, compiled, skipped = build_gallery(args.out)
     print(f"wrote {page}: {compiled} models compiled, {skipped} listed as not yet compiled")
     return 0
+
+
+def cmd_verify_weights(args: argparse.Namespace) -> int:
+    from .reference import verify_weights
+
+    # `verify --weights DIR`: the one path is the model directory, the checkpoint the recorded one.
+    checkpoint, dirs = (args.weights, args.dirs) if args.dirs else (None, [Path(args.weights)])
+    if not dirs[0].parts:
+        raise LlmgenError("verify --weights: give a generated model directory")
+    failed = 0
+    for directory in dirs:
+        result, lines = verify_weights(directory, checkpoint or None)
+        print("\n".join(lines))
+        failed += not result["passed"]
+    return 1 if failed else 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .generate import cmd_generate as run
+
+    return run(args)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -180,6 +212,7 @@ def cmd_schema(_: argparse.Namespace) -> int:
 
 
 COMMANDS = {"from-hub": cmd_compile, "from-config": cmd_compile, "verify": cmd_verify, "check": cmd_check,
+            "generate": cmd_generate,
             "list": cmd_list, "schema": cmd_schema, "card": cmd_card, "diff": cmd_diff, "gallery": cmd_gallery}
 
 

@@ -21,6 +21,7 @@ from .format import format_source
 from .load import LoadedConfig, load_config
 from .lowering import lower
 from .parity import parity_context
+from .reference import checkpoint_record, reference_context
 from .render import Provenance, model_context, render
 from .validate import validate
 from .weight_map import weight_map
@@ -57,11 +58,13 @@ def compile_config(loaded: LoadedConfig, *, slug: str | None = None, templates: 
         render("tests/test_parity.py.j2", parity_context(loaded.raw, arch, weights, prov), templates),
         name="test_parity.py",
     )
+    reference = format_source(render("tests/test_reference.py.j2", reference_context(prov), templates), name="test_reference.py")
     files = {
         "config.json": loaded.text.encode(),
         "arch.json": dump_json(arch.model_dump(mode="json")),
         "model.py": stamp(model).encode(),  # header carries the hash of the body: hand edits show
         "test_parity.py": test.encode(),
+        "test_reference.py": reference.encode(),
     }
     manifest = {
         "generator": f"llmgen {__version__}",
@@ -89,9 +92,10 @@ def generate(
     """All passes: load, compile, write. Returns what was loaded, compiled and where it went."""
     loaded = load_config(source, revision=revision, token=token, prefer=prefer)
     compiled = compile_config(loaded, slug=slug, templates=templates)
+    files = {**compiled.files, **checkpoint_record(loaded.checkpoint_dir)}  # + where the weights are
     if loaded.origin == "dir" and loaded.checkpoint_dir is not None:
         check_checkpoint(loaded.checkpoint_dir, compiled.arch)  # weights beside the config must fit
-    return loaded, compiled, write_model(out, compiled.slug, compiled.files, force=force)
+    return loaded, compiled, write_model(out, compiled.slug, files, force=force)
 
 
 def reload_generated(directory: Path) -> LoadedConfig:

@@ -22,7 +22,7 @@ from . import contenthash
 from .errors import LlmgenError, SourceError
 
 SLUG = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9_-])?")
-MEASURED = ("parity.json",)  # results of running the model, not of compiling it
+MEASURED = ("parity.json", "reference_logits.safetensors", "checkpoint.json")  # not compiled: measured, or local
 
 
 def slug_for(source_id: str) -> str:

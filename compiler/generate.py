@@ -1,0 +1,230 @@
+"""``llmgen generate``: run a generated model.py on a real checkpoint and stream what it writes.
+
+Greedy decoding. Tokenisation uses the checkpoint's ``tokenizer.json`` through the
+``tokenizers`` package (transformers' AutoTokenizer when there is no tokenizer.json);
+``--chat`` renders the checkpoint's chat template (tokenizer_config.json's ``chat_template``,
+or chat_template.jinja) with jinja2 in a sandbox, as transformers does.
+
+A model with a KV cache (``enable_cache(batch, max_len)``: from then on each call continues
+the text of the previous ones) gets the prompt once and then one token per step; ``--no-kv``,
+or a model without one, reruns the whole sequence for every new token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import LlmgenError, SourceError
+from .reference import resolve_checkpoint
+
+DTYPES = ("float32", "bfloat16")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dir", type=Path, help="a generated model directory (holding model.py)")
+    parser.add_argument("--prompt", required=True)
+    parser.add_argument("--chat", action="store_true", help="wrap the prompt in the checkpoint's chat template")
+    parser.add_argument("--max-new-tokens", type=int, default=128, metavar="N")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32")
+    parser.add_argument("--kv", action=argparse.BooleanOptionalAction, default=True,
+                        help="decode with the model's KV cache (default); --no-kv reruns the whole sequence per token")
+    parser.add_argument("--checkpoint", type=Path, metavar="PATH",
+                        help="checkpoint directory (default: the one recorded at compile time, or the hub cache)")
+
+
+def import_model(directory: Path) -> Any:
+    """model.py of a generated directory, imported by path."""
+    path = directory / "model.py"
+    if not path.is_file():
+        raise SourceError(f"{directory}: no model.py (not a generated model directory)")
+    spec = importlib.util.spec_from_file_location(f"llmgen_generated_{abs(hash(str(path.resolve())))}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise SourceError(f"{path}: cannot read it as JSON ({err})") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _token_text(value: Any) -> str:
+    """A special token as tokenizer_config.json writes it: a string or {"content": ...}."""
+    return value.get("content", "") if isinstance(value, dict) else (value or "")
+
+
+class Tokenizer:
+    """encode / decode / token_to_id over tokenizers.Tokenizer or a transformers tokenizer."""
+
+    def __init__(self, checkpoint: Path) -> None:
+        self.fast = None
+        self.hf = None
+        if (checkpoint / "tokenizer.json").is_file() and importlib.util.find_spec("tokenizers"):
+            from tokenizers import Tokenizer as FastTokenizer
+
+            self.fast = FastTokenizer.from_file(str(checkpoint / "tokenizer.json"))
+        elif importlib.util.find_spec("transformers"):
+            import transformers
+
+            self.hf = transformers.AutoTokenizer.from_pretrained(checkpoint)
+        else:
+            raise SourceError(f"{checkpoint}: reading its tokenizer needs the tokenizers package (pip install tokenizers)")
+
+    def encode(self, text: str, special: bool) -> list[int]:
+        if self.fast is not None:
+            return self.fast.encode(text, add_special_tokens=special).ids
+        return list(self.hf(text, add_special_tokens=special)["input_ids"])
+
+    def decode(self, ids: list[int]) -> str:
+        if self.fast is not None:
+            return self.fast.decode(ids, skip_special_tokens=True)
+        return self.hf.decode(ids, skip_special_tokens=True)
+
+    def token_to_id(self, token: str) -> int | None:
+        if self.fast is not None:
+            return self.fast.token_to_id(token)
+        found = self.hf.convert_tokens_to_ids(token)
+        return found if isinstance(found, int) and found != self.hf.unk_token_id else None
+
+
+def chat_template(checkpoint: Path) -> str:
+    """The checkpoint's chat template text."""
+    template = _read_json(checkpoint / "tokenizer_config.json").get("chat_template")
+    if isinstance(template, list):  # named templates: [{"name": ..., "template": ...}]
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default")
+    if not template and (checkpoint / "chat_template.jinja").is_file():
+        template = (checkpoint / "chat_template.jinja").read_text(encoding="utf-8")
+    if not isinstance(template, str) or not template:
+        raise SourceError(f"{checkpoint}: --chat needs a chat template, and the checkpoint has none")
+    return template
+
+
+def render_chat(checkpoint: Path, prompt: str) -> str:
+    """One user turn plus the assistant's opening, through the chat template."""
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        raise jinja2.TemplateError(message)
+
+    config = _read_json(checkpoint / "tokenizer_config.json")
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    env.globals.update(raise_exception=raise_exception, strftime_now=lambda fmt: time.strftime(fmt))
+    try:
+        return env.from_string(chat_template(checkpoint)).render(
+            messages=[{"role": "user", "content": prompt}], add_generation_prompt=True,
+            bos_token=_token_text(config.get("bos_token")), eos_token=_token_text(config.get("eos_token")),
+        )
+    except jinja2.TemplateError as err:
+        raise SourceError(f"{checkpoint}: the chat template failed: {err}") from None
+
+
+def stop_ids(checkpoint: Path, tokenizer: Tokenizer, chat: bool) -> set[int]:
+    """End-of-sequence ids: generation_config.json's, else config.json's; for --chat also the
+    tokenizer's eos token (the end of the assistant's turn)."""
+    eos = _read_json(checkpoint / "generation_config.json").get("eos_token_id")
+    if eos is None:
+        eos = _read_json(checkpoint / "config.json").get("eos_token_id")
+    ids = {eos} if isinstance(eos, int) else {i for i in eos or [] if isinstance(i, int)}
+    if chat:
+        token = _token_text(_read_json(checkpoint / "tokenizer_config.json").get("eos_token"))
+        found = tokenizer.token_to_id(token) if token else None
+        ids |= {found} if found is not None else set()
+    return ids
+
+
+def greedy_tokens(model: Any, ids: list[int], max_new_tokens: int, stop: set[int], kv: bool = True) -> Iterator[int]:
+    """New token ids, greedily, until a stop id (not yielded) or max_new_tokens. With ``kv``
+    and a model that has ``enable_cache``, the prompt is run once and then one token per step."""
+    import torch
+
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None) or 1 << 62
+    steps = max(0, min(max_new_tokens, limit - len(ids)))
+    cached = kv and hasattr(model, "enable_cache")
+    if cached:
+        model.enable_cache(batch=1, max_len=len(ids) + steps)
+    seq = torch.tensor([ids])
+    fresh = seq
+    try:
+        with torch.inference_mode():
+            for _ in range(steps):
+                logits = model(fresh if cached else seq)  # no cache: the whole sequence again
+                token = int(logits[0, -1].argmax())
+                if token in stop:
+                    return
+                yield token
+                fresh = torch.tensor([[token]])
+                seq = torch.cat([seq, fresh], dim=1)
+    finally:
+        if cached:
+            model.disable_cache()
+
+
+def load_model(module: Any, checkpoint: Path, dtype: str, err: Any = sys.stderr) -> Any:
+    """load_checkpoint with a progress line on ``err``."""
+    import torch
+
+    print(f"loading weights from {checkpoint} ({dtype}) ...", end="", file=err, flush=True)
+    start = time.perf_counter()
+    try:
+        model = module.load_checkpoint(checkpoint, dtype=getattr(torch, dtype))
+    except module.WeightLoadError as exc:
+        print(file=err)
+        raise LlmgenError(str(exc)) from None
+    count = sum(p.numel() for p in model.parameters())
+    print(f" {count / 1e6:.1f}M parameters in {time.perf_counter() - start:.1f} s", file=err, flush=True)
+    return model
+
+
+def cmd_generate(args: argparse.Namespace, out: Any = None, err: Any = None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
+    if args.max_new_tokens < 1:
+        raise LlmgenError(f"--max-new-tokens {args.max_new_tokens}: must be at least 1")
+    if not args.dir.is_dir():
+        raise SourceError(f"{args.dir}: no such directory")
+    module = import_model(args.dir)
+    checkpoint, note = resolve_checkpoint(args.dir, args.checkpoint)
+    if note:
+        print(f"note: {note}", file=err)
+    tokenizer = Tokenizer(checkpoint)
+    text = render_chat(checkpoint, args.prompt) if args.chat else args.prompt
+    ids = tokenizer.encode(text, special=not args.chat)  # a chat template writes its own specials
+    if not ids:
+        raise LlmgenError("the prompt encodes to no tokens")
+    stop = stop_ids(checkpoint, tokenizer, args.chat)
+    model = load_model(module, checkpoint, args.dtype, err)
+    start = time.perf_counter()
+    new: list[int] = []
+    shown = ""
+    kv = args.kv and hasattr(model, "enable_cache")
+    if args.kv and not kv:
+        print("note: this model.py has no KV cache: every step reruns the whole sequence", file=err)
+    for token in greedy_tokens(model, ids, args.max_new_tokens, stop, kv=kv):
+        new.append(token)
+        decoded = tokenizer.decode(new)
+        if not decoded.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+            out.write(decoded[len(shown):])
+            out.flush()
+            shown = decoded
+    out.write(tokenizer.decode(new)[len(shown):] + "\n")
+    elapsed = time.perf_counter() - start
+    cache = "KV cache" if kv else "no KV cache: every step reruns the whole sequence"
+    rate = len(new) / elapsed if elapsed > 0 else 0.0
+    print(f"{len(new)} tokens in {elapsed:.2f} s: {rate:.1f} tokens/s (prompt {len(ids)} tokens, {args.dtype}, {cache})",
+          file=err)
+    return 0
