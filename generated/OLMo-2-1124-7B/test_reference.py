@@ -8,8 +8,9 @@ the logits over each prompt and its continuation, and as metadata the prompts, t
 and transformers' greedy continuations (generate with do_sample=False).
 
 This test needs only torch and pytest, not transformers: it loads the checkpoint through
-model.py's own loader, compares the logits, and decodes greedily (one full forward per new
-token) to check every token equals transformers'. It skips when the reference file or the
+model.py's own loader, compares the logits over each prompt and continuation (one full
+forward), and decodes greedily (with model.py's KV cache when it has one, else one full
+forward per new token) to check every token equals transformers'. It skips when the reference file or the
 checkpoint is absent. LLMGEN_CHECKPOINT overrides the checkpoint path recorded in the file.
 
 Run it with: pytest path/to/this/directory
@@ -57,14 +58,21 @@ def checkpoint_path(metadata: dict) -> Path:
     return Path(os.environ.get("LLMGEN_CHECKPOINT") or metadata["checkpoint"])
 
 
-def greedy(model: torch.nn.Module, ids: torch.Tensor, n: int) -> torch.Tensor:
-    """The next ``n`` tokens (batch, n) by greedy decoding; the whole sequence is run again
-    for every token (model.py keeps no cache)."""
-    seq = ids
-    with torch.inference_mode():
-        for _ in range(n):
-            nxt = model(seq)[:, -1].argmax(dim=-1, keepdim=True)
-            seq = torch.cat([seq, nxt], dim=1)
+def greedy(model: torch.nn.Module, ids: torch.Tensor, n: int, kv: bool = True) -> torch.Tensor:
+    """The next ``n`` tokens (batch, n) by greedy decoding: with the KV cache, the prompt once
+    and then one token per step; without, the whole sequence again for every token."""
+    cached = kv and hasattr(model, "enable_cache")
+    if cached:
+        model.enable_cache(batch=ids.shape[0], max_len=ids.shape[1] + n)
+    seq, fresh = ids, ids
+    try:
+        with torch.inference_mode():
+            for _ in range(n):
+                fresh = model(fresh if cached else seq)[:, -1].argmax(dim=-1, keepdim=True)
+                seq = torch.cat([seq, fresh], dim=1)
+    finally:
+        if cached:
+            model.disable_cache()
     return seq[:, ids.shape[1] :]
 
 
