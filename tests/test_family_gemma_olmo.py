@@ -50,17 +50,12 @@ VARIANTS = {
 @pytest.mark.parametrize("name", sorted(REAL) + sorted(VARIANTS))
 def test_parity(name, tmp_path):
     raw = copy.deepcopy(REAL.get(name) or VARIANTS[name])
-    try:
-        result = compile_and_verify(raw, tmp_path, name)
-    except UnsupportedError as exc:
-        if "yarn" in str(exc):  # OLMo 3's YaRN table lands with the RoPE work
-            pytest.skip(str(exc))
-        raise
+    result = compile_and_verify(raw, tmp_path, name)
     assert result["passed"], result
     assert result["max_abs_diff"] <= 1e-5 and result["max_abs_logit"] > 0.1, result
 
 
-@pytest.mark.parametrize("name", ["gemma-2-2b-it", "smollm3-sliding-nope", "olmo3-no-yarn"])
+@pytest.mark.parametrize("name", ["gemma-2-2b-it", "smollm3-sliding-nope", "olmo3-no-yarn", "Olmo-3.1-32B-Instruct"])
 def test_window_boundaries(name, tmp_path):
     raw = copy.deepcopy(REAL.get(name) or VARIANTS[name])
     compile_and_verify(raw, tmp_path, name)
@@ -111,6 +106,14 @@ def test_olmo2_source():
         assert absent not in src, absent
 
 
+def test_olmo3_source():
+    src = source("Olmo-3.1-32B-Instruct")
+    assert '"' + "SSSF" * 16 + '"' in src and "sliding_window: int = 4096" in src
+    assert "yarn_inv_freq(" in src and "rope_attention_factor: float = 1.2079441541679836" in src
+    assert "local_rope_theta: float = 500000.0" in src  # sliding layers: plain RoPE, no YaRN
+    assert "RMSNorm(self.num_heads * self.head_dim, config.norm_eps)" in src and "input_layernorm" not in src
+
+
 def test_smollm3_source():
     src = source("SmolLM3-3B")
     assert '"' + "FFFN" * 9 + '"' in src and "N = NoPE (full attention, no RoPE)" in src
@@ -148,6 +151,14 @@ REFUSED = {
         "full_attention": {"rope_type": "default"}, "sliding_attention": {"rope_type": "default"}}),
         UnsupportedError, "rope_parameters"),
     "gemma partial rotary": (edited(GEMMA, partial_rotary_factor=0.5), UnsupportedError, "partial_rotary_factor"),
+    "smollm3 partial rotary in rope_scaling": (edited(SMOLLM3, rope_scaling={"rope_type": "linear", "factor": 2.0,
+                                                                             "partial_rotary_factor": 0.5}),
+                                               UnsupportedError, "partial_rotary_factor"),
+    "olmo3 partial rotary": (edited(OLMO3, rope_scaling=None, rope_parameters={
+        "full_attention": {"rope_type": "default"}, "sliding_attention": {"partial_rotary_factor": 0.5}}),
+        UnsupportedError, "partial_rotary_factor"),
+    "olmo3 yarn truncate false": (edited(OLMO3, rope_scaling={**OLMO3["rope_scaling"], "truncate": False}),
+                                  UnsupportedError, "truncate"),
     "gemma2 no window": (edited(GEMMA2, sliding_window=None), ConfigError, "sliding_window"),
     "gemma unknown key": (edited(GEMMA, attn_logit_softcapping=50.0), ConfigError, "attn_logit_softcapping"),
     "olmo2 sliding key": (edited(olmo2(), sliding_window=4096), ConfigError, "sliding_window"),
@@ -207,6 +218,15 @@ def test_parity_catches_olmo3_sliding_theta(tmp_path):
     """OLMo 3's sliding layers keep theta 500000 when rope_theta says otherwise (Olmo3Config)."""
     compile_and_verify(copy.deepcopy(VARIANTS["olmo3-theta-quirk"]), tmp_path, "olmo3")
     result = plant(tmp_path / "olmo3", "rope_inv_freq(c.local_rope_theta", "rope_inv_freq(c.rope_theta")
+    assert not result["passed"] and result["max_abs_diff"] > 1e-3, result
+
+
+def test_parity_catches_olmo3_yarn_on_sliding_layers(tmp_path):
+    """Only the full-attention layers take YaRN; the sliding ones keep plain RoPE."""
+    shutil.copytree(GENERATED / "Olmo-3.1-32B-Instruct", tmp_path / "olmo3")
+    model = tmp_path / "olmo3" / "model.py"
+    model.write_text(model.read_text().replace("local_sin,\n", "global_sin,\n", 1))
+    result = plant(tmp_path / "olmo3", "local_cos,\n", "global_cos,\n")
     assert not result["passed"] and result["max_abs_diff"] > 1e-3, result
 
 

@@ -25,23 +25,27 @@ def _refuse_bidirectional(r: ConfigReader) -> None:
         raise UnsupportedError(f"{r.where}: key 'use_bidirectional_attention' = true is not supported")
 
 
-def _refuse_partial_rotary(r: ConfigReader) -> None:
-    """These families' default RoPE ignores a top-level partial_rotary_factor (transformers rotates
-    the whole head) while llmgen would honour it; refuse rather than disagree."""
+def _refuse_partial_rotary(r: ConfigReader, *dicts: Any) -> None:
+    """These families' default RoPE ignores partial_rotary_factor (transformers rotates the whole
+    head) while llmgen would honour it; refuse it, top-level or in a RoPE dict, rather than disagree."""
     r.require_value("partial_rotary_factor", (None, 1, 1.0), None)
+    for params in dicts:
+        if isinstance(params, dict) and params.get("partial_rotary_factor") not in (None, 1, 1.0):
+            raise UnsupportedError(f"{r.where}: rope key 'partial_rotary_factor' is not supported for model_type "
+                                   f"{r.raw.get('model_type')!r:.40} (its default RoPE rotates the whole head)")
 
 
 def _single_rope(r: ConfigReader, c: Common, layer_types: list[str], theta: float) -> dict[str, Rope]:
     """One RoPE table shared by every layer (the family's model builds one rotary embedding)."""
-    _refuse_partial_rotary(r)
     params = r.raw.get("rope_parameters")
+    _refuse_partial_rotary(r, params, r.raw.get("rope_scaling"))
     if isinstance(params, dict) and set(params) & set(LAYER_TYPES):
         raise UnsupportedError(
             f"{r.where}: key 'rope_parameters' per layer type is not supported for model_type "
             f"{r.raw.get('model_type')!r} (its model builds one RoPE table for all layers)"
         )
     return lower_rope(r, head_dim=c.head_dim, layer_types=set(layer_types),
-                      default_theta={t: theta for t in LAYER_TYPES})
+                      default_theta={t: theta for t in LAYER_TYPES}, max_position_embeddings=c.max_position_embeddings)
 
 
 def lower_gemma(r: ConfigReader, model_type: str) -> Architecture:
@@ -117,8 +121,8 @@ def lower_olmo2(r: ConfigReader, model_type: str) -> Architecture:
 def _olmo3_ropes(r: ConfigReader, c: Common, layer_types: list[str]) -> dict[str, Rope]:
     """Olmo3Config's RoPE: a v4 rope_scaling applies to full-attention layers only, and sliding
     layers keep theta 500000 unless rope_parameters names one (rope_theta sets the full layers')."""
-    _refuse_partial_rotary(r)
     params, scaling = r.any("rope_parameters", None), r.any("rope_scaling", None)
+    _refuse_partial_rotary(r, scaling, *(params.values() if isinstance(params, dict) else ()))
     if params is not None and scaling is not None:
         raise ConfigError(f"{r.where}: give either 'rope_parameters' or 'rope_scaling', not both")
     theta = {"full_attention": r.float("rope_theta", OLMO3_THETA), "sliding_attention": OLMO3_THETA}
@@ -131,9 +135,11 @@ def _olmo3_ropes(r: ConfigReader, c: Common, layer_types: list[str]) -> dict[str
             f"{r.where}: key 'rope_parameters' must give one dict per layer type ({', '.join(LAYER_TYPES)}) "
             "for model_type 'olmo3' (transformers ignores a single dict)"
         )
+    # Always nested: Olmo3Config stores even a v4 rope_scaling per layer type.
     tables = {
         t: rope_table("global" if t == "full_attention" else "local", per_type[t], theta=theta[t],
-                      head_dim=c.head_dim, partial=1.0, where=f"{r.where}: rope parameters of {t}")
+                      head_dim=c.head_dim, partial=1.0, where=f"{r.where}: rope parameters of {t}",
+                      max_position_embeddings=c.max_position_embeddings, nested=True)
         for t in sorted(set(layer_types))
     }
     if len(tables) == 2 and tables["sliding_attention"].model_copy(update={"name": "global"}) == tables["full_attention"]:
