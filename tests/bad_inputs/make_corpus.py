@@ -200,14 +200,16 @@ def rope() -> None:
         ("llama3-low-above-high", {**llama3, "low_freq_factor": 8.0}, "ConfigError", "low_freq_factor"),
         ("llama3-original-float", {**llama3, "original_max_position_embeddings": 8192.5}, "ConfigError",
          "original_max_position_embeddings"),
-        ("yarn-not-implemented", {"rope_type": "yarn", "factor": 4.0}, "UnsupportedError", "yarn"),
-        ("dynamic-not-implemented", {"rope_type": "dynamic", "factor": 2.0}, "UnsupportedError", "dynamic"),
-        ("yarn-mscale", {"rope_type": "yarn", "factor": 4.0, "mscale": 1.0}, "UnsupportedError", "mscale"),
+        ("yarn-factor-string", {"rope_type": "yarn", "factor": "4"}, "ConfigError", "factor"),
+        ("yarn-beta_fast-string", {"rope_type": "yarn", "factor": 4.0, "beta_fast": "32"}, "ConfigError", "beta_fast"),
+        ("dynamic-factor-negative", {"rope_type": "dynamic", "factor": -2.0}, "ConfigError", "factor"),
+        ("longrope-wrong-length", {"rope_type": "longrope", "short_factor": [1.0] * 3, "long_factor": [1.0] * 3},
+         "ConfigError", "short_factor"),
         ("string", "llama3", "ConfigError", "rope"),
         ("list", [llama3], "ConfigError", "rope"),
     ):
         config_case(f"rope_scaling-{label}", edit("llama", rope_scaling=scaling), error, named)
-    for key in ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"):
+    for key in ("factor", "low_freq_factor", "high_freq_factor"):
         scaling = {k: v for k, v in llama3.items() if k != key}
         config_case(f"rope_scaling-llama3-no-{key}", edit("llama", rope_scaling=scaling), "ConfigError", key)
     config_case("rope-both-spellings", edit("llama", rope_parameters={"rope_type": "default", "rope_theta": 1e4}),
