@@ -5,7 +5,7 @@ go into ``reference_logits.safetensors`` beside the generated model: the logits 
 prompt and its greedy continuation, and as metadata the prompts, token ids and continuations.
 The generated ``test_reference.py`` (templates/tests/test_reference.py.j2) compares model.py
 against that file with torch alone; ``verify_weights`` writes the file and runs that test's
-``measure``.
+``measure`` in a fresh interpreter in which transformers cannot be imported.
 
 Which checkpoint: the one given; else the one recorded in ``checkpoint.json`` when the model
 was compiled from a local checkpoint directory or a Hugging Face cache snapshot holding
