@@ -82,9 +82,17 @@ def _tuple_field(field: Callable[..., dict[str, Any]], name: str, values: tuple[
         if not math.isfinite(value):
             raise ValueError(f"non-finite value {value}")
     made = field(name, "tuple[float, ...]", values[0], comment)
-    items = ", ".join(repr(float(v)) for v in values)
-    made.update(literal=f"({items},)" if len(values) == 1 else f"({items})", value=tuple(values))
+    items = [repr(float(v)) for v in values]
+    if len(items) == 1:
+        made.update(literal=f"({items[0]},)", value=tuple(values))
+        return made
+    rows = [", ".join(items[i:i + PER_ROW]) + "," for i in range(0, len(items), PER_ROW)]
+    made.update(literal="(\n        " + "\n        ".join(rows) + "\n    )", value=tuple(values),
+                keep_layout=True)  # several numbers a row, not black's one a line
     return made
+
+
+PER_ROW = 5
 
 
 def rope_config_fields(arch: Architecture, field: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
