@@ -17,6 +17,8 @@ from ..errors import ConfigError, UnsupportedError
 IRRELEVANT_KEYS = frozenset(
     {
         "_name_or_path",
+        "_model_name_or_path",  # written by transformers when the config came from a GGUF file
+        "unk_token_id",  # tokenizer id, like bos/eos/pad
         "architectures",
         "auto_map",
         "bos_token_id",
