@@ -127,8 +127,67 @@ class Mlp(_Frozen):
     fused_gate_up: bool = Field(False, description="The checkpoint stores [gate; up] as one matrix.")
 
 
+MAX_EXPERTS = 4096
+
+
+class MoeNames(_Frozen):
+    """Checkpoint names inside a mixture-of-experts block (the block itself is ``Names.mlp``)."""
+
+    router: Identifier = "gate"
+    router_inner: Identifier | None = Field(None, description="The router's linear map sits one module deeper "
+                                            "under this name (Granite: router.layer.weight).")
+    experts: Identifier = "experts"
+    gate: Identifier = Field("gate_proj", description="Per-expert and shared-expert projections (Mixtral: w1, w3, w2).")
+    up: Identifier = "up_proj"
+    down: Identifier = "down_proj"
+    stacked_gate_up: Identifier = Field("input_linear", description="Stacked storage: every expert's [gate; up].")
+    stacked_down: Identifier = "output_linear"
+    shared_expert: Identifier = "shared_expert"
+    shared_expert_gate: Identifier = "shared_expert_gate"
+    fused_block: Identifier = Field("mlp", description="transformers 5's in-memory (fused) layout: the block, its "
+                                    "router and the stacked expert tensors under `experts`.")
+    fused_router: Identifier = "gate"
+    fused_gate_up: Identifier = "gate_up_proj"
+    fused_down: Identifier = "down_proj"
+
+
+class Moe(_Frozen):
+    """A routed mixture of gated experts: each token goes through the `top_k` experts its router
+    scores highest, their outputs weighted by the routing weights and summed; optionally plus a
+    shared expert that every token uses."""
+
+    kind: Literal["moe"] = "moe"
+    num_experts: Annotated[int, Field(gt=0, le=MAX_EXPERTS)]
+    top_k: PositiveInt
+    intermediate_size: Width = Field(description="Width of each expert's gated MLP.")
+    activation: Literal["silu", "gelu", "gelu_tanh", "relu"]
+    router: Literal["softmax_topk", "topk_softmax"] = Field(
+        description="softmax_topk: softmax over all experts, then keep the top k (Mixtral, Qwen, OLMoE). "
+        "topk_softmax: keep the top k logits, then softmax over those k (Granite).")
+    norm_topk_prob: bool = Field(False, description="softmax_topk only: divide the k kept probabilities by their sum.")
+    routing_dtype: Literal["float32", "input"] = Field(
+        "input", description="The dtype in which the routing weights multiply the expert outputs: float32 (Mixtral "
+        "keeps them in float32) or the hidden states' dtype.")
+    storage: Literal["per_expert", "stacked"] = Field(
+        description="The hub checkpoint layout: one set of projection matrices per expert, or every expert's matrices "
+        "stacked in one (experts, out, in) tensor per projection (Granite).")
+    shared_expert_size: Width | None = Field(None, description="Width of a shared expert every token uses (Qwen2-MoE).")
+    shared_expert_gate: bool = Field(False, description="The shared expert's output is scaled by sigmoid(gate(x)).")
+    names: MoeNames = MoeNames()
+
+    @model_validator(mode="after")
+    def _routing(self) -> "Moe":
+        if self.top_k > self.num_experts:
+            raise ValueError(f"top_k ({self.top_k}) exceeds num_experts ({self.num_experts})")
+        if self.norm_topk_prob and self.router != "softmax_topk":
+            raise ValueError("norm_topk_prob applies to a softmax_topk router only")
+        if self.shared_expert_gate and self.shared_expert_size is None:
+            raise ValueError("a shared-expert gate needs a shared expert")
+        return self
+
+
 Mixer = Annotated[Union[Attention], Field(discriminator="kind")]
-FeedForward = Annotated[Union[Mlp], Field(discriminator="kind")]
+FeedForward = Annotated[Union[Mlp, Moe], Field(discriminator="kind")]
 
 
 class Layer(_Frozen):
