@@ -16,8 +16,12 @@ from .rope_fields import rope_unsupported
 def validate(arch: Architecture) -> Architecture:
     """Return ``arch`` unchanged if every feature it uses can be rendered, else raise."""
     first = arch.layers[0]
+    ffns: dict[str, object] = {}  # one feed-forward of each kind (dense MLP, experts) per model
+    for layer in arch.layers:
+        if ffns.setdefault(layer.ffn.kind, layer.ffn) != layer.ffn:
+            raise UnsupportedError(f"layer {layer.index}: its {layer.ffn.kind} differs from an earlier layer's (not supported yet)")
     for layer in arch.layers[1:]:
-        for part in ("ffn", "block", "parallel_norms", "norm", "residual_scale"):
+        for part in ("block", "parallel_norms", "norm", "residual_scale"):
             if getattr(layer, part) != getattr(first, part):
                 raise UnsupportedError(f"layer {layer.index}: its {part} differs from layer 0 (not supported yet)")
         a, b = layer.mixer, first.mixer
@@ -58,6 +62,8 @@ def validate(arch: Architecture) -> Architecture:
         raise UnsupportedError("a per-head fused qkv projection needs as many key/value heads as query heads")
     if attn.qkv != "separate" and not attn.q_bias == attn.k_bias == attn.v_bias:
         raise UnsupportedError("a fused qkv projection with bias on only some of q, k, v is impossible")
+    if arch.linear_layout == "in_out" and "moe" in ffns:
+        raise UnsupportedError("experts with transposed (Conv1D) projections are not implemented")
     if arch.linear_layout == "in_out":
         biases = (attn.q_bias, attn.k_bias, attn.v_bias, attn.o_bias, first.ffn.bias)
         if not all(biases) or first.ffn.gated:

@@ -17,6 +17,7 @@ from .families import lower_gemma3_text, lower_llama, lower_mistral, lower_qwen2
 from .fam_gemma_olmo import FAMILIES_GEMMA_OLMO, REPLICA_GEMMA_OLMO
 from .fam_gpt import FAMILIES as FAMILIES_GPT, REPLICAS as REPLICA_GPT
 from .fam_phi3_cohere import FAMILIES_PHI3_COHERE, REPLICA_PHI3_COHERE
+from .fam_moe import FAMILIES_MOE, REPLICA_MOE
 from .reader import ConfigReader
 
 FAMILIES: dict[str, Callable[[ConfigReader, str], Architecture]] = {
@@ -29,6 +30,7 @@ FAMILIES: dict[str, Callable[[ConfigReader, str], Architecture]] = {
 FAMILIES.update(FAMILIES_GEMMA_OLMO)
 FAMILIES.update(FAMILIES_GPT)
 FAMILIES.update(FAMILIES_PHI3_COHERE)
+FAMILIES.update(FAMILIES_MOE)
 # Multimodal wrappers whose text decoder we compile: model_type -> default text model_type.
 WRAPPERS = {"gemma3": "gemma3_text"}
 # Wrapper keys that only concern the other modalities.
@@ -83,3 +85,4 @@ from .replica import REPLICA_ADJUST  # noqa: E402  (replica imports this package
 REPLICA_ADJUST.update(REPLICA_GEMMA_OLMO)
 REPLICA_ADJUST.update(REPLICA_GPT)
 REPLICA_ADJUST.update(REPLICA_PHI3_COHERE)
+REPLICA_ADJUST.update(REPLICA_MOE)
