@@ -6,7 +6,7 @@ the words always match the code.
 
 from __future__ import annotations
 
-from ..schemas.arch import Architecture, Rope
+from ..schemas.arch import Architecture, Moe, Rope
 
 ACTIVATION_WORDS = {
     "silu": ("SwiGLU", "SiLU"),
@@ -46,7 +46,8 @@ def _rope_words(table: Rope) -> str:
 def features(arch: Architecture) -> list[str]:
     """The model's notable features, one sentence each."""
     layer = arch.layers[0]
-    attn, ffn, norm = layer.mixer, layer.ffn, layer.norm
+    attn, norm = layer.mixer, layer.norm
+    ffn = next((lay.ffn for lay in arch.layers if lay.ffn.kind == "mlp"), None)  # the dense MLP, if any
     out = [
         f"{arch.num_layers} decoder layers, hidden size {arch.hidden_size}, vocabulary {arch.embedding.vocab_size}.",
     ]
@@ -102,7 +103,7 @@ def features(arch: Architecture) -> list[str]:
         out.append("Projection weights stored transposed, (in, out), as GPT-2's Conv1D.")
     if arch.embedding.learned_positions:
         out.append(f"Learned absolute position embeddings ({arch.embedding.learned_positions} positions) added to the token embeddings.")
-    if ffn.fused_gate_up:
+    if ffn is not None and ffn.fused_gate_up:
         out.append("MLP gate and up projections stored as one matrix ([gate; up]).")
     norm_words = "RMSNorm" if norm.kind == "rmsnorm" else "LayerNorm"
     if norm.weight_offset:
@@ -122,10 +123,11 @@ def features(arch: Architecture) -> list[str]:
         out.append("Pre-norm residual blocks.")
     if layer.residual_scale is not None:
         out.append(f"Each branch's output is multiplied by {layer.residual_scale:g} before the residual add.")
-    glu, act = ACTIVATION_WORDS[ffn.activation]
-    if ffn.gated:
+    out += moe_features(arch)
+    glu, act = ACTIVATION_WORDS[ffn.activation] if ffn is not None else ("", "")
+    if ffn is not None and ffn.gated:
         out.append(f"{glu} MLP: down(act(gate(x)) * up(x)) with {act}, intermediate size {ffn.intermediate_size}.")
-    else:
+    elif ffn is not None:
         out.append(f"MLP with {act}, intermediate size {ffn.intermediate_size}.")
     if arch.embedding.scale and arch.embedding.scale_in_dtype:
         out.append(f"Embeddings multiplied by sqrt(hidden) = {arch.embedding.scale:.4f}.")
@@ -141,4 +143,37 @@ def features(arch: Architecture) -> list[str]:
     if arch.head.softcap:
         out.append(f"Final logits soft-capped at {_num(arch.head.softcap)}.")
     out.append("Eager attention written out: scores, mask, float32 softmax, weighted sum.")
+    return out
+
+
+def moe_features(arch: Architecture) -> list[str]:
+    """Sentences for a mixture-of-experts feed-forward (none for a dense model)."""
+    moe = next((layer.ffn for layer in arch.layers if isinstance(layer.ffn, Moe)), None)
+    if moe is None:
+        return []
+    glu, act = ACTIVATION_WORDS[moe.activation]
+    if moe.router == "softmax_topk":
+        routing = f"a softmax router over all experts keeps the top {moe.top_k} per token"
+        routing += ", their weights renormalised to sum to 1" if moe.norm_topk_prob else " (weights not renormalised)"
+    else:
+        routing = f"the router keeps each token's top {moe.top_k} logits and softmaxes over those {moe.top_k}"
+    out = [f"Mixture of experts: {moe.num_experts} {glu} experts ({act}, intermediate size {moe.intermediate_size}); "
+           f"{routing}."]
+    sparse = [layer.index for layer in arch.layers if layer.ffn.kind == "moe"]
+    if len(sparse) < arch.num_layers:
+        dense = [layer.index for layer in arch.layers if layer.ffn.kind != "moe"]
+        out.append(f"Experts on {len(sparse)} of {arch.num_layers} layers; a dense MLP on layers "
+                   f"{', '.join(map(str, dense[:6]))}{', ...' if len(dense) > 6 else ''} (Config.ffn_pattern).")
+    if moe.routing_dtype == "float32":
+        out.append("Routing weights stay in float32 when they scale the expert outputs.")
+    if moe.shared_expert_size:
+        gate = ", scaled by sigmoid(shared_expert_gate(x))" if moe.shared_expert_gate else ""
+        out.append(f"A shared expert (intermediate size {moe.shared_expert_size}) runs on every token{gate}.")
+    if moe.storage == "stacked":
+        out.append("Expert weights stored stacked: one (experts, out, in) tensor per projection for all experts.")
+    else:
+        out.append("Expert weights stored per expert (experts.{e}.*); a checkpoint in transformers 5's fused "
+                   "layout (experts.gate_up_proj, experts.down_proj) is split into them on load, without copying.")
+    out.append("MoE dispatch loops over the experts that received tokens, each running on its own tokens only "
+               "(no dense all-expert compute).")
     return out
