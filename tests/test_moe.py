@@ -226,3 +226,19 @@ def test_bad_config_values_give_one_line_errors(raw, error, key):
     assert isinstance(info.value, error), info.value
     message = str(info.value)
     assert "\n" not in message and f"'{key}'" in message, message
+
+
+def test_kv_cache_decoding_matches_a_full_forward(tmp_path):
+    """Experts see one token at a time while decoding: same logits as the whole sequence at once."""
+    model_py, parity = compiled("mixtral", tmp_path)
+    torch.manual_seed(0)
+    model = model_py.CausalLM(model_py.Config(**parity.MODEL_CONFIG)).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    ids = torch.randint(0, 200, (2, 12))
+    with torch.no_grad():
+        full = model(ids)
+        model.enable_cache(batch=2, max_len=16)
+        steps = [model(ids[:, :6])] + [model(ids[:, t:t + 1]) for t in range(6, 12)]
+        model.disable_cache()
+    assert (torch.cat(steps, dim=1) - full).abs().max().item() < 1e-5
