@@ -55,21 +55,37 @@ class Norm(_Frozen):
 
 
 class Rope(_Frozen):
-    """One table of rotary position embeddings; layers refer to it by ``name``."""
+    """One table of rotary position embeddings; layers refer to it by ``name``.
+
+    Defaults transformers fills into the config are filled in (original context, betas,
+    truncate); ``attention_factor`` stays as given, None meaning transformers' default
+    (derived when rendering: ``compiler/rope_fields.attention_scaling``).
+    """
 
     name: Identifier
     type: Literal["default", "linear", "dynamic", "llama3", "yarn", "longrope"]
     theta: Annotated[float, Field(gt=0)]
     rotary_dim: PositiveInt = Field(description="Channels rotated per head (head_dim x partial factor).")
     partial_rotary_factor: Annotated[float, Field(gt=0, le=1)] = 1.0
-    layout: Literal["rotate_half", "interleaved"] = "rotate_half"
+    layout: Literal["rotate_half", "interleaved"] = Field(
+        "rotate_half", description="rotate_half: channel i pairs with i + rotary_dim/2 (Llama). interleaved: "
+        "channels 2i and 2i+1 pair up (Cohere, GLM)."
+    )
     factor: float | None = None
     low_freq_factor: float | None = None
     high_freq_factor: float | None = None
-    original_max_position_embeddings: int | None = None
+    original_max_position_embeddings: int | None = Field(
+        None, description="Context the scaling is relative to (llama3, yarn, longrope); dynamic scales "
+        "relative to the model's max_position_embeddings."
+    )
     beta_fast: float | None = None
     beta_slow: float | None = None
-    attention_factor: float | None = None
+    mscale: float | None = Field(None, description="yarn: used for the default attention factor.")
+    mscale_all_dim: float | None = Field(None, description="yarn: used for the default attention factor.")
+    truncate: bool | None = Field(None, description="yarn: round the correction range to whole dimensions.")
+    attention_factor: float | None = Field(
+        None, description="yarn, longrope: cos and sin are multiplied by this; None: transformers' default."
+    )
     short_factor: tuple[float, ...] | None = None
     long_factor: tuple[float, ...] | None = None
 

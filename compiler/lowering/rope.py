@@ -29,24 +29,41 @@ _TYPE_KEYS: dict[str, frozenset[str]] = {
 _REQUIRED: dict[str, tuple[str, ...]] = {
     "linear": ("factor",),
     "dynamic": ("factor",),
-    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor"),
     "yarn": ("factor",),
     "longrope": ("short_factor", "long_factor"),
 }
 LAYER_TYPE_KEYS = ("full_attention", "sliding_attention")
 
 
-def _num(where: str, key: str, value: Any, *, integer: bool = False) -> float:
+def _num(where: str, key: str, value: Any, *, integer: bool = False, zero: bool = False) -> float:
     ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok or value <= 0:
+    if isinstance(value, bool) or not ok or value < 0 or (value == 0 and not zero):
         raise ConfigError(f"{where}: '{key}' must be a positive {'integer' if integer else 'number'}, got {value!r:.40}")
     return value
 
 
 def rope_table(
-    name: str, params: dict[str, Any], *, theta: float, head_dim: int, partial: float, where: str
+    name: str,
+    params: dict[str, Any],
+    *,
+    theta: float,
+    head_dim: int,
+    partial: float,
+    where: str,
+    max_position_embeddings: int | None = None,
+    original_max_position_embeddings: int | None = None,
+    nested: bool = False,
 ) -> Rope:
-    """Build one table from a rope_scaling / rope_parameters dict (may be empty: default RoPE)."""
+    """Build one table from a rope_scaling / rope_parameters dict (may be empty: default RoPE).
+
+    ``max_position_embeddings`` is the model's context length, the fallback of
+    ``original_max_position_embeddings``; a family whose config class has a top-level
+    ``original_max_position_embeddings`` (Phi-3) passes it, and it wins over the dict's
+    value as in transformers. ``nested``: the dict is one of several per layer type. A family
+    whose transformers code ignores ``partial_rotary_factor`` must refuse it before calling.
+    The attention factor stays as given (None: transformers' default, see rope_fields).
+    """
     if not isinstance(params, dict):
         raise ConfigError(f"{where}: expected an object or null, got {type(params).__name__}")
     params = dict(params)
@@ -61,7 +78,7 @@ def rope_table(
     unknown = sorted(set(params) - _TYPE_KEYS[kind])
     if unknown:
         raise ConfigError(f"{where}: unknown key '{unknown[0]}' for rope type {kind!r}")
-    missing = [k for k in _REQUIRED.get(kind, ()) if k not in params]
+    missing = [k for k in _REQUIRED.get(kind, ()) if params.get(k) is None]
     if missing:
         raise ConfigError(f"{where}: rope type {kind!r} needs key '{missing[0]}'")
     if not 0 < partial <= 1:
@@ -73,6 +90,9 @@ def rope_table(
     for key in ("factor", "low_freq_factor", "high_freq_factor", "beta_fast", "beta_slow", "attention_factor"):
         if params.get(key) is not None:
             fields[key] = float(_num(where, key, params[key]))
+    for key in ("mscale", "mscale_all_dim"):  # 0 is allowed: transformers then ignores both
+        if params.get(key) is not None:
+            fields[key] = float(_num(where, key, params[key], zero=True))
     if params.get("original_max_position_embeddings") is not None:
         fields["original_max_position_embeddings"] = _num(
             where, "original_max_position_embeddings", params["original_max_position_embeddings"], integer=True
@@ -83,9 +103,28 @@ def rope_table(
             if not isinstance(values, list) or len(values) != rotary_dim // 2:
                 raise ConfigError(f"{where}: '{key}' must be a list of {rotary_dim // 2} numbers")
             fields[key] = tuple(float(_num(where, key, v)) for v in values)
-    for key in ("mscale", "mscale_all_dim", "truncate"):
-        if key in params:
-            raise UnsupportedError(f"{where}: rope key '{key}' is not supported yet")
+    if kind == "dynamic":
+        # transformers' dynamic NTK scales relative to max_position_embeddings and ignores this key
+        given = fields.pop("original_max_position_embeddings", None)
+        if given is not None and given != max_position_embeddings:
+            raise UnsupportedError(f"{where}: dynamic RoPE with 'original_max_position_embeddings' ({given}) other "
+                                   f"than 'max_position_embeddings' ({max_position_embeddings}) is ambiguous")
+    if kind in ("llama3", "yarn", "longrope"):
+        if original_max_position_embeddings is not None and not nested:
+            fields["original_max_position_embeddings"] = original_max_position_embeddings
+        fields.setdefault("original_max_position_embeddings", max_position_embeddings)
+        if fields["original_max_position_embeddings"] is None:
+            raise ConfigError(f"{where}: rope type {kind!r} needs 'original_max_position_embeddings'")
+    if kind == "yarn":
+        fields.setdefault("beta_fast", 32.0)
+        fields.setdefault("beta_slow", 1.0)
+        truncate = params.get("truncate", True)
+        if not isinstance(truncate, bool):
+            raise ConfigError(f"{where}: 'truncate' must be true or false, got {truncate!r:.40}")
+        if nested and not truncate:  # transformers reads it from the top level of rope_parameters only
+            raise UnsupportedError(f"{where}: 'truncate': false inside per-layer-type rope_parameters is ignored "
+                                   "by transformers; refusing rather than guessing")
+        fields["truncate"] = truncate
     if kind == "llama3" and fields["low_freq_factor"] >= fields["high_freq_factor"]:
         raise ConfigError(f"{where}: 'low_freq_factor' must be smaller than 'high_freq_factor'")
     return Rope(name=name, type=kind, theta=float(theta), rotary_dim=rotary_dim, partial_rotary_factor=partial,
@@ -99,15 +138,22 @@ def lower_rope(
     layer_types: set[str],
     default_theta: dict[str, float],
     local_theta_key: str | None = None,
+    max_position_embeddings: int | None = None,
+    original_max_position_embeddings: int | None = None,
 ) -> dict[str, Rope]:
     """Return the RoPE table of each layer type present (``full_attention`` / ``sliding_attention``).
 
     ``default_theta`` gives the theta a family uses when the config names none, per layer type.
     ``local_theta_key`` is the v4 key of a separate theta for sliding layers (Gemma 3), which
-    gives sliding layers a table of their own.
+    gives sliding layers a table of their own. ``max_position_embeddings`` (the family's value,
+    default included; read from the config when not given) and ``original_max_position_embeddings``:
+    see ``rope_table``.
     """
     partial = r.float("partial_rotary_factor", 1.0)
+    if max_position_embeddings is None:
+        max_position_embeddings = r.int("max_position_embeddings", None, nullable=True)
     separate_local = local_theta_key is not None
+    nested = False
     if r.has("rope_parameters") and r.raw["rope_parameters"] is not None:
         params = r.any("rope_parameters")
         if r.raw.get("rope_scaling") is not None:
@@ -118,7 +164,7 @@ def lower_rope(
             unknown = sorted(set(per_type) - set(LAYER_TYPE_KEYS))
             if unknown:
                 raise ConfigError(f"{r.where}: unknown layer type '{unknown[0]}' in 'rope_parameters'")
-            separate_local = True
+            separate_local = nested = True
         else:
             per_type = {t: params for t in LAYER_TYPE_KEYS}
         theta_fallback = {t: r.float("rope_theta", default_theta[t]) for t in LAYER_TYPE_KEYS}
@@ -137,6 +183,8 @@ def lower_rope(
         where = f"{r.where}: rope parameters of {layer_type}"
         params = per_type.get(layer_type) or {}
         tables[layer_type] = rope_table(
-            name, params, theta=theta_fallback[layer_type], head_dim=head_dim, partial=partial, where=where
+            name, params, theta=theta_fallback[layer_type], head_dim=head_dim, partial=partial, where=where,
+            max_position_embeddings=max_position_embeddings,
+            original_max_position_embeddings=original_max_position_embeddings, nested=nested,
         )
     return tables
