@@ -7,6 +7,7 @@ the words always match the code.
 from __future__ import annotations
 
 from ..schemas.arch import Architecture, Moe, Rope
+from .rope_fields import attention_scaling
 
 ACTIVATION_WORDS = {
     "silu": ("SwiGLU", "SiLU"),
@@ -31,12 +32,32 @@ def layer_pattern(arch: Architecture) -> str:
 
 def _rope_words(table: Rope) -> str:
     words = f"theta={_num(table.theta)}"
+    if table.partial_rotary_factor != 1.0:
+        words += (f", rotating the first {table.rotary_dim} channels of each head "
+                  f"(partial factor {table.partial_rotary_factor:g})")
+    if table.layout == "interleaved":
+        words += ", adjacent channel pairs (interleaved layout)"
     if table.type == "linear":
         words += f", positions interpolated linearly by factor {_num(table.factor or 1)}"
     elif table.type == "llama3":
         words += (
             f", Llama 3 frequency scaling (factor {_num(table.factor or 1)}, original context "
             f"{table.original_max_position_embeddings})"
+        )
+    elif table.type == "dynamic":
+        words += f", dynamic NTK scaling (factor {_num(table.factor or 1)}: theta grows past max_position_embeddings)"
+    elif table.type == "yarn":
+        words += (
+            f", YaRN scaling (factor {_num(table.factor or 1)}, original context "
+            f"{table.original_max_position_embeddings}, beta {_num(table.beta_fast or 0)}/{_num(table.beta_slow or 0)}"
+            f"{'' if table.truncate else ', ramp not truncated'}), cos/sin x {attention_scaling(table, None):.6g}"
+        )
+    elif table.type == "longrope":
+        scale = attention_scaling(table, None)
+        words += (
+            f", LongRoPE per-frequency factors (short up to {table.original_max_position_embeddings} positions, "
+            f"long beyond), cos/sin x "
+            + (f"{scale:.6g}" if scale is not None else "sqrt(1 + ln(context ratio) / ln(original context))")
         )
     elif table.type != "default":
         words += f", {table.type} scaling"
