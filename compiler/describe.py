@@ -72,7 +72,9 @@ def features(arch: Architecture) -> list[str]:
     out = [
         f"{arch.num_layers} decoder layers, hidden size {arch.hidden_size}, vocabulary {arch.embedding.vocab_size}.",
     ]
-    if attn.num_kv_heads == 1:
+    if attn.kind == "mla":
+        out += mla_words(attn)
+    elif attn.num_kv_heads == 1:
         out.append(f"Multi-query attention: {attn.num_heads} query heads share one key/value head.")
     elif attn.num_kv_heads < attn.num_heads:
         out.append(
@@ -81,9 +83,9 @@ def features(arch: Architecture) -> list[str]:
         )
     else:
         out.append(f"Multi-head attention with {attn.num_heads} heads.")
-    if attn.head_dim * attn.num_heads != arch.hidden_size:
+    if attn.kind == "attention" and attn.head_dim * attn.num_heads != arch.hidden_size:
         out.append(f"head_dim {attn.head_dim} is set explicitly (hidden / heads would be {arch.hidden_size // attn.num_heads}).")
-    if abs(attn.scale - attn.head_dim**-0.5) > 1e-12:
+    if attn.kind == "attention" and abs(attn.scale - attn.head_dim**-0.5) > 1e-12:
         out.append(f"Attention scores are scaled by {attn.scale:g}, not 1/sqrt(head_dim).")
     pattern = layer_pattern(arch)
     sliding = pattern.count("S")
@@ -102,7 +104,9 @@ def features(arch: Architecture) -> list[str]:
         out.append("Two RoPE tables: " + "; ".join(parts) + ".")
     elif arch.rope:
         out.append(f"Rotary position embeddings (RoPE), {_rope_words(arch.rope[0])}.")
-    if attn.qk_norm == "per_head":
+    if attn.kind == "mla":
+        pass
+    elif attn.qk_norm == "per_head":
         out.append(f"QK-norm: {'LayerNorm' if norm.kind == 'layernorm' else 'RMSNorm'} over each query and key head before RoPE.")
     elif attn.qk_norm == "per_head_weights":
         out.append(f"QK-norm: {'RMSNorm' if norm.kind == 'rmsnorm' else 'LayerNorm'} over each query and key head, "
@@ -112,11 +116,17 @@ def features(arch: Architecture) -> list[str]:
     nope = [lay.index for lay in arch.layers if lay.mixer.rope is None]
     if arch.rope and nope:
         out.append(f"No position embeddings (NoPE) on {len(nope)} of {arch.num_layers} layers (layers {', '.join(map(str, nope[:4]))}{', ...' if len(nope) > 4 else ''}).")
-    if attn.softcap:
+    if attn.kind == "mla":
+        pass
+    elif attn.softcap:
         out.append(f"Attention logits soft-capped: cap * tanh(scores / cap), cap {_num(attn.softcap)}.")
-    if any((attn.q_bias, attn.k_bias, attn.v_bias, attn.o_bias)):
+    if attn.kind == "mla":
+        pass
+    elif any((attn.q_bias, attn.k_bias, attn.v_bias, attn.o_bias)):
         out.append("Biases on the attention projections.")
-    if attn.qkv == "fused":
+    if attn.kind == "mla":
+        pass
+    elif attn.qkv == "fused":
         out.append("q, k and v projections stored as one matrix ([q; k; v]).")
     elif attn.qkv == "fused_per_head":
         out.append("q, k and v projections stored as one matrix, interleaved per head ([q_h; k_h; v_h] for each head h).")
@@ -198,3 +208,19 @@ def moe_features(arch: Architecture) -> list[str]:
     out.append("MoE dispatch loops over the experts that received tokens, each running on its own tokens only "
                "(no dense all-expert compute).")
     return out
+
+
+def mla_words(mla) -> list[str]:
+    """Sentences on multi-head latent attention."""
+    qk = mla.qk_nope_head_dim + mla.qk_rope_head_dim
+    q = (f"queries through a rank-{mla.q_lora_rank} projection (q_a, RMSNorm, q_b)" if mla.q_lora_rank
+         else "queries through q_proj")
+    return [
+        f"Multi-head latent attention with {mla.num_heads} heads: {q}; keys and values expanded per head from a "
+        f"{mla.kv_lora_rank}-channel latent (kv_a, RMSNorm, kv_b), which is all the KV cache stores with the RoPE key.",
+        f"Query/key heads of {qk} channels ({mla.qk_nope_head_dim} without RoPE, {mla.qk_rope_head_dim} with RoPE, "
+        f"the RoPE key shared by all heads), value heads of {mla.v_head_dim}; scores scaled by {mla.scale:g}"
+        + (" (1/sqrt(head width) x the YaRN mscale squared)." if abs(mla.scale - qk**-0.5) > 1e-12 else "."),
+        *(["RoPE channels stored as adjacent pairs, regrouped as [evens; odds] before rotating."]
+          if mla.rope_deinterleave else []),
+    ]

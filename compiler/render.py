@@ -19,6 +19,7 @@ from ..schemas.arch import Architecture
 from . import __version__
 from .describe import features, layer_pattern
 from .rope_fields import rope_config_fields, rope_context
+from .render_mla import mla_config_fields, mla_context, mla_names, mla_of
 from .render_moe import ffn_init, moe_config_fields, moe_context
 from .weight_map import WeightEntry, block_norms, ffn_kinds
 
@@ -85,9 +86,11 @@ def config_values(arch: Architecture) -> list[dict[str, str]]:
         *([_field("intermediate_size", "int", ffn.intermediate_size)] if ffn else []),
         *moe_config_fields(arch, _field),
         _field("num_hidden_layers", "int", arch.num_layers),
-        _field("num_attention_heads", "int", attn.num_heads),
-        _field("num_key_value_heads", "int", attn.num_kv_heads),
-        _field("head_dim", "int", attn.head_dim),
+        *(mla_config_fields(attn, _field) if mla_of(arch) else [
+            _field("num_attention_heads", "int", attn.num_heads),
+            _field("num_key_value_heads", "int", attn.num_kv_heads),
+            _field("head_dim", "int", attn.head_dim),
+        ]),
         _field("norm_eps", "float", layer.norm.eps),
         _field("attention_scale", "float", attn.scale, "multiplies q.k"),
         _field("max_position_embeddings", "int", arch.max_position_embeddings, "trained context length"),
@@ -108,7 +111,7 @@ def config_values(arch: Architecture) -> list[dict[str, str]]:
         fields.append(_field("logit_scale", "float", arch.head.multiplier, "multiplies the logits"))
     if arch.head.divisor is not None:
         fields.append(_field("logits_scaling", "float", arch.head.divisor, "divides the logits"))
-    if attn.softcap is not None:
+    if getattr(attn, "softcap", None) is not None:
         fields.append(_field("attn_logit_softcap", "float", attn.softcap))
     if arch.head.softcap is not None:
         fields.append(_field("final_logit_softcap", "float", arch.head.softcap))
@@ -156,7 +159,9 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         "has_full": any(lay.mixer.span == "full" for lay in arch.layers),
         "layer_kinds": layer_kinds(arch),
         "pattern_legend": pattern_legend(arch),
-        "attn": {
+        "mla": mla_context(arch, identifier),
+        "ml": mla_names(arch, identifier),
+        "attn": None if mla_of(arch) else {
             "summary": ("Grouped-query" if grouped else "Multi-head") + " self-attention"
             + (" with RoPE" if has_rope else "") + ", written out eagerly.",
             "qkv": attn.qkv, "q_bias": attn.q_bias, "k_bias": attn.k_bias, "v_bias": attn.v_bias,
@@ -183,6 +188,10 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
                  "multiplier": arch.head.multiplier is not None, "divisor": arch.head.divisor is not None},
         "weights": [{"checkpoint_literal": literal(e.checkpoint), "param_literal": literal(e.param), "kind": e.ffn_kind}
                     for e in weights],
+        "fp8": {"block_literal": literal(arch.fp8.block[0]) and f"({arch.fp8.block[0]}, {arch.fp8.block[1]})",
+                "block_words": f"{arch.fp8.block[0]}x{arch.fp8.block[1]}"} if arch.fp8 else None,
+        "extra_layers": literal(arch.extra_checkpoint_layers) if arch.extra_checkpoint_layers else "",
+        "layer_prefix_literal": literal(f"{arch.checkpoint_prefix}{arch.names.backbone}.{arch.names.layers}."),
         "ignored_literal": literal(arch.checkpoint_prefix + arch.names.head + ".weight"),
         "prefix_literal": literal(arch.checkpoint_prefix) if arch.checkpoint_prefix else "",
     }

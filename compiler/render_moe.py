@@ -37,6 +37,11 @@ def moe_config_fields(arch: Architecture, field: Callable[..., dict[str, Any]]) 
     ]
     if moe.shared_expert_size:
         fields.append(field("shared_expert_intermediate_size", "int", moe.shared_expert_size))
+    if moe.num_groups is not None:
+        fields.append(field("n_group", "int", moe.num_groups, "experts form this many equal groups"))
+        fields.append(field("topk_group", "int", moe.topk_groups, "tokens choose experts of this many groups"))
+    if moe.routed_scaling_factor is not None:
+        fields.append(field("routed_scaling_factor", "float", moe.routed_scaling_factor, "multiplies the routing weights"))
     if mixed_ffn(arch):
         fields.append(field("ffn_pattern", "str", ffn_pattern(arch), FFN_LEGEND))
     return fields
@@ -64,6 +69,10 @@ def moe_context(arch: Architecture, activation_code: dict[str, tuple[str, str]],
         "router_call": router,
         "router": moe.router,
         "norm_topk": moe.norm_topk_prob,
+        "router_float32": moe.router_float32,
+        "score_bias": moe.score_correction_bias,
+        "groups": moe.group_limit != "none",
+        "scaling": moe.routed_scaling_factor is not None,
         "float32_weights": moe.routing_dtype == "float32",
         "stacked": moe.storage == "stacked",
         "shared": moe.shared_expert_size is not None,

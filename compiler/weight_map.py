@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..schemas.arch import Architecture, Layer, Mlp, Moe, Names, Norm
+from .weight_map_mla import mla_rows
 from .weight_map_moe import FFN_LETTERS, ffn_kinds, ffn_pattern, fused_expert_map, moe_rows  # noqa: F401
 
-Role = Literal["embedding", "linear", "bias", "norm"]
+Role = Literal["embedding", "linear", "bias", "norm", "buffer"]  # buffer: stored and loaded, not a parameter
 
 
 @dataclass(frozen=True)
@@ -60,20 +61,23 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
     for norm_name in block_norms(layer, n):
         norm_rows(p + norm_name, hidden, norm)
     a = f"{p}{n.attn}."
-    q_out, kv_out = attn.num_heads * attn.head_dim, attn.num_kv_heads * attn.head_dim
-    if attn.qkv == "separate":
-        linear(a + n.q, q_out, hidden, attn.q_bias)
-        linear(a + n.k, kv_out, hidden, attn.k_bias)
-        linear(a + n.v, kv_out, hidden, attn.v_bias)
+    if attn.kind == "mla":
+        mla_rows(attn, a, hidden, linear, norm_rows)
     else:
-        linear(a + n.qkv, q_out + 2 * kv_out, hidden, attn.q_bias)
-    linear(a + n.o, hidden, q_out, attn.o_bias)
-    if attn.qk_norm != "none" and attn.qk_norm_spec is not None:
-        whole, rows_per_head = attn.qk_norm == "whole", attn.qk_norm == "per_head_weights"
-        q_dim = q_out if whole else (attn.num_heads, attn.head_dim) if rows_per_head else attn.head_dim
-        kv_dim = kv_out if whole else (attn.num_kv_heads, attn.head_dim) if rows_per_head else attn.head_dim
-        norm_rows(a + n.q_norm, q_dim, attn.qk_norm_spec)
-        norm_rows(a + n.k_norm, kv_dim, attn.qk_norm_spec)
+        q_out, kv_out = attn.num_heads * attn.head_dim, attn.num_kv_heads * attn.head_dim
+        if attn.qkv == "separate":
+            linear(a + n.q, q_out, hidden, attn.q_bias)
+            linear(a + n.k, kv_out, hidden, attn.k_bias)
+            linear(a + n.v, kv_out, hidden, attn.v_bias)
+        else:
+            linear(a + n.qkv, q_out + 2 * kv_out, hidden, attn.q_bias)
+        linear(a + n.o, hidden, q_out, attn.o_bias)
+        if attn.qk_norm != "none" and attn.qk_norm_spec is not None:
+            whole, rows_per_head = attn.qk_norm == "whole", attn.qk_norm == "per_head_weights"
+            q_dim = q_out if whole else (attn.num_heads, attn.head_dim) if rows_per_head else attn.head_dim
+            kv_dim = kv_out if whole else (attn.num_kv_heads, attn.head_dim) if rows_per_head else attn.head_dim
+            norm_rows(a + n.q_norm, q_dim, attn.qk_norm_spec)
+            norm_rows(a + n.k_norm, kv_dim, attn.qk_norm_spec)
     m = f"{p}{n.mlp}."
     extra: dict[str, dict] = {}  # key -> WeightEntry fields beyond the defaults (experts, ffn kinds)
     kinds = ffn_kinds(arch)
@@ -139,7 +143,7 @@ def entry_size(entry: WeightEntry, arch: Architecture) -> int:
 
 def parameter_count(arch: Architecture) -> int:
     """Number of parameters of the full-size model (tied head counted once)."""
-    return sum(entry_size(entry, arch) for entry in weight_map(arch))
+    return sum(entry_size(entry, arch) for entry in weight_map(arch) if entry.role != "buffer")
 
 
 def active_parameter_count(arch: Architecture) -> int:
@@ -147,5 +151,5 @@ def active_parameter_count(arch: Architecture) -> int:
     moe = next((layer.ffn for layer in arch.layers if isinstance(layer.ffn, Moe)), None)
     return sum(
         entry_size(entry, arch) * moe.top_k // moe.num_experts if entry.routed and moe else entry_size(entry, arch)
-        for entry in weight_map(arch)
+        for entry in weight_map(arch) if entry.role != "buffer"
     )

@@ -30,6 +30,8 @@ def moe_rows(moe: Moe, m: str, hidden: int, rows: list) -> dict[str, dict]:
     extra: dict[str, dict] = {}
     inner = f".{mn.router_inner}" if mn.router_inner else ""
     rows.append((f"{m}{mn.router}{inner}.weight", (count, hidden), "linear"))
+    if moe.score_correction_bias:
+        rows.append((f"{m}{mn.router}{inner}.e_score_correction_bias", (count,), "buffer"))
     if moe.storage == "per_expert":
         e = f"{m}{mn.experts}.{{e}}."
         for key, shape in ((f"{e}{mn.gate}.weight", (width, hidden)), (f"{e}{mn.up}.weight", (width, hidden)),

@@ -18,6 +18,7 @@ from .fam_gemma_olmo import FAMILIES_GEMMA_OLMO, REPLICA_GEMMA_OLMO
 from .fam_gpt import FAMILIES as FAMILIES_GPT, REPLICAS as REPLICA_GPT
 from .fam_phi3_cohere import FAMILIES_PHI3_COHERE, REPLICA_PHI3_COHERE
 from .fam_moe import FAMILIES_MOE, REPLICA_MOE
+from .fam_deepseek import FAMILIES_DEEPSEEK, REPLICA_DEEPSEEK
 from .reader import ConfigReader
 
 FAMILIES: dict[str, Callable[[ConfigReader, str], Architecture]] = {
@@ -31,6 +32,7 @@ FAMILIES.update(FAMILIES_GEMMA_OLMO)
 FAMILIES.update(FAMILIES_GPT)
 FAMILIES.update(FAMILIES_PHI3_COHERE)
 FAMILIES.update(FAMILIES_MOE)
+FAMILIES.update(FAMILIES_DEEPSEEK)
 # Multimodal wrappers whose text decoder we compile: model_type -> default text model_type.
 WRAPPERS = {"gemma3": "gemma3_text"}
 # Wrapper keys that only concern the other modalities.
@@ -86,3 +88,4 @@ REPLICA_ADJUST.update(REPLICA_GEMMA_OLMO)
 REPLICA_ADJUST.update(REPLICA_GPT)
 REPLICA_ADJUST.update(REPLICA_PHI3_COHERE)
 REPLICA_ADJUST.update(REPLICA_MOE)
+REPLICA_ADJUST.update(REPLICA_DEEPSEEK)
