@@ -122,7 +122,7 @@ def count_expert_hits(model: torch.nn.Module) -> list[list[int]]:
         )  # output: (logits, weights, experts)
 
     for module in model.modules():
-        if type(module).__name__.endswith("TopKRouter"):
+        if type(module).__name__.lower().endswith("topkrouter"):
             module.register_forward_hook(hook)
     return counts
 
