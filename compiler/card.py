@@ -136,7 +136,7 @@ def _is_embedding(arch: Architecture, entry: WeightEntry) -> bool:
 
 
 def parameters(arch: Architecture) -> dict[str, Any]:
-    entries = weight_map(arch)
+    entries = [e for e in weight_map(arch) if e.role != "buffer"]  # stored buffers are not parameters
     total = sum(_size(e, arch) for e in entries)
     embedding = sum(_size(e, arch) for e in entries if _is_embedding(arch, e))
     if any(e.routed for e in entries):
