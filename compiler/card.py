@@ -22,7 +22,7 @@ from .errors import ConfigError
 from .load import load_config
 from .lowering import lower
 from .validate import validate
-from .weight_map import WeightEntry, weight_map
+from .weight_map import WeightEntry, active_parameter_count, entry_size, weight_map
 
 KV_BYTES = 2  # bf16
 CONTEXTS = {"4k": 4096, "32k": 32768, "128k": 131072}
@@ -114,10 +114,7 @@ def compress(letters: str) -> str:
 
 
 def _size(entry: WeightEntry, arch: Architecture) -> int:
-    size = 1
-    for dim in entry.shape:
-        size *= dim
-    return size * (arch.num_layers if entry.per_layer else 1)
+    return entry_size(entry, arch)  # over its layers (and experts)
 
 
 def _first(obj: Any, names: tuple[str, ...]) -> Any:
@@ -139,10 +136,13 @@ def _is_embedding(arch: Architecture, entry: WeightEntry) -> bool:
 
 
 def parameters(arch: Architecture) -> dict[str, Any]:
-    entries = weight_map(arch)
+    entries = [e for e in weight_map(arch) if e.role != "buffer"]  # stored buffers are not parameters
     total = sum(_size(e, arch) for e in entries)
     embedding = sum(_size(e, arch) for e in entries if _is_embedding(arch, e))
-    active = round(sum(_size(e, arch) * _active_share(arch, e) for e in entries))
+    if any(e.routed for e in entries):
+        active = active_parameter_count(arch)
+    else:
+        active = round(sum(_size(e, arch) * _active_share(arch, e) for e in entries))
     return {"total": total, "active_per_token": active, "embedding": embedding, "non_embedding": total - embedding,
             "embedding_share": embedding / total if total else 0.0}
 

@@ -6,7 +6,7 @@ the words always match the code.
 
 from __future__ import annotations
 
-from ..schemas.arch import Architecture, Rope
+from ..schemas.arch import Architecture, Moe, Rope
 from .rope_fields import attention_scaling
 
 ACTIVATION_WORDS = {
@@ -67,11 +67,14 @@ def _rope_words(table: Rope) -> str:
 def features(arch: Architecture) -> list[str]:
     """The model's notable features, one sentence each."""
     layer = arch.layers[0]
-    attn, ffn, norm = layer.mixer, layer.ffn, layer.norm
+    attn, norm = layer.mixer, layer.norm
+    ffn = next((lay.ffn for lay in arch.layers if lay.ffn.kind == "mlp"), None)  # the dense MLP, if any
     out = [
         f"{arch.num_layers} decoder layers, hidden size {arch.hidden_size}, vocabulary {arch.embedding.vocab_size}.",
     ]
-    if attn.num_kv_heads == 1:
+    if attn.kind == "mla":
+        out += mla_words(attn)
+    elif attn.num_kv_heads == 1:
         out.append(f"Multi-query attention: {attn.num_heads} query heads share one key/value head.")
     elif attn.num_kv_heads < attn.num_heads:
         out.append(
@@ -80,9 +83,9 @@ def features(arch: Architecture) -> list[str]:
         )
     else:
         out.append(f"Multi-head attention with {attn.num_heads} heads.")
-    if attn.head_dim * attn.num_heads != arch.hidden_size:
+    if attn.kind == "attention" and attn.head_dim * attn.num_heads != arch.hidden_size:
         out.append(f"head_dim {attn.head_dim} is set explicitly (hidden / heads would be {arch.hidden_size // attn.num_heads}).")
-    if abs(attn.scale - attn.head_dim**-0.5) > 1e-12:
+    if attn.kind == "attention" and abs(attn.scale - attn.head_dim**-0.5) > 1e-12:
         out.append(f"Attention scores are scaled by {attn.scale:g}, not 1/sqrt(head_dim).")
     pattern = layer_pattern(arch)
     sliding = pattern.count("S")
@@ -101,7 +104,9 @@ def features(arch: Architecture) -> list[str]:
         out.append("Two RoPE tables: " + "; ".join(parts) + ".")
     elif arch.rope:
         out.append(f"Rotary position embeddings (RoPE), {_rope_words(arch.rope[0])}.")
-    if attn.qk_norm == "per_head":
+    if attn.kind == "mla":
+        pass
+    elif attn.qk_norm == "per_head":
         out.append(f"QK-norm: {'LayerNorm' if norm.kind == 'layernorm' else 'RMSNorm'} over each query and key head before RoPE.")
     elif attn.qk_norm == "per_head_weights":
         out.append(f"QK-norm: {'RMSNorm' if norm.kind == 'rmsnorm' else 'LayerNorm'} over each query and key head, "
@@ -111,11 +116,17 @@ def features(arch: Architecture) -> list[str]:
     nope = [lay.index for lay in arch.layers if lay.mixer.rope is None]
     if arch.rope and nope:
         out.append(f"No position embeddings (NoPE) on {len(nope)} of {arch.num_layers} layers (layers {', '.join(map(str, nope[:4]))}{', ...' if len(nope) > 4 else ''}).")
-    if attn.softcap:
+    if attn.kind == "mla":
+        pass
+    elif attn.softcap:
         out.append(f"Attention logits soft-capped: cap * tanh(scores / cap), cap {_num(attn.softcap)}.")
-    if any((attn.q_bias, attn.k_bias, attn.v_bias, attn.o_bias)):
+    if attn.kind == "mla":
+        pass
+    elif any((attn.q_bias, attn.k_bias, attn.v_bias, attn.o_bias)):
         out.append("Biases on the attention projections.")
-    if attn.qkv == "fused":
+    if attn.kind == "mla":
+        pass
+    elif attn.qkv == "fused":
         out.append("q, k and v projections stored as one matrix ([q; k; v]).")
     elif attn.qkv == "fused_per_head":
         out.append("q, k and v projections stored as one matrix, interleaved per head ([q_h; k_h; v_h] for each head h).")
@@ -123,7 +134,7 @@ def features(arch: Architecture) -> list[str]:
         out.append("Projection weights stored transposed, (in, out), as GPT-2's Conv1D.")
     if arch.embedding.learned_positions:
         out.append(f"Learned absolute position embeddings ({arch.embedding.learned_positions} positions) added to the token embeddings.")
-    if ffn.fused_gate_up:
+    if ffn is not None and ffn.fused_gate_up:
         out.append("MLP gate and up projections stored as one matrix ([gate; up]).")
     norm_words = "RMSNorm" if norm.kind == "rmsnorm" else "LayerNorm"
     if norm.weight_offset:
@@ -143,10 +154,11 @@ def features(arch: Architecture) -> list[str]:
         out.append("Pre-norm residual blocks.")
     if layer.residual_scale is not None:
         out.append(f"Each branch's output is multiplied by {layer.residual_scale:g} before the residual add.")
-    glu, act = ACTIVATION_WORDS[ffn.activation]
-    if ffn.gated:
+    out += moe_features(arch)
+    glu, act = ACTIVATION_WORDS[ffn.activation] if ffn is not None else ("", "")
+    if ffn is not None and ffn.gated:
         out.append(f"{glu} MLP: down(act(gate(x)) * up(x)) with {act}, intermediate size {ffn.intermediate_size}.")
-    else:
+    elif ffn is not None:
         out.append(f"MLP with {act}, intermediate size {ffn.intermediate_size}.")
     if arch.embedding.scale and arch.embedding.scale_in_dtype:
         out.append(f"Embeddings multiplied by sqrt(hidden) = {arch.embedding.scale:.4f}.")
@@ -163,3 +175,52 @@ def features(arch: Architecture) -> list[str]:
         out.append(f"Final logits soft-capped at {_num(arch.head.softcap)}.")
     out.append("Eager attention written out: scores, mask, float32 softmax, weighted sum.")
     return out
+
+
+def moe_features(arch: Architecture) -> list[str]:
+    """Sentences for a mixture-of-experts feed-forward (none for a dense model)."""
+    moe = next((layer.ffn for layer in arch.layers if isinstance(layer.ffn, Moe)), None)
+    if moe is None:
+        return []
+    glu, act = ACTIVATION_WORDS[moe.activation]
+    if moe.router == "softmax_topk":
+        routing = f"a softmax router over all experts keeps the top {moe.top_k} per token"
+        routing += ", their weights renormalised to sum to 1" if moe.norm_topk_prob else " (weights not renormalised)"
+    else:
+        routing = f"the router keeps each token's top {moe.top_k} logits and softmaxes over those {moe.top_k}"
+    out = [f"Mixture of experts: {moe.num_experts} {glu} experts ({act}, intermediate size {moe.intermediate_size}); "
+           f"{routing}."]
+    sparse = [layer.index for layer in arch.layers if layer.ffn.kind == "moe"]
+    if len(sparse) < arch.num_layers:
+        dense = [layer.index for layer in arch.layers if layer.ffn.kind != "moe"]
+        out.append(f"Experts on {len(sparse)} of {arch.num_layers} layers; a dense MLP on layers "
+                   f"{', '.join(map(str, dense[:6]))}{', ...' if len(dense) > 6 else ''} (Config.ffn_pattern).")
+    if moe.routing_dtype == "float32":
+        out.append("Routing weights stay in float32 when they scale the expert outputs.")
+    if moe.shared_expert_size:
+        gate = ", scaled by sigmoid(shared_expert_gate(x))" if moe.shared_expert_gate else ""
+        out.append(f"A shared expert (intermediate size {moe.shared_expert_size}) runs on every token{gate}.")
+    if moe.storage == "stacked":
+        out.append("Expert weights stored stacked: one (experts, out, in) tensor per projection for all experts.")
+    else:
+        out.append("Expert weights stored per expert (experts.{e}.*); a checkpoint in transformers 5's fused "
+                   "layout (experts.gate_up_proj, experts.down_proj) is split into them on load, without copying.")
+    out.append("MoE dispatch loops over the experts that received tokens, each running on its own tokens only "
+               "(no dense all-expert compute).")
+    return out
+
+
+def mla_words(mla) -> list[str]:
+    """Sentences on multi-head latent attention."""
+    qk = mla.qk_nope_head_dim + mla.qk_rope_head_dim
+    q = (f"queries through a rank-{mla.q_lora_rank} projection (q_a, RMSNorm, q_b)" if mla.q_lora_rank
+         else "queries through q_proj")
+    return [
+        f"Multi-head latent attention with {mla.num_heads} heads: {q}; keys and values expanded per head from a "
+        f"{mla.kv_lora_rank}-channel latent (kv_a, RMSNorm, kv_b), which is all the KV cache stores with the RoPE key.",
+        f"Query/key heads of {qk} channels ({mla.qk_nope_head_dim} without RoPE, {mla.qk_rope_head_dim} with RoPE, "
+        f"the RoPE key shared by all heads), value heads of {mla.v_head_dim}; scores scaled by {mla.scale:g}"
+        + (" (1/sqrt(head width) x the YaRN mscale squared)." if abs(mla.scale - qk**-0.5) > 1e-12 else "."),
+        *(["RoPE channels stored as adjacent pairs, regrouped as [evens; odds] before rotating."]
+          if mla.rope_deinterleave else []),
+    ]

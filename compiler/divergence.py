@@ -35,6 +35,7 @@ class Point:
     module: str  # module path in the generated model (transformers uses the same names)
     side: str  # "in": the module's input; "out": its output
     suspects: str  # what is computed between the previous point and this one
+    reference_module: str | None = None  # the module path in transformers, where its in-memory name differs
 
 
 @dataclass
@@ -114,11 +115,13 @@ def points_for(arch: Architecture) -> list[Point]:
         ffn = f"{where}.{names.mlp}"
         before_attn, before_mlp, after_mlp = _block_suspects(layer, names, where)
         act = getattr(layer.ffn, "activation", "")
+        names_moe = getattr(layer.ffn, "names", None)  # experts: transformers 5 may hold the block under another name
+        fused = f"{where}.{names_moe.fused_block}" if names_moe and names_moe.fused_block != names.mlp else None
         pts += [
             Point(f"L{i}.attn_in", mixer, "in", before_attn),
             Point(f"L{i}.attn_out", mixer, "out", _mixer_suspects(arch, layer.mixer, mixer)),
-            Point(f"L{i}.mlp_in", ffn, "in", before_mlp),
-            Point(f"L{i}.mlp_out", ffn, "out", f"{ffn} ({'gated ' if getattr(layer.ffn, 'gated', False) else ''}{act})"),
+            Point(f"L{i}.mlp_in", ffn, "in", before_mlp, fused),
+            Point(f"L{i}.mlp_out", ffn, "out", f"{ffn} ({'gated ' if getattr(layer.ffn, 'gated', False) else ''}{act})", fused),
             Point(f"L{i}.resid", where, "out", after_mlp),
         ]
     head = f"output head tied to {backbone}{names.embed}" if arch.head.tied else names.head
@@ -153,13 +156,14 @@ def _first_tensor(values: Any) -> Any:
     return getattr(values, "logits", None)
 
 
-def _capture(model: Any, points: list[Point], prefix: str, run: Any) -> dict[str, Any]:
+def _capture(model: Any, points: list[Point], prefix: str, run: Any, reference: bool = False) -> dict[str, Any]:
     """Run ``run()`` with hooks on ``model``; returns point name -> captured tensor."""
     modules = dict(model.named_modules())
     seen: dict[str, Any] = {}
     handles = []
     for point in points:
-        module = _resolve(modules, point.module, prefix) if point.module else None
+        path = point.reference_module if reference and point.reference_module else point.module
+        module = _resolve(modules, path, prefix) if path else None
         if module is None:
             continue
 
@@ -206,7 +210,7 @@ def _run_pair(module: Any, arch: Architecture, points: list[Point], checkpoint: 
     reference = reference.to(dtype)
     with torch.no_grad():
         ours = _capture(model, points, "", lambda: model(input_ids))
-        theirs = _capture(reference, points, arch.checkpoint_prefix, lambda: reference(input_ids=input_ids))
+        theirs = _capture(reference, points, arch.checkpoint_prefix, lambda: reference(input_ids=input_ids), True)
     return ours, theirs
 
 
@@ -230,7 +234,9 @@ def divergence(directory: Path, *, tolerance: float | None = None, seed: int | N
     transformers.utils.logging.disable_progress_bar()
     generator = torch.Generator().manual_seed(seed)
     config = transformers.AutoConfig.for_model(**module.HF_CONFIG)
-    reference = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=torch.float32)
+    experts = {"experts_implementation": "eager"} if hasattr(module, "EXPERTS") else {}  # MoE: the per-expert loop
+    reference = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=torch.float32,
+                                                              **experts)
     module.randomise(reference, generator)
     reference.eval()
     vocab = module.MODEL_CONFIG["vocab_size"] - 8

@@ -14,6 +14,7 @@ from . import __version__
 from .errors import UnsupportedError
 from .lowering import lower
 from .lowering.replica import WINDOW, tiny_replica
+from .render_moe import moe_of
 from .render import Provenance, config_kwargs, literal, model_context, safe_comment, structure
 from .validate import validate
 from .weight_map import WeightEntry, weight_map
@@ -22,6 +23,7 @@ TOLERANCE = 1e-5
 WEIGHT_STD = 0.05
 NORM_SPREAD = 0.2
 BATCH = 2
+MOE_SEQ_LEN = 32  # batch 2 x 32 tokens x top 2 of 8 experts: every expert gets tokens (the test asserts it)
 
 
 def py_literal(value: Any) -> str:
@@ -32,6 +34,10 @@ def py_literal(value: Any) -> str:
         return "[" + ", ".join(py_literal(v) for v in value) + "]"
     return literal(value)
 
+# A float8 checkpoint's replica is saved in float32: its dequantizer is checked against
+# transformers' own by tests/test_deepseek.py instead.
+REPLICA_UNQUANTIZED = ("fp8",)
+
 
 def parity_context(raw: dict[str, Any], arch: Architecture, weights: list[WeightEntry], prov: Provenance) -> dict[str, Any]:
     """Context for templates/tests/test_parity.py.j2."""
@@ -39,10 +45,13 @@ def parity_context(raw: dict[str, Any], arch: Architecture, weights: list[Weight
     tiny = validate(lower(tiny_raw))
     full_structure = structure(model_context(arch, weights, prov))
     tiny_structure = structure(model_context(tiny, weight_map(tiny), prov))
+    for key in REPLICA_UNQUANTIZED:
+        full_structure.pop(key, None), tiny_structure.pop(key, None)
     if full_structure != tiny_structure:
         differing = sorted(k for k in full_structure if full_structure[k] != tiny_structure.get(k))
         raise UnsupportedError(f"cannot build a tiny replica with the same structure (differs in: {', '.join(differing)})")
     sliding = any(layer.mixer.span == "sliding" for layer in tiny.layers)
+    moe = moe_of(tiny)
     norms = [e for e in weight_map(tiny) if e.role == "norm"]
     return {
         "version": __version__,
@@ -55,8 +64,11 @@ def parity_context(raw: dict[str, Any], arch: Architecture, weights: list[Weight
         "weight_std": literal(WEIGHT_STD),
         "norm_spread": literal(NORM_SPREAD),
         "batch": literal(BATCH),
-        "seq_len": literal(2 * WINDOW + 4 if sliding else 16),
+        "seq_len": literal(2 * WINDOW + 4 if sliding else MOE_SEQ_LEN if moe else 16),
         "tolerance": literal(TOLERANCE),
         "window": literal(WINDOW if sliding else None),
         "has_window": sliding,
+        "experts": literal(moe.num_experts) if moe else "",
+        "random_buffers": "('e_score_correction_bias',)" if moe and moe.score_correction_bias else "",
+        "moe_layers": literal(sum(layer.ffn.kind == "moe" for layer in tiny.layers)),
     }

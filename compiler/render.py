@@ -19,7 +19,9 @@ from ..schemas.arch import Architecture
 from . import __version__
 from .describe import features, layer_pattern
 from .rope_fields import rope_config_fields, rope_context
-from .weight_map import WeightEntry, block_norms
+from .render_mla import mla_config_fields, mla_context, mla_names, mla_of
+from .render_moe import ffn_init, moe_config_fields, moe_context
+from .weight_map import WeightEntry, block_norms, ffn_kinds
 
 BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -29,6 +31,7 @@ ACTIVATION_CODE = {"silu": ("F.silu", ""), "gelu": ("F.gelu", ""), "gelu_tanh": 
 TITLES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3", "gemma3_text": "Gemma 3 (text decoder)"}
 TITLES.update(gpt2="GPT-2", gpt_neox="GPT-NeoX", phi="Phi")
 TITLES.update(gemma="Gemma", gemma2="Gemma 2", olmo2="OLMo 2", olmo3="OLMo 3", smollm3="SmolLM3")
+TITLES.update(mixtral="Mixtral", qwen2_moe="Qwen2-MoE", qwen3_moe="Qwen3-MoE", olmoe="OLMoE", granitemoe="Granite-MoE")
 TITLES.update(phi3="Phi-3", stablelm="StableLM", cohere="Cohere (Command R)", cohere2="Cohere 2", granite="Granite")
 
 
@@ -76,15 +79,18 @@ def _field(name: str, type_: str, value: Any, comment: str = "") -> dict[str, st
 def config_values(arch: Architecture) -> list[dict[str, str]]:
     """The generated ``Config`` dataclass: one field per number the code reads."""
     layer = arch.layers[0]
-    attn, ffn = layer.mixer, layer.ffn
+    attn, ffn = layer.mixer, ffn_kinds(arch).get("mlp")  # the dense MLP, if any layer has one
     fields = [
         _field("vocab_size", "int", arch.embedding.vocab_size),
         _field("hidden_size", "int", arch.hidden_size),
-        _field("intermediate_size", "int", ffn.intermediate_size),
+        *([_field("intermediate_size", "int", ffn.intermediate_size)] if ffn else []),
+        *moe_config_fields(arch, _field),
         _field("num_hidden_layers", "int", arch.num_layers),
-        _field("num_attention_heads", "int", attn.num_heads),
-        _field("num_key_value_heads", "int", attn.num_kv_heads),
-        _field("head_dim", "int", attn.head_dim),
+        *(mla_config_fields(attn, _field) if mla_of(arch) else [
+            _field("num_attention_heads", "int", attn.num_heads),
+            _field("num_key_value_heads", "int", attn.num_kv_heads),
+            _field("head_dim", "int", attn.head_dim),
+        ]),
         _field("norm_eps", "float", layer.norm.eps),
         _field("attention_scale", "float", attn.scale, "multiplies q.k"),
         _field("max_position_embeddings", "int", arch.max_position_embeddings, "trained context length"),
@@ -105,7 +111,7 @@ def config_values(arch: Architecture) -> list[dict[str, str]]:
         fields.append(_field("logit_scale", "float", arch.head.multiplier, "multiplies the logits"))
     if arch.head.divisor is not None:
         fields.append(_field("logits_scaling", "float", arch.head.divisor, "divides the logits"))
-    if attn.softcap is not None:
+    if getattr(attn, "softcap", None) is not None:
         fields.append(_field("attn_logit_softcap", "float", attn.softcap))
     if arch.head.softcap is not None:
         fields.append(_field("final_logit_softcap", "float", arch.head.softcap))
@@ -125,8 +131,8 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
     """Everything the model templates need. Keys other than config_fields/features/provenance
     are structural: two models with equal structure render the same code."""
     layer = arch.layers[0]
-    attn, ffn, norm = layer.mixer, layer.ffn, layer.norm
-    activation, activation_args = ACTIVATION_CODE[ffn.activation]
+    attn, ffn, norm = layer.mixer, ffn_kinds(arch).get("mlp"), layer.norm  # ffn: the dense MLP, if any
+    activation, activation_args = ACTIVATION_CODE[ffn.activation] if ffn else ("", "")
     grouped = attn.num_kv_heads < attn.num_heads
     has_rope = any(lay.mixer.rope for lay in arch.layers)
     has_nope = has_rope and any(lay.mixer.rope is None for lay in arch.layers)
@@ -153,7 +159,9 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         "has_full": any(lay.mixer.span == "full" for lay in arch.layers),
         "layer_kinds": layer_kinds(arch),
         "pattern_legend": pattern_legend(arch),
-        "attn": {
+        "mla": mla_context(arch, identifier),
+        "ml": mla_names(arch, identifier),
+        "attn": None if mla_of(arch) else {
             "summary": ("Grouped-query" if grouped else "Multi-head") + " self-attention"
             + (" with RoPE" if has_rope else "") + ", written out eagerly.",
             "qkv": attn.qkv, "q_bias": attn.q_bias, "k_bias": attn.k_bias, "v_bias": attn.v_bias,
@@ -164,7 +172,9 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
                         else "Feed-forward: down(act(up(x)))."),
             "gated": ffn.gated, "fused": ffn.fused_gate_up, "bias": ffn.bias, "activation": activation,
             "activation_args": activation_args,
-        },
+        } if ffn else None,
+        "moe": moe_context(arch, ACTIVATION_CODE, identifier, literal),
+        "ffn_init": ffn_init(arch),
         "block": {
             "kind": layer.block,
             "norms": [identifier(name) for name in block_norms(layer, arch.names)],
@@ -176,8 +186,12 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         "embed_scale": arch.embedding.scale is not None,
         "head": {"tied": arch.head.tied, "bias": arch.head.bias, "softcap": arch.head.softcap is not None,
                  "multiplier": arch.head.multiplier is not None, "divisor": arch.head.divisor is not None},
-        "weights": [{"checkpoint_literal": literal(e.checkpoint), "param_literal": literal(e.param)}
+        "weights": [{"checkpoint_literal": literal(e.checkpoint), "param_literal": literal(e.param), "kind": e.ffn_kind}
                     for e in weights],
+        "fp8": {"block_literal": literal(arch.fp8.block[0]) and f"({arch.fp8.block[0]}, {arch.fp8.block[1]})",
+                "block_words": f"{arch.fp8.block[0]}x{arch.fp8.block[1]}"} if arch.fp8 else None,
+        "extra_layers": literal(arch.extra_checkpoint_layers) if arch.extra_checkpoint_layers else "",
+        "layer_prefix_literal": literal(f"{arch.checkpoint_prefix}{arch.names.backbone}.{arch.names.layers}."),
         "ignored_literal": literal(arch.checkpoint_prefix + arch.names.head + ".weight"),
         "prefix_literal": literal(arch.checkpoint_prefix) if arch.checkpoint_prefix else "",
     }

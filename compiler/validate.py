@@ -16,8 +16,12 @@ from .rope_fields import rope_unsupported
 def validate(arch: Architecture) -> Architecture:
     """Return ``arch`` unchanged if every feature it uses can be rendered, else raise."""
     first = arch.layers[0]
+    ffns: dict[str, object] = {}  # one feed-forward of each kind (dense MLP, experts) per model
+    for layer in arch.layers:
+        if ffns.setdefault(layer.ffn.kind, layer.ffn) != layer.ffn:
+            raise UnsupportedError(f"layer {layer.index}: its {layer.ffn.kind} differs from an earlier layer's (not supported yet)")
     for layer in arch.layers[1:]:
-        for part in ("ffn", "block", "parallel_norms", "norm", "residual_scale"):
+        for part in ("block", "parallel_norms", "norm", "residual_scale"):
             if getattr(layer, part) != getattr(first, part):
                 raise UnsupportedError(f"layer {layer.index}: its {part} differs from layer 0 (not supported yet)")
         a, b = layer.mixer, first.mixer
@@ -50,18 +54,26 @@ def validate(arch: Architecture) -> Architecture:
         raise UnsupportedError("a LayerNorm with a weight offset is not implemented")
     if arch.final_norm != norm:
         raise UnsupportedError("a final norm that differs from the layers' norms is not implemented")
-    if attn.qk_norm != "none" and attn.qk_norm_spec != norm:
-        raise UnsupportedError("a QK-norm that differs from the layers' norms is not implemented")
-    if attn.qk_norm == "per_head_weights" and norm.kind == "layernorm" and norm.compute_dtype == "input":
-        raise UnsupportedError("a QK-norm with a weight row per head is implemented with llmgen's own norms only")
-    if attn.qkv == "fused_per_head" and attn.num_kv_heads != attn.num_heads:
-        raise UnsupportedError("a per-head fused qkv projection needs as many key/value heads as query heads")
-    if attn.qkv != "separate" and not attn.q_bias == attn.k_bias == attn.v_bias:
-        raise UnsupportedError("a fused qkv projection with bias on only some of q, k, v is impossible")
-    if arch.linear_layout == "in_out":
-        biases = (attn.q_bias, attn.k_bias, attn.v_bias, attn.o_bias, first.ffn.bias)
-        if not all(biases) or first.ffn.gated:
-            raise UnsupportedError("transposed (Conv1D) projections are implemented with biases and a plain MLP only")
+    if attn.kind == "mla":
+        if arch.linear_layout != "out_in" or norm.kind != "rmsnorm" or attn.latent_norm.kind != "rmsnorm":
+            raise UnsupportedError("latent attention is implemented with nn.Linear projections and RMSNorms only")
+        if attn.rope is None:
+            raise UnsupportedError("latent attention without RoPE is not implemented")
+    else:
+        if attn.qk_norm != "none" and attn.qk_norm_spec != norm:
+            raise UnsupportedError("a QK-norm that differs from the layers' norms is not implemented")
+        if attn.qk_norm == "per_head_weights" and norm.kind == "layernorm" and norm.compute_dtype == "input":
+            raise UnsupportedError("a QK-norm with a weight row per head is implemented with llmgen's own norms only")
+        if attn.qkv == "fused_per_head" and attn.num_kv_heads != attn.num_heads:
+            raise UnsupportedError("a per-head fused qkv projection needs as many key/value heads as query heads")
+        if attn.qkv != "separate" and not attn.q_bias == attn.k_bias == attn.v_bias:
+            raise UnsupportedError("a fused qkv projection with bias on only some of q, k, v is impossible")
+        if arch.linear_layout == "in_out" and "moe" in ffns:
+            raise UnsupportedError("experts with transposed (Conv1D) projections are not implemented")
+        if arch.linear_layout == "in_out":
+            biases = (attn.q_bias, attn.k_bias, attn.v_bias, attn.o_bias, first.ffn.bias)
+            if not all(biases) or first.ffn.gated:
+                raise UnsupportedError("transposed (Conv1D) projections are implemented with biases and a plain MLP only")
     if arch.head.bias and arch.head.tied:
         raise UnsupportedError("a biased output head tied to the embedding is not implemented")
     positions = arch.embedding.learned_positions

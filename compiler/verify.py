@@ -37,6 +37,8 @@ def verify(directory: Path) -> dict[str, Any]:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise LlmgenError(f"{directory}: verification crashed: {type(exc).__name__}: {first:.300}") from None
     result["passed"] = result["max_abs_diff"] <= result["tolerance"]
+    if "expert_hits" in result:  # MoE: the input must also have reached every expert of every layer
+        result["passed"] = result["passed"] and all(min(layer) > 0 for layer in result["expert_hits"])
     (directory / "parity.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     return result
 

@@ -7,12 +7,15 @@ parity harness (which tensors are norms and what their neutral value is) and sha
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from ..schemas.arch import Architecture, Layer, Names, Norm
+from ..schemas.arch import Architecture, Layer, Mlp, Moe, Names, Norm
+from .weight_map_mla import mla_rows
+from .weight_map_moe import FFN_LETTERS, ffn_kinds, ffn_pattern, fused_expert_map, moe_rows  # noqa: F401
 
-Role = Literal["embedding", "linear", "bias", "norm"]
+Role = Literal["embedding", "linear", "bias", "norm", "buffer"]  # buffer: stored and loaded, not a parameter
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,9 @@ class WeightEntry:
     shape: tuple[int, ...]
     role: Role
     neutral: float | None = None  # norms: the stored value at which the norm scales by exactly 1
+    experts: int = 1  # copies of the key: "{e}" stands for the expert index
+    ffn_kind: str | None = None  # only in the layers whose feed-forward is of this kind (E or D, FFN_LETTERS)
+    routed: bool = False  # a routed expert's tensor: a token uses top_k of num_experts of them
 
     @property
     def per_layer(self) -> bool:
@@ -32,7 +38,7 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
     """The checkpoint layout of ``arch`` (pass 4 of the pipeline)."""
     n, hidden = arch.names, arch.hidden_size
     layer = arch.layers[0]
-    attn, ffn, norm = layer.mixer, layer.ffn, layer.norm
+    attn, norm = layer.mixer, layer.norm
     rows: list[tuple[str, tuple[int, ...], Role]] = []
 
     def linear(name: str, out_dim: int, in_dim: int, bias: bool) -> None:
@@ -55,28 +61,35 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
     for norm_name in block_norms(layer, n):
         norm_rows(p + norm_name, hidden, norm)
     a = f"{p}{n.attn}."
-    q_out, kv_out = attn.num_heads * attn.head_dim, attn.num_kv_heads * attn.head_dim
-    if attn.qkv == "separate":
-        linear(a + n.q, q_out, hidden, attn.q_bias)
-        linear(a + n.k, kv_out, hidden, attn.k_bias)
-        linear(a + n.v, kv_out, hidden, attn.v_bias)
+    if attn.kind == "mla":
+        mla_rows(attn, a, hidden, linear, norm_rows)
     else:
-        linear(a + n.qkv, q_out + 2 * kv_out, hidden, attn.q_bias)
-    linear(a + n.o, hidden, q_out, attn.o_bias)
-    if attn.qk_norm != "none" and attn.qk_norm_spec is not None:
-        whole, rows_per_head = attn.qk_norm == "whole", attn.qk_norm == "per_head_weights"
-        q_dim = q_out if whole else (attn.num_heads, attn.head_dim) if rows_per_head else attn.head_dim
-        kv_dim = kv_out if whole else (attn.num_kv_heads, attn.head_dim) if rows_per_head else attn.head_dim
-        norm_rows(a + n.q_norm, q_dim, attn.qk_norm_spec)
-        norm_rows(a + n.k_norm, kv_dim, attn.qk_norm_spec)
+        q_out, kv_out = attn.num_heads * attn.head_dim, attn.num_kv_heads * attn.head_dim
+        if attn.qkv == "separate":
+            linear(a + n.q, q_out, hidden, attn.q_bias)
+            linear(a + n.k, kv_out, hidden, attn.k_bias)
+            linear(a + n.v, kv_out, hidden, attn.v_bias)
+        else:
+            linear(a + n.qkv, q_out + 2 * kv_out, hidden, attn.q_bias)
+        linear(a + n.o, hidden, q_out, attn.o_bias)
+        if attn.qk_norm != "none" and attn.qk_norm_spec is not None:
+            whole, rows_per_head = attn.qk_norm == "whole", attn.qk_norm == "per_head_weights"
+            q_dim = q_out if whole else (attn.num_heads, attn.head_dim) if rows_per_head else attn.head_dim
+            kv_dim = kv_out if whole else (attn.num_kv_heads, attn.head_dim) if rows_per_head else attn.head_dim
+            norm_rows(a + n.q_norm, q_dim, attn.qk_norm_spec)
+            norm_rows(a + n.k_norm, kv_dim, attn.qk_norm_spec)
     m = f"{p}{n.mlp}."
-    if ffn.fused_gate_up:
-        linear(m + n.gate_up, 2 * ffn.intermediate_size, hidden, ffn.bias)
-    else:
-        if ffn.gated:
-            linear(m + n.gate, ffn.intermediate_size, hidden, ffn.bias)
-        linear(m + n.up, ffn.intermediate_size, hidden, ffn.bias)
-    linear(m + n.down, hidden, ffn.intermediate_size, ffn.bias)
+    extra: dict[str, dict] = {}  # key -> WeightEntry fields beyond the defaults (experts, ffn kinds)
+    kinds = ffn_kinds(arch)
+    for ffn in kinds.values():
+        first = len(rows)
+        if isinstance(ffn, Moe):
+            extra.update(moe_rows(ffn, m, hidden, rows))
+        else:
+            dense_rows(ffn, m, hidden, n, linear)
+        if len(kinds) > 1:
+            for key, _, _ in rows[first:]:
+                extra.setdefault(key, {})["ffn_kind"] = FFN_LETTERS[ffn.kind]
     norm_rows(f"{b}{n.final_norm}", hidden, arch.final_norm)
     if not arch.head.tied:
         rows.append((f"{n.head}.weight", (arch.embedding.vocab_size, hidden), "linear"))
@@ -89,6 +102,7 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
             shape=shape,
             role=role,
             neutral=1.0 - norm.weight_offset if role == "norm" else None,
+            **extra.get(key, {}),
         )
         for key, shape, role in rows
     ]
@@ -105,12 +119,37 @@ def block_norms(layer: Layer, n: Names) -> list[str]:
     return [n.input_norm, n.post_attn_norm]
 
 
+def dense_rows(ffn: Mlp, m: str, hidden: int, n: Names, linear: Callable[[str, int, int, bool], None]) -> None:
+    if ffn.fused_gate_up:
+        linear(m + n.gate_up, 2 * ffn.intermediate_size, hidden, ffn.bias)
+    else:
+        if ffn.gated:
+            linear(m + n.gate, ffn.intermediate_size, hidden, ffn.bias)
+        linear(m + n.up, ffn.intermediate_size, hidden, ffn.bias)
+    linear(m + n.down, hidden, ffn.intermediate_size, ffn.bias)
+
+
+def entry_size(entry: WeightEntry, arch: Architecture) -> int:
+    """Elements of all copies of this tensor: over its layers and experts."""
+    size = 1
+    for dim in entry.shape:
+        size *= dim
+    if entry.ffn_kind is not None:
+        layers = ffn_pattern(arch).count(entry.ffn_kind)
+    else:
+        layers = arch.num_layers if entry.per_layer else 1
+    return size * layers * entry.experts
+
+
 def parameter_count(arch: Architecture) -> int:
     """Number of parameters of the full-size model (tied head counted once)."""
-    total = 0
-    for entry in weight_map(arch):
-        size = 1
-        for dim in entry.shape:
-            size *= dim
-        total += size * (arch.num_layers if entry.per_layer else 1)
-    return total
+    return sum(entry_size(entry, arch) for entry in weight_map(arch) if entry.role != "buffer")
+
+
+def active_parameter_count(arch: Architecture) -> int:
+    """Parameters one token passes through: every tensor, but only top_k of the routed experts."""
+    moe = next((layer.ffn for layer in arch.layers if isinstance(layer.ffn, Moe)), None)
+    return sum(
+        entry_size(entry, arch) * moe.top_k // moe.num_experts if entry.routed and moe else entry_size(entry, arch)
+        for entry in weight_map(arch) if entry.role != "buffer"
+    )

@@ -57,7 +57,7 @@ def test_full_size_model_matches_transformers_on_meta(path, tmp_path):
     ref_count = sum(p.numel() for p in reference.parameters())
     assert ours_count == ref_count == parameter_count(lower(raw)), (ours_count, ref_count)
     layout = on_disk_layout(reference)
-    params = {name: tuple(p.shape) for name, p in ours.named_parameters()}
+    params = {name: tuple(p.shape) for name, p in ours.state_dict().items()}  # parameters and stored buffers
     keys = module.checkpoint_keys(module.Config())
     assert set(keys) == set(layout), sorted(set(keys) ^ set(layout))[:10]
     wrong = [k for k in layout if params[keys[k]] != layout[k]]

@@ -17,6 +17,8 @@ from .families import lower_gemma3_text, lower_llama, lower_mistral, lower_qwen2
 from .fam_gemma_olmo import FAMILIES_GEMMA_OLMO, REPLICA_GEMMA_OLMO
 from .fam_gpt import FAMILIES as FAMILIES_GPT, REPLICAS as REPLICA_GPT
 from .fam_phi3_cohere import FAMILIES_PHI3_COHERE, REPLICA_PHI3_COHERE
+from .fam_moe import FAMILIES_MOE, REPLICA_MOE
+from .fam_deepseek import FAMILIES_DEEPSEEK, REPLICA_DEEPSEEK
 from .reader import ConfigReader
 
 FAMILIES: dict[str, Callable[[ConfigReader, str], Architecture]] = {
@@ -29,6 +31,8 @@ FAMILIES: dict[str, Callable[[ConfigReader, str], Architecture]] = {
 FAMILIES.update(FAMILIES_GEMMA_OLMO)
 FAMILIES.update(FAMILIES_GPT)
 FAMILIES.update(FAMILIES_PHI3_COHERE)
+FAMILIES.update(FAMILIES_MOE)
+FAMILIES.update(FAMILIES_DEEPSEEK)
 # Multimodal wrappers whose text decoder we compile: model_type -> default text model_type.
 WRAPPERS = {"gemma3": "gemma3_text"}
 # Wrapper keys that only concern the other modalities.
@@ -83,3 +87,5 @@ from .replica import REPLICA_ADJUST  # noqa: E402  (replica imports this package
 REPLICA_ADJUST.update(REPLICA_GEMMA_OLMO)
 REPLICA_ADJUST.update(REPLICA_GPT)
 REPLICA_ADJUST.update(REPLICA_PHI3_COHERE)
+REPLICA_ADJUST.update(REPLICA_MOE)
+REPLICA_ADJUST.update(REPLICA_DEEPSEEK)

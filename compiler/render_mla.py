@@ -1,0 +1,48 @@
+"""Rendering decisions for multi-head latent attention (templates/model/mla.py.j2).
+
+Kept apart from render.py: the MLA Config fields and the template context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..schemas.arch import Architecture, Mla
+
+
+def mla_of(arch: Architecture) -> Mla | None:
+    mixer = arch.layers[0].mixer
+    return mixer if isinstance(mixer, Mla) else None
+
+
+def mla_config_fields(mla: Mla, field: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
+    """The attention fields of the generated Config for latent attention."""
+    return [
+        field("num_attention_heads", "int", mla.num_heads),
+        *([field("q_lora_rank", "int", mla.q_lora_rank, "rank of the low-rank query projection")]
+          if mla.q_lora_rank is not None else []),
+        field("kv_lora_rank", "int", mla.kv_lora_rank, "channels of the key/value latent"),
+        field("qk_nope_head_dim", "int", mla.qk_nope_head_dim, "query/key channels without RoPE, per head"),
+        field("qk_rope_head_dim", "int", mla.qk_rope_head_dim, "query/key channels with RoPE, per head"),
+        field("head_dim", "int", mla.qk_rope_head_dim, "the channels the RoPE tables rotate"),
+        field("v_head_dim", "int", mla.v_head_dim),
+        field("latent_norm_eps", "float", mla.latent_norm.eps, "the norms on the latents"),
+    ]
+
+
+def mla_context(arch: Architecture, identifier: Callable[[str], str]) -> dict[str, Any] | None:
+    """What mla.py.j2 prints; None without latent attention."""
+    mla = mla_of(arch)
+    if mla is None:
+        return None
+    return {
+        "q_lora": mla.q_lora_rank is not None,
+        "bias": mla.bias,
+        "deinterleave": mla.rope_deinterleave,
+    }
+
+
+def mla_names(arch: Architecture, identifier: Callable[[str], str]) -> dict[str, str]:
+    mla = mla_of(arch)
+    return {key: identifier(value) for key, value in mla.names.model_dump().items()} if mla else {}

@@ -1,0 +1,85 @@
+"""Rendering decisions for mixture-of-experts feed-forwards (templates/model/moe.py.j2).
+
+Kept apart from render.py: which MoE code a model needs (router kind, renormalisation,
+float32 routing weights, per-expert or stacked storage, a shared expert and its gate, layers
+mixing experts with dense MLPs), the MoE Config fields and the fused-layout key map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..schemas.arch import Architecture, Moe
+from .weight_map import ffn_kinds, ffn_pattern, fused_expert_map
+
+FFN_LEGEND = "E = routed experts, D = dense MLP"
+
+
+def moe_of(arch: Architecture) -> Moe | None:
+    moe = ffn_kinds(arch).get("moe")
+    return moe if isinstance(moe, Moe) else None
+
+
+def mixed_ffn(arch: Architecture) -> bool:
+    return len(ffn_kinds(arch)) > 1
+
+
+def moe_config_fields(arch: Architecture, field: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Config fields the MoE code reads (none for a dense model)."""
+    moe = moe_of(arch)
+    if moe is None:
+        return []
+    fields = [
+        field("num_experts", "int", moe.num_experts),
+        field("num_experts_per_tok", "int", moe.top_k, "experts each token is routed to"),
+        field("moe_intermediate_size", "int", moe.intermediate_size, "width of each expert"),
+    ]
+    if moe.shared_expert_size:
+        fields.append(field("shared_expert_intermediate_size", "int", moe.shared_expert_size))
+    if moe.num_groups is not None:
+        fields.append(field("n_group", "int", moe.num_groups, "experts form this many equal groups"))
+        fields.append(field("topk_group", "int", moe.topk_groups, "tokens choose experts of this many groups"))
+    if moe.routed_scaling_factor is not None:
+        fields.append(field("routed_scaling_factor", "float", moe.routed_scaling_factor, "multiplies the routing weights"))
+    if mixed_ffn(arch):
+        fields.append(field("ffn_pattern", "str", ffn_pattern(arch), FFN_LEGEND))
+    return fields
+
+
+def ffn_init(arch: Architecture) -> str:
+    """The DecoderLayer's feed-forward constructor call."""
+    if mixed_ffn(arch):
+        return 'MoE(config) if config.ffn_pattern[index] == "E" else MLP(config)'
+    return "MoE(config)" if moe_of(arch) else "MLP(config)"
+
+
+def moe_context(arch: Architecture, activation_code: dict[str, tuple[str, str]], identifier: Callable[[str], str],
+                literal: Callable[[Any], str]) -> dict[str, Any] | None:
+    """What moe.py.j2 prints; None for a dense model. Structural: sizes live in Config."""
+    moe = moe_of(arch)
+    if moe is None:
+        return None
+    names = {key: identifier(value) for key, value in moe.names.model_dump().items() if value is not None}
+    router = f"self.{names['router']}" + (f"[{literal(names['router_inner'])}]" if moe.names.router_inner else "")
+    activation, activation_args = activation_code[moe.activation]
+    return {
+        "mn": names,
+        "router_inner_literal": literal(names["router_inner"]) if moe.names.router_inner else "",
+        "router_call": router,
+        "router": moe.router,
+        "norm_topk": moe.norm_topk_prob,
+        "router_float32": moe.router_float32,
+        "score_bias": moe.score_correction_bias,
+        "groups": moe.group_limit != "none",
+        "scaling": moe.routed_scaling_factor is not None,
+        "float32_weights": moe.routing_dtype == "float32",
+        "stacked": moe.storage == "stacked",
+        "shared": moe.shared_expert_size is not None,
+        "shared_gate": moe.shared_expert_gate,
+        "mixed": mixed_ffn(arch),
+        "activation": activation,
+        "activation_args": activation_args,
+        "fused": [{"key_literal": literal(key), "parts_literal": "(" + "".join(f"{literal(p)}, " for p in parts) + ")"}
+                  for key, parts in fused_expert_map(arch).items()],
+    }

@@ -1,0 +1,24 @@
+"""The weight map of multi-head latent attention (used by weight_map.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..schemas.arch import Mla, Norm
+
+
+def mla_rows(mla: Mla, a: str, hidden: int, linear: Callable[[str, int, int, bool], None],
+             norm_rows: Callable[[str, int, Norm], None]) -> None:
+    """Tensors of one MLA block under prefix ``a`` (``{backbone}.layers.{i}.self_attn.``)."""
+    mn, heads = mla.names, mla.num_heads
+    qk = mla.qk_nope_head_dim + mla.qk_rope_head_dim
+    if mla.q_lora_rank is None:
+        linear(a + mn.q, heads * qk, hidden, False)
+    else:
+        linear(a + mn.q_a, mla.q_lora_rank, hidden, mla.bias)
+        norm_rows(a + mn.q_a_norm, mla.q_lora_rank, mla.latent_norm)
+        linear(a + mn.q_b, heads * qk, mla.q_lora_rank, False)
+    linear(a + mn.kv_a, mla.kv_lora_rank + mla.qk_rope_head_dim, hidden, mla.bias)
+    norm_rows(a + mn.kv_a_norm, mla.kv_lora_rank, mla.latent_norm)
+    linear(a + mn.kv_b, heads * (mla.qk_nope_head_dim + mla.v_head_dim), mla.kv_lora_rank, False)
+    linear(a + mn.o, hidden, heads * mla.v_head_dim, mla.bias)

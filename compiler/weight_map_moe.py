@@ -1,0 +1,82 @@
+"""The weight map of mixture-of-experts feed-forwards (used by weight_map.py).
+
+Per layer kind (E routed experts, D dense MLP), the expert tensors of the hub checkpoint
+layout, and the map from transformers 5's fused in-memory layout to it.
+"""
+
+from __future__ import annotations
+
+from ..schemas.arch import Architecture, Mlp, Moe
+
+FFN_LETTERS = {"moe": "E", "mlp": "D"}  # E: routed experts, D: a dense MLP
+
+
+def ffn_kinds(arch: Architecture) -> dict[str, Mlp | Moe]:
+    """The feed-forward of each kind the layers use, in order of first appearance (validate: one per kind)."""
+    kinds: dict[str, Mlp | Moe] = {}
+    for layer in arch.layers:
+        kinds.setdefault(layer.ffn.kind, layer.ffn)
+    return kinds
+
+
+def ffn_pattern(arch: Architecture) -> str:
+    """One letter per layer: E = routed experts, D = dense MLP."""
+    return "".join(FFN_LETTERS[layer.ffn.kind] for layer in arch.layers)
+
+
+def moe_rows(moe: Moe, m: str, hidden: int, rows: list) -> dict[str, dict]:
+    """A mixture-of-experts block's tensors (hub layout); returns the extra WeightEntry fields by key."""
+    mn, width, count = moe.names, moe.intermediate_size, moe.num_experts
+    extra: dict[str, dict] = {}
+    inner = f".{mn.router_inner}" if mn.router_inner else ""
+    rows.append((f"{m}{mn.router}{inner}.weight", (count, hidden), "linear"))
+    if moe.score_correction_bias:
+        rows.append((f"{m}{mn.router}{inner}.e_score_correction_bias", (count,), "buffer"))
+    if moe.storage == "per_expert":
+        e = f"{m}{mn.experts}.{{e}}."
+        for key, shape in ((f"{e}{mn.gate}.weight", (width, hidden)), (f"{e}{mn.up}.weight", (width, hidden)),
+                           (f"{e}{mn.down}.weight", (hidden, width))):
+            rows.append((key, shape, "linear"))
+            extra[key] = {"experts": count, "routed": True}
+    else:
+        for key, shape in ((f"{m}{mn.stacked_gate_up}.weight", (count, 2 * width, hidden)),
+                           (f"{m}{mn.stacked_down}.weight", (count, hidden, width))):
+            rows.append((key, shape, "linear"))
+            extra[key] = {"routed": True}
+    if moe.shared_expert_size:
+        s, size = f"{m}{mn.shared_expert}.", moe.shared_expert_size
+        rows += [(f"{s}{mn.gate}.weight", (size, hidden), "linear"), (f"{s}{mn.up}.weight", (size, hidden), "linear"),
+                 (f"{s}{mn.down}.weight", (hidden, size), "linear")]
+    if moe.shared_expert_gate:
+        rows.append((f"{m}{mn.shared_expert_gate}.weight", (1, hidden), "linear"))
+    return extra
+
+
+def fused_expert_map(arch: Architecture) -> dict[str, tuple[str, ...]]:
+    """transformers 5's in-memory expert layout -> this checkpoint layout, per layer ("{i}").
+
+    Value: the hub keys the fused tensor becomes. With "{e}", the tensor is indexed by expert
+    first; two keys split it in halves along the output rows ([gate; up])."""
+    moe = ffn_kinds(arch).get("moe")
+    if not isinstance(moe, Moe):
+        return {}
+    n, mn, pre = arch.names, moe.names, arch.checkpoint_prefix
+    p = f"{pre}{n.backbone}.{n.layers}.{{i}}."
+    m, f = f"{p}{n.mlp}.", f"{p}{mn.fused_block}."
+    if moe.storage == "per_expert":
+        e = f"{m}{mn.experts}.{{e}}."
+        gate_up: tuple[str, ...] = (f"{e}{mn.gate}.weight", f"{e}{mn.up}.weight")
+        down: tuple[str, ...] = (f"{e}{mn.down}.weight",)
+    else:
+        gate_up, down = (f"{m}{mn.stacked_gate_up}.weight",), (f"{m}{mn.stacked_down}.weight",)
+    mapping = {f"{f}{mn.experts}.{mn.fused_gate_up}": gate_up, f"{f}{mn.experts}.{mn.fused_down}": down}
+    inner = f".{mn.router_inner}" if mn.router_inner else ""
+    router, fused_router = f"{m}{mn.router}{inner}.weight", f"{f}{mn.fused_router}.weight"
+    if router != fused_router:
+        mapping[fused_router] = (router,)
+    if moe.shared_expert_size and m != f:
+        for name in (mn.gate, mn.up, mn.down):
+            mapping[f"{f}{mn.shared_expert}.{name}.weight"] = (f"{m}{mn.shared_expert}.{name}.weight",)
+        if moe.shared_expert_gate:
+            mapping[f"{f}{mn.shared_expert_gate}.weight"] = (f"{m}{mn.shared_expert_gate}.weight",)
+    return mapping
