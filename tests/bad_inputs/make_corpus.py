@@ -212,6 +212,8 @@ def rope() -> None:
     for key in ("factor", "low_freq_factor", "high_freq_factor"):
         scaling = {k: v for k, v in llama3.items() if k != key}
         config_case(f"rope_scaling-llama3-no-{key}", edit("llama", rope_scaling=scaling), "ConfigError", key)
+        # found by the fuzzer: a null field once compiled into a model that failed at its forward pass
+        config_case(f"rope_scaling-llama3-null-{key}", edit("llama", rope_scaling={**llama3, key: None}), "ConfigError", key)
     config_case("rope-both-spellings", edit("llama", rope_parameters={"rope_type": "default", "rope_theta": 1e4}),
                 "ConfigError", "rope_parameters", "rope_scaling")
     per_type = {"full_attention": {"rope_type": "default"}, "chunked_attention": {"rope_type": "default"}}
