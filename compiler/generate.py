@@ -33,8 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chat", action="store_true", help="wrap the prompt in the checkpoint's chat template")
     parser.add_argument("--max-new-tokens", type=int, default=128, metavar="N")
     parser.add_argument("--dtype", choices=DTYPES, default="float32")
-    parser.add_argument("--kv", action=argparse.BooleanOptionalAction, default=True,
-                        help="decode with the model's KV cache (default); --no-kv reruns the whole sequence per token")
+    parser.add_argument("--kv", choices=("float", "int8"), default="float",
+                        help="KV cache storage: the model's dtype (default) or int8 with one scale per token and head")
+    parser.add_argument("--no-kv", dest="use_kv", action="store_false",
+                        help="no KV cache: rerun the whole sequence for every new token")
     parser.add_argument("--checkpoint", type=Path, metavar="PATH",
                         help="checkpoint directory (default: the one recorded at compile time, or the hub cache)")
 
@@ -148,7 +150,8 @@ def stop_ids(checkpoint: Path, tokenizer: Tokenizer, chat: bool) -> set[int]:
     return ids
 
 
-def greedy_tokens(model: Any, ids: list[int], max_new_tokens: int, stop: set[int], kv: bool = True) -> Iterator[int]:
+def greedy_tokens(model: Any, ids: list[int], max_new_tokens: int, stop: set[int], kv: bool = True,
+                  int8: bool = False) -> Iterator[int]:
     """New token ids, greedily, until a stop id (not yielded) or max_new_tokens. With ``kv``
     and a model that has ``enable_cache``, the prompt is run once and then one token per step."""
     import torch
@@ -157,7 +160,7 @@ def greedy_tokens(model: Any, ids: list[int], max_new_tokens: int, stop: set[int
     steps = max(0, min(max_new_tokens, limit - len(ids)))
     cached = kv and hasattr(model, "enable_cache")
     if cached:
-        model.enable_cache(batch=1, max_len=len(ids) + steps)
+        model.enable_cache(batch=1, max_len=len(ids) + steps, int8=int8)
     seq = torch.tensor([ids])
     fresh = seq
     try:
@@ -211,10 +214,10 @@ def cmd_generate(args: argparse.Namespace, out: Any = None, err: Any = None) -> 
     start = time.perf_counter()
     new: list[int] = []
     shown = ""
-    kv = args.kv and hasattr(model, "enable_cache")
-    if args.kv and not kv:
+    kv = args.use_kv and hasattr(model, "enable_cache")
+    if args.use_kv and not kv:
         print("note: this model.py has no KV cache: every step reruns the whole sequence", file=err)
-    for token in greedy_tokens(model, ids, args.max_new_tokens, stop, kv=kv):
+    for token in greedy_tokens(model, ids, args.max_new_tokens, stop, kv=kv, int8=args.kv == "int8"):
         new.append(token)
         decoded = tokenizer.decode(new)
         if not decoded.endswith("\ufffd"):  # wait for the rest of a multi-byte character
@@ -223,7 +226,7 @@ def cmd_generate(args: argparse.Namespace, out: Any = None, err: Any = None) -> 
             shown = decoded
     out.write(tokenizer.decode(new)[len(shown):] + "\n")
     elapsed = time.perf_counter() - start
-    cache = "KV cache" if kv else "no KV cache: every step reruns the whole sequence"
+    cache = ("int8 KV cache" if args.kv == "int8" else "KV cache") if kv else "no KV cache: every step reruns the whole sequence"
     rate = len(new) / elapsed if elapsed > 0 else 0.0
     print(f"{len(new)} tokens in {elapsed:.2f} s: {rate:.1f} tokens/s (prompt {len(ids)} tokens, {args.dtype}, {cache})",
           file=err)

@@ -93,6 +93,9 @@ def test_kv_cache_and_full_recompute_agree(reference, capsys) -> None:
     code, full, err = generate([*args, "--no-kv"], capsys)
     assert code == 0 and "no KV cache" in err, err
     assert cached == full == tokenizer.decode(meta["continuations"][0][:6]) + "\n"
+    code, quantized, err = generate([*args, "--kv", "int8"], capsys)
+    assert code == 0 and "int8 KV cache" in err, err
+    assert quantized == cached  # six tokens: the int8 cache picks the same ones here
 
 
 def test_greedy_tokens_feeds_a_cached_model_only_new_tokens() -> None:
