@@ -23,12 +23,12 @@ each a different seed.)
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import math
 import os
 import sys
 import tempfile
+import types
 from pathlib import Path
 from typing import Any
 
@@ -137,12 +137,14 @@ def mutated_configs(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     return name, raw
 
 
-def import_file(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
+def import_source(source: bytes, filename: str, name: str):
+    """Run generated source as module ``name``. The file name is fixed (not a temporary path), so
+    a failure replays at the same location and hypothesis can shrink and print it."""
+    module = types.ModuleType(name)
+    module.__file__ = filename
     sys.modules[name] = module  # dataclasses look their module up
     try:
-        spec.loader.exec_module(module)
+        exec(compile(source, filename, "exec"), module.__dict__)
     finally:
         del sys.modules[name]
     return module
@@ -163,11 +165,9 @@ def compile_and_run(raw: dict[str, Any], workdir: Path) -> str:
         assert message and "\n" not in message and "\r" not in message, repr(message)
         OUTCOMES["error"] += 1
         return "error"
-    for name, data in compiled.files.items():
-        (workdir / name).write_bytes(data)
     tag = f"_llmgen_fuzz_{id(compiled)}"
-    gen = import_file(workdir / "model.py", tag + "_model")
-    parity = import_file(workdir / "test_parity.py", tag + "_parity")
+    gen = import_source(compiled.files["model.py"], "<fuzz>/model.py", tag + "_model")
+    parity = import_source(compiled.files["test_parity.py"], "<fuzz>/test_parity.py", tag + "_parity")
     config = gen.Config(**parity.MODEL_CONFIG)
     torch.manual_seed(0)
     model = gen.CausalLM(config).eval()
