@@ -105,7 +105,7 @@ def test_greedy_tokens_feeds_a_cached_model_only_new_tokens() -> None:
             self.seen: list[list[int]] = []
             self.cache: tuple[int, int] | None = None
 
-        def enable_cache(self, batch: int, max_len: int) -> None:
+        def enable_cache(self, batch: int, max_len: int, int8: bool = False) -> None:
             self.cache = (batch, max_len)
 
         def disable_cache(self) -> None:
