@@ -199,3 +199,12 @@ def test_partial_rotary_is_refused_where_the_model_rotates_the_whole_head(hub_id
     raw.pop("rope_local_base_freq", None)
     with pytest.raises(UnsupportedError, match="partial_rotary_factor"):
         lower(raw)
+
+
+@pytest.mark.parametrize("hub_id", ["deepseek-ai/DeepSeek-V3", "meta-llama/Llama-3.2-1B"])
+def test_rope_theta_of_one_is_refused(hub_id):
+    # Found by the long fuzz run: theta 1 made YaRN divide by log(theta) = 0 in the forward pass.
+    raw = catalog_config(hub_id)
+    raw["rope_theta"] = 1
+    with pytest.raises(ConfigError, match="'rope_theta' must be greater than 1"):
+        lower(raw)

@@ -127,6 +127,8 @@ def rope_table(
         fields["truncate"] = truncate
     if kind == "llama3" and fields["low_freq_factor"] >= fields["high_freq_factor"]:
         raise ConfigError(f"{where}: 'low_freq_factor' must be smaller than 'high_freq_factor'")
+    if not theta > 1:  # theta 1 makes every frequency 1 (and YaRN divides by log(theta))
+        raise ConfigError(f"{where}: 'rope_theta' must be greater than 1, got {theta!r:.40}")
     return Rope(name=name, type=kind, theta=float(theta), rotary_dim=rotary_dim, partial_rotary_factor=partial,
                 **fields)
 
