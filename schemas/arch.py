@@ -13,45 +13,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from .base import (  # noqa: F401  (re-exported: the IR's public names)
+    MAX_CONTEXT, MAX_HEADS, MAX_LAYERS, MAX_VOCAB, MAX_WIDTH, HeadCount, Identifier, Norm, PositiveInt, Width,
+    _Frozen,
+)
+from .mla import Mla, MlaNames  # noqa: F401
+from .moe import MAX_EXPERTS, Moe, MoeNames  # noqa: F401
 
 SCHEMA_VERSION = 1
-
-Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
-PositiveInt = Annotated[int, Field(gt=0)]
-# Upper bounds far above any published model. A larger value is a typo or hostile input, and
-# taking it would mean building millions of layers or sizing tensors past any memory.
-MAX_WIDTH = 2**20  # hidden size, intermediate size, heads x head_dim
-MAX_VOCAB = 2**24
-MAX_CONTEXT = 2**30
-MAX_LAYERS = 4096
-MAX_HEADS = 4096
-Width = Annotated[int, Field(gt=0, le=MAX_WIDTH)]
-HeadCount = Annotated[int, Field(gt=0, le=MAX_HEADS)]
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Norm(_Frozen):
-    """A normalisation layer and exactly how it computes."""
-
-    kind: Literal["rmsnorm", "layernorm"]
-    eps: Annotated[float, Field(gt=0)]
-    weight_offset: float = Field(
-        0.0, description="Added to the stored weight before scaling: 1.0 is Gemma's (1 + w)."
-    )
-    bias: bool = False
-    compute_dtype: Literal["float32", "input"] = Field(
-        "float32", description="float32: normalise in float32 and cast back. input: in the input's dtype "
-        "(torch's own LayerNorm)."
-    )
-    weight_in_compute_dtype: bool = Field(
-        False,
-        description="True: the weight multiplies in float32 and the product is cast back "
-        "(Gemma). False: the normalised input is cast back first, then scaled (Llama).",
-    )
 
 
 class Rope(_Frozen):
@@ -141,144 +112,6 @@ class Mlp(_Frozen):
     intermediate_size: Width
     bias: bool = False
     fused_gate_up: bool = Field(False, description="The checkpoint stores [gate; up] as one matrix.")
-
-
-MAX_EXPERTS = 4096
-
-
-class MoeNames(_Frozen):
-    """Checkpoint names inside a mixture-of-experts block (the block itself is ``Names.mlp``)."""
-
-    router: Identifier = "gate"
-    router_inner: Identifier | None = Field(None, description="The router's linear map sits one module deeper "
-                                            "under this name (Granite: router.layer.weight).")
-    experts: Identifier = "experts"
-    gate: Identifier = Field("gate_proj", description="Per-expert and shared-expert projections (Mixtral: w1, w3, w2).")
-    up: Identifier = "up_proj"
-    down: Identifier = "down_proj"
-    stacked_gate_up: Identifier = Field("input_linear", description="Stacked storage: every expert's [gate; up].")
-    stacked_down: Identifier = "output_linear"
-    shared_expert: Identifier = "shared_expert"
-    shared_expert_gate: Identifier = "shared_expert_gate"
-    fused_block: Identifier = Field("mlp", description="transformers 5's in-memory (fused) layout: the block, its "
-                                    "router and the stacked expert tensors under `experts`.")
-    fused_router: Identifier = "gate"
-    fused_gate_up: Identifier = "gate_up_proj"
-    fused_down: Identifier = "down_proj"
-
-
-class Moe(_Frozen):
-    """A routed mixture of gated experts: each token goes through the `top_k` experts its router
-    scores highest, their outputs weighted by the routing weights and summed; optionally plus a
-    shared expert that every token uses."""
-
-    kind: Literal["moe"] = "moe"
-    num_experts: Annotated[int, Field(gt=0, le=MAX_EXPERTS)]
-    top_k: PositiveInt
-    intermediate_size: Width = Field(description="Width of each expert's gated MLP.")
-    activation: Literal["silu", "gelu", "gelu_tanh", "relu"]
-    router: Literal["softmax_topk", "topk_softmax", "sigmoid_topk"] = Field(
-        description="softmax_topk: softmax over all experts, then keep the top k (Mixtral, Qwen, OLMoE). "
-        "topk_softmax: keep the top k logits, then softmax over those k (Granite). sigmoid_topk: an independent "
-        "sigmoid score per expert, the top k kept (DeepSeek-V3).")
-    norm_topk_prob: bool = Field(False, description="softmax_topk / sigmoid_topk: divide the k kept weights by their sum.")
-    router_float32: bool = Field(False, description="The router's matrix and its input are cast to float32 before the "
-                                 "product (DeepSeek keeps the router in float32).")
-    score_correction_bias: bool = Field(False, description="A learned per-expert bias is added to the scores for "
-                                        "choosing experts only; the weights are the unbiased scores (DeepSeek-V3).")
-    group_limit: Literal["none", "max", "top2_sum"] = Field(
-        "none", description="Group-limited routing: experts form `num_groups` equal groups, each group is scored "
-        "(max: its best expert's score, DeepSeek-V2; top2_sum: the sum of its two best, DeepSeek-V3), and only experts "
-        "of the best `topk_groups` groups can be chosen.")
-    num_groups: PositiveInt | None = None
-    topk_groups: PositiveInt | None = None
-    routed_scaling_factor: Annotated[float, Field(gt=0)] | None = Field(
-        None, description="The routing weights are multiplied by this (DeepSeek).")
-    routing_dtype: Literal["float32", "input"] = Field(
-        "input", description="The dtype in which the routing weights multiply the expert outputs: float32 (Mixtral "
-        "keeps them in float32) or the hidden states' dtype.")
-    storage: Literal["per_expert", "stacked"] = Field(
-        description="The hub checkpoint layout: one set of projection matrices per expert, or every expert's matrices "
-        "stacked in one (experts, out, in) tensor per projection (Granite).")
-    shared_expert_size: Width | None = Field(None, description="Width of a shared expert every token uses (Qwen2-MoE).")
-    shared_expert_gate: bool = Field(False, description="The shared expert's output is scaled by sigmoid(gate(x)).")
-    names: MoeNames = MoeNames()
-
-    @model_validator(mode="after")
-    def _routing(self) -> "Moe":
-        if self.top_k > self.num_experts:
-            raise ValueError(f"top_k ({self.top_k}) exceeds num_experts ({self.num_experts})")
-        if self.norm_topk_prob and self.router == "topk_softmax":
-            raise ValueError("norm_topk_prob does not apply to a topk_softmax router")
-        if (self.group_limit == "none") != (self.num_groups is None) or (self.num_groups is None) != (self.topk_groups is None):
-            raise ValueError("group-limited routing needs num_groups and topk_groups, and only it takes them")
-        if self.num_groups is not None:
-            if self.num_experts % self.num_groups:
-                raise ValueError(f"num_experts ({self.num_experts}) is not a multiple of num_groups ({self.num_groups})")
-            if self.topk_groups > self.num_groups:
-                raise ValueError(f"topk_groups ({self.topk_groups}) exceeds num_groups ({self.num_groups})")
-            if self.top_k > self.topk_groups * self.num_experts // self.num_groups:
-                raise ValueError(f"top_k ({self.top_k}) exceeds the experts of the topk_groups kept groups")
-            if self.group_limit == "top2_sum" and self.num_experts // self.num_groups < 2:
-                raise ValueError("top2_sum group scores need at least 2 experts per group")
-        if self.shared_expert_gate and self.shared_expert_size is None:
-            raise ValueError("a shared-expert gate needs a shared expert")
-        return self
-
-
-class MlaNames(_Frozen):
-    """Checkpoint names inside multi-head latent attention (the block itself is ``Names.attn``)."""
-
-    q: Identifier = "q_proj"
-    q_a: Identifier = "q_a_proj"
-    q_a_norm: Identifier = "q_a_layernorm"
-    q_b: Identifier = "q_b_proj"
-    kv_a: Identifier = "kv_a_proj_with_mqa"
-    kv_a_norm: Identifier = "kv_a_layernorm"
-    kv_b: Identifier = "kv_b_proj"
-    o: Identifier = "o_proj"
-
-
-class Mla(_Frozen):
-    """Multi-head latent attention (DeepSeek-V2/V3). Keys and values are expanded per head from a
-    compressed latent (kv_a -> norm -> kv_b) plus one decoupled RoPE key of `qk_rope_head_dim`
-    channels shared by all heads; queries come from q_proj, or a low-rank q_a -> norm -> q_b.
-    A query/key head is [nope channels; rope channels], a value head `v_head_dim` channels."""
-
-    kind: Literal["mla"] = "mla"
-    span: Literal["full"] = "full"
-    window: None = None
-    num_heads: HeadCount
-    q_lora_rank: Width | None = Field(description="Rank of the low-rank query projection; None: a plain q_proj.")
-    kv_lora_rank: Width = Field(description="Channels of the compressed key/value latent (what a cache stores).")
-    qk_nope_head_dim: Width
-    qk_rope_head_dim: Width = Field(description="Channels of each query/key head that are rotated (RoPE).")
-    v_head_dim: Width
-    rope: Identifier = Field(description="Name of the RoPE table over the qk_rope_head_dim channels.")
-    rope_deinterleave: bool = Field(
-        False, description="The rope channels are stored as adjacent pairs (x0, x1), (x2, x3), ...: they are "
-        "regrouped as [evens; odds] before the rotate-half rotation (transformers' rope_interleave).")
-    bias: bool = Field(False, description="q_a, kv_a and o projections carry a bias (attention_bias).")
-    latent_norm: Norm = Field(description="The RMSNorm on the query and key/value latents.")
-    scale: Annotated[float, Field(gt=0)] = Field(description="Multiplies q.k before the softmax.")
-    names: MlaNames = MlaNames()
-
-    @property
-    def head_dim(self) -> int:
-        """The channels the RoPE table rotates (the Config's head_dim, as in transformers)."""
-        return self.qk_rope_head_dim
-
-    @property
-    def num_kv_heads(self) -> int:
-        return self.num_heads
-
-    @model_validator(mode="after")
-    def _sizes(self) -> "Mla":
-        if self.num_heads * max(self.qk_nope_head_dim + self.qk_rope_head_dim, self.v_head_dim) > MAX_WIDTH:
-            raise ValueError(f"num_heads x head width exceeds {MAX_WIDTH}")
-        if self.qk_rope_head_dim % 2:
-            raise ValueError(f"qk_rope_head_dim ({self.qk_rope_head_dim}) must be even")
-        return self
 
 
 class Fp8Weights(_Frozen):

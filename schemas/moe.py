@@ -1,0 +1,91 @@
+"""IR of a mixture-of-experts feed-forward (``Layer.ffn`` kind ``moe``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from .base import Identifier, PositiveInt, Width, _Frozen
+
+MAX_EXPERTS = 4096
+
+
+class MoeNames(_Frozen):
+    """Checkpoint names inside a mixture-of-experts block (the block itself is ``Names.mlp``)."""
+
+    router: Identifier = "gate"
+    router_inner: Identifier | None = Field(None, description="The router's linear map sits one module deeper "
+                                            "under this name (Granite: router.layer.weight).")
+    experts: Identifier = "experts"
+    gate: Identifier = Field("gate_proj", description="Per-expert and shared-expert projections (Mixtral: w1, w3, w2).")
+    up: Identifier = "up_proj"
+    down: Identifier = "down_proj"
+    stacked_gate_up: Identifier = Field("input_linear", description="Stacked storage: every expert's [gate; up].")
+    stacked_down: Identifier = "output_linear"
+    shared_expert: Identifier = "shared_expert"
+    shared_expert_gate: Identifier = "shared_expert_gate"
+    fused_block: Identifier = Field("mlp", description="transformers 5's in-memory (fused) layout: the block, its "
+                                    "router and the stacked expert tensors under `experts`.")
+    fused_router: Identifier = "gate"
+    fused_gate_up: Identifier = "gate_up_proj"
+    fused_down: Identifier = "down_proj"
+
+
+class Moe(_Frozen):
+    """A routed mixture of gated experts: each token goes through the `top_k` experts its router
+    scores highest, their outputs weighted by the routing weights and summed; optionally plus a
+    shared expert that every token uses."""
+
+    kind: Literal["moe"] = "moe"
+    num_experts: Annotated[int, Field(gt=0, le=MAX_EXPERTS)]
+    top_k: PositiveInt
+    intermediate_size: Width = Field(description="Width of each expert's gated MLP.")
+    activation: Literal["silu", "gelu", "gelu_tanh", "relu"]
+    router: Literal["softmax_topk", "topk_softmax", "sigmoid_topk"] = Field(
+        description="softmax_topk: softmax over all experts, then keep the top k (Mixtral, Qwen, OLMoE). "
+        "topk_softmax: keep the top k logits, then softmax over those k (Granite). sigmoid_topk: an independent "
+        "sigmoid score per expert, the top k kept (DeepSeek-V3).")
+    norm_topk_prob: bool = Field(False, description="softmax_topk / sigmoid_topk: divide the k kept weights by their sum.")
+    router_float32: bool = Field(False, description="The router's matrix and its input are cast to float32 before the "
+                                 "product (DeepSeek keeps the router in float32).")
+    score_correction_bias: bool = Field(False, description="A learned per-expert bias is added to the scores for "
+                                        "choosing experts only; the weights are the unbiased scores (DeepSeek-V3).")
+    group_limit: Literal["none", "max", "top2_sum"] = Field(
+        "none", description="Group-limited routing: experts form `num_groups` equal groups, each group is scored "
+        "(max: its best expert's score, DeepSeek-V2; top2_sum: the sum of its two best, DeepSeek-V3), and only experts "
+        "of the best `topk_groups` groups can be chosen.")
+    num_groups: PositiveInt | None = None
+    topk_groups: PositiveInt | None = None
+    routed_scaling_factor: Annotated[float, Field(gt=0)] | None = Field(
+        None, description="The routing weights are multiplied by this (DeepSeek).")
+    routing_dtype: Literal["float32", "input"] = Field(
+        "input", description="The dtype in which the routing weights multiply the expert outputs: float32 (Mixtral "
+        "keeps them in float32) or the hidden states' dtype.")
+    storage: Literal["per_expert", "stacked"] = Field(
+        description="The hub checkpoint layout: one set of projection matrices per expert, or every expert's matrices "
+        "stacked in one (experts, out, in) tensor per projection (Granite).")
+    shared_expert_size: Width | None = Field(None, description="Width of a shared expert every token uses (Qwen2-MoE).")
+    shared_expert_gate: bool = Field(False, description="The shared expert's output is scaled by sigmoid(gate(x)).")
+    names: MoeNames = MoeNames()
+
+    @model_validator(mode="after")
+    def _routing(self) -> "Moe":
+        if self.top_k > self.num_experts:
+            raise ValueError(f"top_k ({self.top_k}) exceeds num_experts ({self.num_experts})")
+        if self.norm_topk_prob and self.router == "topk_softmax":
+            raise ValueError("norm_topk_prob does not apply to a topk_softmax router")
+        if (self.group_limit == "none") != (self.num_groups is None) or (self.num_groups is None) != (self.topk_groups is None):
+            raise ValueError("group-limited routing needs num_groups and topk_groups, and only it takes them")
+        if self.num_groups is not None:
+            if self.num_experts % self.num_groups:
+                raise ValueError(f"num_experts ({self.num_experts}) is not a multiple of num_groups ({self.num_groups})")
+            if self.topk_groups > self.num_groups:
+                raise ValueError(f"topk_groups ({self.topk_groups}) exceeds num_groups ({self.num_groups})")
+            if self.top_k > self.topk_groups * self.num_experts // self.num_groups:
+                raise ValueError(f"top_k ({self.top_k}) exceeds the experts of the topk_groups kept groups")
+            if self.group_limit == "top2_sum" and self.num_experts // self.num_groups < 2:
+                raise ValueError("top2_sum group scores need at least 2 experts per group")
+        if self.shared_expert_gate and self.shared_expert_size is None:
+            raise ValueError("a shared-expert gate needs a shared expert")
+        return self
