@@ -35,6 +35,21 @@ def import_path(path: Path, name: str):
     return module
 
 
+def window_boundary_runs(parity_module) -> list[tuple[int, float]]:
+    """Run a generated test_parity.py's window-boundary test; (seq_len, max|dlogit|) per measure."""
+    runs = []
+    original = parity_module.measure
+
+    def recording(*args, **kwargs):
+        result = original(*args, **kwargs)
+        runs.append((result["seq_len"], result["max_abs_diff"]))
+        return result
+
+    parity_module.measure = recording
+    parity_module.test_parity_around_the_sliding_window()
+    return runs
+
+
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch):
     """No test may reach the network: the hub is unreachable here anyway."""

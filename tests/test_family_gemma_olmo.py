@@ -9,7 +9,7 @@ import json
 import shutil
 
 import pytest
-from conftest import CATALOG, GENERATED, catalog_config, import_path
+from conftest import window_boundary_runs, CATALOG, GENERATED, catalog_config, import_path
 from test_parity_variants import compile_and_verify
 
 from llmgen.compiler.errors import ConfigError, UnsupportedError
@@ -61,16 +61,7 @@ def test_window_boundaries(name, tmp_path):
     compile_and_verify(raw, tmp_path, name)
     module = import_path(tmp_path / name / "test_parity.py", f"window_test_{name.replace('-', '_')}")
     assert module.WINDOW == 8
-    lengths = []
-    original = module.measure
-
-    def recording(*args, **kwargs):
-        result = original(*args, **kwargs)
-        lengths.append((result["seq_len"], result["max_abs_diff"]))
-        return result
-
-    module.measure = recording
-    module.test_parity_around_the_sliding_window()
+    lengths = window_boundary_runs(module)
     assert [n for n, _ in lengths] == [7, 8, 9, 16] and max(d for _, d in lengths) <= 1e-5
 
 
