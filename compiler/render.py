@@ -183,7 +183,6 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         },
         "embedding": {"scale": arch.embedding.scale is not None, "scale_in_dtype": arch.embedding.scale_in_dtype,
                       "learned_positions": arch.embedding.learned_positions is not None},
-        "embed_scale": arch.embedding.scale is not None,
         "head": {"tied": arch.head.tied, "bias": arch.head.bias, "softcap": arch.head.softcap is not None,
                  "multiplier": arch.head.multiplier is not None, "divisor": arch.head.divisor is not None},
         "weights": [{"checkpoint_literal": literal(e.checkpoint), "param_literal": literal(e.param), "kind": e.ffn_kind}
