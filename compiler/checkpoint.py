@@ -138,8 +138,8 @@ def expected_shapes(arch: Architecture) -> Shapes:
     """Every checkpoint key the generated loader needs, with its shape."""
     shapes: Shapes = {}
     for entry in weight_map(arch):
-        for i in range(arch.num_layers) if entry.per_layer else [None]:
-            shapes[entry.checkpoint.format(i=i)] = tuple(entry.shape)
+        for key in entry.keys(arch):
+            shapes[key] = tuple(entry.shape)
     return shapes
 
 

@@ -111,6 +111,8 @@ def features(arch: Architecture) -> list[str]:
     elif attn.qk_norm == "per_head_weights":
         out.append(f"QK-norm: {'RMSNorm' if norm.kind == 'rmsnorm' else 'LayerNorm'} over each query and key head, "
                    "each head with its own weight row, before RoPE.")
+    elif attn.qk_norm == "per_head_modules":
+        out.append("QK-norm: a LayerNorm module of its own (scale, no bias) for each query and key head, before RoPE.")
     elif attn.qk_norm == "whole":
         out.append("QK-norm: RMSNorm over the whole query and key projections (all heads at once) before RoPE.")
     nope = [lay.index for lay in arch.layers if lay.mixer.rope is None]

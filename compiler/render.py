@@ -187,6 +187,8 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
                  "multiplier": arch.head.multiplier is not None, "divisor": arch.head.divisor is not None},
         "weights": [{"checkpoint_literal": literal(e.checkpoint), "param_literal": literal(e.param), "kind": e.ffn_kind}
                     for e in weights],
+        "head_keys": [{"checkpoint_literal": literal(e.checkpoint), "field_literal": literal(e.head_count)}
+                      for e in weights if e.head_count],
         "fp8": {"block_literal": literal(arch.fp8.block[0]) and f"({arch.fp8.block[0]}, {arch.fp8.block[1]})",
                 "block_words": f"{arch.fp8.block[0]}x{arch.fp8.block[1]}"} if arch.fp8 else None,
         "extra_layers": literal(arch.extra_checkpoint_layers) if arch.extra_checkpoint_layers else "",

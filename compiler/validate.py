@@ -7,7 +7,7 @@ producing a file with wrong logits.
 
 from __future__ import annotations
 
-from ..schemas.arch import Architecture
+from ..schemas.arch import Architecture, Moe
 from .describe import layer_pattern
 from .errors import ConfigError, UnsupportedError
 from .rope_fields import rope_unsupported
@@ -60,7 +60,14 @@ def validate(arch: Architecture) -> Architecture:
         if attn.rope is None:
             raise UnsupportedError("latent attention without RoPE is not implemented")
     else:
-        if attn.qk_norm != "none" and attn.qk_norm_spec != norm:
+        if attn.qk_norm == "per_head_modules":
+            spec = attn.qk_norm_spec
+            if spec is None or spec.kind != "layernorm" or spec.compute_dtype != "input" or spec.bias or spec.eps != norm.eps:
+                raise UnsupportedError("per-head QK-norm modules are implemented as torch LayerNorms without bias, "
+                                       "with the layers' eps")
+            if any(isinstance(layer.ffn, Moe) for layer in arch.layers):
+                raise UnsupportedError("per-head QK-norm modules are not implemented with experts")
+        elif attn.qk_norm != "none" and attn.qk_norm_spec != norm:
             raise UnsupportedError("a QK-norm that differs from the layers' norms is not implemented")
         if attn.qk_norm == "per_head_weights" and norm.kind == "layernorm" and norm.compute_dtype == "input":
             raise UnsupportedError("a QK-norm with a weight row per head is implemented with llmgen's own norms only")

@@ -2,7 +2,7 @@
 
 The map is data (written into the generated file as ``WEIGHT_MAP``) and also drives the
 parity harness (which tensors are norms and what their neutral value is) and shape checks.
-``{i}`` in a key stands for the layer index.
+``{i}`` in a key stands for the layer index, ``{e}`` for the expert, ``{h}`` for the head.
 """
 
 from __future__ import annotations
@@ -26,12 +26,23 @@ class WeightEntry:
     role: Role
     neutral: float | None = None  # norms: the stored value at which the norm scales by exactly 1
     experts: int = 1  # copies of the key: "{e}" stands for the expert index
+    heads: int = 1  # copies of the key: "{h}" stands for the head index (a module per head)
+    head_count: str | None = None  # "{h}" keys: the Config field that counts their heads
     ffn_kind: str | None = None  # only in the layers whose feed-forward is of this kind (E or D, FFN_LETTERS)
     routed: bool = False  # a routed expert's tensor: a token uses top_k of num_experts of them
 
     @property
     def per_layer(self) -> bool:
         return "{i}" in self.checkpoint
+
+    def keys(self, arch: Architecture) -> list[str]:
+        """Every concrete checkpoint key of this entry: over its layers, experts and heads."""
+        layers = ([i for i, kind in enumerate(ffn_pattern(arch)) if kind == self.ffn_kind] if self.ffn_kind
+                  else range(arch.num_layers))
+        return [self.checkpoint.format(i=i, e=e, h=h)
+                for i in (layers if self.per_layer else [None])
+                for e in (range(self.experts) if "{e}" in self.checkpoint else [None])
+                for h in (range(self.heads) if "{h}" in self.checkpoint else [None])]
 
 
 def weight_map(arch: Architecture) -> list[WeightEntry]:
@@ -40,6 +51,7 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
     layer = arch.layers[0]
     attn, norm = layer.mixer, layer.norm
     rows: list[tuple[str, tuple[int, ...], Role]] = []
+    extra: dict[str, dict] = {}  # key -> WeightEntry fields beyond the defaults (experts, heads, ffn kinds)
 
     def linear(name: str, out_dim: int, in_dim: int, bias: bool) -> None:
         shape = (out_dim, in_dim) if arch.linear_layout == "out_in" else (in_dim, out_dim)
@@ -72,14 +84,18 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
         else:
             linear(a + n.qkv, q_out + 2 * kv_out, hidden, attn.q_bias)
         linear(a + n.o, hidden, q_out, attn.o_bias)
-        if attn.qk_norm != "none" and attn.qk_norm_spec is not None:
+        if attn.qk_norm == "per_head_modules":
+            for name, heads, field in ((n.q_norm, attn.num_heads, "num_attention_heads"),
+                                       (n.k_norm, attn.num_kv_heads, "num_key_value_heads")):
+                norm_rows(f"{a}{name}.norms.{{h}}", attn.head_dim, attn.qk_norm_spec)
+                extra[f"{a}{name}.norms.{{h}}.weight"] = {"heads": heads, "head_count": field}
+        elif attn.qk_norm != "none" and attn.qk_norm_spec is not None:
             whole, rows_per_head = attn.qk_norm == "whole", attn.qk_norm == "per_head_weights"
             q_dim = q_out if whole else (attn.num_heads, attn.head_dim) if rows_per_head else attn.head_dim
             kv_dim = kv_out if whole else (attn.num_kv_heads, attn.head_dim) if rows_per_head else attn.head_dim
             norm_rows(a + n.q_norm, q_dim, attn.qk_norm_spec)
             norm_rows(a + n.k_norm, kv_dim, attn.qk_norm_spec)
     m = f"{p}{n.mlp}."
-    extra: dict[str, dict] = {}  # key -> WeightEntry fields beyond the defaults (experts, ffn kinds)
     kinds = ffn_kinds(arch)
     for ffn in kinds.values():
         first = len(rows)
@@ -138,7 +154,7 @@ def entry_size(entry: WeightEntry, arch: Architecture) -> int:
         layers = ffn_pattern(arch).count(entry.ffn_kind)
     else:
         layers = arch.num_layers if entry.per_layer else 1
-    return size * layers * entry.experts
+    return size * layers * entry.experts * entry.heads
 
 
 def parameter_count(arch: Architecture) -> int:

@@ -75,10 +75,12 @@ class Attention(_Frozen):
         "separate", description="How the checkpoint stores the q/k/v projections: three matrices, one "
         "matrix of [q; k; v] blocks, or one matrix interleaved per head ([q_h; k_h; v_h] for each head h)."
     )
-    qk_norm: Literal["none", "per_head", "whole", "per_head_weights"] = Field(
+    qk_norm: Literal["none", "per_head", "whole", "per_head_weights", "per_head_modules"] = Field(
         "none", description="per_head: one norm over head_dim shared by all heads. whole: one norm over "
         "the whole projection (heads x head_dim), before it is split into heads. per_head_weights: a norm "
-        "over head_dim with a weight row of its own for each head, stored as one (heads, head_dim) tensor (Cohere)."
+        "over head_dim with a weight row of its own for each head, stored as one (heads, head_dim) tensor (Cohere). per_head_modules: the same computation, each head's norm a "
+        "module of its own, stored as `norms.{h}.weight` for head h (StableLM); qk_norm_spec may then differ from "
+        "the layers' norm in its bias only."
     )
     qk_norm_spec: Norm | None = None
     q_bias: bool = False

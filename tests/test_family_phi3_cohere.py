@@ -50,6 +50,8 @@ VARIANTS = {
     "stablelm": fixture("stablelm"),
     "stablelm-parallel-gqa-bias": fixture("stablelm", use_parallel_residual=True, use_qkv_bias=True,
                                           num_key_value_heads=8),
+    # a LayerNorm module per query head and per key/value head (stored as q_layernorm.norms.{h})
+    "stablelm-qk-layernorm-gqa": fixture("stablelm", qk_layernorm=True, num_key_value_heads=8),
     # logit_scale 0.25 rather than the default 0.0625: the replica's logits stay clearly above 0.1
     "cohere": fixture("cohere", logit_scale=0.25),
     "cohere-gqa-bias": fixture("cohere", num_key_value_heads=8, attention_bias=True, logit_scale=0.25),
@@ -133,6 +135,22 @@ def test_stablelm_source(tmp_path):
     assert "one norm feeds both branches" in text and "rope_rotary_dim: int = 20" in text  # 0.25 x 80
 
 
+def test_stablelm_per_head_norm_modules(tmp_path):
+    """qk_layernorm: one norm module per head, named as in the checkpoint, and "{h}" keys expanded per head."""
+    text = source("stablelm-qk-layernorm-gqa", tmp_path)
+    assert "class HeadNorms" in text and "self.q_layernorm = HeadNorms(self.num_heads" in text
+    assert "self.k_layernorm = HeadNorms(self.num_kv_heads" in text and "HeadNorms" not in source("stablelm", tmp_path)
+    module = import_path(tmp_path / "stablelm-qk-layernorm-gqa" / "model.py", "stablelm_head_norms")
+    config = module.Config()
+    keys = module.checkpoint_keys(config)
+    q_norms = [k for k in keys if ".q_layernorm.norms." in k]
+    k_norms = [k for k in keys if ".k_layernorm.norms." in k]
+    assert len(q_norms) == config.num_hidden_layers * config.num_attention_heads
+    assert len(k_norms) == config.num_hidden_layers * config.num_key_value_heads
+    assert "model.layers.0.self_attn.k_layernorm.norms.7.weight" in keys
+    assert "model.layers.0.self_attn.k_layernorm.norms.8.weight" not in keys
+
+
 def test_cohere_sources(tmp_path):
     text = source("cohere", tmp_path)
     assert "class LayerNorm" in text and "self.bias" not in text and "RMSNorm" not in text
@@ -181,7 +199,6 @@ def test_cohere2_full_layers_have_no_rope():
 @pytest.mark.parametrize(
     "raw, error, key",
     [
-        (fixture("stablelm", qk_layernorm=True), UnsupportedError, "qk_layernorm"),
         (fixture("stablelm", head_dim=64), UnsupportedError, "head_dim"),
         (fixture("cohere2", head_dim=64), UnsupportedError, "head_dim"),
         (fixture("cohere2", use_parallel_block=False), UnsupportedError, "use_parallel_block"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ...schemas.arch import Architecture, Head, Mlp, Norm, Rope
+from ...schemas.arch import Architecture, Head, Mlp, Names, Norm, Rope
 from ..errors import UnsupportedError
 from .families import ACTIVATIONS, LAYER_TYPES, Common, build, read_common, read_layer_types
 from .reader import ConfigReader
@@ -98,6 +98,9 @@ def replica_phi3(tiny: dict[str, Any], arch: Architecture) -> None:
 
 # --- StableLM ----------------------------------------------------------------------------------
 
+STABLELM_NAMES = Names(q_norm="q_layernorm", k_norm="k_layernorm")
+
+
 def lower_stablelm(r: ConfigReader, model_type: str) -> Architecture:
     """StableLM: LayerNorm (with bias), partial rotary (default 0.25), optional parallel residual."""
     c = read_common(r, kv_default=32, head_dim_default=None, max_pos=4096)
@@ -105,19 +108,21 @@ def lower_stablelm(r: ConfigReader, model_type: str) -> Architecture:
     if "partial_rotary_factor" not in r.raw:
         r.raw = {**r.raw, "partial_rotary_factor": 0.25}  # StableLmConfig's default, as transformers sets it
     norm = Norm(kind="layernorm", eps=r.float("layer_norm_eps", 1e-5), bias=True, compute_dtype="input")
-    if r.bool("qk_layernorm", False):
-        raise UnsupportedError(f"{r.where}: key 'qk_layernorm' = true (a separate LayerNorm per head) is not supported yet")
     bias = r.bool("use_qkv_bias", False)
+    attention: dict[str, Any] = dict(q_bias=bias, k_bias=bias, v_bias=bias, scale=c.head_dim**-0.5)
+    if r.bool("qk_layernorm", False):  # a separate bias-free LayerNorm for each query and key head
+        attention.update(qk_norm="per_head_modules", qk_norm_spec=norm.model_copy(update={"bias": False}))
     layer_types = ["full_attention"] * c.num_layers
-    return build(
+    arch = build(
         r, c, layer_types=layer_types, window=None, ropes=_ropes(r, c, layer_types, DEFAULT_THETA), norm=norm,
-        attention=dict(q_bias=bias, k_bias=bias, v_bias=bias, scale=c.head_dim**-0.5),
+        attention=attention,
         mlp=Mlp(gated=True, activation=r.str("hidden_act", "silu", choices=ACTIVATIONS),
                 intermediate_size=c.intermediate_size),
         block="parallel" if r.bool("use_parallel_residual", False) else "pre_norm", embed_scale=None,
         head=Head(tied=r.bool("tie_word_embeddings", False)), model_type=model_type,
         extra_allowed=frozenset({"hidden_dropout"}),
     )
+    return arch.model_copy(update={"names": STABLELM_NAMES})
 
 
 # --- Cohere (Command R) and Cohere 2 (Command R7B / A) ------------------------------------------
