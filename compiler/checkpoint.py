@@ -143,13 +143,22 @@ def expected_shapes(arch: Architecture) -> Shapes:
     return shapes
 
 
+def published_layout(shapes: Shapes, arch: Architecture) -> Shapes:
+    """As the generated loader reads them: a bare decoder's keys prefixed, stale layer buffers dropped."""
+    backbone = f"{arch.checkpoint_prefix}{arch.names.backbone}."
+    if arch.bare_decoder_checkpoints and not any(key.startswith(backbone) for key in shapes):
+        shapes = {backbone + key: shape for key, shape in shapes.items()}
+    stale = {f"{backbone}{arch.names.layers}.{i}.{name}" for i in range(arch.num_layers) for name in arch.stale_layer_buffers}
+    return {key: shape for key, shape in shapes.items() if key not in stale}
+
+
 def check_checkpoint(directory: Path, arch: Architecture) -> Path | None:
     """Raise CheckpointError unless the weights in ``directory`` (if any) fit ``arch`` exactly,
     as the generated loader requires. Returns the file that was checked."""
     found = checkpoint_shapes(directory)
     if found is None:
         return None
-    path, shapes = found
+    path, shapes = found[0], published_layout(found[1], arch)
     wanted = expected_shapes(arch)
     ignored = {arch.checkpoint_prefix + arch.names.head + ".weight"} if arch.head.tied else set()
     missing = sorted(k for k in wanted if k not in shapes)

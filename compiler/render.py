@@ -195,6 +195,12 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         "layer_prefix_literal": literal(f"{arch.checkpoint_prefix}{arch.names.backbone}.{arch.names.layers}."),
         "ignored_literal": literal(arch.checkpoint_prefix + arch.names.head + ".weight"),
         "prefix_literal": literal(arch.checkpoint_prefix) if arch.checkpoint_prefix else "",
+        "legacy": {"bare": arch.bare_decoder_checkpoints, "stale": bool(arch.stale_layer_buffers),
+                   "backbone_literal": literal(f"{arch.checkpoint_prefix}{arch.names.backbone}."),
+                   "stale_literal": "(" + ", ".join(literal(name) for name in arch.stale_layer_buffers)
+                   + ("," if len(arch.stale_layer_buffers) == 1 else "") + ")",
+                   "stale_words": ", ".join(arch.stale_layer_buffers)}
+        if arch.bare_decoder_checkpoints or arch.stale_layer_buffers else None,
     }
 
 

@@ -221,6 +221,12 @@ class Architecture(_Frozen):
     checkpoint_prefix: str = Field(
         "", pattern=r"^([a-z_][a-z0-9_]*\.)*$", description="Prefix of every key in the checkpoint (wrappers)."
     )
+    bare_decoder_checkpoints: bool = Field(
+        False, description="Published checkpoints may hold the decoder alone, its keys without the `names.backbone` "
+        "prefix (saved from the base model, as GPT-2's release is): the loader adds the prefix.")
+    stale_layer_buffers: tuple[Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$")], ...] = Field(
+        (), description="Per-layer buffers that published checkpoints store and nothing reads (GPT-2's causal-mask "
+        "`attn.bias` and `attn.masked_bias`): the loader skips them.")
 
     @property
     def num_layers(self) -> int:

@@ -190,3 +190,71 @@ def test_pythia_parallel_residual_is_checked(tmp_path):
     except LlmgenError as exc:  # pragma: no cover - a crash would also be a caught bug, but say so
         pytest.fail(f"planted bug crashed instead of failing parity: {exc}")
     assert not result["passed"] and result["max_abs_diff"] > 1e-3, result
+
+
+@pytest.mark.parametrize("bare", [True, False], ids=["bare-decoder", "prefixed"])
+def test_gpt2_published_checkpoint_layout_loads(bare, tmp_path):
+    """GPT-2's release holds the decoder alone (keys "h.0.attn.c_attn.weight", no "transformer.")
+    plus each block's old causal-mask buffers (attn.bias, attn.masked_bias); later uploads keep
+    the prefix. transformers reads both; so must the generated loader and the compile-time check."""
+    import json
+
+    import torch
+    import transformers
+    from conftest import import_path
+    from safetensors.torch import load_file, save_file
+
+    from llmgen.compiler.checkpoint import check_checkpoint
+    from llmgen.compiler.errors import CheckpointError
+    from llmgen.compiler.load import LoadedConfig
+    from llmgen.compiler.lowering.replica import tiny_replica
+    from llmgen.compiler.pipeline import compile_config
+
+    raw = catalog_config(GPT2)
+    tiny = tiny_replica(raw, lower(raw))
+    torch.manual_seed(0)
+    reference = transformers.GPT2LMHeadModel(transformers.GPT2Config(**tiny)).eval()
+    with torch.no_grad():
+        for name, param in reference.named_parameters():
+            neutral = 1.0 if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")) else 0.0
+            param.copy_(torch.randn_like(param) * 0.05 + neutral)
+    reference.save_pretrained(tmp_path / "saved")
+    tensors = load_file(tmp_path / "saved" / "model.safetensors")
+    published = {}
+    for key, tensor in tensors.items():
+        if key.startswith("lm_head."):
+            continue  # tied: the release stores only wte
+        published[key.removeprefix("transformer.") if bare else key] = tensor
+    positions = tiny["n_positions"]
+    for i in range(tiny["n_layer"]):
+        prefix = "" if bare else "transformer."
+        causal = torch.tril(torch.ones(positions, positions, dtype=torch.bool))
+        published[f"{prefix}h.{i}.attn.bias"] = causal.view(1, 1, positions, positions)
+        published[f"{prefix}h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+    checkpoint = tmp_path / "published"
+    checkpoint.mkdir()
+    save_file(published, checkpoint / "model.safetensors", metadata={"format": "pt"})
+    (checkpoint / "config.json").write_text(json.dumps(tiny))
+
+    ids = torch.randint(0, tiny["vocab_size"], (2, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = reference(input_ids=ids).logits
+        theirs = transformers.GPT2LMHeadModel.from_pretrained(checkpoint).eval()(input_ids=ids).logits
+    assert torch.equal(theirs, expected)  # a layout transformers itself reads
+
+    arch = validate(lower(tiny))
+    assert check_checkpoint(checkpoint, arch) == checkpoint / "model.safetensors"
+    loaded = LoadedConfig(raw=tiny, text=json.dumps(tiny), source_id="gpt2-tiny", revision="local", origin="file",
+                          checkpoint_dir=None, note=None)
+    (tmp_path / "model.py").write_bytes(compile_config(loaded, slug="m").files["model.py"])
+    module = import_path(tmp_path / "model.py", f"gpt2_published_{bare}")
+    with torch.no_grad():
+        ours = module.load_checkpoint(checkpoint, module.Config())(ids)
+    assert (ours - expected).abs().max().item() <= 1e-5
+
+    published["h.0.attn.surprise" if bare else "transformer.h.0.attn.surprise"] = torch.zeros(1)
+    save_file(published, checkpoint / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="surprise"):
+        check_checkpoint(checkpoint, arch)
+    with pytest.raises(module.WeightLoadError, match="surprise"):
+        module.load_checkpoint(checkpoint, module.Config())

@@ -39,6 +39,7 @@ GPT2_NAMES = Names(
     backbone="transformer", embed="wte", positions="wpe", layers="h", final_norm="ln_f", attn="attn",
     input_norm="ln_1", post_attn_norm="ln_2", qkv="c_attn", o="c_proj", up="c_fc", down="c_proj",
 )
+GPT2_STALE_BUFFERS = ("attn.bias", "attn.masked_bias")
 NEOX_NAMES = Names(
     backbone="gpt_neox", embed="embed_in", layers="layers", final_norm="final_layer_norm", head="embed_out",
     attn="attention", qkv="query_key_value", o="dense", up="dense_h_to_4h", down="dense_4h_to_h",
@@ -123,12 +124,15 @@ def lower_gpt2(r: ConfigReader, model_type: str) -> Architecture:
     scale = c.head_dim**-0.5 if r.bool("scale_attn_weights", True) else 1.0
     mlp = Mlp(gated=False, activation=r.str("activation_function", "gelu_new", choices=ACTIVATIONS),
               intermediate_size=c.intermediate_size, bias=True)
-    return _assemble(
+    arch = _assemble(
         r, c, model_type=model_type, rope=None, norm=_torch_layernorm(r.float("layer_norm_epsilon", 1e-5)),
         attention=dict(qkv="fused", q_bias=True, k_bias=True, v_bias=True, o_bias=True, scale=scale), mlp=mlp,
         block="pre_norm", head=Head(tied=r.bool("tie_word_embeddings", True)), names=GPT2_NAMES,
         extra_allowed=GPT2_IRRELEVANT, learned_positions=c.max_position_embeddings, linear_layout="in_out",
     )
+    # The published GPT-2 checkpoints were saved from the bare decoder (keys "h.0.attn.c_attn.weight", not
+    # "transformer.h.0...") and hold the old causal-mask buffers of each attention block.
+    return arch.model_copy(update={"bare_decoder_checkpoints": True, "stale_layer_buffers": GPT2_STALE_BUFFERS})
 
 
 def lower_gpt_neox(r: ConfigReader, model_type: str) -> Architecture:
