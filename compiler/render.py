@@ -179,6 +179,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
             "kind": layer.block,
             "norms": [identifier(name) for name in block_norms(layer, arch.names)],
             "residual_scale": layer.residual_scale is not None,
+            "branches_first": layer.parallel_sum == "branches_first",
             "summary": BLOCK_SUMMARY[layer.block if layer.block != "parallel" else f"parallel{layer.parallel_norms}"],
         },
         "embedding": {"scale": arch.embedding.scale is not None, "scale_in_dtype": arch.embedding.scale_in_dtype,

@@ -21,7 +21,7 @@ def validate(arch: Architecture) -> Architecture:
         if ffns.setdefault(layer.ffn.kind, layer.ffn) != layer.ffn:
             raise UnsupportedError(f"layer {layer.index}: its {layer.ffn.kind} differs from an earlier layer's (not supported yet)")
     for layer in arch.layers[1:]:
-        for part in ("block", "parallel_norms", "norm", "residual_scale"):
+        for part in ("block", "parallel_norms", "parallel_sum", "norm", "residual_scale"):
             if getattr(layer, part) != getattr(first, part):
                 raise UnsupportedError(f"layer {layer.index}: its {part} differs from layer 0 (not supported yet)")
         a, b = layer.mixer, first.mixer

@@ -141,6 +141,9 @@ class Layer(_Frozen):
         "shared norm (Phi, Cohere) or, with parallel_norms=2, a norm each (GPT-NeoX)."
     )
     parallel_norms: Literal[1, 2] = 1
+    parallel_sum: Literal["residual_first", "branches_first"] = Field(
+        "residual_first", description="Parallel blocks: the order of the float additions, (x + attn) + mlp "
+        "(StableLM, Cohere) or (attn + mlp) + x (Phi, GPT-NeoX).")
     norm: Norm
     residual_scale: float | None = Field(None, description="Branch outputs are multiplied by this before the "
                                          "residual add (Granite's residual_multiplier).")

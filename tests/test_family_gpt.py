@@ -165,7 +165,7 @@ PLANTED = {
                                    "qkv = self.query_key_value(x).view(batch, seq, self.num_heads, 3 * self.head_dim)",
                                    "qkv = self.query_key_value(x).view(batch, seq, 3, self.num_heads * self.head_dim)"
                                    ".transpose(2, 3).reshape(batch, seq, self.num_heads, 3 * self.head_dim)"),
-    "phi without the shared-norm parallel block": ("phi-2", "x = x + self.self_attn(h, mask, cos, sin) + self.mlp(h)",
+    "phi without the shared-norm parallel block": ("phi-2", "x = self.self_attn(h, mask, cos, sin) + self.mlp(h) + x",
                                                    "x = x + self.self_attn(h, mask, cos, sin)\n"
                                                    "        x = x + self.mlp(self.input_layernorm(x))"),
     "phi head without its bias": ("phi-2", "logits = self.lm_head(h)", "logits = F.linear(h, self.lm_head.weight)"),
@@ -183,7 +183,7 @@ def test_parity_catches_planted_bugs(bug, tmp_path):
 def test_pythia_parallel_residual_is_checked(tmp_path):
     """The two-norm parallel block: feeding the MLP the attention's output must fail parity."""
     compile_and_verify(pythia_like(), tmp_path, "pythia")
-    before = "x = x + attn_out + self.mlp(self.post_attention_layernorm(x))"
+    before = "x = attn_out + self.mlp(self.post_attention_layernorm(x)) + x"
     after = "x = x + attn_out\n        x = x + self.mlp(self.post_attention_layernorm(x))"
     try:
         result = _plant(tmp_path / "p", tmp_path / "pythia", before, after)

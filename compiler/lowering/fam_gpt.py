@@ -94,7 +94,8 @@ def _assemble(
     mixer = Attention(span="full", num_heads=c.num_heads, num_kv_heads=c.num_kv_heads, head_dim=c.head_dim,
                       rope=rope.name if rope else None, **attention)
     layers = tuple(
-        Layer(index=i, mixer=mixer, ffn=mlp, block=block, parallel_norms=parallel_norms, norm=norm)
+        Layer(index=i, mixer=mixer, ffn=mlp, block=block, parallel_norms=parallel_norms, norm=norm,
+              parallel_sum="branches_first" if block == "parallel" else "residual_first")  # attn + mlp + x
         for i in range(c.num_layers)
     )
     return Architecture(
