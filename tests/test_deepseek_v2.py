@@ -11,30 +11,28 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import import_path
+from test_deepseek import build_replica, check_latent_cache
+from test_moe import _defaults
 from test_parity_variants import compile_and_verify
 
 from llmgen.compiler.errors import LlmgenError
 from llmgen.compiler.lowering import lower
+from llmgen.compiler.verify import verify
 from llmgen.compiler.weight_map import active_parameter_count, parameter_count
 
 transformers = pytest.importorskip("transformers")
 
 
-def _from_class(config_class, model_type: str, **changes) -> dict:
-    raw = config_class().to_diff_dict()
-    raw.pop("transformers_version", None)
-    return {**raw, **changes, "model_type": model_type}
-
-
 def v2_defaults() -> dict:
     """DeepseekV2Config() as is (greedy routing, q_lora_rank 1536), but num_experts_per_tok: its
     default None is something transformers' router cannot run with."""
-    return _from_class(transformers.DeepseekV2Config, "deepseek_v2", num_experts_per_tok=6)
+    return _defaults(transformers.DeepseekV2Config, "deepseek_v2", num_experts_per_tok=6)
 
 
 # Numbers of deepseek-ai/DeepSeek-V2 and deepseek-ai/DeepSeek-V2-Lite, from their config.json on the
@@ -74,7 +72,7 @@ def kimi_k2() -> dict:
     """Kimi-K2: a DeepseekV3Config with the numbers of moonshotai/Kimi-K2-Instruct's config.json on
     the Hugging Face hub (huggingface.co/moonshotai/Kimi-K2-Instruct/blob/main/config.json): 384
     experts in one group, 64 heads, one dense layer, no multi-token-prediction layer, YaRN x32."""
-    return _from_class(
+    return _defaults(
         transformers.DeepseekV3Config, "kimi_k2", architectures=["DeepseekV3ForCausalLM"], vocab_size=163840,
         hidden_size=7168, intermediate_size=18432, moe_intermediate_size=2048, num_hidden_layers=61,
         num_attention_heads=64, num_key_value_heads=64, n_routed_experts=384, n_shared_experts=1,
@@ -114,17 +112,7 @@ def test_parity_every_expert_hit(name, compiled):
 
 def _replica(name: str, compiled):
     """The generated model with the parity test's replica, weights from a randomised transformers model."""
-    _, directory = compiled(name)
-    tag = name.replace("-", "_")
-    model_py = import_path(directory / "model.py", f"dsv2_model_{tag}")
-    parity = import_path(directory / "test_parity.py", f"dsv2_replica_{tag}")
-    config = transformers.AutoConfig.for_model(**parity.HF_CONFIG)
-    reference = transformers.AutoModelForCausalLM.from_config(
-        config, attn_implementation="eager", dtype=torch.float32, experts_implementation="eager")
-    parity.randomise(reference, torch.Generator().manual_seed(3))
-    ours = model_py.CausalLM(model_py.Config(**parity.MODEL_CONFIG))
-    ours.load_state_dict(reference.state_dict(), strict=False)
-    return model_py, parity, reference.eval(), ours.eval()
+    return build_replica(compiled(name)[1], f"dsv2_{name.replace('-', '_')}")
 
 
 def test_replicas_keep_the_structure(compiled):
@@ -140,12 +128,35 @@ def test_replicas_keep_the_structure(compiled):
     assert "grouped.amax(dim=-1)" in source["v2-group-limited"] and "grouped = " not in source["v2-defaults"]
     assert "grouped = " not in source["kimi-k2"]  # one group: nothing to limit
     assert "e_score_correction_bias" in source["kimi-k2"] and "e_score_correction_bias" not in source["v2-defaults"]
+    assert "- Group-limited routing: the experts form 8 groups, each scored by its best expert" in source["v2-group-limited"]
+
+
+PLANTED = {  # a V2 detail got wrong in the generated file -> the parity test must fail
+    "group score: sum of the two best (V3's)": ("grouped.amax(dim=-1)", "grouped.topk(2, dim=-1)[0].sum(dim=-1)"),
+    "RoPE rotates halves, not adjacent pairs": (  # both q and k left in checkpoint order
+        ("        q_rot = torch.cat((q_rot[..., 0::2], q_rot[..., 1::2]), dim=-1)\n"
+         "        k_rot = torch.cat((k_rot[..., 0::2], k_rot[..., 1::2]), dim=-1)\n"), ""),
+    "no routed scaling": ("weights = weights * self.routed_scaling_factor", "pass"),
+}
+
+
+@pytest.mark.parametrize("bug", sorted(PLANTED))
+def test_parity_catches_planted_bugs(bug, compiled, tmp_path):
+    target = tmp_path / "planted"
+    shutil.copytree(compiled("v2-group-limited")[1], target)
+    model = target / "model.py"
+    before, after = PLANTED[bug]
+    source = model.read_text()
+    assert source.count(before) == 1, f"planted-bug anchor vanished: {before!r}"
+    model.write_text(source.replace(before, after))
+    result = verify(target)
+    assert not result["passed"] and result["max_abs_diff"] > 1e-3, result
 
 
 def test_group_limit_changes_the_chosen_experts(compiled):
     """On the replica's hidden states the group limit is not a no-op: some tokens lose an expert
     that plain top-k over all experts would have chosen, and every choice is from a kept group."""
-    model_py, parity, _, ours = _replica("v2-group-limited", compiled)
+    _, parity, _, ours = _replica("v2-group-limited", compiled)
     moe = ours.model.layers[1].mlp
     x = torch.randn(256, parity.MODEL_CONFIG["hidden_size"], generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
@@ -164,19 +175,7 @@ def test_group_limit_changes_the_chosen_experts(compiled):
 def test_latent_cache_decoding_matches_full_forward(name, chunks, compiled):
     """Token by token and in chunks: cached logits equal one uncached forward; the cache holds
     kv_lora_rank + qk_rope_head_dim values per token and layer."""
-    _, parity, _, ours = _replica(name, compiled)
-    ids = torch.randint(0, 200, (2, sum(chunks)), generator=torch.Generator().manual_seed(4))
-    with torch.no_grad():
-        full = ours(ids)
-        cache = ours.enable_cache(batch=2, max_len=16)
-        pieces, start = [], 0
-        for size in chunks:
-            pieces.append(ours(ids[:, start:start + size]))
-            start += size
-        ours.disable_cache()
-    assert (torch.cat(pieces, dim=1) - full).abs().max().item() <= 1e-5
-    c = parity.MODEL_CONFIG
-    assert cache.nbytes() == c["num_hidden_layers"] * 2 * 16 * (c["kv_lora_rank"] + c["qk_rope_head_dim"]) * 4
+    check_latent_cache(_replica(name, compiled), chunks)
 
 
 def _meta_count(raw: dict, model_type: str) -> int:
