@@ -220,6 +220,8 @@ def replica_deepseek_v2(tiny: dict[str, Any], arch: Architecture) -> None:
     tiny.update(first_k_dense_replace=3 if first_dense is None else min(first_dense, 1))  # None: no routed layer
     _replica_moe(tiny, arch)
     tiny.update(num_experts_per_tok=4)  # a softmax router is more skewed: 4 of 8 reach every expert
+    if tiny.get("n_group") == 4:  # top 3 of 4 groups: 6 candidates for the 4, so groups and top-k both choose
+        tiny.update(topk_group=3)
 
 
 FAMILIES_DEEPSEEK = {"deepseek_v3": lower_deepseek_v3, "kimi_k2": lower_deepseek_v3, "deepseek_v2": lower_deepseek_v2}
