@@ -192,6 +192,11 @@ def moe_features(arch: Architecture) -> list[str]:
         routing = f"the router keeps each token's top {moe.top_k} logits and softmaxes over those {moe.top_k}"
     out = [f"Mixture of experts: {moe.num_experts} {glu} experts ({act}, intermediate size {moe.intermediate_size}); "
            f"{routing}."]
+    if moe.router == "softmax_topk" and moe.group_limit == "max":
+        out.append(f"Group-limited routing: the experts form {moe.num_groups} groups, each scored by its best "
+                   f"expert; a token chooses only among the experts of its best {moe.topk_groups} groups.")
+    if moe.router == "softmax_topk" and moe.routed_scaling_factor is not None:
+        out.append(f"The routing weights are multiplied by {moe.routed_scaling_factor:g}.")
     sparse = [layer.index for layer in arch.layers if layer.ffn.kind == "moe"]
     if len(sparse) < arch.num_layers:
         dense = [layer.index for layer in arch.layers if layer.ffn.kind != "moe"]

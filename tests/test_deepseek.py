@@ -18,12 +18,11 @@ transformers = pytest.importorskip("transformers")
 HUB_ID = "deepseek-ai/DeepSeek-V3"
 
 
-@pytest.fixture(scope="module")
-def replica():
-    """The committed model.py with the committed parity test's tiny replica, weights randomised."""
-    directory = GENERATED / "DeepSeek-V3"
-    model_py = import_path(directory / "model.py", "deepseek_v3_model")
-    parity = import_path(directory / "test_parity.py", "deepseek_v3_parity")
+def build_replica(directory, tag: str):
+    """A generated directory's model.py with its parity test's tiny replica, weights randomised:
+    (model module, parity module, transformers model, generated model)."""
+    model_py = import_path(directory / "model.py", f"{tag}_model")
+    parity = import_path(directory / "test_parity.py", f"{tag}_parity")
     config = transformers.AutoConfig.for_model(**parity.HF_CONFIG)
     reference = transformers.AutoModelForCausalLM.from_config(
         config, attn_implementation="eager", dtype=torch.float32, experts_implementation="eager")
@@ -31,6 +30,12 @@ def replica():
     ours = model_py.CausalLM(model_py.Config(**parity.MODEL_CONFIG))
     ours.load_state_dict(reference.state_dict(), strict=False)
     return model_py, parity, reference.eval(), ours.eval()
+
+
+@pytest.fixture(scope="module")
+def replica():
+    """The committed model.py with the committed parity test's tiny replica."""
+    return build_replica(GENERATED / "DeepSeek-V3", "deepseek_v3")
 
 
 def test_committed_parity_every_expert_hit():
@@ -47,7 +52,11 @@ def test_generated_parity_test_passes():
 def test_latent_cache_decoding_matches_full_forward(replica, chunks):
     """Token by token and in chunks: cached logits equal one uncached forward; the cache holds
     kv_lora_rank + qk_rope_head_dim values per token and layer, nothing per head."""
-    model_py, parity, _, ours = replica
+    check_latent_cache(replica, chunks)
+
+
+def check_latent_cache(replica, chunks: list[int]) -> None:
+    _, parity, _, ours = replica
     ids = torch.randint(0, 200, (2, sum(chunks)), generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         full = ours(ids)
