@@ -49,7 +49,7 @@ def _attention(r: ConfigReader, c: Common, norm: Norm, *, bias: bool, qk_norm: s
 def _assemble(r: ConfigReader, c: Common, model_type: str, *, theta: float, norm: Norm, attention: dict[str, Any],
               activation: str, moe: Moe, first_dense: int) -> Architecture:
     ropes = lower_rope(r, head_dim=c.head_dim, layer_types={"full_attention"},
-                       default_theta={"full_attention": theta, "sliding_attention": theta})
+                       default_theta={"full_attention": theta, "sliding_attention": theta}, odd_rotary_dim=True)
     mlp = Mlp(gated=True, activation=activation, intermediate_size=c.intermediate_size)
     arch = build(r, c, layer_types=["full_attention"] * c.num_layers, window=None, ropes=ropes, norm=norm,
                  attention=attention, mlp=mlp, block="pre_norm", embed_scale=None,
