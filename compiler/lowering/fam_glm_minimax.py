@@ -27,10 +27,12 @@ from .families import Common, build, read_common
 from .reader import ConfigReader
 from .rope import lower_rope
 
-# Replica routing: 8 experts, top 6 (top 4 of 4 groups, top 2 groups, when grouped). The random replica's
-# sigmoid scores share a large component across tokens, so with fewer experts per token some stay unused
-# at batch 2 x 32 tokens (measured: top 3 to 5 leave experts of the default configs without tokens).
-REPLICA_EXPERTS, REPLICA_TOP_K, REPLICA_GROUPED_TOP_K, REPLICA_EXPERT_WIDTH = 8, 6, 4, 32
+# Replica routing: 8 experts, top 6; when grouped, 4 groups of 2, the best 3 groups kept, top 5 of their 6.
+# The random replica's sigmoid scores share a large component across tokens, so with fewer experts per
+# token some stay unused at batch 2 x 32 tokens (measured: top 3 to 5 of 8 leave experts of the default
+# configs without tokens; grouped, top 2 of 4 groups left a whole group unused in one variant tried).
+REPLICA_EXPERTS, REPLICA_TOP_K, REPLICA_EXPERT_WIDTH = 8, 6, 32
+REPLICA_GROUPS, REPLICA_TOPK_GROUPS, REPLICA_GROUPED_TOP_K = 4, 3, 5
 
 
 def _default_partial(r: ConfigReader, partial: float) -> None:
@@ -126,12 +128,12 @@ def lower_minimax_m2(r: ConfigReader, model_type: str) -> Architecture:
 
 
 def replica_glm4_moe(tiny: dict[str, Any], arch: Architecture) -> None:
-    """Three layers (dense, then routed twice), 8 experts; 4 groups, top 2, when the original groups."""
+    """Three layers (dense, then routed twice), 8 experts; 4 groups, the best 3 kept, when the original groups."""
     tiny.update(num_hidden_layers=3, first_k_dense_replace=1, n_routed_experts=REPLICA_EXPERTS,
                 moe_intermediate_size=REPLICA_EXPERT_WIDTH)
     moe = next(layer.ffn for layer in arch.layers if layer.ffn.kind == "moe")
     if moe.num_groups:
-        tiny.update(n_group=4, topk_group=2, num_experts_per_tok=REPLICA_GROUPED_TOP_K)
+        tiny.update(n_group=REPLICA_GROUPS, topk_group=REPLICA_TOPK_GROUPS, num_experts_per_tok=REPLICA_GROUPED_TOP_K)
     else:
         tiny.update(n_group=1, topk_group=1, num_experts_per_tok=REPLICA_TOP_K)
 
