@@ -86,7 +86,7 @@ def _reference(parity, seed: int):
     return reference.eval()
 
 
-@pytest.mark.parametrize("name", ["glm", "minimax_rotary"])
+@pytest.mark.parametrize("name", ["glm_switched_on", "glm_odd_rotary", "minimax_rotary"])
 def test_kv_cache_decoding_matches_a_full_forward(name, tmp_path):
     model_py, parity = compiled(name, tmp_path)
     ours = model_py.CausalLM(model_py.Config(**parity.MODEL_CONFIG))
