@@ -140,6 +140,12 @@ def test_code_only_for_features_the_model_has(tmp_path):
     assert "class Router" not in mm and "shared_expert" not in mm and "class MLP" not in mm
     assert 'self.register_buffer("e_score_correction_bias"' in mm and "torch.sigmoid(logits.float())" in mm
     assert "choice = scores + self.e_score_correction_bias" in mm and "rotary_dim" not in mm
+    # The docstring's feature list states the sigmoid routing each config asks for.
+    assert "a sigmoid score per expert (plus a learned bias used only to choose); the top 8 per token kept, their " \
+        "weights renormalised to sum to 1." in mm and "softmaxes" not in mm
+    assert "kept, their weights renormalised to sum to 1." in plain and "groups" not in plain.split('"""')[1]
+    assert ("the top 8 per token kept from the best 4 of 8 expert groups (scored by their two best experts) "
+            "(weights not renormalised), then scaled by 2.5.") in full
     for text in sources.values():
         imports = {line.split()[1] for line in text.splitlines() if line.startswith(("import ", "from "))}
         assert imports <= {"__future__", "json", "math", "struct", "dataclasses", "pathlib", "torch", "torch.nn.functional"}
