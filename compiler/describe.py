@@ -188,6 +188,8 @@ def moe_features(arch: Architecture) -> list[str]:
     if moe.router == "softmax_topk":
         routing = f"a softmax router over all experts keeps the top {moe.top_k} per token"
         routing += ", their weights renormalised to sum to 1" if moe.norm_topk_prob else " (weights not renormalised)"
+    elif moe.router == "sigmoid_topk":
+        routing = sigmoid_routing_words(moe)
     else:
         routing = f"the router keeps each token's top {moe.top_k} logits and softmaxes over those {moe.top_k}"
     out = [f"Mixture of experts: {moe.num_experts} {glu} experts ({act}, intermediate size {moe.intermediate_size}); "
@@ -215,6 +217,21 @@ def moe_features(arch: Architecture) -> list[str]:
     out.append("MoE dispatch loops over the experts that received tokens, each running on its own tokens only "
                "(no dense all-expert compute).")
     return out
+
+
+def sigmoid_routing_words(moe: Moe) -> str:
+    """A sigmoid router: independent scores, a choice that may be biased and group-limited, the weights."""
+    words = "a sigmoid score per expert"
+    if moe.score_correction_bias:
+        words += " (plus a learned bias used only to choose)"
+    words += f"; the top {moe.top_k} per token kept"
+    if moe.group_limit != "none":
+        best = "best expert" if moe.group_limit == "max" else "two best experts"
+        words += f" from the best {moe.topk_groups} of {moe.num_groups} expert groups (scored by their {best})"
+    words += ", their weights renormalised to sum to 1" if moe.norm_topk_prob else " (weights not renormalised)"
+    if moe.routed_scaling_factor is not None:
+        words += f", then scaled by {moe.routed_scaling_factor:g}"
+    return words
 
 
 def mla_words(mla) -> list[str]:

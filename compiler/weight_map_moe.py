@@ -30,7 +30,9 @@ def moe_rows(moe: Moe, m: str, hidden: int, rows: list) -> dict[str, dict]:
     extra: dict[str, dict] = {}
     inner = f".{mn.router_inner}" if mn.router_inner else ""
     rows.append((f"{m}{mn.router}{inner}.weight", (count, hidden), "linear"))
-    if moe.score_correction_bias:
+    if moe.score_bias_in_block:
+        rows.append((f"{m}e_score_correction_bias", (count,), "buffer"))
+    elif moe.score_correction_bias:
         rows.append((f"{m}{mn.router}{inner}.e_score_correction_bias", (count,), "buffer"))
     if moe.storage == "per_expert":
         e = f"{m}{mn.experts}.{{e}}."
@@ -74,6 +76,8 @@ def fused_expert_map(arch: Architecture) -> dict[str, tuple[str, ...]]:
     router, fused_router = f"{m}{mn.router}{inner}.weight", f"{f}{mn.fused_router}.weight"
     if router != fused_router:
         mapping[fused_router] = (router,)
+    if moe.score_bias_in_block and m != f:
+        mapping[f"{f}e_score_correction_bias"] = (f"{m}e_score_correction_bias",)
     if moe.shared_expert_size and m != f:
         for name in (mn.gate, mn.up, mn.down):
             mapping[f"{f}{mn.shared_expert}.{name}.weight"] = (f"{m}{mn.shared_expert}.{name}.weight",)

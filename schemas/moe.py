@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from .base import Identifier, PositiveInt, Width, _Frozen
 
@@ -51,6 +51,10 @@ class Moe(_Frozen):
                                  "product (DeepSeek keeps the router in float32).")
     score_correction_bias: bool = Field(False, description="A learned per-expert bias is added to the scores for "
                                         "choosing experts only; the weights are the unbiased scores (DeepSeek-V3).")
+    score_bias_in_block: bool = Field(False, description="The correction bias is a buffer of the MoE block itself, "
+                                      "not of its router (MiniMax-M2: block.e_score_correction_bias).")
+    sigmoid_float32: bool = Field(False, description="sigmoid_topk: the router's logits are cast to float32 before "
+                                  "the sigmoid (MiniMax-M2; router_float32 already computes them in float32).")
     group_limit: Literal["none", "max", "top2_sum"] = Field(
         "none", description="Group-limited routing: experts form `num_groups` equal groups, each group is scored "
         "(max: its best expert's score, DeepSeek-V2; top2_sum: the sum of its two best, DeepSeek-V3), and only experts "
@@ -69,6 +73,16 @@ class Moe(_Frozen):
     shared_expert_gate: bool = Field(False, description="The shared expert's output is scaled by sigmoid(gate(x)).")
     names: MoeNames = MoeNames()
 
+    @model_serializer(mode="wrap")
+    def _omit_later_fields_at_default(self, handler: SerializerFunctionWrapHandler) -> dict:
+        """Fields added after the committed catalog was generated are written only when set, so the
+        arch.json of every model without them stays byte-identical (reading it back gives the default)."""
+        data = handler(self)
+        for key in ("score_bias_in_block", "sigmoid_float32"):
+            if not getattr(self, key):
+                data.pop(key, None)
+        return data
+
     @model_validator(mode="after")
     def _routing(self) -> "Moe":
         if self.top_k > self.num_experts:
@@ -86,6 +100,10 @@ class Moe(_Frozen):
                 raise ValueError(f"top_k ({self.top_k}) exceeds the experts of the topk_groups kept groups")
             if self.group_limit == "top2_sum" and self.num_experts // self.num_groups < 2:
                 raise ValueError("top2_sum group scores need at least 2 experts per group")
+        if self.score_bias_in_block and not self.score_correction_bias:
+            raise ValueError("score_bias_in_block needs score_correction_bias")
+        if self.sigmoid_float32 and self.router != "sigmoid_topk":
+            raise ValueError("sigmoid_float32 applies to a sigmoid_topk router only")
         if self.shared_expert_gate and self.shared_expert_size is None:
             raise ValueError("a shared-expert gate needs a shared expert")
         return self

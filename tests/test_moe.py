@@ -56,9 +56,9 @@ BUILT = {"olmoe": olmoe, "granitemoe": granitemoe, "qwen3_moe_mixed": qwen3_moe_
 FAMILIES = {**{name: (lambda hub_id=hub_id: catalog_config(hub_id)) for name, hub_id in CATALOG.items()}, **BUILT}
 
 
-def compiled(name: str, tmp_path: Path):
-    """Compile without verifying: the generated model and parity modules."""
-    raw = FAMILIES[name]()
+def compiled(name: str, tmp_path: Path, raw: dict | None = None):
+    """Compile without verifying: the generated model and parity modules (of ``raw`` when given)."""
+    raw = FAMILIES[name]() if raw is None else raw
     loaded = LoadedConfig(raw=raw, text=json.dumps(raw), source_id=f"{name}/config.json", revision="local",
                           origin="file", checkpoint_dir=None, note=None)
     out = tmp_path / name
@@ -86,10 +86,10 @@ def test_committed_parity_records_expert_hits(slug):
     assert len(parity["expert_hits"]) >= 2 and all(min(layer) > 0 for layer in parity["expert_hits"])
 
 
-@pytest.mark.parametrize("name", ["mixtral", "qwen2_moe", "olmoe", "granitemoe", "qwen3_moe_mixed"])
-def test_both_expert_layouts_load(name, tmp_path):
-    """save_pretrained's hub layout and transformers 5's fused in-memory layout give the same logits."""
-    model_py, parity = compiled(name, tmp_path)
+def both_layout_gaps(model_py, parity, tmp_path: Path, extra: dict | None = None):
+    """A randomised reference saved in save_pretrained's hub layout and in transformers 5's fused in-memory
+    layout (plus ``extra`` tensors), each loaded by the generated loader: (reference state, hub keys, fused
+    keys, max |logit difference| per layout)."""
     config = transformers.AutoConfig.for_model(**parity.HF_CONFIG)
     reference = transformers.AutoModelForCausalLM.from_config(
         config, attn_implementation="eager", dtype=torch.float32, experts_implementation="eager")
@@ -98,26 +98,35 @@ def test_both_expert_layouts_load(name, tmp_path):
     hub, fused = tmp_path / "hub", tmp_path / "fused"
     reference.save_pretrained(hub)
     fused.mkdir()
-    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(fused / "model.safetensors"))
+    state = {k: v.contiguous() for k, v in reference.state_dict().items()}
+    save_file({**state, **(extra or {})}, str(fused / "model.safetensors"))
     from safetensors import safe_open
 
     def keys(directory: Path) -> set[str]:
         with safe_open(str(directory / "model.safetensors"), "pt") as f:
             return set(f.keys())
 
-    hub_keys, fused_keys = keys(hub), keys(fused)
+    ids = torch.randint(0, 200, (2, 24), generator=torch.Generator().manual_seed(2))
+    gaps = {}
+    with torch.no_grad():
+        expected = reference(input_ids=ids).logits
+        for directory in (hub, fused):
+            ours = model_py.load_checkpoint(directory, model_py.Config(**parity.MODEL_CONFIG))
+            gaps[directory.name] = (ours(ids) - expected).abs().max().item()
+    return state, keys(hub), keys(fused), gaps
+
+
+@pytest.mark.parametrize("name", ["mixtral", "qwen2_moe", "olmoe", "granitemoe", "qwen3_moe_mixed"])
+def test_both_expert_layouts_load(name, tmp_path):
+    """save_pretrained's hub layout and transformers 5's fused in-memory layout give the same logits."""
+    _, hub_keys, fused_keys, gaps = both_layout_gaps(*compiled(name, tmp_path), tmp_path)
     assert any(k.endswith("experts.gate_up_proj") for k in fused_keys)
     if name == "granitemoe":  # the hub layout is stacked too, under other names
         assert any(k.endswith("block_sparse_moe.input_linear.weight") for k in hub_keys)
     else:
         assert any(re.search(r"\.experts\.7\.(w1|gate_proj)\.weight$", k) for k in hub_keys)
     assert hub_keys != fused_keys
-    ids = torch.randint(0, 200, (2, 24), generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        expected = reference(input_ids=ids).logits
-        for directory in (hub, fused):
-            ours = model_py.load_checkpoint(directory, model_py.Config(**parity.MODEL_CONFIG))
-            assert (ours(ids) - expected).abs().max().item() <= 1e-5, directory.name
+    assert gaps["hub"] <= 1e-5 and gaps["fused"] <= 1e-5, gaps
 
 
 def test_dispatch_runs_only_the_chosen_experts(tmp_path):
@@ -173,17 +182,23 @@ EXPECTED_ACTIVE = {  # published: Mixtral 12.9B active, Qwen1.5-MoE-A2.7B, Qwen3
 }
 
 
-@pytest.mark.parametrize("hub_id", sorted(EXPECTED_ACTIVE))
-def test_total_and_active_parameters_match_transformers(hub_id):
-    raw = catalog_config(hub_id)
+def counts_against_transformers(raw: dict):
+    """The IR of ``raw``, transformers' model of it on the meta device, its parameter count and its active
+    count (every tensor, but top_k / num_experts of the routed experts' tensors)."""
     arch = validate(lower(raw))
     with torch.device("meta"):
         reference = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**raw))
     total = sum(p.numel() for p in reference.parameters())
     routed = sum(p.numel() for name, p in reference.named_parameters() if ".experts." in name)
     moe = next(layer.ffn for layer in arch.layers if layer.ffn.kind == "moe")
+    return arch, reference, total, total - routed + routed * moe.top_k // moe.num_experts
+
+
+@pytest.mark.parametrize("hub_id", sorted(EXPECTED_ACTIVE))
+def test_total_and_active_parameters_match_transformers(hub_id):
+    arch, _, total, active = counts_against_transformers(catalog_config(hub_id))
     assert parameter_count(arch) == total == EXPECTED_ACTIVE[hub_id][0]
-    assert active_parameter_count(arch) == total - routed + routed * moe.top_k // moe.num_experts == EXPECTED_ACTIVE[hub_id][1]
+    assert active_parameter_count(arch) == active == EXPECTED_ACTIVE[hub_id][1]
 
 
 def test_mixed_layers_count_each_kind(tmp_path):

@@ -54,6 +54,7 @@ def rope_table(
     max_position_embeddings: int | None = None,
     original_max_position_embeddings: int | None = None,
     nested: bool = False,
+    odd_rotary_dim: bool = False,
 ) -> Rope:
     """Build one table from a rope_scaling / rope_parameters dict (may be empty: default RoPE).
 
@@ -63,6 +64,8 @@ def rope_table(
     value as in transformers. ``nested``: the dict is one of several per layer type. A family
     whose transformers code ignores ``partial_rotary_factor`` must refuse it before calling.
     The attention factor stays as given (None: transformers' default, see rope_fields).
+    ``odd_rotary_dim``: the family's model rotates cos.shape[-1] channels, so an odd default-RoPE
+    dimension d works as in transformers (ceil(d/2) frequencies theta^(-2k/d), 2 ceil(d/2) channels).
     """
     if not isinstance(params, dict):
         raise ConfigError(f"{where}: expected an object or null, got {type(params).__name__}")
@@ -84,7 +87,7 @@ def rope_table(
     if not 0 < partial <= 1:
         raise ConfigError(f"{where}: 'partial_rotary_factor' must be in (0, 1], got {partial}")
     rotary_dim = int(head_dim * partial)
-    if rotary_dim < 2 or rotary_dim % 2:
+    if rotary_dim < 2 or (rotary_dim % 2 and not (odd_rotary_dim and kind == "default")):
         raise ConfigError(f"{where}: rotary dimension {rotary_dim} (head_dim x partial_rotary_factor) must be even")
     fields: dict[str, Any] = {}
     for key in ("factor", "low_freq_factor", "high_freq_factor", "beta_fast", "beta_slow", "attention_factor"):
@@ -142,6 +145,7 @@ def lower_rope(
     local_theta_key: str | None = None,
     max_position_embeddings: int | None = None,
     original_max_position_embeddings: int | None = None,
+    odd_rotary_dim: bool = False,
 ) -> dict[str, Rope]:
     """Return the RoPE table of each layer type present (``full_attention`` / ``sliding_attention``).
 
@@ -149,7 +153,7 @@ def lower_rope(
     ``local_theta_key`` is the v4 key of a separate theta for sliding layers (Gemma 3), which
     gives sliding layers a table of their own. ``max_position_embeddings`` (the family's value,
     default included; read from the config when not given) and ``original_max_position_embeddings``:
-    see ``rope_table``.
+    see ``rope_table``, as for ``odd_rotary_dim``.
     """
     partial = r.float("partial_rotary_factor", 1.0)
     if max_position_embeddings is None:
@@ -188,5 +192,6 @@ def lower_rope(
             name, params, theta=theta_fallback[layer_type], head_dim=head_dim, partial=partial, where=where,
             max_position_embeddings=max_position_embeddings,
             original_max_position_embeddings=original_max_position_embeddings, nested=nested,
+            odd_rotary_dim=odd_rotary_dim,
         )
     return tables
