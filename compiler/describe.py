@@ -23,10 +23,11 @@ def _num(value: float) -> str:
 
 
 def layer_pattern(arch: Architecture) -> str:
-    """One letter per layer: S = sliding-window attention, F = full attention, N = full attention
-    without position embeddings (NoPE)."""
+    """One letter per layer: S = sliding-window attention, C = chunked attention, F = full attention,
+    N = full attention without position embeddings (NoPE)."""
     return "".join(
-        "S" if layer.mixer.span == "sliding" else "F" if layer.mixer.rope else "N" for layer in arch.layers
+        "S" if layer.mixer.span == "sliding" else "C" if layer.mixer.span == "chunked" else "F" if layer.mixer.rope
+        else "N" for layer in arch.layers
     )
 
 
