@@ -67,3 +67,21 @@ def chunk_parity_context(tiny: Architecture, literal: Callable[[Any], str]) -> d
         "router_suffix_literal": literal("router" if from_logits else "topkrouter"),
         "top_k": literal(moe.top_k) if from_logits else "",
     }
+
+
+def chunked_features(arch: Architecture) -> list[str]:
+    """Sentences for chunked attention, the L2 QK-norm and temperature tuning (none when absent)."""
+    out = []
+    chunk, tuning = chunk_size(arch), temperature(arch)
+    chunked = sum(a.span == "chunked" for a in _attentions(arch))
+    if chunk is not None:
+        out.append(f"Chunked local attention on {chunked} of {arch.num_layers} layers: positions form chunks of "
+                   f"{chunk} and a query sees only the earlier keys of its own chunk (the KV cache keeps a ring of "
+                   f"{chunk} slots for them).")
+    if any(a.qk_norm == "l2" for a in _attentions(arch)):
+        out.append("QK-norm on the RoPE layers: each query and key head divided by its root mean square, without "
+                   "a weight, after RoPE.")
+    if tuning is not None:
+        out.append(f"Attention temperature tuning on the NoPE layers: queries scaled by 1 + {tuning.attn_scale:g} x "
+                   f"log(1 + floor((position + 1) / {tuning.floor_scale})).")
+    return out

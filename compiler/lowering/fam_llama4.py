@@ -24,9 +24,9 @@ from .reader import ConfigReader
 from .rope import lower_rope
 
 LLAMA4_LAYER_TYPES = ("chunked_attention", "full_attention")
-# Replica: 8 narrow experts, top 2; the temperature tuning's floor scale shrunk like the chunk, so
+# Replica: 8 narrow experts, top 4 (as the other MoE replicas); the temperature tuning's floor scale shrunk like the chunk, so
 # the NoPE layers' query scale steps several times within the test sequence.
-REPLICA_EXPERTS, REPLICA_TOP_K, REPLICA_EXPERT_WIDTH, REPLICA_MLP_WIDTH, REPLICA_FLOOR_SCALE = 8, 2, 32, 96, 4
+REPLICA_EXPERTS, REPLICA_TOP_K, REPLICA_EXPERT_WIDTH, REPLICA_MLP_WIDTH, REPLICA_FLOOR_SCALE = 8, 4, 32, 96, 4
 
 
 def _index_list(r: ConfigReader, key: str, values: Any, length: int) -> list[int]:
@@ -125,7 +125,7 @@ def lower_llama4_text(r: ConfigReader, model_type: str) -> Architecture:
 
 
 def replica_llama4(tiny: dict[str, Any], arch: Architecture) -> None:
-    """Eight narrow experts, top 2; the chunk shrunk to the replica window and the floor scale to 4;
+    """Eight narrow experts, top 4; the chunk shrunk to the replica window and the floor scale to 4;
     enough layers for every attention kind and both feed-forward kinds, the per-layer lists
     written out from the full model's layers."""
     layers = tiny["num_hidden_layers"]
