@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...schemas.arch import Architecture, Attention, Layer, Head, Mlp, Moe, MoeNames, Norm, TemperatureTuning
+from ...schemas.arch import Architecture, Attention, Head, Layer, Mlp, Moe, MoeNames, Norm, TemperatureTuning
 from ..errors import ConfigError, UnsupportedError
-from .families import build, full_head_rotary, read_common
 from .fam_moe import TRAINING_ONLY, _activation, _experts
+from .families import build, full_head_rotary, read_common
 from .reader import ConfigReader
 from .rope import lower_rope
 
