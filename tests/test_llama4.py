@@ -43,11 +43,11 @@ def derived(**changes) -> dict:
 
 
 def scout() -> dict:
-    # Scout's published rope_scaling has low_freq_factor == high_freq_factor == 1, which llmgen's llama3
-    # lowering refuses; 1 / 4 (Llama 3.1's) keeps the llama3 scaling exercised.
+    """MoE on every other layer and Llama 4 Scout's published llama3 RoPE scaling: low_freq_factor ==
+    high_freq_factor == 1 (no smoothed band: slow frequencies divided by 16, the rest kept)."""
     return derived(interleave_moe_layer_step=2, rope_parameters={
         "rope_type": "llama3", "rope_theta": 500000.0, "factor": 16.0, "low_freq_factor": 1.0,
-        "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})
+        "high_freq_factor": 1.0, "original_max_position_embeddings": 8192})
 
 
 def maverick_like() -> dict:  # Maverick: MoE on every other layer, no QK-norm
@@ -253,3 +253,23 @@ def test_validate_refuses_what_the_code_cannot_print():
     moe = arch.layers[0].ffn.model_copy(update={"storage": "stacked"})
     with pytest.raises(UnsupportedError, match="input"):
         validate(arch.model_copy(update={"layers": tuple(lay.model_copy(update={"ffn": moe}) for lay in arch.layers)}))
+
+
+def test_scout_rope_tables_match_transformers_far_out(tmp_path):
+    """The full-size Scout table (llama3, equal low / high factors) against Llama4TextRotaryEmbedding, at
+    positions far beyond what the tiny parity test reaches; cos/sin in the interleaved (complex) layout."""
+    from transformers.models.llama4.modeling_llama4 import Llama4TextRotaryEmbedding
+
+    module, _ = compiled(scout(), tmp_path, "scout_rope")
+    c = module.Config()
+    base = module.rope_inv_freq(c.rope_theta, c.head_dim)
+    ours = module.llama3_inv_freq(base, c.rope_factor, c.rope_low_freq_factor, c.rope_high_freq_factor,
+                                  c.rope_original_context)
+    rotary = Llama4TextRotaryEmbedding(transformers.AutoConfig.for_model(**scout()))
+    torch.testing.assert_close(ours, rotary.inv_freq, rtol=0, atol=0)
+    assert torch.equal(ours[:8], base[:8]) and torch.equal(ours[-1], base[-1] / 16)  # a step, no smoothed band
+    positions = torch.tensor([[0, 1, 8191, 8192, 100_000, 1_000_000]])
+    freqs_cis = rotary(torch.zeros(1), positions)  # (1, positions, head_dim / 2), complex
+    cos, sin = module.rope_cos_sin(ours, positions, torch.float32)
+    torch.testing.assert_close(cos[..., ::2], freqs_cis.real, rtol=0, atol=1e-6)
+    torch.testing.assert_close(sin[..., 1::2], freqs_cis.imag, rtol=0, atol=1e-6)
