@@ -10,6 +10,7 @@ boundaries, full-size parameter counts against transformers on the meta device, 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from test_parity_variants import compile_and_verify
 from llmgen.compiler.errors import ConfigError, UnsupportedError
 from llmgen.compiler.lowering import lower
 from llmgen.compiler.validate import validate
+from llmgen.compiler.verify import verify
 from llmgen.compiler.weight_map import active_parameter_count, parameter_count
 
 transformers = pytest.importorskip("transformers")
@@ -273,3 +275,37 @@ def test_scout_rope_tables_match_transformers_far_out(tmp_path):
     cos, sin = module.rope_cos_sin(ours, positions, torch.float32)
     torch.testing.assert_close(cos[..., ::2], freqs_cis.real, rtol=0, atol=1e-6)
     torch.testing.assert_close(sin[..., 1::2], freqs_cis.imag, rtol=0, atol=1e-6)
+
+
+PLANTED = {  # (before, after) replacements in the generated model.py
+    "no chunk limit": [("allowed = allowed & (j // chunk == i // chunk)", "allowed = allowed")],
+    "no temperature tuning": [("q = (q * q_scale).to(q.dtype)", "q = q")],
+    "no L2 QK-norm": [("q, k = l2_norm(q, self.norm_eps), l2_norm(k, self.norm_eps)", "q, k = q, k")],
+    "softmax over the kept logits": [("torch.sigmoid(top_logits.float())", "torch.softmax(top_logits.float(), -1)")],
+    "gate and up swapped": [("gate, up = (x @ self.gate_up_proj", "up, gate = (x @ self.gate_up_proj")],
+    "routing weight on the output": [
+        ("routed = (x[token] * weights[token, slot, None]).to(x.dtype)", "routed = x[token]"),
+        ("self.experts(routed, e).to(out.dtype)", "(self.experts(routed, e) * weights[token, slot, None]).to(out.dtype)"),
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def defaults_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("planted")
+    compile_and_verify(defaults(), directory, "defaults")
+    return directory / "defaults"
+
+
+@pytest.mark.parametrize("bug", sorted(PLANTED))
+def test_parity_catches_planted_bugs(bug, defaults_dir, tmp_path):
+    target = tmp_path / "bugged"
+    shutil.copytree(defaults_dir, target)
+    source = (target / "model.py").read_text()
+    for before, after in PLANTED[bug]:
+        assert source.count(before) == 1, f"planted-bug anchor vanished: {before!r}"
+        source = source.replace(before, after)
+    (target / "model.py").write_text(source)
+    result = verify(target)
+    assert not result["passed"] and result["max_abs_diff"] > 1e-3, result
+    print(f"{bug}: max|dlogit| {result['max_abs_diff']:.3g}")
