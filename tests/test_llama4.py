@@ -309,3 +309,14 @@ def test_parity_catches_planted_bugs(bug, defaults_dir, tmp_path):
     result = verify(target)
     assert not result["passed"] and result["max_abs_diff"] > 1e-3, result
     print(f"{bug}: max|dlogit| {result['max_abs_diff']:.3g}")
+
+
+def test_card_counts_the_chunk_ring():
+    from llmgen.compiler.card import Model, card
+
+    data = card(Model("llama4", "llama4", validate(lower(defaults()))))
+    assert data["pattern"]["strip"] == "CCCf×12"
+    per_token = data["kv_cache"]["bytes_per_token_bf16"]  # 48 layers x 8 kv heads x 2 x 128 x 2 bytes
+    assert per_token == 48 * 8 * 2 * 128 * 2
+    # at 128k: the 12 NoPE layers hold every token, the 36 chunked layers 8192 each
+    assert data["kv_cache"]["effective_bytes_bf16"]["128k"] == per_token // 48 * (12 * 131072 + 36 * 8192)
