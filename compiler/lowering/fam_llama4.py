@@ -104,7 +104,7 @@ def lower_llama4_text(r: ConfigReader, model_type: str) -> Architecture:
               router="topk_sigmoid", routing_dtype="input", storage="fused_in_out", weighted="input",
               shared_expert_size=c.intermediate_size, names=MoeNames(router="router"))
     arch = build(r, c, layer_types=["full_attention"] * c.num_layers, window=None, ropes={"full_attention": table},
-                 norm=norm, attention=dict(scale=c.head_dim**-0.5), mlp=mlp, block="pre_norm", embed_scale=None,
+                 norm=norm, attention={"scale": c.head_dim**-0.5}, mlp=mlp, block="pre_norm", embed_scale=None,
                  head=Head(tied=r.bool("tie_word_embeddings", False)), model_type=model_type,
                  extra_allowed=TRAINING_ONLY)
     layers = []
