@@ -64,10 +64,11 @@ def load_model(source: str) -> Model:
 
 
 def layer_letter(layer: Any) -> str:
-    """S sliding-window attention, F full attention (lower case: no RoPE); other mixers: their kind's initial."""
+    """S sliding-window attention, C chunked attention, F full attention (lower case: no RoPE); other mixers:
+    their kind's initial."""
     mixer = layer.mixer
     if mixer.kind == "attention":
-        letter = "S" if mixer.span == "sliding" else "F"
+        letter = "S" if mixer.span == "sliding" else "C" if mixer.span == "chunked" else "F"
     else:
         letter = mixer.kind[0].upper()
     return letter.lower() if getattr(mixer, "rope", "") is None else letter
@@ -76,7 +77,8 @@ def layer_letter(layer: Any) -> str:
 def letter_meaning(layer: Any) -> str:
     mixer = layer.mixer
     if mixer.kind == "attention":
-        words = f"sliding window {mixer.window}" if mixer.span == "sliding" else "full attention"
+        words = (f"sliding window {mixer.window}" if mixer.span == "sliding" else f"chunked attention (chunk "
+                 f"{mixer.chunk_size})" if mixer.span == "chunked" else "full attention")
     else:
         words = mixer.kind.replace("_", " ")
     return words + (", no RoPE (NoPE)" if getattr(mixer, "rope", "") is None else "")
@@ -162,8 +164,8 @@ def kv_bytes_per_token(layer: Any, bytes_per_value: int = KV_BYTES) -> int:
 
 
 def cached_tokens(layer: Any, tokens: int) -> int:
-    window = getattr(layer.mixer, "window", None)
-    return min(tokens, window) if getattr(layer.mixer, "span", "full") == "sliding" and window else tokens
+    window = getattr(layer.mixer, "window", None) or getattr(layer.mixer, "chunk_size", None)  # chunked: a ring
+    return min(tokens, window) if getattr(layer.mixer, "span", "full") in ("sliding", "chunked") and window else tokens
 
 
 def kv_cache(arch: Architecture) -> dict[str, Any]:
@@ -204,6 +206,9 @@ def attention_kind(arch: Architecture) -> str:
             sliding, full = unit.count("S"), unit.count("F")
         ratio = f"{sliding // full}:1" if sliding % full == 0 else f"{sliding}:{full}"
         words += f", sliding {ratio} (window {'/'.join(map(str, windows))})"
+    elif "chunked" in spans:
+        chunks = sorted({layer.mixer.chunk_size for layer in arch.layers if layer.mixer.span == "chunked"})
+        words += f", chunked on {spans.count('chunked')} of {len(spans)} layers (chunk {'/'.join(map(str, chunks))})"
     else:
         words += ", full"
     return words

@@ -7,6 +7,7 @@ the words always match the code.
 from __future__ import annotations
 
 from ..schemas.arch import Architecture, Moe, Rope
+from .render_chunked import chunked_features
 from .rope_fields import attention_scaling
 
 ACTIVATION_WORDS = {
@@ -23,10 +24,11 @@ def _num(value: float) -> str:
 
 
 def layer_pattern(arch: Architecture) -> str:
-    """One letter per layer: S = sliding-window attention, F = full attention, N = full attention
-    without position embeddings (NoPE)."""
+    """One letter per layer: S = sliding-window attention, C = chunked attention, F = full attention,
+    N = full attention without position embeddings (NoPE)."""
     return "".join(
-        "S" if layer.mixer.span == "sliding" else "F" if layer.mixer.rope else "N" for layer in arch.layers
+        "S" if layer.mixer.span == "sliding" else "C" if layer.mixer.span == "chunked" else "F" if layer.mixer.rope
+        else "N" for layer in arch.layers
     )
 
 
@@ -118,6 +120,7 @@ def features(arch: Architecture) -> list[str]:
     nope = [lay.index for lay in arch.layers if lay.mixer.rope is None]
     if arch.rope and nope:
         out.append(f"No position embeddings (NoPE) on {len(nope)} of {arch.num_layers} layers (layers {', '.join(map(str, nope[:4]))}{', ...' if len(nope) > 4 else ''}).")
+    out += chunked_features(arch)
     if attn.kind == "mla":
         pass
     elif attn.softcap:
@@ -190,6 +193,8 @@ def moe_features(arch: Architecture) -> list[str]:
         routing += ", their weights renormalised to sum to 1" if moe.norm_topk_prob else " (weights not renormalised)"
     elif moe.router == "sigmoid_topk":
         routing = sigmoid_routing_words(moe)
+    elif moe.router == "topk_sigmoid":
+        routing = f"the router keeps each token's top {moe.top_k} logits and takes a sigmoid of each"
     else:
         routing = f"the router keeps each token's top {moe.top_k} logits and softmaxes over those {moe.top_k}"
     out = [f"Mixture of experts: {moe.num_experts} {glu} experts ({act}, intermediate size {moe.intermediate_size}); "
@@ -209,8 +214,13 @@ def moe_features(arch: Architecture) -> list[str]:
     if moe.shared_expert_size:
         gate = ", scaled by sigmoid(shared_expert_gate(x))" if moe.shared_expert_gate else ""
         out.append(f"A shared expert (intermediate size {moe.shared_expert_size}) runs on every token{gate}.")
+    if moe.weighted == "input":
+        out.append("Each routing weight multiplies the token going into its expert, not the expert's output.")
     if moe.storage == "stacked":
         out.append("Expert weights stored stacked: one (experts, out, in) tensor per projection for all experts.")
+    elif moe.storage == "fused_in_out":
+        out.append("Expert weights stored fused and (in, out): experts.gate_up_proj (experts, hidden, 2 x width) "
+                   "and experts.down_proj (experts, width, hidden).")
     else:
         out.append("Expert weights stored per expert (experts.{e}.*); a checkpoint in transformers 5's fused "
                    "layout (experts.gate_up_proj, experts.down_proj) is split into them on load, without copying.")

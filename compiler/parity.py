@@ -15,6 +15,7 @@ from .errors import UnsupportedError
 from .lowering import lower
 from .lowering.replica import WINDOW, tiny_replica
 from .render_moe import moe_of
+from .render_chunked import chunk_parity_context
 from .render import Provenance, config_kwargs, literal, model_context, safe_comment, structure
 from .validate import validate
 from .weight_map import WeightEntry, weight_map
@@ -71,4 +72,5 @@ def parity_context(raw: dict[str, Any], arch: Architecture, weights: list[Weight
         "experts": literal(moe.num_experts) if moe else "",
         "random_buffers": "('e_score_correction_bias',)" if moe and moe.score_correction_bias else "",
         "moe_layers": literal(sum(layer.ffn.kind == "moe" for layer in tiny.layers)),
+        **chunk_parity_context(tiny, literal),
     }

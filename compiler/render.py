@@ -21,6 +21,7 @@ from .describe import features, layer_pattern
 from .rope_fields import rope_config_fields, rope_context
 from .render_mla import mla_config_fields, mla_context, mla_names, mla_of
 from .render_moe import ffn_init, moe_config_fields, moe_context
+from .render_chunked import chunked_config_fields, chunked_context, q_scale_arg, q_scale_param
 from .weight_map import WeightEntry, block_norms, ffn_kinds
 
 BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -32,6 +33,7 @@ TITLES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qw
 TITLES.update(gpt2="GPT-2", gpt_neox="GPT-NeoX", phi="Phi")
 TITLES.update(gemma="Gemma", gemma2="Gemma 2", olmo2="OLMo 2", olmo3="OLMo 3", smollm3="SmolLM3")
 TITLES.update(mixtral="Mixtral", qwen2_moe="Qwen2-MoE", qwen3_moe="Qwen3-MoE", olmoe="OLMoE", granitemoe="Granite-MoE")
+TITLES.update(llama4_text="Llama 4 (text decoder)")
 TITLES.update(phi3="Phi-3", stablelm="StableLM", cohere="Cohere (Command R)", cohere2="Cohere 2", granite="Granite")
 
 
@@ -101,6 +103,7 @@ def config_values(arch: Architecture) -> list[dict[str, str]]:
     windows = [lay.mixer.window for lay in arch.layers if lay.mixer.span == "sliding"]
     if windows:
         fields.append(_field("sliding_window", "int", windows[0], "keys visible to a query, itself included"))
+    fields += chunked_config_fields(arch, _field)
     fields += rope_config_fields(arch, _field)
     if arch.embedding.scale is not None:
         fields.append(_field("embed_scale", "float", arch.embedding.scale,
@@ -123,6 +126,8 @@ def layer_kinds(arch: Architecture) -> list[dict[str, Any]]:
     kinds: dict[str, dict[str, Any]] = {}
     for layer, letter in zip(arch.layers, layer_pattern(arch)):
         kinds.setdefault(letter, {"letter_literal": literal(letter), "sliding": layer.mixer.span == "sliding",
+                                  "chunked": layer.mixer.span == "chunked",
+                                  "temperature": getattr(layer.mixer, "temperature", None) is not None,
                                   "rope": identifier(layer.mixer.rope) if layer.mixer.rope else ""})
     return list(kinds.values())
 
@@ -153,8 +158,9 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         "has_rope": has_rope,
         "has_nope": has_nope,
         "rope_params": (", cos: torch.Tensor | None, sin: torch.Tensor | None" if has_nope
-                        else ", cos: torch.Tensor, sin: torch.Tensor" if has_rope else ""),
-        "rope_args": ", cos, sin" if has_rope else "",
+                        else ", cos: torch.Tensor, sin: torch.Tensor" if has_rope else "") + q_scale_param(arch),
+        "rope_args": (", cos, sin" if has_rope else "") + q_scale_arg(arch),
+        **chunked_context(arch),
         "has_sliding": any(lay.mixer.span == "sliding" for lay in arch.layers),
         "has_full": any(lay.mixer.span == "full" for lay in arch.layers),
         "layer_kinds": layer_kinds(arch),
@@ -205,7 +211,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
     }
 
 
-LETTERS = {"S": "S = sliding-window attention", "F": "F = full attention",
+LETTERS = {"S": "S = sliding-window attention", "C": "C = chunked attention", "F": "F = full attention",
            "N": "N = NoPE (full attention, no RoPE)"}
 
 

@@ -25,13 +25,18 @@ def validate(arch: Architecture) -> Architecture:
             if getattr(layer, part) != getattr(first, part):
                 raise UnsupportedError(f"layer {layer.index}: its {part} differs from layer 0 (not supported yet)")
         a, b = layer.mixer, first.mixer
-        if a.model_copy(update={"span": b.span, "window": b.window, "rope": b.rope}) != b:
+        per_kind = {"span": b.span, "window": b.window, "rope": b.rope, **_position_coupled(a, b)}
+        if a.model_copy(update=per_kind) != b:
             raise UnsupportedError(f"layer {layer.index}: attention shape differs from layer 0 (not supported yet)")
     pattern = layer_pattern(arch)
     for letter in set(pattern):
         ropes = {layer.mixer.rope for layer, kind in zip(arch.layers, pattern) if kind == letter}
         if len(ropes) > 1:
             raise UnsupportedError(f"layers of kind {letter} use different RoPE tables {sorted(map(str, ropes))}")
+    _check_position_coupled(arch, pattern)
+    moe = ffns.get("moe")
+    if moe is not None and moe.weighted == "input" and moe.storage != "fused_in_out":
+        raise UnsupportedError("routing weights on the experts' input are implemented for fused_in_out storage only")
     windows = {layer.mixer.window for layer in arch.layers if layer.mixer.span == "sliding"}
     if len(windows) > 1:
         raise UnsupportedError(f"sliding layers use different windows {sorted(windows)} (not supported yet)")
@@ -87,3 +92,32 @@ def validate(arch: Architecture) -> Architecture:
     if positions is not None and positions != arch.max_position_embeddings:
         raise ConfigError(f"learned position table of {positions} rows != context length {arch.max_position_embeddings}")
     return arch
+
+
+def _position_coupled(a, b) -> dict:
+    """Attention fields allowed to differ between layers (checked by _check_position_coupled): the chunk
+    size, and a weightless L2 QK-norm or temperature tuning (Llama 4's RoPE / NoPE layers)."""
+    fields = {"chunk_size": b.chunk_size} if a.kind == b.kind == "attention" else {}
+    if fields and ("l2" in (a.qk_norm, b.qk_norm) or a.temperature or b.temperature):
+        fields.update(qk_norm=b.qk_norm, qk_norm_spec=b.qk_norm_spec, temperature=b.temperature)
+    return fields
+
+
+def _check_position_coupled(arch: Architecture, pattern: str) -> None:
+    """The code applies an L2 QK-norm on exactly the RoPE layers, temperature tuning per kind of layer
+    (one setting), chunked attention with one chunk size."""
+    attns = [layer.mixer for layer in arch.layers if layer.mixer.kind == "attention"]
+    if {"chunked", "sliding"} <= {a.span for a in attns}:
+        raise UnsupportedError("chunked and sliding-window layers in one model are not supported")
+    if len({a.chunk_size for a in attns if a.span == "chunked"}) > 1:
+        raise UnsupportedError("chunked layers use different chunk sizes (not supported yet)")
+    l2 = [a for a in attns if a.qk_norm == "l2"]
+    if l2 and (any(a.rope is None for a in l2) or len(l2) != sum(a.rope is not None for a in attns)):
+        raise UnsupportedError("an L2 QK-norm is implemented on exactly the RoPE layers only")
+    if l2 and l2[0].qk_norm_spec != arch.layers[0].norm:
+        raise UnsupportedError("an L2 QK-norm whose eps differs from the layers' norms is not implemented")
+    if len({a.temperature for a in attns if a.temperature}) > 1:
+        raise UnsupportedError("layers with different attention temperature tuning are not supported")
+    for letter in set(pattern):
+        if len({getattr(layer.mixer, "temperature", None) for layer, kind in zip(arch.layers, pattern) if kind == letter}) > 1:
+            raise UnsupportedError(f"layers of kind {letter} differ in attention temperature tuning")

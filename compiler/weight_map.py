@@ -89,7 +89,7 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
                                        (n.k_norm, attn.num_kv_heads, "num_key_value_heads")):
                 norm_rows(f"{a}{name}.norms.{{h}}", attn.head_dim, attn.qk_norm_spec)
                 extra[f"{a}{name}.norms.{{h}}.weight"] = {"heads": heads, "head_count": field}
-        elif attn.qk_norm != "none" and attn.qk_norm_spec is not None:
+        elif attn.qk_norm not in ("none", "l2") and attn.qk_norm_spec is not None:  # l2: no weight
             whole, rows_per_head = attn.qk_norm == "whole", attn.qk_norm == "per_head_weights"
             q_dim = q_out if whole else (attn.num_heads, attn.head_dim) if rows_per_head else attn.head_dim
             kv_dim = kv_out if whole else (attn.num_kv_heads, attn.head_dim) if rows_per_head else attn.head_dim

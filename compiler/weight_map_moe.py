@@ -40,6 +40,11 @@ def moe_rows(moe: Moe, m: str, hidden: int, rows: list) -> dict[str, dict]:
                            (f"{e}{mn.down}.weight", (hidden, width))):
             rows.append((key, shape, "linear"))
             extra[key] = {"experts": count, "routed": True}
+    elif moe.storage == "fused_in_out":
+        for key, shape in ((f"{m}{mn.experts}.{mn.fused_gate_up}", (count, hidden, 2 * width)),
+                           (f"{m}{mn.experts}.{mn.fused_down}", (count, width, hidden))):
+            rows.append((key, shape, "linear"))
+            extra[key] = {"routed": True}
     else:
         for key, shape in ((f"{m}{mn.stacked_gate_up}.weight", (count, 2 * width, hidden)),
                            (f"{m}{mn.stacked_down}.weight", (count, hidden, width))):
@@ -60,7 +65,7 @@ def fused_expert_map(arch: Architecture) -> dict[str, tuple[str, ...]]:
     Value: the hub keys the fused tensor becomes. With "{e}", the tensor is indexed by expert
     first; two keys split it in halves along the output rows ([gate; up])."""
     moe = ffn_kinds(arch).get("moe")
-    if not isinstance(moe, Moe):
+    if not isinstance(moe, Moe) or moe.storage == "fused_in_out":  # fused_in_out: on disk as in memory
         return {}
     n, mn, pre = arch.names, moe.names, arch.checkpoint_prefix
     p = f"{pre}{n.backbone}.{n.layers}.{{i}}."

@@ -61,12 +61,23 @@ class Rope(_Frozen):
     long_factor: tuple[float, ...] | None = None
 
 
+class TemperatureTuning(_Frozen):
+    """Queries are multiplied by 1 + attn_scale * log(1 + floor((position + 1) / floor_scale)), so
+    attention sharpens slowly with position (Llama 4's NoPE layers)."""
+
+    floor_scale: PositiveInt
+    attn_scale: float
+
+
 class Attention(_Frozen):
     """Multi-head (grouped-query) softmax attention."""
 
     kind: Literal["attention"] = "attention"
-    span: Literal["full", "sliding"]
+    span: Literal["full", "sliding", "chunked"]
     window: Annotated[int, Field(gt=0, le=MAX_CONTEXT)] | None = Field(None, description="Keys within the last `window` positions (self included).")
+    chunk_size: Annotated[int, Field(gt=0, le=MAX_CONTEXT)] | None = Field(
+        None, description="chunked: positions form chunks of this many (0..n-1, n..2n-1, ...); a query sees the "
+        "keys of its own chunk only, up to itself (Llama 4's attention_chunk_size).")
     num_heads: HeadCount
     num_kv_heads: HeadCount
     head_dim: Width
@@ -75,12 +86,14 @@ class Attention(_Frozen):
         "separate", description="How the checkpoint stores the q/k/v projections: three matrices, one "
         "matrix of [q; k; v] blocks, or one matrix interleaved per head ([q_h; k_h; v_h] for each head h)."
     )
-    qk_norm: Literal["none", "per_head", "whole", "per_head_weights", "per_head_modules"] = Field(
+    qk_norm: Literal["none", "per_head", "whole", "per_head_weights", "per_head_modules", "l2"] = Field(
         "none", description="per_head: one norm over head_dim shared by all heads. whole: one norm over "
         "the whole projection (heads x head_dim), before it is split into heads. per_head_weights: a norm "
-        "over head_dim with a weight row of its own for each head, stored as one (heads, head_dim) tensor (Cohere). per_head_modules: the same computation, each head's norm a "
-        "module of its own, stored as `norms.{h}.weight` for head h (StableLM); qk_norm_spec may then differ from "
-        "the layers' norm in its bias only."
+        "over head_dim with a weight row of its own for each head, stored as one (heads, head_dim) tensor (Cohere). "
+        "per_head_modules: the same computation, each head's norm a module of its own, stored as `norms.{h}.weight` "
+        "for head h (StableLM); qk_norm_spec may then differ from the layers' norm in its bias only. "
+        "l2: x / sqrt(mean(x^2) + eps) over each head's channels, in float32, with no weight, applied after RoPE "
+        "(Llama 4; qk_norm_spec gives eps)."
     )
     qk_norm_spec: Norm | None = None
     q_bias: bool = False
@@ -89,6 +102,8 @@ class Attention(_Frozen):
     o_bias: bool = False
     scale: Annotated[float, Field(gt=0)] = Field(description="Multiplies q.k before the softmax.")
     softcap: Annotated[float, Field(gt=0)] | None = None
+    temperature: TemperatureTuning | None = Field(None, description="A position-dependent query scale "
+                                                  "(Llama 4's attention temperature tuning).")
 
     @model_validator(mode="after")
     def _heads_and_window(self) -> "Attention":
@@ -100,6 +115,8 @@ class Attention(_Frozen):
             raise ValueError(f"num_heads x head_dim ({self.num_heads} x {self.head_dim}) exceeds {MAX_WIDTH}")
         if (self.span == "sliding") != (self.window is not None):
             raise ValueError("a window is given exactly when the span is 'sliding'")
+        if (self.span == "chunked") != (self.chunk_size is not None):
+            raise ValueError("a chunk_size is given exactly when the span is 'chunked'")
         return self
 
 

@@ -42,10 +42,11 @@ class Moe(_Frozen):
     top_k: PositiveInt
     intermediate_size: Width = Field(description="Width of each expert's gated MLP.")
     activation: Literal["silu", "gelu", "gelu_tanh", "relu"]
-    router: Literal["softmax_topk", "topk_softmax", "sigmoid_topk"] = Field(
+    router: Literal["softmax_topk", "topk_softmax", "sigmoid_topk", "topk_sigmoid"] = Field(
         description="softmax_topk: softmax over all experts, then keep the top k (Mixtral, Qwen, OLMoE). "
         "topk_softmax: keep the top k logits, then softmax over those k (Granite). sigmoid_topk: an independent "
-        "sigmoid score per expert, the top k kept (DeepSeek-V3).")
+        "sigmoid score per expert, the top k kept (DeepSeek-V3). topk_sigmoid: keep the top k logits, then a "
+        "sigmoid of each kept logit (Llama 4).")
     norm_topk_prob: bool = Field(False, description="softmax_topk / sigmoid_topk: divide the k kept weights by their sum.")
     router_float32: bool = Field(False, description="The router's matrix and its input are cast to float32 before the "
                                  "product (DeepSeek keeps the router in float32).")
@@ -66,9 +67,14 @@ class Moe(_Frozen):
     routing_dtype: Literal["float32", "input"] = Field(
         "input", description="The dtype in which the routing weights multiply the expert outputs: float32 (Mixtral "
         "keeps them in float32) or the hidden states' dtype.")
-    storage: Literal["per_expert", "stacked"] = Field(
+    storage: Literal["per_expert", "stacked", "fused_in_out"] = Field(
         description="The hub checkpoint layout: one set of projection matrices per expert, or every expert's matrices "
-        "stacked in one (experts, out, in) tensor per projection (Granite).")
+        "stacked in one (experts, out, in) tensor per projection (Granite), or fused_in_out: `experts.gate_up_proj` "
+        "(experts, hidden, 2 x width, [gate | up] along the last axis) and `experts.down_proj` (experts, width, "
+        "hidden), stored (in, out) without a .weight suffix (Llama 4).")
+    weighted: Literal["output", "input"] = Field(
+        "output", description="What the routing weight multiplies: the expert's output, or its input (Llama 4: "
+        "expert(weight x token), which differs since the expert is not linear).")
     shared_expert_size: Width | None = Field(None, description="Width of a shared expert every token uses (Qwen2-MoE).")
     shared_expert_gate: bool = Field(False, description="The shared expert's output is scaled by sigmoid(gate(x)).")
     names: MoeNames = MoeNames()

@@ -35,8 +35,8 @@ def import_path(path: Path, name: str):
     return module
 
 
-def window_boundary_runs(parity_module) -> list[tuple[int, float]]:
-    """Run a generated test_parity.py's window-boundary test; (seq_len, max|dlogit|) per measure."""
+def window_boundary_runs(parity_module, test: str = "test_parity_around_the_sliding_window") -> list[tuple[int, float]]:
+    """Run a generated test_parity.py's window- (or chunk-) boundary test; (seq_len, max|dlogit|) per measure."""
     runs = []
     original = parity_module.measure
 
@@ -46,7 +46,7 @@ def window_boundary_runs(parity_module) -> list[tuple[int, float]]:
         return result
 
     parity_module.measure = recording
-    parity_module.test_parity_around_the_sliding_window()
+    getattr(parity_module, test)()
     return runs
 
 

@@ -60,19 +60,24 @@ def tiny(request, tmp_path_factory):
     return module, parity, tiny_model(module, parity)
 
 
-@pytest.mark.parametrize("chunking", sorted(CHUNKINGS))
-def test_cached_decoding_equals_the_full_forward(tiny, chunking):
-    module, parity, model = tiny
-    ids = torch.randint(0, 200, (2, sum(CHUNKINGS[chunking])), generator=torch.Generator().manual_seed(1))
+def cached_and_full(model, sizes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of random ids fed through the KV cache in pieces of `sizes`, and in one uncached call."""
+    ids = torch.randint(0, 200, (2, sum(sizes)), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         full = model(ids)
         model.enable_cache(batch=2, max_len=ids.shape[1])
         pieces, start = [], 0
-        for size in CHUNKINGS[chunking]:
+        for size in sizes:
             pieces.append(model(ids[:, start:start + size]))
             start += size
         model.disable_cache()
-    cached = torch.cat(pieces, dim=1)
+    return torch.cat(pieces, dim=1), full
+
+
+@pytest.mark.parametrize("chunking", sorted(CHUNKINGS))
+def test_cached_decoding_equals_the_full_forward(tiny, chunking):
+    _, _, model = tiny
+    cached, full = cached_and_full(model, CHUNKINGS[chunking])
     assert full.abs().max() > 0.1
     assert (cached - full).abs().max().item() <= TOLERANCE
 

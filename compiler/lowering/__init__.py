@@ -20,6 +20,7 @@ from .fam_phi3_cohere import FAMILIES_PHI3_COHERE, REPLICA_PHI3_COHERE
 from .fam_moe import FAMILIES_MOE, REPLICA_MOE
 from .fam_deepseek import FAMILIES_DEEPSEEK, REPLICA_DEEPSEEK
 from .fam_glm_minimax import FAMILIES_GLM_MINIMAX, REPLICA_GLM_MINIMAX
+from .fam_llama4 import FAMILIES_LLAMA4, REPLICA_LLAMA4
 from .reader import ConfigReader
 
 FAMILIES: dict[str, Callable[[ConfigReader, str], Architecture]] = {
@@ -35,6 +36,7 @@ FAMILIES.update(FAMILIES_PHI3_COHERE)
 FAMILIES.update(FAMILIES_MOE)
 FAMILIES.update(FAMILIES_DEEPSEEK)
 FAMILIES.update(FAMILIES_GLM_MINIMAX)
+FAMILIES.update(FAMILIES_LLAMA4)
 # Multimodal wrappers whose text decoder we compile: model_type -> default text model_type.
 WRAPPERS = {"gemma3": "gemma3_text"}
 # Wrapper keys that only concern the other modalities.
@@ -92,3 +94,4 @@ REPLICA_ADJUST.update(REPLICA_PHI3_COHERE)
 REPLICA_ADJUST.update(REPLICA_MOE)
 REPLICA_ADJUST.update(REPLICA_DEEPSEEK)
 REPLICA_ADJUST.update(REPLICA_GLM_MINIMAX)
+REPLICA_ADJUST.update(REPLICA_LLAMA4)

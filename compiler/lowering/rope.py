@@ -128,8 +128,10 @@ def rope_table(
             raise UnsupportedError(f"{where}: 'truncate': false inside per-layer-type rope_parameters is ignored "
                                    "by transformers; refusing rather than guessing")
         fields["truncate"] = truncate
-    if kind == "llama3" and fields["low_freq_factor"] >= fields["high_freq_factor"]:
-        raise ConfigError(f"{where}: 'low_freq_factor' must be smaller than 'high_freq_factor'")
+    # Equal factors (Llama 4 Scout's 1 / 1) leave no smoothed band: transformers only warns, and computes
+    # a step (slow frequencies / factor, the rest kept), as the generated code does.
+    if kind == "llama3" and fields["low_freq_factor"] > fields["high_freq_factor"]:
+        raise ConfigError(f"{where}: 'low_freq_factor' must not exceed 'high_freq_factor'")
     if not theta > 1:  # theta 1 makes every frequency 1 (and YaRN divides by log(theta))
         raise ConfigError(f"{where}: 'rope_theta' must be greater than 1, got {theta!r:.40}")
     return Rope(name=name, type=kind, theta=float(theta), rotary_dim=rotary_dim, partial_rotary_factor=partial,
