@@ -72,6 +72,8 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
         else:
             linear(a + n.qkv, q_out + 2 * kv_out, hidden, attn.q_bias)
         linear(a + n.o, hidden, q_out, attn.o_bias)
+        if attn.sinks:
+            rows.append((a + n.sinks, (attn.num_heads,), "bias"))
         if attn.qk_norm != "none" and attn.qk_norm_spec is not None:
             whole, rows_per_head = attn.qk_norm == "whole", attn.qk_norm == "per_head_weights"
             q_dim = q_out if whole else (attn.num_heads, attn.head_dim) if rows_per_head else attn.head_dim

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from .base import Identifier, PositiveInt, Width, _Frozen
+from .base import Identifier, PositiveInt, Width, _Frozen, _unset
 
 MAX_EXPERTS = 4096
 
@@ -41,11 +41,17 @@ class Moe(_Frozen):
     num_experts: Annotated[int, Field(gt=0, le=MAX_EXPERTS)]
     top_k: PositiveInt
     intermediate_size: Width = Field(description="Width of each expert's gated MLP.")
-    activation: Literal["silu", "gelu", "gelu_tanh", "relu"]
+    activation: Literal["silu", "gelu", "gelu_tanh", "relu", "clamped_swiglu"] = Field(
+        description="clamped_swiglu (gpt-oss): gate = min(gate, limit), up = clamp(up, -limit, limit), "
+        "out = (up + 1) * gate * sigmoid(alpha * gate), with `swiglu_alpha` and `swiglu_limit`.")
+    swiglu_alpha: float | None = Field(None, exclude_if=_unset, description="clamped_swiglu: the sigmoid's gain.")
+    swiglu_limit: Annotated[float, Field(gt=0)] | None = Field(
+        None, exclude_if=_unset, description="clamped_swiglu: the clamp bound.")
     router: Literal["softmax_topk", "topk_softmax", "sigmoid_topk"] = Field(
         description="softmax_topk: softmax over all experts, then keep the top k (Mixtral, Qwen, OLMoE). "
         "topk_softmax: keep the top k logits, then softmax over those k (Granite). sigmoid_topk: an independent "
         "sigmoid score per expert, the top k kept (DeepSeek-V3).")
+    router_bias: bool = Field(False, exclude_if=_unset, description="The router's linear map has a bias (gpt-oss).")
     norm_topk_prob: bool = Field(False, description="softmax_topk / sigmoid_topk: divide the k kept weights by their sum.")
     router_float32: bool = Field(False, description="The router's matrix and its input are cast to float32 before the "
                                  "product (DeepSeek keeps the router in float32).")
@@ -62,9 +68,13 @@ class Moe(_Frozen):
     routing_dtype: Literal["float32", "input"] = Field(
         "input", description="The dtype in which the routing weights multiply the expert outputs: float32 (Mixtral "
         "keeps them in float32) or the hidden states' dtype.")
-    storage: Literal["per_expert", "stacked"] = Field(
+    storage: Literal["per_expert", "stacked", "stacked_in_out"] = Field(
         description="The hub checkpoint layout: one set of projection matrices per expert, or every expert's matrices "
-        "stacked in one (experts, out, in) tensor per projection (Granite).")
+        "stacked in one (experts, out, in) tensor per projection (Granite), or stacked transposed as (experts, in, "
+        "out) with gate and up columns interleaved in one gate_up tensor (gpt-oss: experts.gate_up_proj, "
+        "experts.down_proj).")
+    expert_bias: bool = Field(False, exclude_if=_unset, description="stacked_in_out: each stacked projection has "
+                              "a (experts, out) bias (<name>_bias).")
     shared_expert_size: Width | None = Field(None, description="Width of a shared expert every token uses (Qwen2-MoE).")
     shared_expert_gate: bool = Field(False, description="The shared expert's output is scaled by sigmoid(gate(x)).")
     names: MoeNames = MoeNames()
@@ -86,6 +96,11 @@ class Moe(_Frozen):
                 raise ValueError(f"top_k ({self.top_k}) exceeds the experts of the topk_groups kept groups")
             if self.group_limit == "top2_sum" and self.num_experts // self.num_groups < 2:
                 raise ValueError("top2_sum group scores need at least 2 experts per group")
+        if (self.activation == "clamped_swiglu") != (self.swiglu_alpha is not None) or (
+                self.swiglu_alpha is None) != (self.swiglu_limit is None):
+            raise ValueError("swiglu_alpha and swiglu_limit are given exactly for a clamped_swiglu activation")
+        if self.expert_bias and self.storage != "stacked_in_out":
+            raise ValueError("expert biases are implemented for stacked_in_out storage only")
         if self.shared_expert_gate and self.shared_expert_size is None:
             raise ValueError("a shared-expert gate needs a shared expert")
         return self

@@ -19,6 +19,7 @@ from .fam_gpt import FAMILIES as FAMILIES_GPT, REPLICAS as REPLICA_GPT
 from .fam_phi3_cohere import FAMILIES_PHI3_COHERE, REPLICA_PHI3_COHERE
 from .fam_moe import FAMILIES_MOE, REPLICA_MOE
 from .fam_deepseek import FAMILIES_DEEPSEEK, REPLICA_DEEPSEEK
+from .fam_gptoss import FAMILIES_GPTOSS, REPLICA_GPTOSS
 from .reader import ConfigReader
 
 FAMILIES: dict[str, Callable[[ConfigReader, str], Architecture]] = {
@@ -33,6 +34,7 @@ FAMILIES.update(FAMILIES_GPT)
 FAMILIES.update(FAMILIES_PHI3_COHERE)
 FAMILIES.update(FAMILIES_MOE)
 FAMILIES.update(FAMILIES_DEEPSEEK)
+FAMILIES.update(FAMILIES_GPTOSS)
 # Multimodal wrappers whose text decoder we compile: model_type -> default text model_type.
 WRAPPERS = {"gemma3": "gemma3_text"}
 # Wrapper keys that only concern the other modalities.
@@ -89,3 +91,4 @@ REPLICA_ADJUST.update(REPLICA_GPT)
 REPLICA_ADJUST.update(REPLICA_PHI3_COHERE)
 REPLICA_ADJUST.update(REPLICA_MOE)
 REPLICA_ADJUST.update(REPLICA_DEEPSEEK)
+REPLICA_ADJUST.update(REPLICA_GPTOSS)
