@@ -137,7 +137,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
     grouped = attn.num_kv_heads < attn.num_heads
     has_rope = any(lay.mixer.rope for lay in arch.layers)
     has_nope = has_rope and any(lay.mixer.rope is None for lay in arch.layers)
-    names = {key: identifier(value) for key, value in arch.names.model_dump().items()}
+    names = {key: identifier(value) for key, value in arch.names}  # every field (dumps leave some out)
     return {
         "version": __version__,
         "source": prov.label,

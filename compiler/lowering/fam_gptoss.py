@@ -37,7 +37,7 @@ def _converted(name: str, patterns: list[str]) -> bool:
     return not any(re.match(f"(?:{p}){MODULE_BOUNDARY}", name) or name.endswith(p) for p in patterns)
 
 
-def _mxfp4(r: ConfigReader, num_layers: int) -> Mxfp4Weights | None:
+def _mxfp4(r: ConfigReader, num_layers: int, hidden: int, width: int) -> Mxfp4Weights | None:
     q = r.any("quantization_config", None)
     if q is None:
         return None
@@ -58,7 +58,12 @@ def _mxfp4(r: ConfigReader, num_layers: int) -> Mxfp4Weights | None:
         raise ConfigError(f"{where}: 'modules_to_not_convert' holds a pattern that is not a regex") from None
     if len(converted) > 1:
         raise UnsupportedError(f"{where}: 'modules_to_not_convert' leaves the experts of some layers unquantized")
-    return Mxfp4Weights(tensors=EXPERT_TENSORS) if converted == {True} else None
+    if converted == {False}:
+        return None
+    for key, size in (("hidden_size", hidden), ("intermediate_size", width)):
+        if size % 32:
+            raise ConfigError(f"{r.where}: key '{key}' ({size}) must be a multiple of 32 for MXFP4 experts")
+    return Mxfp4Weights(tensors=EXPERT_TENSORS)
 
 
 def lower_gpt_oss(r: ConfigReader, model_type: str) -> Architecture:
@@ -83,7 +88,7 @@ def lower_gpt_oss(r: ConfigReader, model_type: str) -> Architecture:
               expert_bias=True, names=MoeNames(router="router", fused_router="router"))
     norm = Norm(kind="rmsnorm", eps=r.float("rms_norm_eps", 1e-5), weight_in_compute_dtype=True)
     bias = r.bool("attention_bias", True)
-    mxfp4 = _mxfp4(r, c.num_layers)
+    mxfp4 = _mxfp4(r, c.num_layers, c.hidden_size, c.intermediate_size)
     placeholder = Mlp(gated=True, activation="silu", intermediate_size=c.intermediate_size)  # replaced below
     arch = build(r, c, layer_types=layer_types, window=window, ropes=ropes, norm=norm,
                  attention=dict(scale=c.head_dim**-0.5, q_bias=bias, k_bias=bias, v_bias=bias, o_bias=bias, sinks=True),
