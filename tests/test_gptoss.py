@@ -105,6 +105,24 @@ def test_sinks_change_the_logits(generated):
         assert (ours(ids) - expected).abs().max().item() > 1e-3
 
 
+@pytest.mark.parametrize("chunks", [(1,) * 20, (5, 1, 1, 6, 7), (9, 11)])
+def test_cached_decoding_with_sinks_equals_the_full_forward(generated, chunks):
+    """The sliding layers' ring cache past the window (8) with the sinks joined to every softmax."""
+    model_py, parity = generated
+    reference = reference_replica(parity, seed=9)
+    ours = model_py.CausalLM(model_py.Config(**parity.MODEL_CONFIG))
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    ids = torch.randint(0, 200, (2, sum(chunks)), generator=torch.Generator().manual_seed(10))
+    with torch.no_grad():
+        full = reference(input_ids=ids).logits
+        ours.eval().enable_cache(batch=2, max_len=ids.shape[1])
+        pieces, start = [], 0
+        for size in chunks:
+            pieces.append(ours(ids[:, start:start + size]))
+            start += size
+    assert (torch.cat(pieces, dim=1) - full).abs().max().item() <= 1e-5
+
+
 def test_interleaved_gate_up_and_clamp(generated):
     """One expert by hand: even columns of gate_up are the gate, odd the up; both clamped at the limit."""
     model_py, parity = generated
