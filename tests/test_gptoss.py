@@ -8,13 +8,13 @@ stored as MXFP4 loaded by both, full-size counts and the hub checkpoint's MXFP4 
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 
 import pytest
 import torch
 from conftest import GENERATED, catalog_config, import_path, window_boundary_runs
+from test_lowering import _mutated
 from test_parity_variants import compile_and_verify
 
 from llmgen.compiler.checkpoint import expected_shapes
@@ -229,18 +229,12 @@ def test_full_size_counts_and_hub_mxfp4_layout():
 
 
 def _changed(**keys):
-    raw = copy.deepcopy(catalog_config(HUB_ID))
-    for key, value in keys.items():
-        if value is None:
-            raw.pop(key)
-        else:
-            raw[key] = value
-    return raw
+    return _mutated(HUB_ID, **keys)  # KeyError: the key removed
 
 
 def test_transformers_defaults_are_read():
     """No RoPE keys: transformers' YaRN default; no quantization_config: plain experts; swiglu_alpha read."""
-    arch = lower(_changed(rope_scaling=None, quantization_config=None, swiglu_alpha=1.5))
+    arch = lower(_changed(rope_scaling=KeyError, quantization_config=KeyError, swiglu_alpha=1.5))
     table = arch.rope[0]
     assert (table.type, table.factor, table.original_max_position_embeddings, table.truncate) == ("yarn", 32.0, 4096, False)
     assert (table.beta_fast, table.beta_slow, table.theta) == (32.0, 1.0, 150000.0)
@@ -248,7 +242,7 @@ def test_transformers_defaults_are_read():
     assert lower(catalog_config(HUB_ID)).mxfp4.tensors == ("gate_up_proj", "down_proj")
     kept = {"quant_method": "mxfp4", "modules_to_not_convert": ["model.layers.*.mlp.experts", "lm_head"]}
     assert lower(_changed(quantization_config=kept)).mxfp4 is None  # experts left unquantized
-    plain = lower(_changed(layer_types=None, num_hidden_layers=4))
+    plain = lower(_changed(layer_types=KeyError, num_hidden_layers=4))
     assert [layer.mixer.span for layer in plain.layers] == ["sliding", "full", "sliding", "full"]
 
 

@@ -16,6 +16,7 @@ from ...schemas.arch import Architecture, Head, Mlp, Moe, MoeNames, Mxfp4Weights
 from ..errors import ConfigError, UnsupportedError
 from .families import LAYER_TYPES, build, read_common, read_layer_types
 from .fam_moe import TRAINING_ONLY, _experts
+from .quant import read_quantization
 from .reader import ConfigReader
 from .rope import lower_rope
 
@@ -38,17 +39,10 @@ def _converted(name: str, patterns: list[str]) -> bool:
 
 
 def _mxfp4(r: ConfigReader, num_layers: int, hidden: int, width: int) -> Mxfp4Weights | None:
-    q = r.any("quantization_config", None)
-    if q is None:
+    found = read_quantization(r, "mxfp4", QUANT_KEYS)
+    if found is None:
         return None
-    where = f"{r.where}: key 'quantization_config'"
-    if not isinstance(q, dict):
-        raise ConfigError(f"{where} must be an object")
-    if q.get("quant_method") != "mxfp4":
-        raise UnsupportedError(f"{where}: quant_method {q.get('quant_method')!r:.40} is not supported (only 'mxfp4')")
-    unknown = sorted(set(q) - QUANT_KEYS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key '{unknown[0]}'")
+    q, where = found
     patterns = q.get("modules_to_not_convert") or []
     if not isinstance(patterns, list) or not all(isinstance(p, str) and p for p in patterns):
         raise ConfigError(f"{where}: 'modules_to_not_convert' must be a list of module name patterns")
