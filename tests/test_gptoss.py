@@ -21,6 +21,7 @@ from llmgen.compiler.checkpoint import expected_shapes
 from llmgen.compiler.errors import ConfigError, LlmgenError, UnsupportedError
 from llmgen.compiler.lowering import lower
 from llmgen.compiler.mxfp4 import accept_quantized
+from llmgen.compiler.validate import validate
 from llmgen.compiler.weight_map import active_parameter_count, parameter_count
 
 transformers = pytest.importorskip("transformers")
@@ -261,3 +262,16 @@ def test_bad_configs_name_the_key(keys, error, words):
         lower(_changed(**keys))
     assert words in str(info.value) and "\n" not in str(info.value)
     assert isinstance(info.value, LlmgenError)
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"storage": "per_expert"}, "clamped SwiGLU is implemented for stacked_in_out experts only"),
+    ({"shared_expert_size": 64}, "shared expert beside stacked_in_out experts"),
+    ({"router_float32": True}, "router bias is implemented for a plain linear router only"),
+])
+def test_expert_features_the_templates_lack_are_refused(change, words):
+    arch = lower(catalog_config(HUB_ID))
+    moe = arch.layers[0].ffn.model_copy(update=change)
+    changed = arch.model_copy(update={"layers": tuple(layer.model_copy(update={"ffn": moe}) for layer in arch.layers)})
+    with pytest.raises(UnsupportedError, match=words):
+        validate(changed)
