@@ -17,8 +17,8 @@ from conftest import GENERATED, catalog_config, import_path, window_boundary_run
 from test_lowering import _mutated
 from test_parity_variants import compile_and_verify
 
-from llmgen.compiler.checkpoint import expected_shapes
-from llmgen.compiler.errors import ConfigError, LlmgenError, UnsupportedError
+from llmgen.compiler.checkpoint import check_checkpoint, expected_shapes
+from llmgen.compiler.errors import CheckpointError, ConfigError, LlmgenError, UnsupportedError
 from llmgen.compiler.lowering import lower
 from llmgen.compiler.mxfp4 import accept_quantized
 from llmgen.compiler.validate import validate
@@ -184,6 +184,7 @@ def test_mxfp4_checkpoint_loads_like_transformers(generated, tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     config["quantization_config"] = catalog_config(HUB_ID)["quantization_config"]
     (tmp_path / "config.json").write_text(json.dumps(config))
+    assert check_checkpoint(tmp_path, lower(config)) == tmp_path / "model.safetensors"  # compile-time check agrees
     ours = model_py.load_checkpoint(tmp_path, model_py.Config(**parity.MODEL_CONFIG))
     for name, param in reference.named_parameters():
         assert torch.equal(ours.get_parameter(name), param), name
@@ -199,6 +200,8 @@ def test_mxfp4_checkpoint_loads_like_transformers(generated, tmp_path):
     save_file({**state, **quantized}, str(tmp_path / "model.safetensors"))
     with pytest.raises(model_py.WeightLoadError, match=f"{blocks}: MXFP4 blocks without their scales"):
         model_py.load_checkpoint(tmp_path, model_py.Config(**parity.MODEL_CONFIG))
+    with pytest.raises(CheckpointError, match=r"missing \(1\): " + blocks.replace("_blocks", "_scales")):
+        check_checkpoint(tmp_path, lower(config))
 
 
 def test_full_size_counts_and_hub_mxfp4_layout():
