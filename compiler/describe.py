@@ -129,6 +129,9 @@ def features(arch: Architecture) -> list[str]:
         pass
     elif any((attn.q_bias, attn.k_bias, attn.v_bias, attn.o_bias)):
         out.append("Biases on the attention projections.")
+    if attn.kind == "attention" and attn.sinks:
+        out.append("Attention sinks: a learned logit per head joins each query's softmax as one more column and "
+                   "its share is dropped, so the weights on the keys may sum to less than 1.")
     if attn.kind == "mla":
         pass
     elif attn.qkv == "fused":
@@ -187,7 +190,10 @@ def moe_features(arch: Architecture) -> list[str]:
     moe = next((layer.ffn for layer in arch.layers if isinstance(layer.ffn, Moe)), None)
     if moe is None:
         return []
-    glu, act = ACTIVATION_WORDS[moe.activation]
+    glu, act = ACTIVATION_WORDS.get(moe.activation, ("clamped SwiGLU", ""))
+    if moe.activation == "clamped_swiglu":
+        act = (f"gate clamped above at {moe.swiglu_limit:g}, up to +-{moe.swiglu_limit:g}, "
+               f"(up + 1) * gate * sigmoid({moe.swiglu_alpha:g} * gate)")
     if moe.router == "softmax_topk":
         routing = f"a softmax router over all experts keeps the top {moe.top_k} per token"
         routing += ", their weights renormalised to sum to 1" if moe.norm_topk_prob else " (weights not renormalised)"
@@ -216,14 +222,23 @@ def moe_features(arch: Architecture) -> list[str]:
         out.append(f"A shared expert (intermediate size {moe.shared_expert_size}) runs on every token{gate}.")
     if moe.weighted == "input":
         out.append("Each routing weight multiplies the token going into its expert, not the expert's output.")
+    if moe.router_bias:
+        out.append("The router's linear map has a bias.")
     if moe.storage == "stacked":
         out.append("Expert weights stored stacked: one (experts, out, in) tensor per projection for all experts.")
     elif moe.storage == "fused_in_out":
         out.append("Expert weights stored fused and (in, out): experts.gate_up_proj (experts, hidden, 2 x width) "
                    "and experts.down_proj (experts, width, hidden).")
+    elif moe.storage == "stacked_in_out":
+        out.append("Expert weights stored stacked and transposed: experts.gate_up_proj (experts, hidden, 2 x "
+                   "intermediate) with gate and up columns interleaved, experts.down_proj (experts, intermediate, "
+                   "hidden)" + (", each with a per-expert bias." if moe.expert_bias else "."))
     else:
         out.append("Expert weights stored per expert (experts.{e}.*); a checkpoint in transformers 5's fused "
                    "layout (experts.gate_up_proj, experts.down_proj) is split into them on load, without copying.")
+    if arch.mxfp4 is not None:
+        out.append("The checkpoint stores the experts' stacked matrices as MXFP4 (e2m1 values with one power-of-two "
+                   "scale per 32): they are dequantized on load to the chosen dtype.")
     out.append("MoE dispatch loops over the experts that received tokens, each running on its own tokens only "
                "(no dense all-expert compute).")
     return out

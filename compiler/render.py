@@ -34,6 +34,7 @@ TITLES.update(gpt2="GPT-2", gpt_neox="GPT-NeoX", phi="Phi")
 TITLES.update(gemma="Gemma", gemma2="Gemma 2", olmo2="OLMo 2", olmo3="OLMo 3", smollm3="SmolLM3")
 TITLES.update(mixtral="Mixtral", qwen2_moe="Qwen2-MoE", qwen3_moe="Qwen3-MoE", olmoe="OLMoE", granitemoe="Granite-MoE")
 TITLES.update(llama4_text="Llama 4 (text decoder)")
+TITLES.update(gpt_oss="gpt-oss")
 TITLES.update(phi3="Phi-3", stablelm="StableLM", cohere="Cohere (Command R)", cohere2="Cohere 2", granite="Granite")
 
 
@@ -141,7 +142,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
     grouped = attn.num_kv_heads < attn.num_heads
     has_rope = any(lay.mixer.rope for lay in arch.layers)
     has_nope = has_rope and any(lay.mixer.rope is None for lay in arch.layers)
-    names = {key: identifier(value) for key, value in arch.names.model_dump().items()}
+    names = {key: identifier(value) for key, value in arch.names}  # every field (dumps leave some out)
     return {
         "version": __version__,
         "source": prov.label,
@@ -172,6 +173,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
             + (" with RoPE" if has_rope else "") + ", written out eagerly.",
             "qkv": attn.qkv, "q_bias": attn.q_bias, "k_bias": attn.k_bias, "v_bias": attn.v_bias,
             "o_bias": attn.o_bias, "qk_norm": attn.qk_norm, "softcap": attn.softcap is not None, "grouped": grouped,
+            "sinks": attn.sinks,
         },
         "mlp": {
             "summary": ("Gated feed-forward: down(act(gate(x)) * up(x))." if ffn.gated
@@ -198,6 +200,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
                       for e in weights if e.head_count],
         "fp8": {"block_literal": literal(arch.fp8.block[0]) and f"({arch.fp8.block[0]}, {arch.fp8.block[1]})",
                 "block_words": f"{arch.fp8.block[0]}x{arch.fp8.block[1]}"} if arch.fp8 else None,
+        "mxfp4": {"tensors_literal": repr(tuple(identifier(t) for t in arch.mxfp4.tensors))} if arch.mxfp4 else None,
         "extra_layers": literal(arch.extra_checkpoint_layers) if arch.extra_checkpoint_layers else "",
         "layer_prefix_literal": literal(f"{arch.checkpoint_prefix}{arch.names.backbone}.{arch.names.layers}."),
         "ignored_literal": literal(arch.checkpoint_prefix + arch.names.head + ".weight"),

@@ -40,6 +40,9 @@ def moe_config_fields(arch: Architecture, field: Callable[..., dict[str, Any]]) 
     if moe.num_groups is not None:
         fields.append(field("n_group", "int", moe.num_groups, "experts form this many equal groups"))
         fields.append(field("topk_group", "int", moe.topk_groups, "tokens choose experts of this many groups"))
+    if moe.activation == "clamped_swiglu":
+        fields.append(field("swiglu_alpha", "float", moe.swiglu_alpha, "gain of the experts' sigmoid"))
+        fields.append(field("swiglu_limit", "float", moe.swiglu_limit, "the experts' gate and up are clamped to this"))
     if moe.routed_scaling_factor is not None:
         fields.append(field("routed_scaling_factor", "float", moe.routed_scaling_factor, "multiplies the routing weights"))
     if mixed_ffn(arch):
@@ -62,7 +65,7 @@ def moe_context(arch: Architecture, activation_code: dict[str, tuple[str, str]],
         return None
     names = {key: identifier(value) for key, value in moe.names.model_dump().items() if value is not None}
     router = f"self.{names['router']}" + (f"[{literal(names['router_inner'])}]" if moe.names.router_inner else "")
-    activation, activation_args = activation_code[moe.activation]
+    activation, activation_args = activation_code.get(moe.activation, ("", ""))  # clamped_swiglu: written out
     return {
         "mn": names,
         "router_inner_literal": literal(names["router_inner"]) if moe.names.router_inner else "",
@@ -80,6 +83,10 @@ def moe_context(arch: Architecture, activation_code: dict[str, tuple[str, str]],
         "stacked": moe.storage == "stacked",
         "fused_in_out": moe.storage == "fused_in_out",
         "input_weighted": moe.weighted == "input",
+        "stacked_in_out": moe.storage == "stacked_in_out",
+        "expert_bias": moe.expert_bias,
+        "clamped": moe.activation == "clamped_swiglu",
+        "router_bias": moe.router_bias,
         "shared": moe.shared_expert_size is not None,
         "shared_gate": moe.shared_expert_gate,
         "mixed": mixed_ffn(arch),

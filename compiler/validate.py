@@ -28,6 +28,14 @@ def validate(arch: Architecture) -> Architecture:
         per_kind = {"span": b.span, "window": b.window, "rope": b.rope, **_position_coupled(a, b)}
         if a.model_copy(update=per_kind) != b:
             raise UnsupportedError(f"layer {layer.index}: attention shape differs from layer 0 (not supported yet)")
+    moe = ffns.get("moe")
+    if isinstance(moe, Moe):  # what the expert templates can print
+        if moe.activation == "clamped_swiglu" and moe.storage != "stacked_in_out":
+            raise UnsupportedError("a clamped SwiGLU is implemented for stacked_in_out experts only")
+        if moe.storage == "stacked_in_out" and moe.shared_expert_size:
+            raise UnsupportedError("a shared expert beside stacked_in_out experts is not implemented")
+        if moe.router_bias and (moe.names.router_inner or moe.score_correction_bias or moe.router_float32):
+            raise UnsupportedError("a router bias is implemented for a plain linear router only")
     pattern = layer_pattern(arch)
     for letter in set(pattern):
         ropes = {layer.mixer.rope for layer, kind in zip(arch.layers, pattern) if kind == letter}

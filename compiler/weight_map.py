@@ -84,6 +84,8 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
         else:
             linear(a + n.qkv, q_out + 2 * kv_out, hidden, attn.q_bias)
         linear(a + n.o, hidden, q_out, attn.o_bias)
+        if attn.sinks:
+            rows.append((a + n.sinks, (attn.num_heads,), "bias"))
         if attn.qk_norm == "per_head_modules":
             for name, heads, field in ((n.q_norm, attn.num_heads, "num_attention_heads"),
                                        (n.k_norm, attn.num_kv_heads, "num_key_value_heads")):

@@ -30,6 +30,8 @@ def moe_rows(moe: Moe, m: str, hidden: int, rows: list) -> dict[str, dict]:
     extra: dict[str, dict] = {}
     inner = f".{mn.router_inner}" if mn.router_inner else ""
     rows.append((f"{m}{mn.router}{inner}.weight", (count, hidden), "linear"))
+    if moe.router_bias:
+        rows.append((f"{m}{mn.router}{inner}.bias", (count,), "bias"))
     if moe.score_bias_in_block:
         rows.append((f"{m}e_score_correction_bias", (count,), "buffer"))
     elif moe.score_correction_bias:
@@ -40,11 +42,14 @@ def moe_rows(moe: Moe, m: str, hidden: int, rows: list) -> dict[str, dict]:
                            (f"{e}{mn.down}.weight", (hidden, width))):
             rows.append((key, shape, "linear"))
             extra[key] = {"experts": count, "routed": True}
-    elif moe.storage == "fused_in_out":
-        for key, shape in ((f"{m}{mn.experts}.{mn.fused_gate_up}", (count, hidden, 2 * width)),
-                           (f"{m}{mn.experts}.{mn.fused_down}", (count, width, hidden))):
-            rows.append((key, shape, "linear"))
-            extra[key] = {"routed": True}
+    elif moe.storage in ("fused_in_out", "stacked_in_out"):  # (in, out) tensors, no ".weight" suffix
+        x = f"{m}{mn.experts}."
+        for name, shape in ((mn.fused_gate_up, (count, hidden, 2 * width)), (mn.fused_down, (count, width, hidden))):
+            rows.append((f"{x}{name}", shape, "linear"))
+            extra[f"{x}{name}"] = {"routed": True}
+            if moe.expert_bias:
+                rows.append((f"{x}{name}_bias", (count, shape[-1]), "bias"))
+                extra[f"{x}{name}_bias"] = {"routed": True}
     else:
         for key, shape in ((f"{m}{mn.stacked_gate_up}.weight", (count, 2 * width, hidden)),
                            (f"{m}{mn.stacked_down}.weight", (count, hidden, width))):
@@ -65,7 +70,7 @@ def fused_expert_map(arch: Architecture) -> dict[str, tuple[str, ...]]:
     Value: the hub keys the fused tensor becomes. With "{e}", the tensor is indexed by expert
     first; two keys split it in halves along the output rows ([gate; up])."""
     moe = ffn_kinds(arch).get("moe")
-    if not isinstance(moe, Moe) or moe.storage == "fused_in_out":  # fused_in_out: on disk as in memory
+    if not isinstance(moe, Moe) or moe.storage in ("fused_in_out", "stacked_in_out"):  # the hub layout is the fused one
         return {}
     n, mn, pre = arch.names, moe.names, arch.checkpoint_prefix
     p = f"{pre}{n.backbone}.{n.layers}.{{i}}."

@@ -17,7 +17,7 @@ from pydantic import Field, model_validator
 
 from .base import (  # noqa: F401  (re-exported: the IR's public names)
     MAX_CONTEXT, MAX_HEADS, MAX_LAYERS, MAX_VOCAB, MAX_WIDTH, HeadCount, Identifier, Norm, PositiveInt, Width,
-    _Frozen,
+    _Frozen, _unset,
 )
 from .mla import Mla, MlaNames  # noqa: F401
 from .moe import MAX_EXPERTS, Moe, MoeNames  # noqa: F401
@@ -104,6 +104,9 @@ class Attention(_Frozen):
     softcap: Annotated[float, Field(gt=0)] | None = None
     temperature: TemperatureTuning | None = Field(None, description="A position-dependent query scale "
                                                   "(Llama 4's attention temperature tuning).")
+    sinks: bool = Field(False, exclude_if=_unset, description="A learned logit per head (`sinks`) joins each "
+                        "query's scores in the softmax and is dropped after it, so a query may attend to nothing "
+                        "(gpt-oss).")
 
     @model_validator(mode="after")
     def _heads_and_window(self) -> "Attention":
@@ -140,6 +143,18 @@ class Fp8Weights(_Frozen):
     format: Literal["e4m3"] = "e4m3"
     block: tuple[PositiveInt, PositiveInt] = (128, 128)
     activation_scheme: Literal["dynamic"] = "dynamic"
+
+
+class Mxfp4Weights(_Frozen):
+    """OCP microscaling FP4 weights on disk (MXFP4): a quantized stacked tensor `<name>` (experts, in, out)
+    is stored as `<name>_blocks` (experts, out, in / 32, 16) uint8, two e2m1 values per byte (low nibble
+    first), and `<name>_scales` (experts, out, in / 32) uint8 e8m0 exponents, value = e2m1 x 2^(scale - 127)
+    for each run of 32 values along `in`."""
+
+    format: Literal["e2m1"] = "e2m1"
+    block: Literal[32] = 32
+    tensors: tuple[Identifier, ...] = Field(min_length=1, description="The experts' stacked tensors stored "
+                                            "quantized (their names under the experts module).")
 
 
 Mixer = Annotated[Union[Attention, Mla], Field(discriminator="kind")]
@@ -207,6 +222,7 @@ class Names(_Frozen):
     v: Identifier = "v_proj"
     qkv: Identifier = "qkv_proj"
     o: Identifier = "o_proj"
+    sinks: Identifier = Field("sinks", exclude_if=lambda v: v == "sinks")
     q_norm: Identifier = "q_norm"
     k_norm: Identifier = "k_norm"
     gate: Identifier = "gate_proj"
@@ -235,6 +251,8 @@ class Architecture(_Frozen):
     names: Names = Names()
     fp8: Fp8Weights | None = Field(None, description="The checkpoint's matrices are block-quantized float8; the "
                                    "loader dequantizes them to the chosen dtype.")
+    mxfp4: Mxfp4Weights | None = Field(None, exclude_if=_unset, description="The experts' stacked matrices are "
+                                       "MXFP4 on disk; the loader dequantizes them to the chosen dtype.")
     extra_checkpoint_layers: Annotated[int, Field(ge=0, le=MAX_LAYERS)] = Field(
         0, description="The checkpoint holds this many layers after the decoder's (DeepSeek's multi-token-prediction "
         "layers) that logits never use: the loader skips their keys.")

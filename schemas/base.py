@@ -20,6 +20,12 @@ Width = Annotated[int, Field(gt=0, le=MAX_WIDTH)]
 HeadCount = Annotated[int, Field(gt=0, le=MAX_HEADS)]
 
 
+def _unset(value: object) -> bool:
+    """For fields added after the first release of the IR (Field's exclude_if): left out of dumps while
+    unset (False / None), so the arch.json of a model that does not use them stays as it was."""
+    return value is None or value is False
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 

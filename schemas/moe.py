@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
+from pydantic import Field, model_validator
 
-from .base import Identifier, PositiveInt, Width, _Frozen
+from .base import Identifier, PositiveInt, Width, _Frozen, _unset
 
 MAX_EXPERTS = 4096
 
@@ -41,20 +41,26 @@ class Moe(_Frozen):
     num_experts: Annotated[int, Field(gt=0, le=MAX_EXPERTS)]
     top_k: PositiveInt
     intermediate_size: Width = Field(description="Width of each expert's gated MLP.")
-    activation: Literal["silu", "gelu", "gelu_tanh", "relu"]
+    activation: Literal["silu", "gelu", "gelu_tanh", "relu", "clamped_swiglu"] = Field(
+        description="clamped_swiglu (gpt-oss): gate = min(gate, limit), up = clamp(up, -limit, limit), "
+        "out = (up + 1) * gate * sigmoid(alpha * gate), with `swiglu_alpha` and `swiglu_limit`.")
+    swiglu_alpha: float | None = Field(None, exclude_if=_unset, description="clamped_swiglu: the sigmoid's gain.")
+    swiglu_limit: Annotated[float, Field(gt=0)] | None = Field(
+        None, exclude_if=_unset, description="clamped_swiglu: the clamp bound.")
     router: Literal["softmax_topk", "topk_softmax", "sigmoid_topk", "topk_sigmoid"] = Field(
         description="softmax_topk: softmax over all experts, then keep the top k (Mixtral, Qwen, OLMoE). "
         "topk_softmax: keep the top k logits, then softmax over those k (Granite). sigmoid_topk: an independent "
         "sigmoid score per expert, the top k kept (DeepSeek-V3). topk_sigmoid: keep the top k logits, then a "
         "sigmoid of each kept logit (Llama 4).")
+    router_bias: bool = Field(False, exclude_if=_unset, description="The router's linear map has a bias (gpt-oss).")
     norm_topk_prob: bool = Field(False, description="softmax_topk / sigmoid_topk: divide the k kept weights by their sum.")
     router_float32: bool = Field(False, description="The router's matrix and its input are cast to float32 before the "
                                  "product (DeepSeek keeps the router in float32).")
     score_correction_bias: bool = Field(False, description="A learned per-expert bias is added to the scores for "
                                         "choosing experts only; the weights are the unbiased scores (DeepSeek-V3).")
-    score_bias_in_block: bool = Field(False, description="The correction bias is a buffer of the MoE block itself, "
+    score_bias_in_block: bool = Field(False, exclude_if=_unset, description="The correction bias is a buffer of the MoE block itself, "
                                       "not of its router (MiniMax-M2: block.e_score_correction_bias).")
-    sigmoid_float32: bool = Field(False, description="sigmoid_topk: the router's logits are cast to float32 before "
+    sigmoid_float32: bool = Field(False, exclude_if=_unset, description="sigmoid_topk: the router's logits are cast to float32 before "
                                   "the sigmoid (MiniMax-M2; router_float32 already computes them in float32).")
     group_limit: Literal["none", "max", "top2_sum"] = Field(
         "none", description="Group-limited routing: experts form `num_groups` equal groups, each group is scored "
@@ -67,27 +73,20 @@ class Moe(_Frozen):
     routing_dtype: Literal["float32", "input"] = Field(
         "input", description="The dtype in which the routing weights multiply the expert outputs: float32 (Mixtral "
         "keeps them in float32) or the hidden states' dtype.")
-    storage: Literal["per_expert", "stacked", "fused_in_out"] = Field(
+    storage: Literal["per_expert", "stacked", "fused_in_out", "stacked_in_out"] = Field(
         description="The hub checkpoint layout: one set of projection matrices per expert, or every expert's matrices "
         "stacked in one (experts, out, in) tensor per projection (Granite), or fused_in_out: `experts.gate_up_proj` "
         "(experts, hidden, 2 x width, [gate | up] along the last axis) and `experts.down_proj` (experts, width, "
-        "hidden), stored (in, out) without a .weight suffix (Llama 4).")
+        "hidden), stored (in, out) without a .weight suffix (Llama 4), or stacked_in_out: the same tensors with gate "
+        "and up columns interleaved along the last axis of gate_up (gpt-oss).")
     weighted: Literal["output", "input"] = Field(
         "output", description="What the routing weight multiplies: the expert's output, or its input (Llama 4: "
         "expert(weight x token), which differs since the expert is not linear).")
+    expert_bias: bool = Field(False, exclude_if=_unset, description="stacked_in_out: each stacked projection has "
+                              "a (experts, out) bias (<name>_bias).")
     shared_expert_size: Width | None = Field(None, description="Width of a shared expert every token uses (Qwen2-MoE).")
     shared_expert_gate: bool = Field(False, description="The shared expert's output is scaled by sigmoid(gate(x)).")
     names: MoeNames = MoeNames()
-
-    @model_serializer(mode="wrap")
-    def _omit_later_fields_at_default(self, handler: SerializerFunctionWrapHandler) -> dict:
-        """Fields added after the committed catalog was generated are written only when set, so the
-        arch.json of every model without them stays byte-identical (reading it back gives the default)."""
-        data = handler(self)
-        for key in ("score_bias_in_block", "sigmoid_float32"):
-            if not getattr(self, key):
-                data.pop(key, None)
-        return data
 
     @model_validator(mode="after")
     def _routing(self) -> "Moe":
@@ -110,6 +109,11 @@ class Moe(_Frozen):
             raise ValueError("score_bias_in_block needs score_correction_bias")
         if self.sigmoid_float32 and self.router != "sigmoid_topk":
             raise ValueError("sigmoid_float32 applies to a sigmoid_topk router only")
+        if (self.activation == "clamped_swiglu") != (self.swiglu_alpha is not None) or (
+                self.swiglu_alpha is None) != (self.swiglu_limit is None):
+            raise ValueError("swiglu_alpha and swiglu_limit are given exactly for a clamped_swiglu activation")
+        if self.expert_bias and self.storage != "stacked_in_out":
+            raise ValueError("expert biases are implemented for stacked_in_out storage only")
         if self.shared_expert_gate and self.shared_expert_size is None:
             raise ValueError("a shared-expert gate needs a shared expert")
         return self

@@ -21,6 +21,7 @@ from .fam_moe import FAMILIES_MOE, REPLICA_MOE
 from .fam_deepseek import FAMILIES_DEEPSEEK, REPLICA_DEEPSEEK
 from .fam_glm_minimax import FAMILIES_GLM_MINIMAX, REPLICA_GLM_MINIMAX
 from .fam_llama4 import FAMILIES_LLAMA4, REPLICA_LLAMA4
+from .fam_gptoss import FAMILIES_GPTOSS, REPLICA_GPTOSS
 from .reader import ConfigReader
 
 FAMILIES: dict[str, Callable[[ConfigReader, str], Architecture]] = {
@@ -37,6 +38,7 @@ FAMILIES.update(FAMILIES_MOE)
 FAMILIES.update(FAMILIES_DEEPSEEK)
 FAMILIES.update(FAMILIES_GLM_MINIMAX)
 FAMILIES.update(FAMILIES_LLAMA4)
+FAMILIES.update(FAMILIES_GPTOSS)
 # Multimodal wrappers whose text decoder we compile: model_type -> default text model_type.
 WRAPPERS = {"gemma3": "gemma3_text"}
 # Wrapper keys that only concern the other modalities.
@@ -95,3 +97,4 @@ REPLICA_ADJUST.update(REPLICA_MOE)
 REPLICA_ADJUST.update(REPLICA_DEEPSEEK)
 REPLICA_ADJUST.update(REPLICA_GLM_MINIMAX)
 REPLICA_ADJUST.update(REPLICA_LLAMA4)
+REPLICA_ADJUST.update(REPLICA_GPTOSS)

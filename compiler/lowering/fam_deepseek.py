@@ -19,6 +19,7 @@ from ...schemas.arch import Architecture, Fp8Weights, Head, Layer, Mla, Mlp, Moe
 from ..errors import ConfigError, UnsupportedError
 from .families import Common, build, read_common
 from .fam_moe import TRAINING_ONLY, _activation
+from .quant import read_quantization
 from .reader import ConfigReader
 from .rope import lower_rope
 
@@ -43,17 +44,10 @@ def _rope_params(r: ConfigReader) -> dict[str, Any]:
 
 def _fp8(r: ConfigReader) -> Fp8Weights | None:
     """quantization_config: only DeepSeek's block-wise float8 e4m3 format (dequantized on load)."""
-    q = r.any("quantization_config", None)
-    if q is None:
+    found = read_quantization(r, "fp8", frozenset({"quant_method", "fmt", "activation_scheme", "weight_block_size"}))
+    if found is None:
         return None
-    where = f"{r.where}: key 'quantization_config'"
-    if not isinstance(q, dict):
-        raise ConfigError(f"{where} must be an object")
-    if q.get("quant_method") != "fp8":
-        raise UnsupportedError(f"{where}: quant_method {q.get('quant_method')!r:.40} is not supported (only 'fp8')")
-    unknown = sorted(set(q) - {"quant_method", "fmt", "activation_scheme", "weight_block_size"})
-    if unknown:
-        raise ConfigError(f"{where}: unknown key '{unknown[0]}'")
+    q, where = found
     if q.get("fmt", "e4m3") != "e4m3":
         raise UnsupportedError(f"{where}: fmt {q.get('fmt')!r:.40} is not supported (only 'e4m3')")
     if q.get("activation_scheme", "dynamic") != "dynamic":
