@@ -43,8 +43,8 @@ def validate(arch: Architecture) -> Architecture:
             raise UnsupportedError(f"layers of kind {letter} use different RoPE tables {sorted(map(str, ropes))}")
     _check_position_coupled(arch, pattern)
     moe = ffns.get("moe")
-    if moe is not None and moe.weighted == "input" and moe.storage != "fused_in_out":
-        raise UnsupportedError("routing weights on the experts' input are implemented for fused_in_out storage only")
+    if moe is not None and moe.weighted == "input" and moe.storage not in ("fused_in_out", "stacked_in_out"):
+        raise UnsupportedError("routing weights on the experts' input are implemented for (in, out) stacked experts only")
     windows = {layer.mixer.window for layer in arch.layers if layer.mixer.span == "sliding"}
     if len(windows) > 1:
         raise UnsupportedError(f"sliding layers use different windows {sorted(windows)} (not supported yet)")

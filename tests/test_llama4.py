@@ -195,7 +195,7 @@ def test_code_only_for_features_the_model_has(tmp_path):
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
     full, _ = compiled(defaults(), tmp_path / "a", "code_a")
     source = Path(full.__file__).read_text()
-    for present in ("def l2_norm", "q_scale", "chunk=c.attention_chunk_size", "class FusedExperts", "torch.sigmoid"):
+    for present in ("def l2_norm", "q_scale", "chunk=c.attention_chunk_size", "class StackedExperts", "torch.sigmoid"):
         assert present in source, present
     assert "FUSED_EXPERTS" not in source and "unfuse_experts" not in source  # on disk as in memory
     plain, _ = compiled(unchunked(), tmp_path / "b", "code_b")
@@ -282,7 +282,7 @@ PLANTED = {  # (before, after) replacements in the generated model.py
     "no temperature tuning": [("q = (q * q_scale).to(q.dtype)", "q = q")],
     "no L2 QK-norm": [("q, k = l2_norm(q, self.norm_eps), l2_norm(k, self.norm_eps)", "q, k = q, k")],
     "softmax over the kept logits": [("torch.sigmoid(top_logits.float())", "torch.softmax(top_logits.float(), -1)")],
-    "gate and up swapped": [("gate, up = (x @ self.gate_up_proj", "up, gate = (x @ self.gate_up_proj")],
+    "gate and up swapped": [("gate, up = gate_up.chunk(2, dim=-1)", "up, gate = gate_up.chunk(2, dim=-1)")],
     "routing weight on the output": [
         ("routed = (x[token] * weights[token, slot, None]).to(x.dtype)", "routed = x[token]"),
         ("self.experts(routed, e).to(out.dtype)", "(self.experts(routed, e) * weights[token, slot, None]).to(out.dtype)"),
