@@ -17,6 +17,7 @@ import pytest
 import torch
 from conftest import window_boundary_runs
 from test_kv_cache import cached_and_full, compiled_module, tiny_model
+from test_moe import counts_against_transformers
 from test_parity_variants import compile_and_verify
 
 from llmgen.compiler.errors import ConfigError, UnsupportedError
@@ -206,15 +207,9 @@ def test_code_only_for_features_the_model_has(tmp_path):
 
 @pytest.mark.parametrize("name", ["defaults", "scout"])
 def test_total_and_active_parameters_match_transformers(name):
-    raw = VARIANTS[name]()
-    arch = validate(lower(raw))
-    with torch.device("meta"):
-        reference = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**raw))
-    total = sum(p.numel() for p in reference.parameters())
-    routed = sum(p.numel() for n, p in reference.named_parameters() if ".experts." in n)
-    moe = next(layer.ffn for layer in arch.layers if layer.ffn.kind == "moe")
+    arch, _, total, active = counts_against_transformers(VARIANTS[name]())
     assert parameter_count(arch) == total
-    assert active_parameter_count(arch) == total - routed + routed * moe.top_k // moe.num_experts
+    assert active_parameter_count(arch) == active
     print(f"{name}: total {total:,}, active {active_parameter_count(arch):,}")
 
 
