@@ -14,7 +14,6 @@ not on the whitelist is refused.
 from __future__ import annotations
 
 import ast
-import copy
 import importlib.util
 import io
 import re

@@ -5,7 +5,6 @@ edits to a generated model.py (detected by the content hash in its header) kept 
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from pathlib import Path
 

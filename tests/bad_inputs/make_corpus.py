@@ -17,7 +17,6 @@ Kinds:
 
 from __future__ import annotations
 
-import copy
 import io
 import json
 import os
