@@ -173,8 +173,18 @@ def features(arch: Architecture) -> list[str]:
         out.append(f"Logits divided by {arch.head.divisor:g}.")
     if arch.head.softcap:
         out.append(f"Final logits soft-capped at {_num(arch.head.softcap)}.")
-    out.append("Eager attention written out: scores, mask, float32 softmax, weighted sum.")
+    if fused_attention(attn):
+        out.append("Attention through torch's scaled_dot_product_attention; written out beside it as the "
+                   "reference (Attention.eager): scores, mask, float32 softmax, weighted sum.")
+    else:
+        out.append("Eager attention written out: scores, mask, float32 softmax, weighted sum.")
     return out
+
+
+def fused_attention(attn) -> bool:
+    """Whether the attention can run through torch's scaled_dot_product_attention: plain softmax
+    attention over the mask (multi-latent attention and soft-capped scores are written out only)."""
+    return attn.kind == "attention" and attn.softcap is None
 
 
 def moe_features(arch: Architecture) -> list[str]:
