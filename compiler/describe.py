@@ -174,8 +174,8 @@ def features(arch: Architecture) -> list[str]:
     if arch.head.softcap:
         out.append(f"Final logits soft-capped at {_num(arch.head.softcap)}.")
     if fused_attention(attn):
-        out.append("Attention through torch's scaled_dot_product_attention; written out beside it as the "
-                   "reference (Attention.eager): scores, mask, float32 softmax, weighted sum.")
+        out.append(("Attention through torch's scaled_dot_product_attention; written out beside it as the "
+                    "reference (Attention.eager): scores, mask, float32 softmax, weighted sum."))
     else:
         out.append("Eager attention written out: scores, mask, float32 softmax, weighted sum.")
     return out

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import GENERATED, import_path
 
-TOLERANCE = 1e-5  # max |logit difference| in float32, as for parity
+TOLERANCE = 5e-6  # max |logit difference| / max |logit| in float32 (parity: 1e-5 on logits up to ~2)
 BATCH, PROMPT, STEPS = 2, 12, 4
 
 MODELS = sorted(d.name for d in GENERATED.iterdir() if "self.eager = False" in (d / "model.py").read_text())
@@ -39,8 +39,8 @@ def test_fused_and_eager_attention_agree(name: str) -> None:
     torch.manual_seed(0)
     model = gen.CausalLM(config).eval()
     with torch.no_grad():
-        for param in model.parameters():  # every weight random, norms included
-            param.add_(torch.randn_like(param) * 0.05)
+        for param in model.parameters():  # every weight random (some start uninitialised)
+            param.normal_(1.0, 0.2) if param.ndim == 1 else param.normal_(0.0, 0.05)  # vectors: norms, biases
     ids = torch.randint(0, config.vocab_size, (BATCH, PROMPT + STEPS), generator=torch.Generator().manual_seed(1))
     results = {}
     with torch.no_grad():
@@ -54,5 +54,5 @@ def test_fused_and_eager_attention_agree(name: str) -> None:
             results[eager] = (whole, torch.cat(steps, dim=1))
     for fused, eager in zip(results[False], results[True]):
         assert torch.isfinite(fused).all()
-        diff = (fused - eager).abs().max().item()
-        assert diff <= TOLERANCE, f"{name}: fused vs eager attention differ by {diff:.3g}"
+        diff, scale = (fused - eager).abs().max().item(), eager.abs().max().item()
+        assert diff <= TOLERANCE * scale, f"{name}: fused vs eager attention differ by {diff:.3g} (logits up to {scale:.3g})"
