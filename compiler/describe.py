@@ -181,8 +181,20 @@ def features(arch: Architecture) -> list[str]:
         out.append(f"Logits divided by {arch.head.divisor:g}.")
     if arch.head.softcap:
         out.append(f"Final logits soft-capped at {_num(arch.head.softcap)}.")
-    out.append("Eager attention written out: scores, mask, float32 softmax, weighted sum.")
+    if fused_attention(attn):
+        out.append("Eager attention written out (the default, the same float operations as the reference): scores, "
+                   "mask, float32 softmax, weighted sum; CausalLM.fast_attention() switches to torch's "
+                   "scaled_dot_product_attention (equal up to float rounding).")
+    else:
+        out.append("Eager attention written out: scores, mask, float32 softmax, weighted sum.")
     return out
+
+
+def fused_attention(attn) -> bool:
+    """Whether the attention can run through torch's scaled_dot_product_attention: plain softmax
+    attention over the mask (multi-latent attention, soft-capped scores and attention sinks are
+    written out only)."""
+    return attn.kind == "attention" and attn.softcap is None and not attn.sinks
 
 
 def moe_features(arch: Architecture) -> list[str]:

@@ -189,6 +189,8 @@ def load_model(module: Any, checkpoint: Path, dtype: str, err: Any = sys.stderr)
     except module.WeightLoadError as exc:
         print(file=err)
         raise LlmgenError(str(exc)) from None
+    if hasattr(model, "fast_attention"):
+        model.fast_attention()  # torch's fused attention kernel: tested against the written-out one
     count = sum(p.numel() for p in model.parameters())
     print(f" {count / 1e6:.1f}M parameters in {time.perf_counter() - start:.1f} s", file=err, flush=True)
     return model

@@ -17,7 +17,7 @@ import jinja2
 
 from ..schemas.arch import Architecture
 from . import __version__
-from .describe import features, layer_pattern
+from .describe import features, fused_attention, layer_pattern
 from .rope_fields import rope_config_fields, rope_context
 from .render_mla import mla_config_fields, mla_context, mla_names, mla_of
 from .render_moe import ffn_init, moe_config_fields, moe_context
@@ -170,7 +170,10 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         "ml": mla_names(arch, identifier),
         "attn": None if mla_of(arch) else {
             "summary": ("Grouped-query" if grouped else "Multi-head") + " self-attention"
-            + (" with RoPE" if has_rope else "") + ", written out eagerly.",
+            + (" with RoPE" if has_rope else "")
+            + (", written out eagerly (or torch's fused kernel: eager=False)." if fused_attention(attn)
+               else ", written out eagerly."),
+            "fused": fused_attention(attn),
             "qkv": attn.qkv, "q_bias": attn.q_bias, "k_bias": attn.k_bias, "v_bias": attn.v_bias,
             "o_bias": attn.o_bias, "qk_norm": attn.qk_norm, "softcap": attn.softcap is not None, "grouped": grouped,
             "sinks": attn.sinks,

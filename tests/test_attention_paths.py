@@ -1,0 +1,57 @@
+"""The two attention paths of a generated model agree: the written-out eager computation (the
+default) and torch's fused scaled_dot_product_attention (CausalLM.fast_attention()), on the tiny
+replica of every generated model that has both, for a whole sequence and for cached decoding.
+
+The parity test beside each model.py checks the default path against transformers; this one
+checks the fast path that `llmgen generate` and the benchmark use against it.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import GENERATED, import_path
+
+TOLERANCE = 5e-6  # max |logit difference| / max |logit| in float32 (parity: 1e-5 on logits up to ~2)
+BATCH, PROMPT, STEPS = 2, 12, 4
+
+MODELS = sorted(d.name for d in GENERATED.iterdir() if "def fast_attention" in (d / "model.py").read_text())
+
+
+def set_eager(model: torch.nn.Module, eager: bool) -> int:
+    """Switch through the model's own method; returns how many attention layers now run that path."""
+    model.fast_attention(not eager)
+    return sum(getattr(module, "eager", None) is eager for module in model.modules())
+
+
+def test_some_models_have_both_paths() -> None:
+    assert len(MODELS) >= 10, MODELS
+    assert "SmolLM2-135M-Instruct" in MODELS and "gemma-2-2b-it" not in MODELS  # soft-capped: eager only
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fused_and_eager_attention_agree(name: str) -> None:
+    slug = name.replace("-", "_").replace(".", "_")
+    gen = import_path(GENERATED / name / "model.py", f"llmgen_attention_paths_{slug}")
+    parity = import_path(GENERATED / name / "test_parity.py", f"llmgen_attention_paths_parity_{slug}")
+    config = gen.Config(**parity.MODEL_CONFIG)
+    torch.manual_seed(0)
+    model = gen.CausalLM(config).eval()
+    with torch.no_grad():
+        for param in model.parameters():  # every weight random (some start uninitialised)
+            param.normal_(1.0, 0.2) if param.ndim == 1 else param.normal_(0.0, 0.05)  # vectors: norms, biases
+    ids = torch.randint(0, config.vocab_size, (BATCH, PROMPT + STEPS), generator=torch.Generator().manual_seed(1))
+    results = {}
+    with torch.no_grad():
+        for eager in (False, True):
+            assert set_eager(model, eager) == config.num_hidden_layers
+            whole = model(ids)
+            model.enable_cache(BATCH, PROMPT + STEPS)
+            steps = [model(ids[:, :PROMPT])]
+            steps += [model(ids[:, i : i + 1]) for i in range(PROMPT, PROMPT + STEPS)]
+            model.disable_cache()
+            results[eager] = (whole, torch.cat(steps, dim=1))
+    for fused, eager in zip(results[False], results[True]):
+        assert torch.isfinite(fused).all()
+        diff, scale = (fused - eager).abs().max().item(), eager.abs().max().item()
+        assert diff <= TOLERANCE * scale, f"{name}: fused vs eager attention differ by {diff:.3g} (logits up to {scale:.3g})"
