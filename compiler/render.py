@@ -85,6 +85,8 @@ def config_values(arch: Architecture) -> list[dict[str, str]]:
     attn, ffn = layer.mixer, ffn_kinds(arch).get("mlp")  # the dense MLP, if any layer has one
     fields = [
         _field("vocab_size", "int", arch.embedding.vocab_size),
+        *([_field("pad_token_id", "int", arch.embedding.padding_idx, "the padding token: its embedding row gets no gradient")]
+          if arch.embedding.padding_idx is not None else []),
         _field("hidden_size", "int", arch.hidden_size),
         *([_field("intermediate_size", "int", ffn.intermediate_size)] if ffn else []),
         *moe_config_fields(arch, _field),
@@ -193,7 +195,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
             "branches_first": layer.parallel_sum == "branches_first",
             "summary": BLOCK_SUMMARY[layer.block if layer.block != "parallel" else f"parallel{layer.parallel_norms}"],
         },
-        "embedding": {"scale": arch.embedding.scale is not None, "scale_in_dtype": arch.embedding.scale_in_dtype,
+        "embedding": {"padding": arch.embedding.padding_idx is not None, "scale": arch.embedding.scale is not None, "scale_in_dtype": arch.embedding.scale_in_dtype,
                       "learned_positions": arch.embedding.learned_positions is not None},
         "head": {"tied": arch.head.tied, "bias": arch.head.bias, "softcap": arch.head.softcap is not None,
                  "multiplier": arch.head.multiplier is not None, "divisor": arch.head.divisor is not None},

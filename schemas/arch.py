@@ -191,6 +191,9 @@ class Embedding(_Frozen):
     learned_positions: PositiveInt | None = Field(
         None, description="Size of a learned absolute position table added to the token embeddings (GPT-2)."
     )
+    padding_idx: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="The padding token's row gets no gradient from the lookup (nn.Embedding's padding_idx); "
+        "logits are unaffected.")
 
 
 class Head(_Frozen):

@@ -62,4 +62,7 @@ def test_full_size_model_matches_transformers_on_meta(path, tmp_path):
     assert set(keys) == set(layout), sorted(set(keys) ^ set(layout))[:10]
     wrong = [k for k in layout if params[keys[k]] != layout[k]]
     assert not wrong, [(k, params[keys[k]], layout[k]) for k in wrong[:5]]
+    # the same padding row (no lookup gradient) as transformers' embedding, or none
+    assert ours.get_submodule(next(n for n, m in ours.named_modules() if isinstance(m, torch.nn.Embedding))).padding_idx \
+        == reference.get_input_embeddings().padding_idx
     assert set(keys.values()) == set(params)  # every parameter is filled from the checkpoint

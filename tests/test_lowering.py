@@ -126,7 +126,17 @@ BAD = [
     ("rope unknown field", dict(rope_scaling={"rope_type": "linear", "factor": 2.0, "zoom": 1}), ConfigError, "zoom"),
     ("unknown model_type", dict(model_type="transmogrifier"), UnsupportedError, "transmogrifier"),
     ("pretraining_tp", dict(pretraining_tp=2), UnsupportedError, "pretraining_tp"),
+    ("pad id past the vocabulary", dict(pad_token_id=128256), ConfigError, "pad_token_id"),
+    ("pad id not an integer", dict(pad_token_id="<pad>"), ConfigError, "pad_token_id"),
 ]
+
+
+def test_padding_index_as_nn_embedding_takes_it():
+    """pad_token_id: absent or null -> none; negative counts from the end of the vocabulary."""
+    assert lower(_mutated("meta-llama/Llama-3.2-1B")).embedding.padding_idx is None
+    assert lower(_mutated("meta-llama/Llama-3.2-1B", pad_token_id=5)).embedding.padding_idx == 5
+    assert lower(_mutated("meta-llama/Llama-3.2-1B", pad_token_id=-1)).embedding.padding_idx == 128255
+    assert lower(_mutated("openai-community/gpt2", pad_token_id=5)).embedding.padding_idx is None  # GPT-2 has none
 
 
 @pytest.mark.parametrize("label,changes,error,named", BAD, ids=[b[0] for b in BAD])

@@ -14,7 +14,7 @@ from typing import Any
 
 from ...schemas.arch import Architecture, Attention, Embedding, Head, Layer, Mlp, Names, Norm, Rope
 from ..errors import ConfigError, UnsupportedError
-from .families import ACTIVATIONS, DTYPES, Common
+from .families import ACTIVATIONS, DTYPES, Common, padding_idx
 from .reader import ConfigReader
 from .rope import rope_table
 
@@ -87,9 +87,10 @@ def _single_rope(r: ConfigReader, c: Common, *, theta_key: str, partial_key: str
 def _assemble(
     r: ConfigReader, c: Common, *, model_type: str, rope: Rope | None, norm: Norm, attention: dict[str, Any],
     mlp: Mlp, block: str, head: Head, names: Names, extra_allowed: frozenset[str], parallel_norms: int = 1,
-    learned_positions: int | None = None, linear_layout: str = "out_in",
+    learned_positions: int | None = None, linear_layout: str = "out_in", padding: bool = False,
 ) -> Architecture:
     """Every layer alike (full attention, one optional RoPE table); rejects the keys nobody read."""
+    pad = padding_idx(r, c.vocab_size) if padding else None  # Phi's embedding has padding_idx, GPT-2's and NeoX's not
     r.finish(extra_allowed)
     mixer = Attention(span="full", num_heads=c.num_heads, num_kv_heads=c.num_kv_heads, head_dim=c.head_dim,
                       rope=rope.name if rope else None, **attention)
@@ -100,7 +101,7 @@ def _assemble(
     )
     return Architecture(
         model_type=model_type, hidden_size=c.hidden_size, max_position_embeddings=c.max_position_embeddings,
-        dtype=c.dtype, embedding=Embedding(vocab_size=c.vocab_size, learned_positions=learned_positions),
+        dtype=c.dtype, embedding=Embedding(vocab_size=c.vocab_size, learned_positions=learned_positions, padding_idx=pad),
         rope=(rope,) if rope else (), layers=layers, final_norm=norm, head=head, linear_layout=linear_layout,
         names=names,
     )
@@ -176,7 +177,7 @@ def lower_phi(r: ConfigReader, model_type: str) -> Architecture:
     return _assemble(
         r, c, model_type=model_type, rope=rope, norm=norm, attention=attention, mlp=mlp, block="parallel",
         head=Head(tied=r.bool("tie_word_embeddings", False), bias=True), names=PHI_NAMES,
-        extra_allowed=PHI_IRRELEVANT,
+        extra_allowed=PHI_IRRELEVANT, padding=True,
     )
 
 

@@ -126,12 +126,26 @@ def build(
         hidden_size=c.hidden_size,
         max_position_embeddings=c.max_position_embeddings,
         dtype=c.dtype,
-        embedding=Embedding(vocab_size=c.vocab_size, scale=embed_scale),
+        embedding=Embedding(vocab_size=c.vocab_size, scale=embed_scale, padding_idx=padding_idx(r, c.vocab_size)),
         rope=tuple(tables[name] for name in sorted(tables)),
         layers=tuple(layers),
         final_norm=norm,
         head=head,
     )
+
+
+# transformers' config classes' pad_token_id defaults (None elsewhere); their models give the
+# embedding padding_idx=pad_token_id (all families here but GPT-2 and GPT-NeoX).
+PAD_DEFAULTS = {"gemma": 0, "gemma2": 0, "gemma3_text": 0, "cohere": 0, "cohere2": 0, "olmo2": 1, "olmo3": 1,
+                "olmoe": 1, "smollm3": 128004, "phi3": 32000}
+
+
+def padding_idx(r: ConfigReader, vocab_size: int) -> int | None:
+    """pad_token_id as nn.Embedding takes it (a negative index counts from the end), or None."""
+    pad = r.int("pad_token_id", PAD_DEFAULTS.get(r.raw.get("model_type")), nullable=True, minimum=-vocab_size)
+    if pad is not None and pad >= vocab_size:
+        raise ConfigError(f"{r.where}: key 'pad_token_id' ({pad}) must be below 'vocab_size' ({vocab_size})")
+    return None if pad is None else pad % vocab_size
 
 
 def full_head_rotary(r: ConfigReader, ropes: dict[str, Rope]) -> dict[str, Rope]:

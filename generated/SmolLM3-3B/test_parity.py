@@ -62,6 +62,7 @@ HF_CONFIG = {
 }
 MODEL_CONFIG = {
     "vocab_size": 256,
+    "pad_token_id": 0,
     "hidden_size": 64,
     "intermediate_size": 96,
     "num_hidden_layers": 5,

@@ -63,6 +63,7 @@ HF_CONFIG = {
 }
 MODEL_CONFIG = {
     "vocab_size": 256,
+    "pad_token_id": 0,
     "hidden_size": 64,
     "num_experts": 6,
     "num_experts_per_tok": 3,
