@@ -73,6 +73,9 @@ def load(side: str, checkpoint: Path, model_dir: Path, dtype: torch.dtype):
     model = module.load_checkpoint(checkpoint, dtype=dtype)
     if hasattr(model, "fast_attention"):  # transformers runs its sdpa attention by default too
         model.fast_attention()
+    from llmgen.compiler.fast_decode import use_row_blocks
+
+    use_row_blocks(model, torch.get_num_threads())  # as `llmgen generate` runs it
     return model
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LlmgenError, SourceError
+from .fast_decode import use_row_blocks
 from .reference import resolve_checkpoint
 
 DTYPES = ("float32", "bfloat16")
@@ -191,6 +192,7 @@ def load_model(module: Any, checkpoint: Path, dtype: str, err: Any = sys.stderr)
         raise LlmgenError(str(exc)) from None
     if hasattr(model, "fast_attention"):
         model.fast_attention()  # torch's fused attention kernel: tested against the written-out one
+    use_row_blocks(model, torch.get_num_threads())  # decoding steps: each matrix product on every thread
     count = sum(p.numel() for p in model.parameters())
     print(f" {count / 1e6:.1f}M parameters in {time.perf_counter() - start:.1f} s", file=err, flush=True)
     return model
