@@ -36,11 +36,18 @@ def row_block_linear(x: Any, weight: Any, bias: Any, blocks: int) -> Any:
 
 def use_row_blocks(model: Any, blocks: int) -> int:
     """Give every float32 nn.Linear of `model` whose rows split evenly the row-block forward
-    (blocks > 1), or its own forward back (blocks == 1). Returns how many layers now run in row blocks."""
+    (blocks > 1), or its own forward back (blocks == 1); likewise a tied output head (a generated
+    model's `head_product`). Returns how many layers and heads now run in row blocks."""
     import torch
     import torch.nn as nn
+    import torch.nn.functional as F
 
     count = 0
+    if hasattr(model, "head_product"):
+        model.head_product = F.linear
+        if blocks > 1 and next(model.parameters()).dtype == torch.float32:
+            model.head_product = _row_block_product(blocks)
+            count += 1
     for module in model.modules():
         if not isinstance(module, nn.Linear):
             continue
@@ -50,6 +57,19 @@ def use_row_blocks(model: Any, blocks: int) -> int:
             module.forward = _row_block_forward(module, blocks)
             count += 1
     return count
+
+
+def _row_block_product(blocks: int) -> Any:
+    """F.linear(x, weight) in row blocks where they apply (float32, rows split evenly)."""
+    import torch
+    import torch.nn.functional as F
+
+    def product(x: Any, weight: Any) -> Any:
+        if weight.dtype != torch.float32 or weight.shape[0] % blocks or not weight.is_contiguous():
+            return F.linear(x, weight)
+        return row_block_linear(x, weight, None, blocks)
+
+    return product
 
 
 def _row_block_forward(module: Any, blocks: int) -> Any:
