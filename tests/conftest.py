@@ -35,6 +35,24 @@ def import_path(path: Path, name: str):
     return module
 
 
+def random_replica(name: str, prefix: str):
+    """The committed generated model `name` built at its tiny replica's size (test_parity.py's
+    MODEL_CONFIG) with every parameter random (vectors, i.e. norms and biases, around 1):
+    (model.py module, Config, CausalLM in eval mode)."""
+    import torch
+
+    slug = name.replace("-", "_").replace(".", "_")
+    gen = import_path(GENERATED / name / "model.py", f"{prefix}_{slug}")
+    parity = import_path(GENERATED / name / "test_parity.py", f"{prefix}_parity_{slug}")
+    config = gen.Config(**parity.MODEL_CONFIG)
+    torch.manual_seed(0)
+    model = gen.CausalLM(config).eval()
+    with torch.no_grad():
+        for param in model.parameters():  # some start uninitialised
+            param.normal_(1.0, 0.2) if param.ndim == 1 else param.normal_(0.0, 0.05)
+    return gen, config, model
+
+
 def window_boundary_runs(parity_module, test: str = "test_parity_around_the_sliding_window") -> list[tuple[int, float]]:
     """Run a generated test_parity.py's window- (or chunk-) boundary test; (seq_len, max|dlogit|) per measure."""
     runs = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import GENERATED, import_path
+from conftest import GENERATED, random_replica
 
 TOLERANCE = 5e-6  # max |logit difference| / max |logit| in float32 (parity: 1e-5 on logits up to ~2)
 BATCH, PROMPT, STEPS = 2, 12, 4
@@ -31,15 +31,7 @@ def test_some_models_have_both_paths() -> None:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_fused_and_eager_attention_agree(name: str) -> None:
-    slug = name.replace("-", "_").replace(".", "_")
-    gen = import_path(GENERATED / name / "model.py", f"llmgen_attention_paths_{slug}")
-    parity = import_path(GENERATED / name / "test_parity.py", f"llmgen_attention_paths_parity_{slug}")
-    config = gen.Config(**parity.MODEL_CONFIG)
-    torch.manual_seed(0)
-    model = gen.CausalLM(config).eval()
-    with torch.no_grad():
-        for param in model.parameters():  # every weight random (some start uninitialised)
-            param.normal_(1.0, 0.2) if param.ndim == 1 else param.normal_(0.0, 0.05)  # vectors: norms, biases
+    _, config, model = random_replica(name, "llmgen_attention_paths")
     ids = torch.randint(0, config.vocab_size, (BATCH, PROMPT + STEPS), generator=torch.Generator().manual_seed(1))
     results = {}
     with torch.no_grad():

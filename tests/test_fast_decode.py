@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import GENERATED, import_path
+from conftest import random_replica
 
 from llmgen.compiler.fast_decode import MAX_ROWS, row_block_linear, use_row_blocks
 
@@ -15,15 +15,7 @@ MODELS = ["SmolLM2-135M-Instruct", "Qwen2-0.5B-Instruct", "Mixtral-8x7B-v0.1", "
 
 
 def replica(name: str, dtype: torch.dtype = torch.float32):
-    slug = name.replace("-", "_").replace(".", "_")
-    gen = import_path(GENERATED / name / "model.py", f"llmgen_fast_decode_{slug}")
-    parity = import_path(GENERATED / name / "test_parity.py", f"llmgen_fast_decode_parity_{slug}")
-    config = gen.Config(**parity.MODEL_CONFIG)
-    torch.manual_seed(0)
-    model = gen.CausalLM(config).eval()
-    with torch.no_grad():
-        for param in model.parameters():  # every weight random (norms and biases around 1)
-            param.normal_(1.0, 0.2) if param.ndim == 1 else param.normal_(0.0, 0.05)
+    _, config, model = random_replica(name, "llmgen_fast_decode")
     return model.to(dtype), config
 
 
