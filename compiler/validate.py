@@ -36,15 +36,14 @@ def validate(arch: Architecture) -> Architecture:
             raise UnsupportedError("a shared expert beside stacked_in_out experts is not implemented")
         if moe.router_bias and (moe.names.router_inner or moe.score_correction_bias or moe.router_float32):
             raise UnsupportedError("a router bias is implemented for a plain linear router only")
+        if moe.weighted == "input" and moe.storage not in ("fused_in_out", "stacked_in_out"):
+            raise UnsupportedError("routing weights on the experts' input are implemented for (in, out) stacked experts only")
     pattern = layer_pattern(arch)
     for letter in set(pattern):
         ropes = {layer.mixer.rope for layer, kind in zip(arch.layers, pattern) if kind == letter}
         if len(ropes) > 1:
             raise UnsupportedError(f"layers of kind {letter} use different RoPE tables {sorted(map(str, ropes))}")
     _check_position_coupled(arch, pattern)
-    moe = ffns.get("moe")
-    if moe is not None and moe.weighted == "input" and moe.storage not in ("fused_in_out", "stacked_in_out"):
-        raise UnsupportedError("routing weights on the experts' input are implemented for (in, out) stacked experts only")
     windows = {layer.mixer.window for layer in arch.layers if layer.mixer.span == "sliding"}
     if len(windows) > 1:
         raise UnsupportedError(f"sliding layers use different windows {sorted(windows)} (not supported yet)")
