@@ -42,38 +42,35 @@ def use_row_blocks(model: Any, blocks: int) -> int:
     import torch.nn as nn
     import torch.nn.functional as F
 
+    product = _row_block_product(blocks)
     count = 0
     if hasattr(model, "head_product"):
         model.head_product = F.linear
         if blocks > 1 and next(model.parameters()).dtype == torch.float32:
-            model.head_product = _row_block_product(blocks)
+            model.head_product = product  # the embedding matrix: checked by `product` on each call
             count += 1
     for module in model.modules():
         if not isinstance(module, nn.Linear):
             continue
         module.__dict__.pop("forward", None)  # back to nn.Linear.forward
-        weight = module.weight
-        if blocks > 1 and weight.dtype == torch.float32 and weight.shape[0] % blocks == 0 and weight.is_contiguous():
-            module.forward = _row_block_forward(module, blocks)
+        if blocks > 1 and _fits(module.weight, blocks):
+            module.forward = lambda x, m=module: product(x, m.weight, m.bias)
             count += 1
     return count
 
 
-def _row_block_product(blocks: int) -> Any:
-    """F.linear(x, weight) in row blocks where they apply (float32, rows split evenly)."""
+def _fits(weight: Any, blocks: int) -> bool:
+    """Row blocks apply: a contiguous float32 matrix whose rows split evenly."""
     import torch
+
+    return weight.dtype == torch.float32 and weight.shape[0] % blocks == 0 and weight.is_contiguous()
+
+
+def _row_block_product(blocks: int) -> Any:
+    """F.linear(x, weight, bias), in row blocks where they apply."""
     import torch.nn.functional as F
 
-    def product(x: Any, weight: Any) -> Any:
-        if weight.dtype != torch.float32 or weight.shape[0] % blocks or not weight.is_contiguous():
-            return F.linear(x, weight)
-        return row_block_linear(x, weight, None, blocks)
+    def product(x: Any, weight: Any, bias: Any = None) -> Any:
+        return row_block_linear(x, weight, bias, blocks) if _fits(weight, blocks) else F.linear(x, weight, bias)
 
     return product
-
-
-def _row_block_forward(module: Any, blocks: int) -> Any:
-    def forward(x: Any) -> Any:
-        return row_block_linear(x, module.weight, module.bias, blocks)
-
-    return forward
