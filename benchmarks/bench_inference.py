@@ -33,6 +33,7 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+KERNEL = "auto"  # the generated side's decoding kernel (--kernel; compiler/fast_decode.py)
 
 
 def default_checkpoint() -> Path:
@@ -73,9 +74,9 @@ def load(side: str, checkpoint: Path, model_dir: Path, dtype: torch.dtype):
     model = module.load_checkpoint(checkpoint, dtype=dtype)
     if hasattr(model, "fast_attention"):  # transformers runs its sdpa attention by default too
         model.fast_attention()
-    from llmgen.compiler.fast_decode import use_row_blocks
+    from llmgen.compiler.fast_decode import use_fast_decode
 
-    use_row_blocks(model, torch.get_num_threads())  # as `llmgen generate` runs it
+    use_fast_decode(model, KERNEL)  # as `llmgen generate` runs it
     return model
 
 
@@ -102,7 +103,7 @@ def child_load(args: argparse.Namespace) -> None:
 
 def measure_load(side: str, args: argparse.Namespace, dtype: str) -> dict:
     cmd = [sys.executable, __file__, "--child-load", side, "--checkpoint", str(args.checkpoint),
-           "--model", str(args.model), "--dtype", dtype, "--threads", str(args.threads)]
+           "--model", str(args.model), "--dtype", dtype, "--threads", str(args.threads), "--kernel", args.kernel]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -167,6 +168,16 @@ def copy_bandwidth_gbs() -> float:
     return 2 * src.numel() / best / 1e9  # read + write
 
 
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens a and b share."""
+    count = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        count += 1
+    return count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--checkpoint", type=Path)
@@ -175,9 +186,12 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=sorted(DTYPES))
     parser.add_argument("--rounds", type=int, default=5, help="interleaved repeats; medians are reported")
     parser.add_argument("--quick", action="store_true", help="fewer rounds and tokens")
+    parser.add_argument("--kernel", default="auto", help="the generated side's decoding kernel: auto, native, row_blocks, off")
     parser.add_argument("--child-load", dest="side", help=argparse.SUPPRESS)
     parser.add_argument("--dtype", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global KERNEL
+    KERNEL = args.kernel
     torch.set_num_threads(args.threads)
     if args.side:
         return child_load(args)
@@ -188,6 +202,7 @@ def main() -> None:
           f"copy bandwidth {bandwidth:.1f} GB/s (read + write), medians of {rounds} interleaved rounds, "
           f"load average before {os.getloadavg()[0]:.2f}")
     sides = ["transformers", "generated"]
+    reference: list[int] = []  # transformers' float32 greedy tokens: what a lower precision is judged by
     for dtype in args.dtypes:
         loads = {side: [] for side in sides}
         for _ in range(rounds):
@@ -212,7 +227,11 @@ def main() -> None:
                 rows[side][metric + "_spread"] = (count / max(values), count / min(values))
         hf, gen = rows["transformers"], rows["generated"]
         bound = bandwidth * 1e9 / (gen["weight_mib"] * 2**20)  # tokens/s if decoding only streamed the weights
-        print(f"\n== {dtype} == (load average now {os.getloadavg()[0]:.2f})")
+        from llmgen.compiler.fast_decode import choose
+
+        used, why = choose(args.kernel, DTYPES[dtype], args.threads)
+        print(f"\n== {dtype} == (load average now {os.getloadavg()[0]:.2f}; generated decodes with kernel "
+              f"{used}{f' ({why})' if why else ''})")
         print(f"{'':24}{'transformers':>14}{'generated':>12}{'ratio':>8}   generated min..max")
         for key, label in (("prefill128", "prefill 128 tok/s"), ("prefill1024", "prefill 1024 tok/s"),
                            ("decode", f"decode {new_tokens} tok/s"), ("load_s", "load seconds")):
@@ -226,6 +245,17 @@ def main() -> None:
         print(f"decode bandwidth bound {bound:.1f} tok/s; generated reaches {gen['decode'] / bound:.0%}")
         same = sum(a == b for a, b in zip(tokens["transformers"], tokens["generated"]))
         print(f"greedy tokens identical: {same}/{len(tokens['generated'])}")
+        if dtype == "float32":
+            reference = tokens["transformers"]
+            continue
+        if not reference:  # float32 not benchmarked in this run: decode it once for the comparison
+            model = load("transformers", args.checkpoint, args.model, torch.float32)
+            with torch.inference_mode():
+                decode_run("transformers", model, new_tokens, reference)()
+            del model
+        agree = {side: common_prefix(tokens[side], reference) for side in sides}
+        print(f"tokens before the first difference from transformers' float32 greedy tokens: transformers "
+              f"{agree['transformers']}/{new_tokens}, generated {agree['generated']}/{new_tokens}")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,22 @@
-"""Row-block linear layers for decoding: a runtime switch that `llmgen generate` and the
-benchmark apply to a loaded generated model (the generated file itself is unchanged).
+"""Faster decoding steps: a runtime switch that `llmgen generate` and the benchmark apply to a
+loaded generated model (the generated file itself is unchanged).
 
-One decoding step multiplies each weight matrix by a single vector. torch runs such a
-matrix-vector product on one core, whatever its thread count, and one core does not saturate
-the memory bandwidth. Splitting the matrix's rows into `blocks` equal blocks and computing them
-with one batched product (torch.bmm) lets torch give each block its own thread: on a 2-core
-machine this reads the weights about twice as fast. The result equals nn.Linear up to float
-rounding (the same dot products, each on its own; only the kernel differs). Float32 weights
-only: in bfloat16 the batched kernel was slower than torch's own and its different rounding
-changed greedy choices (tests/test_fast_decode.py, benchmarks/bench_inference.py).
+One decoding step multiplies each weight matrix by a single vector (a few, for a small batch),
+so it costs one read of every weight. torch's matrix product reads them slowly there: a
+float32 matrix-vector product runs on one core, whatever the thread count, and a bfloat16 one
+is slower still. Two replacements, for inputs of at most MAX_ROWS rows (prefill keeps torch's
+own product, bit for bit):
+
+- "native": compiler/native.py's kernel, the same dot products accumulated in float32, the
+  weight rows split between torch's threads. float32 and bfloat16.
+- "row_blocks": float32 only, no compiler needed: the matrix's rows in `threads` equal blocks,
+  computed by one batched product (torch.bmm), which torch spreads over its threads.
+
+Either equals nn.Linear up to float rounding: the same dot products, summed in another order.
+In float32 that is ~1e-7 relative (tests/test_fast_decode.py). In bfloat16 a different order
+can round a result to the neighbouring bfloat16 value, which can flip a greedy choice where
+two logits nearly tie; transformers' own bfloat16 run differs from its float32 run far more
+(benchmarks/bench_inference.py prints both agreements).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 MAX_ROWS = 4  # inputs with more rows than this (prefill) keep torch's own matrix product
+KERNELS = ("auto", "native", "row_blocks", "off")
 
 
 def row_block_linear(x: Any, weight: Any, bias: Any, blocks: int) -> Any:
@@ -34,43 +43,89 @@ def row_block_linear(x: Any, weight: Any, bias: Any, blocks: int) -> Any:
     return out.reshape(*x.shape[:-1], weight.shape[0])
 
 
-def use_row_blocks(model: Any, blocks: int) -> int:
-    """Give every float32 nn.Linear of `model` whose rows split evenly the row-block forward
-    (blocks > 1), or its own forward back (blocks == 1); likewise a tied output head (a generated
-    model's `head_product`). Returns how many layers and heads now run in row blocks."""
+def native_linear(x: Any, weight: Any, bias: Any, gemv: Any) -> Any:
+    """x @ weight.T (+ bias) through the native kernel for inputs of at most MAX_ROWS rows."""
+    import torch.nn.functional as F
+
+    rows = x.reshape(-1, x.shape[-1])  # (n, in)
+    if rows.shape[0] > MAX_ROWS:
+        return F.linear(x, weight, bias)
+    return gemv(rows.contiguous(), weight, bias).reshape(*x.shape[:-1], weight.shape[0])
+
+
+def choose(kernel: str, dtype: Any, threads: int) -> tuple[str, str | None]:
+    """The kernel to run for `kernel` (one of KERNELS) and the model's dtype, and why the
+    requested one is not available (None when it is)."""
+    import torch
+
+    from . import native
+
+    name = str(dtype).removeprefix("torch.")
+    if kernel == "off":
+        return "off", None
+    why = None
+    if kernel in ("auto", "native"):
+        why = native.unavailable(name)
+        if why is None:
+            return "native", None
+        why = f"native kernel unavailable: {why}"
+    if dtype == torch.float32 and threads > 1:
+        return "row_blocks", why
+    return "off", why or "row blocks need float32 and more than one thread"
+
+
+def use_fast_decode(model: Any, kernel: str = "auto", threads: int | None = None) -> tuple[str, int, str | None]:
+    """Give every nn.Linear of `model` (and a tied output head: a generated model's
+    `head_product`) the chosen few-row product; "off" gives them their own back. Returns the
+    kernel in use, how many layers and heads run on it, and why the requested kernel is not
+    the one in use (None when it is)."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
 
-    product = _row_block_product(blocks)
+    threads = threads or torch.get_num_threads()
+    dtype = next(model.parameters()).dtype
+    used, why = choose(kernel, dtype, threads)
+    product = _product(used, dtype, threads)
     count = 0
     if hasattr(model, "head_product"):
         model.head_product = F.linear
-        if blocks > 1 and next(model.parameters()).dtype == torch.float32:
+        if product is not None:
             model.head_product = product  # the embedding matrix: checked by `product` on each call
             count += 1
     for module in model.modules():
         if not isinstance(module, nn.Linear):
             continue
         module.__dict__.pop("forward", None)  # back to nn.Linear.forward
-        if blocks > 1 and _fits(module.weight, blocks):
+        if product is not None and _fits(used, module.weight, dtype, threads):
             module.forward = lambda x, m=module: product(x, m.weight, m.bias)
             count += 1
-    return count
+    return used, count, why
 
 
-def _fits(weight: Any, blocks: int) -> bool:
-    """Row blocks apply: a contiguous float32 matrix whose rows split evenly."""
-    import torch
+def _fits(used: str, weight: Any, dtype: Any, threads: int) -> bool:
+    """The kernel applies: a contiguous matrix of the model's dtype (the one the kernel was
+    chosen for); row blocks: rows that split evenly between the threads."""
+    if weight.dtype != dtype or not weight.is_contiguous():
+        return False
+    return used == "native" or weight.shape[0] % threads == 0
 
-    return weight.dtype == torch.float32 and weight.shape[0] % blocks == 0 and weight.is_contiguous()
 
-
-def _row_block_product(blocks: int) -> Any:
-    """F.linear(x, weight, bias), in row blocks where they apply."""
+def _product(used: str, dtype: Any, threads: int) -> Any:
+    """F.linear(x, weight, bias), on the kernel where it applies; None for "off"."""
     import torch.nn.functional as F
 
+    if used == "off":
+        return None
+    from . import native
+
+    gemv = native.kernel("float32").gemv if used == "native" else None
+
     def product(x: Any, weight: Any, bias: Any = None) -> Any:
-        return row_block_linear(x, weight, bias, blocks) if _fits(weight, blocks) else F.linear(x, weight, bias)
+        if x.dtype != dtype or not _fits(used, weight, dtype, threads):
+            return F.linear(x, weight, bias)
+        if gemv is not None:
+            return native_linear(x, weight, bias, gemv)
+        return row_block_linear(x, weight, bias, threads)
 
     return product

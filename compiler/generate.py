@@ -21,8 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from . import native
 from .errors import LlmgenError, SourceError
-from .fast_decode import use_row_blocks
+from .fast_decode import KERNELS, choose, use_fast_decode
 from .reference import resolve_checkpoint
 
 DTYPES = ("float32", "bfloat16")
@@ -36,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=DTYPES, default="float32")
     parser.add_argument("--kv", choices=("float", "int8"), default="float",
                         help="KV cache storage: the model's dtype (default) or int8 with one scale per token and head")
+    parser.add_argument("--kernel", choices=KERNELS, default="auto",
+                        help="decoding steps' matrix products: auto (native if it builds here, else row blocks "
+                             "for float32), native (compiler/kernels/gemv.cpp), row_blocks, off (torch's own)")
     parser.add_argument("--no-kv", dest="use_kv", action="store_false",
                         help="no KV cache: rerun the whole sequence for every new token")
     parser.add_argument("--checkpoint", type=Path, metavar="PATH",
@@ -179,8 +183,8 @@ def greedy_tokens(model: Any, ids: list[int], max_new_tokens: int, stop: set[int
             model.disable_cache()
 
 
-def load_model(module: Any, checkpoint: Path, dtype: str, err: Any = sys.stderr) -> Any:
-    """load_checkpoint with a progress line on ``err``."""
+def load_model(module: Any, checkpoint: Path, dtype: str, err: Any = sys.stderr, kernel: str = "auto") -> Any:
+    """load_checkpoint with a progress line on ``err``, then the decoding kernel (fast_decode)."""
     import torch
 
     print(f"loading weights from {checkpoint} ({dtype}) ...", end="", file=err, flush=True)
@@ -192,10 +196,24 @@ def load_model(module: Any, checkpoint: Path, dtype: str, err: Any = sys.stderr)
         raise LlmgenError(str(exc)) from None
     if hasattr(model, "fast_attention"):
         model.fast_attention()  # torch's fused attention kernel: tested against the written-out one
-    use_row_blocks(model, torch.get_num_threads())  # decoding steps: each matrix product on every thread
     count = sum(p.numel() for p in model.parameters())
     print(f" {count / 1e6:.1f}M parameters in {time.perf_counter() - start:.1f} s", file=err, flush=True)
+    used, layers, why = use_fast_decode(model, kernel)
+    note = f" ({why})" if why else ""
+    print(f"decoding kernel: {used}{note}" + (f", {layers} matrix products" if layers else ""), file=err, flush=True)
     return model
+
+
+def check_kernel(kernel: str, dtype: str, err: Any) -> None:
+    """Build the native kernel now if it will be used (saying so), and fail early when the
+    kernel asked for by name cannot run here."""
+    import torch
+
+    if kernel in ("auto", "native") and native.missing(dtype) is None and not native.is_built():
+        print("building the native decoding kernel (once; cached by torch) ...", file=err, flush=True)
+    used, why = choose(kernel, getattr(torch, dtype), torch.get_num_threads())
+    if kernel not in ("auto", used):
+        raise LlmgenError(f"--kernel {kernel}: {why}")
 
 
 def cmd_generate(args: argparse.Namespace, out: Any = None, err: Any = None) -> int:
@@ -214,7 +232,8 @@ def cmd_generate(args: argparse.Namespace, out: Any = None, err: Any = None) -> 
     if not ids:
         raise LlmgenError("the prompt encodes to no tokens")
     stop = stop_ids(checkpoint, tokenizer, args.chat)
-    model = load_model(module, checkpoint, args.dtype, err)
+    check_kernel(args.kernel, args.dtype, err)
+    model = load_model(module, checkpoint, args.dtype, err, args.kernel)
     start = time.perf_counter()
     new: list[int] = []
     shown = ""

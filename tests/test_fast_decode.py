@@ -1,6 +1,7 @@
-"""Row-block linear layers (compiler/fast_decode.py), the decoding speed-up `llmgen generate`
-and the benchmark apply to a loaded generated model: few-row products equal nn.Linear's up to
-float rounding, prefill keeps torch's own product bit for bit, and the switch turns back off."""
+"""Faster decoding steps (compiler/fast_decode.py, compiler/native.py), the speed-up `llmgen
+generate` and the benchmark apply to a loaded generated model: few-row products equal
+nn.Linear's up to float rounding, prefill keeps torch's own product bit for bit, every switch
+turns back off, and the native kernel computes correct dot products for every shape."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ import pytest
 import torch
 from conftest import random_replica
 
-from llmgen.compiler.fast_decode import MAX_ROWS, row_block_linear, use_row_blocks
+from llmgen.compiler import native
+from llmgen.compiler.fast_decode import MAX_ROWS, choose, native_linear, row_block_linear, use_fast_decode
 
 TOLERANCE = 5e-6  # max |logit difference| / max |logit|, float32
 MODELS = ["SmolLM2-135M-Instruct", "Qwen2-0.5B-Instruct", "Mixtral-8x7B-v0.1", "phi-2"]  # plain, q/k/v bias, experts, biases
+needs_native = pytest.mark.skipif(native.missing("float32") is not None, reason=f"native kernel: {native.missing('float32')}")
+needs_native_bf16 = pytest.mark.skipif(native.missing("bfloat16") is not None,
+                                       reason=f"native bfloat16 kernel: {native.missing('bfloat16')}")
 
 
 def replica(name: str, dtype: torch.dtype = torch.float32):
@@ -27,25 +32,27 @@ def decode(model, ids: torch.Tensor, prompt: int) -> torch.Tensor:
     return torch.cat(steps, dim=1)
 
 
+@pytest.mark.parametrize("kernel", ["row_blocks", pytest.param("native", marks=needs_native)])
 @pytest.mark.parametrize("name", MODELS)
-def test_row_blocks_decode_like_nn_linear(name: str) -> None:
+def test_kernel_decodes_like_nn_linear(name: str, kernel: str) -> None:
     model, config = replica(name)
-    ids = torch.randint(0, config.vocab_size, (1, 14), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(0, config.vocab_size, (2, 14), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         whole = model(ids)
     plain = decode(model, ids, 8)
     linears = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
-    assert use_row_blocks(model, 2) == linears + hasattr(model, "head_product") > 0  # a tied head too
+    used, count, why = use_fast_decode(model, kernel, threads=2)
+    assert (used, count, why) == (kernel, linears + hasattr(model, "head_product"), None)  # a tied head too
     with torch.no_grad():
         again = model(ids)
-    if name.startswith("Mixtral"):  # an expert can get <= MAX_ROWS of the 14 tokens: row blocks there
+    if name.startswith("Mixtral"):  # an expert can get <= MAX_ROWS of the 28 tokens: the kernel there
         assert (again - whole).abs().max().item() <= TOLERANCE * whole.abs().max().item()
     else:
-        assert torch.equal(again, whole)  # 14 rows > MAX_ROWS: torch's own product, bit for bit
-    blocked = decode(model, ids, 8)
-    diff, scale = (blocked - plain).abs().max().item(), plain.abs().max().item()
+        assert torch.equal(again, whole)  # 28 rows > MAX_ROWS: torch's own product, bit for bit
+    fast = decode(model, ids, 8)  # batch 2: two rows per decoding step
+    diff, scale = (fast - plain).abs().max().item(), plain.abs().max().item()
     assert 0 < diff <= TOLERANCE * scale, (diff, scale)  # a different kernel, the same products
-    assert use_row_blocks(model, 1) == 0
+    assert use_fast_decode(model, "off")[:2] == ("off", 0)
     assert torch.equal(decode(model, ids, 8), plain)  # switched off: nn.Linear again
 
 
@@ -59,6 +66,50 @@ def test_row_block_linear_with_bias_and_batch() -> None:
             assert torch.allclose(row_block_linear(x, weight, bias, blocks), expected, rtol=1e-6, atol=1e-6)
 
 
-def test_bfloat16_layers_keep_nn_linear() -> None:
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, pytest.param(torch.bfloat16, marks=needs_native_bf16)])
+def test_native_kernel_shapes(dtype: torch.dtype) -> None:
+    """Odd widths (the vector loop's tail), row counts that do not fill a thread's share,
+    1..MAX_ROWS input rows, with and without a bias, a non-contiguous input: each result is
+    within the dtype's rounding of the float64 product, like torch's own."""
+    gemv = native.kernel(str(dtype).removeprefix("torch.")).gemv
+    generator = torch.Generator().manual_seed(3)
+    for out_features, in_features in ((1, 1), (7, 31), (17, 33), (33, 576), (200, 1000), (1536, 64)):
+        weight = torch.randn(out_features, in_features, generator=generator).to(dtype)
+        bias = torch.randn(out_features, generator=generator).to(dtype)
+        for rows in range(1, MAX_ROWS + 1):
+            x = torch.randn(in_features, rows, generator=generator).to(dtype).t()  # non-contiguous
+            for b in (None, bias):
+                exact = x.double() @ weight.double().t() + (0 if b is None else b.double())
+                ours = native_linear(x, weight, b, gemv)
+                theirs = torch.nn.functional.linear(x, weight, b)
+                assert ours.dtype == dtype and ours.shape == theirs.shape
+                ulp = torch.finfo(dtype).eps * exact.abs().clamp(min=1) * (2 if dtype == torch.float32 else 1)
+                own_error = (theirs.double() - exact).abs()
+                assert ((ours.double() - exact).abs() <= torch.maximum(own_error, ulp) + in_features * 1e-7).all()
+
+
+@needs_native_bf16
+def test_native_bfloat16_decoding() -> None:
+    """bfloat16 model: the native kernel is chosen and its cached decoding stays within bfloat16
+    rounding of nn.Linear's (logits of a random replica, relative to their scale)."""
+    model, config = replica(MODELS[1], torch.bfloat16)  # Qwen2: q/k/v biases
+    ids = torch.randint(0, config.vocab_size, (1, 12), generator=torch.Generator().manual_seed(4))
+    plain = decode(model, ids, 6).float()
+    assert use_fast_decode(model)[:2] == ("native", sum(isinstance(m, torch.nn.Linear) for m in model.modules()) + 1)
+    fast = decode(model, ids, 6).float()
+    assert 0 < (fast - plain).abs().max().item() <= 0.05 * plain.abs().max().item()
+
+
+def test_choice_and_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMGEN_NATIVE", "0")
+    assert choose("auto", torch.float32, 2) == ("row_blocks", "native kernel unavailable: LLMGEN_NATIVE=0")
+    assert choose("auto", torch.bfloat16, 2) == ("off", "native kernel unavailable: LLMGEN_NATIVE=0")
+    assert choose("row_blocks", torch.float32, 1) == ("off", "row blocks need float32 and more than one thread")
+    assert choose("off", torch.float32, 2) == ("off", None)
     model, _ = replica(MODELS[0], torch.bfloat16)
-    assert use_row_blocks(model, 2) == 0
+    assert use_fast_decode(model, "auto", threads=2)[:2] == ("off", 0)
+    monkeypatch.setattr(native, "cpu_flags", lambda: frozenset({"avx512f"}))
+    monkeypatch.delenv("LLMGEN_NATIVE")
+    assert native.missing("bfloat16") == "the CPU lacks avx512_bf16"
+    assert native.missing("float16") == "no kernel for float16"

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import GENERATED
+from llmgen.compiler import native
 from llmgen.compiler.cli import main
 from llmgen.compiler.generate import Tokenizer, greedy_tokens, render_chat
 from llmgen.compiler.reference import REFERENCE_FILE, resolve_checkpoint
@@ -96,6 +97,26 @@ def test_kv_cache_and_full_recompute_agree(reference, capsys) -> None:
     code, quantized, err = generate([*args, "--kv", "int8"], capsys)
     assert code == 0 and "int8 KV cache" in err, err
     assert quantized == cached  # six tokens: the int8 cache picks the same ones here
+
+
+def test_every_decoding_kernel_writes_transformers_text(reference, capsys, monkeypatch) -> None:
+    """float32: the native kernel, row blocks and torch's own product all give transformers'
+    greedy tokens; the kernel in use is reported, and one asked for by name that cannot run
+    here is an error before any weights load."""
+    directory, meta, tokenizer = reference
+    args = [str(directory), "--prompt", meta["prompts"][1], "--max-new-tokens", "12"]
+    expected = tokenizer.decode(meta["continuations"][1][:12]) + "\n"
+    row_blocks = "row_blocks" if torch.get_num_threads() > 1 else "off"  # row blocks need two threads
+    kernels = sorted({row_blocks, "off"}) + (["native"] if native.missing("float32") is None else [])
+    for kernel in kernels:
+        code, out, err = generate([*args, "--kernel", kernel], capsys)
+        assert code == 0 and out == expected, (kernel, out, err)
+        assert f"decoding kernel: {kernel}" in err, err
+    monkeypatch.setenv("LLMGEN_NATIVE", "0")
+    code, out, err = generate([*args, "--kernel", "native"], capsys)
+    assert code == 2 and err == "llmgen: error: --kernel native: native kernel unavailable: LLMGEN_NATIVE=0\n", err
+    code, out, err = generate(args, capsys)  # auto: falls back, and says why
+    assert code == 0 and out == expected and f"decoding kernel: {row_blocks} (native kernel unavailable: LLMGEN_NATIVE=0)" in err
 
 
 def test_greedy_tokens_feeds_a_cached_model_only_new_tokens() -> None:
