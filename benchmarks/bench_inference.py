@@ -8,7 +8,7 @@ Same checkpoint, dtype and thread count for both. Measured: prefill tokens/s (12
 tokens), greedy decode tokens/s (128 new tokens, KV cache on both sides), load time and the
 peak RSS added by loading (VmHWM of a fresh subprocess per load, after an unmeasured first
 load, minus its RSS before), and the memory-bandwidth bound for decoding (weight bytes read
-per token vs a copy bandwidth measured in the decode rounds, best of them). The two sides run
+per token vs a copy bandwidth measured in the decode rounds, their median). The two sides run
 alternately, round after round, and the medians are printed with their ratios. On a machine shared with other work, use
 --threads 1: OpenMP threads competing for busy cores make multi-threaded timings erratic.
 
@@ -229,7 +229,7 @@ def main() -> None:
         }
         del models
         copies = times["decode"].pop("copy")
-        bandwidth = 2 * COPY_BYTES / min(copies) / 1e9
+        bandwidth = 2 * COPY_BYTES / statistics.median(copies) / 1e9  # a median, like the decode speeds
         rows = {side: {"load_s": statistics.median(x["seconds"] for x in runs),
                        "load_peak_mib": statistics.median(x["added_peak_mib"] for x in runs),
                        "touched_mib": statistics.median(x["touched_peak_mib"] for x in runs),
@@ -256,8 +256,9 @@ def main() -> None:
             print(f"{side}: peak RSS added by loading +{row['load_peak_mib']:.0f} MiB "
                   f"= {row['load_peak_mib'] / row['weight_mib']:.2f} x weight bytes ({row['weight_mib']:.0f} MiB); "
                   f"by loading and one forward +{row['touched_mib']:.0f} MiB")
-        print(f"decode bandwidth bound {bound:.1f} tok/s (copy bandwidth {bandwidth:.1f} GB/s, best copy of the "
-              f"decode rounds; {2 * COPY_BYTES / max(copies) / 1e9:.1f} the worst); generated reaches {gen['decode'] / bound:.0%}")
+        print(f"decode bandwidth bound {bound:.1f} tok/s (copy bandwidth {bandwidth:.1f} GB/s, median of the decode "
+              f"rounds, {2 * COPY_BYTES / max(copies) / 1e9:.1f}..{2 * COPY_BYTES / min(copies) / 1e9:.1f}); "
+              f"generated reaches {gen['decode'] / bound:.0%}")
         same = sum(a == b for a, b in zip(tokens["transformers"], tokens["generated"]))
         print(f"greedy tokens identical: {same}/{len(tokens['generated'])}")
         if dtype == "float32":
