@@ -49,8 +49,7 @@ def native_linear(x: Any, weight: Any, bias: Any, gemv: Any) -> Any:
 
     if x.numel() > MAX_ROWS * x.shape[-1]:
         return F.linear(x, weight, bias)
-    rows = x.reshape(-1, x.shape[-1]).contiguous()  # (n, in)
-    return gemv(rows, weight, bias).view(*x.shape[:-1], weight.shape[0])
+    return gemv(x, weight, bias)  # (..., in) -> (..., out); copies a non-contiguous x first
 
 
 def choose(kernel: str, dtype: Any, threads: int) -> tuple[str, str | None]:

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 namespace {
 
@@ -70,19 +71,22 @@ __attribute__((target("avx512f"))) void rows_f32(
 
 }  // namespace
 
-// x: (batch, in), w: (rows, in), both contiguous and of one dtype; bias: (rows,) or None.
-torch::Tensor gemv(const torch::Tensor& x, const torch::Tensor& w, const c10::optional<torch::Tensor>& bias) {
-  TORCH_CHECK(x.dim() == 2 && w.dim() == 2 && x.size(1) == w.size(1), "gemv: x (batch, in) and w (rows, in)");
-  TORCH_CHECK(x.is_contiguous() && w.is_contiguous(), "gemv: contiguous x and w");
+// x: (..., in), w: (rows, in) contiguous, of one dtype; bias: (rows,) or None -> (..., rows).
+torch::Tensor gemv(const torch::Tensor& x_in, const torch::Tensor& w, const c10::optional<torch::Tensor>& bias) {
+  TORCH_CHECK(x_in.dim() >= 1 && w.dim() == 2 && x_in.size(-1) == w.size(1), "gemv: x (..., in) and w (rows, in)");
+  TORCH_CHECK(w.is_contiguous(), "gemv: a contiguous w");
+  const torch::Tensor x = x_in.contiguous();
   TORCH_CHECK(x.scalar_type() == w.scalar_type(), "gemv: x and w of one dtype");
-  const int64_t batch = x.size(0), rows = w.size(0), in = w.size(1);
+  const int64_t rows = w.size(0), in = w.size(1), batch = in == 0 ? 0 : x.numel() / in;
   torch::Tensor b32;  // the bias in float32: added to the float32 sum before its rounding
   if (bias.has_value()) {
     TORCH_CHECK(bias->dim() == 1 && bias->size(0) == rows, "gemv: bias (rows,)");
     b32 = bias->to(torch::kFloat32).contiguous();
   }
   const float* bias_ptr = b32.defined() ? b32.data_ptr<float>() : nullptr;
-  auto out = torch::empty({batch, rows}, x.options());
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = rows;
+  auto out = torch::empty(shape, x.options());
   if (x.scalar_type() == torch::kBFloat16) {
     const auto* xp = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
     const auto* wp = reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>());
@@ -102,6 +106,6 @@ torch::Tensor gemv(const torch::Tensor& x, const torch::Tensor& w, const c10::op
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("gemv", &gemv, "x @ w.T (+ bias) for a few rows x", pybind11::arg("x"), pybind11::arg("w"),
+  m.def("gemv", &gemv, "x @ w.T (+ bias) for an x of a few rows", pybind11::arg("x"), pybind11::arg("w"),
         pybind11::arg("bias") = pybind11::none());
 }
