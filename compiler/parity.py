@@ -61,7 +61,7 @@ def parity_context(raw: dict[str, Any], arch: Architecture, weights: list[Weight
         "hf_config": py_literal(tiny_raw),
         "model_config": py_literal(config_kwargs(tiny)),
         "norm_neutral": literal(norms[0].neutral),
-        "norm_count": literal(sum(len(e.keys(tiny)) for e in norms)),  # over layers, experts and heads
+        "norm_count": literal(sum(e.count(tiny) for e in norms)),  # over layers, experts and heads
         "weight_std": literal(WEIGHT_STD),
         "norm_spread": literal(NORM_SPREAD),
         "batch": literal(BATCH),

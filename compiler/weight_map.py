@@ -7,6 +7,7 @@ parity harness (which tensors are norms and what their neutral value is) and sha
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -35,14 +36,23 @@ class WeightEntry:
     def per_layer(self) -> bool:
         return "{i}" in self.checkpoint
 
+    def _indices(self, arch: Architecture) -> tuple[list, list, list]:
+        """The layer, expert and head indices this entry's key takes ([None]: the key has no such slot)."""
+        layers = ([i for i, kind in enumerate(ffn_pattern(arch)) if kind == self.ffn_kind] if self.ffn_kind
+                  else list(range(arch.num_layers)))
+        return (layers if self.per_layer else [None],
+                list(range(self.experts)) if "{e}" in self.checkpoint else [None],
+                list(range(self.heads)) if "{h}" in self.checkpoint else [None])
+
     def keys(self, arch: Architecture) -> list[str]:
         """Every concrete checkpoint key of this entry: over its layers, experts and heads."""
-        layers = ([i for i, kind in enumerate(ffn_pattern(arch)) if kind == self.ffn_kind] if self.ffn_kind
-                  else range(arch.num_layers))
-        return [self.checkpoint.format(i=i, e=e, h=h)
-                for i in (layers if self.per_layer else [None])
-                for e in (range(self.experts) if "{e}" in self.checkpoint else [None])
-                for h in (range(self.heads) if "{h}" in self.checkpoint else [None])]
+        layers, experts, heads = self._indices(arch)
+        return [self.checkpoint.format(i=i, e=e, h=h) for i in layers for e in experts for h in heads]
+
+    def count(self, arch: Architecture) -> int:
+        """How many keys `keys` gives, without spelling them (DeepSeek-V3: 15,616 per expert tensor)."""
+        layers, experts, heads = self._indices(arch)
+        return len(layers) * len(experts) * len(heads)
 
 
 def weight_map(arch: Architecture) -> list[WeightEntry]:
@@ -148,15 +158,8 @@ def dense_rows(ffn: Mlp, m: str, hidden: int, n: Names, linear: Callable[[str, i
 
 
 def entry_size(entry: WeightEntry, arch: Architecture) -> int:
-    """Elements of all copies of this tensor: over its layers and experts."""
-    size = 1
-    for dim in entry.shape:
-        size *= dim
-    if entry.ffn_kind is not None:
-        layers = ffn_pattern(arch).count(entry.ffn_kind)
-    else:
-        layers = arch.num_layers if entry.per_layer else 1
-    return size * layers * entry.experts * entry.heads
+    """Elements of all copies of this tensor: over its layers, experts and heads."""
+    return math.prod(entry.shape) * entry.count(arch)
 
 
 def parameter_count(arch: Architecture) -> int:
