@@ -28,28 +28,16 @@ KERNELS = ("auto", "native", "row_blocks", "off")
 
 
 def row_block_linear(x: Any, weight: Any, bias: Any, blocks: int) -> Any:
-    """x @ weight.T (+ bias), for inputs of at most MAX_ROWS rows, as `blocks` row blocks."""
+    """x @ weight.T (+ bias) for an x of a few rows, as `blocks` row blocks of the weight."""
     import torch
-    import torch.nn.functional as F
 
     rows = x.reshape(-1, x.shape[-1])  # (n, in)
-    if rows.shape[0] > MAX_ROWS:
-        return F.linear(x, weight, bias)
     # weight (out, in) -> (blocks, out / blocks, in): a view; the product is (blocks, out / blocks, n)
     out = torch.bmm(weight.view(blocks, -1, weight.shape[1]), rows.t().expand(blocks, -1, -1))
     out = out.reshape(weight.shape[0], -1).t()  # (n, out)
     if bias is not None:
         out = out + bias
     return out.reshape(*x.shape[:-1], weight.shape[0])
-
-
-def native_linear(x: Any, weight: Any, bias: Any, gemv: Any) -> Any:
-    """x @ weight.T (+ bias) through the native kernel for inputs of at most MAX_ROWS rows."""
-    import torch.nn.functional as F
-
-    if x.numel() > MAX_ROWS * x.shape[-1]:
-        return F.linear(x, weight, bias)
-    return gemv(x, weight, bias)  # (..., in) -> (..., out); copies a non-contiguous x first
 
 
 def choose(kernel: str, dtype: Any, threads: int) -> tuple[str, str | None]:
@@ -120,13 +108,13 @@ def _products(used: str, dtype: Any, threads: int) -> tuple[Any, Any]:
         return None, None
     from . import native
 
-    gemv = native.kernel("float32").gemv if used == "native" else None
+    gemv = native.kernel(str(dtype).removeprefix("torch.")).gemv if used == "native" else None
 
     def product(x: Any, weight: Any, bias: Any = None) -> Any:
-        if x.dtype != dtype:
+        if x.dtype != dtype or x.numel() > MAX_ROWS * x.shape[-1]:  # prefill: torch's own product
             return F.linear(x, weight, bias)
         if gemv is not None:
-            return native_linear(x, weight, bias, gemv)
+            return gemv(x, weight, bias)  # (..., in) -> (..., out); copies a non-contiguous x first
         return row_block_linear(x, weight, bias, threads)
 
     def checked(x: Any, weight: Any, bias: Any = None) -> Any:

@@ -26,8 +26,9 @@ NAME = "llmgen_gemv"
 DTYPE_FLAGS = {"float32": ("avx512f",), "bfloat16": ("avx512f", "avx512_bf16")}  # /proc/cpuinfo names
 
 
+@functools.cache
 def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (Linux /proc/cpuinfo); empty elsewhere."""
+    """The CPU's feature flags (Linux /proc/cpuinfo, read once); empty elsewhere."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:

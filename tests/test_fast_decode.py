@@ -10,7 +10,7 @@ import torch
 from conftest import random_replica
 
 from llmgen.compiler import native
-from llmgen.compiler.fast_decode import MAX_ROWS, choose, native_linear, row_block_linear, use_fast_decode
+from llmgen.compiler.fast_decode import MAX_ROWS, choose, row_block_linear, use_fast_decode
 
 TOLERANCE = 5e-6  # max |logit difference| / max |logit|, float32
 MODELS = ["SmolLM2-135M-Instruct", "Qwen2-0.5B-Instruct", "Mixtral-8x7B-v0.1", "phi-2"]  # plain, q/k/v bias, experts, biases
@@ -81,7 +81,7 @@ def test_native_kernel_shapes(dtype: torch.dtype) -> None:
             x = torch.randn(in_features, rows, generator=generator).to(dtype).t()  # non-contiguous
             for b in (None, bias):
                 exact = x.double() @ weight.double().t() + (0 if b is None else b.double())
-                ours = native_linear(x, weight, b, gemv)
+                ours = gemv(x, weight, b)
                 theirs = torch.nn.functional.linear(x, weight, b)
                 assert ours.dtype == dtype and ours.shape == theirs.shape
                 ulp = torch.finfo(dtype).eps * exact.abs().clamp(min=1) * (2 if dtype == torch.float32 else 1)
