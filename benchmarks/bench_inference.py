@@ -32,9 +32,10 @@ from pathlib import Path
 
 import torch
 
+from llmgen.compiler.fast_decode import KERNELS, choose, use_fast_decode
+
 REPO = Path(__file__).resolve().parent.parent
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-KERNEL = "auto"  # the generated side's decoding kernel (--kernel; compiler/fast_decode.py)
 
 
 def default_checkpoint() -> Path:
@@ -65,7 +66,8 @@ def reset_peak_rss() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def load(side: str, checkpoint: Path, model_dir: Path, dtype: torch.dtype):
+def load(side: str, checkpoint: Path, model_dir: Path, dtype: torch.dtype, kernel: str = "auto"):
+    """One side's model; the generated one decodes on `kernel` (compiler/fast_decode.py)."""
     if side == "transformers":
         import transformers
 
@@ -75,9 +77,7 @@ def load(side: str, checkpoint: Path, model_dir: Path, dtype: torch.dtype):
     model = module.load_checkpoint(checkpoint, dtype=dtype)
     if hasattr(model, "fast_attention"):  # transformers runs its sdpa attention by default too
         model.fast_attention()
-    from llmgen.compiler.fast_decode import use_fast_decode
-
-    use_fast_decode(model, KERNEL)  # as `llmgen generate` runs it
+    use_fast_decode(model, kernel)  # as `llmgen generate` runs it
     return model
 
 
@@ -86,13 +86,13 @@ def child_load(args: argparse.Namespace) -> None:
     RSS before it."""
     # A first, unmeasured load: the library code it runs is paged in (file-backed RSS that is not
     # the weights' and does not grow with them); the second load is the one measured.
-    warm_up = load(args.side, Path(args.checkpoint), Path(args.model), DTYPES[args.dtype])
+    warm_up = load(args.side, Path(args.checkpoint), Path(args.model), DTYPES[args.dtype], args.kernel)
     del warm_up
     gc.collect()
     reset_peak_rss()
     before = status_mib("VmRSS")
     start = time.perf_counter()
-    model = load(args.side, Path(args.checkpoint), Path(args.model), DTYPES[args.dtype])
+    model = load(args.side, Path(args.checkpoint), Path(args.model), DTYPES[args.dtype], args.kernel)
     seconds = time.perf_counter() - start
     loaded = status_mib("VmHWM") - before
     with torch.inference_mode():  # touch every weight: memory-mapped pages count once read
@@ -171,13 +171,6 @@ def copy_run():
     return lambda: dst.copy_(src)
 
 
-def copy_bandwidth_gbs() -> float:
-    run = copy_run()
-    run()
-    best = min(seconds(run) for _ in range(5))
-    return 2 * COPY_BYTES / best / 1e9
-
-
 def common_prefix(a: list[int], b: list[int]) -> int:
     """How many leading tokens a and b share."""
     count = 0
@@ -196,21 +189,17 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=sorted(DTYPES))
     parser.add_argument("--rounds", type=int, default=5, help="interleaved repeats; medians are reported")
     parser.add_argument("--quick", action="store_true", help="fewer rounds and tokens")
-    parser.add_argument("--kernel", default="auto", help="the generated side's decoding kernel: auto, native, row_blocks, off")
+    parser.add_argument("--kernel", default="auto", choices=KERNELS, help="the generated side's decoding kernel")
     parser.add_argument("--child-load", dest="side", help=argparse.SUPPRESS)
     parser.add_argument("--dtype", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    global KERNEL
-    KERNEL = args.kernel
     torch.set_num_threads(args.threads)
     if args.side:
         return child_load(args)
     args.checkpoint = args.checkpoint or default_checkpoint()
     rounds, new_tokens = (2, 32) if args.quick else (args.rounds, 128)
-    bandwidth = copy_bandwidth_gbs()
     print(f"checkpoint {args.checkpoint}\nthreads {args.threads}, torch {torch.__version__}, "
-          f"copy bandwidth {bandwidth:.1f} GB/s (read + write), medians of {rounds} interleaved rounds, "
-          f"load average before {os.getloadavg()[0]:.2f}")
+          f"medians of {rounds} interleaved rounds, load average before {os.getloadavg()[0]:.2f}")
     sides = ["transformers", "generated"]
     reference: list[int] = []  # transformers' float32 greedy tokens: what a lower precision is judged by
     for dtype in args.dtypes:
@@ -218,7 +207,7 @@ def main() -> None:
         for _ in range(rounds):
             for side, runs in loads.items():
                 runs.append(measure_load(side, args, dtype))
-        models = {side: load(side, args.checkpoint, args.model, DTYPES[dtype]) for side in sides}
+        models = {side: load(side, args.checkpoint, args.model, DTYPES[dtype], args.kernel) for side in sides}
         tokens = {side: [] for side in sides}
         times = {
             "prefill128": interleaved({s: prefill_run(s, m, 128) for s, m in models.items()}, rounds),
@@ -241,8 +230,6 @@ def main() -> None:
                 rows[side][metric + "_spread"] = (count / max(values), count / min(values))
         hf, gen = rows["transformers"], rows["generated"]
         bound = bandwidth * 1e9 / (gen["weight_mib"] * 2**20)  # tokens/s if decoding only streamed the weights
-        from llmgen.compiler.fast_decode import choose
-
         used, why = choose(args.kernel, DTYPES[dtype], args.threads)
         print(f"\n== {dtype} == (load average now {os.getloadavg()[0]:.2f}; generated decodes with kernel "
               f"{used}{f' ({why})' if why else ''})")
