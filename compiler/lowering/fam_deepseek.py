@@ -112,25 +112,9 @@ def lower_deepseek_v3(r: ConfigReader, model_type: str) -> Architecture:
     r.require_value("topk_method", ("noaux_tc",), "noaux_tc")
     mla, ropes, _ = _latent_attention(r, c, q_default=1536, deinterleave=r.bool("rope_interleave", True))
     activation = _activation(r)
-    experts = r.int("n_routed_experts", 256)
-    top_k = r.int("num_experts_per_tok", 8)
-    groups, topk_groups = r.int("n_group", 8), r.int("topk_group", 4)
-    shared = r.int("n_shared_experts", 1)
-    moe_width = r.int("moe_intermediate_size", 2048)
-    where = f"{r.where}: keys 'n_routed_experts', 'n_group', 'topk_group', 'num_experts_per_tok'"
-    if experts % groups or topk_groups > groups or top_k > topk_groups * (experts // groups) or experts // groups < 2:
-        raise ConfigError(f"{where} do not fit ({experts} experts in {groups} groups of >= 2, top {topk_groups} "
-                          f"groups, {top_k} experts per token)")
-    grouping = _grouping("top2_sum", groups, topk_groups)
-    moe = Moe(num_experts=experts, top_k=top_k, intermediate_size=moe_width, activation=activation,
-              router="sigmoid_topk", norm_topk_prob=r.bool("norm_topk_prob", True), router_float32=True,
-              score_correction_bias=True, **grouping,
-              routed_scaling_factor=r.float("routed_scaling_factor", 2.5), routing_dtype="float32",
-              storage="per_expert", shared_expert_size=moe_width * shared,
-              names=MoeNames(shared_expert="shared_experts"))
+    moe = sigmoid_experts(r, activation, experts=256, groups=8, topk_groups=4, width=2048, scaling=2.5)
     first_dense = r.int("first_k_dense_replace", 3, minimum=0)
-    mtp = r.int("num_nextn_predict_layers", 1, minimum=0) if r.has("num_nextn_predict_layers") else r.int(
-        "num_mtp_layers", 1, minimum=0)
+    mtp = mtp_layers(r)
     fp8 = _fp8(r)
     arch = _assemble(r, c, model_type, mla, ropes, moe, first_dense, TRAINING_ONLY | DEEPSEEK_IGNORED)
     return arch.model_copy(update={"fp8": fp8, "extra_checkpoint_layers": mtp})
@@ -141,6 +125,32 @@ def _grouping(score: str, groups: int, topk_groups: int) -> dict[str, Any]:
     if groups == 1:
         return {}
     return dict(group_limit=score, num_groups=groups, topk_groups=topk_groups)
+
+
+def sigmoid_experts(r: ConfigReader, activation: str, *, experts: int, groups: int, topk_groups: int, width: int,
+                    scaling: float) -> Moe:
+    """DeepSeek-V3's experts, read with the family's defaults (GLM-4-MoE has them too): float32 sigmoid
+    scores, a correction bias used only to choose, group-limited choice (each group scored by its two best
+    experts, which transformers computes even for one group), renormalised and scaled weights, shared experts."""
+    experts, top_k = r.int("n_routed_experts", experts), r.int("num_experts_per_tok", 8)
+    groups, topk_groups = r.int("n_group", groups), r.int("topk_group", topk_groups)
+    shared, width = r.int("n_shared_experts", 1), r.int("moe_intermediate_size", width)
+    where = f"{r.where}: keys 'n_routed_experts', 'n_group', 'topk_group', 'num_experts_per_tok'"
+    if experts % groups or topk_groups > groups or top_k > topk_groups * (experts // groups) or experts // groups < 2:
+        raise ConfigError(f"{where} do not fit ({experts} experts in {groups} groups of >= 2, top {topk_groups} "
+                          f"groups, {top_k} experts per token)")
+    scaling = r.float("routed_scaling_factor", scaling)
+    return Moe(num_experts=experts, top_k=top_k, intermediate_size=width, activation=activation,
+               router="sigmoid_topk", norm_topk_prob=r.bool("norm_topk_prob", True), router_float32=True,
+               score_correction_bias=True, **_grouping("top2_sum", groups, topk_groups),
+               routed_scaling_factor=None if scaling == 1.0 else scaling, routing_dtype="float32",
+               storage="per_expert", shared_expert_size=width * shared, names=MoeNames(shared_expert="shared_experts"))
+
+
+def mtp_layers(r: ConfigReader) -> int:
+    """Checkpoint-only multi-token-prediction layers after the decoder (the loader skips them)."""
+    key = "num_nextn_predict_layers" if r.has("num_nextn_predict_layers") or not r.has("num_mtp_layers") else "num_mtp_layers"
+    return r.int(key, 1, minimum=0)
 
 
 def lower_deepseek_v2(r: ConfigReader, model_type: str) -> Architecture:

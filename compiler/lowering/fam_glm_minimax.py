@@ -22,8 +22,9 @@ from typing import Any
 
 from ...schemas.arch import Architecture, Head, Layer, Mlp, Moe, MoeNames, Norm
 from ..errors import ConfigError
+from .fam_deepseek import mtp_layers, sigmoid_experts
 from .fam_moe import TRAINING_ONLY, _activation
-from .families import Common, build, read_common
+from .families import Common, build, default_partial_rotary, read_common
 from .reader import ConfigReader
 from .rope import lower_rope
 
@@ -33,12 +34,6 @@ from .rope import lower_rope
 # configs without tokens; grouped, top 2 of 4 groups left a whole group unused in one variant tried).
 REPLICA_EXPERTS, REPLICA_TOP_K, REPLICA_EXPERT_WIDTH = 8, 6, 32
 REPLICA_GROUPS, REPLICA_TOPK_GROUPS, REPLICA_GROUPED_TOP_K = 4, 3, 5
-
-
-def _default_partial(r: ConfigReader, partial: float) -> None:
-    """The family's top-level partial_rotary_factor when the config gives none (as the config class sets it)."""
-    if "partial_rotary_factor" not in r.raw:
-        r.raw = {**r.raw, "partial_rotary_factor": partial}
 
 
 def _attention(r: ConfigReader, c: Common, norm: Norm, *, bias: bool, qk_norm: str) -> dict[str, Any]:
@@ -66,33 +61,14 @@ def lower_glm4_moe(r: ConfigReader, model_type: str) -> Architecture:
     """GLM-4-MoE: partial RoPE, optional per-head QK-norm, dense then routed layers with shared experts."""
     hidden, heads = r.int("hidden_size"), r.int("num_attention_heads")
     c = read_common(r, kv_default=8, head_dim_default=hidden // heads, max_pos=131072)  # transformers floors
-    _default_partial(r, 0.5)
+    default_partial_rotary(r, 0.5)
     norm = Norm(kind="rmsnorm", eps=r.float("rms_norm_eps", 1e-5))
     attention = _attention(r, c, norm, bias=r.bool("attention_bias", False),
                            qk_norm="per_head" if r.bool("use_qk_norm", False) else "none")
     activation = _activation(r)
-    experts = r.int("n_routed_experts", 128)
-    top_k = r.int("num_experts_per_tok", 8)
-    groups, topk_groups = r.int("n_group", 1), r.int("topk_group", 1)
-    where = f"{r.where}: keys 'n_routed_experts', 'n_group', 'topk_group', 'num_experts_per_tok'"
-    if (experts % groups or topk_groups > groups or top_k > topk_groups * (experts // groups)
-            or (groups > 1 and experts // groups < 2)):
-        raise ConfigError(f"{where} do not fit ({experts} experts in {groups} groups, of >= 2 when grouped; top "
-                          f"{topk_groups} groups, {top_k} experts per token)")
-    grouped = groups > 1  # one group is always kept: the same choice as no group limit
-    scaling = r.float("routed_scaling_factor", 1.0)
-    moe_width = r.int("moe_intermediate_size", 1408)
-    moe = Moe(num_experts=experts, top_k=top_k, intermediate_size=moe_width, activation=activation,
-              router="sigmoid_topk", norm_topk_prob=r.bool("norm_topk_prob", True), router_float32=True,
-              score_correction_bias=True, group_limit="top2_sum" if grouped else "none",
-              num_groups=groups if grouped else None, topk_groups=topk_groups if grouped else None,
-              routed_scaling_factor=None if scaling == 1.0 else scaling, routing_dtype="float32",
-              storage="per_expert", shared_expert_size=moe_width * r.int("n_shared_experts", 1),
-              names=MoeNames(shared_expert="shared_experts"))
+    moe = sigmoid_experts(r, activation, experts=128, groups=1, topk_groups=1, width=1408, scaling=1.0)
     first_dense = r.int("first_k_dense_replace", 1, minimum=0)
-    mtp_key = "num_mtp_layers" if r.has("num_mtp_layers") and not r.has("num_nextn_predict_layers") else (
-        "num_nextn_predict_layers")
-    mtp = r.int(mtp_key, 1, minimum=0)  # checkpoint-only layers after the decoder (the loader skips them)
+    mtp = mtp_layers(r)
     arch = _assemble(r, c, model_type, theta=10000.0, norm=norm, attention=attention, activation=activation, moe=moe,
                      first_dense=first_dense)
     return arch.model_copy(update={"extra_checkpoint_layers": mtp})
@@ -105,7 +81,7 @@ def lower_minimax_m2(r: ConfigReader, model_type: str) -> Architecture:
     if rotary_dim is not None:
         if rotary_dim > c.head_dim:
             raise ConfigError(f"{r.where}: key 'rotary_dim' ({rotary_dim}) exceeds 'head_dim' ({c.head_dim})")
-        _default_partial(r, rotary_dim / c.head_dim)  # MiniMaxM2Config: a given partial_rotary_factor wins
+        default_partial_rotary(r, rotary_dim / c.head_dim)  # MiniMaxM2Config: a given partial_rotary_factor wins
     norm = Norm(kind="rmsnorm", eps=r.float("rms_norm_eps", 1e-6))
     attention = _attention(r, c, norm, bias=False, qk_norm="whole")
     activation = _activation(r)

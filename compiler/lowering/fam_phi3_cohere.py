@@ -12,7 +12,7 @@ from typing import Any
 
 from ...schemas.arch import Architecture, Head, Mlp, Names, Norm, Rope
 from ..errors import UnsupportedError
-from .families import ACTIVATIONS, LAYER_TYPES, Common, build, read_common, read_layer_types
+from .families import ACTIVATIONS, LAYER_TYPES, Common, build, default_partial_rotary, read_common, read_layer_types
 from .reader import ConfigReader
 from .rope import lower_rope
 
@@ -105,8 +105,7 @@ def lower_stablelm(r: ConfigReader, model_type: str) -> Architecture:
     """StableLM: LayerNorm (with bias), partial rotary (default 0.25), optional parallel residual."""
     c = read_common(r, kv_default=32, head_dim_default=None, max_pos=4096)
     _derived_head_dim(r, c)
-    if "partial_rotary_factor" not in r.raw:
-        r.raw = {**r.raw, "partial_rotary_factor": 0.25}  # StableLmConfig's default, as transformers sets it
+    default_partial_rotary(r, 0.25)  # StableLmConfig's default
     norm = Norm(kind="layernorm", eps=r.float("layer_norm_eps", 1e-5), bias=True, compute_dtype="input")
     bias = r.bool("use_qkv_bias", False)
     attention: dict[str, Any] = dict(q_bias=bias, k_bias=bias, v_bias=bias, scale=c.head_dim**-0.5)

@@ -148,6 +148,12 @@ def padding_idx(r: ConfigReader, vocab_size: int) -> int | None:
     return None if pad is None else pad % vocab_size
 
 
+def default_partial_rotary(r: ConfigReader, partial: float) -> None:
+    """The family's top-level partial_rotary_factor when the config gives none (as its config class sets it)."""
+    if "partial_rotary_factor" not in r.raw:
+        r.raw = {**r.raw, "partial_rotary_factor": partial}
+
+
 def full_head_rotary(r: ConfigReader, ropes: dict[str, Rope]) -> dict[str, Rope]:
     """For families whose model rotates the whole head: a partial_rotary_factor (top level or in
     the RoPE parameters) would make transformers' tables and rotation disagree, so refuse it."""
