@@ -57,6 +57,7 @@ class Figure:
     width: float = 0
     height: float = 0
     shapes: list[dict[str, Any]] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)  # each column's kind: pattern letter + feed-forward kind
 
     def add(self, el: str, cls: str, role: str | None = None, **attrs: Any) -> dict[str, Any]:
         shape = {"el": el, "cls": cls, "role": role, **{k: r1(v) if isinstance(v, float) else v for k, v in attrs.items()}}
@@ -261,6 +262,7 @@ def figure(arch: Architecture, label: str) -> Figure:
     """Every shape of the diagram, positioned."""
     fig = Figure(label)
     kinds = layer_kinds(arch)
+    fig.columns = [kind.letter + kind.parts["ffn"].title for kind in kinds]
     col_w = [max(column_box_width(k) + LANE + COL_PAD + 14, column_header_width(k) + 2 * COL_PAD) for k in kinds]
     embed, head = embedding_part(arch), head_part(arch)
     p = parameters(arch)
