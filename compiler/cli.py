@@ -129,7 +129,7 @@ def cmd_card(args: argparse.Namespace) -> int:
     if args.format == "svg":
         from .diagram import diagram_svg
 
-        print(diagram_svg(model.arch, model.label), end="")
+        print(diagram_svg(model.arch, model.label, params=card(model)["parameters"]), end="")
         return 0
     print(format_card(card(model), args.format))
     return 0

@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 
 from ..schemas.arch import Architecture
-from .card import compress, human_count, layer_letter, parameters
+from .card import compress, human_count, layer_letter
 from .diagram_parts import (
     BLOCK_WORDS, FFN_WORDS, TIMES, Part, block_parts, embedding_part, head_part, kind_meaning, norm_part,
 )
@@ -122,7 +122,7 @@ class Kind:
 def layer_kinds(arch: Architecture) -> list[Kind]:
     kinds: dict[str, Kind] = {}
     for layer in arch.layers:
-        key = layer.model_dump_json(exclude={"index"})
+        key = repr(layer.model_copy(update={"index": 0}))  # the structure, whatever kinds it holds
         if key not in kinds:
             col = len(kinds)
             kinds[key] = Kind(col, [], layer_letter(layer), block_parts(arch, layer, col), kind_meaning(layer))
@@ -258,18 +258,24 @@ def _strip(fig: Figure, arch: Architecture, x: float, y: float, width: float) ->
     return y + 32
 
 
-def figure(arch: Architecture, label: str) -> Figure:
-    """Every shape of the diagram, positioned."""
+def subtitle(arch: Architecture, params: dict[str, Any] | None) -> str:
+    """model_type, layers, hidden, parameters (the card's counts, when given), context."""
+    words = [arch.model_type, f"{arch.num_layers} layers", f"hidden {arch.hidden_size}"]
+    if params:
+        words.append(f"{human_count(params['total'])} parameters" + (
+            f" ({human_count(params['active_per_token'])} active)" if params["active_per_token"] != params["total"]
+            else ""))
+    return " · ".join(words + [f"context {arch.max_position_embeddings}"])
+
+
+def figure(arch: Architecture, label: str, params: dict[str, Any] | None = None) -> Figure:
+    """Every shape of the diagram, positioned; ``params``: ``card.parameters(arch)`` for the subtitle."""
     fig = Figure(label)
     kinds = layer_kinds(arch)
     fig.columns = [kind.letter + kind.parts["ffn"].title for kind in kinds]
     col_w = [max(column_box_width(k) + LANE + COL_PAD + 14, column_header_width(k) + 2 * COL_PAD) for k in kinds]
     embed, head = embedding_part(arch), head_part(arch)
-    p = parameters(arch)
-    sub = (f"{arch.model_type} · {arch.num_layers} layers · hidden {arch.hidden_size} · "
-           f"{human_count(p['total'])} parameters"
-           + (f" ({human_count(p['active_per_token'])} active)" if p["active_per_token"] != p["total"] else "")
-           + f" · context {arch.max_position_embeddings}")
+    sub = subtitle(arch, params)
     cols_w = sum(col_w) + 12 * (len(kinds) - 1)
     stream = f"residual stream: hidden {arch.hidden_size}"
     frame_w = max(cols_w + 2 * 14, text_width("Decoder layers", 15, True) + text_width(stream, FONT["l"]) + 110, 320)
@@ -326,8 +332,8 @@ def render_svg(panels: list[tuple[float, float, Figure]], width: float, height: 
         width=r1(width), height=r1(height), label=label, standalone=standalone)
 
 
-def diagram_svg(arch: Architecture, label: str, standalone: bool = True) -> str:
-    fig = figure(arch, label)
+def diagram_svg(arch: Architecture, label: str, standalone: bool = True, params: dict[str, Any] | None = None) -> str:
+    fig = figure(arch, label, params)
     return render_svg([(0, 0, fig)], fig.width, fig.height, f"Architecture of {label}", standalone)
 
 

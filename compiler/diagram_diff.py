@@ -8,7 +8,7 @@ a text that the other model's same part does not have is highlighted, and so is 
 
 from __future__ import annotations
 
-from .card import Model
+from .card import Model, parameters
 from .diagram import MARGIN, Figure, figure, render_svg, text_width
 from .irdiff import differences
 
@@ -75,7 +75,7 @@ def word_list(lines: list[str], heading: str) -> Figure:
 
 
 def diff_svg(a: Model, b: Model) -> str:
-    fa, fb = figure(a.arch, f"A: {a.label}"), figure(b.arch, f"B: {b.label}")
+    fa, fb = (figure(m.arch, f"{side}: {m.label}", parameters(m.arch)) for side, m in (("A", a), ("B", b)))
     match_columns(fa, fb)
     mark_differences(fa, fb)
     words = differences(a.arch, b.arch) or ["no architectural differences"]

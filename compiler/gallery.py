@@ -53,7 +53,7 @@ def collect() -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
             kv_text=human_bytes(kv["bytes_per_token_bf16"]),
             kv32k_text=human_bytes(kv["effective_bytes_bf16"]["32k"]),
             pattern_words=pattern_legend(arch),
-            **figures(arch, entry.id),
+            **figures(arch, entry.id, data["parameters"]),
         )
         compiled.append(data)
     return compiled, skipped

@@ -39,12 +39,12 @@ def chart_series(arch: Architecture) -> list[list[int]]:
     return [[tokens, cache_bytes(arch, tokens)] for tokens in chart_tokens(arch)]
 
 
-def figures(arch: Architecture, label: str) -> dict[str, Any]:
+def figures(arch: Architecture, label: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a gallery row and card add for one model: its diagram and its chart line."""
     series = chart_series(arch)
     at = dict(map(tuple, series))
     return {
-        "diagram": Markup(diagram_svg(arch, label, standalone=False)),
+        "diagram": Markup(diagram_svg(arch, label, standalone=False, params=params)),
         "kv_series": json.dumps(series, separators=(",", ":")),
         "kv_note": f"32k: {human_bytes(at[32768])} · 1M: {human_bytes(at[CHART_MAX])}",
     }
