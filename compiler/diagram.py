@@ -60,7 +60,8 @@ class Figure:
     columns: list[str] = field(default_factory=list)  # each column's kind: pattern letter + feed-forward kind
 
     def add(self, el: str, cls: str, role: str | None = None, **attrs: Any) -> dict[str, Any]:
-        shape = {"el": el, "cls": cls, "role": role, **{k: r1(v) if isinstance(v, float) else v for k, v in attrs.items()}}
+        values = {k: r1(v) if isinstance(v, float) else v for k, v in attrs.items()}
+        shape = {"el": el, "cls": cls, "role": role, **values}
         self.shapes.append(shape)
         return shape
 
@@ -140,7 +141,8 @@ def layer_span(indices: list[int]) -> str:
         return ""
     if step == 1:
         return f"layers {first}–{last}"
-    return f"layers {first}, {first + step}, … {last} (every {step}{'nd' if step == 2 else 'rd' if step == 3 else 'th'})"
+    nth = {2: "2nd", 3: "3rd"}.get(step, f"{step}th")
+    return f"layers {first}, {first + step}, … {last} (every {nth})"
 
 
 def _norms(kind: Kind, branch: str) -> tuple[list[Part], list[Part]]:
@@ -159,7 +161,7 @@ def column_box_width(kind: Kind) -> float:
 
 
 def column_header_width(kind: Kind) -> float:
-    second = BLOCK_WORDS[kind.parts["block"]] + " · " + layer_span(kind.layers)
+    second = BLOCK_WORDS[kind.parts["block"]] + " · " + layer_span(kind.layers)  # as draw_column writes it
     return max(26 + text_width(f"{TIMES} {len(kind.layers)}", 14, True) + 8 + text_width(kind.meaning, FONT["l"]),
                text_width(second, FONT["l"]))
 
@@ -184,7 +186,8 @@ def draw_column(fig: Figure, kind: Kind, x0: float, y0: float, w: float) -> floa
     fig.text(x0 + COL_PAD + 26 + text_width(f"{TIMES} {len(kind.layers)}", 14, True), y0 + 19, kind.meaning,
              "lgd-meta", role)
     span = layer_span(kind.layers)
-    fig.text(x0 + COL_PAD, y0 + 36, BLOCK_WORDS[kind.parts["block"]] + (f" · {span}" if span else ""), "lgd-meta", role)
+    second = BLOCK_WORDS[kind.parts["block"]] + (f" · {span}" if span else "")
+    fig.text(x0 + COL_PAD, y0 + 36, second, "lgd-meta", role)
     bw = w - LANE - COL_PAD - 10
     cx, lane = x0 + LANE + COL_PAD + 4 + bw / 2, x0 + LANE
     y = y0 + 48

@@ -63,7 +63,8 @@ def heads_line(prefix: str, heads: int, width: int) -> str:
 def rope_line(arch: Architecture, name: str | None, head_dim: int | None = None) -> str:
     """'RoPE θ 10000', plus scaling and partial rotation; 'NoPE' without a table."""
     if name is None:
-        return "NoPE: no position encoding"
+        learned = arch.embedding.learned_positions
+        return "no RoPE: positions learned at the input" if learned else "NoPE: no position encoding"
     table = arch.rope_table(name)
     line = f"RoPE θ {number(table.theta)}"
     if table.type != "default":
@@ -170,7 +171,8 @@ def _moe(arch: Architecture, ffn: Any) -> tuple[str, list[str]]:
     glu = ACTIVATION_WORDS.get(ffn.activation, ("clamped SwiGLU",))[0]
     lines = [f"{ffn.num_experts} experts, top-{ffn.top_k}", f"{glu} experts: intermediate {ffn.intermediate_size}"]
     if ffn.shared_expert_size:
-        lines.append(f"+ shared expert {ffn.shared_expert_size}" + (", gated" if ffn.shared_expert_gate else ""))
+        gate = ", gated" if ffn.shared_expert_gate else ""
+        lines.append(f"+ shared expert: intermediate {ffn.shared_expert_size}{gate}")
     router = "router: " + ROUTERS.get(ffn.router, words(ffn.router))
     if ffn.num_groups:
         router += f", best {ffn.topk_groups} of {ffn.num_groups} groups"

@@ -78,7 +78,7 @@ def expected_labels(arch) -> set[str]:
             want.add(f"{f.num_experts} experts, top-{f.top_k}")
             want.add(f"experts: intermediate {f.intermediate_size}")
             if f.shared_expert_size:
-                want.add(f"+ shared expert {f.shared_expert_size}")
+                want.add(f"+ shared expert: intermediate {f.shared_expert_size}")
     return want
 
 
@@ -136,7 +136,7 @@ def test_gemma3_and_deepseek_columns():
     shown = texts(diagram_svg(deepseek, "d"))
     assert [t for c, t in shown if c == "lgd-count"] == ["× 3", "× 58"]
     assert {"Multi-head latent attention", "Mixture of experts", "SwiGLU MLP", "pre-norm · layers 3–60",
-            "+ shared expert 2048", "256 experts, top-8"} <= {t for _, t in shown}
+            "+ shared expert: intermediate 2048", "256 experts, top-8"} <= {t for _, t in shown}
 
 
 def test_block_kinds_draw_their_norm_placement():

@@ -227,7 +227,8 @@ def _chart_lines(driver) -> list[str]:
 
 def _picked(driver) -> list[str]:
     return driver.execute_script("return Array.from(document.querySelectorAll('#models tbody tr'))"
-                                 ".filter(r => r.querySelector('input.pick').checked).map(r => r.getAttribute('data-id'));")
+                                 ".filter(r => r.querySelector('input.pick').checked)"
+                                 ".map(r => r.getAttribute('data-id'));")
 
 
 def test_chart_filter_and_diagram_in_headless_chromium(site, tmp_path):
