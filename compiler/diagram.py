@@ -178,8 +178,8 @@ def _add_node(fig: Figure, cx: float, y_top: float, lane: float, fork: float, sc
     return cy + ADD_R
 
 
-def draw_column(fig: Figure, kind: Kind, x0: float, y0: float, w: float) -> float:
-    """One kind of block from y0 (its header) down; returns the column's bottom."""
+def draw_column(fig: Figure, kind: Kind, x0: float, y0: float, w: float) -> tuple[float, float]:
+    """One kind of block from y0 (its header) down; returns (where its flow ends, the flow's x)."""
     role = f"col{kind.col}.header"
     fig.add("rect", f"lgd-swatch lgk-{kind.letter}", x=x0 + COL_PAD, y=y0 + 8, w=12, h=12, rx=2)
     fig.text(x0 + COL_PAD + 18, y0 + 19, f"{TIMES} {len(kind.layers)}", "lgd-count", role)
@@ -207,7 +207,7 @@ def draw_column(fig: Figure, kind: Kind, x0: float, y0: float, w: float) -> floa
             y = _add_node(fig, cx, y + GAP - 2, lane, fork, scale)
             fig.add("path", "lgd-flow", d=f"M{r1(cx)} {r1(y)}V{r1(y + 12)}")
             y += 12
-    return y + 8
+    return y, cx
 
 
 def _parallel(fig: Figure, kind: Kind, cx: float, y: float, bw: float, lane: float, scale: float | None) -> float:
@@ -300,12 +300,12 @@ def figure(arch: Architecture, label: str, params: dict[str, Any] | None = None)
     x, bottoms, col_top = fx + (frame_w - cols_w) / 2, [], ys + 8
     for kind, w in zip(kinds, col_w):
         col = fig.add("rect", f"lgd-col lgc-{kind.letter}", x=x, y=col_top, w=w, h=0, rx=8)
-        bottom = draw_column(fig, kind, x, col_top, w)
-        bottoms.append((col, bottom))
+        bottoms.append((col, *draw_column(fig, kind, x, col_top, w)))
         x += w + 12
-    low = max(b for _, b in bottoms)
-    for col, _ in bottoms:
+    low = max(b for _, b, _ in bottoms) + 8
+    for col, end, flow_x in bottoms:
         col["h"] = r1(low - col_top)
+        fig.add("path", "lgd-flow", d=f"M{r1(flow_x)} {r1(end)}V{r1(low)}")  # each kind's output leaves the column
     frame["h"] = r1(low + 14 - fy)
     y = low + 14
     fig.arrow(cx, y, y + GAP)
