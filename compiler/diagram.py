@@ -6,9 +6,10 @@ letter, as in ``llmgen card``) and one column per distinct kind of block with it
 (Gemma 3: 22 sliding + 4 full; DeepSeek-V3: 3 dense + 58 MoE), each block's parts in data-flow
 order with the residual path: pre-norm, post-norm, sandwich or parallel.
 
-This module computes every position and number; ``templates/diagram/*.j2`` only prints the
-shapes and holds the style (colours, fonts), so users restyle with ``--templates``-style
-copies. Output is deterministic: no timestamps, no ids, shapes in a fixed order.
+This module computes every position and number; ``templates/diagram/`` only prints the shapes
+(``figure.svg.j2``, ``shapes.svg.j2``) and holds the style (``style.css``: colours, fonts, line
+widths), so restyling is an edit there. Output is deterministic: no timestamps, no element ids
+(a page may inline many diagrams), shapes in a fixed order.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ COL_PAD = 12
 ADD_R = 8
 MIN_BOX = 230
 BADGE_W = 40
-FONT = {"t": 13.0, "l": 11.5, "n": 11.5}
+FONT = {"t": 13.0, "l": 11.5}  # box titles and lines (px), as style.css sets them
 
 
 def text_width(text: str, size: float, bold: bool = False) -> float:

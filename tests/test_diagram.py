@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from llmgen.compiler.card import card, load_model, parameters
+from llmgen.compiler.card import card, load_model
 from llmgen.compiler.catalog import catalog_entries
 from llmgen.compiler.cli import main
 from llmgen.compiler.diagram import diagram_svg, figure, layer_kinds, render_svg
@@ -244,6 +244,5 @@ def test_cli_svg_formats(capsys):
     out = capsys.readouterr().out
     assert out.startswith('<?xml version="1.0" encoding="UTF-8"?>\n<svg xmlns="http://www.w3.org/2000/svg"')
     assert "671B parameters (37.6B active)" in out
-    assert parameters(dict(ARCHS)["deepseek-ai/DeepSeek-V3"])["total"] > 6.7e11
     assert main(["card", "no/such-model-anywhere", "--format", "svg"]) == 2
     assert capsys.readouterr().err.startswith("llmgen: error:")
