@@ -7,7 +7,7 @@ letter, as in ``llmgen card``) and one column per distinct kind of block with it
 order with the residual path: pre-norm, post-norm, sandwich or parallel.
 
 This module computes every position and number; ``templates/diagram/`` only prints the shapes
-(``figure.svg.j2``, ``shapes.svg.j2``) and holds the style (``style.css``: colours, fonts, line
+(``figure.svg.j2``, ``shapes.svg.j2``) and holds the style (``style.css.j2``: colours, fonts, line
 widths), so restyling is an edit there. Output is deterministic: no timestamps, no element ids
 (a page may inline many diagrams), shapes in a fixed order.
 """
@@ -36,7 +36,7 @@ COL_PAD = 12
 ADD_R = 8
 MIN_BOX = 230
 BADGE_W = 40
-FONT = {"t": 13.0, "l": 11.5}  # box titles and lines (px), as style.css sets them
+FONT = {"t": 13.0, "l": 11.5}  # box titles and lines (px), as style.css.j2 sets them
 
 
 def text_width(text: str, size: float, bold: bool = False) -> float:
@@ -330,7 +330,7 @@ def _env() -> jinja2.Environment:
 def render_svg(panels: list[tuple[float, float, Figure]], width: float, height: float, label: str,
                standalone: bool = True) -> str:
     """The SVG of figures placed at (dx, dy); ``standalone`` adds the XML prolog, namespace and style
-    (a page that inlines several diagrams includes ``style.css`` once instead)."""
+    (a page that inlines several diagrams includes ``style.css.j2`` once instead)."""
     return _env().get_template("figure.svg.j2").render(
         panels=[{"dx": r1(dx), "dy": r1(dy), "shapes": fig.shapes} for dx, dy, fig in panels],
         width=r1(width), height=r1(height), label=label, standalone=standalone)
@@ -342,4 +342,4 @@ def diagram_svg(arch: Architecture, label: str, standalone: bool = True, params:
 
 
 def diagram_style() -> str:
-    return (BUILTIN_TEMPLATES / "diagram" / "style.css").read_text()
+    return (BUILTIN_TEMPLATES / "diagram" / "style.css.j2").read_text()
