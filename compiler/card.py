@@ -168,15 +168,19 @@ def cached_tokens(layer: Any, tokens: int) -> int:
     return min(tokens, window) if getattr(layer.mixer, "span", "full") in ("sliding", "chunked") and window else tokens
 
 
+def cache_bytes(arch: Architecture, tokens: int) -> int:
+    """Bytes (bf16) the whole cache holds after ``tokens`` tokens: each layer's bytes per token times the
+    tokens it keeps (a sliding window keeps at most its window). The card's "KV at length" and the
+    gallery's memory chart both use this."""
+    return sum(kv_bytes_per_token(layer) * cached_tokens(layer, tokens) for layer in arch.layers)
+
+
 def kv_cache(arch: Architecture) -> dict[str, Any]:
     per_layer = [kv_bytes_per_token(layer) for layer in arch.layers]
     return {
         "bytes_per_token_bf16": sum(per_layer),
         "layers_without_cache": [layer.index for layer, b in zip(arch.layers, per_layer) if not b],
-        "effective_bytes_bf16": {
-            name: sum(b * cached_tokens(layer, tokens) for layer, b in zip(arch.layers, per_layer))
-            for name, tokens in CONTEXTS.items()
-        },
+        "effective_bytes_bf16": {name: cache_bytes(arch, tokens) for name, tokens in CONTEXTS.items()},
         "beyond_trained_context": [name for name, tokens in CONTEXTS.items() if tokens > arch.max_position_embeddings],
     }
 

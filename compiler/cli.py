@@ -62,12 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--templates", type=Path)
     card = sub.add_parser("card", help="a model's facts at a glance (catalog/hub id, config path or generated dir)")
     card.add_argument("model")
-    card.add_argument("--format", choices=["text", "md", "json"], default="text")
+    card.add_argument("--format", choices=["text", "md", "json", "svg"], default="text",
+                      help="svg: an architecture block diagram")
     diff = sub.add_parser("diff", help="architecture differences of two models, in words and as a code diff")
     diff.add_argument("a")
     diff.add_argument("b")
     diff.add_argument("--words", action="store_true", help="only the differences in words, no code diff")
     diff.add_argument("--context", type=int, default=3, help="lines of context in the code diff (default: 3)")
+    diff.add_argument("--format", choices=["text", "svg"], default="text",
+                      help="svg: the two architecture diagrams side by side, differences highlighted")
     gallery = sub.add_parser("gallery", help="write a static HTML page of every catalog model")
     gallery.add_argument("--out", type=Path, default=Path("site"), help="output directory (default: site)")
     from .generate import add_arguments as add_generate_arguments
@@ -122,7 +125,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_card(args: argparse.Namespace) -> int:
     from .card import card, format_card, load_model
 
-    print(format_card(card(load_model(args.model)), args.format))
+    model = load_model(args.model)
+    if args.format == "svg":
+        from .diagram import diagram_svg
+
+        print(diagram_svg(model.arch, model.label, params=card(model)["parameters"]), end="")
+        return 0
+    print(format_card(card(model), args.format))
     return 0
 
 
@@ -131,6 +140,11 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
     if args.context < 0:
         raise LlmgenError(f"--context {args.context}: must be 0 or more")
+    if args.format == "svg":
+        from .diagram_diff import diff_svg
+
+        print(diff_svg(*load_pair(args.a, args.b)), end="")
+        return 0
     print(format_diff(*load_pair(args.a, args.b), code=not args.words, context=args.context))
     return 0
 

@@ -18,6 +18,7 @@ from . import __version__
 from .card import Model, card, human_bytes, human_count, summary_rows
 from .catalog import catalog_entries
 from .errors import LlmgenError, SourceError
+from .gallery_figures import chart_selection, figures, merged_legend, page_style, pattern_legend
 from .load import load_config
 from .lowering import lower
 from .render import BUILTIN_TEMPLATES
@@ -36,7 +37,8 @@ def collect() -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     for entry in catalog_entries():
         try:
             loaded = load_config(str(entry.path), prefer="path")
-            data = card(Model(entry.id, entry.id, validate(lower(loaded.raw))))
+            arch = validate(lower(loaded.raw))
+            data = card(Model(entry.id, entry.id, arch))
         except LlmgenError as exc:
             reason = re.sub(r" \(supported: [^)]*\)", "", str(exc))
             skipped.append({"id": entry.id, "model_type": entry.model_type or "?", "reason": reason})
@@ -50,6 +52,8 @@ def collect() -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
             non_embedding_text=f"{human_count(p['non_embedding'])} ({1 - p['embedding_share']:.0%})",
             kv_text=human_bytes(kv["bytes_per_token_bf16"]),
             kv32k_text=human_bytes(kv["effective_bytes_bf16"]["32k"]),
+            pattern_words=pattern_legend(arch),
+            **figures(arch, entry.id, data["parameters"]),
         )
         compiled.append(data)
     return compiled, skipped
@@ -62,7 +66,10 @@ def render_page(compiled: list[dict[str, Any]], skipped: list[dict[str, str]]) -
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
-    return env.get_template("page.html.j2").render(compiled=compiled, skipped=skipped, version=__version__)
+    return env.get_template("page.html.j2").render(
+        compiled=compiled, skipped=skipped, version=__version__, diagram_style=page_style(),
+        legend=merged_legend([m["pattern_words"] for m in compiled]),
+        charted=chart_selection([m["id"] for m in compiled]))
 
 
 def build_gallery(out: Path) -> tuple[Path, int, int]:

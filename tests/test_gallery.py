@@ -4,6 +4,7 @@ sorts when a heading is clicked, and a screenshot is non-empty."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from llmgen.compiler.card import card, load_model
 from llmgen.compiler.catalog import catalog_entries
 from llmgen.compiler.cli import main
 from llmgen.compiler.errors import LlmgenError
@@ -98,6 +100,7 @@ def _browser(tmp_path):
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]:
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
@@ -139,6 +142,7 @@ def test_renders_and_sorts_in_headless_chromium(site, tmp_path):
         png = driver.get_screenshot_as_png()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
         (tmp_path / "gallery.png").write_bytes(png)
+        assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"], "no script errors while sorting"
     finally:
         driver.quit()
 
@@ -153,4 +157,125 @@ def test_chromium_dump_dom(site, tmp_path):
         ["timeout", "120", str(CHROMIUM), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
          site[0].as_uri()], capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert 'id="models"' in run.stdout and run.stdout.count("<tr>") == site[1] + 1
+    assert 'id="models"' in run.stdout and run.stdout.count("<tr") == site[1] + 1
+
+
+class Page(HTMLParser):
+    """Rows' chart data, the cards holding a diagram, the legend's letters."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows, self.card_diagrams, self.legend = {}, set(), []
+        self._card = None
+        self._in_legend = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "tr" and "data-kv" in attrs:
+            self.rows[attrs["data-id"]] = attrs
+        if tag == "section" and "card" in attrs.get("class", ""):
+            self._card = attrs["id"]
+        if tag == "svg" and attrs.get("class") == "lgd" and self._card:
+            self.card_diagrams.add(self._card)
+        if tag == "div" and attrs.get("id") == "legend":
+            self._in_legend = True
+        if tag == "i" and self._in_legend:
+            self.legend.append(attrs["class"].removeprefix("lgk-"))
+
+    def handle_endtag(self, tag):
+        if tag == "div":
+            self._in_legend = False
+
+
+def _page(site) -> Page:
+    parser = Page()
+    parser.feed(site[0].read_text())
+    return parser
+
+
+def test_every_card_has_a_diagram_and_the_legend_covers_every_letter(site):
+    page = _page(site)
+    assert len(page.rows) == site[1] and len(page.card_diagrams) == site[1]
+    assert {row["data-anchor"] for row in page.rows.values()} == page.card_diagrams
+    letters = {letter for entry in catalog_entries() if compiles(entry.path)
+               for letter in card(load_model(entry.id))["pattern"]["letters"]}
+    assert sorted(page.legend) == sorted(letters) and {"S", "F", "M", "f"} <= letters
+
+
+def test_chart_series_are_the_card_figures(site):
+    """The chart's bytes at 4k / 32k / 128k are the card's "KV at length"; flat once every window is full."""
+    for hub_id, row in _page(site).rows.items():
+        points = dict(json.loads(row["data-kv"]))
+        assert min(points) == 1024 and max(points) == 2**20
+        kv = card(load_model(hub_id))["kv_cache"]["effective_bytes_bf16"]
+        assert [points[4096], points[32768], points[131072]] == [kv["4k"], kv["32k"], kv["128k"]], hub_id
+        values = [points[t] for t in sorted(points)]
+        assert values == sorted(values), hub_id
+        ctx = int(row["data-ctx"])
+        assert ctx in points or not 1024 <= ctx <= 2**20
+
+
+def _visible_rows(driver) -> list[str]:
+    return driver.execute_script("return Array.from(document.querySelectorAll('#models tbody tr'))"
+                                 ".filter(r => r.offsetParent !== null).map(r => r.getAttribute('data-id'));")
+
+
+def _chart_lines(driver) -> list[str]:
+    return driver.execute_script("return Array.from(document.querySelectorAll('#kvchart g.series'))"
+                                 ".filter(g => g.querySelector('polyline')).map(g => g.getAttribute('data-model'));")
+
+
+def _picked(driver) -> list[str]:
+    return driver.execute_script("return Array.from(document.querySelectorAll('#models tbody tr'))"
+                                 ".filter(r => r.querySelector('input.pick').checked)"
+                                 ".map(r => r.getAttribute('data-id'));")
+
+
+def test_chart_filter_and_diagram_in_headless_chromium(site, tmp_path):
+    page, compiled, _ = site
+    driver = _browser(tmp_path)
+    try:
+        driver.get(page.as_uri())
+        errors = [entry for entry in driver.get_log("browser") if entry["level"] in ("SEVERE", "WARNING")]
+        assert not errors, errors
+        picked = _picked(driver)
+        assert 2 <= len(picked) < compiled and _chart_lines(driver) == picked
+        # untick one, tick two others: one line per ticked model
+        boxes = driver.find_elements("css selector", "#models tbody tr input.pick")
+        ids = [box.find_element("xpath", "./ancestor::tr").get_attribute("data-id") for box in boxes]
+        boxes[ids.index(picked[0])].click()
+        others = [i for i, hub_id in enumerate(ids) if hub_id not in picked][:2]
+        for i in others:
+            boxes[i].click()
+        now = _picked(driver)
+        assert len(now) == len(picked) + 1 and picked[0] not in now
+        assert sorted(_chart_lines(driver)) == sorted(now)
+        assert driver.execute_script("return document.querySelectorAll('#kvkey li').length") == len(now)
+        chart = driver.find_element("css selector", ".chart")
+        driver.execute_script("arguments[0].scrollIntoView()", chart)
+        (tmp_path / "chart.png").write_bytes(chart.screenshot_as_png)
+
+        # filter: only matching rows (and their cards) stay visible
+        box = driver.find_element("id", "filter")
+        box.send_keys("gemma")
+        visible = _visible_rows(driver)
+        assert visible and len(visible) < compiled and all("gemma" in v.lower() for v in visible)
+        hidden_card = driver.execute_script("return document.getElementById('m-meta-llama-llama-3-2-1b').offsetParent")
+        assert hidden_card is None
+        assert driver.find_element("id", "shown").text == f"{len(visible)} of {compiled} shown"
+        box.clear()
+        box.send_keys(" ")
+        driver.execute_script("var f = document.getElementById('filter'); f.value = '';"
+                              "f.dispatchEvent(new Event('input'));")
+        assert len(_visible_rows(driver)) == compiled
+
+        diagram = driver.find_element("css selector", "#m-google-gemma-3-1b-it svg.lgd")
+        driver.execute_script("arguments[0].scrollIntoView()", diagram)
+        assert diagram.size["width"] > 400 and diagram.size["height"] > 600
+        png = diagram.screenshot_as_png
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+        (tmp_path / "diagram.png").write_bytes(png)
+        assert (tmp_path / "chart.png").stat().st_size > 20_000
+        assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    finally:
+        driver.quit()
