@@ -1,0 +1,169 @@
+"""A generated directory is written as one set: killed runs, concurrent runs and write errors
+leave the old complete set or the new complete set, never files of two runs side by side.
+
+"Complete set" is checked against llmgen.json: every file it lists is there with the sha256
+it records, nothing else (no temporaries) is in the directory, and the set is one of the two
+models the runs wrote. The writers are child processes calling the same ``write_model`` the
+CLI calls, on sets compiled once here, so that a kill lands inside the write (the part under
+test) rather than in the seconds of compiling before it; the write-error test runs the CLI.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import json
+import os
+import random
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import CATALOG
+
+from llmgen.compiler import contenthash
+from llmgen.compiler.load import load_config
+from llmgen.compiler.pipeline import compile_config
+
+SOURCES = {"smol": CATALOG / "HuggingFaceTB__SmolLM2-135M-Instruct.json", "qwen": CATALOG / "Qwen__Qwen3-0.6B.json"}
+KILL_ROUNDS = 30
+CONCURRENT_ROUNDS = 15
+
+# A writer: write_model(out, "m", set) for the sets named on the command line, in turn,
+# forever with --loop; with --at T it first waits until time.time() >= T (a common start).
+WRITER = r"""
+import base64, json, sys, time
+from pathlib import Path
+from llmgen.compiler.errors import LlmgenError
+from llmgen.compiler.write import write_model
+out, sets_file, names = Path(sys.argv[1]), sys.argv[2], sys.argv[3].split(",")
+sets = json.loads(Path(sets_file).read_text())
+files = {n: {k: base64.b64decode(v) for k, v in sets[n].items()} for n in names}
+at = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
+while time.time() < at:
+    pass
+i = 0
+while True:
+    try:
+        write_model(out, "m", files[names[i % len(names)]])
+    except LlmgenError as exc:
+        print(f"llmgen: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    i += 1
+    if i >= 8 and at:
+        break
+"""
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory) -> Path:
+    """The two models' compiled file sets, base64 in one JSON file for the writers."""
+    data = {}
+    for name, path in SOURCES.items():
+        compiled = compile_config(load_config(str(path), prefer="path"), slug="m")
+        data[name] = {k: base64.b64encode(v).decode() for k, v in compiled.files.items()}
+    path = tmp_path_factory.mktemp("sets") / "sets.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def complete_set(directory: Path) -> str:
+    """The source of the one complete set in ``directory``; fails on a mixed or partial one."""
+    manifest = contenthash.read_manifest(directory)
+    assert contenthash.mismatched(directory, manifest) == [], f"mixed set in {directory}"
+    assert sorted(p.name for p in directory.iterdir()) == sorted([*manifest["sha256"], "llmgen.json"])
+    assert manifest["source"] in {str(p) for p in SOURCES.values()}
+    return manifest["source"]
+
+
+def writer(out: Path, sets: Path, names: str, *extra: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", WRITER, str(out), str(sets), names, *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_kill_9_at_random_times_leaves_one_complete_set(sets, tmp_path):
+    out = tmp_path / "out"
+    rng = random.Random(18)
+    seen, leftovers = set(), 0
+    for _ in range(KILL_ROUNDS):
+        child = writer(out, sets, "smol,qwen")
+        time.sleep(rng.uniform(0.3, 0.9))
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        assert child.returncode == -signal.SIGKILL, child.stderr.read()
+        child.stdout.close()
+        child.stderr.close()
+        if (out / "m").exists():
+            seen.add(complete_set(out / "m"))
+        leftovers += any(p.name != "m" for p in out.iterdir()) if out.exists() else 0
+    # The kills landed inside writes (temporaries left behind), and both sets were written.
+    assert leftovers >= 1 and len(seen) == 2, (leftovers, seen)
+    print(f"{KILL_ROUNDS} kill -9 rounds: 0 mixed directories; {leftovers} left temporaries, cleared by the next run")
+    child = writer(out, sets, "smol", str(time.time()))
+    assert child.wait(timeout=60) == 0, child.stderr.read()
+    child.stdout.close()
+    child.stderr.close()
+    assert sorted(p.name for p in out.iterdir()) == ["m"]  # the next run cleared every leftover
+    assert complete_set(out / "m") == str(SOURCES["smol"])
+
+
+def test_concurrent_writers_into_one_name_serialise(sets, tmp_path):
+    for round_ in range(CONCURRENT_ROUNDS):
+        out = tmp_path / f"out{round_}"
+        start = f"{time.time() + 0.4:.6f}"
+        children = [writer(out, sets, "smol", start), writer(out, sets, "qwen", start)]
+        for child in children:
+            child.wait(timeout=120)
+            err = child.stderr.read()
+            child.stdout.close()
+            child.stderr.close()
+            assert child.returncode == 0 or (child.returncode == 2 and err.startswith("llmgen: error: ")
+                                             and err.count("\n") == 1), err
+            assert "Traceback" not in err
+        assert sorted(p.name for p in out.iterdir()) == ["m"]
+        complete_set(out / "m")
+
+
+def test_a_writer_waits_for_the_lock(sets, tmp_path):
+    """The lock is real: while another holder has --out locked, a writer does not write."""
+    out = tmp_path / "out"
+    out.mkdir()
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        child = writer(out, sets, "smol", str(time.time()))
+        time.sleep(1.5)
+        assert child.poll() is None and not (out / "m").exists()
+    finally:
+        os.close(fd)
+    assert child.wait(timeout=60) == 0
+    child.stdout.close()
+    child.stderr.close()
+    assert complete_set(out / "m") == str(SOURCES["smol"])
+
+
+def test_a_write_error_keeps_the_old_set(tmp_path):
+    """``ulimit -f``: the file-size limit stops the write; one error line, the old set intact."""
+    out = tmp_path / "out"
+    cli = [sys.executable, "-m", "llmgen.compiler.cli"]
+    old = subprocess.run([*cli, "from-config", str(SOURCES["smol"]), "--out", str(out), "--name", "m", "--no-verify"],
+                         capture_output=True, text=True, timeout=300)
+    assert old.returncode == 0, old.stderr
+    before = {p.name: p.read_bytes() for p in (out / "m").iterdir()}
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))
+
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    run = subprocess.run([*cli, "from-config", str(SOURCES["qwen"]), "--out", str(out), "--name", "m", "--no-verify"],
+                         capture_output=True, text=True, timeout=300, preexec_fn=limit, env=env)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.startswith("llmgen: error: cannot write ") and "File too large" in run.stderr
+    assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr and run.stdout == ""
+    assert sorted(p.name for p in out.iterdir()) == ["m"]
+    assert {p.name: p.read_bytes() for p in (out / "m").iterdir()} == before
+    assert complete_set(out / "m") == str(SOURCES["smol"])
