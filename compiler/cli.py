@@ -26,6 +26,7 @@ from pathlib import Path
 
 from . import __version__
 from .catalog import catalog_entries
+from .atomic import OLD_TAG, TMP_TAG
 from .contenthash import mismatched, read_manifest
 from .errors import LlmgenError, SourceError
 from .load import _read_json as read_json
@@ -171,7 +172,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     _check_templates(args.templates)
     if not args.dir.is_dir():
         raise LlmgenError(f"{args.dir}: no such directory")
-    dirs = sorted(d for d in args.dir.iterdir() if (d / MANIFEST).is_file())
+    dirs = sorted(d for d in args.dir.iterdir() if (d / MANIFEST).is_file() and TMP_TAG not in d.name)
+    for leftover in sorted(d for d in args.dir.iterdir() if TMP_TAG in d.name or OLD_TAG in d.name):
+        print(f"note: {leftover}: left by a killed run (the next write into {args.dir} removes it)")
     if not dirs:
         raise LlmgenError(f"{args.dir}: no generated models (no */{MANIFEST})")
     drift = 0
@@ -236,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `llmgen list | head`: the reader left; nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (OSError, UnicodeDecodeError) as exc:  # the safety net: a file a command could not read or write
         print(f"llmgen: error: {LlmgenError(_describe(exc))}", file=sys.stderr)
         return 2

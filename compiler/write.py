@@ -16,6 +16,7 @@ are carried over into the new set.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -55,6 +56,7 @@ def write_model(out: Path, slug: str, files: dict[str, bytes], *, force: bool = 
     if not is_safe_slug(slug):
         raise SourceError(f"output name {slug!r:.80} is not a plain directory name (letters, digits, . _ -)")
     directory = out / slug
+    created = not out.exists()
     atomic.ensure_dir(out, f"--out {out}")
     try:
         with atomic.locked(out) as out_fd:
@@ -64,6 +66,10 @@ def write_model(out: Path, slug: str, files: dict[str, bytes], *, force: bool = 
     except OSError as err:
         where = err.filename if isinstance(err.filename, str) and err.filename.startswith("/") else directory
         raise OutputError(f"cannot write {where}: {err.strerror or type(err).__name__}") from None
+    finally:
+        if created and not directory.exists():
+            with contextlib.suppress(OSError):
+                out.rmdir()  # made for this run, left empty by its failure: nothing written
     return directory
 
 

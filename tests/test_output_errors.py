@@ -205,6 +205,8 @@ def test_a_read_only_file_system_is_one_line(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith("llmgen: error: cannot write ") and "Read-only file system" in err and err.count("\n") == 1
     assert not any((tmp_path / "out").iterdir())
+    assert main(["from-config", QWEN, "--out", str(tmp_path / "new"), "--no-verify"]) == 2
+    assert "Read-only file system" in capsys.readouterr().err and not (tmp_path / "new").exists()
 
 
 def test_check_names_a_directory_whose_files_do_not_belong_together(tmp_path, capsys):
