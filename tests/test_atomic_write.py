@@ -167,3 +167,30 @@ def test_a_write_error_keeps_the_old_set(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["m"]
     assert {p.name: p.read_bytes() for p in (out / "m").iterdir()} == before
     assert complete_set(out / "m") == str(SOURCES["smol"])
+
+
+def test_without_renameat2_the_swap_is_two_renames_that_the_next_run_completes(sets, tmp_path, monkeypatch):
+    """Where RENAME_EXCHANGE is missing, the old set is renamed aside before the new one takes
+    its name; a run killed between the two renames leaves no ``m``, and the next writer puts
+    the old set back (then replaces it), so no reader ever gets a mixed set."""
+    from llmgen.compiler import atomic
+    from llmgen.compiler.write import write_model
+
+    data = json.loads(sets.read_text())
+    files = {n: {k: base64.b64decode(v) for k, v in data[n].items()} for n in data}
+    monkeypatch.setattr(atomic, "_exchange", lambda *args: False)
+    out = tmp_path / "out"
+    write_model(out, "m", files["smol"])
+    write_model(out, "m", files["qwen"])
+    assert sorted(p.name for p in out.iterdir()) == ["m"] and complete_set(out / "m") == str(SOURCES["qwen"])
+    (out / "m").rename(out / ".m.llmgen-old-0123456789ab")  # killed between the renames: the old set aside,
+    (out / ".m.llmgen-tmp-ba9876543210").mkdir()  # and a temporary (the new set, maybe partial)
+    (out / ".m.llmgen-tmp-ba9876543210" / "model.py").write_bytes(files["smol"]["model.py"])
+    dir_fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        atomic.recover(dir_fd, "m")
+    finally:
+        os.close(dir_fd)
+    assert sorted(p.name for p in out.iterdir()) == ["m"] and complete_set(out / "m") == str(SOURCES["qwen"])
+    write_model(out, "m", files["smol"])
+    assert sorted(p.name for p in out.iterdir()) == ["m"] and complete_set(out / "m") == str(SOURCES["smol"])
