@@ -144,6 +144,7 @@ def _remove(dir_fd: int, entry: str) -> None:
 def write_file(path: Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically; its directory must exist. Errors name ``path``."""
     try:
+        check_writable(path.parent)
         with locked(path.parent) as dir_fd:
             _clear_temporaries(dir_fd, f".{path.name}")
             try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import hashlib
 import json
 import os
 import random
@@ -33,29 +34,29 @@ SOURCES = {"smol": CATALOG / "HuggingFaceTB__SmolLM2-135M-Instruct.json", "qwen"
 KILL_ROUNDS = 30
 CONCURRENT_ROUNDS = 15
 
-# A writer: write_model(out, "m", set) for the sets named on the command line, in turn,
-# forever with --loop; with --at T it first waits until time.time() >= T (a common start).
+# A writer: write_model(out, "m", set) for the sets named on the command line, in turn: forever,
+# or, given a GO file, 4 times once GO exists (after printing "ready": a common start).
 WRITER = r"""
-import base64, json, sys, time
+import base64, json, os, sys, time
 from pathlib import Path
 from llmgen.compiler.errors import LlmgenError
 from llmgen.compiler.write import write_model
 out, sets_file, names = Path(sys.argv[1]), sys.argv[2], sys.argv[3].split(",")
 sets = json.loads(Path(sets_file).read_text())
 files = {n: {k: base64.b64decode(v) for k, v in sets[n].items()} for n in names}
-at = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
-while time.time() < at:
-    pass
+go = sys.argv[4] if len(sys.argv) > 4 else None
+if go:
+    print("ready", flush=True)
+    while not os.path.exists(go):
+        time.sleep(0.0005)
 i = 0
-while True:
+while not go or i < 4:
     try:
         write_model(out, "m", files[names[i % len(names)]])
     except LlmgenError as exc:
         print(f"llmgen: error: {exc}", file=sys.stderr)
         sys.exit(2)
     i += 1
-    if i >= 8 and at:
-        break
 """
 
 
@@ -78,6 +79,30 @@ def complete_set(directory: Path) -> str:
     assert sorted(p.name for p in directory.iterdir()) == sorted([*manifest["sha256"], "llmgen.json"])
     assert manifest["source"] in {str(p) for p in SOURCES.values()}
     return manifest["source"]
+
+
+def snapshot(directory: Path) -> bool:
+    """Read the set in ``directory`` as a reader would, through one descriptor of the directory
+    (so a swap in the middle cannot mix two sets into what is read); fail on a mixed set.
+    False when there was nothing to read (no set yet, or one removed while being read)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        return False
+    try:
+        def read(name: str) -> bytes:
+            handle = os.open(name, os.O_RDONLY, dir_fd=fd)
+            with os.fdopen(handle, "rb") as f:
+                return f.read()
+
+        manifest = json.loads(read("llmgen.json"))
+        for name, want in manifest["sha256"].items():
+            assert hashlib.sha256(read(name)).hexdigest() == want, f"a reader saw a mixed set ({name})"
+        return True
+    except FileNotFoundError:  # the old set, removed after a swap while it was read
+        return False
+    finally:
+        os.close(fd)
 
 
 def writer(out: Path, sets: Path, names: str, *extra: str, **kwargs) -> subprocess.Popen:
@@ -103,7 +128,8 @@ def test_kill_9_at_random_times_leaves_one_complete_set(sets, tmp_path):
     # The kills landed inside writes (temporaries left behind), and both sets were written.
     assert leftovers >= 1 and len(seen) == 2, (leftovers, seen)
     print(f"{KILL_ROUNDS} kill -9 rounds: 0 mixed directories; {leftovers} left temporaries, cleared by the next run")
-    child = writer(out, sets, "smol", str(time.time()))
+    child = writer(out, sets, "smol", str(tmp_path / "go"))
+    (tmp_path / "go").touch()
     assert child.wait(timeout=60) == 0, child.stderr.read()
     child.stdout.close()
     child.stderr.close()
@@ -112,10 +138,15 @@ def test_kill_9_at_random_times_leaves_one_complete_set(sets, tmp_path):
 
 
 def test_concurrent_writers_into_one_name_serialise(sets, tmp_path):
+    reads = 0
     for round_ in range(CONCURRENT_ROUNDS):
-        out = tmp_path / f"out{round_}"
-        start = f"{time.time() + 0.4:.6f}"
-        children = [writer(out, sets, "smol", start), writer(out, sets, "qwen", start)]
+        out, go = tmp_path / f"out{round_}", tmp_path / f"go{round_}"
+        children = [writer(out, sets, "smol", str(go)), writer(out, sets, "qwen", str(go))]
+        assert [child.stdout.readline() for child in children] == ["ready\n", "ready\n"]
+        go.touch()  # both start writing at once
+        while any(child.poll() is None for child in children):
+            reads += snapshot(out / "m")
+            time.sleep(0.002)
         for child in children:
             child.wait(timeout=120)
             err = child.stderr.read()
@@ -126,6 +157,8 @@ def test_concurrent_writers_into_one_name_serialise(sets, tmp_path):
             assert "Traceback" not in err
         assert sorted(p.name for p in out.iterdir()) == ["m"]
         complete_set(out / "m")
+    assert reads >= CONCURRENT_ROUNDS, reads  # the reader did read sets while they were being written
+    print(f"{CONCURRENT_ROUNDS} concurrent rounds: one complete set each; {reads} reads during the writes, none mixed")
 
 
 def test_a_writer_waits_for_the_lock(sets, tmp_path):
@@ -135,8 +168,10 @@ def test_a_writer_waits_for_the_lock(sets, tmp_path):
     fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        child = writer(out, sets, "smol", str(time.time()))
-        time.sleep(1.5)
+        child = writer(out, sets, "smol", str(tmp_path / "go"))
+        assert child.stdout.readline() == "ready\n"
+        (tmp_path / "go").touch()
+        time.sleep(1.0)
         assert child.poll() is None and not (out / "m").exists()
     finally:
         os.close(fd)

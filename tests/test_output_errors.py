@@ -129,6 +129,12 @@ def verify_symlinked_parity(tmp: Path) -> list[str]:
     return ["verify", str(directory)]
 
 
+def verify_read_only_dir(tmp: Path) -> list[str]:
+    directory = compiled(tmp)
+    directory.chmod(0o555)
+    return ["verify", str(directory)]
+
+
 CASES: dict[str, tuple[Callable[[Path], list[str]], list[str]]] = {
     "out-is-a-file": (out_is("file"), ["--out", "exists and is not a directory"]),
     "out-under-a-file": (out_is("under-a-file"), ["--out", "Not a directory"]),
@@ -158,6 +164,7 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], list[str]]] = {
     "probe-timeout-negative": (probe_timeout("-1"), ["LLMGEN_HUB_PROBE_TIMEOUT"]),
     "gallery-symlinked-page": (gallery_symlinked_page, ["site/index.html", "not a plain file"]),
     "verify-symlinked-parity": (verify_symlinked_parity, ["gen/q/parity.json", "not a plain file"]),
+    "verify-read-only-dir": (verify_read_only_dir, ["gen/q", "read-only"]),
 }
 
 
