@@ -208,7 +208,11 @@ def replace_tree(parent: Path, dir_fd: int, name: str, files: dict[str, bytes],
         elif not _exchange(dir_fd, tmp, name):  # two renames; recover() undoes a half-done swap
             aside = f".{name}{OLD_TAG}{secrets.token_hex(6)}"
             os.rename(name, aside, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            try:
+                os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except BaseException:
+                os.rename(aside, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                raise
             tmp = aside
         os.fsync(dir_fd)
     finally:
