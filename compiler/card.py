@@ -18,8 +18,8 @@ from pydantic import ValidationError
 
 from ..schemas.arch import Architecture
 from .describe import features
-from .errors import ConfigError
-from .load import load_config
+from .errors import ConfigError, SourceError
+from .load import load_config, path_exists
 from .lowering import lower
 from .validate import validate
 from .weight_map import WeightEntry, active_parameter_count, entry_size, weight_map
@@ -43,16 +43,22 @@ def load_model(source: str) -> Model:
     """A generated directory (its arch.json, else its config.json), a config file or dir, or a hub/catalog id."""
     path = Path(source).expanduser()
     arch_file = path / "arch.json"
-    if path.is_dir() and arch_file.is_file():
+    if path_exists(path, source) and path.is_dir() and arch_file.is_file():
         label = path.resolve().name
         manifest = path / "llmgen.json"
         if manifest.is_file():
             try:
-                label = json.loads(manifest.read_text()).get("source") or label
-            except (ValueError, AttributeError):
+                label = json.loads(manifest.read_bytes()).get("source") or label
+            except (ValueError, AttributeError, OSError):
                 pass
         try:
-            return Model(label, str(path), validate(Architecture.model_validate_json(arch_file.read_text())))
+            text = arch_file.read_bytes().decode("utf-8")
+        except OSError as err:
+            raise SourceError(f"cannot read {arch_file}: {err.strerror or type(err).__name__}") from None
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{arch_file}: not UTF-8 text (byte {err.start}: {err.reason})") from None
+        try:
+            return Model(label, str(path), validate(Architecture.model_validate_json(text)))
         except ValidationError:
             if not (path / "config.json").is_file():
                 raise ConfigError(f"{arch_file}: not an architecture this llmgen reads, and no config.json beside it") from None

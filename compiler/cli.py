@@ -20,12 +20,16 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import os
 import sys
 from pathlib import Path
 
 from . import __version__
 from .catalog import catalog_entries
-from .errors import LlmgenError
+from .atomic import OLD_TAG, TMP_TAG
+from .contenthash import mismatched, read_manifest
+from .errors import LlmgenError, SourceError
+from .load import _read_json as read_json
 from .pipeline import MANIFEST, compile_config, generate, reload_generated
 from .write import MEASURED
 
@@ -182,11 +186,21 @@ def cmd_check(args: argparse.Namespace) -> int:
     _check_templates(args.templates)
     if not args.dir.is_dir():
         raise LlmgenError(f"{args.dir}: no such directory")
-    dirs = sorted(d for d in args.dir.iterdir() if (d / MANIFEST).is_file())
+    dirs = sorted(d for d in args.dir.iterdir() if (d / MANIFEST).is_file() and TMP_TAG not in d.name)
+    for leftover in sorted(d for d in args.dir.iterdir() if TMP_TAG in d.name or OLD_TAG in d.name):
+        print(f"note: {leftover}: left by a killed run (the next write into {args.dir} removes it)")
     if not dirs:
         raise LlmgenError(f"{args.dir}: no generated models (no */{MANIFEST})")
     drift = 0
     for directory in dirs:
+        manifest = read_manifest(directory)  # a corrupt one: one error line naming it
+        if not (directory / "config.json").is_file():
+            raise SourceError(f"{directory / 'config.json'}: missing (the snapshot the model was compiled from)")
+        read_json(directory / "config.json", str(directory / "config.json"))
+        mixed = mismatched(directory, manifest)
+        if mixed:
+            drift += 1
+            print(f"{directory}: files do not belong together: {', '.join(mixed)} not as recorded in {MANIFEST}")
         compiled = compile_config(reload_generated(directory), slug=directory.name, templates=args.templates)
         on_disk = {p.name for p in directory.iterdir() if p.is_file() and p.name not in MEASURED}
         for name in sorted(on_disk | set(compiled.files)):
@@ -239,6 +253,20 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `llmgen list | head`: the reader left; nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except (OSError, UnicodeDecodeError) as exc:  # the safety net: a file a command could not read or write
+        print(f"llmgen: error: {LlmgenError(_describe(exc))}", file=sys.stderr)
+        return 2
+
+
+def _describe(exc: OSError | UnicodeDecodeError) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return f"a file is not UTF-8 text (byte {exc.start}: {exc.reason})"
+    where = exc.filename if exc.filename is not None else "a file"
+    where = where if isinstance(where, str) else os.fsdecode(where) if isinstance(where, bytes) else str(where)
+    return f"{where[:200] + '...' if len(where) > 200 else where}: {exc.strerror or type(exc).__name__}"
 
 
 if __name__ == "__main__":

@@ -1,20 +1,27 @@
-"""A content hash in the header of each generated model.py, so hand edits are noticed.
+"""Whether a generated set was edited: llmgen.json's hashes, and a hash line in model.py.
 
-The header is the block of ``#`` comment lines the file starts with; the last of them is
+llmgen.json (the manifest) records the SHA-256 of every file llmgen wrote into a model
+directory; ``edit_problem`` decides from it whether regenerating would overwrite someone's
+work (``--force`` needed), and ``mismatched`` names files that do not belong to the set
+(``llmgen check``). The whole file counts: deleting a line or adding a comment is an edit.
+
+For readers, the header of each model.py (the block of ``#`` lines it starts with) ends with
 
     # llmgen-content-hash: sha256:<hex>
 
-where ``<hex>`` is the SHA-256 of the body: every byte after the header. Regenerating over a
-model.py whose body no longer matches its hash (someone edited it) needs ``--force``. The hash
-depends on the body alone, so output stays byte-deterministic and ``llmgen check`` still
-compares whole files.
+where ``<hex>`` is the SHA-256 of the body: every byte after the header. It depends on the
+body alone, so output stays byte-deterministic; it decides only where no manifest is left.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import SourceError
 
 PREFIX = "# llmgen-content-hash: sha256:"
 HASH_LINE = re.compile(r"# llmgen-content-hash: sha256:([0-9a-f]{64})\n")
@@ -58,3 +65,79 @@ def state(data: bytes) -> State:
         return "unstamped" if text.startswith(GENERATED_MARK) else "foreign"
     found = HASH_LINE.fullmatch(header[-1])
     return "intact" if len(stamps) == 1 and found and found.group(1) == digest(body) else "edited"
+
+
+# --- the manifest: llmgen.json records the SHA-256 of every file of a set --------------------
+
+MANIFEST = "llmgen.json"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    """``directory``'s llmgen.json, checked; one SourceError line naming the file otherwise."""
+    path = directory / MANIFEST
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise SourceError(f"{path}: missing (not a generated model directory)") from None
+    except OSError as err:
+        raise SourceError(f"cannot read {path}: {err.strerror or type(err).__name__}") from None
+    except UnicodeDecodeError as err:
+        raise SourceError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    except (ValueError, RecursionError) as err:
+        raise SourceError(f"{path}: not valid JSON ({str(err).splitlines()[0][:100]})") from None
+    hashes = data.get("sha256") if isinstance(data, dict) else None
+    fields = isinstance(data, dict) and all(isinstance(data.get(k), str) for k in ("source", "revision", "origin"))
+    if not (fields and isinstance(hashes, dict) and hashes
+            and all(isinstance(v, str) and _HEX64.fullmatch(v) and "/" not in k for k, v in hashes.items())):
+        raise SourceError(f"{path}: not an llmgen manifest (expects source, revision, origin and sha256 of each file)")
+    return data
+
+
+def mismatched(directory: Path, manifest: dict[str, Any]) -> list[str]:
+    """The files llmgen.json lists whose bytes on disk differ from its hash (or are missing)."""
+    bad = []
+    for name, want in sorted(manifest["sha256"].items()):
+        path = directory / name
+        try:
+            have = hashlib.sha256(path.read_bytes()).hexdigest() if not path.is_symlink() else None
+        except OSError:
+            have = None
+        if have != want:
+            bad.append(name)
+    return bad
+
+
+def edit_problem(directory: Path, names: list[str]) -> str | None:
+    """Why overwriting ``names`` in ``directory`` would lose someone's work, or None.
+
+    With a llmgen.json, its recorded hash of each whole file decides (deleting the hash line or
+    adding a comment above it is an edit too); a file of ``names`` it does not list was not
+    written by llmgen. Without one, only a model.py whose in-file hash matches is llmgen's.
+    """
+    present = [n for n in names if (directory / n).exists() or (directory / n).is_symlink()]
+    if not present:
+        return None
+    if (directory / MANIFEST).exists():
+        try:
+            manifest = read_manifest(directory)
+        except SourceError as err:
+            return f"{err}; cannot tell whether the files were edited; pass --force to overwrite them"
+        listed = manifest["sha256"]
+        edited = [n for n in mismatched(directory, manifest) if n in present]
+        foreign = [n for n in present if n not in listed and n != MANIFEST]
+        if edited:
+            return (f"{directory / edited[0]}: edited by hand since llmgen wrote it (it does not match the sha256"
+                    f" recorded in {MANIFEST}); pass --force to overwrite it")
+        if foreign:
+            return f"{directory / foreign[0]}: not written by llmgen (not in {MANIFEST}); pass --force to overwrite it"
+        return None
+    model = directory / "model.py"
+    found = state(model.read_bytes()) if model.is_file() and "model.py" in present else None
+    if found == "edited":
+        return (f"{model}: edited by hand since llmgen wrote it (its body does not match the content hash in"
+                " its header); pass --force to overwrite it")
+    if found == "intact":
+        return None
+    first = "model.py" if "model.py" in present else present[0]
+    return f"{directory / first}: not written by llmgen (no {MANIFEST} beside it); pass --force to overwrite it"

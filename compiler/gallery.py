@@ -15,6 +15,7 @@ from typing import Any
 import jinja2
 
 from . import __version__
+from .atomic import ensure_dir, write_file
 from .card import Model, card, human_bytes, human_count, summary_rows
 from .catalog import catalog_entries
 from .errors import LlmgenError, SourceError
@@ -77,10 +78,5 @@ def build_gallery(out: Path) -> tuple[Path, int, int]:
     if out.exists() and not out.is_dir():
         raise SourceError(f"--out {out}: exists and is not a directory")
     compiled, skipped = collect()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        page = out / PAGE
-        page.write_text(render_page(compiled, skipped), encoding="utf-8")
-    except OSError as exc:
-        raise SourceError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
+    page = write_file(ensure_dir(out, f"--out {out}") / PAGE, render_page(compiled, skipped).encode("utf-8"))
     return page, len(compiled), len(skipped)

@@ -18,6 +18,7 @@ from ..schemas.arch import Architecture
 from .card import Model, attention_kind, compress, layer_letter, load_model, period
 from .errors import LlmgenError
 from .format import format_source
+from .load import shorten
 from .render import Provenance, model_context, render
 from .weight_map import weight_map
 
@@ -235,7 +236,7 @@ def load_pair(a: str, b: str) -> tuple[Model, Model]:
         try:
             models.append(load_model(source))
         except LlmgenError as exc:
-            raise type(exc)(f"{side} ({source}): {exc}") from None
+            raise type(exc)(f"{side} ({shorten(source)}): {exc}") from None
     return models[0], models[1]
 
 

@@ -29,6 +29,7 @@ from .errors import ConfigError, SourceError
 
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
 DEFAULT_PROBE_TIMEOUT_S = 3.0
+MAX_PROBE_TIMEOUT_S = 600.0
 _SHA_RE = re.compile(r"[0-9a-f]{40}")
 _PART = r"[A-Za-z0-9_](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?"
 _HUB_ID_RE = re.compile(rf"(?:{_PART}/)?{_PART}")
@@ -64,7 +65,7 @@ def load_config(
         raise ValueError(f"prefer must be 'auto', 'hub' or 'path', not {prefer!r}")
     if not source.strip():
         raise SourceError("no config source given: expected a hub id, a file or a dir")
-    local = Path(source).expanduser().exists() or source.endswith(".json")
+    local = path_exists(Path(source).expanduser(), source) or source.endswith(".json")
     if prefer == "hub" or (prefer == "auto" and not local and is_hub_id(source)):
         return _from_hub(source, revision, token)
     if revision is not None:
@@ -78,9 +79,26 @@ def is_hub_id(text: str) -> bool:
     return bool(ok) and len(text) <= 96
 
 
+def path_exists(path: Path, shown: str) -> bool:
+    """``path.exists()``, with a path the system cannot even look up (too long, say) reported
+    as one SourceError line instead of an OSError."""
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as err:
+        raise SourceError(f"{shorten(shown)}: {err.strerror or type(err).__name__}") from None
+    return True
+
+
+def shorten(text: str) -> str:
+    """A path or id as shown in a message: a very long one by its ends and its length."""
+    return text if len(text) <= 120 else f"{text[:60]}...{text[-40:]} ({len(text)} characters)"
+
+
 def _from_path(source: str) -> LoadedConfig:
     path = Path(source).expanduser()
-    if path.is_dir():
+    if path_exists(path, source) and path.is_dir():
         config = path / "config.json"
         if not config.exists():
             raise SourceError(f"{source}: the directory has no config.json")
@@ -191,11 +209,8 @@ def _hub_unreachable(hub_id: str, revision: str | None, token: str | None) -> st
     This is hf_hub_download's own first request (same session, proxies, certificates, endpoint)
     made once, without its retries, under a deadline that also covers DNS.
     """
-    try:
-        timeout = float(os.environ.get("LLMGEN_HUB_PROBE_TIMEOUT", DEFAULT_PROBE_TIMEOUT_S))
-    except ValueError:
-        timeout = DEFAULT_PROBE_TIMEOUT_S
-    if timeout <= 0:
+    timeout = probe_timeout()
+    if timeout == 0:
         return None
     import huggingface_hub
 
@@ -215,6 +230,21 @@ def _hub_unreachable(hub_id: str, revision: str | None, token: str | None) -> st
     if not outcome:
         return f"no answer from the hub within {2 * timeout:g} s"
     return None if outcome[0] is None else _unreachable_reason(outcome[0])
+
+
+def probe_timeout() -> float:
+    """LLMGEN_HUB_PROBE_TIMEOUT in seconds: a finite number from 0 (no probe) to MAX_PROBE_TIMEOUT_S."""
+    text = os.environ.get("LLMGEN_HUB_PROBE_TIMEOUT")
+    if text is None:
+        return DEFAULT_PROBE_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= MAX_PROBE_TIMEOUT_S:  # also NaN and infinities
+        raise SourceError(f"LLMGEN_HUB_PROBE_TIMEOUT={text[:40]!r}: expected seconds, a number from 0 (no probe)"
+                          f" to {MAX_PROBE_TIMEOUT_S:g}")
+    return value
 
 
 def _from_catalog(hub_id: str, revision: str | None, why: str, err: Exception) -> LoadedConfig:

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .atomic import write_file
 from .errors import LlmgenError, SourceError
 from .render import Provenance, literal, safe_comment
 
@@ -132,7 +131,7 @@ def build_reference(
     """Run transformers on ``checkpoint``; write REFERENCE_FILE into ``directory``; return its metadata."""
     import torch
     import transformers
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
@@ -174,13 +173,7 @@ def build_reference(
         "continuations": continuations,
         "continuation_text": texts,
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{REFERENCE_FILE}.", dir=directory)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={k: json.dumps(v) for k, v in metadata.items()})
-        os.replace(tmp, directory / REFERENCE_FILE)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    write_file(directory / REFERENCE_FILE, save(tensors, metadata={k: json.dumps(v) for k, v in metadata.items()}))
     return metadata
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import jinja2
 
 from ..schemas.arch import Architecture
 from . import __version__
+from .errors import LlmgenError
 from .describe import features, fused_attention, layer_pattern
 from .rope_fields import rope_config_fields, rope_context
 from .render_mla import mla_config_fields, mla_context, mla_names, mla_of
@@ -245,12 +247,35 @@ def structure(context: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in context.items() if k not in STRUCTURE_EXEMPT}
 
 
+class TemplateError(LlmgenError):
+    """A template (a user's --templates, usually) that cannot be read, parsed or rendered."""
+
+
+class _Loader(jinja2.FileSystemLoader):
+    """FileSystemLoader whose non-UTF-8 file is one error naming the file and line."""
+
+    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str | None, Any]:
+        try:
+            return super().get_source(environment, template)
+        except UnicodeDecodeError:
+            for base in self.searchpath:
+                path = Path(base, *template.split("/"))
+                if path.is_file():
+                    data = path.read_bytes()
+                    try:
+                        data.decode("utf-8")
+                    except UnicodeDecodeError as err:
+                        line = data[: err.start].count(b"\n") + 1
+                        raise TemplateError(f"{path}: line {line}: not UTF-8 text ({err.reason})") from None
+            raise
+
+
 def environment(user_templates: Path | None = None) -> jinja2.Environment:
     """Templates from ``user_templates`` shadow the built-ins by relative path."""
     loaders: list[jinja2.BaseLoader] = []
     if user_templates is not None:
-        loaders.append(jinja2.FileSystemLoader(str(user_templates)))
-    loaders.append(jinja2.FileSystemLoader(str(BUILTIN_TEMPLATES)))
+        loaders.append(_Loader(str(user_templates)))
+    loaders.append(_Loader(str(BUILTIN_TEMPLATES)))
     return jinja2.Environment(
         loader=jinja2.ChoiceLoader(loaders),
         trim_blocks=True,
@@ -262,8 +287,46 @@ def environment(user_templates: Path | None = None) -> jinja2.Environment:
 
 
 def render(template: str, context: dict[str, Any], user_templates: Path | None = None) -> str:
-    """Render one top-level template (pass 5 of the pipeline)."""
-    return environment(user_templates).get_template(template).render(**context)
+    """Render one top-level template (pass 5 of the pipeline). A template that cannot be parsed
+    or rendered, or (for ``*.py.j2``) renders code that is not Python, is one TemplateError
+    naming the template file and line."""
+    try:
+        text = environment(user_templates).get_template(template).render(**context)
+    except jinja2.TemplateSyntaxError as err:
+        raise TemplateError(f"{err.filename or err.name}: line {err.lineno}: template syntax error: {err.message}") from None
+    except jinja2.TemplateError as err:
+        raise TemplateError(f"{_where(err, template)}: {type(err).__name__}: {err.message or err}") from None
+    except (TemplateError, RecursionError):
+        raise
+    except Exception as err:  # a user's template may compute anything; ours crashing is our bug
+        if user_templates is None:
+            raise
+        raise TemplateError(f"{_where(err, template)}: {type(err).__name__}: {str(err)[:200]}") from None
+    if template.endswith(".py.j2"):
+        _check_python(text, template, user_templates)
+    return text
+
+
+def _where(err: BaseException, template: str) -> str:
+    """``file: line N`` of the innermost template frame of ``err`` (jinja maps frames to templates)."""
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename.endswith(".j2")]
+    return f"{frames[-1].filename}: line {frames[-1].lineno}" if frames else template
+
+
+def _check_python(text: str, template: str, user_templates: Path | None) -> None:
+    try:
+        compile(text, template, "exec", dont_inherit=True)
+    except SyntaxError as err:
+        bad = text.splitlines()[err.lineno - 1].strip() if err.lineno and 0 < err.lineno <= text.count("\n") + 1 else ""
+        found = ""
+        for base in ([user_templates] if user_templates else []) + [BUILTIN_TEMPLATES]:
+            for path in sorted(Path(base).rglob("*.j2")) if bad else ():
+                lines = path.read_bytes().decode("utf-8", "replace").splitlines()
+                hit = next((i for i, line in enumerate(lines, 1) if line.strip() == bad), None)
+                if hit and not found:
+                    found = f" (from {path}: line {hit})"
+        raise TemplateError(f"{template} renders code that is not valid Python: line {err.lineno}: {err.msg}:"
+                            f" {bad[:80]!r}{found}") from None
 
 
 def config_kwargs(arch: Architecture) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_file
 from .errors import LlmgenError, SourceError
 
 
@@ -39,7 +40,7 @@ def verify(directory: Path) -> dict[str, Any]:
     result["passed"] = result["max_abs_diff"] <= result["tolerance"]
     if "expert_hits" in result:  # MoE: the input must also have reached every expert of every layer
         result["passed"] = result["passed"] and all(min(layer) > 0 for layer in result["expert_hits"])
-    (directory / "parity.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    write_file(directory / "parity.json", (json.dumps(result, indent=2, sort_keys=True) + "\n").encode())
     return result
 
 

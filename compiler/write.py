@@ -1,28 +1,34 @@
-"""Pass 7, writing: put a model's files in place atomically, inside --out, never over hand edits.
+"""Pass 7, writing: put a model's files in place as one set, inside --out, never over hand edits.
 
-Everything is rendered in memory first, so bad input never leaves partial output. Each
-file is written to a temporary name in the target directory, flushed to disk and renamed
-over the old one, so a reader never sees half a file.
+Everything is rendered in memory first, so bad input never leaves partial output. The set is
+written into a temporary sibling of ``<out>/<slug>`` and swapped in at once (``atomic``):
+a reader, a concurrent run or a run killed at any moment sees the old complete set or the new
+one. Writers into one ``--out`` take turns (a lock on it).
 
 The output directory is ``<out>/<slug>``: a slug is one plain path component (ASCII letters,
 digits, ``.``, ``_``, ``-``; no ``..``, separators, drive letters or look-alike unicode), and an
-existing ``<out>/<slug>`` that is a symlink or a file is not written through. An existing
-model.py whose body no longer matches the content hash in its header was edited by hand: it
-is only overwritten with ``force`` (``--force``).
+existing ``<out>/<slug>`` that is a symlink, a file or read-only is not written. Files whose
+bytes no longer match the sha256 that llmgen.json recorded for them were edited by hand: they
+are only overwritten with ``force`` (``--force``). Results measured for an older set
+(parity.json, reference logits) are dropped with it; other files a user put in the directory
+are carried over into the new set.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-import tempfile
+import shutil
 from pathlib import Path
 
-from . import contenthash
+from . import atomic, contenthash
+from .atomic import OutputError
 from .errors import LlmgenError, SourceError
 
 SLUG = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9_-])?")
 MEASURED = ("parity.json", "reference_logits.safetensors", "checkpoint.json")  # not compiled: measured, or local
+NOT_CARRIED = ("__pycache__", contenthash.MANIFEST)
 
 
 def slug_for(source_id: str) -> str:
@@ -46,49 +52,61 @@ def is_safe_slug(name: str) -> bool:
 
 
 def write_model(out: Path, slug: str, files: dict[str, bytes], *, force: bool = False) -> Path:
-    """Write ``files`` into ``out/slug`` after checking the slug, the target and hand edits."""
+    """Make ``out/slug`` hold ``files`` (as one set) after checking the slug, the target and hand edits."""
     if not is_safe_slug(slug):
         raise SourceError(f"output name {slug!r:.80} is not a plain directory name (letters, digits, . _ -)")
     directory = out / slug
+    created = not out.exists()
+    atomic.ensure_dir(out, f"--out {out}")
+    try:
+        with atomic.locked(out) as out_fd:
+            atomic.recover(out_fd, slug)
+            _check_target(directory, files, force)
+            atomic.replace_tree(out, out_fd, slug, files, carry=lambda old, new: _carry(old, new, files))
+    except OSError as err:
+        where = err.filename if isinstance(err.filename, str) and err.filename.startswith("/") else directory
+        raise OutputError(f"cannot write {where}: {err.strerror or type(err).__name__}") from None
+    finally:
+        if created and not directory.exists():
+            with contextlib.suppress(OSError):
+                out.rmdir()  # made for this run, left empty by its failure: nothing written
+    return directory
+
+
+def _check_target(directory: Path, files: dict[str, bytes], force: bool) -> None:
     if directory.is_symlink() or (directory.exists() and not directory.is_dir()):
-        raise SourceError(f"{directory}: exists and is not a plain directory; not writing through it")
+        raise OutputError(f"{directory}: exists and is not a plain directory; not writing through it")
+    if not directory.exists():
+        return
+    if not os.access(directory, os.R_OK | os.X_OK) or not directory.stat().st_mode & 0o444:
+        raise OutputError(f"{directory}: the directory is unreadable; not replacing it")
+    atomic.check_writable(directory)
     for name in sorted(files):
         target = directory / name
         if target.is_symlink() or (target.exists() and not target.is_file()):
-            raise SourceError(f"{target}: exists and is not a plain file; not writing over it")
-    existing = directory / "model.py"
-    if not force and existing.is_file():
-        found = contenthash.state(existing.read_bytes())
-        if found == "edited":
-            raise EditedFileError(f"{existing}: edited by hand since llmgen wrote it (its body does not match the"
-                                  " content hash in its header); pass --force to overwrite it")
-        if found == "foreign":
-            raise EditedFileError(f"{existing}: not written by llmgen; pass --force to overwrite it")
-    return write_outputs(directory, files)
+            raise OutputError(f"{target}: exists and is not a plain file; not writing over it")
+    if not force:
+        problem = contenthash.edit_problem(directory, [n for n in sorted(files) if n not in MEASURED])
+        if problem:
+            raise EditedFileError(problem)
 
 
-def _file_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+def _carry(old: Path, new: Path, files: dict[str, bytes]) -> None:
+    """Copy what a user added to the old set (not llmgen's files, not stale measurements)."""
+    if not old.is_dir():
+        return
+    for entry in sorted(old.iterdir()):
+        name = entry.name
+        if name in files or name in MEASURED or name in NOT_CARRIED or atomic.TMP_TAG in name:
+            continue
+        if entry.is_symlink():
+            os.symlink(os.readlink(entry), new / name)
+        elif entry.is_dir():
+            shutil.copytree(entry, new / name, symlinks=True, copy_function=atomic.link_or_copy)
+        else:
+            atomic.link_or_copy(str(entry), str(new / name))
 
 
 def write_outputs(directory: Path, files: dict[str, bytes]) -> Path:
-    """Write ``files`` (name -> bytes) into ``directory``; drop stale measured results."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, data in sorted(files.items()):
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, _file_mode())  # mkstemp makes it private; outputs get the usual mode
-            os.replace(tmp, directory / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    for name in MEASURED:
-        if name not in files:
-            (directory / name).unlink(missing_ok=True)
-    return directory
+    """Make ``directory`` hold ``files`` as one set, without the hand-edit guard (tests, tools)."""
+    return write_model(directory.parent, directory.name, files, force=True)

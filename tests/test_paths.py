@@ -4,6 +4,8 @@ edits to a generated model.py (detected by the content hash in its header) kept 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import stat
 from pathlib import Path
@@ -11,7 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import CATALOG, GENERATED
 
-from llmgen.compiler import contenthash, write
+from llmgen.compiler import atomic, contenthash
+from llmgen.compiler.atomic import OutputError
 from llmgen.compiler.cli import main
 from llmgen.compiler.errors import SourceError
 from llmgen.compiler.write import slug_for, write_model
@@ -79,21 +82,34 @@ def test_output_file_that_is_a_symlink_is_not_written_over(tmp_path, capsys):
 # ------------------------------------------------------------------------------ atomic writes
 
 
-def test_each_file_is_renamed_into_place_complete(tmp_path, monkeypatch):
-    renames: list[tuple[Path, Path, bytes]] = []
-    real_replace = os.replace
+def test_the_set_is_written_beside_and_swapped_in_whole(tmp_path, monkeypatch):
+    """Each file is complete (and fsynced) under a temporary name inside a temporary sibling
+    directory before anything is renamed; the set then replaces the old one in one exchange."""
+    events: list[tuple] = []
+    real_replace, real_exchange = os.replace, atomic._exchange
 
-    def recording_replace(src, dst):
-        renames.append((Path(src), Path(dst), Path(src).read_bytes()))
-        return real_replace(src, dst)
+    def recording_replace(src, dst, *, src_dir_fd=None, dst_dir_fd=None):
+        data = os.open(src, os.O_RDONLY, dir_fd=src_dir_fd)
+        with os.fdopen(data, "rb") as handle:
+            events.append(("file", os.readlink(f"/proc/self/fd/{src_dir_fd}"), src, dst, handle.read()))
+        return real_replace(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
 
-    monkeypatch.setattr(write.os, "replace", recording_replace)
+    def recording_exchange(dir_fd, a, b):
+        events.append(("exchange", a, b, sorted(os.listdir(tmp_path / a))))
+        return real_exchange(dir_fd, a, b)
+
+    monkeypatch.setattr(atomic.os, "replace", recording_replace)
+    monkeypatch.setattr(atomic, "_exchange", recording_exchange)
+    write_model(tmp_path, "m", {"model.py": b"old = 1\n"})
+    events.clear()
     files = {"model.py": b"x = 1\n", "arch.json": b"{}\n"}
-    directory = write_model(tmp_path, "m", files)
-    assert sorted(dst.name for _, dst, _ in renames) == ["arch.json", "model.py"]
-    for src, dst, data in renames:
-        assert src.parent == dst.parent == directory and src.name.startswith(f".{dst.name}.")
-        assert data == files[dst.name]  # complete before it got its real name
+    directory = write_model(tmp_path, "m", files, force=True)
+    assert [e[0] for e in events] == ["file", "file", "exchange"]
+    for _, where, src, dst, data in events[:2]:
+        assert Path(where).parent == tmp_path and Path(where).name.startswith(".m.llmgen-tmp-")
+        assert src.startswith(f".{dst}.llmgen-tmp-") and data == files[dst]  # complete before it got its name
+    assert events[2][2] == "m" and events[2][3] == ["arch.json", "model.py"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temporaries left
     assert sorted(p.name for p in directory.iterdir()) == ["arch.json", "model.py"]
     mode = stat.S_IMODE((directory / "model.py").stat().st_mode)
     umask = os.umask(0)
@@ -101,15 +117,16 @@ def test_each_file_is_renamed_into_place_complete(tmp_path, monkeypatch):
     assert mode == 0o666 & ~umask
 
 
-def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+def test_a_failed_write_leaves_the_old_set_and_no_temporary(tmp_path, monkeypatch, capsys):
     directory = write_model(tmp_path, "m", {"model.py": b"old = 1\n"})
 
     def failing_fsync(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(write.os, "fsync", failing_fsync)
-    with pytest.raises(OSError):
-        write_model(tmp_path, "m", {"model.py": b"new = 2\n"}, force=True)
+    monkeypatch.setattr(atomic.os, "fsync", failing_fsync)
+    with pytest.raises(OutputError, match="No space left on device"):
+        write_model(tmp_path, "m", {"model.py": b"new = 2\n", "arch.json": b"{}\n"}, force=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
     assert sorted(p.name for p in directory.iterdir()) == ["model.py"]
     assert (directory / "model.py").read_bytes() == b"old = 1\n"
 
@@ -172,14 +189,74 @@ def test_a_file_llmgen_did_not_write_is_kept_unless_forced(tmp_path, capsys):
 
 
 def test_output_written_before_content_hashes_is_regenerated(tmp_path):
+    """An older llmgen wrote model.py without the hash line, and recorded that file's sha256 in
+    llmgen.json (which it always did): it is llmgen's, unedited, and regenerated freely."""
     args = ["from-config", QWEN, "--out", str(tmp_path), "--name", "q", "--no-verify"]
     assert main(args) == 0
-    model = tmp_path / "q" / "model.py"
+    model, manifest_file = tmp_path / "q" / "model.py", tmp_path / "q" / "llmgen.json"
     text = model.read_text()
     legacy = "".join(line for line in text.splitlines(keepends=True) if not line.startswith("# llmgen-content-hash"))
     model.write_text(legacy)
+    manifest = json.loads(manifest_file.read_text())
+    manifest["sha256"]["model.py"] = hashlib.sha256(legacy.encode()).hexdigest()
+    manifest_file.write_text(json.dumps(manifest))
     assert contenthash.state(model.read_bytes()) == "unstamped"
     assert main(args) == 0 and model.read_text() == text
+
+
+@pytest.mark.parametrize("edit", ["delete-hash-line", "comment-above-hash-line", "comment-first-line", "arch.json"])
+def test_the_manifest_decides_what_was_edited(edit, tmp_path, capsys):
+    """Edits the in-file hash cannot see (its line deleted, a comment above it) are refused too:
+    llmgen.json's sha256 of each whole file decides."""
+    args = ["from-config", QWEN, "--out", str(tmp_path), "--name", "q", "--no-verify"]
+    assert main(args) == 0
+    directory = tmp_path / "q"
+    target = directory / ("arch.json" if edit == "arch.json" else "model.py")
+    lines = target.read_text().splitlines(keepends=True)
+    at = next((i for i, line in enumerate(lines) if line.startswith("# llmgen-content-hash")), 0)
+    if edit == "delete-hash-line":
+        del lines[at]
+    elif edit == "comment-above-hash-line":
+        lines.insert(at, "# my note: keep the window at 512\n")
+    elif edit == "comment-first-line":
+        lines.insert(0, "# my note\n")
+    else:
+        lines.insert(1, ' "note": "mine",\n')
+    target.write_text("".join(lines))
+    before = tree(tmp_path)
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(target) in err and "edited by hand" in err and "--force" in err
+    assert tree(tmp_path) == before
+    assert main([*args, "--force"]) == 0 and str(target) not in capsys.readouterr().err
+    assert contenthash.mismatched(directory, contenthash.read_manifest(directory)) == []
+
+
+def test_a_corrupt_manifest_is_not_overwritten_without_force(tmp_path, capsys):
+    args = ["from-config", QWEN, "--out", str(tmp_path), "--name", "q", "--no-verify"]
+    assert main(args) == 0
+    (tmp_path / "q" / "llmgen.json").write_text("{not json")
+    before = tree(tmp_path)
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "llmgen.json" in err and "--force" in err and tree(tmp_path) == before
+    assert main([*args, "--force"]) == 0
+
+
+def test_files_a_user_added_are_carried_over_and_stale_results_dropped(tmp_path):
+    args = ["from-config", QWEN, "--out", str(tmp_path), "--name", "q", "--no-verify"]
+    assert main(args) == 0
+    directory = tmp_path / "q"
+    (directory / "notes.md").write_text("mine")
+    (directory / "data").mkdir()
+    (directory / "data" / "x.txt").write_text("also mine")
+    (directory / "parity.json").write_text("{}")  # measured for the old set
+    assert main([*args, "--force"]) == 0
+    assert (directory / "notes.md").read_text() == "mine" and (directory / "data" / "x.txt").read_text() == "also mine"
+    assert not (directory / "parity.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q"]
 
 
 def test_check_passes_on_fresh_output_and_sees_a_hand_edit(tmp_path, capsys):
