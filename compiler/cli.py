@@ -165,13 +165,10 @@ def cmd_verify_weights(args: argparse.Namespace) -> int:
 
 
 def cmd_example_checkpoint(args: argparse.Namespace) -> int:
-    from .example_checkpoint import PACKAGE, build_checkpoint, find_gguf
+    from .example_checkpoint import build_checkpoint
 
-    gguf, version = find_gguf()
-    path = build_checkpoint(args.root)
-    print(f"SmolLM2-135M-Instruct from {gguf.name} ({PACKAGE} {version}): config.json, model.safetensors (float32),"
-          " tokenizer files in", file=sys.stderr)
-    print(path)
+    path = build_checkpoint(args.root, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(path)  # the only line on stdout: `llmgen from-config "$(llmgen example-checkpoint)"`
     return 0
 
 

@@ -17,11 +17,15 @@ directory (tests/real_checkpoint.py).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
+import io
 import json
 import os
 import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import SourceError
@@ -68,8 +72,9 @@ def missing_build_packages() -> list[str]:
     return [pip for module, pip in BUILD_NEEDS.items() if importlib.util.find_spec(module) is None]
 
 
-def build_checkpoint(root: Path | None = None) -> Path:
-    """The checkpoint directory (``.../SmolLM2-135M-Instruct``), built on first use and reused."""
+def build_checkpoint(root: Path | None = None, progress: Callable[[str], None] | None = None) -> Path:
+    """The checkpoint directory (``.../SmolLM2-135M-Instruct``), built on first use and reused;
+    ``progress`` gets one line before a build starts."""
     gguf, version = find_gguf()
     root = Path(root) if root is not None else default_root()
     target = root / f"{PACKAGE}-{version}-layout{LAYOUT}"
@@ -85,6 +90,8 @@ def build_checkpoint(root: Path | None = None) -> Path:
         raise SourceError(f"cannot create {root}: {err.strerror or err}") from None
     staging = root / f".{target.name}.{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
+    if progress is not None:
+        progress(f"building {NAME} from {gguf.name} ({PACKAGE} {version}) in {target} (done once) ...")
     try:
         _convert(gguf, staging / NAME)
         (staging / COMPLETE).write_text(f"{gguf.name} from {PACKAGE} {version}\n")
@@ -108,8 +115,14 @@ def _convert(gguf: Path, out: Path) -> None:
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     where, name = str(gguf.parent), gguf.name
-    model = transformers.AutoModelForCausalLM.from_pretrained(where, gguf_file=name, dtype=torch.float32)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(where, gguf_file=name)
+    captured = io.StringIO()  # transformers' GGUF reader draws a progress bar on stderr
+    try:
+        with contextlib.redirect_stderr(captured):
+            model = transformers.AutoModelForCausalLM.from_pretrained(where, gguf_file=name, dtype=torch.float32)
+            tokenizer = transformers.AutoTokenizer.from_pretrained(where, gguf_file=name)
+    except BaseException:
+        sys.stderr.write(captured.getvalue())
+        raise
     out.mkdir(parents=True)
     config = model.config.to_diff_dict()
     for key in DROPPED_KEYS:
