@@ -9,6 +9,10 @@ Before going online, one quick HEAD of the hub's config.json, without hf_hub_dow
 and under a deadline (``LLMGEN_HUB_PROBE_TIMEOUT`` seconds, default 3; 0 turns it off), decides
 whether the hub is usable: if not, only the cache and then the catalog are tried, instead of
 spending ~23 s in retries.
+
+A few short names that are not repositories stand for a release (``catalog.RELEASES``:
+``google/gemma-3-1b`` is ``google/gemma-3-1b-pt``); offline without that release's config, the
+bundled config of a release with the same architecture is used, and the ``note`` says so.
 """
 
 from __future__ import annotations
