@@ -18,6 +18,26 @@ TRIMMED_SUFFIX = "__TRIMMED"
 MAX_SUGGESTIONS = 5
 
 
+class Release(NamedTuple):
+    """A short model name that is not a hub repository, and the repository it stands for."""
+
+    id: str  # the hub repository used (the pretrained release)
+    stand_in: str  # a bundled config of the same architecture, for when ``id`` cannot be read offline
+    relation: str  # what ``stand_in`` is, in a few words
+
+
+# The mission's own command, `llmgen from-hub google/gemma-3-1b`: Google publishes the 1B Gemma 3 as
+# google/gemma-3-1b-pt (pretrained) and google/gemma-3-1b-it (instruction-tuned), one architecture.
+RELEASES = {
+    "google/gemma-3-1b": Release("google/gemma-3-1b-pt", "google/gemma-3-1b-it", "the instruction-tuned release"),
+}
+
+
+def release_for(hub_id: str) -> Release | None:
+    """The release a short name like ``google/gemma-3-1b`` stands for (case-insensitive), or None."""
+    return RELEASES.get(hub_id.lower())
+
+
 class CatalogEntry(NamedTuple):
     """One bundled config, as ``llmgen list`` shows it."""
 

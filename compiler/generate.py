@@ -42,8 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "for float32), native (compiler/kernels/gemv.cpp), row_blocks, off (torch's own)")
     parser.add_argument("--no-kv", dest="use_kv", action="store_false",
                         help="no KV cache: rerun the whole sequence for every new token")
-    parser.add_argument("--checkpoint", type=Path, metavar="PATH",
-                        help="checkpoint directory (default: the one recorded at compile time, or the hub cache)")
+    parser.add_argument("--checkpoint", "--weights", type=Path, metavar="PATH",
+                        help="checkpoint directory (default: the one recorded at compile time, or the hub cache); --weights is an alias")
 
 
 def import_model(directory: Path) -> Any:

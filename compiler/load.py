@@ -9,6 +9,10 @@ Before going online, one quick HEAD of the hub's config.json, without hf_hub_dow
 and under a deadline (``LLMGEN_HUB_PROBE_TIMEOUT`` seconds, default 3; 0 turns it off), decides
 whether the hub is usable: if not, only the cache and then the catalog are tried, instead of
 spending ~23 s in retries.
+
+A few short names that are not repositories stand for a release (``catalog.RELEASES``:
+``google/gemma-3-1b`` is ``google/gemma-3-1b-pt``); offline without that release's config, the
+bundled config of a release with the same architecture is used, and the ``note`` says so.
 """
 
 from __future__ import annotations
@@ -20,11 +24,11 @@ import re
 import socket
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from .catalog import canonical_id, catalog_path, is_trimmed, suggest
+from .catalog import Release, canonical_id, catalog_path, is_trimmed, release_for, suggest
 from .errors import ConfigError, SourceError
 
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
@@ -46,6 +50,7 @@ class LoadedConfig:
     origin: str  # "hub" | "catalog" | "file" | "dir"
     checkpoint_dir: Path | None  # local dir or hub snapshot dir (weights), else None
     note: str | None  # one human line on how the config was obtained, if noteworthy
+    requested: str | None = None  # the id the user gave, when it resolved to another (source_id)
 
 
 def load_config(
@@ -177,6 +182,9 @@ def _from_hub(hub_id: str, revision: str | None, token: str | None) -> LoadedCon
         raise SourceError(
             f"'{hub_id}' is not a hub model id (org/name: letters, digits, . _ -){hint}"
         )
+    release = release_for(hub_id)
+    if release is not None:
+        return _from_release(hub_id, release, revision, token)
     import huggingface_hub
     from huggingface_hub import constants
     from huggingface_hub import errors as hf
@@ -201,6 +209,26 @@ def _from_hub(hub_id: str, revision: str | None, token: str | None) -> LoadedCon
     note = f"hub unreachable ({why}): used the cached snapshot {sha[:12]} of {hub_id}"
     raw, text = _read_json(Path(path), f"config.json of {hub_id} ({path})")
     return LoadedConfig(raw, text, hub_id, sha, "hub", snapshot, note if why else None)
+
+
+def _from_release(hub_id: str, release: Release, revision: str | None, token: str | None) -> LoadedConfig:
+    """A short name that is not a repository (``google/gemma-3-1b``): read its pretrained release
+    (hub, cache, or catalog); offline with none of those, the bundled release of the same architecture."""
+    said = f"{hub_id} is not a hub repository"
+    try:
+        loaded = _from_hub(release.id, revision, token)
+    except _NotBundled as miss:
+        fallback = _from_catalog(release.stand_in, revision, miss.why, miss)
+        note = (f"{said}; its pretrained release {release.id} cannot be read (hub unreachable: {miss.why}) and"
+                f" llmgen bundles no copy of its config: used the bundled snapshot of {fallback.source_id},"
+                f" {release.relation}, which has the same architecture")
+        return replace(fallback, note=note, requested=hub_id)
+    except SourceError as err:
+        raise SourceError(f"{said}: it stands for {release.id}, and {err}") from err
+    note = f"{said}: used {release.id}, the pretrained release ({release.stand_in} is {release.relation})"
+    if loaded.note:
+        note += f"; {loaded.note}"
+    return replace(loaded, note=note, requested=hub_id)
 
 
 def _hub_unreachable(hub_id: str, revision: str | None, token: str | None) -> str | None:
@@ -251,9 +279,9 @@ def _from_catalog(hub_id: str, revision: str | None, why: str, err: Exception) -
     """Fall back to the bundled snapshot after the hub could not be reached for ``why``."""
     path = catalog_path(hub_id)
     if path is None:
-        raise SourceError(
+        raise _NotBundled(
             f"cannot reach the hub for {hub_id} ({why}) and it is not in the bundled catalog"
-            + _did_you_mean(hub_id, "; `llmgen list` shows the bundled ids")
+            + _did_you_mean(hub_id, "; `llmgen list` shows the bundled ids"), why
         ) from err
     if revision not in (None, "main"):
         raise SourceError(
@@ -266,6 +294,14 @@ def _from_catalog(hub_id: str, revision: str | None, why: str, err: Exception) -
     if is_trimmed(name):
         note += " (trimmed by a third party: some hub keys are missing)"
     return LoadedConfig(raw, text, name, "bundled", "catalog", None, note)
+
+
+class _NotBundled(SourceError):
+    """The hub cannot be reached and the id is not in the catalog (``why``: the hub's side)."""
+
+    def __init__(self, message: str, why: str) -> None:
+        super().__init__(message)
+        self.why = why
 
 
 def _unreachable_reason(err: BaseException) -> str | None:

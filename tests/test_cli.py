@@ -35,7 +35,7 @@ def test_from_hub_offline_uses_the_catalog_and_verifies(tmp_path):
 
 
 def test_unknown_id_names_the_ids_that_exist(tmp_path):
-    result = run_cli("from-hub", "google/gemma-3-1b", "--out", str(tmp_path))
+    result = run_cli("from-hub", "google/gemma-3", "--out", str(tmp_path))
     assert result.returncode == 2
     assert "google/gemma-3-1b-it" in result.stderr and "Traceback" not in result.stderr
     assert not any(tmp_path.iterdir())

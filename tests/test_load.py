@@ -362,7 +362,7 @@ def test_offline_unknown_id_is_an_error(hf_cache: Path) -> None:
 
 def test_offline_near_miss_names_the_bundled_id(hf_cache: Path) -> None:
     with pytest.raises(SourceError) as err:
-        load_config("google/gemma-3-1b", prefer="hub")
+        load_config("google/gemma-3", prefer="hub")
     assert "not in the bundled catalog; did you mean: google/gemma-3-1b-it (bundled)" in one_line(
         err
     )
@@ -416,9 +416,9 @@ def test_download_from_the_hub(fake_hub: FakeHub, hf_cache: Path) -> None:
 def test_hub_404_names_bundled_ids(fake_hub: FakeHub) -> None:
     fake_hub(hub_error(404, "RepoNotFound"))
     with pytest.raises(SourceError) as err:
-        load_config("google/gemma-3-1b", prefer="hub")
+        load_config("google/gemma-3", prefer="hub")
     assert one_line(err).startswith(
-        "no hub repository 'google/gemma-3-1b'; did you mean: google/gemma-3-1b-it (bundled)"
+        "no hub repository 'google/gemma-3'; did you mean: google/gemma-3-1b-it (bundled)"
     )
 
 
