@@ -43,7 +43,7 @@ def name_of_torch_dtype(torch_name: str) -> str:
 def loader_context() -> dict[str, Any]:
     """Context for templates/model/safetensors.py.j2: the table above as literals."""
     return {
-        "dtypes": [{"name_literal": repr(name), "torch": attr} for name, (_, attr) in DTYPES.items()],
+        "dtypes": [{"entry": f'"{name}": torch.{attr}'} for name, (_, attr) in DTYPES.items()],
         "parameter_dtypes": [DTYPES[name][1] for name in PARAMETER_DTYPES],
         "fp8_weight": DTYPES[FP8_WEIGHT][1],
         "max_header_literal": f"{MAX_HEADER_MIB} * 1024 * 1024",
