@@ -233,6 +233,9 @@ def measure_without_transformers(test_file: Path, checkpoint: Path) -> dict[str,
         if line.startswith("LLMGEN-RESULT "):
             return json.loads(line[len("LLMGEN-RESULT "):])
     last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+    kind, _, message = last.partition(": ")
+    if kind.endswith(".WeightLoadError"):  # model.py refused the checkpoint (e.g. NaN weights): its own words
+        raise LlmgenError(f"{test_file.parent}: model.py cannot load the checkpoint: {message:.300}")
     raise LlmgenError(f"{test_file.parent}: verification crashed: {last:.300}")
 
 

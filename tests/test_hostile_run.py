@@ -363,6 +363,18 @@ def test_verify_weights_with_a_hanging_chat_template(tiny, tmp_path, capsys) -> 
     one_error(code, capsys.readouterr().err, str(copy), "range()")
 
 
+def test_verify_weights_names_a_non_finite_tensor(tiny, tmp_path, capsys) -> None:
+    from safetensors.torch import load_file, save_file
+
+    copy = copy_checkpoint(tiny, tmp_path)
+    tensors = load_file(copy / "model.safetensors")
+    tensors[NORM][2] = float("nan")
+    save_file(tensors, copy / "model.safetensors", metadata={"format": "pt"})
+    code = main(["verify", "--weights", str(copy), str(tiny[0])])
+    last = one_error(code, capsys.readouterr().err, f"'{NORM}'", "NaN or infinite")
+    assert "crashed" not in last
+
+
 # ------------------------------------------------------------------ item 19: the generated Config
 
 
