@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..schemas.arch import Architecture
+from .dtypes import DTYPES, FP8_WEIGHT, MAX_HEADER_BYTES, MAX_HEADER_MIB, MXFP4_PARTS, PARAMETER_DTYPES, name_of_torch_dtype
 from .errors import CheckpointError
 from .mxfp4 import accept_quantized
 from .weight_map import weight_map
@@ -29,11 +30,9 @@ SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 BIN = "pytorch_model.bin"
 BIN_INDEX = "pytorch_model.bin.index.json"
-MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors format's own limit
-DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I64": 8, "I32": 4,
-               "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1}
 
 Shapes = dict[str, tuple[int, ...]]
+Dtypes = dict[str, str]  # tensor name -> safetensors dtype name
 
 
 def weight_files(directory: Path) -> str | None:
@@ -48,8 +47,9 @@ def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**48
 
 
-def safetensors_shapes(path: Path) -> Shapes:
-    """Tensor names and shapes from a .safetensors header, every entry checked against the file."""
+def safetensors_entries(path: Path) -> Entries:
+    """Tensor names -> (dtype, shape) from a .safetensors header, every entry checked against the
+    file as the generated loader checks it (compiler/dtypes.py)."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as handle:
@@ -58,7 +58,8 @@ def safetensors_shapes(path: Path) -> Shapes:
             if length is None:
                 raise CheckpointError(f"{path}: truncated safetensors file ({size} bytes, no header length)")
             if not 0 < length <= min(size - 8, MAX_HEADER_BYTES):
-                raise CheckpointError(f"{path}: corrupt safetensors header (length {length} in a file of {size} bytes)")
+                raise CheckpointError(f"{path}: corrupt safetensors header (length {length} in a file of {size} bytes,"
+                                      f" at most {MAX_HEADER_MIB} MiB)")
             blob = handle.read(length)
     except OSError as err:
         raise CheckpointError(f"cannot read {path}: {err.strerror or err}") from None
@@ -70,23 +71,31 @@ def safetensors_shapes(path: Path) -> Shapes:
         raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object)")
     header.pop("__metadata__", None)
     data_bytes = size - 8 - length
-    shapes: Shapes = {}
+    entries: Entries = {}
+    spans = []
     for key, info in header.items():
-        ok = isinstance(info, dict) and info.get("dtype") in DTYPE_BYTES
+        dtype = info.get("dtype") if isinstance(info, dict) else None
+        ok = isinstance(dtype, str) and dtype in DTYPES
         shape, offsets = (info.get("shape"), info.get("data_offsets")) if ok else (None, None)
         ok = ok and isinstance(shape, list) and all(map(_count, shape))
         ok = ok and isinstance(offsets, list) and len(offsets) == 2 and all(map(_count, offsets))
         if not ok:
             raise CheckpointError(f"{path}: corrupt safetensors entry for tensor {key!r:.80}")
         start, end = offsets
-        if not start <= end <= data_bytes or end - start != math.prod(shape) * DTYPE_BYTES[info["dtype"]]:
+        if not start <= end <= data_bytes or end - start != math.prod(shape) * DTYPES[dtype][0]:
             raise CheckpointError(f"{path}: tensor {key!r:.80} lies outside the file or has the wrong size")
-        shapes[key] = tuple(shape)
-    return shapes
+        entries[key] = (dtype, tuple(shape))
+        if end > start:
+            spans.append((start, end, key))
+    spans.sort()
+    for (_, end, first), (start, _, second) in zip(spans, spans[1:]):
+        if start < end:
+            raise CheckpointError(f"{path}: tensors {first!r:.80} and {second!r:.80} overlap")
+    return entries
 
 
-def bin_shapes(path: Path) -> Shapes:
-    """Tensor names and shapes of a pickled checkpoint, read with torch.load(weights_only=True)."""
+def bin_entries(path: Path) -> Entries:
+    """Tensor names -> (dtype, shape) of a pickled checkpoint, read with torch.load(weights_only=True)."""
     import torch
 
     try:
@@ -99,10 +108,14 @@ def bin_shapes(path: Path) -> Shapes:
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
         raise CheckpointError(f"{path}: not a state dict (a mapping of names to tensors)")
-    return {key: tuple(value.shape) for key, value in state.items()}
+    return {key: (name_of_torch_dtype(str(value.dtype).removeprefix("torch.")), tuple(value.shape))
+            for key, value in state.items()}
 
 
-def _sharded(index: Path, read: Any) -> Shapes:
+Entries = dict[str, tuple[str, tuple[int, ...]]]  # tensor name -> (safetensors dtype name, shape)
+
+
+def _sharded(index: Path, read: Any) -> Entries:
     try:
         shards = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
@@ -111,28 +124,28 @@ def _sharded(index: Path, read: Any) -> Shapes:
         isinstance(s, str) and Path(s).name == s and s not in ("", ".", "..") for s in shards.values()
     ):
         raise CheckpointError(f"{index}: 'weight_map' must map tensor names to shard file names beside it")
-    shapes: Shapes = {}
+    entries: Entries = {}
     for shard in sorted(set(shards.values())):
         if not (index.parent / shard).is_file():
             raise CheckpointError(f"{index}: names shard {shard!r:.80}, which is missing")
-        shapes.update(read(index.parent / shard))
-    listed = sorted(k for k, s in shards.items() if k not in shapes)
+        entries.update(read(index.parent / shard))
+    listed = sorted(k for k, s in shards.items() if k not in entries)
     if listed:
         raise CheckpointError(f"{index}: tensor {listed[0]!r:.80} is listed but not in its shard {shards[listed[0]]!r}")
-    return shapes
+    return entries
 
 
-def checkpoint_shapes(directory: Path) -> tuple[Path, Shapes] | None:
-    """(the file read, every tensor's shape) of the checkpoint in ``directory``, or None if none."""
+def checkpoint_entries(directory: Path) -> tuple[Path, Entries] | None:
+    """(the file read, every tensor's dtype and shape) of the checkpoint in ``directory``, or None if none."""
     layout = weight_files(directory)
     if layout is None:
         return None
     path = directory / layout
     if layout == SAFETENSORS_INDEX:
-        return path, _sharded(path, safetensors_shapes)
+        return path, _sharded(path, safetensors_entries)
     if layout == BIN_INDEX:
-        return path, _sharded(path, bin_shapes)
-    return path, (safetensors_shapes(path) if layout == SAFETENSORS else bin_shapes(path))
+        return path, _sharded(path, bin_entries)
+    return path, (safetensors_entries(path) if layout == SAFETENSORS else bin_entries(path))
 
 
 def expected_shapes(arch: Architecture) -> Shapes:
@@ -144,7 +157,7 @@ def expected_shapes(arch: Architecture) -> Shapes:
     return shapes
 
 
-def published_layout(shapes: Shapes, arch: Architecture) -> Shapes:
+def published_layout(shapes: dict[str, Any], arch: Architecture) -> dict[str, Any]:
     """As the generated loader reads them: a bare decoder's keys prefixed, stale layer buffers dropped."""
     backbone = f"{arch.checkpoint_prefix}{arch.names.backbone}."
     if arch.bare_decoder_checkpoints and not any(key.startswith(backbone) for key in shapes):
@@ -156,20 +169,41 @@ def published_layout(shapes: Shapes, arch: Architecture) -> Shapes:
 def check_checkpoint(directory: Path, arch: Architecture) -> Path | None:
     """Raise CheckpointError unless the weights in ``directory`` (if any) fit ``arch`` exactly,
     as the generated loader requires. Returns the file that was checked."""
-    found = checkpoint_shapes(directory)
+    found = checkpoint_entries(directory)
     if found is None:
         return None
-    path, shapes = found[0], published_layout(found[1], arch)
-    wanted = accept_quantized(arch, expected_shapes(arch), shapes)  # MXFP4 experts: either form
+    path, entries = found[0], published_layout(found[1], arch)
+    shapes, dtypes = {k: shape for k, (_, shape) in entries.items()}, {k: dtype for k, (dtype, _) in entries.items()}
+    expected = expected_shapes(arch)
+    wanted = accept_quantized(arch, expected, shapes)  # MXFP4 experts: either form
     ignored = {arch.checkpoint_prefix + arch.names.head + ".weight"} if arch.head.tied else set()
+    if arch.fp8:  # block scales of float8 matrices, read by the loader's dequantizer
+        ignored |= {f"{key}_scale_inv" for key in expected if f"{key}_scale_inv" in shapes}
     missing = sorted(k for k in wanted if k not in shapes)
     unexpected = sorted(k for k in set(shapes) - set(wanted) - ignored if k.startswith(arch.checkpoint_prefix))
     misshaped = [f"{k} {shapes[k]} != {wanted[k]}" for k in sorted(wanted) if k in shapes and shapes[k] != wanted[k]]
     problems = [
         f"{label} ({len(keys)}): {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped))
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped),
+                            ("not floating point", dtype_problems(arch, wanted, expected, dtypes)))
         if keys
     ]
     if problems:
         raise CheckpointError(f"{path}: checkpoint does not match the model: " + "; ".join(problems))
     return path
+
+
+def dtype_problems(arch: Architecture, wanted: Shapes, expected: Shapes, dtypes: Dtypes) -> list[str]:
+    """``key dtype`` for each tensor the model uses stored in a dtype the loader refuses (compiler/dtypes.py):
+    floats only, but for an fp8 model's matrices with block scales and an MXFP4 model's blocks and scales."""
+    problems = []
+    for key in sorted(k for k in wanted if k in dtypes):
+        if key not in expected:  # an MXFP4 "_blocks" or "_scales" part (accept_quantized)
+            allowed: tuple[str, ...] = (MXFP4_PARTS,)
+        elif arch.fp8 and f"{key}_scale_inv" in dtypes:
+            allowed = (FP8_WEIGHT, *PARAMETER_DTYPES)
+        else:
+            allowed = PARAMETER_DTYPES
+        if dtypes[key] not in allowed:
+            problems.append(f"{key} {DTYPES[dtypes[key]][1] if dtypes[key] in DTYPES else dtypes[key]}")
+    return problems

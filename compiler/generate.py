@@ -3,7 +3,15 @@
 Greedy decoding. Tokenisation uses the checkpoint's ``tokenizer.json`` through the
 ``tokenizers`` package (transformers' AutoTokenizer when there is no tokenizer.json);
 ``--chat`` renders the checkpoint's chat template (tokenizer_config.json's ``chat_template``,
-or chat_template.jinja) with jinja2 in a sandbox, as transformers does.
+or chat_template.jinja) with jinja2 in a sandbox, as transformers does, within time and size
+limits (compiler/chat.py).
+
+The weights are read into memory, not memory-mapped (``load_checkpoint(mmap=False)``): a
+checkpoint truncated or rewritten while generate runs cannot then kill it with SIGBUS. A file
+already truncated is refused before loading (its header names data past its end), one
+truncated while it is being read gives a "file ends inside a tensor" error. What remains
+uncaught: a model.py that maps files itself, or a fault in native code; for those,
+faulthandler prints "Fatal Python error: Bus error" and the stack instead of dying silently.
 
 A model with a KV cache (``enable_cache(batch, max_len)``: from then on each call continues
 the text of the previous ones) gets the prompt once and then one token per step; ``--no-kv``,
@@ -13,7 +21,9 @@ or a model without one, reruns the whole sequence for every new token.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib.util
+import inspect
 import json
 import sys
 import time
@@ -22,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from . import native
+from .chat import read_json, render_chat, token_text
 from .errors import LlmgenError, SourceError
 from .fast_decode import KERNELS, choose, use_fast_decode
 from .reference import resolve_checkpoint
@@ -55,23 +66,27 @@ def import_model(directory: Path) -> Any:
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as err:
+        sys.modules.pop(spec.name, None)
+        raise SourceError(f"{path}: line {err.lineno}: {err.msg} (a syntax error: regenerate it or fix the edit)") from None
+    except Exception as err:  # noqa: BLE001 - whatever an edited model.py raises on import, in one line
+        sys.modules.pop(spec.name, None)
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise SourceError(f"{path}: importing it failed: {type(err).__name__}: {first:.200}") from None
+    for name in ("load_checkpoint", "WeightLoadError", "Config"):
+        if not hasattr(module, name):
+            raise SourceError(f"{path}: defines no {name} (not a model.py written by llmgen)")
     return module
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise SourceError(f"{path}: cannot read it as JSON ({err})") from None
-    return data if isinstance(data, dict) else {}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
 
 
-def _token_text(value: Any) -> str:
-    """A special token as tokenizer_config.json writes it: a string or {"content": ...}."""
-    return value.get("content", "") if isinstance(value, dict) else (value or "")
+def _tokenizer_error(checkpoint: Path, err: BaseException) -> SourceError:
+    first = (str(err).strip().splitlines() or [""])[0]
+    return SourceError(f"{checkpoint}: cannot read its tokenizer ({type(err).__name__}: {first:.200})")
 
 
 class Tokenizer:
@@ -80,14 +95,23 @@ class Tokenizer:
     def __init__(self, checkpoint: Path) -> None:
         self.fast = None
         self.hf = None
+        if not any((checkpoint / name).is_file() for name in TOKENIZER_FILES):
+            raise SourceError(f"{checkpoint}: no tokenizer files ({', '.join(TOKENIZER_FILES)})")
         if (checkpoint / "tokenizer.json").is_file() and importlib.util.find_spec("tokenizers"):
             from tokenizers import Tokenizer as FastTokenizer
 
-            self.fast = FastTokenizer.from_file(str(checkpoint / "tokenizer.json"))
+            try:
+                self.fast = FastTokenizer.from_file(str(checkpoint / "tokenizer.json"))
+            except Exception as err:  # noqa: BLE001 - a corrupt tokenizer.json, in one line
+                raise _tokenizer_error(checkpoint / "tokenizer.json", err) from None
         elif importlib.util.find_spec("transformers"):
             import transformers
 
-            self.hf = transformers.AutoTokenizer.from_pretrained(checkpoint)
+            transformers.utils.logging.set_verbosity_error()
+            try:
+                self.hf = transformers.AutoTokenizer.from_pretrained(checkpoint)
+            except Exception as err:  # noqa: BLE001 - any tokenizer transformers cannot read, in one line
+                raise _tokenizer_error(checkpoint, err) from None
         else:
             raise SourceError(f"{checkpoint}: reading its tokenizer needs the tokenizers package (pip install tokenizers)")
 
@@ -108,48 +132,15 @@ class Tokenizer:
         return found if isinstance(found, int) and found != self.hf.unk_token_id else None
 
 
-def chat_template(checkpoint: Path) -> str:
-    """The checkpoint's chat template text."""
-    template = _read_json(checkpoint / "tokenizer_config.json").get("chat_template")
-    if isinstance(template, list):  # named templates: [{"name": ..., "template": ...}]
-        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
-        template = named.get("default")
-    if not template and (checkpoint / "chat_template.jinja").is_file():
-        template = (checkpoint / "chat_template.jinja").read_text(encoding="utf-8")
-    if not isinstance(template, str) or not template:
-        raise SourceError(f"{checkpoint}: --chat needs a chat template, and the checkpoint has none")
-    return template
-
-
-def render_chat(checkpoint: Path, prompt: str) -> str:
-    """One user turn plus the assistant's opening, through the chat template."""
-    import jinja2
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    def raise_exception(message: str) -> None:
-        raise jinja2.TemplateError(message)
-
-    config = _read_json(checkpoint / "tokenizer_config.json")
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
-    env.globals.update(raise_exception=raise_exception, strftime_now=lambda fmt: time.strftime(fmt))
-    try:
-        return env.from_string(chat_template(checkpoint)).render(
-            messages=[{"role": "user", "content": prompt}], add_generation_prompt=True,
-            bos_token=_token_text(config.get("bos_token")), eos_token=_token_text(config.get("eos_token")),
-        )
-    except jinja2.TemplateError as err:
-        raise SourceError(f"{checkpoint}: the chat template failed: {err}") from None
-
-
 def stop_ids(checkpoint: Path, tokenizer: Tokenizer, chat: bool) -> set[int]:
     """End-of-sequence ids: generation_config.json's, else config.json's; for --chat also the
     tokenizer's eos token (the end of the assistant's turn)."""
-    eos = _read_json(checkpoint / "generation_config.json").get("eos_token_id")
+    eos = read_json(checkpoint / "generation_config.json").get("eos_token_id")
     if eos is None:
-        eos = _read_json(checkpoint / "config.json").get("eos_token_id")
+        eos = read_json(checkpoint / "config.json").get("eos_token_id")
     ids = {eos} if isinstance(eos, int) else {i for i in eos or [] if isinstance(i, int)}
     if chat:
-        token = _token_text(_read_json(checkpoint / "tokenizer_config.json").get("eos_token"))
+        token = token_text(read_json(checkpoint / "tokenizer_config.json").get("eos_token"))
         found = tokenizer.token_to_id(token) if token else None
         ids |= {found} if found is not None else set()
     return ids
@@ -189,11 +180,15 @@ def load_model(module: Any, checkpoint: Path, dtype: str, err: Any = sys.stderr,
 
     print(f"loading weights from {checkpoint} ({dtype}) ...", end="", file=err, flush=True)
     start = time.perf_counter()
+    in_memory = {"mmap": False} if "mmap" in inspect.signature(module.load_checkpoint).parameters else {}
     try:
-        model = module.load_checkpoint(checkpoint, dtype=getattr(torch, dtype))
+        model = module.load_checkpoint(checkpoint, dtype=getattr(torch, dtype), **in_memory)  # see the docstring
     except module.WeightLoadError as exc:
         print(file=err)
         raise LlmgenError(str(exc)) from None
+    except OSError as exc:
+        print(file=err)
+        raise LlmgenError(f"{exc.filename or checkpoint}: cannot read it ({exc.strerror or exc})") from None
     if hasattr(model, "fast_attention"):
         model.fast_attention()  # torch's fused attention kernel: tested against the written-out one
     count = sum(p.numel() for p in model.parameters())
@@ -202,6 +197,15 @@ def load_model(module: Any, checkpoint: Path, dtype: str, err: Any = sys.stderr,
     note = f" ({why})" if why else ""
     print(f"decoding kernel: {used}{note}" + (f", {layers} matrix products" if layers else ""), file=err, flush=True)
     return model
+
+
+def _report_faults() -> None:
+    """faulthandler on the real stderr: a fault this process cannot turn into an error (see the
+    module docstring) at least says "Fatal Python error: Bus error" and where."""
+    try:
+        faulthandler.enable(file=sys.__stderr__)
+    except (AttributeError, ValueError, OSError):  # no real stderr (embedded, closed)
+        pass
 
 
 def check_kernel(kernel: str, dtype: str, err: Any) -> None:
@@ -216,21 +220,64 @@ def check_kernel(kernel: str, dtype: str, err: Any) -> None:
         raise LlmgenError(f"--kernel {kernel}: {why}")
 
 
+def check_prompt(prompt: str) -> None:
+    """Refuse a prompt that is not text: command-line bytes that were not UTF-8 arrive as surrogates."""
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(prompt[exc.start])
+        what = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"character U+{code:04X}"
+        raise LlmgenError(f"--prompt is not valid UTF-8 ({what} at position {exc.start})") from None
+
+
+def model_context(module: Any) -> int | None:
+    """max_position_embeddings of the model's default Config, if it has one."""
+    try:
+        context = getattr(module.Config(), "max_position_embeddings", None)
+    except Exception as exc:  # noqa: BLE001 - an edited Config that refuses its own defaults
+        raise SourceError(f"model.py: its Config() fails: {type(exc).__name__}: {str(exc):.200}") from None
+    return context if isinstance(context, int) and context > 0 else None
+
+
+def new_token_budget(module: Any, prompt_tokens: int, max_new_tokens: int, err: Any) -> int:
+    """max_new_tokens, or the room the context leaves after the prompt (with a note) if that is less."""
+    context = model_context(module)
+    if context is None:
+        return max_new_tokens
+    if prompt_tokens >= context:
+        raise LlmgenError(f"the prompt is {prompt_tokens} tokens, and the model's context holds {context}"
+                          " (max_position_embeddings): no room for a new token; shorten the prompt")
+    if max_new_tokens > context - prompt_tokens:
+        print(f"note: --max-new-tokens {max_new_tokens} cut to {context - prompt_tokens}: the prompt's"
+              f" {prompt_tokens} tokens and the new ones must fit the model's context of {context}", file=err)
+        return context - prompt_tokens
+    return max_new_tokens
+
+
 def cmd_generate(args: argparse.Namespace, out: Any = None, err: Any = None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     if args.max_new_tokens < 1:
         raise LlmgenError(f"--max-new-tokens {args.max_new_tokens}: must be at least 1")
+    check_prompt(args.prompt)
     if not args.dir.is_dir():
         raise SourceError(f"{args.dir}: no such directory")
+    _report_faults()
     module = import_model(args.dir)
+    if args.kv == "int8" and args.use_kv and "kv_lora_rank" in getattr(module.Config, "__dataclass_fields__", {}):
+        raise LlmgenError("--kv int8: not implemented for latent attention (its cache is already compressed);"
+                          " use --kv float")
     checkpoint, note = resolve_checkpoint(args.dir, args.checkpoint)
     if note:
         print(f"note: {note}", file=err)
     tokenizer = Tokenizer(checkpoint)
     text = render_chat(checkpoint, args.prompt) if args.chat else args.prompt
-    ids = tokenizer.encode(text, special=not args.chat)  # a chat template writes its own specials
+    try:
+        ids = tokenizer.encode(text, special=not args.chat)  # a chat template writes its own specials
+    except Exception as exc:  # noqa: BLE001 - the tokenizer's own refusal, in one line
+        raise _tokenizer_error(checkpoint, exc) from None
     if not ids:
         raise LlmgenError("the prompt encodes to no tokens")
+    max_new_tokens = new_token_budget(module, len(ids), args.max_new_tokens, err)
     stop = stop_ids(checkpoint, tokenizer, args.chat)
     check_kernel(args.kernel, args.dtype, err)
     model = load_model(module, checkpoint, args.dtype, err, args.kernel)
@@ -240,7 +287,7 @@ def cmd_generate(args: argparse.Namespace, out: Any = None, err: Any = None) -> 
     kv = args.use_kv and hasattr(model, "enable_cache")
     if args.use_kv and not kv:
         print("note: this model.py has no KV cache: every step reruns the whole sequence", file=err)
-    for token in greedy_tokens(model, ids, args.max_new_tokens, stop, kv=kv, int8=args.kv == "int8"):
+    for token in greedy_tokens(model, ids, max_new_tokens, stop, kv=kv, int8=args.kv == "int8"):
         new.append(token)
         decoded = tokenizer.decode(new)
         if not decoded.endswith("\ufffd"):  # wait for the rest of a multi-byte character

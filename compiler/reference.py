@@ -24,6 +24,7 @@ from typing import Any
 
 from . import __version__
 from .atomic import write_file
+from .chat import render_template
 from .errors import LlmgenError, SourceError
 from .render import Provenance, literal, safe_comment
 
@@ -81,21 +82,30 @@ def resolve_checkpoint(directory: Path, given: str | Path | None) -> tuple[Path,
     if given:
         return _check_checkpoint(Path(given).expanduser(), str(given)), None
     record = directory / CHECKPOINT_FILE
+    gone = None  # the recorded checkpoint, when it no longer holds weights
     if record.is_file():
         try:
-            path = Path(json.loads(record.read_text())["path"])
+            path = Path(json.loads(record.read_text(encoding="utf-8"))["path"])
         except (ValueError, KeyError, TypeError, OSError):
             raise SourceError(f"{record}: not a checkpoint record (expected {{\"path\": ...}})") from None
         if has_weights(path):
             return _check_checkpoint(path, str(path)), None
+        gone = f"the checkpoint recorded at compile time, {path}, is gone (moved or deleted: {CHECKPOINT_FILE})"
     try:
-        manifest = json.loads((directory / "llmgen.json").read_text())
+        manifest = json.loads((directory / "llmgen.json").read_text(encoding="utf-8"))
         origin, source, revision = manifest["origin"], manifest["source"], manifest["revision"]
     except (OSError, ValueError, KeyError, TypeError):
         raise SourceError(f"{directory}: not a generated model directory (no readable llmgen.json)") from None
     if origin not in ("hub", "catalog"):
+        if gone:
+            raise SourceError(f"{directory}: {gone}; pass a checkpoint directory")
         raise SourceError(f"{directory}: no checkpoint recorded (compiled from {source}); pass a checkpoint directory")
-    snapshot = _hub_snapshot(source, revision if origin == "hub" else None)
+    try:
+        snapshot = _hub_snapshot(source, revision if origin == "hub" else None)
+    except SourceError as err:
+        if gone:
+            raise SourceError(f"{directory}: {gone}, and {err}") from None
+        raise
     return _check_checkpoint(snapshot, f"hub snapshot of {source} ({snapshot})"), f"weights of {source}: {snapshot}"
 
 
@@ -112,12 +122,30 @@ def _hub_snapshot(hub_id: str, revision: str | None) -> Path:
         ) from None
 
 
-def encode_prompts(tokenizer: Any, prompts: tuple[tuple[str, str], ...] = PROMPTS) -> list[tuple[str, list[int]]]:
+def apply_chat_template(tokenizer: Any, text: str, where: Any) -> str:
+    """One user turn through transformers' apply_chat_template, after a trial rendering within
+    compiler/chat.py's time and size limits (transformers' own sandbox has none); any failure is
+    one SourceError line naming ``where``."""
+    messages = [{"role": "user", "content": text}]
+    if isinstance(tokenizer.chat_template, str):
+        render_template(tokenizer.chat_template, where, messages=messages, add_generation_prompt=True,
+                        bos_token=str(getattr(tokenizer, "bos_token", None) or ""),
+                        eos_token=str(getattr(tokenizer, "eos_token", None) or ""))
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except Exception as err:  # noqa: BLE001 - a template transformers cannot render, in one line
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise SourceError(f"{where}: the chat template failed: {type(err).__name__}: {first:.200}") from None
+
+
+def encode_prompts(
+    tokenizer: Any, prompts: tuple[tuple[str, str], ...] = PROMPTS, where: Any = "the checkpoint"
+) -> list[tuple[str, list[int]]]:
     """(shown text, token ids) per prompt, with the checkpoint's tokenizer (transformers')."""
     encoded = []
     for kind, text in prompts:
         if kind == "chat" and getattr(tokenizer, "chat_template", None):
-            shown = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+            shown = apply_chat_template(tokenizer, text, where)
             ids = tokenizer(shown, add_special_tokens=False)["input_ids"]
         else:
             shown, ids = text, tokenizer(text)["input_ids"]
@@ -148,7 +176,7 @@ def build_reference(
     if gen.pad_token_id is None:
         gen.pad_token_id = 0
     tensors, token_ids, continuations, texts = {}, [], [], []
-    for i, (_, ids) in enumerate(encode_prompts(tokenizer, prompts)):
+    for i, (_, ids) in enumerate(encode_prompts(tokenizer, prompts, checkpoint)):
         prompt = torch.tensor([ids])
         with torch.inference_mode():
             out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=max_new_tokens, do_sample=False)
@@ -198,6 +226,9 @@ def measure_without_transformers(test_file: Path, checkpoint: Path) -> dict[str,
         if line.startswith("LLMGEN-RESULT "):
             return json.loads(line[len("LLMGEN-RESULT "):])
     last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+    kind, _, message = last.partition(": ")
+    if kind.endswith(".WeightLoadError"):  # model.py refused the checkpoint (e.g. NaN weights): its own words
+        raise LlmgenError(f"{test_file.parent}: model.py cannot load the checkpoint: {message:.300}")
     raise LlmgenError(f"{test_file.parent}: verification crashed: {last:.300}")
 
 

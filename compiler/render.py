@@ -20,6 +20,7 @@ from ..schemas.arch import Architecture
 from . import __version__
 from .errors import LlmgenError
 from .describe import features, fused_attention, layer_pattern
+from .dtypes import loader_context
 from .rope_fields import rope_config_fields, rope_context
 from .render_mla import mla_config_fields, mla_context, mla_names, mla_of
 from .render_moe import ffn_init, moe_config_fields, moe_context
@@ -208,6 +209,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         "fp8": {"block_literal": literal(arch.fp8.block[0]) and f"({arch.fp8.block[0]}, {arch.fp8.block[1]})",
                 "block_words": f"{arch.fp8.block[0]}x{arch.fp8.block[1]}"} if arch.fp8 else None,
         "mxfp4": {"tensors_literal": repr(tuple(identifier(t) for t in arch.mxfp4.tensors))} if arch.mxfp4 else None,
+        "safetensors": loader_context(),  # compiler/dtypes.py: the same rule as the compile-time check
         "extra_layers": literal(arch.extra_checkpoint_layers) if arch.extra_checkpoint_layers else "",
         "layer_prefix_literal": literal(f"{arch.checkpoint_prefix}{arch.names.backbone}.{arch.names.layers}."),
         "ignored_literal": literal(arch.checkpoint_prefix + arch.names.head + ".weight"),

@@ -76,7 +76,8 @@ def test_size_and_no_kwargs(path: Path) -> None:
     arch = (path.parent / "arch.json").read_text()
     dense = '"kind": "moe"' not in arch and '"kind": "mla"' not in arch  # experts / latent attention add code
     assert len(model_part.splitlines()) < (MAX_LINES if dense else MAX_LINES + 150)
-    assert len(text.splitlines()) < MAX_LINES + (250 if dense else 450)  # + expert unfusing, fp8 dequant
+    # + the checkpoint reader (safetensors header validation, dtype rule, non-finite check), expert unfusing, fp8
+    assert len(text.splitlines()) < MAX_LINES + (300 if dense else 450)
     assert "**kwargs" not in text
     for node in ast.walk(ast.parse(text)):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):

@@ -446,7 +446,7 @@ def test_malformed_index_is_a_weight_load_error(
 def test_checkpoint_keys_expand_each_layer(name: str, layers: int) -> None:
     slug = re.sub(r"\W", "_", name)
     gen = import_by_path(GENERATED / name / "model.py", f"_test_weights_keys_{slug}")
-    keys = gen.checkpoint_keys(gen.Config(num_hidden_layers=layers))
+    keys = gen.checkpoint_keys(gen.Config(num_hidden_layers=layers, **pattern_for(gen, layers)))
     per_layer = [k for k in gen.WEIGHT_MAP if "{i}" in k]
     shared = [k for k in gen.WEIGHT_MAP if "{i}" not in k]
     assert per_layer and shared

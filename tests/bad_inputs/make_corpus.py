@@ -387,6 +387,27 @@ def checkpoints() -> None:
 
     state = {k: torch.zeros(v) for k, v in missing.items()}
     checkpoint_case("bin-tensor-missing", {"pytorch_model.bin": torch_save(state)}, err, "missing", "k_proj.weight")
+    more_checkpoints()
+
+
+def more_checkpoints() -> None:
+    """Headers the generated loader once let through, and dtypes the two checks must agree on."""
+    err, st, norm = "CheckpointError", "model.safetensors", "model.norm.weight"
+
+    def at(header: dict[str, Any], nbytes: int) -> list[int]:  # a span of nbytes where the norm weight's data was
+        return [header[norm]["data_offsets"][0], header[norm]["data_offsets"][0] + nbytes]
+
+    for label, change in (
+        ("offsets-not-list", lambda h: h[norm].update(data_offsets=0)),
+        ("shape-not-list", lambda h: h[norm].update(shape=64)),
+        ("dtype-not-string", lambda h: h[norm].update(dtype=["F32"])),
+    ):
+        checkpoint_case(f"st-{label}", {st: safetensors_bytes(TINY_TENSORS, change)}, err, st, norm)
+    checkpoint_case("st-offsets-overlap", {st: safetensors_bytes(TINY_TENSORS, lambda h: h[norm].update(
+        data_offsets=[4, 36]))}, err, st, "overlap")
+    for label, dtype, nbytes in (("int32", "I32", 32), ("bool", "BOOL", 8), ("float8", "F8_E4M3", 8)):
+        checkpoint_case(f"st-dtype-{label}", {st: safetensors_bytes(TINY_TENSORS, lambda h, d=dtype, n=nbytes: h[norm].update(
+            dtype=d, data_offsets=at(h, n)))}, err, norm, "not floating point")
 
 
 def main(argv: list[str]) -> None:
