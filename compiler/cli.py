@@ -38,6 +38,8 @@ def _add_compile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--templates", type=Path, help="directory of templates that shadow the built-ins by relative path")
     parser.add_argument("--no-verify", action="store_true", help="skip the parity check against transformers")
     parser.add_argument("--force", action="store_true", help="overwrite a model.py that was edited by hand")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse config keys that transformers itself never reads (default: ignore them with a note)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,12 +89,15 @@ def cmd_compile(args: argparse.Namespace) -> int:
     _check_templates(args.templates)
     if args.command == "from-hub":
         loaded, compiled, where = generate(args.id, args.out, revision=args.revision, token=args.token,
-                                           prefer="hub", slug=args.name, templates=args.templates, force=args.force)
+                                           prefer="hub", slug=args.name, templates=args.templates, force=args.force,
+                                           strict=args.strict)
     else:
         loaded, compiled, where = generate(args.path, args.out, prefer="path", slug=args.name, templates=args.templates,
-                                           force=args.force)
+                                           force=args.force, strict=args.strict)
     if loaded.note:
         print(f"note: {loaded.note}")
+    for note in compiled.notes:
+        print(f"note: {note}")
     lines = compiled.files["model.py"].count(b"\n")
     print(f"wrote {where}/ ({', '.join(sorted(compiled.files))}); model.py has {lines} lines")
     if args.no_verify:

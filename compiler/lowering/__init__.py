@@ -22,7 +22,7 @@ from .fam_deepseek import FAMILIES_DEEPSEEK, REPLICA_DEEPSEEK
 from .fam_glm_minimax import FAMILIES_GLM_MINIMAX, REPLICA_GLM_MINIMAX
 from .fam_llama4 import FAMILIES_LLAMA4, REPLICA_LLAMA4
 from .fam_gptoss import FAMILIES_GPTOSS, REPLICA_GPTOSS
-from .reader import ConfigReader
+from .reader import NOTES, STRICT, ConfigReader
 
 FAMILIES: dict[str, Callable[[ConfigReader, str], Architecture]] = {
     "llama": lower_llama,
@@ -57,8 +57,24 @@ def supported_model_types() -> list[str]:
     return sorted([*FAMILIES, *WRAPPERS])
 
 
-def lower(raw: dict[str, Any]) -> Architecture:
+def lower(raw: dict[str, Any], *, strict: bool = False) -> Architecture:
     """Lower a config dict to the IR (pass 2 of the pipeline)."""
+    return lower_noted(raw, strict=strict)[0]
+
+
+def lower_noted(raw: dict[str, Any], *, strict: bool = False) -> tuple[Architecture, tuple[str, ...]]:
+    """The IR and one note per config object with keys transformers itself never reads (ignored here
+    too; ``strict``: refused)."""
+    notes: list[str] = []
+    tokens = NOTES.set(notes), STRICT.set(strict)
+    try:
+        return _lower(raw), tuple(notes)
+    finally:
+        NOTES.reset(tokens[0])
+        STRICT.reset(tokens[1])
+
+
+def _lower(raw: dict[str, Any]) -> Architecture:
     if not isinstance(raw, dict):
         raise ConfigError("config: expected a JSON object")
     model_type = raw.get("model_type")
