@@ -23,6 +23,7 @@ from typing import Any
 from ..schemas.arch import Architecture
 from .errors import CheckpointError
 from .mxfp4 import accept_quantized
+from .quantized import dequantized_shapes
 from .weight_map import weight_map
 
 SAFETENSORS = "model.safetensors"
@@ -159,7 +160,7 @@ def check_checkpoint(directory: Path, arch: Architecture) -> Path | None:
     found = checkpoint_shapes(directory)
     if found is None:
         return None
-    path, shapes = found[0], published_layout(found[1], arch)
+    path, shapes = found[0], dequantized_shapes(arch, published_layout(found[1], arch))
     wanted = accept_quantized(arch, expected_shapes(arch), shapes)  # MXFP4 experts: either form
     ignored = {arch.checkpoint_prefix + arch.names.head + ".weight"} if arch.head.tied else set()
     missing = sorted(k for k in wanted if k not in shapes)

@@ -35,9 +35,10 @@ def py_literal(value: Any) -> str:
         return "[" + ", ".join(py_literal(v) for v in value) + "]"
     return literal(value)
 
-# A float8 (MXFP4) checkpoint's replica is saved in float32: its dequantizer is checked against
-# transformers' own by tests/test_deepseek.py (tests/test_gptoss.py) instead.
-REPLICA_UNQUANTIZED = ("fp8", "mxfp4")
+# A float8 (MXFP4, ModelOpt) checkpoint's replica is saved in float32: its dequantizer is checked
+# against transformers' own by tests/test_deepseek.py (tests/test_gptoss.py), against the format's
+# definition by tests/test_quantized.py, instead.
+REPLICA_UNQUANTIZED = ("fp8", "mxfp4", "modelopt")
 
 
 def parity_context(raw: dict[str, Any], arch: Architecture, weights: list[WeightEntry], prov: Provenance) -> dict[str, Any]:

@@ -206,6 +206,8 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         "fp8": {"block_literal": literal(arch.fp8.block[0]) and f"({arch.fp8.block[0]}, {arch.fp8.block[1]})",
                 "block_words": f"{arch.fp8.block[0]}x{arch.fp8.block[1]}"} if arch.fp8 else None,
         "mxfp4": {"tensors_literal": repr(tuple(identifier(t) for t in arch.mxfp4.tensors))} if arch.mxfp4 else None,
+        "modelopt": {"formats": arch.modelopt.formats, "group_literal": literal(arch.modelopt.nvfp4_group)}
+        if arch.modelopt else None,
         "extra_layers": literal(arch.extra_checkpoint_layers) if arch.extra_checkpoint_layers else "",
         "layer_prefix_literal": literal(f"{arch.checkpoint_prefix}{arch.names.backbone}.{arch.names.layers}."),
         "ignored_literal": literal(arch.checkpoint_prefix + arch.names.head + ".weight"),

@@ -104,8 +104,16 @@ def _minimax() -> dict:  # MiniMax-M2.5's extra keys
     return {**raw, "model_type": "minimax_m2", "use_mtp": True, "attn_type_list": [1, 1], "scoring_func": "sigmoid"}
 
 
+def _granite() -> dict:
+    return {**json.loads((FIXTURES / "phi3_cohere" / "granite.json").read_text()), "position_embedding_type": "alibi"}
+
+
 UNREAD = [
     (_phi3, "Phi3ForCausalLM", ["full_attn_mod", "interpolate_factor"]),
+    (lambda: {**catalog("google/gemma-2b-it"), "attn_logit_softcapping": 50.0}, "GemmaForCausalLM",
+     ["attn_logit_softcapping"]),  # a Gemma 2 key: transformers' Gemma never caps
+    (lambda: {**catalog("mistralai/Mixtral-8x7B-v0.1"), "router_bias": True}, "MixtralForCausalLM", ["router_bias"]),
+    (_granite, "GraniteForCausalLM", ["position_embedding_type"]),
     (_cohere, "CohereForCausalLM", ["pretraining_tp"]),
     (_qwen3_coder, "Qwen3MoeForCausalLM", ["qkv_bias", "shared_expert_intermediate_size", "use_qk_norm"]),
     (_minimax, "MiniMaxM2ForCausalLM", ["attn_type_list", "scoring_func", "use_mtp"]),

@@ -22,6 +22,7 @@ from .fam_deepseek import FAMILIES_DEEPSEEK, REPLICA_DEEPSEEK
 from .fam_glm_minimax import FAMILIES_GLM_MINIMAX, REPLICA_GLM_MINIMAX
 from .fam_llama4 import FAMILIES_LLAMA4, REPLICA_LLAMA4
 from .fam_gptoss import FAMILIES_GPTOSS, REPLICA_GPTOSS
+from .quant import lower_quantization
 from .reader import NOTES, STRICT, ConfigReader
 
 FAMILIES: dict[str, Callable[[ConfigReader, str], Architecture]] = {
@@ -41,6 +42,8 @@ FAMILIES.update(FAMILIES_LLAMA4)
 FAMILIES.update(FAMILIES_GPTOSS)
 # Multimodal wrappers whose text decoder we compile: model_type -> default text model_type.
 WRAPPERS = {"gemma3": "gemma3_text"}
+# Families that read their quantization_config themselves (gpt-oss: MXFP4 experts).
+OWN_QUANTIZATION = frozenset({"gpt_oss"})
 # Wrapper keys that only concern the other modalities.
 WRAPPER_KEYS = frozenset(
     {"vision_config", "mm_tokens_per_image", "boi_token_index", "eoi_token_index", "image_token_index",
@@ -82,21 +85,27 @@ def _lower(raw: dict[str, Any]) -> Architecture:
         raise ConfigError("config: missing required key 'model_type'")
     prefix = ""
     where = "config"
+    quant = {}
     if model_type in WRAPPERS:
+        quant = lower_quantization(raw, where)  # a wrapper's checkpoint is quantized as a whole
         outer = ConfigReader(raw, "config")
         text = outer.any("text_config", None)
         if not isinstance(text, dict):
             raise ConfigError(f"config: model_type {model_type!r} needs a 'text_config' object")
-        outer.finish(WRAPPER_KEYS)
+        outer.finish(WRAPPER_KEYS | {"quantization_config"})
         raw = {"tie_word_embeddings": raw.get("tie_word_embeddings", True), **text_decoder_config(raw)}
         model_type, prefix, where = raw["model_type"], "language_model.", "config.text_config"
     family = FAMILIES.get(model_type) if isinstance(model_type, str) else None
     if family is None:
         known = ", ".join(supported_model_types())
         raise UnsupportedError(f"config: model_type {model_type!r:.60} is not supported (supported: {known})")
+    if model_type not in OWN_QUANTIZATION and "quantization_config" in raw:
+        quant = lower_quantization(raw, where)
+        raw = {key: value for key, value in raw.items() if key != "quantization_config"}
     try:
         arch = family(ConfigReader(raw, where), model_type)
-        return arch.model_copy(update={"checkpoint_prefix": prefix}) if prefix else arch
+        update = {**quant, "checkpoint_prefix": prefix} if prefix else quant
+        return arch.model_copy(update=update) if update else arch
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(part) for part in err["loc"]) or exc.title

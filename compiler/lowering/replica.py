@@ -52,9 +52,11 @@ def tiny_replica(raw: dict[str, Any], arch: Architecture) -> dict[str, Any]:
     if raw.get("model_type") in WRAPPERS:
         wrapper = copy.deepcopy(raw)
         wrapper["text_config"] = tiny_replica(text_decoder_config(wrapper), arch)
+        wrapper.pop("quantization_config", None)
         wrapper.update(TINY_VISION[raw["model_type"]])
         return wrapper
     tiny = copy.deepcopy(raw)
+    tiny.pop("quantization_config", None)  # the replica is saved in float32 (dequantizers: tests/test_quantized.py)
     attn = arch.layers[0].mixer
     if attn.num_kv_heads == attn.num_heads:
         kv = HEADS
