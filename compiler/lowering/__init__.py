@@ -41,19 +41,32 @@ FAMILIES.update(FAMILIES_GLM_MINIMAX)
 FAMILIES.update(FAMILIES_LLAMA4)
 FAMILIES.update(FAMILIES_GPTOSS)
 # Multimodal wrappers whose text decoder we compile: model_type -> default text model_type.
-WRAPPERS = {"gemma3": "gemma3_text"}
+WRAPPERS = {"gemma3": "gemma3_text", "llama4": "llama4_text", "kimi_k25": "deepseek_v3"}
+# Where the text decoder's keys sit in a wrapper's checkpoint (the hub releases' layout; default below).
+WRAPPER_PREFIX: dict[str, str] = {}
+DEFAULT_WRAPPER_PREFIX = "language_model."
+# The wrapper config class's tie_word_embeddings default (transformers ties by the wrapper's config).
+WRAPPER_TIED = {"llama4": False}
 # Families that read their quantization_config themselves (gpt-oss: MXFP4 experts).
 OWN_QUANTIZATION = frozenset({"gpt_oss"})
 # Wrapper keys that only concern the other modalities.
 WRAPPER_KEYS = frozenset(
     {"vision_config", "mm_tokens_per_image", "boi_token_index", "eoi_token_index", "image_token_index",
-     "initializer_range", "text_config", "tie_word_embeddings"}
+     "initializer_range", "text_config", "tie_word_embeddings",
+     # Kimi-K2.5 (transformers' Kimi_K25Config and the hub file's remote-code keys)
+     "projection_hidden_size", "projection_layer_norm_eps", "image_token_id", "video_token_id",
+     "vision_start_token_id", "vision_end_token_id", "media_placeholder_token_id", "video_placeholder",
+     "use_unified_vision_chunk", "ignore_index"}
 )
 
 
 def text_decoder_config(wrapper: dict[str, Any]) -> dict[str, Any]:
     """A multimodal wrapper's text_config, with the text model_type it defaults to."""
     return {"model_type": WRAPPERS[wrapper["model_type"]], **wrapper["text_config"]}
+
+
+def wrapper_prefix(model_type: str) -> str:
+    return WRAPPER_PREFIX.get(model_type, DEFAULT_WRAPPER_PREFIX)
 
 
 def supported_model_types() -> list[str]:
@@ -93,8 +106,10 @@ def _lower(raw: dict[str, Any]) -> Architecture:
         if not isinstance(text, dict):
             raise ConfigError(f"config: model_type {model_type!r} needs a 'text_config' object")
         outer.finish(WRAPPER_KEYS | {"quantization_config"})
-        raw = {"tie_word_embeddings": raw.get("tie_word_embeddings", True), **text_decoder_config(raw)}
-        model_type, prefix, where = raw["model_type"], "language_model.", "config.text_config"
+        tied = raw.get("tie_word_embeddings", WRAPPER_TIED.get(model_type, True))  # the wrapper's decides
+        prefix = wrapper_prefix(model_type)
+        raw = {**text_decoder_config(raw), "tie_word_embeddings": tied}
+        model_type, where = raw["model_type"], "config.text_config"
     family = FAMILIES.get(model_type) if isinstance(model_type, str) else None
     if family is None:
         known = ", ".join(supported_model_types())

@@ -24,6 +24,20 @@ TINY_VISION: dict[str, dict[str, Any]] = {
                           "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 28, "patch_size": 14},
         "mm_tokens_per_image": 4, "boi_token_index": 253, "eoi_token_index": 254, "image_token_index": 255,
     },
+    "llama4": {
+        "vision_config": {"model_type": "llama4_vision_model", "hidden_size": 32, "intermediate_size": 64,
+                          "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 28, "patch_size": 14,
+                          "vision_output_dim": 32, "projector_input_dim": 32, "projector_output_dim": 32},
+        "boi_token_index": 253, "eoi_token_index": 254, "image_token_index": 255,
+    },
+    "kimi_k25": {
+        "vision_config": {"model_type": "kimi_k25_vision", "patch_size": 14, "pos_emb_height": 4, "pos_emb_width": 4,
+                          "pos_emb_time": 2, "num_attention_heads": 2, "num_hidden_layers": 1, "hidden_size": 32,
+                          "intermediate_size": 64, "merge_kernel_size": [2, 2]},
+        "projection_hidden_size": 32, "media_placeholder_token_id": 250, "image_token_id": 251, "video_token_id": 252,
+        "vision_start_token_id": 253, "vision_end_token_id": 254, "pad_token_id": 0, "bos_token_id": 1,
+        "eos_token_id": 2,
+    },
 }
 # Families whose transformers config has a head_dim of its own (others derive hidden / heads).
 EXPLICIT_HEAD_DIM = frozenset({"llama", "mistral", "qwen3", "gemma3_text"})
