@@ -10,6 +10,7 @@
     llmgen diff A B             how two architectures differ, in words and in generated code
     llmgen gallery --out DIR    a static HTML page of every catalog model
     llmgen list                 the bundled catalog
+    llmgen list --all           every decoder-only model_type of transformers: compiles or not yet
     llmgen schema               the IR's JSON Schema
 
 Bad input prints one line ``llmgen: error: ...`` and exits with status 2.
@@ -75,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .generate import add_arguments as add_generate_arguments
 
     add_generate_arguments(sub.add_parser("generate", help="run a generated model on a real checkpoint (greedy)"))
-    sub.add_parser("list", help="the bundled catalog of real configs")
+    listing = sub.add_parser("list", help="the bundled catalog of real configs")
+    listing.add_argument("--all", action="store_true",
+                         help="every decoder-only text model_type of transformers: compiles (and the proving test) or not yet")
     sub.add_parser("schema", help="print the IR's JSON Schema")
     return parser
 
@@ -196,8 +199,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if drift else 0
 
 
-def cmd_list(_: argparse.Namespace) -> int:
+def cmd_list(args: argparse.Namespace) -> int:
     from .lowering import supported_model_types
+
+    if getattr(args, "all", False):
+        return cmd_list_all()
 
     entries = catalog_entries()
     supported = set(supported_model_types())
@@ -206,6 +212,18 @@ def cmd_list(_: argparse.Namespace) -> int:
     for hub_id, model_type, architecture, _path in entries:
         mark = "yes" if model_type in supported else "not yet"
         print(f"{hub_id:<{width}}  {model_type:<16} {mark:<9} {architecture}")
+    return 0
+
+
+def cmd_list_all() -> int:
+    from .coverage import coverage
+
+    rows, origin = coverage()
+    width = max(len(r.model_type) for r in rows)
+    print(f"{'model_type':<{width}}  {'status':<9} parity test / missing mechanism")
+    for r in rows:
+        print(f"{r.model_type:<{width}}  {'compiles' if r.compiles else 'not yet':<9} {r.detail}")
+    print(f"{sum(r.compiles for r in rows)} of {len(rows)} decoder-only text model_types compile (from {origin})")
     return 0
 
 

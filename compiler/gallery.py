@@ -17,6 +17,7 @@ import jinja2
 from . import __version__
 from .card import Model, card, human_bytes, human_count, summary_rows
 from .catalog import catalog_entries
+from .coverage import coverage
 from .errors import LlmgenError, SourceError
 from .load import load_config
 from .lowering import lower
@@ -52,6 +53,10 @@ def collect() -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
             kv32k_text=human_bytes(kv["effective_bytes_bf16"]["32k"]),
         )
         compiled.append(data)
+    listed = {entry["model_type"] for entry in skipped}
+    for row in coverage()[0]:  # transformers' other decoders (llmgen list --all): the mechanism each lacks
+        if not row.compiles and row.model_type not in listed:
+            skipped.append({"id": row.model_type, "model_type": row.causal_lm, "reason": f"not yet: {row.detail}"})
     return compiled, skipped
 
 

@@ -184,6 +184,7 @@ def generate() -> dict[str, Any]:
         "generation_params": sorted(GenerationConfig._get_default_generation_params()),
         "generic_reads": sorted(generic),
         "families": families,
+        "decoder_model_types": decoder_model_types(),  # the snapshot `llmgen list --all` uses without transformers
     }
 
 
