@@ -164,7 +164,8 @@ def check_checkpoint(directory: Path, arch: Architecture) -> Path | None:
     wanted = accept_quantized(arch, expected_shapes(arch), shapes)  # MXFP4 experts: either form
     ignored = {arch.checkpoint_prefix + arch.names.head + ".weight"} if arch.head.tied else set()
     missing = sorted(k for k in wanted if k not in shapes)
-    unexpected = sorted(k for k in set(shapes) - set(wanted) - ignored if k.startswith(arch.checkpoint_prefix))
+    unexpected = sorted(k for k in set(shapes) - set(wanted) - ignored
+                        if k.startswith(arch.checkpoint_prefix) and not k.startswith(tuple(arch.skipped_prefixes)))
     misshaped = [f"{k} {shapes[k]} != {wanted[k]}" for k in sorted(wanted) if k in shapes and shapes[k] != wanted[k]]
     problems = [
         f"{label} ({len(keys)}): {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"

@@ -212,6 +212,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         "layer_prefix_literal": literal(f"{arch.checkpoint_prefix}{arch.names.backbone}.{arch.names.layers}."),
         "ignored_literal": literal(arch.checkpoint_prefix + arch.names.head + ".weight"),
         "prefix_literal": literal(arch.checkpoint_prefix) if arch.checkpoint_prefix else "",
+        "skipped_literal": repr(tuple(arch.skipped_prefixes)) if arch.skipped_prefixes else "",
         "legacy": {"bare": arch.bare_decoder_checkpoints, "stale": bool(arch.stale_layer_buffers),
                    "backbone_literal": literal(f"{arch.checkpoint_prefix}{arch.names.backbone}."),
                    "stale_literal": "(" + ", ".join(literal(name) for name in arch.stale_layer_buffers)

@@ -276,6 +276,9 @@ class Architecture(_Frozen):
     checkpoint_prefix: str = Field(
         "", pattern=r"^([a-z_][a-z0-9_]*\.)*$", description="Prefix of every key in the checkpoint (wrappers)."
     )
+    skipped_prefixes: tuple[Annotated[str, Field(pattern=r"^([a-z_][a-z0-9_]*\.)+$")], ...] = Field(
+        (), exclude_if=lambda value: not value, description="Prefixes of checkpoint keys that belong to a multimodal checkpoint's "
+        "other parts (Qwen2-VL's `visual.`) when the decoder's keys have no prefix of their own: the loader skips them.")
     bare_decoder_checkpoints: bool = Field(
         False, description="Published checkpoints may hold the decoder alone, its keys without the `names.backbone` "
         "prefix (saved from the base model, as GPT-2's release is): the loader adds the prefix.")

@@ -1,7 +1,8 @@
 """Multimodal wrappers (issue 16 section 2): a config whose text decoder sits under `text_config` compiles
 when the text type does; its checkpoint keys are read under the wrapper's prefix, the other modalities'
-weights skipped. Tiny-replica parity through transformers' wrapper classes (Llama4ForConditionalGeneration,
-Kimi_K25ForConditionalGeneration), the replica saved with every vision weight."""
+weights skipped. Tiny-replica parity through transformers' wrapper classes (`llama4`:
+Llama4ForConditionalGeneration, `kimi_k25`: Kimi_K25ForConditionalGeneration, `qwen2_vl` / `qwen2_5_vl`:
+Qwen2VLForConditionalGeneration / Qwen2_5_VLForConditionalGeneration), the replica saved with every vision weight."""
 
 from __future__ import annotations
 
@@ -113,3 +114,46 @@ def test_kimi_k25_parity_through_the_wrapper_class(tmp_path):
         diff = (ours(ids) - expected).abs().max().item()
     assert diff <= 1e-5 and expected.abs().max().item() > 0.1, diff
     assert "keys outside it belong to the other parts" in (directory / "model.py").read_text()
+
+
+def qwen_vl(config_class, form: str) -> dict:
+    """transformers' Qwen2-VL / Qwen2.5-VL config keys (M-RoPE sections as the releases give them), nested as
+    transformers 5 writes them, or flat as the transformers 4.x hub files are (text keys at the top level,
+    rope_scaling {"type": "mrope", ...})."""
+    raw = config_class().to_diff_dict()
+    raw.pop("transformers_version")
+    raw["architectures"] = [config_class.__name__.replace("Config", "ForConditionalGeneration")]
+    raw["text_config"]["rope_parameters"]["mrope_section"] = [16, 24, 24]
+    if form == "flat":
+        text = raw.pop("text_config")
+        rope = text.pop("rope_parameters")
+        for key in ("model_type", "layer_types"):
+            text.pop(key)
+        raw.update(text, rope_theta=rope["rope_theta"], rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]})
+    return raw
+
+
+@pytest.mark.parametrize("name", ["Qwen2VLConfig", "Qwen2_5_VLConfig"])
+@pytest.mark.parametrize("form", ["nested", "flat"])
+def test_qwen_vl_text_decoder_parity_through_the_wrapper_class(name, form, tmp_path):
+    """Text alone gets the same position on M-RoPE's three axes: plain RoPE, checked by parity (exact)."""
+    raw = qwen_vl(getattr(transformers, name), form)
+    arch, notes = lower_noted(raw)
+    assert arch.skipped_prefixes == ("visual.",) and arch.checkpoint_prefix == "" and notes == ()
+    assert not arch.head.tied and arch.layers[0].mixer.q_bias and not arch.layers[0].mixer.o_bias
+    result = compile_and_verify(raw, tmp_path, f"{name}-{form}")
+    assert result["passed"] and result["max_abs_diff"] <= 1e-5 and result["max_abs_logit"] > 0.1, result
+    parity = import_path(tmp_path / f"{name}-{form}" / "test_parity.py", f"vl_parity_{name}_{form}")
+    assert sum(parity.HF_CONFIG["text_config"]["rope_parameters" if form == "nested" else "rope_scaling"][
+        "mrope_section"]) == parity.MODEL_CONFIG["head_dim"] // 2  # the replica's sections are real ones
+    model = (tmp_path / f"{name}-{form}" / "model.py").read_text()
+    assert 'SKIPPED_PREFIXES = ("visual.",)' in model
+
+
+@pytest.mark.parametrize("section", [[16, 24], [16, 24, 23], [16, 24, "24"]])
+def test_bad_mrope_sections(section):
+    raw = qwen_vl(transformers.Qwen2VLConfig, "nested")
+    raw["text_config"]["rope_parameters"]["mrope_section"] = section
+    with pytest.raises(Exception) as info:
+        lower(raw)
+    assert "mrope_section" in str(info.value) and "\n" not in str(info.value)

@@ -22,6 +22,7 @@ from .fam_deepseek import FAMILIES_DEEPSEEK, REPLICA_DEEPSEEK
 from .fam_glm_minimax import FAMILIES_GLM_MINIMAX, REPLICA_GLM_MINIMAX
 from .fam_llama4 import FAMILIES_LLAMA4, REPLICA_LLAMA4
 from .fam_gptoss import FAMILIES_GPTOSS, REPLICA_GPTOSS
+from .fam_vl import FAMILIES_VL, REPLICA_VL
 from .quant import lower_quantization
 from .reader import NOTES, STRICT, ConfigReader
 
@@ -40,13 +41,19 @@ FAMILIES.update(FAMILIES_DEEPSEEK)
 FAMILIES.update(FAMILIES_GLM_MINIMAX)
 FAMILIES.update(FAMILIES_LLAMA4)
 FAMILIES.update(FAMILIES_GPTOSS)
+FAMILIES.update(FAMILIES_VL)
 # Multimodal wrappers whose text decoder we compile: model_type -> default text model_type.
-WRAPPERS = {"gemma3": "gemma3_text", "llama4": "llama4_text", "kimi_k25": "deepseek_v3"}
+WRAPPERS = {"gemma3": "gemma3_text", "llama4": "llama4_text", "kimi_k25": "deepseek_v3", "qwen2_vl": "qwen2_vl_text",
+            "qwen2_5_vl": "qwen2_5_vl_text"}
 # Where the text decoder's keys sit in a wrapper's checkpoint (the hub releases' layout; default below).
-WRAPPER_PREFIX: dict[str, str] = {}
+WRAPPER_PREFIX: dict[str, str] = {"qwen2_vl": "", "qwen2_5_vl": ""}
+# Wrappers whose decoder keys have no prefix: the other parts' prefixes, skipped on load.
+WRAPPER_SKIPPED = {"qwen2_vl": ("visual.",), "qwen2_5_vl": ("visual.",)}
+# Wrappers whose hub configs may hold the text keys at the top level, without a text_config (transformers 4.x).
+FLAT_WRAPPERS = frozenset({"qwen2_vl", "qwen2_5_vl"})
 DEFAULT_WRAPPER_PREFIX = "language_model."
 # The wrapper config class's tie_word_embeddings default (transformers ties by the wrapper's config).
-WRAPPER_TIED = {"llama4": False}
+WRAPPER_TIED = {"llama4": False, "qwen2_vl": False, "qwen2_5_vl": False}
 # Families that read their quantization_config themselves (gpt-oss: MXFP4 experts).
 OWN_QUANTIZATION = frozenset({"gpt_oss"})
 # Wrapper keys that only concern the other modalities.
@@ -56,13 +63,19 @@ WRAPPER_KEYS = frozenset(
      # Kimi-K2.5 (transformers' Kimi_K25Config and the hub file's remote-code keys)
      "projection_hidden_size", "projection_layer_norm_eps", "image_token_id", "video_token_id",
      "vision_start_token_id", "vision_end_token_id", "media_placeholder_token_id", "video_placeholder",
-     "use_unified_vision_chunk", "ignore_index"}
+     "use_unified_vision_chunk", "ignore_index",
+     # Qwen2-VL, Qwen2.5-VL
+     "vision_token_id"}
 )
 
 
 def text_decoder_config(wrapper: dict[str, Any]) -> dict[str, Any]:
-    """A multimodal wrapper's text_config, with the text model_type it defaults to."""
-    return {"model_type": WRAPPERS[wrapper["model_type"]], **wrapper["text_config"]}
+    """A multimodal wrapper's text_config, with the text model_type it defaults to (a flat wrapper's
+    top-level keys but its own, as transformers moves them into its text_config)."""
+    text = wrapper.get("text_config")
+    if text is None and wrapper["model_type"] in FLAT_WRAPPERS:
+        text = {k: v for k, v in wrapper.items() if k not in WRAPPER_KEYS and k not in ("model_type", "architectures")}
+    return {"model_type": WRAPPERS[wrapper["model_type"]], **text}
 
 
 def wrapper_prefix(model_type: str) -> str:
@@ -98,18 +111,22 @@ def _lower(raw: dict[str, Any]) -> Architecture:
         raise ConfigError("config: missing required key 'model_type'")
     prefix = ""
     where = "config"
-    quant = {}
+    quant: dict[str, Any] = {}
+    skipped: tuple[str, ...] = ()
     if model_type in WRAPPERS:
         quant = lower_quantization(raw, where)  # a wrapper's checkpoint is quantized as a whole
         outer = ConfigReader(raw, "config")
         text = outer.any("text_config", None)
-        if not isinstance(text, dict):
+        flat = text is None and model_type in FLAT_WRAPPERS
+        if not isinstance(text, dict) and not flat:
             raise ConfigError(f"config: model_type {model_type!r} needs a 'text_config' object")
-        outer.finish(WRAPPER_KEYS | {"quantization_config"})
+        if not flat:  # a flat wrapper's keys are read as its text decoder's
+            outer.finish(WRAPPER_KEYS | {"quantization_config"})
         tied = raw.get("tie_word_embeddings", WRAPPER_TIED.get(model_type, True))  # the wrapper's decides
         prefix = wrapper_prefix(model_type)
         raw = {**text_decoder_config(raw), "tie_word_embeddings": tied}
-        model_type, where = raw["model_type"], "config.text_config"
+        skipped = WRAPPER_SKIPPED.get(model_type, ())
+        model_type, where = raw["model_type"], "config" if flat else "config.text_config"
     family = FAMILIES.get(model_type) if isinstance(model_type, str) else None
     if family is None:
         known = ", ".join(supported_model_types())
@@ -119,7 +136,8 @@ def _lower(raw: dict[str, Any]) -> Architecture:
         raw = {key: value for key, value in raw.items() if key != "quantization_config"}
     try:
         arch = family(ConfigReader(raw, where), model_type)
-        update = {**quant, "checkpoint_prefix": prefix} if prefix else quant
+        update = {**quant, **({"checkpoint_prefix": prefix} if prefix else {}),
+                  **({"skipped_prefixes": skipped} if skipped else {})}
         return arch.model_copy(update=update) if update else arch
     except ValidationError as exc:
         err = exc.errors()[0]
@@ -138,3 +156,4 @@ REPLICA_ADJUST.update(REPLICA_DEEPSEEK)
 REPLICA_ADJUST.update(REPLICA_GLM_MINIMAX)
 REPLICA_ADJUST.update(REPLICA_LLAMA4)
 REPLICA_ADJUST.update(REPLICA_GPTOSS)
+REPLICA_ADJUST.update(REPLICA_VL)
