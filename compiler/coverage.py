@@ -26,7 +26,7 @@ PROOF = {
     "glm4_moe": "tests/test_glm_minimax.py", "minimax_m2": "tests/test_glm_minimax.py",
     "olmoe": "tests/test_moe.py", "granitemoe": "tests/test_moe.py", "llama4_text": "tests/test_llama4.py",
     "gemma3": "tests/test_parity_variants.py", "llama4": "tests/test_wrappers.py", "kimi_k25": "tests/test_wrappers.py",
-    "qwen2_vl": "tests/test_wrappers.py", "qwen2_5_vl": "tests/test_wrappers.py",
+    "qwen2_vl": "tests/test_wrappers.py", "qwen2_5_vl": "tests/test_wrappers.py", "qwen3_vl": "tests/test_wrappers.py",
 }
 # Config keys whose presence names the mechanism a family needs (checked in this order).
 MECHANISMS = (

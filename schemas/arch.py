@@ -276,6 +276,10 @@ class Architecture(_Frozen):
     checkpoint_prefix: str = Field(
         "", pattern=r"^([a-z_][a-z0-9_]*\.)*$", description="Prefix of every key in the checkpoint (wrappers)."
     )
+    backbone_checkpoint: str = Field(
+        "", pattern=r"^([a-z_][a-z0-9_]*\.)*$", exclude_if=lambda value: not value,
+        description="Where a multimodal checkpoint keeps the backbone's keys when the head's stay outside it "
+        "(Qwen3-VL: `model.language_model.`, beside `lm_head`): stands for `<names.backbone>.` in checkpoint keys.")
     skipped_prefixes: tuple[Annotated[str, Field(pattern=r"^([a-z_][a-z0-9_]*\.)+$")], ...] = Field(
         (), exclude_if=lambda value: not value, description="Prefixes of checkpoint keys that belong to a multimodal checkpoint's "
         "other parts (Qwen2-VL's `visual.`) when the decoder's keys have no prefix of their own: the loader skips them.")

@@ -2,7 +2,8 @@
 when the text type does; its checkpoint keys are read under the wrapper's prefix, the other modalities'
 weights skipped. Tiny-replica parity through transformers' wrapper classes (`llama4`:
 Llama4ForConditionalGeneration, `kimi_k25`: Kimi_K25ForConditionalGeneration, `qwen2_vl` / `qwen2_5_vl`:
-Qwen2VLForConditionalGeneration / Qwen2_5_VLForConditionalGeneration), the replica saved with every vision weight."""
+Qwen2VLForConditionalGeneration / Qwen2_5_VLForConditionalGeneration, `qwen3_vl`: Qwen3VLForConditionalGeneration),
+the replica saved with every vision weight."""
 
 from __future__ import annotations
 
@@ -157,3 +158,18 @@ def test_bad_mrope_sections(section):
     with pytest.raises(Exception) as info:
         lower(raw)
     assert "mrope_section" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_qwen3_vl_text_decoder_parity_through_the_wrapper_class(tmp_path):
+    """`qwen3_vl`: Qwen3's block, interleaved M-RoPE (plain RoPE for text alone); the checkpoint keeps the decoder
+    under "model.language_model." and the head as "lm_head", the vision tower under "model.visual."."""
+    raw = transformers.Qwen3VLConfig().to_diff_dict()
+    raw.pop("transformers_version")
+    raw["architectures"] = ["Qwen3VLForConditionalGeneration"]
+    raw["text_config"]["rope_parameters"].update(mrope_section=[24, 20, 20], mrope_interleaved=True)
+    arch, notes = lower_noted(raw)
+    assert (arch.backbone_checkpoint, arch.skipped_prefixes, notes) == ("model.language_model.", ("model.visual.",), ())
+    result = compile_and_verify(raw, tmp_path, "qwen3-vl")
+    assert result["passed"] and result["max_abs_diff"] <= 1e-5 and result["max_abs_logit"] > 0.1, result
+    model = (tmp_path / "qwen3-vl" / "model.py").read_text()
+    assert '"model.language_model.layers.{i}.self_attn.q_norm.weight"' in model and '"lm_head.weight"' in model

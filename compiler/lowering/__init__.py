@@ -44,16 +44,18 @@ FAMILIES.update(FAMILIES_GPTOSS)
 FAMILIES.update(FAMILIES_VL)
 # Multimodal wrappers whose text decoder we compile: model_type -> default text model_type.
 WRAPPERS = {"gemma3": "gemma3_text", "llama4": "llama4_text", "kimi_k25": "deepseek_v3", "qwen2_vl": "qwen2_vl_text",
-            "qwen2_5_vl": "qwen2_5_vl_text"}
+            "qwen2_5_vl": "qwen2_5_vl_text", "qwen3_vl": "qwen3_vl_text"}
 # Where the text decoder's keys sit in a wrapper's checkpoint (the hub releases' layout; default below).
-WRAPPER_PREFIX: dict[str, str] = {"qwen2_vl": "", "qwen2_5_vl": ""}
+WRAPPER_PREFIX: dict[str, str] = {"qwen2_vl": "", "qwen2_5_vl": "", "qwen3_vl": ""}
+# Wrappers keeping the backbone's keys elsewhere than the head's (Architecture.backbone_checkpoint).
+WRAPPER_BACKBONE = {"qwen3_vl": "model.language_model."}
 # Wrappers whose decoder keys have no prefix: the other parts' prefixes, skipped on load.
-WRAPPER_SKIPPED = {"qwen2_vl": ("visual.",), "qwen2_5_vl": ("visual.",)}
+WRAPPER_SKIPPED = {"qwen2_vl": ("visual.",), "qwen2_5_vl": ("visual.",), "qwen3_vl": ("model.visual.",)}
 # Wrappers whose hub configs may hold the text keys at the top level, without a text_config (transformers 4.x).
 FLAT_WRAPPERS = frozenset({"qwen2_vl", "qwen2_5_vl"})
 DEFAULT_WRAPPER_PREFIX = "language_model."
 # The wrapper config class's tie_word_embeddings default (transformers ties by the wrapper's config).
-WRAPPER_TIED = {"llama4": False, "qwen2_vl": False, "qwen2_5_vl": False}
+WRAPPER_TIED = {"llama4": False, "qwen2_vl": False, "qwen2_5_vl": False, "qwen3_vl": False}
 # Families that read their quantization_config themselves (gpt-oss: MXFP4 experts).
 OWN_QUANTIZATION = frozenset({"gpt_oss"})
 # Wrapper keys that only concern the other modalities.
@@ -113,6 +115,7 @@ def _lower(raw: dict[str, Any]) -> Architecture:
     where = "config"
     quant: dict[str, Any] = {}
     skipped: tuple[str, ...] = ()
+    backbone = ""
     if model_type in WRAPPERS:
         quant = lower_quantization(raw, where)  # a wrapper's checkpoint is quantized as a whole
         outer = ConfigReader(raw, "config")
@@ -126,6 +129,7 @@ def _lower(raw: dict[str, Any]) -> Architecture:
         prefix = wrapper_prefix(model_type)
         raw = {**text_decoder_config(raw), "tie_word_embeddings": tied}
         skipped = WRAPPER_SKIPPED.get(model_type, ())
+        backbone = WRAPPER_BACKBONE.get(model_type, "")
         model_type, where = raw["model_type"], "config" if flat else "config.text_config"
     family = FAMILIES.get(model_type) if isinstance(model_type, str) else None
     if family is None:
@@ -137,7 +141,8 @@ def _lower(raw: dict[str, Any]) -> Architecture:
     try:
         arch = family(ConfigReader(raw, where), model_type)
         update = {**quant, **({"checkpoint_prefix": prefix} if prefix else {}),
-                  **({"skipped_prefixes": skipped} if skipped else {})}
+                  **({"skipped_prefixes": skipped} if skipped else {}),
+                  **({"backbone_checkpoint": backbone} if backbone else {})}
         return arch.model_copy(update=update) if update else arch
     except ValidationError as exc:
         err = exc.errors()[0]

@@ -1,5 +1,6 @@
-"""Text decoders of Qwen2-VL and Qwen2.5-VL (``qwen2_vl_text``, ``qwen2_5_vl_text``): Qwen2's block with
-multimodal RoPE (M-RoPE).
+"""Text decoders of Qwen2-VL and Qwen2.5-VL (``qwen2_vl_text``, ``qwen2_5_vl_text``: Qwen2's block) and
+Qwen3-VL (``qwen3_vl_text``: Qwen3's block; its DeepStack visual features join only with images), with
+multimodal RoPE (M-RoPE; Qwen3-VL interleaves the sections).
 
 M-RoPE splits the rotary frequencies into sections (``mrope_section``: time, height, width) and rotates
 each with its own position axis. For text alone, transformers gives every token the same position on all
@@ -15,7 +16,7 @@ from typing import Any
 
 from ...schemas.arch import Architecture
 from ..errors import ConfigError
-from .families import lower_qwen2
+from .families import lower_qwen2, lower_qwen3
 from .reader import ConfigReader
 
 MROPE_KEYS = ("mrope_section", "mrope_interleaved")
@@ -44,7 +45,8 @@ def _text_only_rope(raw: dict[str, Any], where: str) -> tuple[dict[str, Any], li
 def lower_qwen2_vl_text(r: ConfigReader, model_type: str) -> Architecture:
     raw, section = _text_only_rope(r.raw, r.where)
     inner = ConfigReader(raw, r.where)
-    arch = lower_qwen2(inner, model_type)  # reads and checks every key
+    block = lower_qwen3 if model_type == "qwen3_vl_text" else lower_qwen2
+    arch = block(inner, model_type)  # reads and checks every key
     rotary = arch.layers[0].mixer.head_dim // 2
     if section is not None and sum(section) != rotary:
         raise ConfigError(f"{r.where}: 'mrope_section' {section} must add up to head_dim / 2 = {rotary}")
@@ -53,7 +55,7 @@ def lower_qwen2_vl_text(r: ConfigReader, model_type: str) -> Architecture:
 
 def adjust_replica(tiny: dict[str, Any], arch: Architecture) -> None:
     """The M-RoPE sections scaled to the replica's head_dim / 2 (transformers splits the frequencies by them)."""
-    head_dim = tiny["hidden_size"] // tiny["num_attention_heads"]
+    head_dim = tiny.get("head_dim") or tiny["hidden_size"] // tiny["num_attention_heads"]
     for key in ("rope_parameters", "rope_scaling"):
         params = tiny.get(key)
         if isinstance(params, dict) and isinstance(params.get("mrope_section"), list):
@@ -63,5 +65,6 @@ def adjust_replica(tiny: dict[str, Any], arch: Architecture) -> None:
             params["mrope_section"] = [first, rest - rest // 2, rest // 2]
 
 
-FAMILIES_VL = {"qwen2_vl_text": lower_qwen2_vl_text, "qwen2_5_vl_text": lower_qwen2_vl_text}
-REPLICA_VL = {"qwen2_vl_text": adjust_replica, "qwen2_5_vl_text": adjust_replica}
+FAMILIES_VL = {"qwen2_vl_text": lower_qwen2_vl_text, "qwen2_5_vl_text": lower_qwen2_vl_text,
+               "qwen3_vl_text": lower_qwen2_vl_text}
+REPLICA_VL = {"qwen2_vl_text": adjust_replica, "qwen2_5_vl_text": adjust_replica, "qwen3_vl_text": adjust_replica}
