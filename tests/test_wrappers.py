@@ -113,6 +113,7 @@ def test_kimi_k25_parity_through_the_wrapper_class(tmp_path):
         assert torch.equal(again(input_ids=ids).logits, expected)  # transformers reads the release layout
         ours = model_py.load_checkpoint(release, model_py.Config(**parity.MODEL_CONFIG))  # vision keys skipped
         diff = (ours(ids) - expected).abs().max().item()
+    print(f"kimi_k25 replica: max|dlogit| {diff:.3g} (max|logit| {expected.abs().max().item():.3g})")
     assert diff <= 1e-5 and expected.abs().max().item() > 0.1, diff
     assert "keys outside it belong to the other parts" in (directory / "model.py").read_text()
 
