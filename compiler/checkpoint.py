@@ -24,6 +24,7 @@ from ..schemas.arch import Architecture
 from .dtypes import DTYPES, FP8_WEIGHT, MAX_HEADER_BYTES, MAX_HEADER_MIB, MXFP4_PARTS, PARAMETER_DTYPES, name_of_torch_dtype
 from .errors import CheckpointError
 from .mxfp4 import accept_quantized
+from .quantized import dequantized_shapes
 from .weight_map import weight_map
 
 SAFETENSORS = "model.safetensors"
@@ -173,14 +174,16 @@ def check_checkpoint(directory: Path, arch: Architecture) -> Path | None:
     if found is None:
         return None
     path, entries = found[0], published_layout(found[1], arch)
-    shapes, dtypes = {k: shape for k, (_, shape) in entries.items()}, {k: dtype for k, (dtype, _) in entries.items()}
+    dtypes = {k: dtype for k, (dtype, _) in entries.items()}
+    shapes = dequantized_shapes(arch, {k: shape for k, (_, shape) in entries.items()})
     expected = expected_shapes(arch)
     wanted = accept_quantized(arch, expected, shapes)  # MXFP4 experts: either form
     ignored = {arch.checkpoint_prefix + arch.names.head + ".weight"} if arch.head.tied else set()
     if arch.fp8:  # block scales of float8 matrices, read by the loader's dequantizer
         ignored |= {f"{key}_scale_inv" for key in expected if f"{key}_scale_inv" in shapes}
     missing = sorted(k for k in wanted if k not in shapes)
-    unexpected = sorted(k for k in set(shapes) - set(wanted) - ignored if k.startswith(arch.checkpoint_prefix))
+    unexpected = sorted(k for k in set(shapes) - set(wanted) - ignored
+                        if k.startswith(arch.checkpoint_prefix) and not k.startswith(tuple(arch.skipped_prefixes)))
     misshaped = [f"{k} {shapes[k]} != {wanted[k]}" for k in sorted(wanted) if k in shapes and shapes[k] != wanted[k]]
     problems = [
         f"{label} ({len(keys)}): {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
@@ -202,6 +205,8 @@ def dtype_problems(arch: Architecture, wanted: Shapes, expected: Shapes, dtypes:
             allowed: tuple[str, ...] = (MXFP4_PARTS,)
         elif arch.fp8 and f"{key}_scale_inv" in dtypes:
             allowed = (FP8_WEIGHT, *PARAMETER_DTYPES)
+        elif arch.modelopt and f"{key}_scale" in dtypes:  # NVFP4 (packed in bytes) or per-tensor FP8
+            allowed = (FP8_WEIGHT, MXFP4_PARTS, *PARAMETER_DTYPES)
         else:
             allowed = PARAMETER_DTYPES
         if dtypes[key] not in allowed:

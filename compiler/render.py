@@ -210,10 +210,13 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
                 "block_words": f"{arch.fp8.block[0]}x{arch.fp8.block[1]}"} if arch.fp8 else None,
         "mxfp4": {"tensors_literal": repr(tuple(identifier(t) for t in arch.mxfp4.tensors))} if arch.mxfp4 else None,
         "safetensors": loader_context(),  # compiler/dtypes.py: the same rule as the compile-time check
+        "modelopt": {"formats": arch.modelopt.formats, "group_literal": literal(arch.modelopt.nvfp4_group)}
+        if arch.modelopt else None,
         "extra_layers": literal(arch.extra_checkpoint_layers) if arch.extra_checkpoint_layers else "",
         "layer_prefix_literal": literal(f"{arch.checkpoint_prefix}{arch.names.backbone}.{arch.names.layers}."),
         "ignored_literal": literal(arch.checkpoint_prefix + arch.names.head + ".weight"),
         "prefix_literal": literal(arch.checkpoint_prefix) if arch.checkpoint_prefix else "",
+        "skipped_literal": repr(tuple(arch.skipped_prefixes)) if arch.skipped_prefixes else "",
         "legacy": {"bare": arch.bare_decoder_checkpoints, "stale": bool(arch.stale_layer_buffers),
                    "backbone_literal": literal(f"{arch.checkpoint_prefix}{arch.names.backbone}."),
                    "stale_literal": "(" + ", ".join(literal(name) for name in arch.stale_layer_buffers)

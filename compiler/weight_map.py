@@ -55,6 +55,14 @@ class WeightEntry:
         return len(layers) * len(experts) * len(heads)
 
 
+def checkpoint_name(arch: Architecture, key: str) -> str:
+    """A parameter's key as the checkpoint spells it: the backbone's keys under `backbone_checkpoint` if given."""
+    backbone = f"{arch.names.backbone}."
+    if arch.backbone_checkpoint and key.startswith(backbone):
+        return arch.backbone_checkpoint + key[len(backbone):]
+    return key
+
+
 def weight_map(arch: Architecture) -> list[WeightEntry]:
     """The checkpoint layout of ``arch`` (pass 4 of the pipeline)."""
     n, hidden = arch.names, arch.hidden_size
@@ -125,7 +133,7 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
         rows.append((f"{n.head}.bias", (arch.embedding.vocab_size,), "bias"))
     return [
         WeightEntry(
-            checkpoint=arch.checkpoint_prefix + key,
+            checkpoint=arch.checkpoint_prefix + checkpoint_name(arch, key),
             param=key,
             shape=shape,
             role=role,

@@ -145,6 +145,18 @@ class Fp8Weights(_Frozen):
     activation_scheme: Literal["dynamic"] = "dynamic"
 
 
+class ModeloptWeights(_Frozen):
+    """An NVIDIA ModelOpt checkpoint (`quant_method: modelopt`). An NVFP4 matrix W (out, in) is stored as
+    `<name>.weight` (out, in / 2) uint8, two e2m1 codes per byte (low nibble first), `<name>.weight_scale`
+    (out, in / 16) float8 e4m3, one scale per 16 values, and `<name>.weight_scale_2`, a float32 global scale:
+    W = e2m1 x (scale x global). An FP8 matrix is e4m3 `<name>.weight` with a float32 scalar `<name>.weight_scale`:
+    W = value x scale. Scales for quantizing activations and the KV cache (`input_scale`, `k_scale`, `v_scale`)
+    only concern inference engines that compute in low precision: the loader skips them."""
+
+    nvfp4_group: Literal[16] = 16
+    formats: tuple[Literal["nvfp4", "fp8"], ...] = Field(min_length=1, description="The formats the config names.")
+
+
 class Mxfp4Weights(_Frozen):
     """OCP microscaling FP4 weights on disk (MXFP4): a quantized stacked tensor `<name>` (experts, in, out)
     is stored as `<name>_blocks` (experts, out, in / 32, 16) uint8, two e2m1 values per byte (low nibble
@@ -254,6 +266,8 @@ class Architecture(_Frozen):
     names: Names = Names()
     fp8: Fp8Weights | None = Field(None, description="The checkpoint's matrices are block-quantized float8; the "
                                    "loader dequantizes them to the chosen dtype.")
+    modelopt: ModeloptWeights | None = Field(None, exclude_if=_unset, description="The checkpoint's matrices are "
+                                             "NVFP4 / FP8 (NVIDIA ModelOpt); the loader dequantizes them.")
     mxfp4: Mxfp4Weights | None = Field(None, exclude_if=_unset, description="The experts' stacked matrices are "
                                        "MXFP4 on disk; the loader dequantizes them to the chosen dtype.")
     extra_checkpoint_layers: Annotated[int, Field(ge=0, le=MAX_LAYERS)] = Field(
@@ -262,6 +276,13 @@ class Architecture(_Frozen):
     checkpoint_prefix: str = Field(
         "", pattern=r"^([a-z_][a-z0-9_]*\.)*$", description="Prefix of every key in the checkpoint (wrappers)."
     )
+    backbone_checkpoint: str = Field(
+        "", pattern=r"^([a-z_][a-z0-9_]*\.)*$", exclude_if=lambda value: not value,
+        description="Where a multimodal checkpoint keeps the backbone's keys when the head's stay outside it "
+        "(Qwen3-VL: `model.language_model.`, beside `lm_head`): stands for `<names.backbone>.` in checkpoint keys.")
+    skipped_prefixes: tuple[Annotated[str, Field(pattern=r"^([a-z_][a-z0-9_]*\.)+$")], ...] = Field(
+        (), exclude_if=lambda value: not value, description="Prefixes of checkpoint keys that belong to a multimodal checkpoint's "
+        "other parts (Qwen2-VL's `visual.`) when the decoder's keys have no prefix of their own: the loader skips them.")
     bare_decoder_checkpoints: bool = Field(
         False, description="Published checkpoints may hold the decoder alone, its keys without the `names.backbone` "
         "prefix (saved from the base model, as GPT-2's release is): the loader adds the prefix.")

@@ -135,7 +135,7 @@ def test_loader_dequantizes_and_skips_the_mtp_layer(replica, tmp_path):
     ({"num_key_value_heads": 64}, "num_key_value_heads"),
     ({"qk_rope_head_dim": 63}, "qk_rope_head_dim"),
     ({"kv_lora_rank": "512"}, "kv_lora_rank"),
-    ({"mystery": 1}, "mystery"),
+    ({"attention_chunk_size": 1024}, "attention_chunk_size"),  # read by transformers: not ignored
 ])
 def test_bad_config_values_name_the_key(change, word):
     raw = copy.deepcopy(catalog_config(HUB_ID))

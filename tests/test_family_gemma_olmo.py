@@ -151,9 +151,9 @@ REFUSED = {
     "olmo3 yarn truncate false": (edited(OLMO3, rope_scaling={**OLMO3["rope_scaling"], "truncate": False}),
                                   UnsupportedError, "truncate"),
     "gemma2 no window": (edited(GEMMA2, sliding_window=None), ConfigError, "sliding_window"),
-    "gemma unknown key": (edited(GEMMA, attn_logit_softcapping=50.0), ConfigError, "attn_logit_softcapping"),
+    "gemma unknown key": (edited(GEMMA, attention_chunk_size=4096), ConfigError, "attention_chunk_size"),  # read by transformers: refused (a key it never reads is noted: tests/test_config_keys.py)
     "olmo2 sliding key": (edited(olmo2(), sliding_window=4096), ConfigError, "sliding_window"),
-    "olmo2 qk_norm key": (edited(olmo2(), qk_layernorm=False), ConfigError, "qk_layernorm"),
+    "olmo2 unknown key": (edited(olmo2(), attention_chunk_size=4096), ConfigError, "attention_chunk_size"),
     "olmo3 flat rope_parameters": (edited(OLMO3, drop=("rope_scaling", "rope_theta"),
                                           rope_parameters={"rope_type": "default", "rope_theta": 1e4}),
                                    UnsupportedError, "rope_parameters"),

@@ -112,7 +112,7 @@ def _mutated(hub_id, **changes):
 
 
 BAD = [
-    ("unknown key", dict(frobnicate=True), ConfigError, "frobnicate"),
+    ("unknown key transformers reads", dict(attention_chunk_size=8192), ConfigError, "attention_chunk_size"),
     ("missing hidden_size", dict(hidden_size=KeyError), ConfigError, "hidden_size"),
     ("string size", dict(hidden_size="2048"), ConfigError, "hidden_size"),
     ("bool size", dict(num_hidden_layers=True), ConfigError, "num_hidden_layers"),

@@ -22,7 +22,9 @@ from .fam_deepseek import FAMILIES_DEEPSEEK, REPLICA_DEEPSEEK
 from .fam_glm_minimax import FAMILIES_GLM_MINIMAX, REPLICA_GLM_MINIMAX
 from .fam_llama4 import FAMILIES_LLAMA4, REPLICA_LLAMA4
 from .fam_gptoss import FAMILIES_GPTOSS, REPLICA_GPTOSS
-from .reader import ConfigReader
+from .fam_vl import FAMILIES_VL, REPLICA_VL
+from .quant import lower_quantization
+from .reader import NOTES, STRICT, ConfigReader
 
 FAMILIES: dict[str, Callable[[ConfigReader, str], Architecture]] = {
     "llama": lower_llama,
@@ -39,26 +41,71 @@ FAMILIES.update(FAMILIES_DEEPSEEK)
 FAMILIES.update(FAMILIES_GLM_MINIMAX)
 FAMILIES.update(FAMILIES_LLAMA4)
 FAMILIES.update(FAMILIES_GPTOSS)
+FAMILIES.update(FAMILIES_VL)
 # Multimodal wrappers whose text decoder we compile: model_type -> default text model_type.
-WRAPPERS = {"gemma3": "gemma3_text"}
+WRAPPERS = {"gemma3": "gemma3_text", "llama4": "llama4_text", "kimi_k25": "deepseek_v3", "qwen2_vl": "qwen2_vl_text",
+            "qwen2_5_vl": "qwen2_5_vl_text", "qwen3_vl": "qwen3_vl_text"}
+# Where the text decoder's keys sit in a wrapper's checkpoint (the hub releases' layout; default below).
+WRAPPER_PREFIX: dict[str, str] = {"qwen2_vl": "", "qwen2_5_vl": "", "qwen3_vl": ""}
+# Wrappers keeping the backbone's keys elsewhere than the head's (Architecture.backbone_checkpoint).
+WRAPPER_BACKBONE = {"qwen3_vl": "model.language_model."}
+# Wrappers whose decoder keys have no prefix: the other parts' prefixes, skipped on load.
+WRAPPER_SKIPPED = {"qwen2_vl": ("visual.",), "qwen2_5_vl": ("visual.",), "qwen3_vl": ("model.visual.",)}
+# Wrappers whose hub configs may hold the text keys at the top level, without a text_config (transformers 4.x).
+FLAT_WRAPPERS = frozenset({"qwen2_vl", "qwen2_5_vl"})
+DEFAULT_WRAPPER_PREFIX = "language_model."
+# The wrapper config class's tie_word_embeddings default (transformers ties by the wrapper's config).
+WRAPPER_TIED = {"llama4": False, "qwen2_vl": False, "qwen2_5_vl": False, "qwen3_vl": False}
+# Families that read their quantization_config themselves (gpt-oss: MXFP4 experts).
+OWN_QUANTIZATION = frozenset({"gpt_oss"})
 # Wrapper keys that only concern the other modalities.
 WRAPPER_KEYS = frozenset(
     {"vision_config", "mm_tokens_per_image", "boi_token_index", "eoi_token_index", "image_token_index",
-     "initializer_range", "text_config", "tie_word_embeddings"}
+     "initializer_range", "text_config", "tie_word_embeddings",
+     # Kimi-K2.5 (transformers' Kimi_K25Config and the hub file's remote-code keys)
+     "projection_hidden_size", "projection_layer_norm_eps", "image_token_id", "video_token_id",
+     "vision_start_token_id", "vision_end_token_id", "media_placeholder_token_id", "video_placeholder",
+     "use_unified_vision_chunk", "ignore_index",
+     # Qwen2-VL, Qwen2.5-VL
+     "vision_token_id"}
 )
 
 
 def text_decoder_config(wrapper: dict[str, Any]) -> dict[str, Any]:
-    """A multimodal wrapper's text_config, with the text model_type it defaults to."""
-    return {"model_type": WRAPPERS[wrapper["model_type"]], **wrapper["text_config"]}
+    """A multimodal wrapper's text_config, with the text model_type it defaults to (a flat wrapper's
+    top-level keys but its own, as transformers moves them into its text_config)."""
+    text = wrapper.get("text_config")
+    if text is None and wrapper["model_type"] in FLAT_WRAPPERS:
+        text = {k: v for k, v in wrapper.items() if k not in WRAPPER_KEYS and k not in ("model_type", "architectures")}
+    return {"model_type": WRAPPERS[wrapper["model_type"]], **text}
+
+
+def wrapper_prefix(model_type: str) -> str:
+    return WRAPPER_PREFIX.get(model_type, DEFAULT_WRAPPER_PREFIX)
 
 
 def supported_model_types() -> list[str]:
     return sorted([*FAMILIES, *WRAPPERS])
 
 
-def lower(raw: dict[str, Any]) -> Architecture:
+def lower(raw: dict[str, Any], *, strict: bool = False) -> Architecture:
     """Lower a config dict to the IR (pass 2 of the pipeline)."""
+    return lower_noted(raw, strict=strict)[0]
+
+
+def lower_noted(raw: dict[str, Any], *, strict: bool = False) -> tuple[Architecture, tuple[str, ...]]:
+    """The IR and one note per config object with keys transformers itself never reads (ignored here
+    too; ``strict``: refused)."""
+    notes: list[str] = []
+    tokens = NOTES.set(notes), STRICT.set(strict)
+    try:
+        return _lower(raw), tuple(notes)
+    finally:
+        NOTES.reset(tokens[0])
+        STRICT.reset(tokens[1])
+
+
+def _lower(raw: dict[str, Any]) -> Architecture:
     if not isinstance(raw, dict):
         raise ConfigError("config: expected a JSON object")
     model_type = raw.get("model_type")
@@ -66,21 +113,37 @@ def lower(raw: dict[str, Any]) -> Architecture:
         raise ConfigError("config: missing required key 'model_type'")
     prefix = ""
     where = "config"
+    quant: dict[str, Any] = {}
+    skipped: tuple[str, ...] = ()
+    backbone = ""
     if model_type in WRAPPERS:
+        quant = lower_quantization(raw, where)  # a wrapper's checkpoint is quantized as a whole
         outer = ConfigReader(raw, "config")
         text = outer.any("text_config", None)
-        if not isinstance(text, dict):
+        flat = text is None and model_type in FLAT_WRAPPERS
+        if not isinstance(text, dict) and not flat:
             raise ConfigError(f"config: model_type {model_type!r} needs a 'text_config' object")
-        outer.finish(WRAPPER_KEYS)
-        raw = {"tie_word_embeddings": raw.get("tie_word_embeddings", True), **text_decoder_config(raw)}
-        model_type, prefix, where = raw["model_type"], "language_model.", "config.text_config"
+        if not flat:  # a flat wrapper's keys are read as its text decoder's
+            outer.finish(WRAPPER_KEYS | {"quantization_config"})
+        tied = raw.get("tie_word_embeddings", WRAPPER_TIED.get(model_type, True))  # the wrapper's decides
+        prefix = wrapper_prefix(model_type)
+        raw = {**text_decoder_config(raw), "tie_word_embeddings": tied}
+        skipped = WRAPPER_SKIPPED.get(model_type, ())
+        backbone = WRAPPER_BACKBONE.get(model_type, "")
+        model_type, where = raw["model_type"], "config" if flat else "config.text_config"
     family = FAMILIES.get(model_type) if isinstance(model_type, str) else None
     if family is None:
         known = ", ".join(supported_model_types())
         raise UnsupportedError(f"config: model_type {model_type!r:.60} is not supported (supported: {known})")
+    if model_type not in OWN_QUANTIZATION and "quantization_config" in raw:
+        quant = lower_quantization(raw, where)
+        raw = {key: value for key, value in raw.items() if key != "quantization_config"}
     try:
         arch = family(ConfigReader(raw, where), model_type)
-        return arch.model_copy(update={"checkpoint_prefix": prefix}) if prefix else arch
+        update = {**quant, **({"checkpoint_prefix": prefix} if prefix else {}),
+                  **({"skipped_prefixes": skipped} if skipped else {}),
+                  **({"backbone_checkpoint": backbone} if backbone else {})}
+        return arch.model_copy(update=update) if update else arch
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(part) for part in err["loc"]) or exc.title
@@ -98,3 +161,4 @@ REPLICA_ADJUST.update(REPLICA_DEEPSEEK)
 REPLICA_ADJUST.update(REPLICA_GLM_MINIMAX)
 REPLICA_ADJUST.update(REPLICA_LLAMA4)
 REPLICA_ADJUST.update(REPLICA_GPTOSS)
+REPLICA_ADJUST.update(REPLICA_VL)

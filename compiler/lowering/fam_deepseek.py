@@ -15,11 +15,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ...schemas.arch import Architecture, Fp8Weights, Head, Layer, Mla, Mlp, Moe, MoeNames, Norm, Rope
+from ...schemas.arch import Architecture, Head, Layer, Mla, Mlp, Moe, MoeNames, Norm, Rope
 from ..errors import ConfigError, UnsupportedError
 from .families import Common, build, read_common
 from .fam_moe import TRAINING_ONLY, _activation
-from .quant import read_quantization
 from .reader import ConfigReader
 from .rope import lower_rope
 
@@ -40,23 +39,6 @@ def _mscale(scale: float, mscale: float) -> float:
 def _rope_params(r: ConfigReader) -> dict[str, Any]:
     params = r.raw.get("rope_parameters") or r.raw.get("rope_scaling") or {}
     return params if isinstance(params, dict) else {}
-
-
-def _fp8(r: ConfigReader) -> Fp8Weights | None:
-    """quantization_config: only DeepSeek's block-wise float8 e4m3 format (dequantized on load)."""
-    found = read_quantization(r, "fp8", frozenset({"quant_method", "fmt", "activation_scheme", "weight_block_size"}))
-    if found is None:
-        return None
-    q, where = found
-    if q.get("fmt", "e4m3") != "e4m3":
-        raise UnsupportedError(f"{where}: fmt {q.get('fmt')!r:.40} is not supported (only 'e4m3')")
-    if q.get("activation_scheme", "dynamic") != "dynamic":
-        raise UnsupportedError(f"{where}: activation_scheme {q.get('activation_scheme')!r:.40} is not supported")
-    block = q.get("weight_block_size", [128, 128])
-    if (not isinstance(block, list) or len(block) != 2
-            or not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in block)):
-        raise ConfigError(f"{where}: 'weight_block_size' must be two positive integers, got {block!r:.40}")
-    return Fp8Weights(block=tuple(block))
 
 
 def _latent_attention(r: ConfigReader, c: Common, *, q_default: int | None,
@@ -115,9 +97,8 @@ def lower_deepseek_v3(r: ConfigReader, model_type: str) -> Architecture:
     moe = sigmoid_experts(r, activation, experts=256, groups=8, topk_groups=4, width=2048, scaling=2.5)
     first_dense = r.int("first_k_dense_replace", 3, minimum=0)
     mtp = mtp_layers(r)
-    fp8 = _fp8(r)
     arch = _assemble(r, c, model_type, mla, ropes, moe, first_dense, TRAINING_ONLY | DEEPSEEK_IGNORED)
-    return arch.model_copy(update={"fp8": fp8, "extra_checkpoint_layers": mtp})
+    return arch.model_copy(update={"extra_checkpoint_layers": mtp})
 
 
 def _grouping(score: str, groups: int, topk_groups: int) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 from ...schemas.arch import Architecture, Head, Mlp, Moe, MoeNames, Norm
 from ..errors import ConfigError, UnsupportedError
 from .families import ACTIVATIONS, LAYER_TYPES, Common, build, read_common, read_layer_types
+from .keys_data import aliases
 from .reader import ConfigReader
 from .rope import lower_rope
 
@@ -24,6 +25,13 @@ REPLICA_EXPERTS, REPLICA_TOP_K, REPLICA_EXPERT_WIDTH, REPLICA_SHARED_WIDTH = 8, 
 
 def _experts(r: ConfigReader, count_key: str, default_count: int, default_k: int) -> tuple[int, int]:
     experts = r.int(count_key, default_count, minimum=0)
+    other = "num_local_experts" if count_key == "num_experts" else "num_experts"
+    mapped = aliases(str(r.raw.get("model_type")))  # transformers' attribute_map: two names, one attribute
+    if r.has(other) and (mapped.get(other) == count_key or mapped.get(count_key) == other):
+        value = r.int(other, minimum=0)
+        if r.has(count_key) and value != experts:
+            raise ConfigError(f"{r.where}: '{other}' ({value}) and its alias '{count_key}' ({experts}) differ")
+        experts = value
     top_k = r.int("num_experts_per_tok", default_k)
     if experts and top_k > experts:
         raise ConfigError(f"{r.where}: 'num_experts_per_tok' ({top_k}) exceeds '{count_key}' ({experts})")

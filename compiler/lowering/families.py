@@ -245,7 +245,10 @@ def lower_gemma3_text(r: ConfigReader, model_type: str, *, tied_default: bool = 
     if r.bool("use_bidirectional_attention", False):
         raise UnsupportedError(f"{r.where}: key 'use_bidirectional_attention' = true is not supported")
     window = r.int("sliding_window", 4096, nullable=True)
-    pattern = r.int("sliding_window_pattern", None, nullable=True) or r.int("_sliding_window_pattern", 6)
+    given = r.int("sliding_window_pattern", None, nullable=True), r.int("_sliding_window_pattern", None, nullable=True)
+    if None not in given and given[0] != given[1]:  # transformers' to_dict writes the private copy too
+        raise ConfigError(f"{r.where}: 'sliding_window_pattern' and '_sliding_window_pattern' differ ({given[0]}, {given[1]})")
+    pattern = given[0] or given[1] or 6
     default_types = ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(c.num_layers)]
     layer_types = read_layer_types(r, c.num_layers, default_types)
     bias = r.bool("attention_bias", False)

@@ -8,10 +8,13 @@ silently wrong logits, so unknown keys are errors.
 from __future__ import annotations
 
 import math
+import re
+from contextvars import ContextVar
 from typing import Any
 
 from ...schemas.arch import MAX_CONTEXT, MAX_HEADS, MAX_LAYERS, MAX_VOCAB, MAX_WIDTH
 from ..errors import ConfigError, UnsupportedError
+from .keys_data import generic_keys, ignored_by_transformers
 
 # Keys that never change the computed logits: metadata, tokenizer ids, runtime switches.
 IRRELEVANT_KEYS = frozenset(
@@ -41,6 +44,26 @@ IRRELEVANT_KEYS = frozenset(
         "tokenizer_class",
     }
 )
+
+# PreTrainedConfig's own attributes (keys_data.generic_keys: every config class inherits them) that a
+# decoder's logits depend on only away from these values; the others never change them (labels,
+# task metadata, runtime and generation switches, tokenizer ids, framework flags).
+GENERIC_NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "is_encoder_decoder": (False,),
+    "add_cross_attention": (False,),
+    "tie_encoder_decoder": (False,),
+    "cross_attention_hidden_size": (None,),
+    "pruned_heads": (None, {}),
+    "chunk_size_feed_forward": (0,),
+    "per_layer_config": (None, {}),
+}
+# Generic keys a family lowering reads itself when it needs them (never accepted unread).
+GENERIC_READ_BY_FAMILIES = frozenset({"tie_word_embeddings", "rope_scaling", "rope_theta"})
+
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,79}")
+# One compilation's findings: the keys transformers never reads (noted, or refused when strict).
+NOTES: ContextVar[list[str] | None] = ContextVar("llmgen_ignored_keys", default=None)
+STRICT: ContextVar[bool] = ContextVar("llmgen_strict", default=False)
 
 # Largest accepted value of size keys (the IR's bounds): a huge layer count would otherwise
 # build millions of layers before the IR could refuse it.
@@ -141,12 +164,41 @@ class ConfigReader:
             )
 
     def finish(self, extra_allowed: frozenset[str] = frozenset()) -> None:
-        """Reject keys nobody read and nobody declared irrelevant."""
+        """Reject keys nobody read and nobody declared irrelevant. In a model's config object, the generic
+        PreTrainedConfig attributes pass at values that change nothing, and keys transformers itself
+        never reads are noted (refused under --strict)."""
         unknown = sorted(set(self.raw) - self.used - IRRELEVANT_KEYS - extra_allowed)
+        model_type = self.raw.get("model_type", "?")
+        if unknown and isinstance(model_type, str) and model_type != "?":
+            unknown = self._unread(unknown, model_type)
         if unknown:
-            model_type = self.raw.get("model_type", "?")
             raise ConfigError(
                 f"{self.where}: unknown key {unknown[0]!r:.80} for model_type {model_type!r:.40}"
                 + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
                 + "; llmgen does not know how it changes the model"
             )
+
+    def _unread(self, unknown: list[str], model_type: str) -> list[str]:
+        """The keys of ``unknown`` that stay errors, after the generic ones and those transformers ignores."""
+        generic = generic_keys() - GENERIC_READ_BY_FAMILIES
+        for key in unknown:
+            neutral = GENERIC_NEUTRAL.get(key)
+            if key in generic and neutral is not None and self.raw[key] not in neutral:
+                raise UnsupportedError(
+                    f"{self.where}: key '{key}' = {self.raw[key]!r:.60} changes the model; llmgen compiles"
+                    f" decoder-only models without it (only {', '.join(map(repr, neutral))})"
+                )
+        rest = [key for key in unknown if key not in generic]
+        # A key that is no identifier is a damaged file, not a key some exporter wrote: it stays an error.
+        owner, ignored = ignored_by_transformers(model_type, {key for key in rest if IDENTIFIER.fullmatch(key)})
+        if not ignored:
+            return rest
+        names = ", ".join(repr(key) for key in ignored)
+        if STRICT.get():
+            raise ConfigError(f"{self.where}: key {names:.200} is not read by transformers' {owner} either;"
+                              " --strict refuses keys that change nothing")
+        notes = NOTES.get()
+        if notes is not None:
+            notes.append(f"{self.where}: {'key' if len(ignored) == 1 else 'keys'} {names:.300} ignored:"
+                         f" transformers' {owner} does not read {'it' if len(ignored) == 1 else 'them'} either")
+        return [key for key in rest if key not in ignored]

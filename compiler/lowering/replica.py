@@ -15,7 +15,7 @@ from typing import Any
 
 from ...schemas.arch import Architecture
 from ..describe import layer_pattern
-from . import WRAPPERS, text_decoder_config
+from . import WRAPPER_KEYS, WRAPPERS, text_decoder_config
 
 # The smallest other-modality parts a wrapper accepts: they never touch text logits.
 TINY_VISION: dict[str, dict[str, Any]] = {
@@ -23,6 +23,30 @@ TINY_VISION: dict[str, dict[str, Any]] = {
         "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 32, "intermediate_size": 64,
                           "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 28, "patch_size": 14},
         "mm_tokens_per_image": 4, "boi_token_index": 253, "eoi_token_index": 254, "image_token_index": 255,
+    },
+    "llama4": {
+        "vision_config": {"model_type": "llama4_vision_model", "hidden_size": 32, "intermediate_size": 64,
+                          "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 28, "patch_size": 14,
+                          "vision_output_dim": 32, "projector_input_dim": 32, "projector_output_dim": 32},
+        "boi_token_index": 253, "eoi_token_index": 254, "image_token_index": 255,
+    },
+    **{name: {
+        "vision_config": {"depth": 1, "embed_dim": 32, "hidden_size": 64, "num_heads": 2, "intermediate_size": 64,
+                          "out_hidden_size": 64, "patch_size": 14},
+        "image_token_id": 251, "video_token_id": 252, "vision_start_token_id": 253, "vision_end_token_id": 254,
+    } for name in ("qwen2_vl", "qwen2_5_vl")},
+    "qwen3_vl": {
+        "vision_config": {"depth": 2, "hidden_size": 32, "num_heads": 2, "intermediate_size": 64, "out_hidden_size": 64,
+                          "patch_size": 16, "num_position_embeddings": 16, "deepstack_visual_indexes": [0]},
+        "image_token_id": 251, "video_token_id": 252, "vision_start_token_id": 253, "vision_end_token_id": 254,
+    },
+    "kimi_k25": {
+        "vision_config": {"model_type": "kimi_k25_vision", "patch_size": 14, "pos_emb_height": 4, "pos_emb_width": 4,
+                          "pos_emb_time": 2, "num_attention_heads": 2, "num_hidden_layers": 1, "hidden_size": 32,
+                          "intermediate_size": 64, "merge_kernel_size": [2, 2]},
+        "projection_hidden_size": 32, "media_placeholder_token_id": 250, "image_token_id": 251, "video_token_id": 252,
+        "vision_start_token_id": 253, "vision_end_token_id": 254, "pad_token_id": 0, "bos_token_id": 1,
+        "eos_token_id": 2,
     },
 }
 # Families whose transformers config has a head_dim of its own (others derive hidden / heads).
@@ -51,10 +75,14 @@ def tiny_replica(raw: dict[str, Any], arch: Architecture) -> dict[str, Any]:
     """A shrunk copy of ``raw`` (a text-decoder config for multimodal wrappers)."""
     if raw.get("model_type") in WRAPPERS:
         wrapper = copy.deepcopy(raw)
-        wrapper["text_config"] = tiny_replica(text_decoder_config(wrapper), arch)
+        if "text_config" not in wrapper:  # a flat wrapper: its replica nests the text keys, as transformers 5 does
+            wrapper = {k: v for k, v in wrapper.items() if k in WRAPPER_KEYS or k in ("model_type", "architectures")}
+        wrapper["text_config"] = tiny_replica(text_decoder_config(copy.deepcopy(raw)), arch)
+        wrapper.pop("quantization_config", None)
         wrapper.update(TINY_VISION[raw["model_type"]])
         return wrapper
     tiny = copy.deepcopy(raw)
+    tiny.pop("quantization_config", None)  # the replica is saved in float32 (dequantizers: tests/test_quantized.py)
     attn = arch.layers[0].mixer
     if attn.num_kv_heads == attn.num_heads:
         kv = HEADS
