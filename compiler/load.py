@@ -72,7 +72,10 @@ def load_config(
         raise SourceError("no config source given: expected a hub id, a file or a dir")
     local = path_exists(Path(source).expanduser(), source) or source.endswith(".json")
     if prefer == "hub" or (prefer == "auto" and not local and is_hub_id(source)):
-        return _from_hub(source, revision, token)
+        try:
+            return _from_hub(source, revision, token)
+        except _NotBundled as miss:  # an internal signal for release ids; callers see a SourceError
+            raise SourceError(str(miss)) from None
     if revision is not None:
         raise SourceError(f"a revision ({revision}) applies to hub ids only, not to {source}")
     return _from_path(source)

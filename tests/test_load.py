@@ -198,9 +198,12 @@ def test_sources_md_lists_every_file() -> None:
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="the team's shared/hf-configs folder is absent")
 def test_catalog_is_a_verbatim_copy_of_shared_configs() -> None:
+    # Every bundled config is a byte-for-byte copy of its published file in shared/; shared/ may hold
+    # more (configs of families that do not compile yet are vendored when they are used).
     shared = {p.name: p.read_bytes() for p in SHARED.glob("*.json")}
     bundled = {p.name: p.read_bytes() for p in CATALOG_DIR.glob("*.json")}
-    assert bundled == shared
+    assert bundled and set(bundled) <= set(shared), sorted(set(bundled) - set(shared))
+    assert all(bundled[name] == shared[name] for name in bundled)
 
 
 # --------------------------------------------------------------------------- local paths
