@@ -22,6 +22,7 @@ from .fam_deepseek import FAMILIES_DEEPSEEK, REPLICA_DEEPSEEK
 from .fam_glm_minimax import FAMILIES_GLM_MINIMAX, REPLICA_GLM_MINIMAX
 from .fam_llama4 import FAMILIES_LLAMA4, REPLICA_LLAMA4
 from .fam_gptoss import FAMILIES_GPTOSS, REPLICA_GPTOSS
+from .fam_qwen3_next import FAMILIES_QWEN3_NEXT, REPLICA_QWEN3_NEXT
 from .reader import ConfigReader
 
 FAMILIES: dict[str, Callable[[ConfigReader, str], Architecture]] = {
@@ -39,12 +40,17 @@ FAMILIES.update(FAMILIES_DEEPSEEK)
 FAMILIES.update(FAMILIES_GLM_MINIMAX)
 FAMILIES.update(FAMILIES_LLAMA4)
 FAMILIES.update(FAMILIES_GPTOSS)
+FAMILIES.update(FAMILIES_QWEN3_NEXT)
 # Multimodal wrappers whose text decoder we compile: model_type -> default text model_type.
-WRAPPERS = {"gemma3": "gemma3_text"}
+WRAPPERS = {"gemma3": "gemma3_text", "qwen3_5": "qwen3_5_text", "qwen3_5_moe": "qwen3_5_moe_text"}
+# The wrapper's checkpoint prefix, where it is not "language_model." (transformers 5 saves Qwen3.5's text
+# model from AutoModelForCausalLM without one).
+WRAPPER_PREFIX = {"qwen3_5": "", "qwen3_5_moe": ""}
 # Wrapper keys that only concern the other modalities.
 WRAPPER_KEYS = frozenset(
     {"vision_config", "mm_tokens_per_image", "boi_token_index", "eoi_token_index", "image_token_index",
-     "initializer_range", "text_config", "tie_word_embeddings"}
+     "initializer_range", "text_config", "tie_word_embeddings",
+     "image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id", "language_model_only"}
 )
 
 
@@ -73,7 +79,8 @@ def lower(raw: dict[str, Any]) -> Architecture:
             raise ConfigError(f"config: model_type {model_type!r} needs a 'text_config' object")
         outer.finish(WRAPPER_KEYS)
         raw = {"tie_word_embeddings": raw.get("tie_word_embeddings", True), **text_decoder_config(raw)}
-        model_type, prefix, where = raw["model_type"], "language_model.", "config.text_config"
+        prefix = WRAPPER_PREFIX.get(model_type, "language_model.")
+        model_type, where = raw["model_type"], "config.text_config"
     family = FAMILIES.get(model_type) if isinstance(model_type, str) else None
     if family is None:
         known = ", ".join(supported_model_types())
@@ -98,3 +105,4 @@ REPLICA_ADJUST.update(REPLICA_DEEPSEEK)
 REPLICA_ADJUST.update(REPLICA_GLM_MINIMAX)
 REPLICA_ADJUST.update(REPLICA_LLAMA4)
 REPLICA_ADJUST.update(REPLICA_GPTOSS)
+REPLICA_ADJUST.update(REPLICA_QWEN3_NEXT)
