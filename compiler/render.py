@@ -22,7 +22,7 @@ from .rope_fields import rope_config_fields, rope_context
 from .render_mla import mla_config_fields, mla_context, mla_names, mla_of
 from .render_moe import ffn_init, moe_config_fields, moe_context
 from .mixers import attention_layers, first_attention
-from .render_linear import hybrid_context, linear_config_fields, linear_context, mixer_maps
+from .render_linear import hybrid_context, linear_config_fields, linear_context, mixer_maps, nested_context
 from .render_chunked import chunked_config_fields, chunked_context, q_scale_arg, q_scale_param
 from .weight_map import WeightEntry, block_norms, ffn_kinds
 
@@ -226,8 +226,8 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
                    "backbone_literal": literal(f"{arch.checkpoint_prefix}{arch.names.backbone}."),
                    "stale_literal": "(" + ", ".join(literal(name) for name in arch.stale_layer_buffers)
                    + ("," if len(arch.stale_layer_buffers) == 1 else "") + ")",
-                   "stale_words": ", ".join(arch.stale_layer_buffers)}
-        if arch.bare_decoder_checkpoints or arch.stale_layer_buffers else None,
+                   "stale_words": ", ".join(arch.stale_layer_buffers), **nested_context(arch, literal)}
+        if arch.bare_decoder_checkpoints or arch.stale_layer_buffers or arch.nested_decoder else None,
     }
 
 

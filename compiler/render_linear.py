@@ -81,3 +81,13 @@ def parity_scales(tiny: Architecture, norm_spread: float) -> dict[str, tuple[flo
         f"{block}.{gn.conv}.weight": LINEAR_SCALES["conv"],
         f"{block}.{gn.norm}.weight": (1.0 - gdn.norm.weight_offset, norm_spread),
     }
+
+
+def nested_context(arch: Architecture, literal: Callable[[Any], str]) -> dict[str, Any]:
+    """weights.py.j2's renaming of a published multimodal checkpoint (Qwen3.5: model.language_model.*)."""
+    nested = arch.nested_decoder
+    if nested is None:
+        return {"nested": False}
+    skipped = nested.skipped
+    return {"nested": True, "nested_literal": literal(nested.prefix),
+            "skipped_literal": "(" + ", ".join(literal(p) for p in skipped) + ("," if len(skipped) == 1 else "") + ")"}

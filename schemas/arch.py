@@ -244,6 +244,15 @@ class Names(_Frozen):
     gate_up: Identifier = "gate_up_proj"
 
 
+class NestedDecoder(_Frozen):
+    """Published checkpoints of a multimodal release (Qwen3.5) store the decoder under `prefix` instead of the
+    backbone's name, beside parts the text model does not build (`skipped`: key prefixes of the vision tower,
+    the multi-token-prediction head)."""
+
+    prefix: str = Field(pattern=r"^([a-z_][a-z0-9_]*\.)+$")
+    skipped: tuple[Annotated[str, Field(pattern=r"^([a-z_][a-z0-9_]*\.)+$")], ...] = ()
+
+
 class Architecture(_Frozen):
     """A whole decoder-only causal language model."""
 
@@ -275,6 +284,8 @@ class Architecture(_Frozen):
     bare_decoder_checkpoints: bool = Field(
         False, description="Published checkpoints may hold the decoder alone, its keys without the `names.backbone` "
         "prefix (saved from the base model, as GPT-2's release is): the loader adds the prefix.")
+    nested_decoder: NestedDecoder | None = Field(None, exclude_if=_unset, description="Published checkpoints nest "
+                                                 "the decoder inside a multimodal model: the loader renames its keys.")
     stale_layer_buffers: tuple[Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$")], ...] = Field(
         (), description="Per-layer buffers that published checkpoints store and nothing reads (GPT-2's causal-mask "
         "`attn.bias` and `attn.masked_bias`): the loader skips them.")

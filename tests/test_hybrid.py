@@ -236,3 +236,23 @@ def test_bad_hybrid_configs_are_refused(edit, words):
     edit(raw["text_config"])
     with pytest.raises(LlmgenError, match=words):
         validate(lower(raw))
+
+
+def test_published_multimodal_layout_loads(replica, tmp_path):
+    """Qwen3.5's releases store the decoder as model.language_model.* beside model.visual.* and mtp.*: the
+    generated loader renames the first and skips the others."""
+    from safetensors.torch import load_file, save_file
+
+    gen, config, model = replica
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, tmp_path / "plain.safetensors")
+    published = {("model.language_model." + k[len("model."):] if k.startswith("model.") else k): v
+                 for k, v in load_file(tmp_path / "plain.safetensors").items()}
+    published["model.visual.blocks.0.attn.qkv.weight"] = torch.zeros(3, 3)
+    published["mtp.fc.weight"] = torch.zeros(2, 2)
+    (tmp_path / "published").mkdir()
+    save_file(published, tmp_path / "published" / "model.safetensors")
+    loaded = gen.load_checkpoint(tmp_path / "published", config)
+    ids = torch.randint(0, config.vocab_size, (2, 20), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert torch.equal(loaded(ids), model(ids))

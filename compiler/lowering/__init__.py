@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ...schemas.arch import Architecture
+from ...schemas.arch import Architecture, NestedDecoder
 from ..errors import ConfigError, UnsupportedError
 from .families import lower_gemma3_text, lower_llama, lower_mistral, lower_qwen2, lower_qwen3
 from .fam_gemma_olmo import FAMILIES_GEMMA_OLMO, REPLICA_GEMMA_OLMO
@@ -46,6 +46,10 @@ WRAPPERS = {"gemma3": "gemma3_text", "qwen3_5": "qwen3_5_text", "qwen3_5_moe": "
 # The wrapper's checkpoint prefix, where it is not "language_model." (transformers 5 saves Qwen3.5's text
 # model from AutoModelForCausalLM without one).
 WRAPPER_PREFIX = {"qwen3_5": "", "qwen3_5_moe": ""}
+# Published checkpoints of these wrappers nest the decoder (model.language_model.*) beside the vision tower
+# and the multi-token-prediction head: the generated loader renames and skips (IR: nested_decoder).
+WRAPPER_NESTED = {name: NestedDecoder(prefix="model.language_model.", skipped=("model.visual.", "mtp."))
+                  for name in ("qwen3_5", "qwen3_5_moe")}
 # Wrapper keys that only concern the other modalities.
 WRAPPER_KEYS = frozenset(
     {"vision_config", "mm_tokens_per_image", "boi_token_index", "eoi_token_index", "image_token_index",
@@ -70,7 +74,7 @@ def lower(raw: dict[str, Any]) -> Architecture:
     model_type = raw.get("model_type")
     if not isinstance(model_type, str):
         raise ConfigError("config: missing required key 'model_type'")
-    prefix = ""
+    prefix, nested = "", None
     where = "config"
     if model_type in WRAPPERS:
         outer = ConfigReader(raw, "config")
@@ -79,7 +83,7 @@ def lower(raw: dict[str, Any]) -> Architecture:
             raise ConfigError(f"config: model_type {model_type!r} needs a 'text_config' object")
         outer.finish(WRAPPER_KEYS)
         raw = {"tie_word_embeddings": raw.get("tie_word_embeddings", True), **text_decoder_config(raw)}
-        prefix = WRAPPER_PREFIX.get(model_type, "language_model.")
+        prefix, nested = WRAPPER_PREFIX.get(model_type, "language_model."), WRAPPER_NESTED.get(model_type)
         model_type, where = raw["model_type"], "config.text_config"
     family = FAMILIES.get(model_type) if isinstance(model_type, str) else None
     if family is None:
@@ -87,6 +91,8 @@ def lower(raw: dict[str, Any]) -> Architecture:
         raise UnsupportedError(f"config: model_type {model_type!r:.60} is not supported (supported: {known})")
     try:
         arch = family(ConfigReader(raw, where), model_type)
+        if prefix == "" and nested is not None:
+            return arch.model_copy(update={"nested_decoder": nested})
         return arch.model_copy(update={"checkpoint_prefix": prefix}) if prefix else arch
     except ValidationError as exc:
         err = exc.errors()[0]
