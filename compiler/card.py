@@ -20,6 +20,7 @@ from ..schemas.arch import Architecture
 from .describe import features
 from .errors import ConfigError, SourceError
 from .load import load_config, path_exists
+from .mixers import recurrent_state_bytes
 from .lowering import lower
 from .validate import validate
 from .weight_map import WeightEntry, active_parameter_count, entry_size, weight_map
@@ -69,12 +70,18 @@ def load_model(source: str) -> Model:
 # --- layer pattern ---------------------------------------------------------------------------
 
 
+MIXER_LETTERS = {"gated_deltanet": "L"}  # mixers other than attention with a letter of their own
+MIXER_WORDS = {"gated_deltanet": "linear attention (Gated DeltaNet)"}
+
+
 def layer_letter(layer: Any) -> str:
     """S sliding-window attention, C chunked attention, F full attention (lower case: no RoPE); other mixers:
     their kind's initial."""
     mixer = layer.mixer
     if mixer.kind == "attention":
         letter = "S" if mixer.span == "sliding" else "C" if mixer.span == "chunked" else "F"
+    elif mixer.kind in MIXER_LETTERS:
+        letter = MIXER_LETTERS[mixer.kind]
     else:
         letter = mixer.kind[0].upper()
     return letter.lower() if getattr(mixer, "rope", "") is None else letter
@@ -85,6 +92,8 @@ def letter_meaning(layer: Any) -> str:
     if mixer.kind == "attention":
         words = (f"sliding window {mixer.window}" if mixer.span == "sliding" else f"chunked attention (chunk "
                  f"{mixer.chunk_size})" if mixer.span == "chunked" else "full attention")
+    elif mixer.kind in MIXER_WORDS:
+        words = MIXER_WORDS[mixer.kind]
     else:
         words = mixer.kind.replace("_", " ")
     return words + (", no RoPE (NoPE)" if getattr(mixer, "rope", "") is None else "")
@@ -174,18 +183,27 @@ def cached_tokens(layer: Any, tokens: int) -> int:
     return min(tokens, window) if getattr(layer.mixer, "span", "full") in ("sliding", "chunked") and window else tokens
 
 
+def recurrent_bytes(layer: Any) -> int:
+    """Bytes of a linear-attention layer's state per sequence, constant in the text length (0: none)."""
+    return recurrent_state_bytes(layer.mixer, conv_bytes=KV_BYTES) if layer.mixer.kind == "gated_deltanet" else 0
+
+
 def cache_bytes(arch: Architecture, tokens: int) -> int:
     """Bytes (bf16) the whole cache holds after ``tokens`` tokens: each layer's bytes per token times the
     tokens it keeps (a sliding window keeps at most its window). The card's "KV at length" and the
-    gallery's memory chart both use this."""
-    return sum(kv_bytes_per_token(layer) * cached_tokens(layer, tokens) for layer in arch.layers)
+    gallery's memory chart both use this. A linear-attention layer adds its
+    constant recurrent state."""
+    return sum(kv_bytes_per_token(layer) * cached_tokens(layer, tokens) + recurrent_bytes(layer) for layer in arch.layers)
 
 
 def kv_cache(arch: Architecture) -> dict[str, Any]:
     per_layer = [kv_bytes_per_token(layer) for layer in arch.layers]
+    state = [recurrent_bytes(layer) for layer in arch.layers]
     return {
         "bytes_per_token_bf16": sum(per_layer),
-        "layers_without_cache": [layer.index for layer, b in zip(arch.layers, per_layer) if not b],
+        "layers_without_cache": [layer.index for layer, b, r in zip(arch.layers, per_layer, state) if not b and not r],
+        "recurrent_layers": [layer.index for layer, r in zip(arch.layers, state) if r],
+        "recurrent_bytes_per_sequence": sum(state),  # conv window in bf16, delta-rule state in float32
         "effective_bytes_bf16": {name: cache_bytes(arch, tokens) for name, tokens in CONTEXTS.items()},
         "beyond_trained_context": [name for name, tokens in CONTEXTS.items() if tokens > arch.max_position_embeddings],
     }
@@ -196,6 +214,8 @@ def attention_kind(arch: Architecture) -> str:
     kinds = []
     for layer in arch.layers:
         mixer = layer.mixer
+        if mixer.kind in MIXER_WORDS:
+            continue  # said after the attention's kind
         if mixer.kind != "attention":
             kinds.append(mixer.kind.upper())
         elif mixer.num_kv_heads == 1 and mixer.num_heads > 1:
@@ -221,6 +241,9 @@ def attention_kind(arch: Architecture) -> str:
         words += f", chunked on {spans.count('chunked')} of {len(spans)} layers (chunk {'/'.join(map(str, chunks))})"
     else:
         words += ", full"
+    linear = sum(layer.mixer.kind in MIXER_WORDS for layer in arch.layers)
+    if linear:
+        words += f"; {MIXER_WORDS[next(lay.mixer.kind for lay in arch.layers if lay.mixer.kind in MIXER_WORDS)]} on {linear} of {len(arch.layers)} layers"
     return words
 
 
@@ -285,11 +308,15 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
         params += f", {human_count(p['active_per_token'])} active per token"
     params += (f"; embedding {human_count(p['embedding'])} ({p['embedding_share']:.1%}), "
                f"non-embedding {human_count(p['non_embedding'])} ({1 - p['embedding_share']:.1%})")
-    with_cache = data["num_layers"] - len(kv["layers_without_cache"])
+    recurrent = kv.get("recurrent_layers", [])
+    with_cache = data["num_layers"] - len(kv["layers_without_cache"]) - len(recurrent)
     per_token = f"{human_bytes(kv['bytes_per_token_bf16'])} per token in bf16 ({with_cache} layers, full attention assumed)"
+    if recurrent:
+        per_token += (f"; recurrent state {human_bytes(kv['recurrent_bytes_per_sequence'])} per sequence, constant "
+                      f"({len(recurrent)} linear-attention layers)")
     beyond = kv["beyond_trained_context"]
     effective = ", ".join(f"{name}: {human_bytes(b)}" for name, b in kv["effective_bytes_bf16"].items())
-    effective += " (sliding windows counted" + (f"; {', '.join(beyond)} beyond the trained context "
+    effective += " (sliding windows counted" + (", linear layers' constant state included" if recurrent else "") + (f"; {', '.join(beyond)} beyond the trained context "
                                                f"{data['max_position_embeddings']})" if beyond else ")")
     return [
         ("layers", f"{data['num_layers']}: {data['pattern']['strip']}  ({legend})"),

@@ -7,6 +7,8 @@ the words always match the code.
 from __future__ import annotations
 
 from ..schemas.arch import Architecture, Moe, Rope
+from .describe_linear import linear_features
+from .mixers import attention_layers, first_attention
 from .render_chunked import chunked_features
 from .rope_fields import attention_scaling
 
@@ -25,10 +27,10 @@ def _num(value: float) -> str:
 
 def layer_pattern(arch: Architecture) -> str:
     """One letter per layer: S = sliding-window attention, C = chunked attention, F = full attention,
-    N = full attention without position embeddings (NoPE)."""
+    N = full attention without position embeddings (NoPE), L = linear attention (Gated DeltaNet)."""
     return "".join(
-        "S" if layer.mixer.span == "sliding" else "C" if layer.mixer.span == "chunked" else "F" if layer.mixer.rope
-        else "N" for layer in arch.layers
+        "L" if layer.mixer.kind == "gated_deltanet" else "S" if layer.mixer.span == "sliding" else "C"
+        if layer.mixer.span == "chunked" else "F" if layer.mixer.rope else "N" for layer in arch.layers
     )
 
 
@@ -69,11 +71,13 @@ def _rope_words(table: Rope) -> str:
 def features(arch: Architecture) -> list[str]:
     """The model's notable features, one sentence each."""
     layer = arch.layers[0]
-    attn, norm = layer.mixer, layer.norm
+    attn, norm = first_attention(arch), layer.norm
+    attns = attention_layers(arch)
     ffn = next((lay.ffn for lay in arch.layers if lay.ffn.kind == "mlp"), None)  # the dense MLP, if any
     out = [
         f"{arch.num_layers} decoder layers, hidden size {arch.hidden_size}, vocabulary {arch.embedding.vocab_size}.",
     ]
+    out += linear_features(arch)
     if attn.kind == "mla":
         out += mla_words(attn)
     elif attn.num_kv_heads == 1:
@@ -92,16 +96,16 @@ def features(arch: Architecture) -> list[str]:
     pattern = layer_pattern(arch)
     sliding = pattern.count("S")
     if sliding == arch.num_layers:
-        out.append(f"Sliding-window attention on every layer (window {attn.window if attn.window else layer.mixer.window}).")
+        out.append(f"Sliding-window attention on every layer (window {attn.window}).")
     elif sliding:
-        window = next(lay.mixer.window for lay in arch.layers if lay.mixer.span == "sliding")
+        window = next(lay.mixer.window for lay in attns if lay.mixer.span == "sliding")
         period = len(pattern) - len(pattern.lstrip("S")) + 1
         out.append(
             f"Sliding-window attention (window {window}) on {sliding} of {arch.num_layers} layers, full attention "
             f"on the rest (pattern {pattern[:period]} repeating)."
         )
     if len(arch.rope) > 1:
-        by_span = {lay.mixer.span: lay.mixer.rope for lay in arch.layers}
+        by_span = {lay.mixer.span: lay.mixer.rope for lay in attns}
         parts = [f"{span} layers {_rope_words(arch.rope_table(name))}" for span, name in sorted(by_span.items()) if name]
         out.append("Two RoPE tables: " + "; ".join(parts) + ".")
     elif arch.rope:
@@ -117,7 +121,7 @@ def features(arch: Architecture) -> list[str]:
         out.append("QK-norm: a LayerNorm module of its own (scale, no bias) for each query and key head, before RoPE.")
     elif attn.qk_norm == "whole":
         out.append("QK-norm: RMSNorm over the whole query and key projections (all heads at once) before RoPE.")
-    nope = [lay.index for lay in arch.layers if lay.mixer.rope is None]
+    nope = [lay.index for lay in attns if lay.mixer.rope is None]
     if arch.rope and nope:
         out.append(f"No position embeddings (NoPE) on {len(nope)} of {arch.num_layers} layers (layers {', '.join(map(str, nope[:4]))}{', ...' if len(nope) > 4 else ''}).")
     out += chunked_features(arch)

@@ -23,6 +23,7 @@ from .errors import LlmgenError, SourceError
 from .lowering import lower
 from .validate import validate
 from .verify import _import
+from .mixers import module_name
 from .weight_map import block_norms
 
 NOISE_RATIO = 10.0  # float64 must shrink the difference at least this much to call it noise
@@ -80,7 +81,12 @@ def _block_suspects(layer: Any, names: Any, where: str) -> tuple[str, str, str]:
 
 
 def _mixer_suspects(arch: Architecture, mixer: Any, module: str) -> str:
+    if mixer.kind == "gated_deltanet":
+        return (f"{module} in-projections, causal conv1d (kernel {mixer.conv_kernel}) + SiLU, L2-normed q/k, "
+                f"decay g (A_log, dt_bias), beta, the delta rule (chunks of {mixer.chunk_size}), gated norm with z")
     parts = [f"{module} projections"]
+    if getattr(mixer, "output_gate", False):
+        parts.append("sigmoid output gate")
     if getattr(mixer, "qk_norm", "none") != "none":
         parts.append("QK-norm")
     rope = getattr(mixer, "rope", None)
@@ -111,7 +117,7 @@ def points_for(arch: Architecture) -> list[Point]:
     pts = [Point("embed", f"{backbone}{names.layers}.0", "in", embed)]
     for layer in arch.layers:
         i, where = layer.index, f"{backbone}{names.layers}.{layer.index}"
-        mixer = f"{where}.{names.attn}"
+        mixer = f"{where}.{module_name(layer.mixer.kind, names)}"
         ffn = f"{where}.{names.mlp}"
         before_attn, before_mlp, after_mlp = _block_suspects(layer, names, where)
         act = getattr(layer.ffn, "activation", "")

@@ -52,7 +52,8 @@ def collect() -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
             params_text=human_count(p["total"]),
             active_text=human_count(p["active_per_token"]),
             non_embedding_text=f"{human_count(p['non_embedding'])} ({1 - p['embedding_share']:.0%})",
-            kv_text=human_bytes(kv["bytes_per_token_bf16"]),
+            kv_text=human_bytes(kv["bytes_per_token_bf16"]) + (
+                f" + {human_bytes(kv['recurrent_bytes_per_sequence'])} state" if kv.get("recurrent_layers") else ""),
             kv32k_text=human_bytes(kv["effective_bytes_bf16"]["32k"]),
             pattern_words=pattern_legend(arch),
             **figures(arch, entry.id, data["parameters"]),

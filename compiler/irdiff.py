@@ -26,7 +26,8 @@ ABSENT = "absent"
 PRESENT = "present"
 SPAN_PATHS = ("mixer.span", "mixer.window")
 NAMES_PREFIX = "names."
-LETTER_WORDS = {"S": "sliding", "F": "full", "s": "sliding NoPE", "f": "full NoPE"}
+MIXER_PREFIX = {"gated_deltanet": "linear_mixer"}  # IR paths of a non-attention mixer's fields
+LETTER_WORDS = {"S": "sliding", "F": "full", "s": "sliding NoPE", "f": "full NoPE", "L": "linear"}
 BLOCK_WORDS = {"pre_norm": "pre", "post_norm": "post", "sandwich": "sandwich", "parallel": "parallel"}
 # Readable names of known paths; None silences a path another phrase already covers.
 LABELS: dict[str, str | None] = {
@@ -65,6 +66,8 @@ def _layer_fields(arch: Architecture, layer: Any) -> dict[str, Any]:
         if name == "mixer" and getattr(value, "rope", None):
             table = arch.rope_table(value.rope).model_dump(exclude={"name"})
             value = {**dict(value), "rope": table}  # compare the table, not its name
+        if name == "mixer" and layer.mixer.kind in MIXER_PREFIX:  # a linear mixer's fields are facts of their own
+            name = MIXER_PREFIX[layer.mixer.kind]
         _flatten(value, name, out)
     return out
 
@@ -84,6 +87,11 @@ def summarise(arch: Architecture) -> dict[str, tuple[str, Any]]:
     paths = list(dict.fromkeys(path for fields in per_layer for path in fields))
     for path in paths:
         values = [fields.get(path, ABSENT) for fields in per_layer]
+        if path.split(".", 1)[0] in ("mixer", *MIXER_PREFIX.values()):  # each mixer kind: over its own layers
+            kept = [(v, letter) for v, letter in zip(values, letters) if v is not ABSENT]
+            values, letters_of = [v for v, _ in kept], [letter for _, letter in kept]
+            facts[path] = ("one", values[0]) if all(v == values[0] for v in values) else ("mixed", _mixed(values, letters_of))
+            continue
         facts[path] = ("one", values[0]) if all(v == values[0] for v in values) else ("mixed", _mixed(values, letters))
     return facts
 
@@ -132,7 +140,8 @@ def span_words(arch: Architecture) -> str:
     return f"sliding window {window} on {spans.count('S')} of {len(spans)} layers ({compress(spans)})"
 
 
-PREFIX_WORDS = (("mixer.rope.", "RoPE "), ("mixer.", "attention "), ("ffn.", "MLP "), ("final_norm.", "final norm "),
+LABELS["linear_mixer"] = "Gated DeltaNet (linear attention) layers"
+PREFIX_WORDS = (("mixer.rope.", "RoPE "), ("mixer.", "attention "), ("linear_mixer.", "Gated DeltaNet "), ("ffn.", "MLP "), ("final_norm.", "final norm "),
                 ("norm.", "norm "), ("embedding.", "embedding "), ("head.", "output head "))
 
 
@@ -186,6 +195,10 @@ def differences(a: Architecture, b: Architecture) -> list[str]:
     kinds = [attention_kind(arch).split(", ")[0] for arch in (a, b)]
     if kinds[0] != kinds[1]:
         out.append(f"attention: {kinds[0]} → {kinds[1]}")
+    linear = [sum(layer.mixer.kind in MIXER_PREFIX for layer in arch.layers) for arch in (a, b)]
+    if linear[0] != linear[1]:  # hybrid models: which layers are linear attention
+        strips = [compress("".join(layer_letter(layer) for layer in arch.layers)) for arch in (a, b)]
+        out.append(f"layer pattern: {strips[0]} → {strips[1]} (L: linear attention, {linear[0]} → {linear[1]} layers)")
     spans = span_words(a), span_words(b)
     if spans[0] != spans[1]:
         if spans[0].startswith("full attention on every"):

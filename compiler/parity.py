@@ -16,6 +16,7 @@ from .lowering import WRAPPERS, lower
 from .lowering.replica import WINDOW, tiny_replica
 from .render_moe import moe_of
 from .render_chunked import chunk_parity_context
+from .render_linear import parity_scales
 from .render import Provenance, config_kwargs, literal, model_context, safe_comment, structure
 from .validate import validate
 from .weight_map import WeightEntry, weight_map
@@ -24,6 +25,7 @@ TOLERANCE = 1e-5
 WEIGHT_STD = 0.05
 NORM_SPREAD = 0.2
 BATCH = 2
+LINEAR_EXTRA = 22  # 2 x 64 + 22 = 150 positions through the linear layers: a third, partial chunk
 MOE_SEQ_LEN = 32  # batch 2 x 32 tokens x top 2 of 8 experts: every expert gets tokens (the test asserts it)
 
 
@@ -54,7 +56,9 @@ def parity_context(raw: dict[str, Any], arch: Architecture, weights: list[Weight
     if full_structure != tiny_structure:
         differing = sorted(k for k in full_structure if full_structure[k] != tiny_structure.get(k))
         raise UnsupportedError(f"cannot build a tiny replica with the same structure (differs in: {', '.join(differing)})")
-    sliding = any(layer.mixer.span == "sliding" for layer in tiny.layers)
+    sliding = any(getattr(layer.mixer, "span", None) == "sliding" for layer in tiny.layers)
+    linear = next((layer.mixer for layer in tiny.layers if layer.mixer.kind == "gated_deltanet"), None)
+    scales = parity_scales(tiny, NORM_SPREAD)
     moe = moe_of(tiny)
     norms = [e for e in weight_map(tiny) if e.role == "norm"]
     return {
@@ -71,7 +75,10 @@ def parity_context(raw: dict[str, Any], arch: Architecture, weights: list[Weight
         "weight_std": literal(WEIGHT_STD),
         "norm_spread": literal(NORM_SPREAD),
         "batch": literal(BATCH),
-        "seq_len": literal(2 * WINDOW + 4 if sliding else MOE_SEQ_LEN if moe else 16),
+        # linear layers: past two of the delta rule's chunks
+        "seq_len": literal(2 * linear.chunk_size + LINEAR_EXTRA if linear else 2 * WINDOW + 4 if sliding
+                           else MOE_SEQ_LEN if moe else 16),
+        "param_scales": py_literal({k: list(v) for k, v in scales.items()}) if scales else "",
         "tolerance": literal(TOLERANCE),
         "window": literal(WINDOW if sliding else None),
         "has_window": sliding,

@@ -24,6 +24,8 @@ from .dtypes import loader_context
 from .rope_fields import rope_config_fields, rope_context
 from .render_mla import mla_config_fields, mla_context, mla_names, mla_of
 from .render_moe import ffn_init, moe_config_fields, moe_context
+from .mixers import attention_layers, first_attention
+from .render_linear import hybrid_context, linear_config_fields, linear_context, mixer_maps, nested_context
 from .render_chunked import chunked_config_fields, chunked_context, q_scale_arg, q_scale_param
 from .weight_map import WeightEntry, block_norms, ffn_kinds
 
@@ -38,6 +40,7 @@ TITLES.update(gemma="Gemma", gemma2="Gemma 2", olmo2="OLMo 2", olmo3="OLMo 3", s
 TITLES.update(mixtral="Mixtral", qwen2_moe="Qwen2-MoE", qwen3_moe="Qwen3-MoE", olmoe="OLMoE", granitemoe="Granite-MoE")
 TITLES.update(llama4_text="Llama 4 (text decoder)")
 TITLES.update(gpt_oss="gpt-oss")
+TITLES.update(qwen3_next="Qwen3-Next", qwen3_5_text="Qwen3.5 (text decoder)", qwen3_5_moe_text="Qwen3.5-MoE (text decoder)")
 TITLES.update(phi3="Phi-3", stablelm="StableLM", cohere="Cohere (Command R)", cohere2="Cohere 2", granite="Granite")
 
 
@@ -85,7 +88,7 @@ def _field(name: str, type_: str, value: Any, comment: str = "") -> dict[str, st
 def config_values(arch: Architecture) -> list[dict[str, str]]:
     """The generated ``Config`` dataclass: one field per number the code reads."""
     layer = arch.layers[0]
-    attn, ffn = layer.mixer, ffn_kinds(arch).get("mlp")  # the dense MLP, if any layer has one
+    attn, ffn = first_attention(arch), ffn_kinds(arch).get("mlp")  # the dense MLP, if any layer has one
     fields = [
         _field("vocab_size", "int", arch.embedding.vocab_size),
         *([_field("pad_token_id", "int", arch.embedding.padding_idx, "the padding token: its embedding row gets no gradient")]
@@ -99,6 +102,7 @@ def config_values(arch: Architecture) -> list[dict[str, str]]:
             _field("num_key_value_heads", "int", attn.num_kv_heads),
             _field("head_dim", "int", attn.head_dim),
         ]),
+        *linear_config_fields(arch, _field),
         _field("norm_eps", "float", layer.norm.eps),
         _field("attention_scale", "float", attn.scale, "multiplies q.k"),
         _field("max_position_embeddings", "int", arch.max_position_embeddings, "trained context length"),
@@ -106,7 +110,7 @@ def config_values(arch: Architecture) -> list[dict[str, str]]:
     kinds = layer_kinds(arch)
     if len(kinds) > 1:
         fields.append(_field("layer_pattern", "str", layer_pattern(arch), pattern_legend(arch, short=True)))
-    windows = [lay.mixer.window for lay in arch.layers if lay.mixer.span == "sliding"]
+    windows = [lay.mixer.window for lay in attention_layers(arch) if lay.mixer.span == "sliding"]
     if windows:
         fields.append(_field("sliding_window", "int", windows[0], "keys visible to a query, itself included"))
     fields += chunked_config_fields(arch, _field)
@@ -131,7 +135,11 @@ def layer_kinds(arch: Architecture) -> list[dict[str, Any]]:
     """Distinct kinds of layer, in order of first appearance."""
     kinds: dict[str, dict[str, Any]] = {}
     for layer, letter in zip(arch.layers, layer_pattern(arch)):
-        kinds.setdefault(letter, {"letter_literal": literal(letter), "sliding": layer.mixer.span == "sliding",
+        if layer.mixer.kind == "gated_deltanet":  # no mask, no positions: its state carries the order
+            kinds.setdefault(letter, {"letter_literal": literal(letter), "linear": True, "sliding": False,
+                                      "chunked": False, "temperature": False, "rope": ""})
+            continue
+        kinds.setdefault(letter, {"letter_literal": literal(letter), "linear": False, "sliding": layer.mixer.span == "sliding",
                                   "chunked": layer.mixer.span == "chunked",
                                   "temperature": getattr(layer.mixer, "temperature", None) is not None,
                                   "rope": identifier(layer.mixer.rope) if layer.mixer.rope else ""})
@@ -142,11 +150,12 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
     """Everything the model templates need. Keys other than config_fields/features/provenance
     are structural: two models with equal structure render the same code."""
     layer = arch.layers[0]
-    attn, ffn, norm = layer.mixer, ffn_kinds(arch).get("mlp"), layer.norm  # ffn: the dense MLP, if any
+    attn, ffn, norm = first_attention(arch), ffn_kinds(arch).get("mlp"), layer.norm  # ffn: the dense MLP, if any
     activation, activation_args = ACTIVATION_CODE[ffn.activation] if ffn else ("", "")
     grouped = attn.num_kv_heads < attn.num_heads
-    has_rope = any(lay.mixer.rope for lay in arch.layers)
-    has_nope = has_rope and any(lay.mixer.rope is None for lay in arch.layers)
+    attns = attention_layers(arch)
+    has_rope = any(lay.mixer.rope for lay in attns)
+    has_nope = has_rope and any(lay.mixer.rope is None for lay in attns)
     names = {key: identifier(value) for key, value in arch.names}  # every field (dumps leave some out)
     return {
         "version": __version__,
@@ -167,8 +176,10 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
                         else ", cos: torch.Tensor, sin: torch.Tensor" if has_rope else "") + q_scale_param(arch),
         "rope_args": (", cos, sin" if has_rope else "") + q_scale_arg(arch),
         **chunked_context(arch),
-        "has_sliding": any(lay.mixer.span == "sliding" for lay in arch.layers),
-        "has_full": any(lay.mixer.span == "full" for lay in arch.layers),
+        "has_sliding": any(lay.mixer.span == "sliding" for lay in attns),
+        "has_full": any(lay.mixer.span == "full" for lay in attns),
+        "gdn": linear_context(arch, identifier),
+        **hybrid_context(arch, has_rope),
         "layer_kinds": layer_kinds(arch),
         "pattern_legend": pattern_legend(arch),
         "mla": mla_context(arch, identifier),
@@ -181,7 +192,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
             "fused": fused_attention(attn),
             "qkv": attn.qkv, "q_bias": attn.q_bias, "k_bias": attn.k_bias, "v_bias": attn.v_bias,
             "o_bias": attn.o_bias, "qk_norm": attn.qk_norm, "softcap": attn.softcap is not None, "grouped": grouped,
-            "sinks": attn.sinks,
+            "sinks": attn.sinks, "output_gate": attn.output_gate,
         },
         "mlp": {
             "summary": ("Gated feed-forward: down(act(gate(x)) * up(x))." if ffn.gated
@@ -202,8 +213,9 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
                       "learned_positions": arch.embedding.learned_positions is not None},
         "head": {"tied": arch.head.tied, "bias": arch.head.bias, "softcap": arch.head.softcap is not None,
                  "multiplier": arch.head.multiplier is not None, "divisor": arch.head.divisor is not None},
-        "weights": [{"checkpoint_literal": literal(e.checkpoint), "param_literal": literal(e.param), "kind": e.ffn_kind}
-                    for e in weights],
+        "weights": [{"checkpoint_literal": literal(e.checkpoint), "param_literal": literal(e.param), "kind": e.ffn_kind,
+                     "mixer": e.mixer_kind} for e in weights],
+        "mixer_maps": mixer_maps(arch, weights, literal),
         "head_keys": [{"checkpoint_literal": literal(e.checkpoint), "field_literal": literal(e.head_count)}
                       for e in weights if e.head_count],
         "fp8": {"block_literal": literal(arch.fp8.block[0]) and f"({arch.fp8.block[0]}, {arch.fp8.block[1]})",
@@ -221,13 +233,13 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
                    "backbone_literal": literal(f"{arch.checkpoint_prefix}{arch.names.backbone}."),
                    "stale_literal": "(" + ", ".join(literal(name) for name in arch.stale_layer_buffers)
                    + ("," if len(arch.stale_layer_buffers) == 1 else "") + ")",
-                   "stale_words": ", ".join(arch.stale_layer_buffers)}
-        if arch.bare_decoder_checkpoints or arch.stale_layer_buffers else None,
+                   "stale_words": ", ".join(arch.stale_layer_buffers), **nested_context(arch, literal)}
+        if arch.bare_decoder_checkpoints or arch.stale_layer_buffers or arch.nested_decoder else None,
     }
 
 
 LETTERS = {"S": "S = sliding-window attention", "C": "C = chunked attention", "F": "F = full attention",
-           "N": "N = NoPE (full attention, no RoPE)"}
+           "N": "N = NoPE (full attention, no RoPE)", "L": "L = linear attention (Gated DeltaNet)"}
 
 
 def pattern_legend(arch: Architecture, short: bool = False) -> str:

@@ -72,7 +72,7 @@ def _partial(table: Rope, head_dim: int) -> bool:
 
 
 def _head_dim(arch: Architecture, table: Rope) -> int:
-    dims = {layer.mixer.head_dim for layer in arch.layers if layer.mixer.rope == table.name}
+    dims = {layer.mixer.head_dim for layer in arch.layers if getattr(layer.mixer, "rope", None) == table.name}
     return dims.pop() if len(dims) == 1 else table.rotary_dim
 
 

@@ -7,8 +7,9 @@ producing a file with wrong logits.
 
 from __future__ import annotations
 
-from ..schemas.arch import Architecture, Moe
+from ..schemas.arch import Architecture, GatedDeltaNet, Moe
 from .describe import layer_pattern
+from .mixers import attention_layers, first_attention, is_hybrid
 from .errors import ConfigError, UnsupportedError
 from .rope_fields import rope_unsupported
 
@@ -20,14 +21,20 @@ def validate(arch: Architecture) -> Architecture:
     for layer in arch.layers:
         if ffns.setdefault(layer.ffn.kind, layer.ffn) != layer.ffn:
             raise UnsupportedError(f"layer {layer.index}: its {layer.ffn.kind} differs from an earlier layer's (not supported yet)")
-    for layer in arch.layers[1:]:
+    mixers: dict[str, object] = {}  # the first mixer of each kind: the others of the kind must match it
+    for layer in arch.layers:
         for part in ("block", "parallel_norms", "parallel_sum", "norm", "residual_scale"):
             if getattr(layer, part) != getattr(first, part):
                 raise UnsupportedError(f"layer {layer.index}: its {part} differs from layer 0 (not supported yet)")
-        a, b = layer.mixer, first.mixer
-        per_kind = {"span": b.span, "window": b.window, "rope": b.rope, **_position_coupled(a, b)}
+        a = layer.mixer
+        b = mixers.setdefault(a.kind, a)
+        per_kind = ({"span": b.span, "window": b.window, "rope": b.rope, **_position_coupled(a, b)}
+                    if a.kind in ("attention", "mla") else {})
         if a.model_copy(update=per_kind) != b:
-            raise UnsupportedError(f"layer {layer.index}: attention shape differs from layer 0 (not supported yet)")
+            raise UnsupportedError(f"layer {layer.index}: its {a.kind} shape differs from layer "
+                                   f"{next(lay.index for lay in arch.layers if lay.mixer is b)} (not supported yet)")
+    if is_hybrid(arch):
+        _check_hybrid(arch, mixers)
     moe = ffns.get("moe")
     if isinstance(moe, Moe):  # what the expert templates can print
         if moe.activation == "clamped_swiglu" and moe.storage != "stacked_in_out":
@@ -39,12 +46,12 @@ def validate(arch: Architecture) -> Architecture:
         if moe.weighted == "input" and moe.storage not in ("fused_in_out", "stacked_in_out"):
             raise UnsupportedError("routing weights on the experts' input are implemented for (in, out) stacked experts only")
     pattern = layer_pattern(arch)
-    for letter in set(pattern):
+    for letter in set(pattern) - {"L"}:
         ropes = {layer.mixer.rope for layer, kind in zip(arch.layers, pattern) if kind == letter}
         if len(ropes) > 1:
             raise UnsupportedError(f"layers of kind {letter} use different RoPE tables {sorted(map(str, ropes))}")
     _check_position_coupled(arch, pattern)
-    windows = {layer.mixer.window for layer in arch.layers if layer.mixer.span == "sliding"}
+    windows = {layer.mixer.window for layer in attention_layers(arch) if layer.mixer.span == "sliding"}
     if len(windows) > 1:
         raise UnsupportedError(f"sliding layers use different windows {sorted(windows)} (not supported yet)")
     if windows and max(windows) > arch.max_position_embeddings:
@@ -52,20 +59,22 @@ def validate(arch: Architecture) -> Architecture:
             f"sliding window {max(windows)} exceeds the context length {arch.max_position_embeddings}"
         )
     names = {table.name for table in arch.rope}
-    for layer in arch.layers:
+    for layer in attention_layers(arch):
         if layer.mixer.rope is not None and layer.mixer.rope not in names:
             raise ConfigError(f"layer {layer.index}: unknown RoPE table {layer.mixer.rope!r}")
     for table in arch.rope:
         problem = rope_unsupported(table)
         if problem:
             raise UnsupportedError(problem)
-    norm, attn = first.norm, first.mixer
+    norm, attn = first.norm, first_attention(arch)
     if norm.kind == "rmsnorm" and norm.compute_dtype != "float32":
         raise UnsupportedError("an RMSNorm computed in the input dtype is not implemented")
     if norm.kind == "layernorm" and (norm.weight_offset or norm.weight_in_compute_dtype):
         raise UnsupportedError("a LayerNorm with a weight offset is not implemented")
     if arch.final_norm != norm:
         raise UnsupportedError("a final norm that differs from the layers' norms is not implemented")
+    if attn is None:
+        raise UnsupportedError("a model without any softmax-attention layer is not implemented")
     if attn.kind == "mla":
         if arch.linear_layout != "out_in" or norm.kind != "rmsnorm" or attn.latent_norm.kind != "rmsnorm":
             raise UnsupportedError("latent attention is implemented with nn.Linear projections and RMSNorms only")
@@ -87,6 +96,8 @@ def validate(arch: Architecture) -> Architecture:
             raise UnsupportedError("a per-head fused qkv projection needs as many key/value heads as query heads")
         if attn.qkv != "separate" and not attn.q_bias == attn.k_bias == attn.v_bias:
             raise UnsupportedError("a fused qkv projection with bias on only some of q, k, v is impossible")
+        if attn.output_gate and (attn.qkv != "separate" or attn.sinks or attn.softcap is not None):
+            raise UnsupportedError("an attention output gate is implemented with separate q/k/v projections only")
         if arch.linear_layout == "in_out" and "moe" in ffns:
             raise UnsupportedError("experts with transposed (Conv1D) projections are not implemented")
         if arch.linear_layout == "in_out":
@@ -125,6 +136,24 @@ def _check_position_coupled(arch: Architecture, pattern: str) -> None:
         raise UnsupportedError("an L2 QK-norm whose eps differs from the layers' norms is not implemented")
     if len({a.temperature for a in attns if a.temperature}) > 1:
         raise UnsupportedError("layers with different attention temperature tuning are not supported")
-    for letter in set(pattern):
+    for letter in set(pattern) - {"L"}:
         if len({getattr(layer.mixer, "temperature", None) for layer, kind in zip(arch.layers, pattern) if kind == letter}) > 1:
             raise UnsupportedError(f"layers of kind {letter} differ in attention temperature tuning")
+
+
+def _check_hybrid(arch: Architecture, mixers: dict[str, object]) -> None:
+    """What the templates print for layers of several mixer kinds: Gated DeltaNet beside plain attention,
+    in pre-norm blocks of nn.Linear projections and RMSNorms."""
+    if set(mixers) != {"attention", "gated_deltanet"}:
+        raise UnsupportedError(f"layers mixing {' and '.join(sorted(mixers))} are not implemented")
+    layer = arch.layers[0]
+    if layer.block != "pre_norm" or arch.linear_layout != "out_in" or layer.norm.kind != "rmsnorm":
+        raise UnsupportedError("linear-attention layers are implemented in pre-norm blocks with RMSNorms and "
+                               "nn.Linear projections only")
+    gdn = mixers["gated_deltanet"]
+    assert isinstance(gdn, GatedDeltaNet)
+    if gdn.norm.kind != "rmsnorm" or gdn.norm.weight_offset or gdn.norm.bias or gdn.norm.weight_in_compute_dtype:
+        raise UnsupportedError("the gated norm of a Gated DeltaNet is implemented as a plain RMSNorm (weight, no offset) only")
+    spans = {lay.mixer.span for lay in attention_layers(arch)}
+    if spans != {"full"}:
+        raise UnsupportedError(f"linear-attention layers beside {'/'.join(sorted(spans - {'full'}))} attention are not implemented")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..schemas.arch import Architecture, Layer, Mlp, Moe, Names, Norm
+from .mixers import gated_deltanet_rows, is_hybrid, mixer_kinds, module_name
 from .weight_map_mla import mla_rows
 from .weight_map_moe import FFN_LETTERS, ffn_kinds, ffn_pattern, fused_expert_map, moe_rows  # noqa: F401
 
@@ -30,6 +31,7 @@ class WeightEntry:
     heads: int = 1  # copies of the key: "{h}" stands for the head index (a module per head)
     head_count: str | None = None  # "{h}" keys: the Config field that counts their heads
     ffn_kind: str | None = None  # only in the layers whose feed-forward is of this kind (E or D, FFN_LETTERS)
+    mixer_kind: str | None = None  # only in the layers whose mixer is of this kind (Layer.mixer.kind; hybrid models)
     routed: bool = False  # a routed expert's tensor: a token uses top_k of num_experts of them
 
     @property
@@ -40,6 +42,8 @@ class WeightEntry:
         """The layer, expert and head indices this entry's key takes ([None]: the key has no such slot)."""
         layers = ([i for i, kind in enumerate(ffn_pattern(arch)) if kind == self.ffn_kind] if self.ffn_kind
                   else list(range(arch.num_layers)))
+        if self.mixer_kind:
+            layers = [i for i in layers if arch.layers[i].mixer.kind == self.mixer_kind]
         return (layers if self.per_layer else [None],
                 list(range(self.experts)) if "{e}" in self.checkpoint else [None],
                 list(range(self.heads)) if "{h}" in self.checkpoint else [None])
@@ -67,9 +71,10 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
     """The checkpoint layout of ``arch`` (pass 4 of the pipeline)."""
     n, hidden = arch.names, arch.hidden_size
     layer = arch.layers[0]
-    attn, norm = layer.mixer, layer.norm
+    norm = layer.norm
     rows: list[tuple[str, tuple[int, ...], Role]] = []
     extra: dict[str, dict] = {}  # key -> WeightEntry fields beyond the defaults (experts, heads, ffn kinds)
+    neutral: dict[str, float] = {}  # norms whose neutral weight differs from the layers' norms'
 
     def linear(name: str, out_dim: int, in_dim: int, bias: bool) -> None:
         shape = (out_dim, in_dim) if arch.linear_layout == "out_in" else (in_dim, out_dim)
@@ -80,6 +85,8 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
     def norm_rows(name: str, dim: int | tuple[int, ...], spec: Norm) -> None:
         shape = dim if isinstance(dim, tuple) else (dim,)
         rows.append((f"{name}.weight", shape, "norm"))
+        if spec.weight_offset != norm.weight_offset:
+            neutral[f"{name}.weight"] = 1.0 - spec.weight_offset
         if spec.bias:
             rows.append((f"{name}.bias", shape, "bias"))
 
@@ -90,31 +97,18 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
     p = f"{b}{n.layers}.{{i}}."
     for norm_name in block_norms(layer, n):
         norm_rows(p + norm_name, hidden, norm)
-    a = f"{p}{n.attn}."
-    if attn.kind == "mla":
-        mla_rows(attn, a, hidden, linear, norm_rows)
-    else:
-        q_out, kv_out = attn.num_heads * attn.head_dim, attn.num_kv_heads * attn.head_dim
-        if attn.qkv == "separate":
-            linear(a + n.q, q_out, hidden, attn.q_bias)
-            linear(a + n.k, kv_out, hidden, attn.k_bias)
-            linear(a + n.v, kv_out, hidden, attn.v_bias)
+    for kind, mixer in mixer_kinds(arch).items():
+        first = len(rows)
+        a = f"{p}{module_name(kind, n)}."
+        if kind == "gated_deltanet":
+            gated_deltanet_rows(mixer, a, hidden, linear, norm_rows, rows)
+        elif kind == "mla":
+            mla_rows(mixer, a, hidden, linear, norm_rows)
         else:
-            linear(a + n.qkv, q_out + 2 * kv_out, hidden, attn.q_bias)
-        linear(a + n.o, hidden, q_out, attn.o_bias)
-        if attn.sinks:
-            rows.append((a + n.sinks, (attn.num_heads,), "bias"))
-        if attn.qk_norm == "per_head_modules":
-            for name, heads, field in ((n.q_norm, attn.num_heads, "num_attention_heads"),
-                                       (n.k_norm, attn.num_kv_heads, "num_key_value_heads")):
-                norm_rows(f"{a}{name}.norms.{{h}}", attn.head_dim, attn.qk_norm_spec)
-                extra[f"{a}{name}.norms.{{h}}.weight"] = {"heads": heads, "head_count": field}
-        elif attn.qk_norm not in ("none", "l2") and attn.qk_norm_spec is not None:  # l2: no weight
-            whole, rows_per_head = attn.qk_norm == "whole", attn.qk_norm == "per_head_weights"
-            q_dim = q_out if whole else (attn.num_heads, attn.head_dim) if rows_per_head else attn.head_dim
-            kv_dim = kv_out if whole else (attn.num_kv_heads, attn.head_dim) if rows_per_head else attn.head_dim
-            norm_rows(a + n.q_norm, q_dim, attn.qk_norm_spec)
-            norm_rows(a + n.k_norm, kv_dim, attn.qk_norm_spec)
+            extra.update(attention_rows(mixer, a, hidden, n, linear, norm_rows, rows))
+        if is_hybrid(arch):
+            for key, _, _ in rows[first:]:
+                extra.setdefault(key, {})["mixer_kind"] = kind
     m = f"{p}{n.mlp}."
     kinds = ffn_kinds(arch)
     for ffn in kinds.values():
@@ -137,11 +131,40 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
             param=key,
             shape=shape,
             role=role,
-            neutral=1.0 - norm.weight_offset if role == "norm" else None,
+            neutral=neutral.get(key, 1.0 - norm.weight_offset) if role == "norm" else None,
             **extra.get(key, {}),
         )
         for key, shape, role in rows
     ]
+
+
+def attention_rows(attn, a: str, hidden: int, n: Names, linear: Callable[[str, int, int, bool], None],
+                   norm_rows: Callable, rows: list) -> dict[str, dict]:
+    """Tensors of one softmax-attention block under prefix ``a``; returns extra WeightEntry fields by key."""
+    extra: dict[str, dict] = {}
+    q_out, kv_out = attn.num_heads * attn.head_dim, attn.num_kv_heads * attn.head_dim
+    q_rows = 2 * q_out if attn.output_gate else q_out  # [q_h; gate_h] per head
+    if attn.qkv == "separate":
+        linear(a + n.q, q_rows, hidden, attn.q_bias)
+        linear(a + n.k, kv_out, hidden, attn.k_bias)
+        linear(a + n.v, kv_out, hidden, attn.v_bias)
+    else:
+        linear(a + n.qkv, q_out + 2 * kv_out, hidden, attn.q_bias)
+    linear(a + n.o, hidden, q_out, attn.o_bias)
+    if attn.sinks:
+        rows.append((a + n.sinks, (attn.num_heads,), "bias"))
+    if attn.qk_norm == "per_head_modules":
+        for name, heads, field in ((n.q_norm, attn.num_heads, "num_attention_heads"),
+                                   (n.k_norm, attn.num_kv_heads, "num_key_value_heads")):
+            norm_rows(f"{a}{name}.norms.{{h}}", attn.head_dim, attn.qk_norm_spec)
+            extra[f"{a}{name}.norms.{{h}}.weight"] = {"heads": heads, "head_count": field}
+    elif attn.qk_norm not in ("none", "l2") and attn.qk_norm_spec is not None:  # l2: no weight
+        whole, rows_per_head = attn.qk_norm == "whole", attn.qk_norm == "per_head_weights"
+        q_dim = q_out if whole else (attn.num_heads, attn.head_dim) if rows_per_head else attn.head_dim
+        kv_dim = kv_out if whole else (attn.num_kv_heads, attn.head_dim) if rows_per_head else attn.head_dim
+        norm_rows(a + n.q_norm, q_dim, attn.qk_norm_spec)
+        norm_rows(a + n.k_norm, kv_dim, attn.qk_norm_spec)
+    return extra
 
 
 def block_norms(layer: Layer, n: Names) -> list[str]:

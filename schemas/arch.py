@@ -19,6 +19,7 @@ from .base import (  # noqa: F401  (re-exported: the IR's public names)
     MAX_CONTEXT, MAX_HEADS, MAX_LAYERS, MAX_VOCAB, MAX_WIDTH, HeadCount, Identifier, Norm, PositiveInt, Width,
     _Frozen, _unset,
 )
+from .linear import GatedDeltaNet, GatedDeltaNetNames  # noqa: F401
 from .mla import Mla, MlaNames  # noqa: F401
 from .moe import MAX_EXPERTS, Moe, MoeNames  # noqa: F401
 
@@ -59,6 +60,10 @@ class Rope(_Frozen):
     )
     short_factor: tuple[float, ...] | None = None
     long_factor: tuple[float, ...] | None = None
+    mrope_section: tuple[PositiveInt, ...] | None = Field(
+        None, exclude_if=_unset, description="Multimodal RoPE (Qwen3.5): the rotated frequencies are split among the "
+        "time, height and width position ids in these counts, interleaved; for text alone the three ids are equal "
+        "and the table is the plain one.")
 
 
 class TemperatureTuning(_Frozen):
@@ -107,6 +112,9 @@ class Attention(_Frozen):
     sinks: bool = Field(False, exclude_if=_unset, description="A learned logit per head (`sinks`) joins each "
                         "query's scores in the softmax and is dropped after it, so a query may attend to nothing "
                         "(gpt-oss).")
+    output_gate: bool = Field(False, exclude_if=_unset, description="q_proj also produces a gate per head, stored "
+                              "after each head's query ([q_h; gate_h]): the attention output is multiplied by "
+                              "sigmoid(gate) before o_proj (Qwen3-Next, Qwen3.5).")
 
     @model_validator(mode="after")
     def _heads_and_window(self) -> "Attention":
@@ -169,7 +177,7 @@ class Mxfp4Weights(_Frozen):
                                             "quantized (their names under the experts module).")
 
 
-Mixer = Annotated[Union[Attention, Mla], Field(discriminator="kind")]
+Mixer = Annotated[Union[Attention, Mla, GatedDeltaNet], Field(discriminator="kind")]
 FeedForward = Annotated[Union[Mlp, Moe], Field(discriminator="kind")]
 
 
@@ -227,6 +235,8 @@ class Names(_Frozen):
     final_norm: Identifier = "norm"
     head: Identifier = "lm_head"
     attn: Identifier = "self_attn"
+    linear_attn: Identifier = Field("linear_attn", exclude_if=lambda v: v == "linear_attn",
+                                    description="The block of a linear-attention mixer (Gated DeltaNet).")
     mlp: Identifier = "mlp"
     input_norm: Identifier = "input_layernorm"
     post_attn_norm: Identifier = "post_attention_layernorm"
@@ -244,6 +254,15 @@ class Names(_Frozen):
     up: Identifier = "up_proj"
     down: Identifier = "down_proj"
     gate_up: Identifier = "gate_up_proj"
+
+
+class NestedDecoder(_Frozen):
+    """Published checkpoints of a multimodal release (Qwen3.5) store the decoder under `prefix` instead of the
+    backbone's name, beside parts the text model does not build (`skipped`: key prefixes of the vision tower,
+    the multi-token-prediction head)."""
+
+    prefix: str = Field(pattern=r"^([a-z_][a-z0-9_]*\.)+$")
+    skipped: tuple[Annotated[str, Field(pattern=r"^([a-z_][a-z0-9_]*\.)+$")], ...] = ()
 
 
 class Architecture(_Frozen):
@@ -286,6 +305,8 @@ class Architecture(_Frozen):
     bare_decoder_checkpoints: bool = Field(
         False, description="Published checkpoints may hold the decoder alone, its keys without the `names.backbone` "
         "prefix (saved from the base model, as GPT-2's release is): the loader adds the prefix.")
+    nested_decoder: NestedDecoder | None = Field(None, exclude_if=_unset, description="Published checkpoints nest "
+                                                 "the decoder inside a multimodal model: the loader renames its keys.")
     stale_layer_buffers: tuple[Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$")], ...] = Field(
         (), description="Per-layer buffers that published checkpoints store and nothing reads (GPT-2's causal-mask "
         "`attn.bias` and `attn.masked_bias`): the loader skips them.")

@@ -36,7 +36,8 @@ def test_fused_and_eager_attention_agree(name: str) -> None:
     results = {}
     with torch.no_grad():
         for eager in (False, True):
-            assert set_eager(model, eager) == config.num_hidden_layers
+            attention_layers = sum(type(m).__name__ == "Attention" for m in model.modules())  # hybrids: not every layer
+            assert set_eager(model, eager) == attention_layers > 0
             whole = model(ids)
             model.enable_cache(BATCH, PROMPT + STEPS)
             steps = [model(ids[:, :PROMPT])]

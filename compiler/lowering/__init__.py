@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ...schemas.arch import Architecture
+from ...schemas.arch import Architecture, NestedDecoder
 from ..errors import ConfigError, UnsupportedError
 from .families import lower_gemma3_text, lower_llama, lower_mistral, lower_qwen2, lower_qwen3
 from .fam_gemma_olmo import FAMILIES_GEMMA_OLMO, REPLICA_GEMMA_OLMO
@@ -22,6 +22,7 @@ from .fam_deepseek import FAMILIES_DEEPSEEK, REPLICA_DEEPSEEK
 from .fam_glm_minimax import FAMILIES_GLM_MINIMAX, REPLICA_GLM_MINIMAX
 from .fam_llama4 import FAMILIES_LLAMA4, REPLICA_LLAMA4
 from .fam_gptoss import FAMILIES_GPTOSS, REPLICA_GPTOSS
+from .fam_qwen3_next import FAMILIES_QWEN3_NEXT, REPLICA_QWEN3_NEXT
 from .fam_vl import FAMILIES_VL, REPLICA_VL
 from .quant import lower_quantization
 from .reader import NOTES, STRICT, ConfigReader
@@ -42,17 +43,24 @@ FAMILIES.update(FAMILIES_GLM_MINIMAX)
 FAMILIES.update(FAMILIES_LLAMA4)
 FAMILIES.update(FAMILIES_GPTOSS)
 FAMILIES.update(FAMILIES_VL)
+FAMILIES.update(FAMILIES_QWEN3_NEXT)
 # Multimodal wrappers whose text decoder we compile: model_type -> default text model_type.
 WRAPPERS = {"gemma3": "gemma3_text", "llama4": "llama4_text", "kimi_k25": "deepseek_v3", "qwen2_vl": "qwen2_vl_text",
-            "qwen2_5_vl": "qwen2_5_vl_text", "qwen3_vl": "qwen3_vl_text"}
+            "qwen2_5_vl": "qwen2_5_vl_text", "qwen3_vl": "qwen3_vl_text",
+            "qwen3_5": "qwen3_5_text", "qwen3_5_moe": "qwen3_5_moe_text"}
 # Where the text decoder's keys sit in a wrapper's checkpoint (the hub releases' layout; default below).
-WRAPPER_PREFIX: dict[str, str] = {"qwen2_vl": "", "qwen2_5_vl": "", "qwen3_vl": ""}
+# (transformers 5 saves Qwen3.5's text model from AutoModelForCausalLM without one.)
+WRAPPER_PREFIX: dict[str, str] = {"qwen2_vl": "", "qwen2_5_vl": "", "qwen3_vl": "", "qwen3_5": "", "qwen3_5_moe": ""}
 # Wrappers keeping the backbone's keys elsewhere than the head's (Architecture.backbone_checkpoint).
 WRAPPER_BACKBONE = {"qwen3_vl": "model.language_model."}
 # Wrappers whose decoder keys have no prefix: the other parts' prefixes, skipped on load.
 WRAPPER_SKIPPED = {"qwen2_vl": ("visual.",), "qwen2_5_vl": ("visual.",), "qwen3_vl": ("model.visual.",)}
 # Wrappers whose hub configs may hold the text keys at the top level, without a text_config (transformers 4.x).
 FLAT_WRAPPERS = frozenset({"qwen2_vl", "qwen2_5_vl"})
+# Published checkpoints of these wrappers nest the decoder (model.language_model.*) beside the vision tower
+# and the multi-token-prediction head: the generated loader renames and skips (IR: nested_decoder).
+WRAPPER_NESTED = {name: NestedDecoder(prefix="model.language_model.", skipped=("model.visual.", "mtp."))
+                  for name in ("qwen3_5", "qwen3_5_moe")}
 DEFAULT_WRAPPER_PREFIX = "language_model."
 # The wrapper config class's tie_word_embeddings default (transformers ties by the wrapper's config).
 WRAPPER_TIED = {"llama4": False, "qwen2_vl": False, "qwen2_5_vl": False, "qwen3_vl": False}
@@ -67,7 +75,7 @@ WRAPPER_KEYS = frozenset(
      "vision_start_token_id", "vision_end_token_id", "media_placeholder_token_id", "video_placeholder",
      "use_unified_vision_chunk", "ignore_index",
      # Qwen2-VL, Qwen2.5-VL
-     "vision_token_id"}
+     "vision_token_id", "language_model_only"}
 )
 
 
@@ -111,7 +119,7 @@ def _lower(raw: dict[str, Any]) -> Architecture:
     model_type = raw.get("model_type")
     if not isinstance(model_type, str):
         raise ConfigError("config: missing required key 'model_type'")
-    prefix = ""
+    prefix, nested = "", None
     where = "config"
     quant: dict[str, Any] = {}
     skipped: tuple[str, ...] = ()
@@ -128,6 +136,7 @@ def _lower(raw: dict[str, Any]) -> Architecture:
         tied = raw.get("tie_word_embeddings", WRAPPER_TIED.get(model_type, True))  # the wrapper's decides
         prefix = wrapper_prefix(model_type)
         raw = {**text_decoder_config(raw), "tie_word_embeddings": tied}
+        nested = WRAPPER_NESTED.get(model_type)
         skipped = WRAPPER_SKIPPED.get(model_type, ())
         backbone = WRAPPER_BACKBONE.get(model_type, "")
         model_type, where = raw["model_type"], "config" if flat else "config.text_config"
@@ -143,6 +152,8 @@ def _lower(raw: dict[str, Any]) -> Architecture:
         update = {**quant, **({"checkpoint_prefix": prefix} if prefix else {}),
                   **({"skipped_prefixes": skipped} if skipped else {}),
                   **({"backbone_checkpoint": backbone} if backbone else {})}
+        if nested is not None:
+            update["nested_decoder"] = nested
         return arch.model_copy(update=update) if update else arch
     except ValidationError as exc:
         err = exc.errors()[0]
@@ -162,3 +173,4 @@ REPLICA_ADJUST.update(REPLICA_GLM_MINIMAX)
 REPLICA_ADJUST.update(REPLICA_LLAMA4)
 REPLICA_ADJUST.update(REPLICA_GPTOSS)
 REPLICA_ADJUST.update(REPLICA_VL)
+REPLICA_ADJUST.update(REPLICA_QWEN3_NEXT)

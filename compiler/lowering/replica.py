@@ -19,6 +19,7 @@ from . import WRAPPER_KEYS, WRAPPERS, text_decoder_config
 
 # The smallest other-modality parts a wrapper accepts: they never touch text logits.
 TINY_VISION: dict[str, dict[str, Any]] = {
+    "qwen3_5": {}, "qwen3_5_moe": {},  # AutoModelForCausalLM builds the text model alone
     "gemma3": {
         "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 32, "intermediate_size": 64,
                           "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 28, "patch_size": 14},
@@ -83,7 +84,7 @@ def tiny_replica(raw: dict[str, Any], arch: Architecture) -> dict[str, Any]:
         return wrapper
     tiny = copy.deepcopy(raw)
     tiny.pop("quantization_config", None)  # the replica is saved in float32 (dequantizers: tests/test_quantized.py)
-    attn = arch.layers[0].mixer
+    attn = next(layer.mixer for layer in arch.layers if layer.mixer.kind != "gated_deltanet")
     if attn.num_kv_heads == attn.num_heads:
         kv = HEADS
     elif attn.num_kv_heads == 1:
@@ -104,7 +105,7 @@ def tiny_replica(raw: dict[str, Any], arch: Architecture) -> dict[str, Any]:
     )
     if isinstance(tiny.get("layer_types"), list):
         tiny["layer_types"] = tiny["layer_types"][:layers]
-    if any(layer.mixer.span == "sliding" for layer in arch.layers):
+    if any(getattr(layer.mixer, "span", None) == "sliding" for layer in arch.layers):
         tiny["sliding_window"] = WINDOW
     for key, value in (("pad_token_id", 0), ("bos_token_id", 1), ("eos_token_id", 2)):
         if tiny.get(key) is not None:
