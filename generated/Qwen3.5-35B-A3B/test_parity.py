@@ -199,7 +199,7 @@ def measure(seed: int = SEED, seq_len: int = SEQ_LEN) -> dict:
     generated = load_generated_model()
     generator = torch.Generator().manual_seed(seed)
     config = transformers.AutoConfig.for_model(**HF_CONFIG)
-    reference = transformers.AutoModelForCausalLM.from_config(
+    reference = transformers.AutoModelForImageTextToText.from_config(
         config, attn_implementation="eager", dtype=torch.float32, experts_implementation="eager"
     )
     randomise(reference, generator)
