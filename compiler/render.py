@@ -17,6 +17,7 @@ import jinja2
 
 from ..schemas.arch import Architecture
 from . import __version__
+from .lowering.registry import titles as registered_titles
 from .describe import features, fused_attention, layer_pattern
 from .rope_fields import rope_config_fields, rope_context
 from .render_mla import mla_config_fields, mla_context, mla_names, mla_of
@@ -36,6 +37,7 @@ TITLES.update(mixtral="Mixtral", qwen2_moe="Qwen2-MoE", qwen3_moe="Qwen3-MoE", o
 TITLES.update(llama4_text="Llama 4 (text decoder)")
 TITLES.update(gpt_oss="gpt-oss")
 TITLES.update(phi3="Phi-3", stablelm="StableLM", cohere="Cohere (Command R)", cohere2="Cohere 2", granite="Granite")
+TITLES.update(registered_titles())  # families that register themselves (lowering/registry.py)
 
 
 @dataclass(frozen=True)

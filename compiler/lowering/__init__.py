@@ -98,3 +98,6 @@ REPLICA_ADJUST.update(REPLICA_DEEPSEEK)
 REPLICA_ADJUST.update(REPLICA_GLM_MINIMAX)
 REPLICA_ADJUST.update(REPLICA_LLAMA4)
 REPLICA_ADJUST.update(REPLICA_GPTOSS)
+from .registry import install  # noqa: E402  (families that register themselves: lowering/fam_*.py)
+
+install(FAMILIES, REPLICA_ADJUST)

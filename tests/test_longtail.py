@@ -1,0 +1,103 @@
+"""The long tail of self-registered families (compiler/lowering/fam_*.py with @family): one table
+of configs drives tiny-replica parity, window boundaries, full size on the meta device and cached
+decoding; planted bugs check that each new mechanism is really exercised.
+
+Configs: tests/fixtures/longtail/<name>.json, provenance in tests/fixtures/longtail/SOURCES.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import import_path, window_boundary_runs
+from test_parity_variants import compile_and_verify
+
+from llmgen.compiler.load import LoadedConfig
+from llmgen.compiler.lowering import lower
+from llmgen.compiler.lowering.registry import REGISTRY
+from llmgen.compiler.pipeline import compile_config
+from llmgen.compiler.render import TITLES
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "longtail"
+
+
+def fixture(name: str, **keys) -> dict:
+    raw = json.loads((FIXTURES / f"{name}.json").read_text())
+    raw.update(keys)
+    return raw
+
+
+# name -> config. Windowed cases also run at window -1 / window / window +1 (WINDOWED).
+CASES = {
+    "ministral": fixture("ministral"),
+    "ministral-mixed": fixture("ministral", layer_types=["sliding_attention", "full_attention"] * 16),
+    "seed_oss": fixture("seed_oss"),
+    "cwm": fixture("cwm"),
+    "helium": fixture("helium"),
+    "ernie4_5": fixture("ernie4_5"),
+    "ernie4_5-bias": fixture("ernie4_5", use_bias=True),
+}
+WINDOWED = ["ministral", "cwm"]
+
+
+def compiled(name: str, tmp_path) -> dict:
+    return compile_and_verify(copy.deepcopy(CASES[name]), tmp_path, name)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_parity(name, tmp_path):
+    result = compiled(name, tmp_path)
+    print(f"{name}: max|dlogit| = {result['max_abs_diff']:.3g} (logits up to {result['max_abs_logit']:.3g})")
+    assert result["passed"], result
+    assert result["max_abs_diff"] <= 1e-5 * max(1.0, result["max_abs_logit"]) and result["max_abs_logit"] > 0.1, result
+
+
+@pytest.mark.parametrize("name", WINDOWED)
+def test_window_boundaries(name, tmp_path):
+    """window - 1, window, window + 1 and 2 x window tokens, through the generated test itself."""
+    compiled(name, tmp_path)
+    module = import_path(tmp_path / name / "test_parity.py", f"longtail_window_{name.replace('-', '_')}")
+    runs = window_boundary_runs(module)
+    assert [n for n, _ in runs] == [7, 8, 9, 16] and all(diff <= 1e-5 for _, diff in runs), runs
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_full_size_layout_matches_transformers(name, tmp_path):
+    """The fixture config at full size on the meta device: parameter count and every on-disk key."""
+    import transformers
+    from test_full_size import on_disk_layout
+
+    from llmgen.compiler.weight_map import parameter_count
+
+    raw = CASES[name]
+    text = json.dumps(raw)
+    result = compile_config(LoadedConfig(raw=copy.deepcopy(raw), text=text, source_id=name, revision="local",
+                                         origin="file", checkpoint_dir=None, note=None), slug="m")
+    (tmp_path / "model.py").write_bytes(result.files["model.py"])
+    module = import_path(tmp_path / "model.py", f"longtail_full_{name.replace('-', '_')}")
+    with torch.device("meta"):
+        ours = module.CausalLM(module.Config())
+        reference = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**raw))
+    count = sum(p.numel() for p in ours.parameters())
+    assert count == sum(p.numel() for p in reference.parameters()) == parameter_count(lower(copy.deepcopy(raw)))
+    layout, keys = on_disk_layout(reference), module.checkpoint_keys(module.Config())
+    params = {key: tuple(p.shape) for key, p in ours.named_parameters()}
+    assert set(keys) == set(layout), sorted(set(keys) ^ set(layout))[:10]
+    assert all(params[keys[k]] == shape for k, shape in layout.items())
+
+
+def test_every_registered_family_has_a_case_and_a_title():
+    covered = {raw["model_type"] for raw in CASES.values()}
+    assert set(REGISTRY) <= covered, sorted(set(REGISTRY) - covered)
+    assert all(TITLES[model_type] == fam.title for model_type, fam in REGISTRY.items())
+
+
+def test_registered_family_reports_unknown_keys():
+    from llmgen.compiler.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown key 'no_such_key'"):
+        lower(fixture("seed_oss", no_such_key=1))
