@@ -31,6 +31,10 @@ def fixture(name: str, **keys) -> dict:
     return raw
 
 
+def without(raw: dict, *keys: str) -> dict:
+    return {k: v for k, v in raw.items() if k not in keys}
+
+
 # name -> config. Windowed cases also run at window -1 / window / window +1 (WINDOWED).
 CASES = {
     "ministral": fixture("ministral"),
@@ -40,6 +44,10 @@ CASES = {
     "helium": fixture("helium"),
     "ernie4_5": fixture("ernie4_5"),
     "ernie4_5-bias": fixture("ernie4_5", use_bias=True),
+    "glm": fixture("glm"),
+    "glm4": fixture("glm4"),
+    # v4 spelling: no rope_parameters, so the config class's partial factor of 0.5 applies
+    "glm4-v4-keys": {**without(fixture("glm4"), "rope_parameters"), "rope_theta": 10000.0},
 }
 WINDOWED = ["ministral", "cwm"]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...schemas.arch import Architecture, Norm
+from .families import default_partial_rotary
 from .llama_like import common, llama_like, sliding_layer_types
 from .reader import ConfigReader
 from .registry import explicit_head_dim, family
@@ -76,3 +77,27 @@ def lower_ernie4_5(r: ConfigReader, model_type: str) -> Architecture:
     bias = r.bool("use_bias", False)
     return llama_like(r, model_type, c, theta=500000.0, eps=1e-5, qkv_bias=bias, o_bias=bias, mlp_bias=bias,
                       rope_layout="interleaved", tied=True)
+
+
+def _glm(r: ConfigReader, model_type: str, **switches: Any) -> Architecture:
+    """GLM / GLM-4: Llama with [gate; up] in one matrix, biases on q/k/v only and interleaved RoPE over
+    half of each head by default."""
+    c = common(r, kv=2, head_dim=128, max_pos=131072)
+    default_partial_rotary(r, 0.5)  # the config classes' default
+    return llama_like(r, model_type, c, eps=0.00000015625, qkv_bias=r.bool("attention_bias", True),
+                      rope_layout="interleaved", partial_rotary=True, fused_gate_up=True, **switches)
+
+
+@family("glm", title="GLM", replica=explicit_head_dim, pad_token_id=151329)
+def lower_glm(r: ConfigReader, model_type: str) -> Architecture:
+    return _glm(r, model_type)
+
+
+# GLM-4's four norms per layer: around attention and around the MLP (a sandwich).
+GLM4_NAMES = dict(post_attn_norm="post_self_attn_layernorm", pre_ffn_norm="post_attention_layernorm",
+                  post_ffn_norm="post_mlp_layernorm")
+
+
+@family("glm4", title="GLM-4", replica=explicit_head_dim, pad_token_id=151329)
+def lower_glm4(r: ConfigReader, model_type: str) -> Architecture:
+    return _glm(r, model_type, block="sandwich", names=GLM4_NAMES)

@@ -41,6 +41,7 @@ def llama_like(
     qk_norm: str = "none",
     activation: str = "silu",
     gated: bool = True,
+    fused_gate_up: bool = False,
     rope_layout: str = "rotate_half",
     partial_rotary: bool = False,
     layer_types: list[str] | None = None,
@@ -65,7 +66,7 @@ def llama_like(
     if rope_layout != "rotate_half":
         ropes = {kind: table.model_copy(update={"layout": rope_layout}) for kind, table in ropes.items()}
     mlp = Mlp(gated=gated, activation=r.str("hidden_act", activation, choices=ACTIVATIONS),
-              intermediate_size=c.intermediate_size, bias=mlp_bias)
+              intermediate_size=c.intermediate_size, bias=mlp_bias, fused_gate_up=fused_gate_up)
     attn: dict[str, Any] = dict(q_bias=qkv_bias, k_bias=qkv_bias, v_bias=qkv_bias, o_bias=o_bias,
                                 scale=c.head_dim**-0.5)
     if qk_norm != "none":
