@@ -47,9 +47,14 @@ CASES = {
     "glm": fixture("glm"),
     "glm4": fixture("glm4"),
     # v4 spelling: no rope_parameters, so the config class's partial factor of 0.5 applies
+    "starcoder2": fixture("starcoder2"),
+    "starcoder2-sliding-nobias": fixture("starcoder2", sliding_window=4096, use_bias=False),
+    "gpt_bigcode": fixture("gpt_bigcode"),
+    "gpt_bigcode-multi-head": fixture("gpt_bigcode", multi_query=False),
+    "gptj": fixture("gptj"),
     "glm4-v4-keys": {**without(fixture("glm4"), "rope_parameters"), "rope_theta": 10000.0},
 }
-WINDOWED = ["ministral", "cwm"]
+WINDOWED = ["ministral", "cwm", "starcoder2-sliding-nobias"]
 
 
 def compiled(name: str, tmp_path) -> dict:

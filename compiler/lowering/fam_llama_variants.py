@@ -101,3 +101,16 @@ GLM4_NAMES = dict(post_attn_norm="post_self_attn_layernorm", pre_ffn_norm="post_
 @family("glm4", title="GLM-4", replica=explicit_head_dim, pad_token_id=151329)
 def lower_glm4(r: ConfigReader, model_type: str) -> Architecture:
     return _glm(r, model_type, block="sandwich", names=GLM4_NAMES)
+
+
+@family("starcoder2", title="StarCoder2")
+def lower_starcoder2(r: ConfigReader, model_type: str) -> Architecture:
+    """StarCoder2: Mistral's attention (optional window on every layer) with one use_bias switch, torch
+    LayerNorms (with bias) and a plain two-matrix MLP (c_fc, c_proj) with GELU; tied head by default."""
+    c = common(r, kv=2, max_pos=4096)
+    window = r.int("sliding_window", None, nullable=True)
+    bias = r.bool("use_bias", True)
+    norm = Norm(kind="layernorm", eps=r.float("norm_epsilon", 1e-5), bias=True, compute_dtype="input")
+    return llama_like(r, model_type, c, norm=norm, qkv_bias=bias, o_bias=bias, mlp_bias=bias, gated=False,
+                      activation="gelu_pytorch_tanh", layer_types=sliding_layer_types(r, c, window), window=window,
+                      tied=True, names=dict(up="c_fc", down="c_proj"), extra_allowed=frozenset({"embedding_dropout"}))
