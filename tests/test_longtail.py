@@ -52,9 +52,14 @@ CASES = {
     "gpt_bigcode": fixture("gpt_bigcode"),
     "gpt_bigcode-multi-head": fixture("gpt_bigcode", multi_query=False),
     "gptj": fixture("gptj"),
+    "vaultgemma": fixture("vaultgemma"),
+    "exaone4": fixture("exaone4"),
+    "exaone4-pattern-key": without(fixture("exaone4"), "layer_types"),  # LLLG from sliding_window_pattern = 4
+    # no window: every layer full, with RoPE (transformers needs layer_types then: its default divides by 0)
+    "exaone4-no-window": fixture("exaone4", sliding_window=None, layer_types=["full_attention"] * 32),
     "glm4-v4-keys": {**without(fixture("glm4"), "rope_parameters"), "rope_theta": 10000.0},
 }
-WINDOWED = ["ministral", "cwm", "starcoder2-sliding-nobias"]
+WINDOWED = ["ministral", "cwm", "starcoder2-sliding-nobias", "vaultgemma", "exaone4"]
 
 
 def compiled(name: str, tmp_path) -> dict:

@@ -1,0 +1,58 @@
+"""Families that are an existing family with its norms placed differently: VaultGemma (Gemma 2
+without the post-norms) and EXAONE 4.0 (OLMo 2's post-norm block with QK-norm, NoPE global layers).
+
+Each reads exactly the keys its transformers 5.24 config class and model read, with the same defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...schemas.arch import Architecture
+from ..errors import UnsupportedError
+from .fam_gemma_olmo import _replica_gemma2, lower_gemma2
+from .families import read_layer_types
+from .llama_like import common, llama_like
+from .reader import ConfigReader
+from .registry import explicit_head_dim, family
+
+
+def _replica_vaultgemma(tiny: dict[str, Any], arch: Architecture) -> None:
+    _replica_gemma2(tiny, arch)
+    explicit_head_dim(tiny, arch)
+
+
+@family("vaultgemma", title="VaultGemma", replica=_replica_vaultgemma, pad_token_id=0)
+def lower_vaultgemma(r: ConfigReader, model_type: str) -> Architecture:
+    """VaultGemma: Gemma 2 with a plain pre-norm block; the MLP's norm is Gemma 2's pre_feedforward_layernorm."""
+    arch = lower_gemma2(r, model_type)
+    layers = tuple(layer.model_copy(update={"block": "pre_norm"}) for layer in arch.layers)
+    names = arch.names.model_copy(update={"post_attn_norm": "pre_feedforward_layernorm"})
+    return arch.model_copy(update={"layers": layers, "names": names})
+
+
+@family("exaone4", title="EXAONE 4.0", replica=explicit_head_dim)
+def lower_exaone4(r: ConfigReader, model_type: str) -> Architecture:
+    """EXAONE 4.0: OLMo 2's post-norm block (norms after attention and MLP), QK-norm per head before RoPE,
+    3 sliding : 1 global layers whose global layers have no RoPE (NoPE) whenever a window is set."""
+    c = common(r, kv=32, max_pos=2048)
+    window = r.int("sliding_window", 4096, nullable=True)
+    pattern = r.any("sliding_window_pattern", 4)
+    if "layer_types" in r.raw or window is None:
+        layer_types = read_layer_types(r, c.num_layers, ["full_attention"] * c.num_layers)
+    elif isinstance(pattern, int) and not isinstance(pattern, bool) and pattern > 0:
+        layer_types = ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(c.num_layers)]
+    else:
+        raise UnsupportedError(f"{r.where}: key 'sliding_window_pattern' = {pattern!r:.40} needs an explicit "
+                               "'layer_types' (only a positive integer pattern is expanded)")
+    arch = llama_like(r, model_type, c, eps=1e-5, qk_norm="per_head", block="post_norm", layer_types=layer_types,
+                      window=window)
+    if window is None:
+        return arch
+    layers = tuple(
+        layer if layer.mixer.span == "sliding" else layer.model_copy(
+            update={"mixer": layer.mixer.model_copy(update={"rope": None})})
+        for layer in arch.layers
+    )
+    used = {layer.mixer.rope for layer in layers}
+    return arch.model_copy(update={"layers": layers, "rope": tuple(t for t in arch.rope if t.name in used)})
