@@ -128,9 +128,9 @@ class Mlp(_Frozen):
 
     kind: Literal["mlp"] = "mlp"
     gated: bool
-    activation: Literal["silu", "gelu", "gelu_tanh", "gelu_new", "relu"] = Field(
+    activation: Literal["silu", "gelu", "gelu_tanh", "gelu_new", "relu", "relu2"] = Field(
         description="gelu_tanh: torch's fused tanh GELU. gelu_new: the same formula written out with pow "
-        "(GPT-2, Phi): it rounds differently, most visibly in bfloat16.")
+        "(GPT-2, Phi): it rounds differently, most visibly in bfloat16. relu2: relu(x) squared (Nemotron, Arcee).")
     intermediate_size: Width
     bias: bool = False
     fused_gate_up: bool = Field(False, description="The checkpoint stores [gate; up] as one matrix.")

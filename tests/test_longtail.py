@@ -57,6 +57,8 @@ CASES = {
     "exaone4-pattern-key": without(fixture("exaone4"), "layer_types"),  # LLLG from sliding_window_pattern = 4
     # no window: every layer full, with RoPE (transformers needs layer_types then: its default divides by 0)
     "exaone4-no-window": fixture("exaone4", sliding_window=None, layer_types=["full_attention"] * 32),
+    "arcee": fixture("arcee"),
+    "jais2": fixture("jais2"),
     "glm4-v4-keys": {**without(fixture("glm4"), "rope_parameters"), "rope_theta": 10000.0},
 }
 WINDOWED = ["ministral", "cwm", "starcoder2-sliding-nobias", "vaultgemma", "exaone4"]
@@ -119,3 +121,35 @@ def test_registered_family_reports_unknown_keys():
 
     with pytest.raises(ConfigError, match="unknown key 'no_such_key'"):
         lower(fixture("seed_oss", no_such_key=1))
+
+
+# --- new mechanisms: a planted bug in the generated code must break parity; cached decoding must match ---
+PLANTED = {
+    # relu2 (squared ReLU): the generated function with the square dropped
+    "arcee": ("return torch.square(F.relu(x))", "return F.relu(x)"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PLANTED))
+def test_planted_bug_is_caught(name, tmp_path):
+    from llmgen.compiler.verify import verify
+
+    compiled(name, tmp_path)
+    path = tmp_path / name / "model.py"
+    text = path.read_text()
+    right, wrong = PLANTED[name]
+    assert text.count(right) == 1, right
+    path.write_text(text.replace(right, wrong))
+    result = verify(tmp_path / name)
+    assert result["max_abs_diff"] > 1e-3, result
+
+
+@pytest.mark.parametrize("name", ["arcee", "exaone4"])
+def test_cached_decoding_equals_the_full_forward(name, tmp_path):
+    from test_kv_cache import cached_and_full, compiled_module, tiny_model
+
+    module, parity = compiled_module(copy.deepcopy(CASES[name]), tmp_path, f"longtail_{name.replace('-', '_')}")
+    model = tiny_model(module, parity)
+    for sizes in ([1] * 20, [5, 1, 1, 9, 4]):
+        cached, full = cached_and_full(model, sizes)
+        assert (cached - full).abs().max().item() <= 1e-5

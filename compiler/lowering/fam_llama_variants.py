@@ -114,3 +114,22 @@ def lower_starcoder2(r: ConfigReader, model_type: str) -> Architecture:
     return llama_like(r, model_type, c, norm=norm, qkv_bias=bias, o_bias=bias, mlp_bias=bias, gated=False,
                       activation="gelu_pytorch_tanh", layer_types=sliding_layer_types(r, c, window), window=window,
                       tied=True, names=dict(up="c_fc", down="c_proj"), extra_allowed=frozenset({"embedding_dropout"}))
+
+
+@family("arcee", title="Arcee (AFM)", replica=explicit_head_dim)
+def lower_arcee(r: ConfigReader, model_type: str) -> Architecture:
+    """Arcee AFM: Llama with a plain (ungated) squared-ReLU MLP (up_proj, down_proj)."""
+    c = common(r, max_pos=4096)
+    bias = r.bool("attention_bias", False)
+    return llama_like(r, model_type, c, eps=1e-5, qkv_bias=bias, o_bias=bias, mlp_bias=r.bool("mlp_bias", False),
+                      gated=False, activation="relu2")
+
+
+@family("jais2", title="Jais 2", replica=explicit_head_dim)
+def lower_jais2(r: ConfigReader, model_type: str) -> Architecture:
+    """Jais 2: Arcee's squared-ReLU MLP with torch LayerNorms (with bias) and biases on by default."""
+    c = common(r, max_pos=8192)
+    bias = r.bool("attention_bias", True)
+    norm = Norm(kind="layernorm", eps=r.float("layer_norm_eps", 1e-5), bias=True, compute_dtype="input")
+    return llama_like(r, model_type, c, norm=norm, qkv_bias=bias, o_bias=bias, mlp_bias=r.bool("mlp_bias", True),
+                      gated=False, activation="relu2")

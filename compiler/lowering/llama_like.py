@@ -15,6 +15,8 @@ from .families import ACTIVATIONS, LAYER_TYPES, Common, build, full_head_rotary,
 from .reader import ConfigReader
 from .rope import lower_rope
 
+# transformers' activation names these families use beyond the common ones.
+ACTIVATIONS_MORE = {**ACTIVATIONS, "relu2": "relu2"}
 # Dropouts and training-only keys several of these families carry: never part of inference logits.
 TRAINING_ONLY = frozenset({"attention_dropout", "hidden_dropout", "residual_dropout", "embd_pdrop", "resid_pdrop"})
 
@@ -65,7 +67,7 @@ def llama_like(
         full_head_rotary(r, ropes)
     if rope_layout != "rotate_half":
         ropes = {kind: table.model_copy(update={"layout": rope_layout}) for kind, table in ropes.items()}
-    mlp = Mlp(gated=gated, activation=r.str("hidden_act", activation, choices=ACTIVATIONS),
+    mlp = Mlp(gated=gated, activation=r.str("hidden_act", activation, choices=ACTIVATIONS_MORE),
               intermediate_size=c.intermediate_size, bias=mlp_bias, fused_gate_up=fused_gate_up)
     attn: dict[str, Any] = dict(q_bias=qkv_bias, k_bias=qkv_bias, v_bias=qkv_bias, o_bias=o_bias,
                                 scale=c.head_dim**-0.5)
