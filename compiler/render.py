@@ -180,7 +180,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
             "fused": fused_attention(attn),
             "qkv": attn.qkv, "q_bias": attn.q_bias, "k_bias": attn.k_bias, "v_bias": attn.v_bias,
             "o_bias": attn.o_bias, "qk_norm": attn.qk_norm, "softcap": attn.softcap is not None, "grouped": grouped,
-            "sinks": attn.sinks,
+            "sinks": attn.sinks, "qk_norm_after_rope": attn.qk_norm_after_rope,
         },
         "mlp": {
             "summary": ("Gated feed-forward: down(act(gate(x)) * up(x))." if ffn.gated

@@ -96,6 +96,8 @@ class Attention(_Frozen):
         "(Llama 4; qk_norm_spec gives eps)."
     )
     qk_norm_spec: Norm | None = None
+    qk_norm_after_rope: bool = Field(False, exclude_if=_unset, description="per_head: the QK-norm is applied to the "
+                                     "rotated queries and keys (after RoPE) rather than before (HunYuan).")
     q_bias: bool = False
     k_bias: bool = False
     v_bias: bool = False

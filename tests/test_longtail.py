@@ -59,6 +59,9 @@ CASES = {
     "exaone4-no-window": fixture("exaone4", sliding_window=None, layer_types=["full_attention"] * 32),
     "arcee": fixture("arcee"),
     "jais2": fixture("jais2"),
+    "hunyuan_v1_dense": fixture("hunyuan_v1_dense"),
+    "hunyuan_v1_dense-plain-rope-bias": fixture("hunyuan_v1_dense", rope_scaling=None, attention_bias=True,
+                                                tie_word_embeddings=False),
     "glm4-v4-keys": {**without(fixture("glm4"), "rope_parameters"), "rope_theta": 10000.0},
 }
 WINDOWED = ["ministral", "cwm", "starcoder2-sliding-nobias", "vaultgemma", "exaone4"]
@@ -124,9 +127,13 @@ def test_registered_family_reports_unknown_keys():
 
 
 # --- new mechanisms: a planted bug in the generated code must break parity; cached decoding must match ---
+ROPE = "        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)\n"
+NORM = "        q, k = self.query_layernorm(q), self.key_layernorm(k)  # per-head QK-norm, after RoPE\n"
 PLANTED = {
     # relu2 (squared ReLU): the generated function with the square dropped
     "arcee": ("return torch.square(F.relu(x))", "return F.relu(x)"),
+    # QK-norm after RoPE: the norms moved back before the rotation
+    "hunyuan_v1_dense": (ROPE + NORM, NORM + ROPE),
 }
 
 
@@ -144,7 +151,7 @@ def test_planted_bug_is_caught(name, tmp_path):
     assert result["max_abs_diff"] > 1e-3, result
 
 
-@pytest.mark.parametrize("name", ["arcee", "exaone4"])
+@pytest.mark.parametrize("name", ["arcee", "exaone4", "hunyuan_v1_dense"])
 def test_cached_decoding_equals_the_full_forward(name, tmp_path):
     from test_kv_cache import cached_and_full, compiled_module, tiny_model
 
