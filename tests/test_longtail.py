@@ -62,6 +62,11 @@ CASES = {
     "hunyuan_v1_dense": fixture("hunyuan_v1_dense"),
     "hunyuan_v1_dense-plain-rope-bias": fixture("hunyuan_v1_dense", rope_scaling=None, attention_bias=True,
                                                 tie_word_embeddings=False),
+    "hyperclovax": fixture("hyperclovax"),
+    "hyperclovax-mup-no-post-norm": fixture("hyperclovax", use_post_norm=False, embedding_multiplier=12.0,
+                                            residual_multiplier=0.22, attention_multiplier=0.0078125,
+                                            logits_scaling=0.25, attention_bias=True, mlp_bias=True),
+    "hyperclovax-mup": fixture("hyperclovax", embedding_multiplier=12.0, residual_multiplier=0.22, logits_scaling=0.25),
     "glm4-v4-keys": {**without(fixture("glm4"), "rope_parameters"), "rope_theta": 10000.0},
 }
 WINDOWED = ["ministral", "cwm", "starcoder2-sliding-nobias", "vaultgemma", "exaone4"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...schemas.arch import Architecture
+from ...schemas.arch import Architecture, Head
 from ..errors import UnsupportedError
 from .fam_gemma_olmo import _replica_gemma2, lower_gemma2
 from .families import read_layer_types
@@ -56,3 +56,27 @@ def lower_exaone4(r: ConfigReader, model_type: str) -> Architecture:
     )
     used = {layer.mixer.rope for layer in layers}
     return arch.model_copy(update={"layers": layers, "rope": tuple(t for t in arch.rope if t.name in used)})
+
+
+HYPERCLOVAX_NAMES = dict(post_attn_norm="post_norm1", pre_ffn_norm="post_attention_layernorm", post_ffn_norm="post_norm2")
+
+
+@family("hyperclovax", title="HyperCLOVA X", replica=explicit_head_dim)
+def lower_hyperclovax(r: ConfigReader, model_type: str) -> Architecture:
+    """HyperCLOVA X SEED: Granite's muP multipliers (the logits one multiplies) with an extra norm after each
+    sub-layer ("peri-layer" normalization: a sandwich block) unless use_post_norm is false."""
+    c = common(r, max_pos=2048)
+    bias = r.bool("attention_bias", False)
+    embedding = r.float("embedding_multiplier", 1.0)
+    residual = r.float("residual_multiplier", 1.0)
+    logits = r.float("logits_scaling", 1.0)
+    scale = r.float("attention_multiplier", None, nullable=True) or c.head_dim**-0.5
+    post_norm = r.bool("use_post_norm", True)
+    arch = llama_like(r, model_type, c, qkv_bias=bias, o_bias=bias, mlp_bias=r.bool("mlp_bias", False), scale=scale,
+                      block="sandwich" if post_norm else "pre_norm", names=HYPERCLOVAX_NAMES if post_norm else None,
+                      embed_scale=None if embedding == 1.0 else embedding,
+                      head=Head(tied=r.bool("tie_word_embeddings", False), multiplier=None if logits == 1.0 else logits))
+    layers = tuple(layer.model_copy(update={"residual_scale": None if residual == 1.0 else residual})
+                   for layer in arch.layers)
+    embedding_ir = arch.embedding.model_copy(update={"scale_in_dtype": False})  # a Python float times the embeddings
+    return arch.model_copy(update={"layers": layers, "embedding": embedding_ir})
