@@ -67,6 +67,7 @@ CASES = {
                                             residual_multiplier=0.22, attention_multiplier=0.0078125,
                                             logits_scaling=0.25, attention_bias=True, mlp_bias=True),
     "hyperclovax-mup": fixture("hyperclovax", embedding_multiplier=12.0, residual_multiplier=0.22, logits_scaling=0.25),
+    "nemotron": fixture("nemotron"),
     "glm4-v4-keys": {**without(fixture("glm4"), "rope_parameters"), "rope_theta": 10000.0},
 }
 WINDOWED = ["ministral", "cwm", "starcoder2-sliding-nobias", "vaultgemma", "exaone4"]
@@ -137,6 +138,8 @@ NORM = "        q, k = self.query_layernorm(q), self.key_layernorm(k)  # per-hea
 PLANTED = {
     # relu2 (squared ReLU): the generated function with the square dropped
     "arcee": ("return torch.square(F.relu(x))", "return F.relu(x)"),
+    # LayerNorm with an offset weight (Nemotron's LayerNorm1P): the offset dropped
+    "nemotron": ("self.weight + 1.0, self.bias", "self.weight, self.bias"),
     # QK-norm after RoPE: the norms moved back before the rotation
     "hunyuan_v1_dense": (ROPE + NORM, NORM + ROPE),
 }
@@ -156,7 +159,7 @@ def test_planted_bug_is_caught(name, tmp_path):
     assert result["max_abs_diff"] > 1e-3, result
 
 
-@pytest.mark.parametrize("name", ["arcee", "exaone4", "hunyuan_v1_dense"])
+@pytest.mark.parametrize("name", ["arcee", "exaone4", "hunyuan_v1_dense", "nemotron"])
 def test_cached_decoding_equals_the_full_forward(name, tmp_path):
     from test_kv_cache import cached_and_full, compiled_module, tiny_model
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...schemas.arch import Architecture, Head
+from ...schemas.arch import Architecture, Head, Norm
 from ..errors import UnsupportedError
 from .fam_gemma_olmo import _replica_gemma2, lower_gemma2
-from .families import read_layer_types
+from .families import default_partial_rotary, read_layer_types
 from .llama_like import common, llama_like
 from .reader import ConfigReader
 from .registry import explicit_head_dim, family
@@ -80,3 +80,15 @@ def lower_hyperclovax(r: ConfigReader, model_type: str) -> Architecture:
                    for layer in arch.layers)
     embedding_ir = arch.embedding.model_copy(update={"scale_in_dtype": False})  # a Python float times the embeddings
     return arch.model_copy(update={"layers": layers, "embedding": embedding_ir})
+
+
+@family("nemotron", title="Nemotron", replica=explicit_head_dim)
+def lower_nemotron(r: ConfigReader, model_type: str) -> Architecture:
+    """Nemotron (Minitron): torch LayerNorms whose weight is stored as an offset from 1 ("LayerNorm1P"), an
+    ungated squared-ReLU MLP and RoPE over half of each head by default."""
+    c = common(r, max_pos=4096)
+    default_partial_rotary(r, 0.5)  # NemotronConfig's default
+    norm = Norm(kind="layernorm", eps=r.float("norm_eps", 1e-5), bias=True, compute_dtype="input", weight_offset=1.0)
+    bias = r.bool("attention_bias", False)
+    return llama_like(r, model_type, c, norm=norm, qkv_bias=bias, o_bias=bias, mlp_bias=r.bool("mlp_bias", False),
+                      gated=False, activation="relu2", partial_rotary=True)
