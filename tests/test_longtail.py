@@ -68,6 +68,8 @@ CASES = {
                                             logits_scaling=0.25, attention_bias=True, mlp_bias=True),
     "hyperclovax-mup": fixture("hyperclovax", embedding_multiplier=12.0, residual_multiplier=0.22, logits_scaling=0.25),
     "nemotron": fixture("nemotron"),
+    "persimmon": fixture("persimmon"),
+    "persimmon-no-qk-norm": fixture("persimmon", qk_layernorm=False),
     "glm4-v4-keys": {**without(fixture("glm4"), "rope_parameters"), "rope_theta": 10000.0},
 }
 WINDOWED = ["ministral", "cwm", "starcoder2-sliding-nobias", "vaultgemma", "exaone4"]

@@ -92,3 +92,26 @@ def lower_nemotron(r: ConfigReader, model_type: str) -> Architecture:
     bias = r.bool("attention_bias", False)
     return llama_like(r, model_type, c, norm=norm, qkv_bias=bias, o_bias=bias, mlp_bias=r.bool("mlp_bias", False),
                       gated=False, activation="relu2", partial_rotary=True)
+
+
+def _replica_persimmon(tiny: dict[str, Any], arch: Architecture) -> None:
+    tiny.pop("num_key_value_heads", None), tiny.pop("head_dim", None)  # always heads and hidden / heads
+
+
+PERSIMMON_NAMES = dict(qkv="query_key_value", o="dense", up="dense_h_to_4h", down="dense_4h_to_h",
+                       final_norm="final_layernorm", q_norm="q_layernorm", k_norm="k_layernorm")
+
+
+@family("persimmon", title="Persimmon", replica=_replica_persimmon)
+def lower_persimmon(r: ConfigReader, model_type: str) -> Architecture:
+    """Persimmon (Adept): torch LayerNorms, per-head fused [q_h; k_h; v_h], a LayerNorm (with bias) over each
+    query and key head, RoPE over half of each head, an ungated squared-ReLU MLP, biases everywhere."""
+    c = common(r, max_pos=16384)
+    if c.num_kv_heads != c.num_heads or c.head_dim * c.num_heads != c.hidden_size:
+        raise UnsupportedError(f"{r.where}: model_type 'persimmon' has as many key/value heads as heads, each "
+                               "hidden_size / num_attention_heads wide")
+    default_partial_rotary(r, 0.5)  # PersimmonConfig's default
+    norm = Norm(kind="layernorm", eps=r.float("layer_norm_eps", 1e-5), bias=True, compute_dtype="input")
+    return llama_like(r, model_type, c, norm=norm, qkv_bias=True, o_bias=True, mlp_bias=True, gated=False,
+                      activation="relu2", partial_rotary=True, qkv="fused_per_head",
+                      qk_norm="per_head" if r.bool("qk_layernorm", True) else "none", names=PERSIMMON_NAMES)
