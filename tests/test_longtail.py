@@ -70,9 +70,14 @@ CASES = {
     "nemotron": fixture("nemotron"),
     "persimmon": fixture("persimmon"),
     "persimmon-no-qk-norm": fixture("persimmon", qk_layernorm=False),
+    "granite_swa": fixture("granite_swa"),
+    # muP multipliers, and NoPE on the full-attention layers (theta 0)
+    "granite_swa-mup-nope": fixture("granite_swa", embedding_multiplier=12.0, residual_multiplier=0.22,
+                                    attention_multiplier=0.0078125, logits_scaling=4.0,
+                                    layer_rope_theta=[0 if i % 4 == 0 else 10000.0 for i in range(24)]),
     "glm4-v4-keys": {**without(fixture("glm4"), "rope_parameters"), "rope_theta": 10000.0},
 }
-WINDOWED = ["ministral", "cwm", "starcoder2-sliding-nobias", "vaultgemma", "exaone4"]
+WINDOWED = ["ministral", "cwm", "starcoder2-sliding-nobias", "vaultgemma", "exaone4", "granite_swa"]
 
 
 def compiled(name: str, tmp_path) -> dict:
@@ -161,7 +166,7 @@ def test_planted_bug_is_caught(name, tmp_path):
     assert result["max_abs_diff"] > 1e-3, result
 
 
-@pytest.mark.parametrize("name", ["arcee", "exaone4", "hunyuan_v1_dense", "nemotron"])
+@pytest.mark.parametrize("name", ["arcee", "exaone4", "hunyuan_v1_dense", "nemotron", "granite_swa-mup-nope"])
 def test_cached_decoding_equals_the_full_forward(name, tmp_path):
     from test_kv_cache import cached_and_full, compiled_module, tiny_model
 

@@ -115,3 +115,44 @@ def lower_persimmon(r: ConfigReader, model_type: str) -> Architecture:
     return llama_like(r, model_type, c, norm=norm, qkv_bias=True, o_bias=True, mlp_bias=True, gated=False,
                       activation="relu2", partial_rotary=True, qkv="fused_per_head",
                       qk_norm="per_head" if r.bool("qk_layernorm", True) else "none", names=PERSIMMON_NAMES)
+
+
+def _replica_granite_swa(tiny: dict[str, Any], arch: Architecture) -> None:
+    explicit_head_dim(tiny, arch)
+    if isinstance(tiny.get("layer_rope_theta"), list):
+        tiny["layer_rope_theta"] = tiny["layer_rope_theta"][: tiny["num_hidden_layers"]]
+
+
+@family("granite_swa", title="Granite (sliding window)", replica=_replica_granite_swa)
+def lower_granite_swa(r: ConfigReader, model_type: str) -> Architecture:
+    """Granite with a sliding window on three layers of four, a learned sink logit per head (transformers applies
+    it as sigmoid(logsumexp - sink) after the softmax, which is the same as a sink joining the softmax), and
+    per-layer RoPE thetas where 0 means no RoPE (NoPE)."""
+    c = common(r, kv=4, max_pos=8192)
+    window = r.int("sliding_window", 128, nullable=True)
+    default = ["full_attention" if i % 4 == 0 else "sliding_attention" for i in range(c.num_layers)]
+    layer_types = read_layer_types(r, c.num_layers, default)
+    thetas = r.any("layer_rope_theta", None)
+    bias = r.bool("attention_bias", False)
+    embedding = r.float("embedding_multiplier", 1.0)
+    residual = r.float("residual_multiplier", 1.0)
+    divisor = r.float("logits_scaling", 1.0)
+    arch = llama_like(r, model_type, c, eps=1e-5, qkv_bias=bias, o_bias=bias, mlp_bias=r.bool("mlp_bias", False),
+                      layer_types=layer_types, window=window, scale=r.float("attention_multiplier", 1.0), sinks=True,
+                      embed_scale=None if embedding == 1.0 else embedding,
+                      head=Head(tied=r.bool("tie_word_embeddings", True), divisor=None if divisor == 1.0 else divisor))
+    theta = arch.rope[0].theta
+    if thetas is None:
+        thetas = [theta] * c.num_layers
+    if not isinstance(thetas, list) or len(thetas) != c.num_layers or any(
+            t not in (0, None, theta) for t in thetas):
+        raise UnsupportedError(f"{r.where}: key 'layer_rope_theta' must list, per layer, the RoPE theta ({theta}) or "
+                               "0 / null for no RoPE")
+    layers = tuple(
+        layer.model_copy(update={"residual_scale": None if residual == 1.0 else residual,
+                                 **({} if t else {"mixer": layer.mixer.model_copy(update={"rope": None})})})
+        for layer, t in zip(arch.layers, thetas)
+    )
+    used = {layer.mixer.rope for layer in layers}
+    return arch.model_copy(update={"layers": layers, "rope": tuple(t for t in arch.rope if t.name in used),
+                                   "embedding": arch.embedding.model_copy(update={"scale_in_dtype": False})})
