@@ -75,6 +75,7 @@ CASES = {
     "granite_swa-mup-nope": fixture("granite_swa", embedding_multiplier=12.0, residual_multiplier=0.22,
                                     attention_multiplier=0.0078125, logits_scaling=4.0,
                                     layer_rope_theta=[0 if i % 4 == 0 else 10000.0 for i in range(24)]),
+    "minicpm3": fixture("minicpm3"),
     "glm4-v4-keys": {**without(fixture("glm4"), "rope_parameters"), "rope_theta": 10000.0},
 }
 WINDOWED = ["ministral", "cwm", "starcoder2-sliding-nobias", "vaultgemma", "exaone4", "granite_swa"]
