@@ -76,6 +76,8 @@ CASES = {
                                     attention_multiplier=0.0078125, logits_scaling=4.0,
                                     layer_rope_theta=[0 if i % 4 == 0 else 10000.0 for i in range(24)]),
     "minicpm3": fixture("minicpm3"),
+    "youtu": fixture("youtu"),
+    "youtu-no-q-lora-rotate-half": fixture("youtu", q_lora_rank=None, rope_interleave=False),
     "glm4-v4-keys": {**without(fixture("glm4"), "rope_parameters"), "rope_theta": 10000.0},
 }
 WINDOWED = ["ministral", "cwm", "starcoder2-sliding-nobias", "vaultgemma", "exaone4", "granite_swa"]

@@ -1,4 +1,6 @@
-"""MiniCPM3: DeepSeek-V2's latent attention (MLA) with Llama's rotate-half RoPE, dense SwiGLU MLPs,
+"""Dense decoders with DeepSeek's latent attention (MLA): MiniCPM3 and Youtu-LLM.
+
+MiniCPM3: DeepSeek-V2's latent attention (MLA) with Llama's rotate-half RoPE, dense SwiGLU MLPs,
 and muP-style scales: embeddings times scale_emb, residual branches times scale_depth / sqrt(layers),
 logits over hidden_size / dim_model_base.
 
@@ -53,3 +55,25 @@ def lower_minicpm3(r: ConfigReader, model_type: str) -> Architecture:
     layers = tuple(Layer(index=i, mixer=mla, ffn=mlp, block="pre_norm", norm=norm,
                          residual_scale=None if residual == 1.0 else residual) for i in range(c.num_layers))
     return arch.model_copy(update={"layers": layers})
+
+
+def _replica_youtu(tiny: dict[str, Any], arch: Architecture) -> None:
+    _replica_minicpm3(tiny, arch)
+    if arch.layers[0].mixer.q_lora_rank is None:
+        tiny["q_lora_rank"] = None
+
+
+@family("youtu", title="Youtu-LLM", replica=_replica_youtu)
+def lower_youtu(r: ConfigReader, model_type: str) -> Architecture:
+    """Youtu-LLM: DeepSeek-V3's latent attention (interleaved RoPE by default) in a dense Llama decoder."""
+    c = read_common(r, kv_default=None, head_dim_default=None, max_pos=131072)
+    r.raw = {k: v for k, v in r.raw.items() if k not in ("head_dim", "qk_head_dim")}  # derived by the config class
+    mla, ropes, _ = _latent_attention(r, c, q_default=1536, deinterleave=r.bool("rope_interleave", True))
+    norm = Norm(kind="rmsnorm", eps=r.float("rms_norm_eps", 1e-6))
+    mlp = Mlp(gated=True, activation=r.str("hidden_act", "silu", choices=ACTIVATIONS), intermediate_size=c.intermediate_size)
+    arch = build(r, c, layer_types=["full_attention"] * c.num_layers, window=None, ropes=ropes, norm=norm,
+                 attention=dict(scale=mla.scale), mlp=mlp, block="pre_norm", embed_scale=None,
+                 head=Head(tied=r.bool("tie_word_embeddings", True)), model_type=model_type,
+                 extra_allowed=frozenset({"embedding_initializer_range"}))  # initialisation only
+    return arch.model_copy(update={"layers": tuple(Layer(index=i, mixer=mla, ffn=mlp, block="pre_norm", norm=norm)
+                                                   for i in range(c.num_layers))})
