@@ -78,6 +78,8 @@ CASES = {
     "minicpm3": fixture("minicpm3"),
     "youtu": fixture("youtu"),
     "youtu-no-q-lora-rotate-half": fixture("youtu", q_lora_rank=None, rope_interleave=False),
+    "solar_open": fixture("solar_open"),
+    "solar_open-bias-scaled": fixture("solar_open", attention_bias=True, routed_scaling_factor=2.5, n_shared_experts=2),
     "glm4-v4-keys": {**without(fixture("glm4"), "rope_parameters"), "rope_theta": 10000.0},
 }
 WINDOWED = ["ministral", "cwm", "starcoder2-sliding-nobias", "vaultgemma", "exaone4", "granite_swa"]
@@ -124,7 +126,7 @@ def test_full_size_layout_matches_transformers(name, tmp_path):
     count = sum(p.numel() for p in ours.parameters())
     assert count == sum(p.numel() for p in reference.parameters()) == parameter_count(lower(copy.deepcopy(raw)))
     layout, keys = on_disk_layout(reference), module.checkpoint_keys(module.Config())
-    params = {key: tuple(p.shape) for key, p in ours.named_parameters()}
+    params = {key: tuple(p.shape) for key, p in [*ours.named_buffers(), *ours.named_parameters()]}  # MoE bias buffers
     assert set(keys) == set(layout), sorted(set(keys) ^ set(layout))[:10]
     assert all(params[keys[k]] == shape for k, shape in layout.items())
 
@@ -175,6 +177,6 @@ def test_cached_decoding_equals_the_full_forward(name, tmp_path):
 
     module, parity = compiled_module(copy.deepcopy(CASES[name]), tmp_path, f"longtail_{name.replace('-', '_')}")
     model = tiny_model(module, parity)
-    for sizes in ([1] * 20, [5, 1, 1, 9, 4]):
+    for sizes in ([5, 1, 1, 9, 4],):  # a prefill, single tokens, a chunk across the window of 8
         cached, full = cached_and_full(model, sizes)
         assert (cached - full).abs().max().item() <= 1e-5
