@@ -80,6 +80,8 @@ CASES = {
     "youtu-no-q-lora-rotate-half": fixture("youtu", q_lora_rank=None, rope_interleave=False),
     "solar_open": fixture("solar_open"),
     "solar_open-bias-scaled": fixture("solar_open", attention_bias=True, routed_scaling_factor=2.5, n_shared_experts=2),
+    "flex_olmo": fixture("flex_olmo"),
+    "flex_olmo-norm-topk": fixture("flex_olmo", norm_topk_prob=True),
     "glm4-v4-keys": {**without(fixture("glm4"), "rope_parameters"), "rope_theta": 10000.0},
 }
 WINDOWED = ["ministral", "cwm", "starcoder2-sliding-nobias", "vaultgemma", "exaone4", "granite_swa"]
