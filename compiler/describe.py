@@ -18,6 +18,7 @@ ACTIVATION_WORDS = {
     "gelu_tanh": ("GeGLU", "tanh-approximate GELU"),
     "gelu_new": ("GeGLU", "tanh-approximate GELU written out (gelu_new)"),
     "relu": ("ReGLU", "ReLU"),
+    "relu2": ("ReGLU squared", "squared ReLU"),
 }
 
 

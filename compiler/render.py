@@ -19,6 +19,7 @@ import jinja2
 from ..schemas.arch import Architecture
 from . import __version__
 from .errors import LlmgenError
+from .lowering.registry import titles as registered_titles
 from .describe import features, fused_attention, layer_pattern
 from .dtypes import loader_context
 from .rope_fields import rope_config_fields, rope_context
@@ -33,7 +34,7 @@ BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ACTIVATION_CODE = {"silu": ("F.silu", ""), "gelu": ("F.gelu", ""), "gelu_tanh": ("F.gelu", ', approximate="tanh"'),
                    "gelu_new": ("gelu_new", ""),
-                   "relu": ("F.relu", "")}
+                   "relu": ("F.relu", ""), "relu2": ("relu2", "")}
 TITLES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3", "gemma3_text": "Gemma 3 (text decoder)"}
 TITLES.update(gpt2="GPT-2", gpt_neox="GPT-NeoX", phi="Phi")
 TITLES.update(gemma="Gemma", gemma2="Gemma 2", olmo2="OLMo 2", olmo3="OLMo 3", smollm3="SmolLM3")
@@ -42,6 +43,7 @@ TITLES.update(llama4_text="Llama 4 (text decoder)")
 TITLES.update(gpt_oss="gpt-oss")
 TITLES.update(qwen3_next="Qwen3-Next", qwen3_5_text="Qwen3.5 (text decoder)", qwen3_5_moe_text="Qwen3.5-MoE (text decoder)")
 TITLES.update(phi3="Phi-3", stablelm="StableLM", cohere="Cohere (Command R)", cohere2="Cohere 2", granite="Granite")
+TITLES.update(registered_titles())  # families that register themselves (lowering/registry.py)
 
 
 @dataclass(frozen=True)
@@ -192,7 +194,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
             "fused": fused_attention(attn),
             "qkv": attn.qkv, "q_bias": attn.q_bias, "k_bias": attn.k_bias, "v_bias": attn.v_bias,
             "o_bias": attn.o_bias, "qk_norm": attn.qk_norm, "softcap": attn.softcap is not None, "grouped": grouped,
-            "sinks": attn.sinks, "output_gate": attn.output_gate,
+            "sinks": attn.sinks, "output_gate": attn.output_gate, "qk_norm_after_rope": attn.qk_norm_after_rope,
         },
         "mlp": {
             "summary": ("Gated feed-forward: down(act(gate(x)) * up(x))." if ffn.gated

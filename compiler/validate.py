@@ -69,8 +69,8 @@ def validate(arch: Architecture) -> Architecture:
     norm, attn = first.norm, first_attention(arch)
     if norm.kind == "rmsnorm" and norm.compute_dtype != "float32":
         raise UnsupportedError("an RMSNorm computed in the input dtype is not implemented")
-    if norm.kind == "layernorm" and (norm.weight_offset or norm.weight_in_compute_dtype):
-        raise UnsupportedError("a LayerNorm with a weight offset is not implemented")
+    if norm.kind == "layernorm" and ((norm.weight_offset and norm.compute_dtype != "input") or norm.weight_in_compute_dtype):
+        raise UnsupportedError("a LayerNorm with a weight offset is implemented for torch's LayerNorm (input dtype) only")
     if arch.final_norm != norm:
         raise UnsupportedError("a final norm that differs from the layers' norms is not implemented")
     if attn is None:

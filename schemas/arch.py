@@ -101,6 +101,8 @@ class Attention(_Frozen):
         "(Llama 4; qk_norm_spec gives eps)."
     )
     qk_norm_spec: Norm | None = None
+    qk_norm_after_rope: bool = Field(False, exclude_if=_unset, description="per_head: the QK-norm is applied to the "
+                                     "rotated queries and keys (after RoPE) rather than before (HunYuan).")
     q_bias: bool = False
     k_bias: bool = False
     v_bias: bool = False
@@ -136,9 +138,9 @@ class Mlp(_Frozen):
 
     kind: Literal["mlp"] = "mlp"
     gated: bool
-    activation: Literal["silu", "gelu", "gelu_tanh", "gelu_new", "relu"] = Field(
+    activation: Literal["silu", "gelu", "gelu_tanh", "gelu_new", "relu", "relu2"] = Field(
         description="gelu_tanh: torch's fused tanh GELU. gelu_new: the same formula written out with pow "
-        "(GPT-2, Phi): it rounds differently, most visibly in bfloat16.")
+        "(GPT-2, Phi): it rounds differently, most visibly in bfloat16. relu2: relu(x) squared (Nemotron, Arcee).")
     intermediate_size: Width
     bias: bool = False
     fused_gate_up: bool = Field(False, description="The checkpoint stores [gate; up] as one matrix.")

@@ -174,3 +174,6 @@ REPLICA_ADJUST.update(REPLICA_LLAMA4)
 REPLICA_ADJUST.update(REPLICA_GPTOSS)
 REPLICA_ADJUST.update(REPLICA_VL)
 REPLICA_ADJUST.update(REPLICA_QWEN3_NEXT)
+from .registry import install  # noqa: E402  (families that register themselves: lowering/fam_*.py)
+
+install(FAMILIES, REPLICA_ADJUST)
