@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
+from .lowering.registry import REGISTRY
 from .lowering import FAMILIES, WRAPPERS
 from .lowering.keys_data import keys_data
 
@@ -27,7 +28,10 @@ PROOF = {
     "olmoe": "tests/test_moe.py", "granitemoe": "tests/test_moe.py", "llama4_text": "tests/test_llama4.py",
     "gemma3": "tests/test_parity_variants.py", "llama4": "tests/test_wrappers.py", "kimi_k25": "tests/test_wrappers.py",
     "qwen2_vl": "tests/test_wrappers.py", "qwen2_5_vl": "tests/test_wrappers.py", "qwen3_vl": "tests/test_wrappers.py",
+    "qwen3_next": "tests/test_hybrid.py", "qwen3_5_text": "tests/test_hybrid.py", "qwen3_5": "tests/test_hybrid.py",
+    "qwen3_5_moe_text": "tests/test_hybrid.py",
 }
+REGISTERED_PROOF = "tests/test_longtail.py"  # families that register themselves (lowering/registry.py)
 # Config keys whose presence names the mechanism a family needs (checked in this order).
 MECHANISMS = (
     (("ssm_state_size", "mamba_d_state", "state_size", "time_step_rank", "mamba_n_heads"), "state-space (Mamba) layers"),
@@ -92,7 +96,8 @@ def coverage() -> tuple[list[Coverage], str]:
     rows = []
     for model_type, causal_lm in sorted(types.items()):
         compiles = model_type in FAMILIES or model_type in WRAPPERS
-        proof = _generated_proofs().get(model_type) or PROOF.get(model_type, "tests/test_lowering.py")
+        proof = (_generated_proofs().get(model_type) or PROOF.get(model_type)
+                 or (REGISTERED_PROOF if model_type in REGISTRY else "tests/test_lowering.py"))
         rows.append(Coverage(model_type, causal_lm, compiles, proof if compiles else _missing(model_type)))
     return rows, origin
 
