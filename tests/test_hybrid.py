@@ -40,7 +40,8 @@ def qwen36_architecture() -> dict:
 
 
 # model_types proved here: qwen3_next (the defaults), the qwen3_5 wrapper around qwen3_5_text (the published
-# Qwen3.5-27B and Qwen3.6-27B configs); qwen3_5_moe (Qwen3.5-35B-A3B) is proved by its generated/ directory.
+# Qwen3.5-27B and Qwen3.6-27B configs); the qwen3_5_moe wrapper around qwen3_5_moe_text (Qwen3.5-35B-A3B) by its
+# generated/ directory, and at full size and in cached decoding below.
 CONFIGS = {
     "qwen3-next-defaults": lambda: json.loads((REPO / "tests" / "fixtures" / "qwen3_next_defaults.json").read_text()),
     "qwen3.5-27b": lambda: catalog_config("Qwen/Qwen3.5-27B"),
