@@ -101,6 +101,8 @@ def _attention(arch: Architecture, mixer: Any) -> tuple[str, list[str]]:
         extras.append("qkv bias")
     if mixer.temperature is not None:
         extras.append("temperature tuning")
+    if getattr(mixer, "output_gate", False):
+        extras.append("sigmoid output gate")
     if extras:
         lines.append(" · ".join(extras))
     return title, lines
@@ -115,6 +117,18 @@ def _mla(arch: Architecture, mixer: Any) -> tuple[str, list[str]]:
         rope_line(arch, mixer.rope),
     ]
     return "Multi-head latent attention", lines
+
+
+def _gated_deltanet(arch: Architecture, mixer: Any) -> tuple[str, list[str]]:
+    lines = [
+        heads_line("q, k: ", mixer.num_k_heads, mixer.k_head_dim),
+        heads_line("v: ", mixer.num_v_heads, mixer.v_head_dim),
+        f"causal conv, kernel {mixer.conv_kernel} · SiLU",
+        "delta rule, decay per head",
+        f"chunks of {mixer.chunk_size}; state per head",
+        "gated RMSNorm · no positions",
+    ]
+    return "Gated DeltaNet (linear attention)", lines
 
 
 def numeric_fields(component: Any, skip: tuple[str, ...] = ("index",)) -> list[str]:
@@ -135,7 +149,8 @@ def _generic(arch: Architecture, component: Any) -> tuple[str, list[str]]:
     return title[:1].upper() + title[1:], lines
 
 
-MIXERS: dict[str, Callable[[Architecture, Any], tuple[str, list[str]]]] = {"attention": _attention, "mla": _mla}
+MIXERS: dict[str, Callable[[Architecture, Any], tuple[str, list[str]]]] = {
+    "attention": _attention, "mla": _mla, "gated_deltanet": _gated_deltanet}
 
 
 def position_badge(mixer: Any) -> str | None:
@@ -216,7 +231,7 @@ def head_part(arch: Architecture) -> Part:
 
 
 FFN_WORDS = {"mlp": "MLP", "moe": "MoE"}
-MIXER_WORDS = {"mla": "latent attention"}
+MIXER_WORDS = {"mla": "latent attention", "gated_deltanet": "Gated DeltaNet"}
 
 
 def kind_meaning(layer: Any) -> str:
