@@ -7,8 +7,9 @@ float32 matrix-vector product runs on one core, whatever the thread count, and a
 is slower still. Two replacements, for inputs of at most MAX_ROWS rows (prefill keeps torch's
 own product, bit for bit):
 
-- "native": compiler/native.py's kernel, the same dot products accumulated in float32, the
-  weight rows split between torch's threads. float32 and bfloat16.
+- "native": compiler/native.py's kernel, the same dot products accumulated in float32, at the
+  CPU's instruction-set level (AVX2+FMA, AVX-512F, AVX512_BF16, or portable C++: chosen at run
+  time), on as many threads as the product's size pays for. float32 and bfloat16.
 - "row_blocks": float32 only, no compiler needed: the matrix's rows in `threads` equal blocks,
   computed by one batched product (torch.bmm), which torch spreads over its threads.
 
@@ -61,6 +62,13 @@ def choose(kernel: str, dtype: Any, threads: int) -> tuple[str, str | None]:
     return "off", why or "row blocks need float32 and more than one thread"
 
 
+def label(used: str, dtype: Any) -> str:
+    """The kernel in use as `llmgen generate` prints it: native with its instruction-set level."""
+    from . import native
+
+    return f"native ({native.level(str(dtype).removeprefix('torch.'))})" if used == "native" else used
+
+
 def use_fast_decode(model: Any, kernel: str = "auto", threads: int | None = None) -> tuple[str, int, str | None]:
     """Give every nn.Linear of `model` (and a tied output head: a generated model's
     `head_product`) the chosen few-row product; "off" gives them their own back. Returns the
@@ -108,7 +116,7 @@ def _products(used: str, dtype: Any, threads: int) -> tuple[Any, Any]:
         return None, None
     from . import native
 
-    gemv = native.kernel(str(dtype).removeprefix("torch.")).gemv if used == "native" else None
+    gemv = native.product(str(dtype).removeprefix("torch.")) if used == "native" else None
 
     def product(x: Any, weight: Any, bias: Any = None) -> Any:
         if x.dtype != dtype or x.numel() > MAX_ROWS * x.shape[-1]:  # prefill: torch's own product
