@@ -130,3 +130,31 @@ def test_threads_do_not_change_a_result(dtype: torch.dtype) -> None:
         if default is not None:
             module.set_bytes_per_thread(default)
         torch.set_num_threads(before)
+
+
+def test_decoding_steps_run_torch_on_one_thread_and_the_products_on_all() -> None:
+    """With the native kernel, a decoding step runs torch's own operations on one thread (its
+    products get torch's thread count, kernels/pool.h), prefill on all of torch's threads, and
+    the count is restored after each call; "off" gives the model its own forward back."""
+    _, config, model = random_replica("SmolLM2-135M-Instruct", "llmgen_native_levels")
+    seen: list[int] = []
+    model.model.norm.register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert use_fast_decode(model, "native")[0] == "native" and "forward" in model.__dict__
+        model.enable_cache(1, 8)
+        with torch.no_grad():
+            prefill = model(torch.arange(6).unsqueeze(0))
+            step = model(torch.tensor([[6]]))
+        model.disable_cache()
+        assert seen == [2, 1] and torch.get_num_threads() == 2
+        use_fast_decode(model, "off")
+        assert "forward" not in model.__dict__
+        model.enable_cache(1, 8)
+        with torch.no_grad():
+            assert torch.equal(model(torch.arange(6).unsqueeze(0)), prefill)
+            assert (model(torch.tensor([[6]])) - step).abs().max() <= 5e-6 * step.abs().max()
+        assert seen[2:] == [2, 2]
+    finally:
+        torch.set_num_threads(before)

@@ -41,9 +41,11 @@ int64_t g_bytes_per_thread = 256 * 1024;
 constexpr int64_t kRowGroup = 4;  // chunks hold whole multiples of it
 constexpr int64_t kChunkBytes = 64 * 1024;  // the work unit threads claim: small, for late threads
 
+int g_max_threads = 0;  // 0: torch's intra-op thread count (torch.set_num_threads, OMP_NUM_THREADS)
+
 int threads_for(int64_t weight_bytes) {
   const int64_t useful = std::max<int64_t>(1, weight_bytes / g_bytes_per_thread);
-  return static_cast<int>(std::min<int64_t>(useful, at::get_num_threads()));
+  return static_cast<int>(std::min<int64_t>(useful, g_max_threads > 0 ? g_max_threads : at::get_num_threads()));
 }
 
 using RowsFn = void (*)(const llmgen::Args&, int64_t, int64_t);
@@ -88,6 +90,13 @@ int64_t set_bytes_per_thread(int64_t bytes) {
   TORCH_CHECK(bytes > 0, "bytes per thread must be positive");
   const int64_t before = g_bytes_per_thread;
   g_bytes_per_thread = bytes;
+  return before;
+}
+
+int set_max_threads(int threads) {
+  TORCH_CHECK(threads >= 0, "threads must be 0 (torch's count) or more");
+  const int before = g_max_threads;
+  g_max_threads = threads;
   return before;
 }
 
@@ -139,5 +148,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gemv", &gemv, "x @ w.T (+ bias) for an x of a few rows, at an instruction-set level", pybind11::arg("x"),
         pybind11::arg("w"), pybind11::arg("bias") = pybind11::none(), pybind11::arg("level"));
   m.def("cpu_level", &cpu_level, "the highest level this CPU runs: 0 portable, 1 AVX2+FMA, 2 AVX-512F, 3 AVX512_BF16");
+  m.def("set_max_threads", &set_max_threads, "most threads per product (0: torch's count); returns the previous value");
   m.def("set_bytes_per_thread", &set_bytes_per_thread, "weight bytes that pay for one more thread; returns the previous value");
 }

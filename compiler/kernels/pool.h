@@ -57,7 +57,15 @@ class Pool {
       wake_.notify_all();
     }
     work(static_cast<uint32_t>(gen));
-    while (done_.load(std::memory_order_acquire) < chunks) LLMGEN_PAUSE();
+    // Only chunks a helper is running are left: spin briefly, then give the core away, so that
+    // a helper sharing it with this thread (a busy machine) can finish.
+    for (int spins = 0; done_.load(std::memory_order_acquire) < chunks; ++spins) {
+      if (spins < kWaitSpins) {
+        LLMGEN_PAUSE();
+      } else {
+        std::this_thread::yield();
+      }
+    }
   }
 
  private:
@@ -106,6 +114,7 @@ class Pool {
   }
 
   static constexpr int kSpinMicroseconds = 200;
+  static constexpr int kWaitSpins = 2000;
   std::mutex run_mutex_, mutex_;
   std::condition_variable wake_;
   std::vector<std::thread> threads_;
