@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from llmgen.compiler import native
-from llmgen.compiler.fast_decode import KERNELS, choose, use_fast_decode
+from llmgen.compiler.fast_decode import BF16_PREFILL, KERNELS, choose, use_fast_decode
 from llmgen.compiler.fast_decode import label as kernel_label
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -204,17 +204,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved repeats; medians are reported")
     parser.add_argument("--quick", action="store_true", help="fewer rounds and tokens")
     parser.add_argument("--kernel", default="auto", choices=KERNELS, help="the generated side's decoding kernel")
+    parser.add_argument("--bf16-prefill", choices=BF16_PREFILL, default="torch",
+                        help="the generated side's bfloat16 prefill: torch's product, or float32 products (opt-in)")
     parser.add_argument("--no-anchors", action="store_true", help="leave out llama.cpp and CTranslate2 even if installed")
     parser.add_argument("--child-load", dest="side", help=argparse.SUPPRESS)
     parser.add_argument("--dtype", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    os.environ["LLMGEN_BF16_PREFILL"] = args.bf16_prefill  # read by use_fast_decode, here and in the load children
     if args.side:
         return child_load(args)
     args.checkpoint = args.checkpoint or default_checkpoint()
     rounds, new_tokens = (2, 32) if args.quick else (args.rounds, 128)
     print(f"checkpoint {args.checkpoint}\nthreads {args.threads}, torch {torch.__version__}, "
-          f"medians of {rounds} interleaved rounds, load average before {load_average()}")
+          f"medians of {rounds} interleaved rounds, load average before {load_average()}, "
+          f"generated bfloat16 prefill: {args.bf16_prefill}")
     print(f"CPU: {cpu_name()}; {os.cpu_count()} CPUs; flags: {' '.join(native.vector_flags()) or '(unknown)'}; "
           f"torch's CPU capability {torch.backends.cpu.get_cpu_capability()}; anchors: {anchors.versions()}")
     sides = ["transformers", "generated"]

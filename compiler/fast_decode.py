@@ -26,6 +26,35 @@ from typing import Any
 
 MAX_ROWS = 4  # inputs with more rows than this (prefill) keep torch's own matrix product
 KERNELS = ("auto", "native", "row_blocks", "off")
+# Opt-in: bfloat16 prefill as float32 products (weights upcast a block of rows at a time) on a
+# CPU without native bfloat16 arithmetic, where torch's bfloat16 product is several times slower
+# than its float32 one. The same dot products rounded once, but not torch's bits: a result can
+# land on the neighbouring bfloat16 value. LLMGEN_BF16_PREFILL=float32 turns it on.
+BF16_PREFILL = ("torch", "float32")
+UPCAST_BLOCK = 1 << 22  # weight elements upcast at a time (16 MiB of float32)
+
+
+def upcast_linear(x: Any, weight: Any, bias: Any) -> Any:
+    """F.linear of bfloat16 x and weight computed in float32, rounded once to bfloat16."""
+    import torch
+    import torch.nn.functional as F
+
+    wide, step = x.float(), max(1, UPCAST_BLOCK // max(1, weight.shape[1]))
+    parts = [F.linear(wide, weight[r : r + step].float()) for r in range(0, weight.shape[0], step)]
+    out = torch.cat(parts, -1) if len(parts) > 1 else parts[0]
+    if bias is not None:
+        out += bias.float()
+    return out.to(torch.bfloat16)
+
+
+def bf16_prefill() -> str:
+    """LLMGEN_BF16_PREFILL: "torch" (default: torch's own bfloat16 product) or "float32"."""
+    import os
+
+    value = os.environ.get("LLMGEN_BF16_PREFILL", "torch")
+    if value not in BF16_PREFILL:
+        raise ValueError(f"LLMGEN_BF16_PREFILL={value}: not one of {', '.join(BF16_PREFILL)}")
+    return value
 
 
 def row_block_linear(x: Any, weight: Any, bias: Any, blocks: int) -> Any:
@@ -151,10 +180,13 @@ def _products(used: str, dtype: Any, threads: int) -> tuple[Any, Any]:
     from . import native
 
     gemv = native.product(str(dtype).removeprefix("torch.")) if used == "native" else None
+    upcast = str(dtype) == "torch.bfloat16" and bf16_prefill() == "float32"
 
     def product(x: Any, weight: Any, bias: Any = None) -> Any:
-        if x.dtype != dtype or x.numel() > MAX_ROWS * x.shape[-1]:  # prefill: torch's own product
+        if x.dtype != dtype:
             return F.linear(x, weight, bias)
+        if x.numel() > MAX_ROWS * x.shape[-1]:  # prefill: torch's own product (or the opt-in upcast)
+            return upcast_linear(x, weight, bias) if upcast and weight.dtype == dtype else F.linear(x, weight, bias)
         if gemv is not None:
             return gemv(x, weight, bias)  # (..., in) -> (..., out); copies a non-contiguous x first
         return row_block_linear(x, weight, bias, threads)

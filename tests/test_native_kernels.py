@@ -158,3 +158,37 @@ def test_decoding_steps_run_torch_on_one_thread_and_the_products_on_all() -> Non
         assert seen[2:] == [2, 2]
     finally:
         torch.set_num_threads(before)
+
+
+def test_bfloat16_prefill_as_float32_products_is_opt_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    """By default a bfloat16 prefill keeps torch's own product bit for bit; with
+    LLMGEN_BF16_PREFILL=float32 it runs float32 products (weights upcast a block at a time),
+    each within a bfloat16 rounding of the float64 product; an unknown value is named."""
+    from llmgen.compiler import fast_decode
+
+    _, config, model = random_replica("Qwen2-0.5B-Instruct", "llmgen_native_levels")  # q/k/v biases
+    model = model.to(torch.bfloat16)
+    ids = torch.randint(0, config.vocab_size, (2, 9), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        plain = model(ids)
+        use_fast_decode(model, "native")
+        assert torch.equal(model(ids), plain)
+        monkeypatch.setenv("LLMGEN_BF16_PREFILL", "float32")
+        calls, upcast_linear = [], fast_decode.upcast_linear
+        monkeypatch.setattr(fast_decode, "upcast_linear", lambda *args: calls.append(1) or upcast_linear(*args))
+        use_fast_decode(model, "native")
+        upcast = model(ids)
+    assert len(calls) == sum(isinstance(m, torch.nn.Linear) for m in model.modules()) + 1  # and the tied head
+    # (often 0 at these widths: torch's bfloat16 product sums in float32 too)
+    assert (upcast.float() - plain.float()).abs().max() <= 0.05 * plain.float().abs().max()
+    monkeypatch.setattr(fast_decode, "UPCAST_BLOCK", 64)  # many blocks of rows
+    generator = torch.Generator().manual_seed(8)
+    weight, bias = torch.randn(37, 30, generator=generator).bfloat16(), torch.randn(37, generator=generator).bfloat16()
+    x = torch.randn(2, 6, 30, generator=generator).bfloat16()
+    exact = x.double() @ weight.double().t() + bias.double()
+    ours = upcast_linear(x, weight, bias)
+    assert ours.dtype == torch.bfloat16 and ours.shape == (2, 6, 37)
+    assert within_rounding(ours, torch.nn.functional.linear(x, weight, bias), exact, 30)
+    monkeypatch.setenv("LLMGEN_BF16_PREFILL", "bf17")
+    with pytest.raises(ValueError, match="LLMGEN_BF16_PREFILL=bf17: not one of torch, float32"):
+        use_fast_decode(model, "native")
