@@ -137,7 +137,10 @@ class LlamaCpp:
             self.llm.eval(ids)
             tokens = []
             for _ in range(new_tokens):
-                token = int(np.argmax(self.llm.scores[self.llm.n_tokens - 1]))
+                # the last position's logits (llama-cpp-python no longer copies them into .scores
+                # unless every position's are kept)
+                logits = np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.llm.n_vocab(),))
+                token = int(np.argmax(logits))
                 tokens.append(token)
                 if len(tokens) < new_tokens:
                     self.llm.eval([token])
