@@ -32,7 +32,12 @@ from pathlib import Path
 
 import torch
 
-from llmgen.compiler.fast_decode import KERNELS, choose, use_fast_decode
+from llmgen.compiler import native
+from llmgen.compiler.fast_decode import BF16_PREFILL, KERNELS, choose, use_fast_decode
+from llmgen.compiler.fast_decode import label as kernel_label
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import anchors  # noqa: E402  (beside this file: llama.cpp and CTranslate2, when installed)
 
 REPO = Path(__file__).resolve().parent.parent
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -115,8 +120,15 @@ def seconds(fn) -> float:
     return time.perf_counter() - start
 
 
+def prompt(length: int, seed: int) -> torch.Tensor:
+    """The same random-token prompt for every engine."""
+    return torch.randint(100, 40000, (1, length), generator=torch.Generator().manual_seed(seed))
+
+
 def prefill_run(side: str, model, length: int):
-    ids = torch.randint(100, 40000, (1, length), generator=torch.Generator().manual_seed(0))
+    ids = prompt(length, 0)
+    if side not in ("transformers", "generated"):  # an anchor engine
+        return model.prefill_run(ids[0].tolist())
     if side == "transformers":
         return lambda: model(input_ids=ids, use_cache=True)
 
@@ -130,7 +142,9 @@ def prefill_run(side: str, model, length: int):
 
 def decode_run(side: str, model, new_tokens: int, result: list[int]):
     """Greedy decoding of new_tokens after a 16-token prompt; the tokens land in result."""
-    ids = torch.randint(100, 40000, (1, 16), generator=torch.Generator().manual_seed(1))
+    ids = prompt(16, 1)
+    if side not in ("transformers", "generated"):
+        return model.decode_run(ids[0].tolist(), new_tokens, result)
     if side == "transformers":
         def run():
             out = model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
@@ -190,16 +204,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved repeats; medians are reported")
     parser.add_argument("--quick", action="store_true", help="fewer rounds and tokens")
     parser.add_argument("--kernel", default="auto", choices=KERNELS, help="the generated side's decoding kernel")
+    parser.add_argument("--bf16-prefill", choices=BF16_PREFILL, default="torch",
+                        help="the generated side's bfloat16 prefill: torch's product, or float32 products (opt-in)")
+    parser.add_argument("--no-anchors", action="store_true", help="leave out llama.cpp and CTranslate2 even if installed")
     parser.add_argument("--child-load", dest="side", help=argparse.SUPPRESS)
     parser.add_argument("--dtype", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    os.environ["LLMGEN_BF16_PREFILL"] = args.bf16_prefill  # read by use_fast_decode, here and in the load children
     if args.side:
         return child_load(args)
     args.checkpoint = args.checkpoint or default_checkpoint()
     rounds, new_tokens = (2, 32) if args.quick else (args.rounds, 128)
     print(f"checkpoint {args.checkpoint}\nthreads {args.threads}, torch {torch.__version__}, "
-          f"medians of {rounds} interleaved rounds, load average before {os.getloadavg()[0]:.2f}")
+          f"medians of {rounds} interleaved rounds, load average before {load_average()}, "
+          f"generated bfloat16 prefill: {args.bf16_prefill}")
+    print(f"CPU: {cpu_name()}; {os.cpu_count()} CPUs; flags: {' '.join(native.vector_flags()) or '(unknown)'}; "
+          f"torch's CPU capability {torch.backends.cpu.get_cpu_capability()}; anchors: {anchors.versions()}")
     sides = ["transformers", "generated"]
     reference: list[int] = []  # transformers' float32 greedy tokens: what a lower precision is judged by
     for dtype in args.dtypes:
@@ -208,7 +229,9 @@ def main() -> None:
             for side, runs in loads.items():
                 runs.append(measure_load(side, args, dtype))
         models = {side: load(side, args.checkpoint, args.model, DTYPES[dtype], args.kernel) for side in sides}
-        tokens = {side: [] for side in sides}
+        if not args.no_anchors:
+            models.update(anchors.anchors(args.checkpoint, dtype, args.threads, lambda line: print("anchor:", line)))
+        tokens = {side: [] for side in models}
         times = {
             "prefill128": interleaved({s: prefill_run(s, m, 128) for s, m in models.items()}, rounds),
             "prefill1024": interleaved({s: prefill_run(s, m, 1024) for s, m in models.items()}, rounds),
@@ -226,13 +249,13 @@ def main() -> None:
         for metric, per_side in times.items():
             count = new_tokens if metric == "decode" else int(metric.removeprefix("prefill"))
             for side, values in per_side.items():
-                rows[side][metric] = count / statistics.median(values)
+                rows.setdefault(side, {})[metric] = count / statistics.median(values)
                 rows[side][metric + "_spread"] = (count / max(values), count / min(values))
         hf, gen = rows["transformers"], rows["generated"]
         bound = bandwidth * 1e9 / (gen["weight_mib"] * 2**20)  # tokens/s if decoding only streamed the weights
         used, why = choose(args.kernel, DTYPES[dtype], args.threads)
-        print(f"\n== {dtype} == (load average now {os.getloadavg()[0]:.2f}; generated decodes with kernel "
-              f"{used}{f' ({why})' if why else ''})")
+        print(f"\n== {dtype} == (load average now {load_average()}; generated decodes with kernel "
+              f"{kernel_label(used, dtype)}{f' ({why})' if why else ''})")
         print(f"{'':24}{'transformers':>14}{'generated':>12}{'ratio':>8}   generated min..max")
         for key, label in (("prefill128", "prefill 128 tok/s"), ("prefill1024", "prefill 1024 tok/s"),
                            ("decode", f"decode {new_tokens} tok/s"), ("load_s", "load seconds")):
@@ -250,6 +273,7 @@ def main() -> None:
         print(f"greedy tokens identical: {same}/{len(tokens['generated'])}")
         if dtype == "float32":
             reference = tokens["transformers"]
+            engines_table(rows, tokens, reference, new_tokens)
             continue
         if not reference:  # float32 not benchmarked in this run: decode it once for the comparison
             model = load("transformers", args.checkpoint, args.model, torch.float32)
@@ -259,6 +283,33 @@ def main() -> None:
         agree = {side: common_prefix(tokens[side], reference) for side in sides}
         print(f"tokens before the first difference from transformers' float32 greedy tokens: transformers "
               f"{agree['transformers']}/{new_tokens}, generated {agree['generated']}/{new_tokens}")
+        engines_table(rows, tokens, reference, new_tokens)
+
+
+def engines_table(rows: dict, tokens: dict, reference: list[int], new_tokens: int) -> None:
+    """Every engine of this dtype side by side (anchors compute last-position logits in prefill;
+    the generated model's decode speed divided by each engine's)."""
+    if len(rows) <= 2:
+        return
+    print(f"{'engine':22}{'prefill 128':>12}{'prefill 1024':>13}{'decode':>8}{'generated/it':>14}"
+          f"{'greedy = HF fp32 (prefix)':>27}")
+    for side, row in rows.items():
+        if "decode" not in row:
+            continue
+        same = common_prefix(tokens[side], reference) if reference else 0
+        print(f"{side:22}{row['prefill128']:>12.1f}{row['prefill1024']:>13.1f}{row['decode']:>8.1f}"
+              f"{rows['generated']['decode'] / row['decode']:>14.2f}{f'{same}/{new_tokens}':>27}")
+
+
+def load_average() -> str:
+    return "/".join(f"{value:.2f}" for value in os.getloadavg()) + " (1/5/15 min)"
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
+    return "unknown CPU"
 
 
 if __name__ == "__main__":

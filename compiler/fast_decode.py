@@ -7,8 +7,9 @@ float32 matrix-vector product runs on one core, whatever the thread count, and a
 is slower still. Two replacements, for inputs of at most MAX_ROWS rows (prefill keeps torch's
 own product, bit for bit):
 
-- "native": compiler/native.py's kernel, the same dot products accumulated in float32, the
-  weight rows split between torch's threads. float32 and bfloat16.
+- "native": compiler/native.py's kernel, the same dot products accumulated in float32, at the
+  CPU's instruction-set level (AVX2+FMA, AVX-512F, AVX512_BF16, or portable C++: chosen at run
+  time), on as many threads as the product's size pays for. float32 and bfloat16.
 - "row_blocks": float32 only, no compiler needed: the matrix's rows in `threads` equal blocks,
   computed by one batched product (torch.bmm), which torch spreads over its threads.
 
@@ -25,6 +26,35 @@ from typing import Any
 
 MAX_ROWS = 4  # inputs with more rows than this (prefill) keep torch's own matrix product
 KERNELS = ("auto", "native", "row_blocks", "off")
+# Opt-in: bfloat16 prefill as float32 products (weights upcast a block of rows at a time) on a
+# CPU without native bfloat16 arithmetic, where torch's bfloat16 product is several times slower
+# than its float32 one. The same dot products rounded once, but not torch's bits: a result can
+# land on the neighbouring bfloat16 value. LLMGEN_BF16_PREFILL=float32 turns it on.
+BF16_PREFILL = ("torch", "float32")
+UPCAST_BLOCK = 1 << 22  # weight elements upcast at a time (16 MiB of float32)
+
+
+def upcast_linear(x: Any, weight: Any, bias: Any) -> Any:
+    """F.linear of bfloat16 x and weight computed in float32, rounded once to bfloat16."""
+    import torch
+    import torch.nn.functional as F
+
+    wide, step = x.float(), max(1, UPCAST_BLOCK // max(1, weight.shape[1]))
+    parts = [F.linear(wide, weight[r : r + step].float()) for r in range(0, weight.shape[0], step)]
+    out = torch.cat(parts, -1) if len(parts) > 1 else parts[0]
+    if bias is not None:
+        out += bias.float()
+    return out.to(torch.bfloat16)
+
+
+def bf16_prefill() -> str:
+    """LLMGEN_BF16_PREFILL: "torch" (default: torch's own bfloat16 product) or "float32"."""
+    import os
+
+    value = os.environ.get("LLMGEN_BF16_PREFILL", "torch")
+    if value not in BF16_PREFILL:
+        raise ValueError(f"LLMGEN_BF16_PREFILL={value}: not one of {', '.join(BF16_PREFILL)}")
+    return value
 
 
 def row_block_linear(x: Any, weight: Any, bias: Any, blocks: int) -> Any:
@@ -61,6 +91,13 @@ def choose(kernel: str, dtype: Any, threads: int) -> tuple[str, str | None]:
     return "off", why or "row blocks need float32 and more than one thread"
 
 
+def label(used: str, dtype: Any) -> str:
+    """The kernel in use as `llmgen generate` prints it: native with its instruction-set level."""
+    from . import native
+
+    return f"native ({native.level(str(dtype).removeprefix('torch.'))})" if used == "native" else used
+
+
 def use_fast_decode(model: Any, kernel: str = "auto", threads: int | None = None) -> tuple[str, int, str | None]:
     """Give every nn.Linear of `model` (and a tied output head: a generated model's
     `head_product`) the chosen few-row product; "off" gives them their own back. Returns the
@@ -74,6 +111,7 @@ def use_fast_decode(model: Any, kernel: str = "auto", threads: int | None = None
     dtype = next(model.parameters()).dtype
     used, why = choose(kernel, dtype, threads)
     product, checked = _products(used, dtype, threads)
+    _steps_on_own_threads(model, used == "native")
     count = 0
     if hasattr(model, "head_product"):
         model.head_product = F.linear
@@ -88,6 +126,39 @@ def use_fast_decode(model: Any, kernel: str = "auto", threads: int | None = None
             module.forward = lambda x, m=module: product(x, m.weight, m.bias)
             count += 1
     return used, count, why
+
+
+def _steps_on_own_threads(model: Any, on: bool) -> None:
+    """Run a decoding step's own small tensor operations (norms, RoPE, attention of one query)
+    on one torch thread, and its matrix products on the native kernel's threads, as many as
+    torch had (torch.set_num_threads / OMP_NUM_THREADS): on a machine whose cores are busy,
+    every OpenMP region of torch's waits for all its threads to be scheduled, and a step has
+    hundreds of them (measured: 0.9 tokens/s on two threads against 4.6 on one, bfloat16, load
+    average 14 on 2 cores). The kernel's threads do not wait for one that is not running
+    (kernels/pool.h). Prefill (more than MAX_ROWS tokens) keeps torch's threads. `on=False`
+    gives the model its own forward back."""
+    import torch
+
+    model.__dict__.pop("forward", None)
+    if not on:
+        return
+    from . import native
+
+    module, forward = native.kernel(str(next(model.parameters()).dtype).removeprefix("torch.")), model.forward
+
+    def step(input_ids: Any, *args: Any, **kwargs: Any) -> Any:
+        threads = torch.get_num_threads()
+        if input_ids.numel() > MAX_ROWS or threads == 1:
+            return forward(input_ids, *args, **kwargs)
+        module.set_max_threads(threads)
+        torch.set_num_threads(1)
+        try:
+            return forward(input_ids, *args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+            module.set_max_threads(0)
+
+    model.forward = step
 
 
 def _fits(used: str, weight: Any, dtype: Any, threads: int) -> bool:
@@ -108,11 +179,14 @@ def _products(used: str, dtype: Any, threads: int) -> tuple[Any, Any]:
         return None, None
     from . import native
 
-    gemv = native.kernel(str(dtype).removeprefix("torch.")).gemv if used == "native" else None
+    gemv = native.product(str(dtype).removeprefix("torch.")) if used == "native" else None
+    upcast = str(dtype) == "torch.bfloat16" and bf16_prefill() == "float32"
 
     def product(x: Any, weight: Any, bias: Any = None) -> Any:
-        if x.dtype != dtype or x.numel() > MAX_ROWS * x.shape[-1]:  # prefill: torch's own product
+        if x.dtype != dtype:
             return F.linear(x, weight, bias)
+        if x.numel() > MAX_ROWS * x.shape[-1]:  # prefill: torch's own product (or the opt-in upcast)
+            return upcast_linear(x, weight, bias) if upcast and weight.dtype == dtype else F.linear(x, weight, bias)
         if gemv is not None:
             return gemv(x, weight, bias)  # (..., in) -> (..., out); copies a non-contiguous x first
         return row_block_linear(x, weight, bias, threads)

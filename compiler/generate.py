@@ -34,7 +34,7 @@ from typing import Any
 from . import native
 from .chat import read_json, render_chat, token_text
 from .errors import LlmgenError, SourceError
-from .fast_decode import KERNELS, choose, use_fast_decode
+from .fast_decode import KERNELS, choose, label, use_fast_decode
 from .reference import resolve_checkpoint
 
 DTYPES = ("float32", "bfloat16")
@@ -195,7 +195,7 @@ def load_model(module: Any, checkpoint: Path, dtype: str, err: Any = sys.stderr,
     print(f" {count / 1e6:.1f}M parameters in {time.perf_counter() - start:.1f} s", file=err, flush=True)
     used, layers, why = use_fast_decode(model, kernel)
     note = f" ({why})" if why else ""
-    print(f"decoding kernel: {used}{note}" + (f", {layers} matrix products" if layers else ""), file=err, flush=True)
+    print(f"decoding kernel: {label(used, dtype)}{note}" + (f", {layers} matrix products" if layers else ""), file=err, flush=True)
     return model
 
 

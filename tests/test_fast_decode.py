@@ -17,6 +17,7 @@ MODELS = ["SmolLM2-135M-Instruct", "Qwen2-0.5B-Instruct", "Mixtral-8x7B-v0.1", "
 needs_native = pytest.mark.skipif(native.missing("float32") is not None, reason=f"native kernel: {native.missing('float32')}")
 needs_native_bf16 = pytest.mark.skipif(native.missing("bfloat16") is not None,
                                        reason=f"native bfloat16 kernel: {native.missing('bfloat16')}")
+# every instruction-set level this CPU runs: tests/test_native_kernels.py
 
 
 def replica(name: str, dtype: torch.dtype = torch.float32):
@@ -71,8 +72,8 @@ def test_row_block_linear_with_bias_and_batch() -> None:
 def test_native_kernel_shapes(dtype: torch.dtype) -> None:
     """Odd widths (the vector loop's tail), row counts that do not fill a thread's share,
     1..MAX_ROWS input rows, with and without a bias, a non-contiguous input: each result is
-    within the dtype's rounding of the float64 product, like torch's own."""
-    gemv = native.kernel(str(dtype).removeprefix("torch.")).gemv
+    within the dtype's rounding of the float64 product, like torch's own (the CPU's level)."""
+    gemv = native.product(str(dtype).removeprefix("torch."))
     generator = torch.Generator().manual_seed(3)
     for out_features, in_features in ((1, 1), (7, 31), (17, 33), (33, 576), (200, 1000), (1536, 64)):
         weight = torch.randn(out_features, in_features, generator=generator).to(dtype)
@@ -90,7 +91,7 @@ def test_native_kernel_shapes(dtype: torch.dtype) -> None:
 
 
 @needs_native_bf16
-def test_native_bfloat16_decoding() -> None:
+def test_native_bfloat16_decoding() -> None:  # on every CPU: AVX2 and portable too, not only AVX512_BF16
     """bfloat16 model: the native kernel is chosen and its cached decoding stays within bfloat16
     rounding of nn.Linear's (logits of a random replica, relative to their scale)."""
     model, config = replica(MODELS[1], torch.bfloat16)  # Qwen2: q/k/v biases
@@ -98,7 +99,8 @@ def test_native_bfloat16_decoding() -> None:
     plain = decode(model, ids, 6).float()
     assert use_fast_decode(model)[:2] == ("native", sum(isinstance(m, torch.nn.Linear) for m in model.modules()) + 1)
     fast = decode(model, ids, 6).float()
-    assert 0 < (fast - plain).abs().max().item() <= 0.05 * plain.abs().max().item()
+    # (0 is possible: at this replica's widths torch's bfloat16 product sums in float32 too)
+    assert (fast - plain).abs().max().item() <= 0.05 * plain.abs().max().item()
 
 
 def test_choice_and_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -109,7 +111,7 @@ def test_choice_and_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
     assert choose("off", torch.float32, 2) == ("off", None)
     model, _ = replica(MODELS[0], torch.bfloat16)
     assert use_fast_decode(model, "auto", threads=2)[:2] == ("off", 0)
-    monkeypatch.setattr(native, "cpu_flags", lambda: frozenset({"avx512f"}))
     monkeypatch.delenv("LLMGEN_NATIVE")
-    assert native.missing("bfloat16") == "the CPU lacks avx512_bf16"
     assert native.missing("float16") == "no kernel for float16"
+    monkeypatch.setattr(native.shutil, "which", lambda name: None)
+    assert native.missing("bfloat16") == "no C++ compiler (c++ or $CXX) to build it"

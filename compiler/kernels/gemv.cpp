@@ -1,111 +1,153 @@
 // Matrix-vector products for decoding steps (compiler/native.py builds this file on first use).
 //
-// out[b, r] = sum_k x[b, k] * w[r, k] (+ bias[r]) for the few rows b of one decoding step.
-// Every output element is one dot product accumulated in float32 (16 lanes, then summed), the
-// threads of torch's intra-op pool splitting the weight rows between them. Reading the weights
-// once per step is the whole cost of decoding, and this reads them at close to the memory
-// bandwidth, where torch's general matrix product on a single row does not.
+// out[b, r] = sum_k x[b, k] * w[r, k] (+ bias[r]) for the few rows b of one decoding step,
+// every output element one dot product accumulated in float32 (bfloat16: rounded once, at the
+// end). Reading the weights once per step is the whole cost of decoding, and this reads them
+// at close to the memory bandwidth, where torch's general matrix product on one row does not.
 //
-// float32 needs AVX-512F; bfloat16 needs AVX512_BF16 too (dot products of bfloat16 pairs into
-// float32). compiler/native.py checks the CPU's flags before calling either.
+// One build holds every instruction-set level (gemv_isa.h): portable C++, AVX2 + FMA, AVX-512F
+// and AVX512_BF16, each function compiled for its own target. cpu_level() reads the CPU's
+// flags (cpuid, through the compiler's __builtin_cpu_supports) when the module loads, and gemv
+// runs the level it is given, refusing one the CPU lacks. Threads: pool.h, as many as the
+// product's size pays for (threads_for), at most torch's intra-op thread count.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
-#include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <vector>
+
+#include "gemv_isa.h"
+#include "pool.h"
 
 namespace {
 
-constexpr int64_t kRowsPerTask = 16;  // the smallest share of rows one thread takes
+enum Level { kPortable = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Bf16 = 3 };
 
-float bf16_value(uint16_t bits) {
-  const uint32_t wide = static_cast<uint32_t>(bits) << 16;
-  float value;
-  std::memcpy(&value, &wide, sizeof value);
-  return value;
+int detect_level() {
+#ifdef LLMGEN_X86
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return __builtin_cpu_supports("avx512bf16") ? kAvx512Bf16 : kAvx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return kAvx2;
+#endif
+  return kPortable;
 }
 
-// Rows [begin, end) of the product (the target attribute does not reach into lambdas).
-__attribute__((target("avx512f,avx512bf16"))) void rows_bf16(
-    const uint16_t* x, const uint16_t* w, const float* bias, at::BFloat16* out,
-    int64_t batch, int64_t rows, int64_t in, int64_t begin, int64_t end) {
-  for (int64_t r = begin; r < end; ++r) {
-    const uint16_t* row = w + r * in;
-    for (int64_t b = 0; b < batch; ++b) {
-      const uint16_t* xb = x + b * in;
-      __m512 acc = _mm512_setzero_ps();
-      int64_t k = 0;
-      for (; k + 32 <= in; k += 32) {  // 32 bfloat16 pairs per instruction
-        acc = _mm512_dpbf16_ps(acc, (__m512bh)_mm512_loadu_si512(row + k),
-                               (__m512bh)_mm512_loadu_si512(xb + k));
-      }
-      float sum = _mm512_reduce_add_ps(acc);
-      for (; k < in; ++k) sum += bf16_value(row[k]) * bf16_value(xb[k]);
-      if (bias != nullptr) sum += bias[r];
-      out[b * rows + r] = at::BFloat16(sum);  // one rounding, of the finished sum
-    }
-  }
+const int kCpuLevel = detect_level();
+
+// Weight bytes one thread's share must at least hold: below it, waking a thread costs more than
+// the reading it takes over (a few microseconds against ~10 GB/s per core).
+int64_t g_bytes_per_thread = 256 * 1024;
+constexpr int64_t kRowGroup = 4;  // chunks hold whole multiples of it
+constexpr int64_t kChunkBytes = 64 * 1024;  // the work unit threads claim: small, for late threads
+
+int g_max_threads = 0;  // 0: torch's intra-op thread count (torch.set_num_threads, OMP_NUM_THREADS)
+
+int threads_for(int64_t weight_bytes) {
+  const int64_t useful = std::max<int64_t>(1, weight_bytes / g_bytes_per_thread);
+  return static_cast<int>(std::min<int64_t>(useful, g_max_threads > 0 ? g_max_threads : at::get_num_threads()));
 }
 
-__attribute__((target("avx512f"))) void rows_f32(
-    const float* x, const float* w, const float* bias, float* out,
-    int64_t batch, int64_t rows, int64_t in, int64_t begin, int64_t end) {
-  for (int64_t r = begin; r < end; ++r) {
-    const float* row = w + r * in;
-    for (int64_t b = 0; b < batch; ++b) {
-      const float* xb = x + b * in;
-      __m512 acc = _mm512_setzero_ps();
-      int64_t k = 0;
-      for (; k + 16 <= in; k += 16) {
-        acc = _mm512_fmadd_ps(_mm512_loadu_ps(row + k), _mm512_loadu_ps(xb + k), acc);
-      }
-      float sum = _mm512_reduce_add_ps(acc);
-      for (; k < in; ++k) sum += row[k] * xb[k];
-      if (bias != nullptr) sum += bias[r];
-      out[b * rows + r] = sum;
-    }
+using RowsFn = void (*)(const llmgen::Args&, int64_t, int64_t);
+
+RowsFn rows_fn(int level, bool bf16) {
+#ifdef LLMGEN_X86
+  switch (level) {
+    case kAvx512Bf16: return bf16 ? llmgen::rows_avx512bf16 : llmgen::rows_avx512<false>;
+    case kAvx512: return bf16 ? llmgen::rows_avx512<true> : llmgen::rows_avx512<false>;
+    case kAvx2: return bf16 ? llmgen::rows_avx2<true> : llmgen::rows_avx2<false>;
+    default: break;
   }
+#endif
+  return bf16 ? llmgen::rows_scalar<true> : llmgen::rows_scalar<false>;
+}
+
+// x for the shift kernels: float32, each block of `step` elements stored as its even-indexed
+// elements then its odd ones (gemv_isa.h); the tail past the last whole block as it is.
+torch::Tensor prepare_x(const torch::Tensor& x_in, int64_t step) {
+  const torch::Tensor x = x_in.contiguous();
+  const int64_t in = x.size(-1), batch = in == 0 ? 0 : x.numel() / in, full = step > 0 ? in - in % step : 0;
+  torch::Tensor wide = torch::empty(x.sizes(), x.options().dtype(torch::kFloat32));
+  const auto* src = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
+  float* dst = wide.data_ptr<float>();
+  for (int64_t b = 0; b < batch; ++b, src += in, dst += in) {
+    for (int64_t k = 0; k < full; k += step) {
+      for (int64_t j = 0; j < step / 2; ++j) {
+        dst[k + j] = llmgen::bf16_to_float(src[k + 2 * j]);
+        dst[k + step / 2 + j] = llmgen::bf16_to_float(src[k + 2 * j + 1]);
+      }
+    }
+    for (int64_t k = full; k < in; ++k) dst[k] = llmgen::bf16_to_float(src[k]);
+  }
+  return wide;
 }
 
 }  // namespace
 
+int cpu_level() { return kCpuLevel; }
+
+int64_t set_bytes_per_thread(int64_t bytes) {
+  TORCH_CHECK(bytes > 0, "bytes per thread must be positive");
+  const int64_t before = g_bytes_per_thread;
+  g_bytes_per_thread = bytes;
+  return before;
+}
+
+int set_max_threads(int threads) {
+  TORCH_CHECK(threads >= 0, "threads must be 0 (torch's count) or more");
+  const int before = g_max_threads;
+  g_max_threads = threads;
+  return before;
+}
+
 // x: (..., in), w: (rows, in) contiguous, of one dtype; bias: (rows,) or None -> (..., rows).
-torch::Tensor gemv(const torch::Tensor& x_in, const torch::Tensor& w, const c10::optional<torch::Tensor>& bias) {
+torch::Tensor gemv(const torch::Tensor& x_in, const torch::Tensor& w, const c10::optional<torch::Tensor>& bias,
+                   int64_t level) {
   TORCH_CHECK(x_in.dim() >= 1 && w.dim() == 2 && x_in.size(-1) == w.size(1), "gemv: x (..., in) and w (rows, in)");
   TORCH_CHECK(w.is_contiguous(), "gemv: a contiguous w");
-  const torch::Tensor x = x_in.contiguous();
-  TORCH_CHECK(x.scalar_type() == w.scalar_type(), "gemv: x and w of one dtype");
-  const int64_t rows = w.size(0), in = w.size(1), batch = in == 0 ? 0 : x.numel() / in;
+  TORCH_CHECK(x_in.scalar_type() == w.scalar_type(), "gemv: x and w of one dtype");
+  TORCH_CHECK(level >= kPortable && level <= kCpuLevel, "gemv: instruction-set level ", level,
+              " is not available on this CPU (its level is ", kCpuLevel, ")");
+  const bool bf16 = w.scalar_type() == torch::kBFloat16;
+  TORCH_CHECK(bf16 || w.scalar_type() == torch::kFloat32, "gemv: float32 or bfloat16");
+  const int64_t rows = w.size(0), in = w.size(1), batch = in == 0 ? 0 : x_in.numel() / in;
+  torch::Tensor xs;  // what the kernel reads of x
+  if (!bf16 || level == kAvx512Bf16) {
+    xs = x_in.contiguous();
+  } else {
+    xs = prepare_x(x_in, level == kAvx512 ? 32 : level == kAvx2 ? 16 : 0);
+  }
   torch::Tensor b32;  // the bias in float32: added to the float32 sum before its rounding
   if (bias.has_value()) {
     TORCH_CHECK(bias->dim() == 1 && bias->size(0) == rows, "gemv: bias (rows,)");
     b32 = bias->to(torch::kFloat32).contiguous();
   }
-  const float* bias_ptr = b32.defined() ? b32.data_ptr<float>() : nullptr;
-  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  std::vector<int64_t> shape(x_in.sizes().begin(), x_in.sizes().end());
   shape.back() = rows;
-  auto out = torch::empty(shape, x.options());
-  if (x.scalar_type() == torch::kBFloat16) {
-    const auto* xp = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
-    const auto* wp = reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>());
-    auto* op = out.data_ptr<at::BFloat16>();
-    at::parallel_for(0, rows, kRowsPerTask, [&](int64_t begin, int64_t end) {
-      rows_bf16(xp, wp, bias_ptr, op, batch, rows, in, begin, end);
-    });
+  torch::Tensor out32 = torch::empty(shape, x_in.options().dtype(torch::kFloat32));
+  const llmgen::Args args{xs.data_ptr(), w.data_ptr(), b32.defined() ? b32.data_ptr<float>() : nullptr,
+                          out32.data_ptr<float>(), batch, rows, in};
+  const RowsFn fn = rows_fn(static_cast<int>(level), bf16);
+  const int64_t row_bytes = std::max<int64_t>(1, in * static_cast<int64_t>(w.element_size()));
+  const int threads = threads_for(rows * row_bytes);
+  // chunks: a multiple of the row group, about kChunkBytes of weights, at most Pool::kMaxChunks
+  int64_t chunk_rows = std::max<int64_t>(kRowGroup, kChunkBytes / row_bytes / kRowGroup * kRowGroup);
+  chunk_rows = std::max(chunk_rows, (rows + llmgen::Pool::kMaxChunks - 1) / llmgen::Pool::kMaxChunks);
+  const int64_t chunks = threads <= 1 ? 1 : (rows + chunk_rows - 1) / chunk_rows;
+  if (chunks <= 1) {
+    fn(args, 0, rows);
   } else {
-    TORCH_CHECK(x.scalar_type() == torch::kFloat32, "gemv: float32 or bfloat16");
-    const float *xp = x.data_ptr<float>(), *wp = w.data_ptr<float>();
-    float* op = out.data_ptr<float>();
-    at::parallel_for(0, rows, kRowsPerTask, [&](int64_t begin, int64_t end) {
-      rows_f32(xp, wp, bias_ptr, op, batch, rows, in, begin, end);
+    llmgen::Pool::instance().run(chunks, threads - 1, [&](int64_t i) {
+      fn(args, i * chunk_rows, std::min(rows, (i + 1) * chunk_rows));
     });
   }
-  return out;
+  return bf16 ? out32.to(torch::kBFloat16) : out32;  // one rounding, of the finished sum
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("gemv", &gemv, "x @ w.T (+ bias) for an x of a few rows", pybind11::arg("x"), pybind11::arg("w"),
-        pybind11::arg("bias") = pybind11::none());
+  m.def("gemv", &gemv, "x @ w.T (+ bias) for an x of a few rows, at an instruction-set level", pybind11::arg("x"),
+        pybind11::arg("w"), pybind11::arg("bias") = pybind11::none(), pybind11::arg("level"));
+  m.def("cpu_level", &cpu_level, "the highest level this CPU runs: 0 portable, 1 AVX2+FMA, 2 AVX-512F, 3 AVX512_BF16");
+  m.def("set_max_threads", &set_max_threads, "most threads per product (0: torch's count); returns the previous value");
+  m.def("set_bytes_per_thread", &set_bytes_per_thread, "weight bytes that pay for one more thread; returns the previous value");
 }

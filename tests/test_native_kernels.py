@@ -1,0 +1,194 @@
+"""The native decoding kernel at every instruction-set level this CPU runs (compiler/native.py,
+compiler/kernels/): each level's products against a float64 product and nn.Linear on odd
+shapes, LLMGEN_ISA forcing each lower level through a whole decoding run, a level above the
+CPU's refused, and results that do not depend on how many threads share a product."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import random_replica
+
+from llmgen.compiler import native
+from llmgen.compiler.fast_decode import MAX_ROWS, choose, label, use_fast_decode
+
+pytestmark = pytest.mark.skipif(native.missing("float32") is not None, reason=f"native kernel: {native.missing('float32')}")
+DTYPES = [torch.float32, torch.bfloat16]
+# widths around every vector step (8, 16, 32, 64 elements) and the model's; row counts that do
+# not fill a chunk; a single element
+SHAPES = [(1, 1), (3, 7), (5, 15), (9, 16), (7, 17), (4, 31), (6, 32), (17, 33), (2, 63), (3, 64), (5, 65),
+          (33, 100), (200, 576), (1536, 64), (37, 1000)]
+
+
+def name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def within_rounding(ours: torch.Tensor, theirs: torch.Tensor, exact: torch.Tensor, in_features: int) -> bool:
+    """ours is as close to the float64 product as nn.Linear's result, or within the dtype's rounding."""
+    ulp = torch.finfo(ours.dtype).eps * exact.abs().clamp(min=1) * (2 if ours.dtype == torch.float32 else 1)
+    own_error = (theirs.double() - exact).abs()
+    return bool(((ours.double() - exact).abs() <= torch.maximum(own_error, ulp) + in_features * 1e-7).all())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_level_on_odd_shapes(dtype: torch.dtype) -> None:
+    generator = torch.Generator().manual_seed(3)
+    for level in native.runnable_levels(name(dtype)):
+        gemv = native.product(name(dtype), level)
+        for out_features, in_features in SHAPES:
+            weight = torch.randn(out_features, in_features, generator=generator).to(dtype)
+            bias = torch.randn(out_features, generator=generator).to(dtype)
+            for rows in range(1, MAX_ROWS + 1):
+                x = torch.randn(in_features, rows, generator=generator).to(dtype).t()  # non-contiguous
+                for b in (None, bias):
+                    exact = x.double() @ weight.double().t() + (0 if b is None else b.double())
+                    ours, theirs = gemv(x, weight, b), torch.nn.functional.linear(x, weight, b)
+                    assert ours.dtype == dtype and ours.shape == theirs.shape
+                    assert within_rounding(ours, theirs, exact, in_features), (level, out_features, in_features, rows)
+            x3 = torch.randn(2, 1, in_features, generator=generator).to(dtype)  # (batch, step, in)
+            assert torch.equal(gemv(x3, weight, bias), gemv(x3.reshape(2, in_features), weight, bias).unsqueeze(1))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("level", native.LEVELS)
+def test_forcing_a_level_decodes_like_nn_linear(dtype: torch.dtype, level: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LLMGEN_ISA caps the level: the kernel runs it (the label says so) and a cached decoding
+    run stays within float rounding of nn.Linear's."""
+    if dtype == torch.float32 and level == "avx512_bf16":
+        pytest.skip("float32 has no AVX512_BF16 kernel (it runs the AVX-512F one)")
+    if level not in native.runnable_levels(name(dtype)):
+        pytest.skip(f"{level}: this CPU lacks it (flags: {' '.join(native.vector_flags())})")
+    monkeypatch.setenv("LLMGEN_ISA", level)
+    _, config, model = random_replica("SmolLM2-135M-Instruct", "llmgen_native_levels")
+    model = model.to(dtype)
+    ids = torch.randint(0, config.vocab_size, (2, 10), generator=torch.Generator().manual_seed(5))
+    plain = decode(model, ids, 6).float()
+    calls = []
+    product = native.product
+
+    def counted(dtype_name: str, at: str | None = None):
+        gemv = product(dtype_name, at)
+        return lambda *args: calls.append(1) or gemv(*args)
+
+    monkeypatch.setattr(native, "product", counted)
+    used, count, why = use_fast_decode(model, "native", threads=2)
+    assert (used, why) == ("native", None) and count > 0
+    assert native.level(name(dtype)) == level and label(used, dtype) == f"native ({level})"
+    fast = decode(model, ids, 6).float()
+    diff, scale = (fast - plain).abs().max().item(), plain.abs().max().item()
+    assert len(calls) == 4 * count  # every linear layer and the head, at each of the 4 steps
+    assert diff <= (5e-6 if dtype == torch.float32 else 0.05) * scale, (diff, scale)
+    assert dtype == torch.bfloat16 or diff > 0  # float32: another summation order shows
+
+
+def decode(model, ids: torch.Tensor, prompt: int) -> torch.Tensor:
+    model.enable_cache(ids.shape[0], ids.shape[1])
+    with torch.no_grad():
+        steps = [model(ids[:, :prompt])] + [model(ids[:, i : i + 1]) for i in range(prompt, ids.shape[1])]
+    model.disable_cache()
+    return torch.cat(steps, dim=1)
+
+
+def test_a_level_above_the_cpu_is_refused_and_a_bad_cap_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = native.kernel("float32")
+    top = module.cpu_level()
+    x, w = torch.ones(1, 8), torch.ones(4, 8)
+    assert torch.equal(module.gemv(x, w, None, 0), torch.full((1, 4), 8.0))
+    if top + 1 < len(native.LEVELS):
+        with pytest.raises(RuntimeError, match="not available on this CPU"):
+            module.gemv(x, w, None, top + 1)
+    monkeypatch.setenv("LLMGEN_ISA", "sse9")
+    why = "native kernel unavailable: LLMGEN_ISA=sse9: not one of portable, avx2, avx512, avx512_bf16"
+    assert choose("auto", torch.float32, 2) == ("row_blocks", why)
+    monkeypatch.setenv("LLMGEN_ISA", "PORTABLE")
+    assert native.level("bfloat16") == "portable"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_threads_do_not_change_a_result(dtype: torch.dtype) -> None:
+    """Each output element is one row's dot product whichever thread computes it: one thread and
+    two threads sharing every product (many chunks, claimed dynamically) give bit-identical
+    results, call after call."""
+    module = native.kernel(name(dtype))
+    gemv = native.product(name(dtype))
+    generator = torch.Generator().manual_seed(6)
+    before, default = torch.get_num_threads(), None
+    try:
+        for out_features, in_features in ((4099, 67), (1031, 1000)):
+            weight = torch.randn(out_features, in_features, generator=generator).to(dtype)
+            x = torch.randn(3, in_features, generator=generator).to(dtype)
+            torch.set_num_threads(1)
+            single = gemv(x, weight)
+            torch.set_num_threads(2)
+            default = module.set_bytes_per_thread(1024)  # every product on both threads, in small chunks
+            for _ in range(20):
+                assert torch.equal(gemv(x, weight), single)
+            exact = x.double() @ weight.double().t()
+            assert within_rounding(single, torch.nn.functional.linear(x, weight), exact, in_features)
+    finally:
+        if default is not None:
+            module.set_bytes_per_thread(default)
+        torch.set_num_threads(before)
+
+
+def test_decoding_steps_run_torch_on_one_thread_and_the_products_on_all() -> None:
+    """With the native kernel, a decoding step runs torch's own operations on one thread (its
+    products get torch's thread count, kernels/pool.h), prefill on all of torch's threads, and
+    the count is restored after each call; "off" gives the model its own forward back."""
+    _, config, model = random_replica("SmolLM2-135M-Instruct", "llmgen_native_levels")
+    seen: list[int] = []
+    model.model.norm.register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert use_fast_decode(model, "native")[0] == "native" and "forward" in model.__dict__
+        model.enable_cache(1, 8)
+        with torch.no_grad():
+            prefill = model(torch.arange(6).unsqueeze(0))
+            step = model(torch.tensor([[6]]))
+        model.disable_cache()
+        assert seen == [2, 1] and torch.get_num_threads() == 2
+        use_fast_decode(model, "off")
+        assert "forward" not in model.__dict__
+        model.enable_cache(1, 8)
+        with torch.no_grad():
+            assert torch.equal(model(torch.arange(6).unsqueeze(0)), prefill)
+            assert (model(torch.tensor([[6]])) - step).abs().max() <= 5e-6 * step.abs().max()
+        assert seen[2:] == [2, 2]
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_bfloat16_prefill_as_float32_products_is_opt_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    """By default a bfloat16 prefill keeps torch's own product bit for bit; with
+    LLMGEN_BF16_PREFILL=float32 it runs float32 products (weights upcast a block at a time),
+    each within a bfloat16 rounding of the float64 product; an unknown value is named."""
+    from llmgen.compiler import fast_decode
+
+    _, config, model = random_replica("Qwen2-0.5B-Instruct", "llmgen_native_levels")  # q/k/v biases
+    model = model.to(torch.bfloat16)
+    ids = torch.randint(0, config.vocab_size, (2, 9), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        plain = model(ids)
+        use_fast_decode(model, "native")
+        assert torch.equal(model(ids), plain)
+        monkeypatch.setenv("LLMGEN_BF16_PREFILL", "float32")
+        calls, upcast_linear = [], fast_decode.upcast_linear
+        monkeypatch.setattr(fast_decode, "upcast_linear", lambda *args: calls.append(1) or upcast_linear(*args))
+        use_fast_decode(model, "native")
+        upcast = model(ids)
+    assert len(calls) == sum(isinstance(m, torch.nn.Linear) for m in model.modules()) + 1  # and the tied head
+    # (often 0 at these widths: torch's bfloat16 product sums in float32 too)
+    assert (upcast.float() - plain.float()).abs().max() <= 0.05 * plain.float().abs().max()
+    monkeypatch.setattr(fast_decode, "UPCAST_BLOCK", 64)  # many blocks of rows
+    generator = torch.Generator().manual_seed(8)
+    weight, bias = torch.randn(37, 30, generator=generator).bfloat16(), torch.randn(37, generator=generator).bfloat16()
+    x = torch.randn(2, 6, 30, generator=generator).bfloat16()
+    exact = x.double() @ weight.double().t() + bias.double()
+    ours = upcast_linear(x, weight, bias)
+    assert ours.dtype == torch.bfloat16 and ours.shape == (2, 6, 37)
+    assert within_rounding(ours, torch.nn.functional.linear(x, weight, bias), exact, 30)
+    monkeypatch.setenv("LLMGEN_BF16_PREFILL", "bf17")
+    with pytest.raises(ValueError, match="LLMGEN_BF16_PREFILL=bf17: not one of torch, float32"):
+        use_fast_decode(model, "native")
