@@ -83,7 +83,7 @@ def parity_context(raw: dict[str, Any], arch: Architecture, weights: list[Weight
         "window": literal(WINDOW if sliding else None),
         "has_window": sliding,
         "experts": literal(moe.num_experts) if moe else "",
-        "random_buffers": "('e_score_correction_bias',)" if moe and moe.score_correction_bias else "",
+        "random_buffers": f"({literal(moe.names.score_bias)},)" if moe and moe.score_correction_bias else "",
         "moe_layers": literal(sum(layer.ffn.kind == "moe" for layer in tiny.layers)),
         **chunk_parity_context(tiny, literal),
     }

@@ -33,7 +33,7 @@ def moe_rows(moe: Moe, m: str, hidden: int, rows: list) -> dict[str, dict]:
     if moe.router_bias:
         rows.append((f"{m}{mn.router}{inner}.bias", (count,), "bias"))
     if moe.score_bias_in_block:
-        rows.append((f"{m}e_score_correction_bias", (count,), "buffer"))
+        rows.append((f"{m}{mn.score_bias}", (count,), "buffer"))
     elif moe.score_correction_bias:
         rows.append((f"{m}{mn.router}{inner}.e_score_correction_bias", (count,), "buffer"))
     if moe.storage == "per_expert":
@@ -87,7 +87,7 @@ def fused_expert_map(arch: Architecture) -> dict[str, tuple[str, ...]]:
     if router != fused_router:
         mapping[fused_router] = (router,)
     if moe.score_bias_in_block and m != f:
-        mapping[f"{f}e_score_correction_bias"] = (f"{m}e_score_correction_bias",)
+        mapping[f"{f}{mn.score_bias}"] = (f"{m}{mn.score_bias}",)
     if moe.shared_expert_size and m != f:
         for name in (mn.gate, mn.up, mn.down):
             mapping[f"{f}{mn.shared_expert}.{name}.weight"] = (f"{m}{mn.shared_expert}.{name}.weight",)

@@ -20,6 +20,7 @@ from .base import (  # noqa: F401  (re-exported: the IR's public names)
     _Frozen, _unset,
 )
 from .linear import GatedDeltaNet, GatedDeltaNetNames  # noqa: F401
+from .short_conv import ShortConv, ShortConvNames  # noqa: F401
 from .mla import Mla, MlaNames  # noqa: F401
 from .moe import MAX_EXPERTS, Moe, MoeNames  # noqa: F401
 
@@ -179,7 +180,7 @@ class Mxfp4Weights(_Frozen):
                                             "quantized (their names under the experts module).")
 
 
-Mixer = Annotated[Union[Attention, Mla, GatedDeltaNet], Field(discriminator="kind")]
+Mixer = Annotated[Union[Attention, Mla, GatedDeltaNet, ShortConv], Field(discriminator="kind")]
 FeedForward = Annotated[Union[Mlp, Moe], Field(discriminator="kind")]
 
 
@@ -239,6 +240,8 @@ class Names(_Frozen):
     attn: Identifier = "self_attn"
     linear_attn: Identifier = Field("linear_attn", exclude_if=lambda v: v == "linear_attn",
                                     description="The block of a linear-attention mixer (Gated DeltaNet).")
+    short_conv: Identifier = Field("conv", exclude_if=lambda v: v == "conv",
+                                   description="The block of a short-convolution mixer (LFM2).")
     mlp: Identifier = "mlp"
     input_norm: Identifier = "input_layernorm"
     post_attn_norm: Identifier = "post_attention_layernorm"

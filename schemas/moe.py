@@ -30,6 +30,8 @@ class MoeNames(_Frozen):
     fused_router: Identifier = "gate"
     fused_gate_up: Identifier = "gate_up_proj"
     fused_down: Identifier = "down_proj"
+    score_bias: Identifier = Field("e_score_correction_bias", exclude_if=lambda v: v == "e_score_correction_bias",
+                                   description="The block's selection-bias buffer (score_bias_in_block; LFM2-MoE: expert_bias).")
 
 
 class Moe(_Frozen):
@@ -54,6 +56,9 @@ class Moe(_Frozen):
         "sigmoid of each kept logit (Llama 4).")
     router_bias: bool = Field(False, exclude_if=_unset, description="The router's linear map has a bias (gpt-oss).")
     norm_topk_prob: bool = Field(False, description="softmax_topk / sigmoid_topk: divide the k kept weights by their sum.")
+    norm_topk_eps: Annotated[float, Field(gt=0)] | None = Field(
+        None, exclude_if=_unset, description="sigmoid_topk with norm_topk_prob: added to the sum of the kept weights "
+        "before dividing (unset: 1e-20, DeepSeek-V3; LFM2-MoE: 1e-6).")
     router_float32: bool = Field(False, description="The router's matrix and its input are cast to float32 before the "
                                  "product (DeepSeek keeps the router in float32).")
     score_correction_bias: bool = Field(False, description="A learned per-expert bias is added to the scores for "
@@ -107,6 +112,8 @@ class Moe(_Frozen):
                 raise ValueError("top2_sum group scores need at least 2 experts per group")
         if self.score_bias_in_block and not self.score_correction_bias:
             raise ValueError("score_bias_in_block needs score_correction_bias")
+        if self.norm_topk_eps is not None and not (self.norm_topk_prob and self.router == "sigmoid_topk"):
+            raise ValueError("norm_topk_eps applies to a sigmoid_topk router with norm_topk_prob only")
         if self.sigmoid_float32 and self.router != "sigmoid_topk":
             raise ValueError("sigmoid_float32 applies to a sigmoid_topk router only")
         if (self.activation == "clamped_swiglu") != (self.swiglu_alpha is not None) or (
