@@ -18,12 +18,15 @@ from ...schemas.moe import MoeNames
 from ...schemas.short_conv import ShortConv
 from ..errors import ConfigError, UnsupportedError
 from .families import padding_idx, read_common
-from .fam_moe import REPLICA_EXPERT_WIDTH, REPLICA_EXPERTS, REPLICA_TOP_K, TRAINING_ONLY
+from .fam_moe import REPLICA_EXPERT_WIDTH, TRAINING_ONLY
 from .reader import ConfigReader
 from .registry import family
 from .rope import lower_rope
 
 LAYER_TYPES = ("conv", "full_attention")
+# Six experts, four per token: with the selection bias drawn at random, every expert still gets some of the
+# parity test's 64 tokens (it asserts that).
+REPLICA_EXPERTS, REPLICA_TOP_K = 6, 4
 NAMES = Names(attn="self_attn", o="out_proj", q_norm="q_layernorm", k_norm="k_layernorm", mlp="feed_forward",
               gate="w1", up="w3", down="w2", input_norm="operator_norm", post_attn_norm="ffn_norm",
               final_norm="embedding_norm", short_conv="conv")
@@ -152,9 +155,11 @@ def _replica(tiny: dict[str, Any], arch: Architecture) -> None:
             tiny[key] = tiny["hidden_size"]
     if "num_heads" in tiny:
         tiny["num_heads"] = tiny["num_attention_heads"]
-    if any(layer.ffn.kind == "moe" for layer in arch.layers):
+    if tiny["model_type"] == "lfm2_moe":
         tiny.update(num_experts=REPLICA_EXPERTS, num_experts_per_tok=REPLICA_TOP_K,
                     moe_intermediate_size=REPLICA_EXPERT_WIDTH)
+        dense = sum(layer.ffn.kind == "mlp" for layer in arch.layers)
+        tiny["num_dense_layers"] = 0 if not dense else layers if dense == arch.num_layers else 1  # both kinds kept
 
 
 @family("lfm2", title="LFM2", replica=_replica, pad_token_id=0)
