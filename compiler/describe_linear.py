@@ -15,13 +15,14 @@ def linear_features(arch: Architecture) -> list[str]:
         from .describe import layer_pattern  # describe imports this module
 
         pattern = layer_pattern(arch)
-        unit = next((pattern[:n] for n in range(1, len(pattern)) if pattern == (pattern[:n] * len(pattern))[:len(pattern)]), pattern)
+        unit = next((pattern[:n] for n in range(1, len(pattern) // 2 + 1)
+                     if pattern == (pattern[:n] * len(pattern))[:len(pattern)]), pattern)  # repeated at least twice
         counts = [f"{kind.words} on {sum(layer.mixer.kind == kind.kind for layer in arch.layers)} of {arch.num_layers} layers"
                   for kind, _ in kinds]
         sizes = ", ".join(f"{kind.state_bytes(mixer, 4):,} bytes per {kind.title} layer" for kind, mixer in kinds)
         rest = ", softmax attention on the rest" if first_attention(arch) is not None else ""
         out.append(
-            f"Hybrid: {'; '.join(counts)}{rest} (pattern {unit} repeating, Config.layer_pattern); a recurrent layer keeps "
+            f"Hybrid: {'; '.join(counts)}{rest} (pattern {unit}{' repeating' if unit != pattern else ''}, Config.layer_pattern); a recurrent layer keeps "
             f"a state of constant size ({sizes} and sequence in float32) instead of a KV cache.")
         for kind, mixer in kinds:
             out += kind.features(arch, mixer)

@@ -16,9 +16,10 @@ import shutil
 
 import pytest
 import torch
-from conftest import GENERATED, catalog_config, import_path
+from conftest import GENERATED, import_path
 
 from llmgen.compiler.card import card, load_model
+from llmgen.compiler.catalog import catalog_path
 from llmgen.compiler.errors import LlmgenError
 from llmgen.compiler.load import LoadedConfig
 from llmgen.compiler.lowering import lower
@@ -34,6 +35,11 @@ HUB_ID = "LiquidAI/LFM2-1.2B"
 # An LFM2-style layer pattern for the config-class defaults, whose own pattern is attention everywhere
 # (Lfm2Config: full_attn_idxs None -> every layer; Lfm2MoeConfig has no default and builds no model without one).
 ATTENTION_AT = (2, 5, 8, 10, 12, 14, 18, 22, 26, 30)
+
+
+def lfm2_1_2b() -> dict:
+    """The bundled LFM2-1.2B config (its file carries the __TRIMMED mark: see catalog/SOURCES.md)."""
+    return json.loads(catalog_path(HUB_ID).read_text())
 
 
 def layer_types(layers: int) -> list[str]:
@@ -68,25 +74,35 @@ def lfm2_moe_defaults(spelling: str) -> dict:
 
 
 def lfm2_moe_variant() -> dict:
-    """The other branches of LFM2-MoE's config: biases in the block, no selection bias, a routing scale, untied."""
-    return {**lfm2_moe_defaults("new"), "conv_bias": True, "use_expert_bias": False, "routed_scaling_factor": 2.5,
-            "tie_word_embeddings": False, "num_dense_layers": 1}
+    """The other branches of LFM2-MoE's config, in the older spelling: biases in the block, no selection bias,
+    a routing scale, an untied head, one dense layer."""
+    return {**lfm2_moe_defaults("old"), "conv_bias": True, "use_expert_bias": False, "routed_scaling_factor": 2.5,
+            "tie_embedding": False, "num_dense_layers": 1}
 
 
 CONFIGS = {
     "lfm2-old-keys": lambda: lfm2_defaults("old"),
     "lfm2-layer_types": lambda: lfm2_defaults("new"),
-    "lfm2_moe-old-keys": lambda: lfm2_moe_defaults("old"),
     "lfm2_moe-layer_types": lambda: lfm2_moe_defaults("new"),
-    "lfm2_moe-bias-unscaled": lfm2_moe_variant,
+    "lfm2_moe-old-keys-variant": lfm2_moe_variant,
 }
 
 
-def compile_into(raw: dict, directory, name: str):
-    text = json.dumps(raw, indent=2)
-    loaded = LoadedConfig(raw=raw, text=text, source_id=f"{name}/config.json", revision="local", origin="file",
-                          checkpoint_dir=None, note=None)
-    return write_outputs(directory / name, compile_config(loaded, slug=name).files)
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """name -> the generated directory of CONFIGS[name] at full size (compiled once, on first use)."""
+    root, done = tmp_path_factory.mktemp("lfm2"), {}
+
+    def get(name: str):
+        if name not in done:
+            raw = CONFIGS[name]()
+            text = json.dumps(raw, indent=2)
+            loaded = LoadedConfig(raw=raw, text=text, source_id=f"{name}/config.json", revision="local", origin="file",
+                                  checkpoint_dir=None, note=None)
+            done[name] = write_outputs(root / name, compile_config(loaded, slug=name).files)
+        return done[name]
+
+    return get
 
 
 def check_parity(result: dict, name: str) -> None:
@@ -97,11 +113,10 @@ def check_parity(result: dict, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_parity_of_both_spellings(name, tmp_path):
-    raw = CONFIGS[name]()
-    arch = lower(copy.deepcopy(raw))
+def test_parity_of_both_spellings(name, compiled):
+    arch = lower(CONFIGS[name]())
     assert {layer.mixer.kind for layer in arch.layers} == {"short_conv", "attention"}
-    check_parity(verify(compile_into(raw, tmp_path, name)), name)
+    check_parity(verify(compiled(name)), name)
 
 
 def test_parity_of_the_committed_model(tmp_path):
@@ -211,15 +226,14 @@ def on_disk_layout(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in revert_weight_conversion(model, state).items()}
 
 
-@pytest.mark.parametrize("name, raw", [("lfm2 defaults", lfm2_defaults("new")), ("lfm2_moe defaults", lfm2_moe_defaults("new")),
-                                       ("LFM2-1.2B", catalog_config(HUB_ID))], ids=lambda v: v if isinstance(v, str) else "")
-def test_full_size_counts_and_layout_match_transformers(name, raw, tmp_path):
+@pytest.mark.parametrize("name", ["lfm2-layer_types", "lfm2_moe-layer_types", MODEL])
+def test_full_size_counts_and_layout_match_transformers(name, compiled):
+    """Total and active parameter counts of the real sizes (the config-class defaults, LFM2-1.2B) on the meta
+    device, and every tensor of transformers' checkpoint layout mapped to a parameter of the same shape."""
     transformers = pytest.importorskip("transformers")
-    text = json.dumps(raw)
-    compiled = compile_config(LoadedConfig(raw=raw, text=text, source_id="m", revision="local", origin="file",
-                                           checkpoint_dir=None, note=None), slug="m")
-    (tmp_path / "model.py").write_bytes(compiled.files["model.py"])
-    module = import_path(tmp_path / "model.py", f"full_size_{name.replace(' ', '_').replace('-', '_').replace('.', '_')}")
+    directory = GENERATED / MODEL if name == MODEL else compiled(name)
+    raw = json.loads((directory / "config.json").read_text())
+    module = import_path(directory / "model.py", f"full_size_{name.replace('-', '_').replace('.', '_')}")
     arch = validate(lower(copy.deepcopy(raw)))
     with torch.device("meta"):
         ours = module.CausalLM(module.Config())
@@ -243,11 +257,11 @@ def test_card_shows_pattern_and_state():
     from llmgen.compiler.mixers.short_conv import state_bytes
 
     data = card(load_model(HUB_ID))
-    assert data["pattern"]["legend"]["V"] == "short convolution (double-gated)"
-    assert data["pattern"]["strip"].startswith("VVFVVFVVF")
+    assert data["pattern"]["legend"]["V"] == "short convolution"
+    assert data["pattern"]["strip"] == "V×2 F V×2 F V×2 F V F V F V F V"
     kv = data["kv_cache"]
     state = (3 - 1) * 2048 * 2  # two bf16 inputs of 2048 channels per conv layer
-    conv = next(layer.mixer for layer in validate(lower(catalog_config(HUB_ID))).layers if isinstance(layer.mixer, ShortConv))
+    conv = next(layer.mixer for layer in validate(lower(lfm2_1_2b())).layers if isinstance(layer.mixer, ShortConv))
     assert state_bytes(conv, conv_bytes=2) == state
     assert kv["recurrent_bytes_per_sequence"] == 10 * state and len(kv["recurrent_layers"]) == 10
     assert kv["bytes_per_token_bf16"] == 6 * 2 * 8 * 64 * 2  # K and V of 8 heads of 64, 6 attention layers
