@@ -74,6 +74,7 @@ def moe_context(arch: Architecture, activation_code: dict[str, tuple[str, str]],
         "norm_topk": moe.norm_topk_prob,
         "norm_topk_eps_literal": literal(moe.norm_topk_eps if moe.norm_topk_eps is not None else 1e-20),
         "score_bias_literal": literal(moe.names.score_bias),
+        "score_bias_name": identifier(moe.names.score_bias),  # model_dump leaves the default name out
         "router_float32": moe.router_float32,
         "score_bias": moe.score_correction_bias and not moe.score_bias_in_block,
         "block_bias": moe.score_bias_in_block,
