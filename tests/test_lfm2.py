@@ -156,6 +156,16 @@ def test_planted_bug_fails_parity(bug, tmp_path):
     assert not diff <= 1e-3, f"{bug}: parity did not catch it (max|dlogit| = {diff:.3g})"  # nan counts as caught
 
 
+def test_divergence_names_the_first_conv_layer(tmp_path):
+    from llmgen.compiler.divergence import divergence, format_report
+
+    report = divergence(planted(tmp_path, *PLANTED["convolution not causal"]))
+    first = report.rows[report.first]
+    assert first.point.name == "L0.attn_out" and first.point.module == "model.layers.0.conv", format_report(report)
+    assert all(not row.over for row in report.rows[: report.first])
+    assert "causal depthwise conv" in first.point.suspects
+
+
 @pytest.fixture(scope="module")
 def replica():
     """The committed LFM2 at its replica's size, randomised as its parity test randomises transformers' model."""
