@@ -40,10 +40,12 @@ DEFAULTS = {
 }
 
 
-def _aliases(r: ConfigReader) -> None:
-    """The older spellings the config class folds in: block_ff_dim and tie_embedding override the newer keys."""
+def _aliases(r: ConfigReader, model_type: str) -> None:
+    """The older spellings the config class folds in, overriding the newer keys: tie_embedding (both families),
+    block_ff_dim (Lfm2Config only; Lfm2MoeConfig does not read it)."""
     raw = dict(r.raw)
-    for old, new in (("block_ff_dim", "intermediate_size"), ("tie_embedding", "tie_word_embeddings")):
+    pairs = (("block_ff_dim", "intermediate_size"),) if model_type == "lfm2" else ()
+    for old, new in (*pairs, ("tie_embedding", "tie_word_embeddings")):
         if old in raw:
             raw[new] = raw.pop(old)
             r.used.add(old)
@@ -95,7 +97,7 @@ def _mlp_width(r: ConfigReader, width: int) -> int:
 def _lower(r: ConfigReader, model_type: str) -> Architecture:
     moe_family = model_type == "lfm2_moe"
     r.raw = {**DEFAULTS[model_type], **r.raw}
-    _aliases(r)
+    _aliases(r, model_type)
     c = read_common(r, kv_default=8, head_dim_default=None, max_pos=128000)
     eps = r.float("norm_eps", 1e-5)
     norm = Norm(kind="rmsnorm", eps=eps)
