@@ -56,6 +56,8 @@ def _ropes(r: ConfigReader, layer_types: list[str], head_dims: dict[str, int], m
             if not (partial <= 1 and theta > 1) or int(partial * head_dim // 2) < 1:
                 raise ConfigError(f"{where}: 'partial_rotary_factor' must be in (0, 1] and turn at least one "
                                   f"frequency of head_dim {head_dim}, and 'rope_theta' exceed 1")
+            if factor != 1:
+                raise UnsupportedError(f"{where}: 'factor' with proportional RoPE is not implemented")
             tables[layer_type] = Rope(name=name, type="proportional", theta=float(theta), rotary_dim=head_dim,
                                       partial_rotary_factor=float(partial),
                                       factor=None if factor == 1 else float(factor))
@@ -69,6 +71,35 @@ def _ropes(r: ConfigReader, layer_types: list[str], head_dims: dict[str, int], m
         else:
             raise UnsupportedError(f"{where}: rope type {kind!r:.40} is not supported for Gemma 4 (default, proportional)")
     return tables
+
+
+def _layer_shapes(r: ConfigReader, layer_types: list[str], base: tuple[int, int], full: tuple[int, int]) -> list[tuple[int, int]]:
+    """(head_dim, key/value heads) per layer: transformers 5.24's per_layer_config when the config carries one
+    (keys: zero-padded layer indices; global_head_dim and num_global_key_value_heads are then unused), else
+    the full layers' global values."""
+    given = r.any("per_layer_config", None)
+    if given is None:
+        return [full if t == "full_attention" else base for t in layer_types]
+    if not isinstance(given, dict):
+        raise ConfigError(f"{r.where}: 'per_layer_config' must be an object of layer index -> overrides")
+    shapes = [base] * len(layer_types)
+    for key, overrides in given.items():
+        index = int(key) if isinstance(key, str) and key.isdigit() else None
+        if index is None or index >= len(layer_types) or not isinstance(overrides, dict):
+            raise ConfigError(f"{r.where}: 'per_layer_config' entry {key!r:.20}: expected a layer index below "
+                              f"{len(layer_types)} and an object")
+        unknown = sorted(set(overrides) - {"head_dim", "num_key_value_heads"})
+        if unknown:
+            raise UnsupportedError(f"{r.where}: 'per_layer_config' key {unknown[0]!r:.40} is not supported "
+                                   "(head_dim, num_key_value_heads)")
+        values = []
+        for name, default in (("head_dim", base[0]), ("num_key_value_heads", base[1])):
+            value = overrides.get(name, default)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{r.where}: 'per_layer_config.{key}.{name}' must be a positive integer")
+            values.append(value)
+        shapes[index] = (values[0], values[1])
+    return shapes
 
 
 def _kv_sources(r: ConfigReader, layer_types: list[str], shared: int) -> list[int | None]:
@@ -118,7 +149,35 @@ def _per_layer_input(r: ConfigReader, hidden: int, norm: Norm, activation: str) 
                          combine_scale=2.0**-0.5, norm=norm, activation=activation)
 
 
-@family("gemma4_text", title="Gemma 4 (text decoder)", pad_token_id=0)
+REPLICA_PLE_WIDTH, REPLICA_EXPERTS, REPLICA_TOP_K, REPLICA_EXPERT_WIDTH = 8, 4, 2, 16
+
+
+def replica_gemma4(tiny: dict[str, Any], arch: Architecture) -> None:
+    """Every kind of layer twice (S S F F; with KV sharing, then one reader of each kind), full layers twice
+    as wide as sliding ones, one global KV head, small per-layer inputs and experts."""
+    from .replica import HEAD_DIM  # replica imports the lowering package: import it late
+
+    tiny.update(head_dim=HEAD_DIM, global_head_dim=2 * HEAD_DIM, vocab_size_per_layer_input=tiny["vocab_size"])
+    if tiny.get("num_global_key_value_heads") is not None:
+        tiny["num_global_key_value_heads"] = 1
+    if tiny.get("hidden_size_per_layer_input", 256):
+        tiny["hidden_size_per_layer_input"] = REPLICA_PLE_WIDTH
+    if tiny.get("enable_moe_block"):
+        tiny.update(num_experts=REPLICA_EXPERTS, top_k_experts=REPLICA_TOP_K, moe_intermediate_size=REPLICA_EXPERT_WIDTH)
+    kinds = sorted({layer.mixer.span for layer in arch.layers}, reverse=True)  # sliding first
+    types = [f"{span}_attention" for span in kinds for _ in range(2)]
+    if any(layer.mixer.kv_shared_from is not None for layer in arch.layers):
+        readers = [f"{span}_attention" for span in kinds]
+        tiny["num_kv_shared_layers"] = len(readers)
+        types += readers
+    tiny.update(layer_types=types, num_hidden_layers=len(types))
+    if "per_layer_config" in tiny:  # the same overrides for the replica's full layers
+        first = next(iter(tiny["per_layer_config"].values()), {})
+        full = {"head_dim": 2 * HEAD_DIM, **({"num_key_value_heads": 1} if "num_key_value_heads" in first else {})}
+        tiny["per_layer_config"] = {str(i): dict(full) for i, t in enumerate(types) if t == "full_attention"}
+
+
+@family("gemma4_text", title="Gemma 4 (text decoder)", pad_token_id=0, replica=replica_gemma4)
 def lower_gemma4_text(r: ConfigReader, model_type: str) -> Architecture:
     c = read_common(r, kv_default=4, head_dim_default=256, max_pos=131_072)
     bidirectional = r.any("use_bidirectional_attention", None)
@@ -133,10 +192,16 @@ def lower_gemma4_text(r: ConfigReader, model_type: str) -> Architecture:
     global_head_dim = r.int("global_head_dim", 512)
     global_kv = r.int("num_global_key_value_heads", None, nullable=True)
     full_kv = global_kv if (k_eq_v and global_kv is not None) else c.num_kv_heads
-    if c.num_heads % full_kv:
-        raise ConfigError(f"{r.where}: 'num_attention_heads' ({c.num_heads}) is not a multiple of "
-                          f"'num_global_key_value_heads' ({full_kv})")
-    head_dims = {"sliding_attention": c.head_dim, "full_attention": global_head_dim}
+    shapes = _layer_shapes(r, layer_types, (c.head_dim, c.num_kv_heads), (global_head_dim, full_kv))
+    for index, (_, kv) in enumerate(shapes):
+        if c.num_heads % kv:
+            raise ConfigError(f"{r.where}: layer {index}: 'num_attention_heads' ({c.num_heads}) is not a multiple of "
+                              f"its key/value heads ({kv})")
+    head_dims = {}
+    for layer_type, (head_dim, _) in zip(layer_types, shapes):
+        if head_dims.setdefault(layer_type, head_dim) != head_dim:
+            raise ConfigError(f"{r.where}: the {layer_type} layers differ in head_dim (transformers builds one RoPE "
+                              "table per layer type)")
     ropes = _ropes(r, layer_types, head_dims, c.max_position_embeddings)
     norm = Norm(kind="rmsnorm", eps=r.float("rms_norm_eps", 1e-6), weight_in_compute_dtype=True)
     bias = r.bool("attention_bias", False)
@@ -153,7 +218,7 @@ def lower_gemma4_text(r: ConfigReader, model_type: str) -> Architecture:
         sliding = layer_type == "sliding_attention"
         attn = Attention(
             span="sliding" if sliding else "full", window=window if sliding else None, num_heads=c.num_heads,
-            num_kv_heads=c.num_kv_heads if sliding else full_kv, head_dim=head_dims[layer_type],
+            num_kv_heads=shapes[i][1], head_dim=shapes[i][0],
             rope=ropes[layer_type].name, q_bias=bias, k_bias=bias, v_bias=bias, o_bias=bias, scale=1.0,
             qk_norm="per_head", qk_norm_spec=norm, v_norm=True, k_eq_v=k_eq_v and not sliding,
             kv_shared_from=sources[i],
