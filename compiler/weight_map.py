@@ -173,8 +173,8 @@ def layer_extras(arch: Architecture, p: str, hidden: int, linear: Callable, norm
             norm_rows(p + name, hidden, layer.norm)
         r = f"{p}{mn.router}."
         rows.append((f"{r}{mn.router_inner}.weight", (moe.num_experts, hidden), "linear"))
-        rows.append((f"{r}scale", (hidden,), "norm"))
-        rows.append((f"{r}per_expert_scale", (moe.num_experts,), "norm"))
+        rows.append((f"{r}scale", (hidden,), "bias"))  # vectors, not norm weights
+        rows.append((f"{r}per_expert_scale", (moe.num_experts,), "bias"))
         x = f"{p}{mn.experts}."
         for name, shape in ((mn.fused_gate_up, (moe.num_experts, 2 * moe.intermediate_size, hidden)),
                             (mn.fused_down, (moe.num_experts, hidden, moe.intermediate_size))):
