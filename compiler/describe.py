@@ -6,6 +6,8 @@ the words always match the code.
 
 from __future__ import annotations
 
+from .describe_extras import extras_features
+
 from ..schemas.arch import Architecture, Moe, Rope
 from .describe_linear import linear_features
 from .mixers import attention_layers, first_attention
@@ -37,7 +39,11 @@ def layer_pattern(arch: Architecture) -> str:
 
 def _rope_words(table: Rope) -> str:
     words = f"theta={_num(table.theta)}"
-    if table.partial_rotary_factor != 1.0:
+    if table.type == "proportional":
+        turning = int(table.partial_rotary_factor * table.rotary_dim // 2)
+        words += (f", proportional: {turning} of {table.rotary_dim // 2} frequencies turn (partial factor "
+                  f"{table.partial_rotary_factor:g}), the other channel pairs pass unrotated")
+    elif table.partial_rotary_factor != 1.0:
         words += (f", rotating the first {table.rotary_dim} channels of each head "
                   f"(partial factor {table.partial_rotary_factor:g})")
     if table.layout == "interleaved":
@@ -64,7 +70,7 @@ def _rope_words(table: Rope) -> str:
             f"long beyond), cos/sin x "
             + (f"{scale:.6g}" if scale is not None else "sqrt(1 + ln(context ratio) / ln(original context))")
         )
-    elif table.type != "default":
+    elif table.type not in ("default", "proportional"):
         words += f", {table.type} scaling"
     return words
 
@@ -126,6 +132,7 @@ def features(arch: Architecture) -> list[str]:
     if arch.rope and nope:
         out.append(f"No position embeddings (NoPE) on {len(nope)} of {arch.num_layers} layers (layers {', '.join(map(str, nope[:4]))}{', ...' if len(nope) > 4 else ''}).")
     out += chunked_features(arch)
+    out += extras_features(arch)
     if attn.kind == "mla":
         pass
     elif attn.softcap:
