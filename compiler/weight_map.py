@@ -259,7 +259,7 @@ def parameter_count(arch: Architecture) -> int:
 
 def active_parameter_count(arch: Architecture) -> int:
     """Parameters one token passes through: every tensor, but only top_k of the routed experts."""
-    moe = next((layer.ffn for layer in arch.layers if isinstance(layer.ffn, Moe)), None)
+    moe = next((layer.ffn for layer in arch.layers if isinstance(layer.ffn, Moe)), None) or arch.layers[0].experts_beside
     return sum(
         entry_size(entry, arch) * moe.top_k // moe.num_experts if entry.routed and moe else entry_size(entry, arch)
         for entry in weight_map(arch) if entry.role != "buffer"

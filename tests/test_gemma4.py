@@ -23,7 +23,7 @@ from llmgen.compiler.lowering import lower
 from llmgen.compiler.lowering.replica import WINDOW, tiny_replica
 from llmgen.compiler.render import Provenance, model_context, render
 from llmgen.compiler.validate import validate
-from llmgen.compiler.weight_map import parameter_count, weight_map
+from llmgen.compiler.weight_map import active_parameter_count, parameter_count, weight_map
 
 transformers = pytest.importorskip("transformers")
 HUB_ID = "google/gemma-4-26B-A4B"
@@ -225,6 +225,8 @@ def test_full_size_parameters_and_keys():
     count = parameter_count(arch)
     RESULTS["parameters"] = count
     assert count == sum(p.numel() for p in hf.parameters()) == 25_233_141_760
+    routed = sum(p.numel() for name, p in hf.named_parameters() if ".experts." in name)  # 8 of 128 used per token
+    assert active_parameter_count(arch) == count - routed + routed * 8 // 128 == 3_822_530_560
 
 
 def test_card_kv_bytes_count_shared_layers_once():
