@@ -28,7 +28,7 @@ from .render_moe import ffn_init, moe_config_fields, moe_context
 from .mixers import attention_layers, first_attention
 from .render_linear import hybrid_context, linear_config_fields, linear_context, mixer_maps, nested_context
 from .render_chunked import chunked_config_fields, chunked_context, q_scale_arg, q_scale_param
-from .render_layer_extras import extras_config_fields, extras_context
+from .render_layer_extras import extras_config_fields, extras_context, mlp_widths
 from .weight_map import WeightEntry, block_norms, ffn_kinds
 
 BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -206,7 +206,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
             "activation_args": activation_args,
         } if ffn else None,
         "moe": moe_context(arch, ACTIVATION_CODE, identifier, literal),
-        "ffn_init": ffn_init(arch),
+        "ffn_init": "MLP(config, config.layer_intermediate_size[index])" if mlp_widths(arch) else ffn_init(arch),
         "block": {
             "kind": layer.block,
             "norms": [identifier(name) for name in block_norms(layer, arch.names)],

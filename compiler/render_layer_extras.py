@@ -47,12 +47,23 @@ def kv_sources(arch: Architecture) -> tuple[int, ...] | None:
     return sources if any(s >= 0 for s in sources) else None
 
 
+def mlp_widths(arch: Architecture) -> tuple[int, ...] | None:
+    """Per layer, its dense MLP's width, when the layers' widths differ (Gemma 4's double-wide MLPs)."""
+    widths = tuple(layer.ffn.intermediate_size for layer in arch.layers if layer.ffn.kind == "mlp")
+    return widths if len(set(widths)) > 1 and len(widths) == len(arch.layers) else None
+
+
 def extras_config_fields(arch: Architecture, field: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
     fields = []
     for kind in kind_shapes(arch):
         p = kind["prefix"]
         fields.append(field(f"{p}head_dim", "int", kind["head_dim"], f"head width of the {p[:-1]} layers"))
         fields.append(field(f"{p}num_key_value_heads", "int", kind["num_kv_heads"]))
+    widths = mlp_widths(arch)
+    if widths is not None:
+        made = field("layer_intermediate_size", "tuple[int, ...]", widths[0], "per layer: its MLP's width")
+        made.update(literal="(" + ", ".join(map(str, widths)) + ")", value=widths)
+        fields.append(made)
     sources = kv_sources(arch)
     if sources is not None:
         made = field("kv_shared_from", "tuple[int, ...]", sources[0],
@@ -96,5 +107,6 @@ def extras_context(arch: Architecture, identifier: Callable[[str], str], literal
         "beside": {"activation": ACTIVATIONS[moe.activation][0], "activation_args": ACTIVATIONS[moe.activation][1]}
         if moe else None,
         "layer_scalar": layer.layer_scalar,
+        "mlp_widths": mlp_widths(arch) is not None,
         "unit_norm": any(mixer.v_norm for _, mixer in attns) or moe is not None,
     }

@@ -19,7 +19,9 @@ def validate(arch: Architecture) -> Architecture:
     first = arch.layers[0]
     ffns: dict[str, object] = {}  # one feed-forward of each kind (dense MLP, experts) per model
     for layer in arch.layers:
-        if ffns.setdefault(layer.ffn.kind, layer.ffn) != layer.ffn:
+        first_ffn = ffns.setdefault(layer.ffn.kind, layer.ffn)
+        width = {"intermediate_size": first_ffn.intermediate_size} if layer.ffn.kind == "mlp" else {}  # may differ
+        if first_ffn != layer.ffn.model_copy(update=width):
             raise UnsupportedError(f"layer {layer.index}: its {layer.ffn.kind} differs from an earlier layer's (not supported yet)")
     mixers: dict[str, object] = {}  # the first mixer of each kind: the others of the kind must match it
     for layer in arch.layers:
@@ -52,6 +54,8 @@ def validate(arch: Architecture) -> Architecture:
             raise UnsupportedError(f"layers of kind {letter} use different RoPE tables {sorted(map(str, ropes))}")
     _check_position_coupled(arch, pattern)
     check_layer_extras(arch, pattern)
+    if len({layer.ffn.intermediate_size for layer in arch.layers if layer.ffn.kind == "mlp"}) > 1 and len(ffns) > 1:
+        raise UnsupportedError("dense MLPs of different widths beside layers of experts are not implemented")
     windows = {layer.mixer.window for layer in attention_layers(arch) if layer.mixer.span == "sliding"}
     if len(windows) > 1:
         raise UnsupportedError(f"sliding layers use different windows {sorted(windows)} (not supported yet)")

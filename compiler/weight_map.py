@@ -123,8 +123,17 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
     kinds = ffn_kinds(arch)
     for ffn in kinds.values():
         first = len(rows)
+        widths = {}
+        for layer in arch.layers:
+            if isinstance(ffn, Mlp) and layer.ffn.kind == "mlp":
+                widths.setdefault(layer.ffn.intermediate_size, (layer.ffn, []))[1].append(layer.index)
         if isinstance(ffn, Moe):
             extra.update(moe_rows(ffn, m, hidden, rows))
+        elif len(widths) > 1:  # dense MLPs of different widths (Gemma 4's double-wide MLPs)
+            for group_ffn, indices in widths.values():
+                start = len(rows)
+                dense_rows(group_ffn, m, hidden, n, linear)
+                row_layers.update({r: tuple(indices) for r in range(start, len(rows))})
         else:
             dense_rows(ffn, m, hidden, n, linear)
         if len(kinds) > 1:

@@ -43,7 +43,7 @@ BUILT = {
     "real": real_text,
     "defaults": defaults,
     "shared": lambda: defaults(num_kv_shared_layers=10, attention_k_eq_v=True, num_global_key_value_heads=2,
-                               final_logit_softcapping=30.0),
+                               final_logit_softcapping=30.0, use_double_wide_mlp=True),
 }
 
 
@@ -124,6 +124,7 @@ def test_replicas_keep_the_structure(built):
     assert real.layers[0].experts_beside is not None and real.per_layer_input is None
     assert plain.per_layer_input is not None and plain.layers[0].experts_beside is None
     assert [layer.mixer.kv_shared_from for layer in shared.layers] == [None, None, None, None, 1, 3]
+    assert [layer.ffn.intermediate_size for layer in shared.layers] == [96] * 4 + [192] * 2  # double-wide readers
     assert all(layer.mixer.k_eq_v == (layer.mixer.span == "full") for layer in shared.layers)
     assert real.rope_table("global").type == "proportional"
 
@@ -274,7 +275,7 @@ def test_config_errors_name_the_key(keys, message):
         validate(lower(raw))
 
 
-def test_double_wide_mlp_on_shared_layers_is_refused():
-    raw = defaults(num_kv_shared_layers=10, use_double_wide_mlp=True)
-    with pytest.raises(LlmgenError, match="mlp differs"):
-        validate(lower(raw))
+def test_double_wide_mlp_on_the_sharing_layers():
+    arch = validate(lower(BUILT["shared"]()))
+    widths = [layer.ffn.intermediate_size for layer in arch.layers]
+    assert widths == [9216] * 20 + [2 * 9216] * 10
