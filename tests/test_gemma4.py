@@ -279,3 +279,23 @@ def test_double_wide_mlp_on_the_sharing_layers():
     arch = validate(lower(BUILT["shared"]()))
     widths = [layer.ffn.intermediate_size for layer in arch.layers]
     assert widths == [9216] * 20 + [2 * 9216] * 10
+
+
+def test_published_copies_of_shared_layers_kv_tensors_are_ignored(built, tmp_path):
+    """A checkpoint may still hold k/v projections and norms for the layers that read another layer's keys and
+    values (transformers ignores them on load): so does the generated loader; a stray key stays an error."""
+    from safetensors.torch import load_file, save_file
+
+    gen, hf, ours, tiny, ids, expected = built("shared")
+    state = {k: v.clone() for k, v in hf.state_dict().items() if k != "lm_head.weight"}
+    width = tiny["head_dim"]
+    for i in (4, 5):  # the two reading layers
+        state[f"model.layers.{i}.self_attn.k_proj.weight"] = torch.zeros(width * 2, tiny["hidden_size"])
+        state[f"model.layers.{i}.self_attn.k_norm.weight"] = torch.zeros(width)
+    save_file(state, tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text("{}")
+    assert _gap(gen.load_checkpoint(tmp_path), ids, expected) <= _tolerance(expected)
+    save_file({**load_file(tmp_path / "model.safetensors"), "model.layers.0.self_attn.stray.weight": torch.zeros(2)},
+              tmp_path / "model.safetensors")
+    with pytest.raises(gen.WeightLoadError, match="stray"):
+        gen.load_checkpoint(tmp_path)
