@@ -257,6 +257,8 @@ def test_wrapper_reads_the_text_config_and_skips_the_other_parts():
     arch = lower(raw)
     assert arch.model_type == "gemma4_text" and arch.backbone_checkpoint == "model.language_model."
     assert "model.vision_tower." in arch.skipped_prefixes and "model.audio_tower." in arch.skipped_prefixes
+    wrapped = lower(transformers.Gemma4Config().to_dict())  # the wrapper class's defaults: its text defaults
+    assert wrapped.model_copy(update={"backbone_checkpoint": "", "skipped_prefixes": ()}) == lower(defaults())
     with pytest.raises(LlmgenError, match="vision_tokens_per_frame"):  # a key neither class reads
         lower({**raw, "vision_tokens_per_frame": 4}, strict=True)
 
