@@ -180,7 +180,8 @@ def parameters(arch: Architecture) -> dict[str, Any]:
 def kv_bytes_per_token(layer: Any, bytes_per_value: int = KV_BYTES) -> int:
     """Bytes one token adds to this layer's cache: K and V of every KV head; MLA: its latent. 0: no cache."""
     mixer = layer.mixer
-    if getattr(mixer, "kv_shared", None) or getattr(mixer, "kv_source", None) is not None:
+    if (getattr(mixer, "kv_shared", None) or getattr(mixer, "kv_source", None) is not None
+            or getattr(mixer, "kv_shared_from", None) is not None):
         return 0  # reuses another layer's cache
     latent = getattr(mixer, "kv_lora_rank", None)
     if latent:

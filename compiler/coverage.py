@@ -30,6 +30,7 @@ PROOF = {
     "qwen2_vl": "tests/test_wrappers.py", "qwen2_5_vl": "tests/test_wrappers.py", "qwen3_vl": "tests/test_wrappers.py",
     "qwen3_next": "tests/test_hybrid.py", "qwen3_5_text": "tests/test_hybrid.py", "qwen3_5": "tests/test_hybrid.py",
     "qwen3_5_moe_text": "tests/test_hybrid.py", "lfm2_moe": "tests/test_lfm2.py",
+    "gemma4_text": "tests/test_gemma4.py",
 }
 REGISTERED_PROOF = "tests/test_longtail.py"  # families that register themselves (lowering/registry.py)
 # Config keys whose presence names the mechanism a family needs (checked in this order).

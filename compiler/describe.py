@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..schemas.arch import Architecture, Moe, Rope
+from .describe_extras import extras_features
 from .describe_linear import linear_features
 from .mixers import attention_layers, first_attention, letter_of
 from .render_chunked import chunked_features
@@ -45,7 +46,11 @@ def _letter(layer: Any) -> str:
 
 def _rope_words(table: Rope) -> str:
     words = f"theta={_num(table.theta)}"
-    if table.partial_rotary_factor != 1.0:
+    if table.type == "proportional":
+        turning = int(table.partial_rotary_factor * table.rotary_dim // 2)
+        words += (f", proportional: {turning} of {table.rotary_dim // 2} frequencies turn (partial factor "
+                  f"{table.partial_rotary_factor:g}), the other channel pairs pass unrotated")
+    elif table.partial_rotary_factor != 1.0:
         words += (f", rotating the first {table.rotary_dim} channels of each head "
                   f"(partial factor {table.partial_rotary_factor:g})")
     if table.layout == "interleaved":
@@ -72,7 +77,7 @@ def _rope_words(table: Rope) -> str:
             f"long beyond), cos/sin x "
             + (f"{scale:.6g}" if scale is not None else "sqrt(1 + ln(context ratio) / ln(original context))")
         )
-    elif table.type != "default":
+    elif table.type not in ("default", "proportional"):
         words += f", {table.type} scaling"
     return words
 
@@ -134,6 +139,7 @@ def features(arch: Architecture) -> list[str]:
     if arch.rope and nope:
         out.append(f"No position embeddings (NoPE) on {len(nope)} of {arch.num_layers} layers (layers {', '.join(map(str, nope[:4]))}{', ...' if len(nope) > 4 else ''}).")
     out += chunked_features(arch)
+    out += extras_features(arch)
     if attn.kind == "mla":
         pass
     elif attn.softcap:

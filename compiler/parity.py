@@ -64,6 +64,8 @@ def parity_context(raw: dict[str, Any], arch: Architecture, weights: list[Weight
     scales = parity_scales(tiny, NORM_SPREAD)
     moe = moe_of(tiny)
     norms = [e for e in weight_map(tiny) if e.role == "norm"]
+    buffers = (((moe.names.score_bias,) if moe and moe.score_correction_bias else ())
+               + (("layer_scalar",) if tiny.layers[0].layer_scalar else ()))  # learned buffers saved with the weights
     return {
         "version": __version__,
         "source": prov.label,
@@ -86,7 +88,7 @@ def parity_context(raw: dict[str, Any], arch: Architecture, weights: list[Weight
         "window": literal(WINDOW if sliding else None),
         "has_window": sliding,
         "experts": literal(moe.num_experts) if moe else "",
-        "random_buffers": f"({literal(moe.names.score_bias)},)" if moe and moe.score_correction_bias else "",
+        "random_buffers": repr(buffers) if buffers else "",
         "moe_layers": literal(sum(layer.ffn.kind == "moe" for layer in tiny.layers)),
         **chunk_parity_context(tiny, literal),
     }

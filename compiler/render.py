@@ -28,6 +28,7 @@ from .render_moe import ffn_init, moe_config_fields, moe_context
 from .mixers import KINDS, attention_layers, first_attention, letter_of, recurrent_kinds
 from .render_linear import hybrid_context, linear_config_fields, linear_context, mixer_maps, nested_context
 from .render_chunked import chunked_config_fields, chunked_context, q_scale_arg, q_scale_param
+from .render_layer_extras import extras_config_fields, extras_context, mlp_widths
 from .weight_map import WeightEntry, block_norms, ffn_kinds
 
 BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -117,6 +118,7 @@ def config_values(arch: Architecture) -> list[dict[str, str]]:
         fields.append(_field("sliding_window", "int", windows[0], "keys visible to a query, itself included"))
     fields += chunked_config_fields(arch, _field)
     fields += rope_config_fields(arch, _field)
+    fields += extras_config_fields(arch, _field)
     if arch.embedding.scale is not None:
         fields.append(_field("embed_scale", "float", arch.embedding.scale,
                              "sqrt(hidden_size)" if arch.embedding.scale_in_dtype else "multiplies the embeddings"))
@@ -186,6 +188,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         "mixer_words": " or ".join([kind.title for kind, _ in recurrent_kinds(arch)] + (["attention"] if attns else [])),
         **hybrid_context(arch, has_rope),
         "layer_kinds": layer_kinds(arch),
+        "x": extras_context(arch, identifier, literal),
         "pattern_legend": pattern_legend(arch),
         "mla": mla_context(arch, identifier),
         "ml": mla_names(arch, identifier),
@@ -206,7 +209,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
             "activation_args": activation_args,
         } if ffn else None,
         "moe": moe_context(arch, ACTIVATION_CODE, identifier, literal),
-        "ffn_init": ffn_init(arch),
+        "ffn_init": "MLP(config, config.layer_intermediate_size[index])" if mlp_widths(arch) else ffn_init(arch),
         "block": {
             "kind": layer.block,
             "norms": [identifier(name) for name in block_norms(layer, arch.names)],
@@ -219,7 +222,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         "head": {"tied": arch.head.tied, "bias": arch.head.bias, "softcap": arch.head.softcap is not None,
                  "multiplier": arch.head.multiplier is not None, "divisor": arch.head.divisor is not None},
         "weights": [{"checkpoint_literal": literal(e.checkpoint), "param_literal": literal(e.param), "kind": e.ffn_kind,
-                     "mixer": e.mixer_kind} for e in weights],
+                     "mixer": e.mixer_kind} for e in _unique_keys(weights)],
         "mixer_maps": mixer_maps(arch, weights, literal),
         "head_keys": [{"checkpoint_literal": literal(e.checkpoint), "field_literal": literal(e.head_count)}
                       for e in weights if e.head_count],
@@ -241,6 +244,12 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
                    "stale_words": ", ".join(arch.stale_layer_buffers), **nested_context(arch, literal)}
         if arch.bare_decoder_checkpoints or arch.stale_layer_buffers or arch.nested_decoder else None,
     }
+
+
+def _unique_keys(weights: list[WeightEntry]) -> list[WeightEntry]:
+    """One entry per checkpoint key (a key's shape may differ between groups of layers: one map entry)."""
+    seen: set[str] = set()
+    return [e for e in weights if not (e.checkpoint in seen or seen.add(e.checkpoint))]
 
 
 LETTERS = {"S": "S = sliding-window attention", "C": "C = chunked attention", "F": "F = full attention",

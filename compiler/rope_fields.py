@@ -24,7 +24,7 @@ from typing import Any
 from ..schemas.arch import Architecture, Rope
 from .errors import UnsupportedError
 
-RENDERED_TYPES = ("default", "linear", "dynamic", "llama3", "yarn", "longrope")
+RENDERED_TYPES = ("default", "linear", "dynamic", "llama3", "yarn", "longrope", "proportional")
 # Types whose cos and sin are multiplied by an attention factor.
 SCALED_TYPES = ("yarn", "longrope")
 # Types whose inverse frequencies depend on the sequence length.
@@ -71,6 +71,13 @@ def _partial(table: Rope, head_dim: int) -> bool:
     return table.rotary_dim != head_dim
 
 
+def _own_dim(arch: Architecture, table: Rope) -> bool:
+    """The table's layers have a head width other than the first attention layer's (Gemma 4's full layers)."""
+    first = next((layer.mixer for layer in arch.layers if getattr(layer.mixer, "rope", None) is not None), None)
+    return not _partial(table, _head_dim(arch, table)) and first is not None and getattr(first, "head_dim", None) not in (
+        None, table.rotary_dim)
+
+
 def _head_dim(arch: Architecture, table: Rope) -> int:
     dims = {layer.mixer.head_dim for layer in arch.layers if getattr(layer.mixer, "rope", None) == table.name}
     return dims.pop() if len(dims) == 1 else table.rotary_dim
@@ -104,6 +111,11 @@ def rope_config_fields(arch: Architecture, field: Callable[..., dict[str, Any]])
         fields.append(field(f"{p}theta", "float", table.theta))
         if _partial(table, _head_dim(arch, table)):
             fields.append(field(f"{p}rotary_dim", "int", table.rotary_dim, "channels rotated per head"))
+        elif _own_dim(arch, table):
+            fields.append(field(f"{p}rotary_dim", "int", table.rotary_dim, "the head width of its layers"))
+        if kind == "proportional":
+            fields.append(field(f"{p}rotated_frequencies", "int", int(table.partial_rotary_factor * table.rotary_dim // 2),
+                                "frequencies that turn; the rest are 0"))
         if kind in ("linear", "dynamic", "llama3", "yarn"):
             fields.append(field(f"{p}factor", "float", table.factor))
         if kind == "llama3":
@@ -136,7 +148,7 @@ def rope_context(arch: Architecture, identifier: Callable[[str], str]) -> dict[s
         partial = _partial(t, _head_dim(arch, t))
         tables.append({
             "name": identifier(t.name), "prefix": rope_prefix(identifier(t.name)), "type": t.type,
-            "partial": partial, "scaled": t.type in SCALED_TYPES,
+            "partial": partial, "scaled": t.type in SCALED_TYPES, "own_dim": _own_dim(arch, t),
         })
     return {
         "rope_types": {kind: any(t.type == kind for t in arch.rope) for kind in RENDERED_TYPES},

@@ -19,16 +19,18 @@ def validate(arch: Architecture) -> Architecture:
     first = arch.layers[0]
     ffns: dict[str, object] = {}  # one feed-forward of each kind (dense MLP, experts) per model
     for layer in arch.layers:
-        if ffns.setdefault(layer.ffn.kind, layer.ffn) != layer.ffn:
+        first_ffn = ffns.setdefault(layer.ffn.kind, layer.ffn)
+        width = {"intermediate_size": first_ffn.intermediate_size} if layer.ffn.kind == "mlp" else {}  # may differ
+        if first_ffn != layer.ffn.model_copy(update=width):
             raise UnsupportedError(f"layer {layer.index}: its {layer.ffn.kind} differs from an earlier layer's (not supported yet)")
     mixers: dict[str, object] = {}  # the first mixer of each kind: the others of the kind must match it
     for layer in arch.layers:
-        for part in ("block", "parallel_norms", "parallel_sum", "norm", "residual_scale"):
+        for part in ("block", "parallel_norms", "parallel_sum", "norm", "residual_scale", "experts_beside", "layer_scalar"):
             if getattr(layer, part) != getattr(first, part):
                 raise UnsupportedError(f"layer {layer.index}: its {part} differs from layer 0 (not supported yet)")
         a = layer.mixer
         b = mixers.setdefault(a.kind, a)
-        per_kind = ({"span": b.span, "window": b.window, "rope": b.rope, **_position_coupled(a, b)}
+        per_kind = ({"span": b.span, "window": b.window, "rope": b.rope, **_position_coupled(a, b), **_per_layer_kv(a, b)}
                     if a.kind in ("attention", "mla") else {})
         if a.model_copy(update=per_kind) != b:
             raise UnsupportedError(f"layer {layer.index}: its {a.kind} shape differs from layer "
@@ -53,6 +55,9 @@ def validate(arch: Architecture) -> Architecture:
         if len(ropes) > 1:
             raise UnsupportedError(f"layers of kind {letter} use different RoPE tables {sorted(map(str, ropes))}")
     _check_position_coupled(arch, pattern)
+    check_layer_extras(arch, pattern)
+    if len({layer.ffn.intermediate_size for layer in arch.layers if layer.ffn.kind == "mlp"}) > 1 and len(ffns) > 1:
+        raise UnsupportedError("dense MLPs of different widths beside layers of experts are not implemented")
     windows = {layer.mixer.window for layer in attention_layers(arch) if layer.mixer.span == "sliding"}
     if len(windows) > 1:
         raise UnsupportedError(f"sliding layers use different windows {sorted(windows)} (not supported yet)")
@@ -112,6 +117,43 @@ def validate(arch: Architecture) -> Architecture:
     if positions is not None and positions != arch.max_position_embeddings:
         raise ConfigError(f"learned position table of {positions} rows != context length {arch.max_position_embeddings}")
     return arch
+
+
+def _per_layer_kv(a, b) -> dict:
+    """Attention fields allowed to differ between layers (checked by check_layer_extras): head width and
+    key/value head count, keys reused as values, keys and values read from an earlier layer."""
+    if a.kind != "attention" or b.kind != "attention":
+        return {}
+    return {"head_dim": b.head_dim, "num_kv_heads": b.num_kv_heads, "k_eq_v": b.k_eq_v, "kv_shared_from": b.kv_shared_from}
+
+
+def check_layer_extras(arch: Architecture, pattern: str) -> None:
+    """What the templates print for per-layer attention shapes, shared keys and values, keys as values, a
+    value norm, experts beside the MLP and per-layer inputs (compiler/render_layer_extras.py)."""
+    attns = [(layer, kind) for layer, kind in zip(arch.layers, pattern) if layer.mixer.kind == "attention"]
+    for letter in set(pattern):
+        shapes = {(lay.mixer.head_dim, lay.mixer.num_kv_heads, lay.mixer.k_eq_v) for lay, k in attns if k == letter}
+        if len(shapes) > 1:
+            raise UnsupportedError(f"layers of kind {letter} differ in head width, key/value heads or keys as values")
+    special = [lay.mixer for lay, _ in attns if lay.mixer.k_eq_v or lay.mixer.v_norm or lay.mixer.kv_shared_from is not None]
+    first = arch.layers[0]
+    extras = special or first.experts_beside is not None or arch.per_layer_input is not None or first.layer_scalar
+    if not extras:
+        return
+    if len({lay.mixer.v_norm for lay, _ in attns}) > 1:
+        raise UnsupportedError("a value norm on some attention layers only is not implemented")
+    attn = attns[0][0].mixer if attns else None
+    if (is_hybrid(arch) or attn is None or attn.qkv != "separate" or attn.qk_norm != "per_head" or attn.qk_norm_after_rope
+            or attn.output_gate or attn.sinks or attn.softcap is not None or attn.temperature is not None
+            or any(lay.mixer.rope is None for lay, _ in attns) or arch.linear_layout != "out_in"
+            or first.norm.kind != "rmsnorm" or first.residual_scale is not None):
+        raise UnsupportedError("per-layer attention shapes, shared keys and values, keys as values, experts beside "
+                               "the MLP and per-layer inputs are implemented for Gemma 4's attention and block only")
+    if first.experts_beside is not None and (first.block != "sandwich" or any(lay.ffn.kind != "mlp" for lay in arch.layers)
+                                             or first.experts_beside.storage != "stacked_out_in"):
+        raise UnsupportedError("experts beside the MLP are implemented in sandwich blocks with a dense MLP only")
+    if arch.per_layer_input is not None and arch.per_layer_input.norm != first.norm:
+        raise UnsupportedError("a per-layer input norm that differs from the layers' norms is not implemented")
 
 
 def _position_coupled(a, b) -> dict:

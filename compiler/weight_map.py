@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from ..schemas.arch import Architecture, Layer, Mlp, Moe, Names, Norm
+from ..schemas.arch import Architecture, Attention, Layer, Mlp, Moe, Names, Norm
 from .mixers import KINDS, is_hybrid, mixer_kinds, module_name
 from .weight_map_mla import mla_rows
 from .weight_map_moe import FFN_LETTERS, ffn_kinds, ffn_pattern, fused_expert_map, moe_rows  # noqa: F401
@@ -33,6 +33,7 @@ class WeightEntry:
     ffn_kind: str | None = None  # only in the layers whose feed-forward is of this kind (E or D, FFN_LETTERS)
     mixer_kind: str | None = None  # only in the layers whose mixer is of this kind (Layer.mixer.kind; hybrid models)
     routed: bool = False  # a routed expert's tensor: a token uses top_k of num_experts of them
+    layers: tuple[int, ...] | None = None  # only in these layers (the layers' attention shapes differ: Gemma 4)
 
     @property
     def per_layer(self) -> bool:
@@ -44,6 +45,8 @@ class WeightEntry:
                   else list(range(arch.num_layers)))
         if self.mixer_kind:
             layers = [i for i in layers if arch.layers[i].mixer.kind == self.mixer_kind]
+        if self.layers is not None:
+            layers = [i for i in layers if i in self.layers]
         return (layers if self.per_layer else [None],
                 list(range(self.experts)) if "{e}" in self.checkpoint else [None],
                 list(range(self.heads)) if "{h}" in self.checkpoint else [None])
@@ -97,10 +100,17 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
     p = f"{b}{n.layers}.{{i}}."
     for norm_name in block_norms(layer, n):
         norm_rows(p + norm_name, hidden, norm)
+    row_layers: dict[int, tuple[int, ...]] = {}  # row index -> its layers, where the layers' attention shapes differ
+    groups = attention_groups(arch)
     for kind, mixer in mixer_kinds(arch).items():
         first = len(rows)
         a = f"{p}{module_name(kind, n)}."
-        if kind in KINDS:
+        if kind == "attention" and len(groups) > 1:
+            for group_mixer, indices in groups:
+                start = len(rows)
+                extra.update(attention_rows(group_mixer, a, hidden, n, linear, norm_rows, rows))
+                row_layers.update({r: indices for r in range(start, len(rows))})
+        elif kind in KINDS:
             KINDS[kind].rows(mixer, a, hidden, linear, norm_rows, rows)
         elif kind == "mla":
             mla_rows(mixer, a, hidden, linear, norm_rows)
@@ -113,13 +123,23 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
     kinds = ffn_kinds(arch)
     for ffn in kinds.values():
         first = len(rows)
+        widths = {}
+        for layer in arch.layers:
+            if isinstance(ffn, Mlp) and layer.ffn.kind == "mlp":
+                widths.setdefault(layer.ffn.intermediate_size, (layer.ffn, []))[1].append(layer.index)
         if isinstance(ffn, Moe):
             extra.update(moe_rows(ffn, m, hidden, rows))
+        elif len(widths) > 1:  # dense MLPs of different widths (Gemma 4's double-wide MLPs)
+            for group_ffn, indices in widths.values():
+                start = len(rows)
+                dense_rows(group_ffn, m, hidden, n, linear)
+                row_layers.update({r: tuple(indices) for r in range(start, len(rows))})
         else:
             dense_rows(ffn, m, hidden, n, linear)
         if len(kinds) > 1:
             for key, _, _ in rows[first:]:
                 extra.setdefault(key, {})["ffn_kind"] = FFN_LETTERS[ffn.kind]
+    layer_extras(arch, p, hidden, linear, norm_rows, rows, extra)
     norm_rows(f"{b}{n.final_norm}", hidden, arch.final_norm)
     if not arch.head.tied:
         rows.append((f"{n.head}.weight", (arch.embedding.vocab_size, hidden), "linear"))
@@ -133,9 +153,53 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
             role=role,
             neutral=neutral.get(key, 1.0 - norm.weight_offset) if role == "norm" else None,
             **extra.get(key, {}),
+            **({"layers": row_layers[index]} if index in row_layers else {}),
         )
-        for key, shape, role in rows
+        for index, (key, shape, role) in enumerate(rows)
     ]
+
+
+def attention_groups(arch: Architecture) -> list[tuple[Attention, tuple[int, ...]]]:
+    """Softmax-attention layers grouped by the tensors they hold (head count and width, a value
+    projection or not, keys and values of their own or shared): one group unless those differ."""
+    groups: dict[tuple, tuple[Attention, list[int]]] = {}
+    for layer in arch.layers:
+        m = layer.mixer
+        if m.kind == "attention":
+            key = (m.num_kv_heads, m.head_dim, m.k_eq_v, m.kv_shared_from is not None)
+            groups.setdefault(key, (m, []))[1].append(layer.index)
+    return [(mixer, tuple(indices)) for mixer, indices in groups.values()]
+
+
+def layer_extras(arch: Architecture, p: str, hidden: int, linear: Callable, norm_rows: Callable, rows: list,
+                 extra: dict[str, dict]) -> None:
+    """Tensors of the per-layer additions: experts beside the MLP, per-layer inputs, a stored layer scalar."""
+    layer, b = arch.layers[0], f"{arch.names.backbone}."
+    moe = layer.experts_beside
+    if moe is not None:
+        mn = moe.names
+        for name in ("post_feedforward_layernorm_1", "pre_feedforward_layernorm_2", "post_feedforward_layernorm_2"):
+            norm_rows(p + name, hidden, layer.norm)
+        r = f"{p}{mn.router}."
+        rows.append((f"{r}{mn.router_inner}.weight", (moe.num_experts, hidden), "linear"))
+        rows.append((f"{r}scale", (hidden,), "bias"))  # vectors, not norm weights
+        rows.append((f"{r}per_expert_scale", (moe.num_experts,), "bias"))
+        x = f"{p}{mn.experts}."
+        for name, shape in ((mn.fused_gate_up, (moe.num_experts, 2 * moe.intermediate_size, hidden)),
+                            (mn.fused_down, (moe.num_experts, hidden, moe.intermediate_size))):
+            rows.append((f"{x}{name}", shape, "linear"))
+            extra[f"{x}{name}"] = {"routed": True}
+    ple = arch.per_layer_input
+    if ple is not None:
+        packed = arch.num_layers * ple.width
+        rows.append((f"{b}embed_tokens_per_layer.weight", (ple.vocab_size, packed), "embedding"))
+        linear(f"{b}per_layer_model_projection", packed, hidden, False)
+        norm_rows(f"{b}per_layer_projection_norm", ple.width, ple.norm)
+        linear(f"{p}per_layer_input_gate", ple.width, hidden, False)
+        linear(f"{p}per_layer_projection", hidden, ple.width, False)
+        norm_rows(f"{p}post_per_layer_input_norm", hidden, ple.norm)
+    if layer.layer_scalar:
+        rows.append((f"{p}layer_scalar", (1,), "buffer"))
 
 
 def attention_rows(attn, a: str, hidden: int, n: Names, linear: Callable[[str, int, int, bool], None],
@@ -144,10 +208,13 @@ def attention_rows(attn, a: str, hidden: int, n: Names, linear: Callable[[str, i
     extra: dict[str, dict] = {}
     q_out, kv_out = attn.num_heads * attn.head_dim, attn.num_kv_heads * attn.head_dim
     q_rows = 2 * q_out if attn.output_gate else q_out  # [q_h; gate_h] per head
+    own_kv = attn.kv_shared_from is None  # a layer reading another's keys and values has no k/v tensors
     if attn.qkv == "separate":
         linear(a + n.q, q_rows, hidden, attn.q_bias)
-        linear(a + n.k, kv_out, hidden, attn.k_bias)
-        linear(a + n.v, kv_out, hidden, attn.v_bias)
+        if own_kv:
+            linear(a + n.k, kv_out, hidden, attn.k_bias)
+        if own_kv and not attn.k_eq_v:
+            linear(a + n.v, kv_out, hidden, attn.v_bias)
     else:
         linear(a + n.qkv, q_out + 2 * kv_out, hidden, attn.q_bias)
     linear(a + n.o, hidden, q_out, attn.o_bias)
@@ -163,7 +230,8 @@ def attention_rows(attn, a: str, hidden: int, n: Names, linear: Callable[[str, i
         q_dim = q_out if whole else (attn.num_heads, attn.head_dim) if rows_per_head else attn.head_dim
         kv_dim = kv_out if whole else (attn.num_kv_heads, attn.head_dim) if rows_per_head else attn.head_dim
         norm_rows(a + n.q_norm, q_dim, attn.qk_norm_spec)
-        norm_rows(a + n.k_norm, kv_dim, attn.qk_norm_spec)
+        if own_kv:
+            norm_rows(a + n.k_norm, kv_dim, attn.qk_norm_spec)
     return extra
 
 
@@ -200,7 +268,7 @@ def parameter_count(arch: Architecture) -> int:
 
 def active_parameter_count(arch: Architecture) -> int:
     """Parameters one token passes through: every tensor, but only top_k of the routed experts."""
-    moe = next((layer.ffn for layer in arch.layers if isinstance(layer.ffn, Moe)), None)
+    moe = next((layer.ffn for layer in arch.layers if isinstance(layer.ffn, Moe)), None) or arch.layers[0].experts_beside
     return sum(
         entry_size(entry, arch) * moe.top_k // moe.num_experts if entry.routed and moe else entry_size(entry, arch)
         for entry in weight_map(arch) if entry.role != "buffer"

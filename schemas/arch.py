@@ -36,7 +36,10 @@ class Rope(_Frozen):
     """
 
     name: Identifier
-    type: Literal["default", "linear", "dynamic", "llama3", "yarn", "longrope"]
+    type: Literal["default", "linear", "dynamic", "llama3", "yarn", "longrope", "proportional"] = Field(
+        description="proportional (Gemma 4): the whole head is paired as in default RoPE (channel i with i + "
+        "head_dim/2), but only the first partial_rotary_factor x head_dim/2 frequencies turn, theta^(-2k/head_dim); "
+        "the others are 0 (those channels pass unrotated); rotary_dim is then the whole head.")
     theta: Annotated[float, Field(gt=0)]
     rotary_dim: PositiveInt = Field(description="Channels rotated per head (head_dim x partial factor).")
     partial_rotary_factor: Annotated[float, Field(gt=0, le=1)] = 1.0
@@ -118,6 +121,14 @@ class Attention(_Frozen):
     output_gate: bool = Field(False, exclude_if=_unset, description="q_proj also produces a gate per head, stored "
                               "after each head's query ([q_h; gate_h]): the attention output is multiplied by "
                               "sigmoid(gate) before o_proj (Qwen3-Next, Qwen3.5).")
+
+    k_eq_v: bool = Field(False, exclude_if=_unset, description="No value projection: the values are the key "
+                         "projection's output, taken before the key norm and RoPE (Gemma 4's attention_k_eq_v).")
+    v_norm: bool = Field(False, exclude_if=_unset, description="Values are RMS-normalised over each head's channels "
+                         "with no weight (eps of qk_norm_spec) before attention.")
+    kv_shared_from: Annotated[int, Field(ge=0)] | None = Field(
+        None, exclude_if=_unset, description="This layer computes no keys or values and keeps no cache: it attends "
+        "over the keys and values of layer `kv_shared_from` (an earlier layer of the same span).")
 
     @model_validator(mode="after")
     def _heads_and_window(self) -> "Attention":
@@ -202,6 +213,13 @@ class Layer(_Frozen):
     norm: Norm
     residual_scale: float | None = Field(None, description="Branch outputs are multiplied by this before the "
                                          "residual add (Granite's residual_multiplier).")
+    experts_beside: Moe | None = Field(
+        None, exclude_if=_unset, description="A routed mixture of experts beside the dense MLP (sandwich blocks, "
+        "Gemma 4): its router reads the residual stream x, its experts read pre_feedforward_layernorm_2(x); the "
+        "branch is post_feedforward_layernorm(post_feedforward_layernorm_1(mlp(...)) + "
+        "post_feedforward_layernorm_2(experts(...))).")
+    layer_scalar: bool = Field(False, exclude_if=_unset, description="The block's output is multiplied by a "
+                               "stored scalar of its own (a buffer `layer_scalar`, shape (1,)).")
 
 
 class Embedding(_Frozen):
@@ -225,6 +243,22 @@ class Head(_Frozen):
     multiplier: float | None = Field(None, description="Logits are multiplied by this (Cohere's logit_scale).")
     divisor: float | None = Field(None, description="Logits are divided by this (Granite's logits_scaling).")
     softcap: Annotated[float, Field(gt=0)] | None = None
+
+
+class PerLayerInput(_Frozen):
+    """Per-layer embeddings (PLE, Gemma 4 / Gemma 3n): each token gets a small vector per layer, from a
+    packed embedding table (`embed_tokens_per_layer`, vocab x layers*width, times embed_scale) plus a
+    projection of its main embedding (`per_layer_model_projection` x projection_scale, RMS-normed by
+    `per_layer_projection_norm`), the two summed and multiplied by combine_scale. After its feed-forward,
+    layer i adds post_norm(projection(act(gate(x)) * input_i)) to the residual stream."""
+
+    width: Width
+    vocab_size: Annotated[int, Field(gt=0, le=MAX_VOCAB)]
+    embed_scale: float
+    projection_scale: float
+    combine_scale: float
+    norm: Norm
+    activation: Literal["silu", "gelu", "gelu_tanh", "relu"]
 
 
 class Names(_Frozen):
@@ -312,9 +346,26 @@ class Architecture(_Frozen):
         "prefix (saved from the base model, as GPT-2's release is): the loader adds the prefix.")
     nested_decoder: NestedDecoder | None = Field(None, exclude_if=_unset, description="Published checkpoints nest "
                                                  "the decoder inside a multimodal model: the loader renames its keys.")
+    per_layer_input: PerLayerInput | None = Field(None, exclude_if=_unset, description="Per-layer embeddings "
+                                                  "(PLE) feeding every layer.")
     stale_layer_buffers: tuple[Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$")], ...] = Field(
         (), description="Per-layer buffers that published checkpoints store and nothing reads (GPT-2's causal-mask "
         "`attn.bias` and `attn.masked_bias`): the loader skips them.")
+
+    @model_validator(mode="after")
+    def _kv_sources(self) -> "Architecture":
+        for layer in self.layers:
+            source = getattr(layer.mixer, "kv_shared_from", None)
+            if source is None:
+                continue
+            if source >= layer.index:
+                raise ValueError(f"layer {layer.index} shares the keys and values of a later layer ({source})")
+            src = self.layers[source].mixer
+            if getattr(src, "kv_shared_from", None) is not None or src.kind != "attention" or (
+                    src.span, src.window, src.num_kv_heads, src.head_dim) != (
+                    layer.mixer.span, layer.mixer.window, layer.mixer.num_kv_heads, layer.mixer.head_dim):
+                raise ValueError(f"layer {layer.index} cannot share the keys and values of layer {source}")
+        return self
 
     @property
     def num_layers(self) -> int:

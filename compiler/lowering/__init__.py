@@ -47,14 +47,16 @@ FAMILIES.update(FAMILIES_QWEN3_NEXT)
 # Multimodal wrappers whose text decoder we compile: model_type -> default text model_type.
 WRAPPERS = {"gemma3": "gemma3_text", "llama4": "llama4_text", "kimi_k25": "deepseek_v3", "qwen2_vl": "qwen2_vl_text",
             "qwen2_5_vl": "qwen2_5_vl_text", "qwen3_vl": "qwen3_vl_text",
-            "qwen3_5": "qwen3_5_text", "qwen3_5_moe": "qwen3_5_moe_text"}
+            "qwen3_5": "qwen3_5_text", "qwen3_5_moe": "qwen3_5_moe_text", "gemma4": "gemma4_text"}
 # Where the text decoder's keys sit in a wrapper's checkpoint (the hub releases' layout; default below).
 # (transformers 5 saves Qwen3.5's text model from AutoModelForCausalLM without one.)
-WRAPPER_PREFIX: dict[str, str] = {"qwen2_vl": "", "qwen2_5_vl": "", "qwen3_vl": "", "qwen3_5": "", "qwen3_5_moe": ""}
+WRAPPER_PREFIX: dict[str, str] = {"qwen2_vl": "", "qwen2_5_vl": "", "qwen3_vl": "", "qwen3_5": "", "qwen3_5_moe": "",
+                                  "gemma4": ""}
 # Wrappers keeping the backbone's keys elsewhere than the head's (Architecture.backbone_checkpoint).
-WRAPPER_BACKBONE = {"qwen3_vl": "model.language_model."}
+WRAPPER_BACKBONE = {"qwen3_vl": "model.language_model.", "gemma4": "model.language_model."}
 # Wrappers whose decoder keys have no prefix: the other parts' prefixes, skipped on load.
-WRAPPER_SKIPPED = {"qwen2_vl": ("visual.",), "qwen2_5_vl": ("visual.",), "qwen3_vl": ("model.visual.",)}
+WRAPPER_SKIPPED = {"qwen2_vl": ("visual.",), "qwen2_5_vl": ("visual.",), "qwen3_vl": ("model.visual.",),
+                   "gemma4": ("model.vision_tower.", "model.embed_vision.", "model.audio_tower.", "model.embed_audio.")}
 # Wrappers whose hub configs may hold the text keys at the top level, without a text_config (transformers 4.x).
 FLAT_WRAPPERS = frozenset({"qwen2_vl", "qwen2_5_vl"})
 # Published checkpoints of these wrappers nest the decoder (model.language_model.*) beside the vision tower
@@ -75,7 +77,10 @@ WRAPPER_KEYS = frozenset(
      "vision_start_token_id", "vision_end_token_id", "media_placeholder_token_id", "video_placeholder",
      "use_unified_vision_chunk", "ignore_index",
      # Qwen2-VL, Qwen2.5-VL
-     "vision_token_id", "language_model_only"}
+     "vision_token_id", "language_model_only",
+     # Gemma 4 (the audio tower and its tokens, the image tokens' count)
+     "audio_config", "audio_token_id", "boa_token_id", "eoa_token_id", "eoa_token_index", "boi_token_id",
+     "eoi_token_id", "vision_soft_tokens_per_image"}
 )
 
 

@@ -42,6 +42,13 @@ TINY_VISION: dict[str, dict[str, Any]] = {
                           "patch_size": 16, "num_position_embeddings": 16, "deepstack_visual_indexes": [0]},
         "image_token_id": 251, "video_token_id": 252, "vision_start_token_id": 253, "vision_end_token_id": 254,
     },
+    "gemma4": {
+        "vision_config": {"model_type": "gemma4_vision", "hidden_size": 32, "intermediate_size": 64,
+                          "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 16,
+                          "global_head_dim": 16, "patch_size": 4, "position_embedding_size": 64},
+        "audio_config": None, "image_token_id": 251, "video_token_id": 252, "audio_token_id": 253,
+        "boi_token_id": 254, "eoi_token_id": 255, "boa_token_id": 250, "eoa_token_id": 249, "eoa_token_index": 249,
+    },
     "kimi_k25": {
         "vision_config": {"model_type": "kimi_k25_vision", "patch_size": 14, "pos_emb_height": 4, "pos_emb_width": 4,
                           "pos_emb_time": 2, "num_attention_heads": 2, "num_hidden_layers": 1, "hidden_size": 32,

@@ -1,0 +1,112 @@
+"""Rendering decisions for per-layer attention shapes and the per-layer additions of a block
+(Gemma 4): attention layers whose head width and key/value head count depend on their kind, keys
+reused as values, an unweighted value norm, layers reading an earlier layer's keys and values (KV
+sharing), routed experts beside the dense MLP, per-layer embeddings (PLE), a stored layer scalar.
+
+Kept apart from render.py; every switch here is an IR field, so a model without these features
+gets exactly the code it had before (its context holds only false / empty values).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..schemas.arch import Architecture, Attention
+from .describe import layer_pattern
+
+KIND_PREFIX = {"F": "full_", "S": "sliding_", "C": "chunked_", "N": "nope_"}
+ACTIVATIONS = {"silu": ("F.silu", ""), "gelu": ("F.gelu", ""), "gelu_tanh": ("F.gelu", ', approximate="tanh"'),
+               "relu": ("F.relu", "")}
+
+
+def _attentions(arch: Architecture) -> list[tuple[str, Attention]]:
+    return [(letter, layer.mixer) for layer, letter in zip(arch.layers, layer_pattern(arch))
+            if layer.mixer.kind == "attention"]
+
+
+def kind_shapes(arch: Architecture) -> list[dict[str, Any]]:
+    """Kinds of attention layer (pattern letters) whose head width or key/value head count differ from
+    the first attention layer's: each reads its own Config fields."""
+    attns = _attentions(arch)
+    if not attns:
+        return []
+    first = attns[0][1]
+    out: dict[str, dict[str, Any]] = {}
+    for letter, mixer in attns:
+        if (mixer.head_dim, mixer.num_kv_heads) != (first.head_dim, first.num_kv_heads) and letter not in out:
+            out[letter] = {"letter": letter, "prefix": KIND_PREFIX[letter], "head_dim": mixer.head_dim,
+                           "num_kv_heads": mixer.num_kv_heads}
+    return list(out.values())
+
+
+def kv_sources(arch: Architecture) -> tuple[int, ...] | None:
+    """Per layer, the layer whose keys and values it reads (-1: its own); None when no layer shares."""
+    sources = tuple(-1 if getattr(layer.mixer, "kv_shared_from", None) is None else layer.mixer.kv_shared_from
+                    for layer in arch.layers)
+    return sources if any(s >= 0 for s in sources) else None
+
+
+def mlp_widths(arch: Architecture) -> tuple[int, ...] | None:
+    """Per layer, its dense MLP's width, when the layers' widths differ (Gemma 4's double-wide MLPs)."""
+    widths = tuple(layer.ffn.intermediate_size for layer in arch.layers if layer.ffn.kind == "mlp")
+    return widths if len(set(widths)) > 1 and len(widths) == len(arch.layers) else None
+
+
+def extras_config_fields(arch: Architecture, field: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
+    fields = []
+    for kind in kind_shapes(arch):
+        p = kind["prefix"]
+        fields.append(field(f"{p}head_dim", "int", kind["head_dim"], f"head width of the {p[:-1]} layers"))
+        fields.append(field(f"{p}num_key_value_heads", "int", kind["num_kv_heads"]))
+    widths = mlp_widths(arch)
+    if widths is not None:
+        made = field("layer_intermediate_size", "tuple[int, ...]", widths[0], "per layer: its MLP's width")
+        made.update(literal="(" + ", ".join(map(str, widths)) + ")", value=widths)
+        fields.append(made)
+    sources = kv_sources(arch)
+    if sources is not None:
+        made = field("kv_shared_from", "tuple[int, ...]", sources[0],
+                     "per layer: the layer whose keys and values it reads (-1: its own)")
+        made.update(literal="(" + ", ".join(map(str, sources)) + ")", value=sources)
+        fields.append(made)
+    ple = arch.per_layer_input
+    if ple is not None:
+        fields += [field("hidden_size_per_layer_input", "int", ple.width, "width of each layer's own input"),
+                   field("vocab_size_per_layer_input", "int", ple.vocab_size),
+                   field("per_layer_embed_scale", "float", ple.embed_scale, "sqrt(hidden_size_per_layer_input)"),
+                   field("per_layer_projection_scale", "float", ple.projection_scale, "1 / sqrt(hidden_size)"),
+                   field("per_layer_input_scale", "float", ple.combine_scale, "1 / sqrt(2)")]
+    moe = arch.layers[0].experts_beside
+    if moe is not None:
+        fields += [field("num_experts", "int", moe.num_experts),
+                   field("num_experts_per_tok", "int", moe.top_k, "experts each token is routed to"),
+                   field("moe_intermediate_size", "int", moe.intermediate_size, "width of each expert"),
+                   field("router_input_scale", "float", arch.hidden_size**-0.5, "1 / sqrt(hidden_size)")]
+    return fields
+
+
+def extras_context(arch: Architecture, identifier: Callable[[str], str], literal: Callable[[Any], str]) -> dict[str, Any]:
+    """Structural switches for the templates (all false / empty for a model without these features)."""
+    attns = _attentions(arch)
+    shapes = kind_shapes(arch)
+    k_eq_v = sorted({letter for letter, mixer in attns if mixer.k_eq_v})
+    sources = kv_sources(arch)
+    layer = arch.layers[0]
+    moe, ple = layer.experts_beside, arch.per_layer_input
+    own_kv = bool(k_eq_v) or sources is not None or any(mixer.v_norm for _, mixer in attns)
+    return {
+        "kind_shapes": [{"letter_literal": literal(k["letter"]), "prefix": identifier(k["prefix"])} for k in shapes],
+        "per_layer_attention": bool(shapes) or bool(k_eq_v) or sources is not None,
+        "k_eq_v_literal": literal("".join(k_eq_v)) if k_eq_v else "",
+        "kv_sharing": sources is not None,
+        "v_norm": any(mixer.v_norm for _, mixer in attns),
+        "kv_code": own_kv,  # the attention forward that computes (or borrows) its keys and values in one place
+        "ple": {"activation": ACTIVATIONS[ple.activation][0], "activation_args": ACTIVATIONS[ple.activation][1]}
+        if ple else None,
+        "beside": {"activation": ACTIVATIONS[moe.activation][0], "activation_args": ACTIVATIONS[moe.activation][1]}
+        if moe else None,
+        "layer_scalar": layer.layer_scalar,
+        "mlp_widths": mlp_widths(arch) is not None,
+        "unit_norm": any(mixer.v_norm for _, mixer in attns) or moe is not None,
+    }
