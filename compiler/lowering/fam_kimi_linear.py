@@ -161,7 +161,8 @@ def lower_kimi_linear(r: ConfigReader, model_type: str) -> Architecture:
     _aliased(r)
     r.raw = {**r.raw, "max_position_embeddings": r.raw.get("model_max_length", 1048576)}
     r.used.add("model_max_length")
-    c = read_common(r, kv_default=32, head_dim_default=None, max_pos=1048576)
+    nope, rope_dim, v_dim = r.int("qk_nope_head_dim", 128), r.int("qk_rope_head_dim", 64), r.int("v_head_dim", 128)
+    c = read_common(r, kv_default=32, head_dim_default=rope_dim, max_pos=1048576)  # head_dim: set by __post_init__
     r.str("hidden_act", "silu", choices={"silu": "silu", "swish": "silu"})  # MLPs, experts and the convolutions
     r.require_value("pretraining_tp", (1, None), 1)
     if c.num_kv_heads != c.num_heads:
@@ -169,7 +170,6 @@ def lower_kimi_linear(r: ConfigReader, model_type: str) -> Architecture:
                                f"'num_attention_heads' ({c.num_heads}) for latent attention")
     eps = r.float("rms_norm_eps", 1e-5)
     norm = Norm(kind="rmsnorm", eps=eps)
-    nope, rope_dim, v_dim = r.int("qk_nope_head_dim", 128), r.int("qk_rope_head_dim", 64), r.int("v_head_dim", 128)
     for key, derived in (("head_dim", rope_dim), ("qk_head_dim", nope + rope_dim)):  # written by __post_init__
         if r.any(key, derived) != derived:
             raise ConfigError(f"{r.where}: key '{key}' ({r.raw[key]!r:.20}) must be {derived} (derived by the config class)")
