@@ -6,9 +6,11 @@ the words always match the code.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..schemas.arch import Architecture, Moe, Rope
 from .describe_linear import linear_features
-from .mixers import attention_layers, first_attention
+from .mixers import attention_layers, first_attention, letter_of
 from .render_chunked import chunked_features
 from .rope_fields import attention_scaling
 
@@ -28,11 +30,17 @@ def _num(value: float) -> str:
 
 def layer_pattern(arch: Architecture) -> str:
     """One letter per layer: S = sliding-window attention, C = chunked attention, F = full attention,
-    N = full attention without position embeddings (NoPE), L = linear attention (Gated DeltaNet)."""
-    return "".join(
-        "L" if layer.mixer.kind == "gated_deltanet" else "S" if layer.mixer.span == "sliding" else "C"
-        if layer.mixer.span == "chunked" else "F" if layer.mixer.rope else "N" for layer in arch.layers
-    )
+    N = full attention without position embeddings (NoPE); a recurrent kind its own letter (compiler/mixers:
+    L = linear attention, Gated DeltaNet)."""
+    return "".join(_letter(layer) for layer in arch.layers)
+
+
+def _letter(layer: Any) -> str:
+    recurrent = letter_of(layer)
+    if recurrent:
+        return recurrent
+    span = layer.mixer.span
+    return "S" if span == "sliding" else "C" if span == "chunked" else "F" if layer.mixer.rope else "N"
 
 
 def _rope_words(table: Rope) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 from ..schemas.arch import Architecture
 from . import __version__
 from .errors import UnsupportedError
+from .mixers import KINDS
 from .lowering import WRAPPERS, lower
 from .lowering.replica import WINDOW, tiny_replica
 from .render_moe import moe_of
@@ -57,7 +58,9 @@ def parity_context(raw: dict[str, Any], arch: Architecture, weights: list[Weight
         differing = sorted(k for k in full_structure if full_structure[k] != tiny_structure.get(k))
         raise UnsupportedError(f"cannot build a tiny replica with the same structure (differs in: {', '.join(differing)})")
     sliding = any(getattr(layer.mixer, "span", None) == "sliding" for layer in tiny.layers)
-    linear = next((layer.mixer for layer in tiny.layers if layer.mixer.kind == "gated_deltanet"), None)
+    # a recurrent kind with chunks (the delta rule's, the SSD scan's): its replica runs past two of them
+    linear = next((layer.mixer for layer in tiny.layers if getattr(layer.mixer, "chunk_size", None)
+                   and layer.mixer.kind in KINDS), None)
     scales = parity_scales(tiny, NORM_SPREAD)
     moe = moe_of(tiny)
     norms = [e for e in weight_map(tiny) if e.role == "norm"]

@@ -25,7 +25,7 @@ from .dtypes import loader_context
 from .rope_fields import rope_config_fields, rope_context
 from .render_mla import mla_config_fields, mla_context, mla_names, mla_of
 from .render_moe import ffn_init, moe_config_fields, moe_context
-from .mixers import attention_layers, first_attention
+from .mixers import attention_layers, first_attention, letter_of, recurrent_kinds
 from .render_linear import hybrid_context, linear_config_fields, linear_context, mixer_maps, nested_context
 from .render_chunked import chunked_config_fields, chunked_context, q_scale_arg, q_scale_param
 from .weight_map import WeightEntry, block_norms, ffn_kinds
@@ -137,7 +137,7 @@ def layer_kinds(arch: Architecture) -> list[dict[str, Any]]:
     """Distinct kinds of layer, in order of first appearance."""
     kinds: dict[str, dict[str, Any]] = {}
     for layer, letter in zip(arch.layers, layer_pattern(arch)):
-        if layer.mixer.kind == "gated_deltanet":  # no mask, no positions: its state carries the order
+        if letter_of(layer):  # a recurrent layer: no mask, no positions, its state carries the order
             kinds.setdefault(letter, {"letter_literal": literal(letter), "linear": True, "sliding": False,
                                       "chunked": False, "temperature": False, "rope": ""})
             continue
@@ -180,7 +180,9 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         **chunked_context(arch),
         "has_sliding": any(lay.mixer.span == "sliding" for lay in attns),
         "has_full": any(lay.mixer.span == "full" for lay in attns),
-        "gdn": linear_context(arch, identifier),
+        **linear_context(arch, identifier, literal),
+        "attn_in_hybrid": bool(attns),
+        "mixer_words": " or ".join([kind.title for kind, _ in recurrent_kinds(arch)] + (["attention"] if attns else [])),
         **hybrid_context(arch, has_rope),
         "layer_kinds": layer_kinds(arch),
         "pattern_legend": pattern_legend(arch),

@@ -7,9 +7,9 @@ producing a file with wrong logits.
 
 from __future__ import annotations
 
-from ..schemas.arch import Architecture, GatedDeltaNet, Moe
+from ..schemas.arch import Architecture, Moe
 from .describe import layer_pattern
-from .mixers import attention_layers, first_attention, is_hybrid
+from .mixers import KINDS, attention_layers, first_attention, is_hybrid, recurrent_kinds
 from .errors import ConfigError, UnsupportedError
 from .rope_fields import rope_unsupported
 
@@ -33,6 +33,8 @@ def validate(arch: Architecture) -> Architecture:
         if a.model_copy(update=per_kind) != b:
             raise UnsupportedError(f"layer {layer.index}: its {a.kind} shape differs from layer "
                                    f"{next(lay.index for lay in arch.layers if lay.mixer is b)} (not supported yet)")
+    for kind, mixer in recurrent_kinds(arch):
+        kind.validate(arch, mixer)
     if is_hybrid(arch):
         _check_hybrid(arch, mixers)
     moe = ffns.get("moe")
@@ -46,7 +48,7 @@ def validate(arch: Architecture) -> Architecture:
         if moe.weighted == "input" and moe.storage not in ("fused_in_out", "stacked_in_out"):
             raise UnsupportedError("routing weights on the experts' input are implemented for (in, out) stacked experts only")
     pattern = layer_pattern(arch)
-    for letter in set(pattern) - {"L"}:
+    for letter in set(pattern) - {kind.letter for kind in KINDS.values()}:
         ropes = {layer.mixer.rope for layer, kind in zip(arch.layers, pattern) if kind == letter}
         if len(ropes) > 1:
             raise UnsupportedError(f"layers of kind {letter} use different RoPE tables {sorted(map(str, ropes))}")
@@ -142,18 +144,15 @@ def _check_position_coupled(arch: Architecture, pattern: str) -> None:
 
 
 def _check_hybrid(arch: Architecture, mixers: dict[str, object]) -> None:
-    """What the templates print for layers of several mixer kinds: Gated DeltaNet beside plain attention,
+    """What the templates print for layers of several mixer kinds: recurrent kinds beside plain attention,
     in pre-norm blocks of nn.Linear projections and RMSNorms."""
-    if set(mixers) != {"attention", "gated_deltanet"}:
+    softmax = set(mixers) - set(KINDS)
+    if softmax - {"attention"} or not set(mixers) & set(KINDS):
         raise UnsupportedError(f"layers mixing {' and '.join(sorted(mixers))} are not implemented")
     layer = arch.layers[0]
     if layer.block != "pre_norm" or arch.linear_layout != "out_in" or layer.norm.kind != "rmsnorm":
-        raise UnsupportedError("linear-attention layers are implemented in pre-norm blocks with RMSNorms and "
+        raise UnsupportedError("recurrent layers are implemented in pre-norm blocks with RMSNorms and "
                                "nn.Linear projections only")
-    gdn = mixers["gated_deltanet"]
-    assert isinstance(gdn, GatedDeltaNet)
-    if gdn.norm.kind != "rmsnorm" or gdn.norm.weight_offset or gdn.norm.bias or gdn.norm.weight_in_compute_dtype:
-        raise UnsupportedError("the gated norm of a Gated DeltaNet is implemented as a plain RMSNorm (weight, no offset) only")
     spans = {lay.mixer.span for lay in attention_layers(arch)}
-    if spans != {"full"}:
-        raise UnsupportedError(f"linear-attention layers beside {'/'.join(sorted(spans - {'full'}))} attention are not implemented")
+    if spans - {"full"}:
+        raise UnsupportedError(f"recurrent layers beside {'/'.join(sorted(spans - {'full'}))} attention are not implemented")
