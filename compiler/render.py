@@ -25,7 +25,7 @@ from .dtypes import loader_context
 from .rope_fields import rope_config_fields, rope_context
 from .render_mla import mla_config_fields, mla_context, mla_names, mla_of
 from .render_moe import ffn_init, moe_config_fields, moe_context
-from .mixers import attention_layers, first_attention, letter_of, recurrent_kinds
+from .mixers import KINDS, attention_layers, first_attention, letter_of, recurrent_kinds
 from .render_linear import hybrid_context, linear_config_fields, linear_context, mixer_maps, nested_context
 from .render_chunked import chunked_config_fields, chunked_context, q_scale_arg, q_scale_param
 from .weight_map import WeightEntry, block_norms, ffn_kinds
@@ -249,7 +249,8 @@ LETTERS = {"S": "S = sliding-window attention", "C": "C = chunked attention", "F
 def pattern_legend(arch: Architecture, short: bool = False) -> str:
     """What the letters of this model's layer pattern mean (only the letters it uses)."""
     used = set(layer_pattern(arch))
-    words = [text for letter, text in LETTERS.items() if letter in used]
+    letters = {**LETTERS, **{kind.letter: f"{kind.letter} = {kind.words}" for kind in KINDS.values()}}
+    words = [text for letter, text in letters.items() if letter in used]
     return ", ".join(w.replace(" attention", "") if short and "NoPE" not in w else w for w in words)
 BLOCK_SUMMARY = {
     "pre_norm": "Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x)).",

@@ -12,7 +12,8 @@ from ..schemas.arch import Architecture, Mla
 
 
 def mla_of(arch: Architecture) -> Mla | None:
-    mixer = arch.layers[0].mixer
+    """The model's latent attention (its softmax layers' mixer), if it has one."""
+    mixer = next((layer.mixer for layer in arch.layers if layer.mixer.kind in ("attention", "mla")), None)
     return mixer if isinstance(mixer, Mla) else None
 
 

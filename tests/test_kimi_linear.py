@@ -127,7 +127,7 @@ def recurrent_nbytes(cache) -> list[int]:
 
 
 def test_recurrent_state_is_constant_in_the_text_length(replica):
-    from llmgen.compiler.mixers import state_bytes
+    from llmgen.compiler.mixers import KINDS
 
     _, _, model, parity = replica
     arch = validate(lower(parity.HF_CONFIG))
@@ -140,7 +140,7 @@ def test_recurrent_state_is_constant_in_the_text_length(replica):
             model.disable_cache()
     kda = next(layer.mixer for layer in arch.layers if layer.mixer.kind == "kda")
     assert sizes[4] == sizes[130] and len(sizes[4]) == sum(layer.mixer.kind == "kda" for layer in arch.layers)
-    assert sizes[4][0] == state_bytes(kda, conv_bytes=4)  # a float32 model
+    assert sizes[4][0] == KINDS["kda"].state_bytes(kda, conv_bytes=4)  # a float32 model
     print(f"replica: {sizes[4][0]:,} bytes of recurrent state per KDA layer and sequence")
 
 

@@ -123,13 +123,16 @@ def _types(r: ConfigReader, key: str, allowed: tuple[str, ...], default: list[st
 # --- tiny replica --------------------------------------------------------------------------------
 
 REPLICA_KDA_HEADS, REPLICA_KDA_DIM = 3, 16
-REPLICA_EXPERTS, REPLICA_TOP_K, REPLICA_EXPERT_WIDTH = 8, 3, 32
+REPLICA_EXPERTS, REPLICA_TOP_K, REPLICA_EXPERT_WIDTH = 8, 4, 32  # top 4: 300 tokens reach all 8
 
 
 def replica_kimi_linear(tiny: dict[str, Any], arch: Architecture) -> None:
-    """Narrow KDA heads (3 of 16 channels), narrow latents (v_head_dim != qk_nope_head_dim), 8 experts top 3
-    (in 4 groups top 2 where the model limits groups); the layer lists cut to the replica's depth."""
-    layers = tiny["num_hidden_layers"]
+    """Three layers, KDA, attention, KDA (each kind once before the other, as in the model, and KDA again after
+    attention), the feed-forwards of the model's first three layers; narrow KDA heads (3 of 16 channels), narrow
+    latents (v_head_dim != qk_nope_head_dim), 8 experts top 4 (in 4 groups top 2 where the model limits groups)."""
+    kinds = [layer.mixer.kind for layer in arch.layers]
+    layers = tiny["num_hidden_layers"] = 3
+    order = ["kda", "mla", "kda"] if kinds[0] == "kda" else ["mla", "kda", "mla"]
     for alias, key in ALIASES.items():  # the saved names only
         if key in tiny:
             tiny[alias] = tiny.pop(key)
@@ -141,10 +144,10 @@ def replica_kimi_linear(tiny: dict[str, Any], arch: Architecture) -> None:
     block = tiny.get("linear_attn_config")
     if isinstance(block, dict):
         block.update(head_dim=REPLICA_KDA_DIM, num_heads=REPLICA_KDA_HEADS)
-        for key in ("full_attn_layers", "kda_layers"):
+        for key, kind in (("full_attn_layers", "mla"), ("kda_layers", "kda")):
             if key in block:
-                block[key] = [n for n in block[key] if n <= layers]
-    tiny["layer_types"] = ["full_attention" if layer.mixer.kind == "mla" else "linear_attention" for layer in arch.layers[:layers]]
+                block[key] = [i + 1 for i, k in enumerate(order) if k == kind]
+    tiny["layer_types"] = ["full_attention" if kind == "mla" else "linear_attention" for kind in order]
     tiny["mlp_layer_types"] = ["sparse" if layer.ffn.kind == "moe" else "dense" for layer in arch.layers[:layers]]
     moe = next((layer.ffn for layer in arch.layers if layer.ffn.kind == "moe"), None)
     groups = dict(num_expert_group=4, topk_group=2) if moe and moe.num_groups else dict(num_expert_group=1, topk_group=1)
