@@ -15,8 +15,9 @@ import shutil
 
 import pytest
 import torch
-from conftest import REPO, import_path
+from conftest import GENERATED, REPO, import_path
 
+from llmgen.compiler.card import card, load_model
 from llmgen.compiler.errors import LlmgenError
 from llmgen.compiler.load import LoadedConfig
 from llmgen.compiler.lowering import lower
@@ -171,6 +172,18 @@ def test_full_size_counts_and_on_disk_layout_match_transformers(tmp_path):
     wrong = [k for k in layout if params[keys[k]] != layout[k]]
     assert not wrong, [(k, params[keys[k]], layout[k]) for k in wrong[:5]]
     assert set(keys.values()) == set(params)
+
+
+def test_card_shows_pattern_state_and_kv():
+    data = card(load_model(str(GENERATED / "Kimi-Linear-defaults")))
+    assert data["pattern"]["strip"] == "K×4 m K×3 m K×3 m K×3 m K×3 m K×3 m K×2"
+    assert data["pattern"]["legend"] == {"K": "linear attention (Kimi Delta Attention)", "m": "mla, no RoPE (NoPE)"}
+    kv = data["kv_cache"]
+    state = (4 - 1) * 3 * 32 * 128 * 2 + 32 * 128 * 128 * 4  # bf16 windows of q, k, v + float32 matrices
+    assert kv["recurrent_bytes_per_sequence"] == 21 * state and len(kv["recurrent_layers"]) == 21
+    assert kv["bytes_per_token_bf16"] == 6 * (512 + 64) * 2  # the latent and the shared key part, 6 MLA layers
+    assert kv["effective_bytes_bf16"]["4k"] == 4096 * kv["bytes_per_token_bf16"] + 21 * state
+    print(f"Kimi Linear defaults: recurrent state {kv['recurrent_bytes_per_sequence']:,} bytes per sequence")
 
 
 def test_kimi_k3_is_refused_naming_what_transformers_lacks():
