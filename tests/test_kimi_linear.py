@@ -145,7 +145,7 @@ def test_recurrent_state_is_constant_in_the_text_length(replica):
     print(f"replica: {sizes[4][0]:,} bytes of recurrent state per KDA layer and sequence")
 
 
-def test_full_size_counts_and_on_disk_layout_match_transformers(tmp_path):
+def test_full_size_counts_and_on_disk_layout_match_transformers(compiled):
     """Kimi Linear's defaults at full size on the meta device: total and active parameters, and every tensor
     of transformers' on-disk layout maps to a parameter of the generated model with the same shape."""
     transformers = pytest.importorskip("transformers")
@@ -153,8 +153,7 @@ def test_full_size_counts_and_on_disk_layout_match_transformers(tmp_path):
 
     raw = json.loads(DEFAULTS.read_text())
     arch = validate(lower(raw))
-    directory = compile_into(raw, tmp_path, "kimi-full")
-    module = import_path(directory / "model.py", "llmgen_kimi_full")
+    module = import_path(compiled / "model.py", "llmgen_kimi_full")  # its Config: the full sizes
     with torch.device("meta"):
         ours = module.CausalLM(module.Config())
         reference = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**raw))
