@@ -1,6 +1,6 @@
 """Kimi Linear: Kimi Delta Attention (the delta rule with a channel-wise forget gate) beside NoPE latent attention.
 
-The config class's defaults (tests/fixtures/kimi_linear/kimi_linear_defaults.json), shrunk: tiny-replica parity
+The config class's defaults (tests/fixtures/kimi_linear/Kimi-Linear-defaults.json), shrunk: tiny-replica parity
 over 150 tokens (past two chunks of the chunked rule) with A_log, dt_bias and the three convolutions drawn at
 trained scales; planted bugs in the rule and the gates fail it; cached decoding equals the full forward after
 prefills around the chunk size; the recurrent state's size does not depend on the text length; the full-size
@@ -28,7 +28,7 @@ from llmgen.compiler.weight_map import active_parameter_count, parameter_count
 from llmgen.compiler.write import write_outputs
 
 FIXTURES = REPO / "tests" / "fixtures" / "kimi_linear"
-DEFAULTS = FIXTURES / "kimi_linear_defaults.json"
+DEFAULTS = FIXTURES / "Kimi-Linear-defaults.json"
 K3 = FIXTURES / "moonshotai__Kimi-K3.json"
 
 
