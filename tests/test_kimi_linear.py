@@ -198,7 +198,8 @@ def test_kimi_k3_is_refused_naming_what_transformers_lacks():
 
 def test_k3_shaped_config_without_the_extensions_compiles():
     """Kimi-K3's text_config with the keys transformers does not implement taken out is a kimi_linear model
-    llmgen compiles (its low-rank queries, 93 layers, 896 experts), so the refusal above is about those keys only."""
+    llmgen lowers (its low-rank queries, 93 layers, 896 experts, counted as transformers counts them), so the
+    refusal above is about those keys only."""
     raw = json.loads(K3.read_text())
     text = raw["text_config"]
     for key in ("activation_situ_beta", "activation_situ_linear_beta", "mla_use_output_gate", "routed_expert_hidden_size",
@@ -212,6 +213,16 @@ def test_k3_shaped_config_without_the_extensions_compiles():
     assert kinds == "KKKF" * 23 + "F" and arch.layers[0].mixer.num_heads == 96
     mla = arch.layers[3].mixer
     assert mla.q_lora_rank == 1536 and mla.rope is None
+    # Counted as transformers' kimi_linear builds it on the meta device (not Kimi-K3's real size: its experts
+    # work in a latent width, routed_expert_hidden_size, which transformers does not implement).
+    transformers = pytest.importorskip("transformers")
+    with torch.device("meta"):
+        reference = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**text))
+    total = sum(p.numel() for p in reference.parameters())
+    experts = sum(p.numel() for name, p in reference.named_parameters() if ".mlp.experts." in name)
+    moe = next(layer.ffn for layer in arch.layers if layer.ffn.kind == "moe")
+    assert parameter_count(arch) == total
+    assert active_parameter_count(arch) == total - (experts - experts * moe.top_k // moe.num_experts)
 
 
 @pytest.mark.parametrize("edit, words", [
