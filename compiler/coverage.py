@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .lowering.registry import REGISTRY
-from .lowering import FAMILIES, WRAPPERS
+from .lowering import FAMILIES, FOREIGN_WRAPPERS, WRAPPERS
 from .lowering.keys_data import keys_data
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,8 +31,6 @@ PROOF = {
     "qwen3_next": "tests/test_hybrid.py", "qwen3_5_text": "tests/test_hybrid.py", "qwen3_5": "tests/test_hybrid.py",
     "qwen3_5_moe_text": "tests/test_hybrid.py", "kimi_linear": "tests/test_kimi_linear.py",
 }
-# Wrappers llmgen reads only to refuse them naming what their text model needs (not transformers models: unlisted).
-REFUSED_WRAPPERS = frozenset({"kimi_k3"})
 REGISTERED_PROOF = "tests/test_longtail.py"  # families that register themselves (lowering/registry.py)
 # Config keys whose presence names the mechanism a family needs (checked in this order).
 MECHANISMS = (
@@ -93,7 +91,7 @@ def _missing(model_type: str) -> str:
 def coverage() -> tuple[list[Coverage], str]:
     """Every decoder-only text model_type with its status, sorted; and the list's origin."""
     types, origin = decoder_types()
-    for wrapper in set(WRAPPERS) - set(REFUSED_WRAPPERS):  # wrappers outside the causal-LM mapping (kimi_k25) count too
+    for wrapper in set(WRAPPERS) - FOREIGN_WRAPPERS:  # (not transformers models: unlisted)  # wrappers outside the causal-LM mapping (kimi_k25) count too
         types.setdefault(wrapper, keys_data()["families"].get(wrapper, {}).get("class", ""))
     rows = []
     for model_type, causal_lm in sorted(types.items()):

@@ -48,6 +48,9 @@ FAMILIES.update(FAMILIES_QWEN3_NEXT)
 WRAPPERS = {"gemma3": "gemma3_text", "llama4": "llama4_text", "kimi_k25": "deepseek_v3", "qwen2_vl": "qwen2_vl_text",
             "qwen2_5_vl": "qwen2_5_vl_text", "qwen3_vl": "qwen3_vl_text",
             "qwen3_5": "qwen3_5_text", "qwen3_5_moe": "qwen3_5_moe_text", "kimi_k3": "kimi_linear"}
+# Wrappers transformers 5.24 does not define (no config class, not in its tables): read only to refuse them with
+# what their text model needs (Kimi-K3: see fam_kimi_linear).
+FOREIGN_WRAPPERS = frozenset({"kimi_k3"})
 # Where the text decoder's keys sit in a wrapper's checkpoint (the hub releases' layout; default below).
 # (transformers 5 saves Qwen3.5's text model from AutoModelForCausalLM without one.)
 WRAPPER_PREFIX: dict[str, str] = {"qwen2_vl": "", "qwen2_5_vl": "", "qwen3_vl": "", "qwen3_5": "", "qwen3_5_moe": ""}
