@@ -18,6 +18,7 @@ import torch
 from conftest import GENERATED, REPO, import_path
 
 from llmgen.compiler.card import card, load_model
+from llmgen.compiler.divergence import divergence, format_report
 from llmgen.compiler.errors import LlmgenError
 from llmgen.compiler.load import LoadedConfig
 from llmgen.compiler.lowering import lower
@@ -75,6 +76,18 @@ def test_planted_bug_fails_parity(bug, compiled, tmp_path):
     diff = verify(target)["max_abs_diff"]
     print(f"{bug}: max|dlogit| = {diff:.3g}")
     assert not diff <= 1e-3, f"{bug}: parity did not catch it (max|dlogit| = {diff:.3g})"  # nan counts as caught
+
+
+def test_divergence_names_the_first_diverging_layer(compiled, tmp_path):
+    target = tmp_path / "planted"
+    shutil.copytree(compiled, target)
+    before, after = PLANTED["chunk boundary off by one"]
+    (target / "model.py").write_text((target / "model.py").read_text().replace(before, after))
+    report = divergence(target)
+    first = report.rows[report.first]
+    assert first.point.name == "L0.attn_out", format_report(report)  # layer 0: KDA
+    assert all(not row.over for row in report.rows[: report.first])
+    assert "delta rule" in first.point.suspects
 
 
 @pytest.fixture(scope="module")
