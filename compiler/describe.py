@@ -295,6 +295,14 @@ def mla_words(mla) -> list[str]:
     qk = mla.qk_nope_head_dim + mla.qk_rope_head_dim
     q = (f"queries through a rank-{mla.q_lora_rank} projection (q_a, RMSNorm, q_b)" if mla.q_lora_rank
          else "queries through q_proj")
+    if mla.rope is None:  # NoPE (Kimi Linear): the "rope" channels are used unrotated
+        return [
+            f"Multi-head latent attention with {mla.num_heads} heads, no position embedding (NoPE): {q}; keys and "
+            f"values expanded per head from a {mla.kv_lora_rank}-channel latent (kv_a, RMSNorm, kv_b), which is all "
+            f"the KV cache stores with the shared key part.",
+            f"Query/key heads of {qk} channels ({mla.qk_nope_head_dim} per head, {mla.qk_rope_head_dim} of a key part "
+            f"shared by all heads, none rotated), value heads of {mla.v_head_dim}; scores scaled by {mla.scale:g}.",
+        ]
     return [
         f"Multi-head latent attention with {mla.num_heads} heads: {q}; keys and values expanded per head from a "
         f"{mla.kv_lora_rank}-channel latent (kv_a, RMSNorm, kv_b), which is all the KV cache stores with the RoPE key.",

@@ -12,7 +12,8 @@ from ..schemas.arch import Architecture, Mla
 
 
 def mla_of(arch: Architecture) -> Mla | None:
-    mixer = arch.layers[0].mixer
+    """The model's latent attention (its softmax layers' mixer), if it has one."""
+    mixer = next((layer.mixer for layer in arch.layers if layer.mixer.kind in ("attention", "mla")), None)
     return mixer if isinstance(mixer, Mla) else None
 
 
@@ -25,7 +26,7 @@ def mla_config_fields(mla: Mla, field: Callable[..., dict[str, Any]]) -> list[di
         field("kv_lora_rank", "int", mla.kv_lora_rank, "channels of the key/value latent"),
         field("qk_nope_head_dim", "int", mla.qk_nope_head_dim, "query/key channels without RoPE, per head"),
         field("qk_rope_head_dim", "int", mla.qk_rope_head_dim, "query/key channels with RoPE, per head"),
-        field("head_dim", "int", mla.qk_rope_head_dim, "the channels the RoPE tables rotate"),
+        *([field("head_dim", "int", mla.qk_rope_head_dim, "the channels the RoPE tables rotate")] if mla.rope else []),
         field("v_head_dim", "int", mla.v_head_dim),
         field("latent_norm_eps", "float", mla.latent_norm.eps, "the norms on the latents"),
     ]
@@ -40,6 +41,7 @@ def mla_context(arch: Architecture, identifier: Callable[[str], str]) -> dict[st
         "q_lora": mla.q_lora_rank is not None,
         "bias": mla.bias,
         "deinterleave": mla.rope_deinterleave,
+        "rope": mla.rope is not None,
     }
 
 

@@ -85,8 +85,8 @@ def validate(arch: Architecture) -> Architecture:
     if attn.kind == "mla":
         if arch.linear_layout != "out_in" or norm.kind != "rmsnorm" or attn.latent_norm.kind != "rmsnorm":
             raise UnsupportedError("latent attention is implemented with nn.Linear projections and RMSNorms only")
-        if attn.rope is None:
-            raise UnsupportedError("latent attention without RoPE is not implemented")
+        if attn.rope is None and attn.rope_deinterleave:  # NoPE (Kimi Linear): nothing is rotated or regrouped
+            raise UnsupportedError("latent attention without RoPE has no RoPE channels to de-interleave")
     else:
         if attn.qk_norm == "per_head_modules":
             spec = attn.qk_norm_spec
@@ -189,7 +189,7 @@ def _check_hybrid(arch: Architecture, mixers: dict[str, object]) -> None:
     """What the templates print for layers of several mixer kinds: recurrent kinds beside plain attention,
     in pre-norm blocks of nn.Linear projections and RMSNorms."""
     softmax = set(mixers) - set(KINDS)
-    if softmax - {"attention"} or not set(mixers) & set(KINDS):
+    if len(softmax) > 1 or not set(mixers) & set(KINDS):
         raise UnsupportedError(f"layers mixing {' and '.join(sorted(mixers))} are not implemented")
     layer = arch.layers[0]
     if layer.block != "pre_norm" or arch.linear_layout != "out_in" or layer.norm.kind != "rmsnorm":

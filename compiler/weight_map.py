@@ -78,6 +78,7 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
     rows: list[tuple[str, tuple[int, ...], Role]] = []
     extra: dict[str, dict] = {}  # key -> WeightEntry fields beyond the defaults (experts, heads, ffn kinds)
     neutral: dict[str, float] = {}  # norms whose neutral weight differs from the layers' norms'
+    mixer_of: dict[int, str] = {}  # row -> the mixer kind of the layers it is in (hybrid models)
 
     def linear(name: str, out_dim: int, in_dim: int, bias: bool) -> None:
         shape = (out_dim, in_dim) if arch.linear_layout == "out_in" else (in_dim, out_dim)
@@ -116,9 +117,8 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
             mla_rows(mixer, a, hidden, linear, norm_rows)
         else:
             extra.update(attention_rows(mixer, a, hidden, n, linear, norm_rows, rows))
-        if is_hybrid(arch):
-            for key, _, _ in rows[first:]:
-                extra.setdefault(key, {})["mixer_kind"] = kind
+        if is_hybrid(arch):  # by row: two kinds may name a tensor alike (Kimi Linear: self_attn.q_proj)
+            mixer_of.update(dict.fromkeys(range(first, len(rows)), kind))
     m = f"{p}{n.mlp}."
     kinds = ffn_kinds(arch)
     for ffn in kinds.values():
@@ -153,9 +153,10 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
             role=role,
             neutral=neutral.get(key, 1.0 - norm.weight_offset) if role == "norm" else None,
             **extra.get(key, {}),
-            **({"layers": row_layers[index]} if index in row_layers else {}),
+            **({"layers": row_layers[row]} if row in row_layers else {}),
+            **({"mixer_kind": mixer_of[row]} if row in mixer_of else {}),
         )
-        for index, (key, shape, role) in enumerate(rows)
+        for row, (key, shape, role) in enumerate(rows)
     ]
 
 

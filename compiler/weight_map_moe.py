@@ -24,6 +24,12 @@ def ffn_pattern(arch: Architecture) -> str:
     return "".join(FFN_LETTERS[layer.ffn.kind] for layer in arch.layers)
 
 
+def shared_names(moe: Moe) -> tuple[str, str, str]:
+    """The shared expert's gate, up and down projection names."""
+    mn = moe.names
+    return (mn.shared_gate, mn.shared_up, mn.shared_down) if mn.shared_gate else (mn.gate, mn.up, mn.down)
+
+
 def moe_rows(moe: Moe, m: str, hidden: int, rows: list) -> dict[str, dict]:
     """A mixture-of-experts block's tensors (hub layout); returns the extra WeightEntry fields by key."""
     mn, width, count = moe.names, moe.intermediate_size, moe.num_experts
@@ -57,8 +63,9 @@ def moe_rows(moe: Moe, m: str, hidden: int, rows: list) -> dict[str, dict]:
             extra[key] = {"routed": True}
     if moe.shared_expert_size:
         s, size = f"{m}{mn.shared_expert}.", moe.shared_expert_size
-        rows += [(f"{s}{mn.gate}.weight", (size, hidden), "linear"), (f"{s}{mn.up}.weight", (size, hidden), "linear"),
-                 (f"{s}{mn.down}.weight", (hidden, size), "linear")]
+        gate, up, down = shared_names(moe)
+        rows += [(f"{s}{gate}.weight", (size, hidden), "linear"), (f"{s}{up}.weight", (size, hidden), "linear"),
+                 (f"{s}{down}.weight", (hidden, size), "linear")]
     if moe.shared_expert_gate:
         rows.append((f"{m}{mn.shared_expert_gate}.weight", (1, hidden), "linear"))
     return extra
@@ -89,7 +96,7 @@ def fused_expert_map(arch: Architecture) -> dict[str, tuple[str, ...]]:
     if moe.score_bias_in_block and m != f:
         mapping[f"{f}{mn.score_bias}"] = (f"{m}{mn.score_bias}",)
     if moe.shared_expert_size and m != f:
-        for name in (mn.gate, mn.up, mn.down):
+        for name in shared_names(moe):
             mapping[f"{f}{mn.shared_expert}.{name}.weight"] = (f"{m}{mn.shared_expert}.{name}.weight",)
         if moe.shared_expert_gate:
             mapping[f"{f}{mn.shared_expert_gate}.weight"] = (f"{m}{mn.shared_expert_gate}.weight",)

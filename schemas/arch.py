@@ -19,6 +19,7 @@ from .base import (  # noqa: F401  (re-exported: the IR's public names)
     MAX_CONTEXT, MAX_HEADS, MAX_LAYERS, MAX_VOCAB, MAX_WIDTH, HeadCount, Identifier, Norm, PositiveInt, Width,
     _Frozen, _unset,
 )
+from .kda import KimiDelta, KimiDeltaNames  # noqa: F401
 from .linear import GatedDeltaNet, GatedDeltaNetNames  # noqa: F401
 from .short_conv import ShortConv, ShortConvNames  # noqa: F401
 from .mla import Mla, MlaNames  # noqa: F401
@@ -191,7 +192,7 @@ class Mxfp4Weights(_Frozen):
                                             "quantized (their names under the experts module).")
 
 
-Mixer = Annotated[Union[Attention, Mla, GatedDeltaNet, ShortConv], Field(discriminator="kind")]
+Mixer = Annotated[Union[Attention, Mla, GatedDeltaNet, ShortConv, KimiDelta], Field(discriminator="kind")]
 FeedForward = Annotated[Union[Mlp, Moe], Field(discriminator="kind")]
 
 

@@ -36,7 +36,8 @@ class Mla(_Frozen):
     qk_nope_head_dim: Width
     qk_rope_head_dim: Width = Field(description="Channels of each query/key head that are rotated (RoPE).")
     v_head_dim: Width
-    rope: Identifier = Field(description="Name of the RoPE table over the qk_rope_head_dim channels.")
+    rope: Identifier | None = Field(description="Name of the RoPE table over the qk_rope_head_dim channels; None: they are "
+                                      "not rotated (NoPE: Kimi Linear).")
     rope_deinterleave: bool = Field(
         False, description="The rope channels are stored as adjacent pairs (x0, x1), (x2, x3), ...: they are "
         "regrouped as [evens; odds] before the rotate-half rotation (transformers' rope_interleave).")

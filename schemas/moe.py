@@ -24,6 +24,11 @@ class MoeNames(_Frozen):
     stacked_gate_up: Identifier = Field("input_linear", description="Stacked storage: every expert's [gate; up].")
     stacked_down: Identifier = "output_linear"
     shared_expert: Identifier = "shared_expert"
+    shared_gate: Identifier | None = Field(None, exclude_if=_unset, description="The shared expert's projections "
+                                           "when they are named apart from the routed experts' (Kimi Linear: routed "
+                                           "w1, w3, w2; shared gate_proj, up_proj, down_proj); None: the same names.")
+    shared_up: Identifier | None = Field(None, exclude_if=_unset)
+    shared_down: Identifier | None = Field(None, exclude_if=_unset)
     shared_expert_gate: Identifier = "shared_expert_gate"
     fused_block: Identifier = Field("mlp", description="transformers 5's in-memory (fused) layout: the block, its "
                                     "router and the stacked expert tensors under `experts`.")
@@ -128,6 +133,9 @@ class Moe(_Frozen):
             raise ValueError("swiglu_alpha and swiglu_limit are given exactly for a clamped_swiglu activation")
         if self.expert_bias and self.storage != "stacked_in_out":
             raise ValueError("expert biases are implemented for stacked_in_out storage only")
+        shared_names = (self.names.shared_gate, self.names.shared_up, self.names.shared_down)
+        if len({name is None for name in shared_names}) > 1:
+            raise ValueError("the shared expert's projection names are given all three or none")
         if self.shared_expert_gate and self.shared_expert_size is None:
             raise ValueError("a shared-expert gate needs a shared expert")
         return self

@@ -51,7 +51,7 @@ def test_every_compiling_type_names_a_test_that_exists_and_covers_it():
 def test_missing_mechanisms_are_named():
     status = {row.model_type: row.detail for row in coverage_mod.coverage()[0]}
     assert status["mamba"] == "state-space (Mamba) layers"
-    assert status["kimi_linear"] == "linear-attention layers"
+    assert status["olmo_hybrid"] == "linear-attention layers"
     assert status["deepseek_v32"] == "sparse attention with an indexer"
 
 

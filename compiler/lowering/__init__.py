@@ -47,7 +47,11 @@ FAMILIES.update(FAMILIES_QWEN3_NEXT)
 # Multimodal wrappers whose text decoder we compile: model_type -> default text model_type.
 WRAPPERS = {"gemma3": "gemma3_text", "llama4": "llama4_text", "kimi_k25": "deepseek_v3", "qwen2_vl": "qwen2_vl_text",
             "qwen2_5_vl": "qwen2_5_vl_text", "qwen3_vl": "qwen3_vl_text",
-            "qwen3_5": "qwen3_5_text", "qwen3_5_moe": "qwen3_5_moe_text", "gemma4": "gemma4_text"}
+            "qwen3_5": "qwen3_5_text", "qwen3_5_moe": "qwen3_5_moe_text", "gemma4": "gemma4_text",
+            "kimi_k3": "kimi_linear"}
+# Wrappers transformers 5.24 does not define (no config class, not in its tables): read only to refuse them with
+# what their text model needs (Kimi-K3: see fam_kimi_linear).
+FOREIGN_WRAPPERS = frozenset({"kimi_k3"})
 # Where the text decoder's keys sit in a wrapper's checkpoint (the hub releases' layout; default below).
 # (transformers 5 saves Qwen3.5's text model from AutoModelForCausalLM without one.)
 WRAPPER_PREFIX: dict[str, str] = {"qwen2_vl": "", "qwen2_5_vl": "", "qwen3_vl": "", "qwen3_5": "", "qwen3_5_moe": "",
@@ -67,7 +71,7 @@ DEFAULT_WRAPPER_PREFIX = "language_model."
 # The wrapper config class's tie_word_embeddings default (transformers ties by the wrapper's config).
 WRAPPER_TIED = {"llama4": False, "qwen2_vl": False, "qwen2_5_vl": False, "qwen3_vl": False}
 # Families that read their quantization_config themselves (gpt-oss: MXFP4 experts).
-OWN_QUANTIZATION = frozenset({"gpt_oss"})
+OWN_QUANTIZATION = frozenset({"gpt_oss", "kimi_linear"})  # kimi_linear: after naming Kimi-K3's gaps
 # Wrapper keys that only concern the other modalities.
 WRAPPER_KEYS = frozenset(
     {"vision_config", "mm_tokens_per_image", "boi_token_index", "eoi_token_index", "image_token_index",
@@ -76,6 +80,7 @@ WRAPPER_KEYS = frozenset(
      "projection_hidden_size", "projection_layer_norm_eps", "image_token_id", "video_token_id",
      "vision_start_token_id", "vision_end_token_id", "media_placeholder_token_id", "video_placeholder",
      "use_unified_vision_chunk", "ignore_index",
+     "image_placeholder",  # Kimi-K3
      # Qwen2-VL, Qwen2.5-VL
      "vision_token_id", "language_model_only",
      # Gemma 4 (the audio tower and its tokens, the image tokens' count)

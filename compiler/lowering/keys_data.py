@@ -121,9 +121,9 @@ def _config_defines(config_class: type) -> set[str]:
 
 def wrapper_types() -> dict[str, str]:
     """Wrappers llmgen compiles (model_type -> its text model_type)."""
-    from . import WRAPPERS
+    from . import FOREIGN_WRAPPERS, WRAPPERS
 
-    return dict(WRAPPERS)
+    return {name: text for name, text in WRAPPERS.items() if name not in FOREIGN_WRAPPERS}
 
 
 def decoder_model_types() -> dict[str, str]:
