@@ -19,7 +19,8 @@ from .lowering import FAMILIES, WRAPPERS
 from .lowering.keys_data import keys_data
 
 REPO = Path(__file__).resolve().parent.parent
-# The tests proving parity for families without a committed generated/ model (those have their own).
+# The tests proving parity for families without a committed generated/ model (those have their own), and
+# for families whose own test proves more than the generated parity test (DeepSeek Sparse Attention).
 PROOF = {
     "cohere": "tests/test_family_phi3_cohere.py", "cohere2": "tests/test_family_phi3_cohere.py",
     "granite": "tests/test_family_phi3_cohere.py", "stablelm": "tests/test_family_phi3_cohere.py",
@@ -30,6 +31,7 @@ PROOF = {
     "qwen2_vl": "tests/test_wrappers.py", "qwen2_5_vl": "tests/test_wrappers.py", "qwen3_vl": "tests/test_wrappers.py",
     "qwen3_next": "tests/test_hybrid.py", "qwen3_5_text": "tests/test_hybrid.py", "qwen3_5": "tests/test_hybrid.py",
     "qwen3_5_moe_text": "tests/test_hybrid.py",
+    "deepseek_v32": "tests/test_dsa.py", "glm_moe_dsa": "tests/test_dsa.py",
 }
 REGISTERED_PROOF = "tests/test_longtail.py"  # families that register themselves (lowering/registry.py)
 # Config keys whose presence names the mechanism a family needs (checked in this order).
@@ -96,7 +98,7 @@ def coverage() -> tuple[list[Coverage], str]:
     rows = []
     for model_type, causal_lm in sorted(types.items()):
         compiles = model_type in FAMILIES or model_type in WRAPPERS
-        proof = (_generated_proofs().get(model_type) or PROOF.get(model_type)
+        proof = (PROOF.get(model_type) or _generated_proofs().get(model_type)
                  or (REGISTERED_PROOF if model_type in REGISTRY else "tests/test_lowering.py"))
         rows.append(Coverage(model_type, causal_lm, compiles, proof if compiles else _missing(model_type)))
     return rows, origin

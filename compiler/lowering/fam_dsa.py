@@ -28,7 +28,7 @@ from .reader import ConfigReader
 from .registry import family
 
 # The replica's indexer: a top-k well under the parity test's 32 tokens, so the selection drops keys.
-REPLICA_INDEXER = dict(index_topk=8, index_n_heads=4, index_head_dim=16)
+REPLICA_INDEXER = dict(index_topk=8, index_n_heads=16, index_head_dim=16)
 # transformers' LayerNorm on the indexer key (eps fixed in the modeling code).
 INDEX_NORM = Norm(kind="layernorm", eps=1e-6, bias=True, compute_dtype="input")
 
