@@ -178,14 +178,16 @@ def parameters(arch: Architecture) -> dict[str, Any]:
 
 
 def kv_bytes_per_token(layer: Any, bytes_per_value: int = KV_BYTES) -> int:
-    """Bytes one token adds to this layer's cache: K and V of every KV head; MLA: its latent. 0: no cache."""
+    """Bytes one token adds to this layer's cache: K and V of every KV head; MLA: its latent (and indexer key). 0: no cache."""
     mixer = layer.mixer
     if (getattr(mixer, "kv_shared", None) or getattr(mixer, "kv_source", None) is not None
             or getattr(mixer, "kv_shared_from", None) is not None):
         return 0  # reuses another layer's cache
     latent = getattr(mixer, "kv_lora_rank", None)
     if latent:
-        return (latent + (getattr(mixer, "qk_rope_head_dim", None) or 0)) * bytes_per_value
+        indexer = getattr(mixer, "indexer", None)  # DeepSeek Sparse Attention: the indexer's key joins the latent
+        index_keys = indexer.head_dim if indexer is not None else 0
+        return (latent + (getattr(mixer, "qk_rope_head_dim", None) or 0) + index_keys) * bytes_per_value
     if getattr(mixer, "num_kv_heads", None) and getattr(mixer, "head_dim", None):
         value_dim = getattr(mixer, "v_head_dim", None) or mixer.head_dim
         return mixer.num_kv_heads * (mixer.head_dim + value_dim) * bytes_per_value

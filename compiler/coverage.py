@@ -19,7 +19,8 @@ from .lowering import FAMILIES, FOREIGN_WRAPPERS, WRAPPERS
 from .lowering.keys_data import keys_data
 
 REPO = Path(__file__).resolve().parent.parent
-# The tests proving parity for families without a committed generated/ model (those have their own).
+# The tests proving parity for families without a committed generated/ model (those have their own), and
+# for families whose own test proves more than the generated parity test (DeepSeek Sparse Attention).
 PROOF = {
     "cohere": "tests/test_family_phi3_cohere.py", "cohere2": "tests/test_family_phi3_cohere.py",
     "granite": "tests/test_family_phi3_cohere.py", "stablelm": "tests/test_family_phi3_cohere.py",
@@ -32,6 +33,7 @@ PROOF = {
     "qwen3_5_moe_text": "tests/test_hybrid.py", "lfm2_moe": "tests/test_lfm2.py",
     "gemma4_text": "tests/test_gemma4.py",
     "kimi_linear": "tests/test_kimi_linear.py",
+    "deepseek_v32": "tests/test_dsa.py", "glm_moe_dsa": "tests/test_dsa.py",
 }
 REGISTERED_PROOF = "tests/test_longtail.py"  # families that register themselves (lowering/registry.py)
 # Config keys whose presence names the mechanism a family needs (checked in this order).
@@ -98,7 +100,7 @@ def coverage() -> tuple[list[Coverage], str]:
     rows = []
     for model_type, causal_lm in sorted(types.items()):
         compiles = model_type in FAMILIES or model_type in WRAPPERS
-        proof = (_generated_proofs().get(model_type) or PROOF.get(model_type)
+        proof = (PROOF.get(model_type) or _generated_proofs().get(model_type)
                  or (REGISTERED_PROOF if model_type in REGISTRY else "tests/test_lowering.py"))
         rows.append(Coverage(model_type, causal_lm, compiles, proof if compiles else _missing(model_type)))
     return rows, origin

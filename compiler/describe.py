@@ -311,4 +311,16 @@ def mla_words(mla) -> list[str]:
         + (" (1/sqrt(head width) x the YaRN mscale squared)." if abs(mla.scale - qk**-0.5) > 1e-12 else "."),
         *(["RoPE channels stored as adjacent pairs, regrouped as [evens; odds] before rotating."]
           if mla.rope_deinterleave else []),
+        *(indexer_words(mla.indexer) if mla.indexer is not None else []),
+    ]
+
+
+def indexer_words(ix) -> list[str]:
+    """Sentences on DeepSeek Sparse Attention's lightning indexer."""
+    return [
+        f"DeepSeek Sparse Attention: each query attends only to the top {ix.topk} causal keys chosen by a lightning "
+        f"indexer ({ix.num_heads} heads of {ix.head_dim} channels; score = sum over heads of weight x ReLU(q . k)), "
+        f"whose {ix.head_dim}-channel keys the cache stores beside the latent.",
+        "Indexer RoPE on the first qk_rope_head_dim channels of its queries and keys"
+        + (", stored as adjacent pairs." if ix.rope_interleave else ", rotating halves."),
     ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..schemas.arch import Architecture, Mla
+from ..schemas.arch import Architecture, Indexer, Mla
 
 
 def mla_of(arch: Architecture) -> Mla | None:
@@ -29,6 +29,17 @@ def mla_config_fields(mla: Mla, field: Callable[..., dict[str, Any]]) -> list[di
         *([field("head_dim", "int", mla.qk_rope_head_dim, "the channels the RoPE tables rotate")] if mla.rope else []),
         field("v_head_dim", "int", mla.v_head_dim),
         field("latent_norm_eps", "float", mla.latent_norm.eps, "the norms on the latents"),
+        *(indexer_config_fields(mla.indexer, field) if mla.indexer is not None else []),
+    ]
+
+
+def indexer_config_fields(indexer: Indexer, field: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Config fields of DeepSeek Sparse Attention's lightning indexer."""
+    return [
+        field("index_n_heads", "int", indexer.num_heads, "indexer heads"),
+        field("index_head_dim", "int", indexer.head_dim, "indexer query/key channels, per head"),
+        field("index_topk", "int", indexer.topk, "keys each query attends to"),
+        field("index_norm_eps", "float", indexer.k_norm.eps, "the LayerNorm on the indexer key"),
     ]
 
 
@@ -42,6 +53,11 @@ def mla_context(arch: Architecture, identifier: Callable[[str], str]) -> dict[st
         "bias": mla.bias,
         "deinterleave": mla.rope_deinterleave,
         "rope": mla.rope is not None,
+        "indexer": mla.indexer is not None,
+        "ix": None if mla.indexer is None else {
+            "interleave": mla.indexer.rope_interleave,
+            **{key: identifier(value) for key, value in mla.indexer.names.model_dump().items()},
+        },
     }
 
 

@@ -22,3 +22,9 @@ def mla_rows(mla: Mla, a: str, hidden: int, linear: Callable[[str, int, int, boo
     norm_rows(a + mn.kv_a_norm, mla.kv_lora_rank, mla.latent_norm)
     linear(a + mn.kv_b, heads * (mla.qk_nope_head_dim + mla.v_head_dim), mla.kv_lora_rank, False)
     linear(a + mn.o, hidden, heads * mla.v_head_dim, mla.bias)
+    if mla.indexer is not None:
+        ix, x = mla.indexer, a + mla.indexer.names.indexer + "."
+        linear(x + ix.names.q, ix.num_heads * ix.head_dim, mla.q_lora_rank, False)
+        linear(x + ix.names.k, ix.head_dim, hidden, False)
+        norm_rows(x + ix.names.k_norm, ix.head_dim, ix.k_norm)
+        linear(x + ix.names.weights, ix.num_heads, hidden, False)

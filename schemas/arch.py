@@ -22,7 +22,7 @@ from .base import (  # noqa: F401  (re-exported: the IR's public names)
 from .kda import KimiDelta, KimiDeltaNames  # noqa: F401
 from .linear import GatedDeltaNet, GatedDeltaNetNames  # noqa: F401
 from .short_conv import ShortConv, ShortConvNames  # noqa: F401
-from .mla import Mla, MlaNames  # noqa: F401
+from .mla import Indexer, IndexerNames, Mla, MlaNames  # noqa: F401
 from .moe import MAX_EXPERTS, Moe, MoeNames  # noqa: F401
 
 SCHEMA_VERSION = 1

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from .base import MAX_WIDTH, HeadCount, Identifier, Norm, Width, _Frozen
+from .base import MAX_WIDTH, HeadCount, Identifier, Norm, Width, _Frozen, _unset
 
 class MlaNames(_Frozen):
     """Checkpoint names inside multi-head latent attention (the block itself is ``Names.attn``)."""
@@ -19,6 +19,32 @@ class MlaNames(_Frozen):
     kv_a_norm: Identifier = "kv_a_layernorm"
     kv_b: Identifier = "kv_b_proj"
     o: Identifier = "o_proj"
+
+
+class IndexerNames(_Frozen):
+    """Checkpoint names inside the lightning indexer (under the attention block)."""
+
+    indexer: Identifier = "indexer"
+    q: Identifier = "wq_b"
+    k: Identifier = "wk"
+    k_norm: Identifier = "k_norm"
+    weights: Identifier = "weights_proj"
+
+
+class Indexer(_Frozen):
+    """DeepSeek Sparse Attention's lightning indexer: picks, for each query, the `topk` keys the
+    attention may see. Its queries come from the query latent (q_a -> norm), one key per position from
+    the hidden state (wk -> LayerNorm with bias), both `head_dim` wide with RoPE on their first
+    qk_rope_head_dim channels; a key's score is sum over heads of weight(x)_h * relu(q_h . k) / sqrt(head_dim),
+    weights from weights_proj(x) / sqrt(num_heads). Only causal keys compete; the keys join the cache."""
+
+    num_heads: HeadCount
+    head_dim: Width
+    topk: Annotated[int, Field(ge=1)] = Field(description="Keys each query keeps (index_topk).")
+    rope_interleave: bool = Field(description="The rotated channels are stored as adjacent pairs (regrouped as "
+                                  "[evens; odds] before rotate-half); False: rotate-half directly.")
+    k_norm: Norm = Field(description="The LayerNorm (with bias) on the indexer key.")
+    names: IndexerNames = IndexerNames()
 
 
 class Mla(_Frozen):
@@ -45,6 +71,8 @@ class Mla(_Frozen):
     latent_norm: Norm = Field(description="The RMSNorm on the query and key/value latents.")
     scale: Annotated[float, Field(gt=0)] = Field(description="Multiplies q.k before the softmax.")
     names: MlaNames = MlaNames()
+    indexer: Indexer | None = Field(None, exclude_if=_unset, description="DeepSeek Sparse Attention: a lightning "
+                                    "indexer chooses the keys each query attends to; None: every causal key.")
 
     @property
     def head_dim(self) -> int:
@@ -61,4 +89,10 @@ class Mla(_Frozen):
             raise ValueError(f"num_heads x head width exceeds {MAX_WIDTH}")
         if self.qk_rope_head_dim % 2:
             raise ValueError(f"qk_rope_head_dim ({self.qk_rope_head_dim}) must be even")
+        if self.indexer is not None:
+            if self.q_lora_rank is None:
+                raise ValueError("an indexer reads the query latent: q_lora_rank must be set")
+            if self.indexer.head_dim < self.qk_rope_head_dim:
+                raise ValueError(f"indexer head_dim ({self.indexer.head_dim}) is under qk_rope_head_dim "
+                                 f"({self.qk_rope_head_dim})")
         return self

@@ -79,10 +79,12 @@ def test_size_and_no_kwargs(path: Path) -> None:
     dense = '"kind": "moe"' not in arch and '"kind": "mla"' not in arch  # experts / latent attention add code
     # a recurrent mixer kind (compiler/mixers/): its whole-sequence and one-step forms, its cache
     linear = any(f'"kind": "{kind}"' in arch for kind in RECURRENT_KINDS)
-    assert len(model_part.splitlines()) < (MAX_LINES if dense else MAX_LINES + 150) + (100 if linear else 0)
+    sparse = '"indexer"' in arch  # DeepSeek Sparse Attention: the indexer, its cached keys, the selection
+    assert len(model_part.splitlines()) < (MAX_LINES if dense else MAX_LINES + 150) + (100 if linear else 0) \
+        + (80 if sparse else 0)
     # + the checkpoint reader (safetensors header validation, dtype rule, non-finite check), expert unfusing, fp8
     # (a hybrid's reader also renames the published nested layout; issue 21 moves the reader out of model.py)
-    assert len(text.splitlines()) < MAX_LINES + (300 if dense else 450) + (150 if linear else 0)
+    assert len(text.splitlines()) < MAX_LINES + (300 if dense else 450) + (150 if linear else 0) + (80 if sparse else 0)
     assert "**kwargs" not in text
     for node in ast.walk(ast.parse(text)):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):

@@ -17,7 +17,7 @@ from .reader import ConfigReader
 SUPPORTED = ("llmgen dequantizes 'fp8' (fine-grained float8 with block scales) and 'modelopt' (NVFP4, FP8)"
              " checkpoints on load, and 'mxfp4' for gpt-oss")
 FP8_KEYS = frozenset({"quant_method", "fmt", "activation_scheme", "weight_block_size", "modules_to_not_convert",
-                      "dequantize"})  # dequantize: transformers' loading switch
+                      "dequantize", "scale_fmt"})  # dequantize: transformers' loading switch
 MODELOPT_KEYS = frozenset({"quant_method", "quant_algo", "group_size", "kv_cache_quant_algo", "kv_cache_scheme",
                            "exclude_modules", "ignore", "producer", "config_groups", "quantized_layers"})
 # ModelOpt's weight algorithms: per layer in `quantized_layers`, or for the whole model in `quant_algo`.
@@ -51,6 +51,8 @@ def _fp8(q: dict[str, Any], where: str) -> Fp8Weights:
         raise UnsupportedError(f"{where}: fmt {q.get('fmt')!r:.40} is not supported (only 'e4m3')")
     if q.get("activation_scheme", "dynamic") != "dynamic":
         raise UnsupportedError(f"{where}: activation_scheme {q.get('activation_scheme')!r:.40} is not supported")
+    if q.get("scale_fmt", "float") not in ("float", "ue8m0"):  # ue8m0: powers of two, stored as float32 / e8m0
+        raise UnsupportedError(f"{where}: scale_fmt {q.get('scale_fmt')!r:.40} is not supported (only 'float', 'ue8m0')")
     block = q.get("weight_block_size", [128, 128])
     if (not isinstance(block, list) or len(block) != 2
             or not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in block)):
