@@ -31,6 +31,9 @@ PROOF = {
     "qwen3_next": "tests/test_hybrid.py", "qwen3_5_text": "tests/test_hybrid.py", "qwen3_5": "tests/test_hybrid.py",
     "qwen3_5_moe_text": "tests/test_hybrid.py",
 }
+# Self-registered families proven by tests/test_longtail_pos.py (position schemes and small new mechanisms).
+POSITION_PROOF = "tests/test_longtail_pos.py"
+PROOF.update({model_type: POSITION_PROOF for model_type in ("internlm3", "olmo")})
 REGISTERED_PROOF = "tests/test_longtail.py"  # families that register themselves (lowering/registry.py)
 # Config keys whose presence names the mechanism a family needs (checked in this order).
 MECHANISMS = (

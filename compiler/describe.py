@@ -130,6 +130,8 @@ def features(arch: Architecture) -> list[str]:
         pass
     elif attn.softcap:
         out.append(f"Attention logits soft-capped: cap * tanh(scores / cap), cap {_num(attn.softcap)}.")
+    if getattr(attn, "clip_qkv", None) is not None:
+        out.append(f"Query, key and value projections clamped to [-{_num(attn.clip_qkv)}, {_num(attn.clip_qkv)}].")
     if attn.kind == "mla":
         pass
     elif any((attn.q_bias, attn.k_bias, attn.v_bias, attn.o_bias)):
@@ -152,7 +154,9 @@ def features(arch: Architecture) -> list[str]:
     norm_words = "RMSNorm" if norm.kind == "rmsnorm" else "LayerNorm"
     if norm.weight_offset:
         norm_words += f" scaling by ({_num(norm.weight_offset)} + weight)"
-    if norm.kind == "layernorm":
+    if not norm.weight:
+        norm_words += " without a learned scale or bias"
+    elif norm.kind == "layernorm":
         norm_words += " with a bias" if norm.bias else " without a bias"
     dtype_words = "computed in float32" if norm.compute_dtype == "float32" else "computed in the input dtype"
     out.append(f"{norm_words}, eps {norm.eps:g}, {dtype_words}.")

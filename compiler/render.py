@@ -126,6 +126,8 @@ def config_values(arch: Architecture) -> list[dict[str, str]]:
         fields.append(_field("logit_scale", "float", arch.head.multiplier, "multiplies the logits"))
     if arch.head.divisor is not None:
         fields.append(_field("logits_scaling", "float", arch.head.divisor, "divides the logits"))
+    if getattr(attn, "clip_qkv", None) is not None:
+        fields.append(_field("clip_qkv", "float", attn.clip_qkv, "q, k and v are clamped to [-clip_qkv, clip_qkv]"))
     if getattr(attn, "softcap", None) is not None:
         fields.append(_field("attn_logit_softcap", "float", attn.softcap))
     if arch.head.softcap is not None:
@@ -170,6 +172,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         "conv1d": arch.linear_layout == "in_out",
         "norm": {"kind": norm.kind, "offset": literal(norm.weight_offset) if norm.weight_offset else "",
                  "weight_in_compute_dtype": norm.weight_in_compute_dtype, "bias": norm.bias,
+                 "plain": not norm.weight,
                  "torch_layernorm": norm.kind == "layernorm" and norm.compute_dtype == "input"},
         **rope_context(arch, identifier),
         "has_rope": has_rope,
@@ -193,7 +196,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
                else ", written out eagerly."),
             "fused": fused_attention(attn),
             "qkv": attn.qkv, "q_bias": attn.q_bias, "k_bias": attn.k_bias, "v_bias": attn.v_bias,
-            "o_bias": attn.o_bias, "qk_norm": attn.qk_norm, "softcap": attn.softcap is not None, "grouped": grouped,
+            "o_bias": attn.o_bias, "clip_qkv": attn.clip_qkv is not None, "qk_norm": attn.qk_norm, "softcap": attn.softcap is not None, "grouped": grouped,
             "sinks": attn.sinks, "output_gate": attn.output_gate, "qk_norm_after_rope": attn.qk_norm_after_rope,
         },
         "mlp": {

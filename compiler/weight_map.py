@@ -84,6 +84,8 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
 
     def norm_rows(name: str, dim: int | tuple[int, ...], spec: Norm) -> None:
         shape = dim if isinstance(dim, tuple) else (dim,)
+        if not spec.weight:  # no learned scale or bias: nothing stored
+            return
         rows.append((f"{name}.weight", shape, "norm"))
         if spec.weight_offset != norm.weight_offset:
             neutral[f"{name}.weight"] = 1.0 - spec.weight_offset

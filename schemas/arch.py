@@ -103,6 +103,9 @@ class Attention(_Frozen):
     qk_norm_spec: Norm | None = None
     qk_norm_after_rope: bool = Field(False, exclude_if=_unset, description="per_head: the QK-norm is applied to the "
                                      "rotated queries and keys (after RoPE) rather than before (HunYuan).")
+    clip_qkv: Annotated[float, Field(gt=0)] | None = Field(
+        None, exclude_if=_unset, description="The query, key and value projections are clamped to "
+        "[-clip_qkv, clip_qkv] before anything else (OLMo, MPT).")
     q_bias: bool = False
     k_bias: bool = False
     v_bias: bool = False

@@ -134,8 +134,11 @@ def test_full_size_layout_matches_transformers(name, tmp_path):
 
 
 def test_every_registered_family_has_a_case_and_a_title():
+    from llmgen.compiler.coverage import PROOF
+
     covered = {raw["model_type"] for raw in CASES.values()}
-    assert set(REGISTRY) <= covered, sorted(set(REGISTRY) - covered)
+    here = {model_type for model_type in REGISTRY if model_type not in PROOF}  # PROOF: proven by another file
+    assert here <= covered, sorted(here - covered)
     assert all(TITLES[model_type] == fam.title for model_type, fam in REGISTRY.items())
 
 
