@@ -72,6 +72,9 @@ class TemperatureTuning(_Frozen):
 
     floor_scale: PositiveInt
     attn_scale: float
+    position_offset: Literal[0, 1] = Field(
+        1, exclude_if=lambda v: v == 1, description="Added to the position before the division: 1 in Llama 4, 0 in "
+        "Ministral 3 (1 + beta * log(1 + floor(position / original_max_position_embeddings))).")
 
 
 class Attention(_Frozen):

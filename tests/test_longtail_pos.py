@@ -37,15 +37,22 @@ CASES = {
     "olmo": fixture("olmo"),
     # OLMo-7B-0424 clips at 8; at the replica's scale (projections ~0.5) a clip of 0.3 bites on most entries
     "olmo-clip-bias": fixture("olmo", clip_qkv=0.3, attention_bias=True, tie_word_embeddings=False),
+    "ministral3": fixture("ministral3"),
+    "ministral3-sliding": fixture("ministral3", sliding_window=4096),
 }
+WINDOWED = ["ministral3-sliding"]
 # new mechanism -> (case, text in the generated model.py, its planted-bug replacement)
 PLANTED = {
     "layernorm without a learned scale": (
         "olmo", "return F.layer_norm(x.float(), (self.dim,), eps=self.eps).to(x.dtype)",
         "return F.layer_norm(x.float(), (self.dim,), eps=self.eps).to(x.dtype) * 1.01"),
     "clip_qkv": ("olmo-clip-bias", "t.clamp(-self.clip_qkv, self.clip_qkv)", "t"),
+    # Ministral 3's temperature: the position offset Llama 4 has put back
+    "temperature without a position offset": (
+        "ministral3", "torch.floor(positions[0].float() / c.floor_scale)",
+        "torch.floor((positions[0].float() + 1.0) / c.floor_scale)"),
 }
-CACHED = ["olmo-clip-bias"]
+CACHED = ["olmo-clip-bias", "ministral3-sliding"]
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +78,18 @@ def test_parity(name, verified):
     assert result["max_abs_diff"] <= 1e-5 * max(1.0, result["max_abs_logit"]) and result["max_abs_logit"] > 0.1, result
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", WINDOWED)
+def test_window_boundaries(name, verified):
+    """window - 1, window, window + 1 and 2 x window tokens, through the generated test itself."""
+    from conftest import window_boundary_runs
+
+    directory, _ = verified(name)
+    module = import_path(directory / "test_parity.py", f"longtail_pos_window_{name.replace('-', '_')}")
+    runs = window_boundary_runs(module)
+    assert [n for n, _ in runs] == [7, 8, 9, 16] and all(diff <= 1e-5 for _, diff in runs), runs
+
+
+@pytest.mark.parametrize("name", sorted(name for name in CASES if "-" not in name))  # each published/default config
 def test_full_size_layout_matches_transformers(name, tmp_path):
     """The config at full size on the meta device: parameter count and every on-disk key."""
     import transformers
@@ -127,9 +145,9 @@ def test_cached_decoding_equals_the_full_forward(name, verified):
 
 
 def test_every_family_here_has_a_case_and_is_shown_in_the_coverage_table():
-    from llmgen.compiler.coverage import PROOF, coverage
+    """`llmgen list --all` (compiler/coverage.py) names this file as the proof of each family here."""
+    from llmgen.compiler.coverage import PROOF
+    from llmgen.compiler.lowering import FAMILIES
 
     mine = {model_type for model_type, proof in PROOF.items() if proof == "tests/test_longtail_pos.py"}
-    assert mine == {raw["model_type"] for raw in CASES.values()}
-    rows = {row.model_type: row for row in coverage()[0]}
-    assert all(rows[m].compiles and rows[m].detail == "tests/test_longtail_pos.py" for m in mine)
+    assert mine == {raw["model_type"] for raw in CASES.values()} and mine <= set(FAMILIES)

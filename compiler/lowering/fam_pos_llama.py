@@ -1,12 +1,15 @@
 """Llama-block families that need a switch or a small mechanism of their own: InternLM3 (Llama with
-InternLM's bias key names), OLMo (LayerNorm without a learned scale, clamped q/k/v projections).
+InternLM's bias key names), OLMo (LayerNorm without a learned scale, clamped q/k/v projections),
+Ministral 3 (Mistral with YaRN and Llama 4's attention temperature on every layer).
 
 Each reads exactly the keys its transformers 5.24 config class and model read, with the same defaults.
 """
 
 from __future__ import annotations
 
-from ...schemas.arch import Architecture, Norm
+from typing import Any
+
+from ...schemas.arch import Architecture, Norm, TemperatureTuning
 from ..errors import ConfigError
 from .llama_like import common, llama_like
 from .reader import ConfigReader
@@ -42,3 +45,49 @@ def lower_olmo(r: ConfigReader, model_type: str) -> Architecture:
     clip = r.float("clip_qkv", None, nullable=True)
     norm = Norm(kind="layernorm", eps=1e-5, weight=False)  # OlmoLayerNorm: F.layer_norm(x.float(), ..., None, None)
     return llama_like(r, model_type, c, norm=norm, qkv_bias=bias, o_bias=bias, clip_qkv=clip)
+
+
+# Ministral3Config's rope_parameters when the config gives none.
+MINISTRAL3_ROPE = {"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 16.0, "original_max_position_embeddings": 16384,
+                   "beta_fast": 32.0, "beta_slow": 1.0, "mscale_all_dim": 1.0, "mscale": 1.0, "llama_4_scaling_beta": 0.1}
+
+
+def _replica_ministral3(tiny: dict[str, Any], arch: Architecture) -> None:
+    """An explicit head_dim, and a temperature step of 4 positions so the test sequence crosses several."""
+    explicit_head_dim(tiny, arch)
+    params = dict(tiny.get("rope_parameters") or MINISTRAL3_ROPE)
+    params["original_max_position_embeddings"] = 4
+    tiny["rope_parameters"] = params
+
+
+@family("ministral3", title="Ministral 3", replica=_replica_ministral3, pad_token_id=11)
+def lower_ministral3(r: ConfigReader, model_type: str) -> Architecture:
+    """Ministral 3: Mistral's block (every layer sliding when sliding_window is set) whose queries are scaled after
+    RoPE by 1 + beta * log(1 + floor(position / original_max_position_embeddings)) (rope_parameters'
+    llama_4_scaling_beta: Llama 4's temperature tuning, without its position offset)."""
+    c = common(r, kv=8, head_dim=128, max_pos=262144)
+    params = r.any("rope_parameters", None)
+    if params is None and not r.has("rope_scaling"):
+        params = dict(MINISTRAL3_ROPE)
+    if not isinstance(params, dict):
+        raise ConfigError(f"{r.where}: model_type 'ministral3' needs a 'rope_parameters' object")
+    params = dict(params)
+    beta = params.pop("llama_4_scaling_beta", None)
+    params.pop("max_position_embeddings", None)  # written by the config class, read by nothing
+    context = params.get("original_max_position_embeddings")
+    if beta is None or context is None:
+        raise ConfigError(f"{r.where}: model_type 'ministral3' needs 'llama_4_scaling_beta' and "
+                          "'original_max_position_embeddings' in 'rope_parameters' (its attention reads both)")
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or isinstance(context, bool) or not isinstance(
+            context, int) or context < 1:
+        raise ConfigError(f"{r.where}: rope_parameters: 'llama_4_scaling_beta' must be a number and "
+                          "'original_max_position_embeddings' a positive integer")
+    r.raw = {**r.raw, "rope_parameters": params}
+    window = r.int("sliding_window", None, nullable=True)
+    kind = "sliding_attention" if window is not None else "full_attention"
+    tuning = TemperatureTuning(floor_scale=context, attn_scale=float(beta), position_offset=0)
+    arch = llama_like(r, model_type, c, theta=1000000.0, eps=1e-5, layer_types=[kind] * c.num_layers, window=window)
+    layers = tuple(layer.model_copy(update={"mixer": layer.mixer.model_copy(update={"temperature": tuning})})
+                   for layer in arch.layers)
+    return arch.model_copy(update={"layers": layers})
+
