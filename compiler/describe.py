@@ -42,6 +42,8 @@ def _rope_words(table: Rope) -> str:
                   f"(partial factor {table.partial_rotary_factor:g})")
     if table.layout == "interleaved":
         words += ", adjacent channel pairs (interleaved layout)"
+    elif table.layout == "rotate_half_reversed":
+        words += ", each channel pair turned by minus the angle"
     if table.type == "linear":
         words += f", positions interpolated linearly by factor {_num(table.factor or 1)}"
     elif table.type == "llama3":
@@ -149,6 +151,8 @@ def features(arch: Architecture) -> list[str]:
         out.append("Projection weights stored transposed, (in, out), as GPT-2's Conv1D.")
     if arch.embedding.learned_positions:
         out.append(f"Learned absolute position embeddings ({arch.embedding.learned_positions} positions) added to the token embeddings.")
+    if arch.embedding.norm is not None:
+        out.append("The token embeddings are normalised (a norm like the layers') before the first layer.")
     if ffn is not None and ffn.fused_gate_up:
         out.append("MLP gate and up projections stored as one matrix ([gate; up]).")
     norm_words = "RMSNorm" if norm.kind == "rmsnorm" else "LayerNorm"

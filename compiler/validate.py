@@ -73,6 +73,8 @@ def validate(arch: Architecture) -> Architecture:
         raise UnsupportedError("a LayerNorm with a weight offset is implemented for torch's LayerNorm (input dtype) only")
     if not norm.weight and (norm.bias or norm.weight_offset or norm.compute_dtype != "float32"):
         raise UnsupportedError("a norm without a learned scale is implemented computed in float32, without a bias")
+    if arch.embedding.norm is not None and arch.embedding.norm != norm:
+        raise UnsupportedError("an embedding norm that differs from the layers' norms is not implemented")
     if arch.final_norm != norm:
         raise UnsupportedError("a final norm that differs from the layers' norms is not implemented")
     if attn is None:

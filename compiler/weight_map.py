@@ -96,6 +96,8 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
     rows.append((f"{b}{n.embed}.weight", (arch.embedding.vocab_size, hidden), "embedding"))
     if arch.embedding.learned_positions:
         rows.append((f"{b}{n.positions}.weight", (arch.embedding.learned_positions, hidden), "embedding"))
+    if arch.embedding.norm is not None:
+        norm_rows(f"{b}{n.embed_norm}", hidden, arch.embedding.norm)
     p = f"{b}{n.layers}.{{i}}."
     for norm_name in block_norms(layer, n):
         norm_rows(p + norm_name, hidden, norm)

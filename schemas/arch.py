@@ -39,9 +39,10 @@ class Rope(_Frozen):
     theta: Annotated[float, Field(gt=0)]
     rotary_dim: PositiveInt = Field(description="Channels rotated per head (head_dim x partial factor).")
     partial_rotary_factor: Annotated[float, Field(gt=0, le=1)] = 1.0
-    layout: Literal["rotate_half", "interleaved"] = Field(
+    layout: Literal["rotate_half", "interleaved", "rotate_half_reversed"] = Field(
         "rotate_half", description="rotate_half: channel i pairs with i + rotary_dim/2 (Llama). interleaved: "
-        "channels 2i and 2i+1 pair up (Cohere, GLM)."
+        "channels 2i and 2i+1 pair up (Cohere, GLM). rotate_half_reversed: rotate_half's pairs turned the other "
+        "way, by minus the angle (NanoChat)."
     )
     factor: float | None = None
     low_freq_factor: float | None = None
@@ -219,6 +220,8 @@ class Embedding(_Frozen):
     learned_positions: PositiveInt | None = Field(
         None, description="Size of a learned absolute position table added to the token embeddings (GPT-2)."
     )
+    norm: Norm | None = Field(None, exclude_if=_unset, description="The token embeddings are normalised by this "
+                              "norm before the first layer (BLOOM's word_embeddings_layernorm, NanoChat).")
     padding_idx: Annotated[int, Field(ge=0)] | None = Field(
         None, description="The padding token's row gets no gradient from the lookup (nn.Embedding's padding_idx); "
         "logits are unaffected.")
@@ -239,6 +242,8 @@ class Names(_Frozen):
     backbone: Identifier = "model"
     embed: Identifier = "embed_tokens"
     positions: Identifier = "embed_positions"
+    embed_norm: Identifier = Field("embed_norm", exclude_if=lambda v: v == "embed_norm",
+                                   description="The norm of the token embeddings (Embedding.norm).")
     layers: Identifier = "layers"
     final_norm: Identifier = "norm"
     head: Identifier = "lm_head"

@@ -39,6 +39,8 @@ CASES = {
     "olmo-clip-bias": fixture("olmo", clip_qkv=0.3, attention_bias=True, tie_word_embeddings=False),
     "ministral3": fixture("ministral3"),
     "ministral3-sliding": fixture("ministral3", sliding_window=4096),
+    "nanochat": fixture("nanochat"),
+    "nanochat-gqa-bias": fixture("nanochat", num_key_value_heads=2, attention_bias=True, final_logit_softcapping=None),
 }
 WINDOWED = ["ministral3-sliding"]
 # new mechanism -> (case, text in the generated model.py, its planted-bug replacement)
@@ -51,8 +53,14 @@ PLANTED = {
     "temperature without a position offset": (
         "ministral3", "torch.floor(positions[0].float() / c.floor_scale)",
         "torch.floor((positions[0].float() + 1.0) / c.floor_scale)"),
+    "rmsnorm without a learned scale": (
+        "nanochat", "return (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x)",
+        "return (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * 1.01"),
+    "embedding norm": ("nanochat", "        x = self.embed_norm(x)\n", ""),
+    "RoPE turned by minus the angle": (
+        "nanochat", "(x[..., half:], -x[..., :half]), dim=-1", "(-x[..., half:], x[..., :half]), dim=-1"),
 }
-CACHED = ["olmo-clip-bias", "ministral3-sliding"]
+CACHED = ["olmo-clip-bias", "ministral3-sliding", "nanochat"]
 
 
 @pytest.fixture(scope="module")

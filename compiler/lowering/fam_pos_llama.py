@@ -1,6 +1,7 @@
 """Llama-block families that need a switch or a small mechanism of their own: InternLM3 (Llama with
 InternLM's bias key names), OLMo (LayerNorm without a learned scale, clamped q/k/v projections),
-Ministral 3 (Mistral with YaRN and Llama 4's attention temperature on every layer).
+Ministral 3 (Mistral with YaRN and Llama 4's attention temperature on every layer), NanoChat (weightless
+RMSNorms, also on the embeddings, RoPE turned the other way, L2 QK-norm, squared ReLU, soft-capped logits).
 
 Each reads exactly the keys its transformers 5.24 config class and model read, with the same defaults.
 """
@@ -9,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...schemas.arch import Architecture, Norm, TemperatureTuning
+from ...schemas.arch import Architecture, Head, Norm, TemperatureTuning
 from ..errors import ConfigError
 from .llama_like import common, llama_like
 from .reader import ConfigReader
-from .registry import explicit_head_dim, family
+from .registry import derived_head_dim, explicit_head_dim, family
 
 
 def _aliased_bool(r: ConfigReader, key: str, alias: str, default: bool) -> bool:
@@ -91,3 +92,17 @@ def lower_ministral3(r: ConfigReader, model_type: str) -> Architecture:
                    for layer in arch.layers)
     return arch.model_copy(update={"layers": layers})
 
+
+
+@family("nanochat", title="NanoChat", replica=derived_head_dim, pad_token_id=1)
+def lower_nanochat(r: ConfigReader, model_type: str) -> Architecture:
+    """NanoChat: RMSNorms without a learned scale (one of them also normalises the token embeddings), RoPE turned
+    by minus the angle, an L2 QK-norm after it, a plain squared-ReLU MLP (fc1, fc2), soft-capped logits."""
+    c = common(r, max_pos=2048)
+    norm = Norm(kind="rmsnorm", eps=r.float("rms_norm_eps", 1e-6), weight=False)
+    bias = r.bool("attention_bias", False)
+    softcap = r.float("final_logit_softcapping", 15.0, nullable=True)
+    arch = llama_like(r, model_type, c, norm=norm, qkv_bias=bias, o_bias=bias, qk_norm="l2", activation="relu2",
+                      gated=False, rope_layout="rotate_half_reversed", names={"up": "fc1", "down": "fc2"},
+                      head=Head(tied=r.bool("tie_word_embeddings", False), softcap=softcap))
+    return arch.model_copy(update={"embedding": arch.embedding.model_copy(update={"norm": norm})})
