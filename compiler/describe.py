@@ -132,6 +132,10 @@ def features(arch: Architecture) -> list[str]:
         pass
     elif attn.softcap:
         out.append(f"Attention logits soft-capped: cap * tanh(scores / cap), cap {_num(attn.softcap)}.")
+    if getattr(attn, "output_norm", False):
+        out.append("The heads' concatenated attention output is normalised before the output projection.")
+    if ffn is not None and ffn.inner_norm:
+        out.append("The MLP's intermediate activation is normalised before the down projection.")
     if getattr(attn, "clip_qkv", None) is not None:
         out.append(f"Query, key and value projections clamped to [-{_num(attn.clip_qkv)}, {_num(attn.clip_qkv)}].")
     if attn.kind == "mla":

@@ -196,13 +196,14 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
                else ", written out eagerly."),
             "fused": fused_attention(attn),
             "qkv": attn.qkv, "q_bias": attn.q_bias, "k_bias": attn.k_bias, "v_bias": attn.v_bias,
-            "o_bias": attn.o_bias, "clip_qkv": attn.clip_qkv is not None, "qk_norm": attn.qk_norm, "softcap": attn.softcap is not None, "grouped": grouped,
+            "o_bias": attn.o_bias, "clip_qkv": attn.clip_qkv is not None, "output_norm": attn.output_norm, "qk_norm": attn.qk_norm, "softcap": attn.softcap is not None, "grouped": grouped,
             "sinks": attn.sinks, "output_gate": attn.output_gate, "qk_norm_after_rope": attn.qk_norm_after_rope,
         },
         "mlp": {
             "summary": ("Gated feed-forward: down(act(gate(x)) * up(x))." if ffn.gated
                         else "Feed-forward: down(act(up(x)))."),
             "gated": ffn.gated, "fused": ffn.fused_gate_up, "bias": ffn.bias, "activation": activation,
+            "inner_norm": ffn.inner_norm,
             "activation_args": activation_args,
         } if ffn else None,
         "moe": moe_context(arch, ACTIVATION_CODE, identifier, literal),

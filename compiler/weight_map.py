@@ -110,6 +110,8 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
             mla_rows(mixer, a, hidden, linear, norm_rows)
         else:
             extra.update(attention_rows(mixer, a, hidden, n, linear, norm_rows, rows))
+            if mixer.output_norm:  # over the heads' output, before o_proj
+                norm_rows(a + n.attn_out_norm, mixer.num_heads * mixer.head_dim, norm)
         if is_hybrid(arch):
             for key, _, _ in rows[first:]:
                 extra.setdefault(key, {})["mixer_kind"] = kind
@@ -121,6 +123,8 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
             extra.update(moe_rows(ffn, m, hidden, rows))
         else:
             dense_rows(ffn, m, hidden, n, linear)
+            if ffn.inner_norm:  # over the intermediate activation, before down_proj
+                norm_rows(m + n.mlp_inner_norm, ffn.intermediate_size, norm)
         if len(kinds) > 1:
             for key, _, _ in rows[first:]:
                 extra.setdefault(key, {})["ffn_kind"] = FFN_LETTERS[ffn.kind]

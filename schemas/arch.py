@@ -110,6 +110,8 @@ class Attention(_Frozen):
     clip_qkv: Annotated[float, Field(gt=0)] | None = Field(
         None, exclude_if=_unset, description="The query, key and value projections are clamped to "
         "[-clip_qkv, clip_qkv] before anything else (OLMo, MPT).")
+    output_norm: bool = Field(False, exclude_if=_unset, description="The heads' concatenated output is normalised "
+                              "(a norm like the layers', over num_heads x head_dim) before o_proj (BitNet's attn_sub_norm).")
     q_bias: bool = False
     k_bias: bool = False
     v_bias: bool = False
@@ -151,6 +153,8 @@ class Mlp(_Frozen):
     intermediate_size: Width
     bias: bool = False
     fused_gate_up: bool = Field(False, description="The checkpoint stores [gate; up] as one matrix.")
+    inner_norm: bool = Field(False, exclude_if=_unset, description="The intermediate activation is normalised (a norm "
+                             "like the layers', over intermediate_size) before down_proj (BitNet's ffn_sub_norm).")
 
 
 class Fp8Weights(_Frozen):
@@ -261,6 +265,10 @@ class Names(_Frozen):
     qkv: Identifier = "qkv_proj"
     o: Identifier = "o_proj"
     sinks: Identifier = Field("sinks", exclude_if=lambda v: v == "sinks")
+    attn_out_norm: Identifier = Field("attn_sub_norm", exclude_if=lambda v: v == "attn_sub_norm",
+                                      description="The norm before o_proj (Attention.output_norm).")
+    mlp_inner_norm: Identifier = Field("ffn_sub_norm", exclude_if=lambda v: v == "ffn_sub_norm",
+                                       description="The norm before down_proj (Mlp.inner_norm).")
     q_norm: Identifier = "q_norm"
     k_norm: Identifier = "k_norm"
     gate: Identifier = "gate_proj"

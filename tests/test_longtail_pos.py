@@ -41,6 +41,7 @@ CASES = {
     "ministral3-sliding": fixture("ministral3", sliding_window=4096),
     "nanochat": fixture("nanochat"),
     "nanochat-gqa-bias": fixture("nanochat", num_key_value_heads=2, attention_bias=True, final_logit_softcapping=None),
+    "bitnet": fixture("bitnet"),
 }
 WINDOWED = ["ministral3-sliding"]
 # new mechanism -> (case, text in the generated model.py, its planted-bug replacement)
@@ -59,8 +60,10 @@ PLANTED = {
     "embedding norm": ("nanochat", "        x = self.embed_norm(x)\n", ""),
     "RoPE turned by minus the angle": (
         "nanochat", "(x[..., half:], -x[..., :half]), dim=-1", "(-x[..., half:], x[..., :half]), dim=-1"),
+    "norm before o_proj": ("bitnet", "out = self.attn_sub_norm(out)", "out = out"),
+    "norm before down_proj": ("bitnet", "return self.down_proj(self.ffn_sub_norm(h))", "return self.down_proj(h)"),
 }
-CACHED = ["olmo-clip-bias", "ministral3-sliding", "nanochat"]
+CACHED = ["olmo-clip-bias", "ministral3-sliding", "nanochat", "bitnet"]
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +153,10 @@ def test_cached_decoding_equals_the_full_forward(name, verified):
     model = tiny_model(module, parity)
     cached, full = cached_and_full(model, [5, 1, 1, 9, 4])  # a prefill, single tokens, a chunk
     assert (cached - full).abs().max().item() <= 1e-5
+    if hasattr(model, "fast_attention"):  # torch's fused kernel path: equal up to float rounding
+        model.fast_attention(True)
+        fused, _ = cached_and_full(model, [20])
+        assert (fused - full).abs().max().item() <= 1e-5
 
 
 def test_every_family_here_has_a_case_and_is_shown_in_the_coverage_table():

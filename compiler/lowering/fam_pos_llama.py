@@ -1,7 +1,8 @@
 """Llama-block families that need a switch or a small mechanism of their own: InternLM3 (Llama with
 InternLM's bias key names), OLMo (LayerNorm without a learned scale, clamped q/k/v projections),
 Ministral 3 (Mistral with YaRN and Llama 4's attention temperature on every layer), NanoChat (weightless
-RMSNorms, also on the embeddings, RoPE turned the other way, L2 QK-norm, squared ReLU, soft-capped logits).
+RMSNorms, also on the embeddings, RoPE turned the other way, L2 QK-norm, squared ReLU, soft-capped logits),
+BitNet (norms before o_proj and down_proj).
 
 Each reads exactly the keys its transformers 5.24 config class and model read, with the same defaults.
 """
@@ -106,3 +107,20 @@ def lower_nanochat(r: ConfigReader, model_type: str) -> Architecture:
                       gated=False, rope_layout="rotate_half_reversed", names={"up": "fc1", "down": "fc2"},
                       head=Head(tied=r.bool("tie_word_embeddings", False), softcap=softcap))
     return arch.model_copy(update={"embedding": arch.embedding.model_copy(update={"norm": norm})})
+
+
+@family("bitnet", title="BitNet", replica=derived_head_dim)
+def lower_bitnet(r: ConfigReader, model_type: str) -> Architecture:
+    """BitNet b1.58 (unquantized weights): Llama with squared-ReLU gating and two extra RMSNorms, one over the heads'
+    output before o_proj (attn_sub_norm) and one over the MLP's intermediate activation before down_proj
+    (ffn_sub_norm)."""
+    c = common(r, kv=5, max_pos=2048)
+    if c.num_heads * c.head_dim != c.hidden_size:
+        raise ConfigError(f"{r.where}: 'num_attention_heads' x 'head_dim' must equal 'hidden_size' for model_type "
+                          "'bitnet' (its attn_sub_norm is hidden_size wide)")
+    bias = r.bool("attention_bias", False)
+    arch = llama_like(r, model_type, c, eps=1e-5, activation="relu2", qkv_bias=bias, o_bias=bias)
+    layers = tuple(layer.model_copy(update={"mixer": layer.mixer.model_copy(update={"output_norm": True}),
+                                            "ffn": layer.ffn.model_copy(update={"inner_norm": True})})
+                   for layer in arch.layers)
+    return arch.model_copy(update={"layers": layers})
