@@ -19,6 +19,7 @@ ACTIVATION_WORDS = {
     "gelu_new": ("GeGLU", "tanh-approximate GELU written out (gelu_new)"),
     "relu": ("ReGLU", "ReLU"),
     "relu2": ("ReGLU squared", "squared ReLU"),
+    "xielu": ("xIELU-gated", "xIELU (learned alpha_p, alpha_n)"),
 }
 
 

@@ -34,7 +34,7 @@ BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ACTIVATION_CODE = {"silu": ("F.silu", ""), "gelu": ("F.gelu", ""), "gelu_tanh": ("F.gelu", ', approximate="tanh"'),
                    "gelu_new": ("gelu_new", ""),
-                   "relu": ("F.relu", ""), "relu2": ("relu2", "")}
+                   "relu": ("F.relu", ""), "relu2": ("relu2", ""), "xielu": ("self.act_fn", "")}
 TITLES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3", "gemma3_text": "Gemma 3 (text decoder)"}
 TITLES.update(gpt2="GPT-2", gpt_neox="GPT-NeoX", phi="Phi")
 TITLES.update(gemma="Gemma", gemma2="Gemma 2", olmo2="OLMo 2", olmo3="OLMo 3", smollm3="SmolLM3")
@@ -203,7 +203,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
             "summary": ("Gated feed-forward: down(act(gate(x)) * up(x))." if ffn.gated
                         else "Feed-forward: down(act(up(x)))."),
             "gated": ffn.gated, "fused": ffn.fused_gate_up, "bias": ffn.bias, "activation": activation,
-            "inner_norm": ffn.inner_norm,
+            "inner_norm": ffn.inner_norm, "xielu": ffn.activation == "xielu",
             "activation_args": activation_args,
         } if ffn else None,
         "moe": moe_context(arch, ACTIVATION_CODE, identifier, literal),

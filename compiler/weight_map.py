@@ -123,6 +123,9 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
             extra.update(moe_rows(ffn, m, hidden, rows))
         else:
             dense_rows(ffn, m, hidden, n, linear)
+            if ffn.activation == "xielu":  # the activation's parameters and stored constants
+                rows.extend([(f"{m}{n.act_fn}.alpha_p", (1,), "bias"), (f"{m}{n.act_fn}.alpha_n", (1,), "bias"),
+                             (f"{m}{n.act_fn}.beta", (), "buffer"), (f"{m}{n.act_fn}.eps", (), "buffer")])
             if ffn.inner_norm:  # over the intermediate activation, before down_proj
                 norm_rows(m + n.mlp_inner_norm, ffn.intermediate_size, norm)
         if len(kinds) > 1:

@@ -147,9 +147,10 @@ class Mlp(_Frozen):
 
     kind: Literal["mlp"] = "mlp"
     gated: bool
-    activation: Literal["silu", "gelu", "gelu_tanh", "gelu_new", "relu", "relu2"] = Field(
+    activation: Literal["silu", "gelu", "gelu_tanh", "gelu_new", "relu", "relu2", "xielu"] = Field(
         description="gelu_tanh: torch's fused tanh GELU. gelu_new: the same formula written out with pow "
-        "(GPT-2, Phi): it rounds differently, most visibly in bfloat16. relu2: relu(x) squared (Nemotron, Arcee).")
+        "(GPT-2, Phi): it rounds differently, most visibly in bfloat16. relu2: relu(x) squared (Nemotron, Arcee). "
+        "xielu: xIELU with learned alpha_p, alpha_n and stored beta, eps (Apertus; a module `act_fn` of the MLP).")
     intermediate_size: Width
     bias: bool = False
     fused_gate_up: bool = Field(False, description="The checkpoint stores [gate; up] as one matrix.")
@@ -275,6 +276,8 @@ class Names(_Frozen):
     up: Identifier = "up_proj"
     down: Identifier = "down_proj"
     gate_up: Identifier = "gate_up_proj"
+    act_fn: Identifier = Field("act_fn", exclude_if=lambda v: v == "act_fn",
+                               description="The MLP's activation module, when it has parameters (xIELU).")
 
 
 class NestedDecoder(_Frozen):

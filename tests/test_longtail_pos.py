@@ -42,6 +42,9 @@ CASES = {
     "nanochat": fixture("nanochat"),
     "nanochat-gqa-bias": fixture("nanochat", num_key_value_heads=2, attention_bias=True, final_logit_softcapping=None),
     "bitnet": fixture("bitnet"),
+    "apertus": fixture("apertus"),
+    "apertus-silu-bias-v4-rope": fixture("apertus", hidden_act="silu", attention_bias=True, rope_parameters=None,
+                                         rope_scaling={"rope_type": "linear", "factor": 2.0}, rope_theta=500000.0),
 }
 WINDOWED = ["ministral3-sliding"]
 # new mechanism -> (case, text in the generated model.py, its planted-bug replacement)
@@ -62,8 +65,9 @@ PLANTED = {
         "nanochat", "(x[..., half:], -x[..., :half]), dim=-1", "(-x[..., half:], x[..., :half]), dim=-1"),
     "norm before o_proj": ("bitnet", "out = self.attn_sub_norm(out)", "out = out"),
     "norm before down_proj": ("bitnet", "return self.down_proj(self.ffn_sub_norm(h))", "return self.down_proj(h)"),
+    "xIELU": ("apertus", "(torch.expm1(torch.min(x, self.eps)) - x) * alpha_n", "(torch.expm1(torch.min(x, self.eps)) - x)"),
 }
-CACHED = ["olmo-clip-bias", "ministral3-sliding", "nanochat", "bitnet"]
+CACHED = ["olmo-clip-bias", "ministral3-sliding", "nanochat", "bitnet", "apertus"]
 
 
 @pytest.fixture(scope="module")

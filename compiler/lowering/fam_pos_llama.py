@@ -2,7 +2,7 @@
 InternLM's bias key names), OLMo (LayerNorm without a learned scale, clamped q/k/v projections),
 Ministral 3 (Mistral with YaRN and Llama 4's attention temperature on every layer), NanoChat (weightless
 RMSNorms, also on the embeddings, RoPE turned the other way, L2 QK-norm, squared ReLU, soft-capped logits),
-BitNet (norms before o_proj and down_proj).
+BitNet (norms before o_proj and down_proj), Apertus (the xIELU activation, with parameters of its own).
 
 Each reads exactly the keys its transformers 5.24 config class and model read, with the same defaults.
 """
@@ -124,3 +124,22 @@ def lower_bitnet(r: ConfigReader, model_type: str) -> Architecture:
                                             "ffn": layer.ffn.model_copy(update={"inner_norm": True})})
                    for layer in arch.layers)
     return arch.model_copy(update={"layers": layers})
+
+
+# ApertusConfig's rope_parameters when the config gives none.
+APERTUS_ROPE = {"rope_type": "llama3", "rope_theta": 12000000.0, "factor": 8.0, "original_max_position_embeddings": 8192,
+                "low_freq_factor": 1.0, "high_freq_factor": 4.0}
+
+
+@family("apertus", title="Apertus", pad_token_id=3)
+def lower_apertus(r: ConfigReader, model_type: str) -> Architecture:
+    """Apertus: Llama with a per-head QK-norm before RoPE, llama3 RoPE by default, and a plain MLP down(act(up(x)))
+    whose activation is xIELU (learned alpha_p, alpha_n; stored beta, eps) unless hidden_act names another."""
+    c = common(r, max_pos=65536)
+    if r.raw.get("rope_parameters") is None and r.raw.get("rope_scaling") is None:
+        r.raw = {**r.raw, "rope_parameters": dict(APERTUS_ROPE)}
+        r.raw.pop("rope_theta", None)  # the default table's theta wins, as in the config class
+    bias = r.bool("attention_bias", False)
+    return llama_like(r, model_type, c, eps=1e-5, activation="xielu", gated=False, qkv_bias=bias, o_bias=bias,
+                      qk_norm="per_head", names={"input_norm": "attention_layernorm",
+                                                 "post_attn_norm": "feedforward_layernorm"})
