@@ -160,7 +160,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
     attns = attention_layers(arch)
     has_rope = any(lay.mixer.rope for lay in attns)
     has_nope = has_rope and any(lay.mixer.rope is None for lay in attns)
-    names = {key: identifier(value) for key, value in arch.names}  # every field (dumps leave some out)
+    names = {key: identifier(value) for key, value in arch.names if key != "attn_checkpoint"}  # every field (dumps leave some out)
     return {
         "version": __version__,
         "source": prov.label,

@@ -61,7 +61,9 @@ class WeightEntry:
 
 def checkpoint_name(arch: Architecture, key: str) -> str:
     """A parameter's key as the checkpoint spells it: the backbone's keys under `backbone_checkpoint` if given."""
-    backbone = f"{arch.names.backbone}."
+    n, backbone = arch.names, f"{arch.names.backbone}."
+    if n.attn_checkpoint:  # the attention block nested deeper on disk
+        key = key.replace(f"{backbone}{n.layers}.{{i}}.{n.attn}.", f"{backbone}{n.layers}.{{i}}.{n.attn_checkpoint}.")
     if arch.backbone_checkpoint and key.startswith(backbone):
         return arch.backbone_checkpoint + key[len(backbone):]
     return key

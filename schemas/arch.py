@@ -276,6 +276,9 @@ class Names(_Frozen):
     up: Identifier = "up_proj"
     down: Identifier = "down_proj"
     gate_up: Identifier = "gate_up_proj"
+    attn_checkpoint: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)+$")] | None = Field(
+        None, exclude_if=_unset, description="Where the checkpoint keeps each layer's attention block when it nests it "
+        "one module deeper than the code (GPT-Neo's and EXAONE's `attn.attention`): the loader maps its keys.")
     act_fn: Identifier = Field("act_fn", exclude_if=lambda v: v == "act_fn",
                                description="The MLP's activation module, when it has parameters (xIELU).")
 

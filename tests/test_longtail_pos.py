@@ -45,8 +45,9 @@ CASES = {
     "apertus": fixture("apertus"),
     "apertus-silu-bias-v4-rope": fixture("apertus", hidden_act="silu", attention_bias=True, rope_parameters=None,
                                          rope_scaling={"rope_type": "linear", "factor": 2.0}, rope_theta=500000.0),
+    "gpt_neo": fixture("gpt_neo"),
 }
-WINDOWED = ["ministral3-sliding"]
+WINDOWED = ["ministral3-sliding", "gpt_neo"]
 # new mechanism -> (case, text in the generated model.py, its planted-bug replacement)
 PLANTED = {
     "layernorm without a learned scale": (
@@ -67,7 +68,7 @@ PLANTED = {
     "norm before down_proj": ("bitnet", "return self.down_proj(self.ffn_sub_norm(h))", "return self.down_proj(h)"),
     "xIELU": ("apertus", "(torch.expm1(torch.min(x, self.eps)) - x) * alpha_n", "(torch.expm1(torch.min(x, self.eps)) - x)"),
 }
-CACHED = ["olmo-clip-bias", "ministral3-sliding", "nanochat", "bitnet", "apertus"]
+CACHED = ["olmo-clip-bias", "ministral3-sliding", "nanochat", "bitnet", "apertus", "gpt_neo"]
 
 
 @pytest.fixture(scope="module")

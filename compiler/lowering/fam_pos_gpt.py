@@ -1,0 +1,88 @@
+"""GPT-style families with learned absolute positions and their own key names: GPT-Neo (global and local
+attention layers, unscaled scores, the checkpoint's attention nested as ``attn.attention``).
+
+Each reads exactly the keys its transformers 5.24 config class and model read, with the same defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...schemas.arch import Architecture, Attention, Embedding, Head, Layer, Mlp, Names, Norm
+from ..errors import ConfigError
+from .fam_gpt import DROPOUTS, _common, _torch_layernorm
+from .families import ACTIVATIONS
+from .reader import ConfigReader
+from .registry import family
+
+GPT_NEO_NAMES = Names(backbone="transformer", embed="wte", positions="wpe", layers="h", final_norm="ln_f", attn="attn",
+                      attn_checkpoint="attn.attention", input_norm="ln_1", post_attn_norm="ln_2", o="out_proj",
+                      up="c_fc", down="c_proj")
+
+
+def _gpt_neo_layers(r: ConfigReader, num_layers: int) -> list[str]:
+    """attention_types ([[kinds, repeat], ...], default global/local alternating) expanded to one kind per layer."""
+    types = r.any("attention_types", None)
+    if types is None:
+        types = [[["global", "local"], num_layers // 2]]
+    kinds: list[str] = []
+    if not isinstance(types, list):
+        raise ConfigError(f"{r.where}: key 'attention_types' must be a list of [kinds, repeat] pairs")
+    for item in types:
+        ok = isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], list) and isinstance(item[1], int)
+        if not ok or not all(kind in ("global", "local") for kind in item[0]):
+            raise ConfigError(f"{r.where}: key 'attention_types' must be a list of [[\"global\" | \"local\", ...], repeat]"
+                              f" pairs, got {item!r:.60}")
+        kinds += list(item[0]) * item[1]
+    if len(kinds) != num_layers:
+        raise ConfigError(f"{r.where}: 'attention_types' gives {len(kinds)} layers, 'num_layers' is {num_layers}")
+    written = r.any("attention_layers", None)  # the expansion, which the config class recomputes
+    if written is not None and written != kinds:
+        raise ConfigError(f"{r.where}: key 'attention_layers' disagrees with 'attention_types'")
+    return kinds
+
+
+def _replica_gpt_neo(tiny: dict[str, Any], arch: Architecture) -> None:
+    from .replica import WINDOW
+
+    tiny.pop("num_key_value_heads", None)
+    tiny["num_heads"], tiny["num_layers"] = tiny.pop("num_attention_heads"), tiny.pop("num_hidden_layers")
+    kinds = ["local" if layer.mixer.span == "sliding" else "global" for layer in arch.layers[:tiny["num_layers"]]]
+    tiny["attention_types"] = [[[kind], 1] for kind in kinds]
+    tiny.pop("attention_layers", None)
+    tiny["window_size"] = WINDOW
+    tiny.pop("sliding_window", None)
+    tiny["max_position_embeddings"] = 64  # a small learned position table, still longer than the test sequences
+
+
+@family("gpt_neo", title="GPT-Neo", replica=_replica_gpt_neo)
+def lower_gpt_neo(r: ConfigReader, model_type: str) -> Architecture:
+    """GPT-Neo: GPT-2's block with nn.Linear weights, learned positions, unscaled attention scores, no q/k/v biases,
+    and layers alternating global (full) and local attention (the last window_size keys)."""
+    hidden, heads = r.int("hidden_size", 2048), r.int("num_heads", 16)
+    layers = r.int("num_layers", 24)
+    c = _common(r, vocab=r.int("vocab_size", 50257), hidden=hidden, heads=heads, layers=layers,
+                intermediate=r.int("intermediate_size", None, nullable=True) or 4 * hidden,
+                max_pos=r.int("max_position_embeddings", 2048))
+    kinds = _gpt_neo_layers(r, layers)
+    window = r.int("window_size", 256)
+    if window > c.max_position_embeddings:
+        raise ConfigError(f"{r.where}: 'window_size' ({window}) exceeds 'max_position_embeddings'")
+    norm = _torch_layernorm(r.float("layer_norm_epsilon", 1e-5))
+    mlp = Mlp(gated=False, activation=r.str("activation_function", "gelu_new", choices=ACTIVATIONS),
+              intermediate_size=c.intermediate_size, bias=True)
+    tied = r.bool("tie_word_embeddings", True)
+    r.finish(DROPOUTS | {"embed_dropout", "resid_dropout", "gradient_checkpointing"})
+
+    def mixer(kind: str) -> Attention:
+        local = kind == "local"
+        return Attention(span="sliding" if local else "full", window=window if local else None, num_heads=c.num_heads,
+                         num_kv_heads=c.num_heads, head_dim=c.head_dim, rope=None, o_bias=True, scale=1.0)
+
+    return Architecture(
+        model_type=model_type, hidden_size=c.hidden_size, max_position_embeddings=c.max_position_embeddings,
+        dtype=c.dtype, embedding=Embedding(vocab_size=c.vocab_size, learned_positions=c.max_position_embeddings),
+        layers=tuple(Layer(index=i, mixer=mixer(kind), ffn=mlp, block="pre_norm", norm=norm) for i, kind in enumerate(kinds)),
+        final_norm=norm, head=Head(tied=tied), names=GPT_NEO_NAMES,
+    )
+
