@@ -46,6 +46,7 @@ CASES = {
     "apertus-silu-bias-v4-rope": fixture("apertus", hidden_act="silu", attention_bias=True, rope_parameters=None,
                                          rope_scaling={"rope_type": "linear", "factor": 2.0}, rope_theta=500000.0),
     "gpt_neo": fixture("gpt_neo"),
+    "exaone": fixture("exaone"),
 }
 WINDOWED = ["ministral3-sliding", "gpt_neo"]
 # new mechanism -> (case, text in the generated model.py, its planted-bug replacement)

@@ -2,7 +2,8 @@
 InternLM's bias key names), OLMo (LayerNorm without a learned scale, clamped q/k/v projections),
 Ministral 3 (Mistral with YaRN and Llama 4's attention temperature on every layer), NanoChat (weightless
 RMSNorms, also on the embeddings, RoPE turned the other way, L2 QK-norm, squared ReLU, soft-capped logits),
-BitNet (norms before o_proj and down_proj), Apertus (the xIELU activation, with parameters of its own).
+BitNet (norms before o_proj and down_proj), Apertus (the xIELU activation, with parameters of its own), EXAONE 3
+(Llama under GPT-2-style key names, its attention nested as attn.attention on disk).
 
 Each reads exactly the keys its transformers 5.24 config class and model read, with the same defaults.
 """
@@ -143,3 +144,34 @@ def lower_apertus(r: ConfigReader, model_type: str) -> Architecture:
     return llama_like(r, model_type, c, eps=1e-5, activation="xielu", gated=False, qkv_bias=bias, o_bias=bias,
                       qk_norm="per_head", names={"input_norm": "attention_layernorm",
                                                  "post_attn_norm": "feedforward_layernorm"})
+
+
+EXAONE_ALIASES = {"num_layers": "num_hidden_layers", "layer_norm_epsilon": "rms_norm_eps", "activation_function": "hidden_act"}
+EXAONE_NAMES = {"backbone": "transformer", "embed": "wte", "layers": "h", "final_norm": "ln_f", "attn": "attn",
+                "attn_checkpoint": "attn.attention", "o": "out_proj", "input_norm": "ln_1", "post_attn_norm": "ln_2",
+                "gate": "c_fc_0", "up": "c_fc_1", "down": "c_proj"}
+
+
+def _replica_exaone(tiny: dict[str, Any], arch: Architecture) -> None:
+    """The shrunk sizes under the config's own spelling of the aliased keys; an explicit head_dim."""
+    explicit_head_dim(tiny, arch)
+    for alias, key in EXAONE_ALIASES.items():
+        if alias in tiny and key in tiny:
+            tiny[alias] = tiny.pop(key)
+
+
+@family("exaone", title="EXAONE 3", replica=_replica_exaone, pad_token_id=0)
+def lower_exaone(r: ConfigReader, model_type: str) -> Architecture:
+    """EXAONE 3.0 / 3.5: Llama (transformers runs it on LlamaForCausalLM) with GPT-2-style key names in the config
+    (num_layers, layer_norm_epsilon, activation_function) and in the checkpoint (transformer.h.{i}.attn.attention...,
+    mlp.c_fc_0 / c_fc_1 / c_proj), which the loader maps."""
+    raw = dict(r.raw)
+    for alias, key in EXAONE_ALIASES.items():
+        if alias in raw:
+            if key in raw:
+                raise ConfigError(f"{r.where}: give either '{key}' or its alias '{alias}', not both")
+            raw[key] = raw.pop(alias)
+    r.raw = raw
+    c = common(r, kv=8, max_pos=4096)
+    return llama_like(r, model_type, c, theta=500000.0, eps=1e-5, qkv_bias=r.bool("attention_bias", False),
+                      o_bias=r.bool("attention_bias", False), mlp_bias=r.bool("mlp_bias", False), names=EXAONE_NAMES)
