@@ -117,6 +117,9 @@ def config_values(arch: Architecture) -> list[dict[str, str]]:
         fields.append(_field("sliding_window", "int", windows[0], "keys visible to a query, itself included"))
     fields += chunked_config_fields(arch, _field)
     fields += rope_config_fields(arch, _field)
+    if arch.embedding.positions_offset:
+        fields.append(_field("position_offset", "int", arch.embedding.positions_offset,
+                             "position p reads row p + position_offset of the position table"))
     if arch.embedding.scale is not None:
         fields.append(_field("embed_scale", "float", arch.embedding.scale,
                              "sqrt(hidden_size)" if arch.embedding.scale_in_dtype else "multiplies the embeddings"))
@@ -160,7 +163,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
     attns = attention_layers(arch)
     has_rope = any(lay.mixer.rope for lay in attns)
     has_nope = has_rope and any(lay.mixer.rope is None for lay in attns)
-    names = {key: identifier(value) for key, value in arch.names if key != "attn_checkpoint"}  # every field (dumps leave some out)
+    names = {key: identifier(value) for key, value in arch.names if key not in ("attn_checkpoint", "mlp_checkpoint")}  # every field (dumps leave some out)
     return {
         "version": __version__,
         "source": prov.label,
@@ -196,7 +199,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
                else ", written out eagerly."),
             "fused": fused_attention(attn),
             "qkv": attn.qkv, "q_bias": attn.q_bias, "k_bias": attn.k_bias, "v_bias": attn.v_bias,
-            "o_bias": attn.o_bias, "clip_qkv": attn.clip_qkv is not None, "output_norm": attn.output_norm, "qk_norm": attn.qk_norm, "softcap": attn.softcap is not None, "grouped": grouped,
+            "o_bias": attn.o_bias, "clip_qkv": attn.clip_qkv is not None, "output_norm": attn.output_norm, "scale_queries": attn.scale_queries, "qk_norm": attn.qk_norm, "softcap": attn.softcap is not None, "grouped": grouped,
             "sinks": attn.sinks, "output_gate": attn.output_gate, "qk_norm_after_rope": attn.qk_norm_after_rope,
         },
         "mlp": {
@@ -217,7 +220,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         },
         "embedding": {"padding": arch.embedding.padding_idx is not None, "scale": arch.embedding.scale is not None, "scale_in_dtype": arch.embedding.scale_in_dtype,
                       "learned_positions": arch.embedding.learned_positions is not None,
-                      "norm": arch.embedding.norm is not None},
+                      "norm": arch.embedding.norm is not None, "offset": arch.embedding.positions_offset != 0},
         "head": {"tied": arch.head.tied, "bias": arch.head.bias, "softcap": arch.head.softcap is not None,
                  "multiplier": arch.head.multiplier is not None, "divisor": arch.head.divisor is not None},
         "weights": [{"checkpoint_literal": literal(e.checkpoint), "param_literal": literal(e.param), "kind": e.ffn_kind,

@@ -111,8 +111,12 @@ def validate(arch: Architecture) -> Architecture:
     if arch.head.bias and arch.head.tied:
         raise UnsupportedError("a biased output head tied to the embedding is not implemented")
     positions = arch.embedding.learned_positions
-    if positions is not None and positions != arch.max_position_embeddings:
-        raise ConfigError(f"learned position table of {positions} rows != context length {arch.max_position_embeddings}")
+    offset = arch.embedding.positions_offset
+    if positions is not None and positions != arch.max_position_embeddings + offset:
+        raise ConfigError(f"learned position table of {positions} rows != context length {arch.max_position_embeddings}"
+                          + (f" + offset {offset}" if offset else ""))
+    if offset and positions is None:
+        raise ConfigError("a position offset without a learned position table")
     return arch
 
 

@@ -62,8 +62,11 @@ class WeightEntry:
 def checkpoint_name(arch: Architecture, key: str) -> str:
     """A parameter's key as the checkpoint spells it: the backbone's keys under `backbone_checkpoint` if given."""
     n, backbone = arch.names, f"{arch.names.backbone}."
+    layer = f"{backbone}{n.layers}.{{i}}."
     if n.attn_checkpoint:  # the attention block nested deeper on disk
-        key = key.replace(f"{backbone}{n.layers}.{{i}}.{n.attn}.", f"{backbone}{n.layers}.{{i}}.{n.attn_checkpoint}.")
+        key = key.replace(f"{layer}{n.attn}.", f"{layer}{n.attn_checkpoint}.")
+    if n.mlp_checkpoint is not None:  # the MLP's projections elsewhere on disk ("": directly in the layer)
+        key = key.replace(f"{layer}{n.mlp}.", f"{layer}{n.mlp_checkpoint}." if n.mlp_checkpoint else layer)
     if arch.backbone_checkpoint and key.startswith(backbone):
         return arch.backbone_checkpoint + key[len(backbone):]
     return key

@@ -110,6 +110,8 @@ class Attention(_Frozen):
     clip_qkv: Annotated[float, Field(gt=0)] | None = Field(
         None, exclude_if=_unset, description="The query, key and value projections are clamped to "
         "[-clip_qkv, clip_qkv] before anything else (OLMo, MPT).")
+    scale_queries: bool = Field(False, exclude_if=_unset, description="The scale multiplies the queries (bias "
+                                "included) before q.k rather than the scores after it (OPT).")
     output_norm: bool = Field(False, exclude_if=_unset, description="The heads' concatenated output is normalised "
                               "(a norm like the layers', over num_heads x head_dim) before o_proj (BitNet's attn_sub_norm).")
     q_bias: bool = False
@@ -225,6 +227,9 @@ class Embedding(_Frozen):
     learned_positions: PositiveInt | None = Field(
         None, description="Size of a learned absolute position table added to the token embeddings (GPT-2)."
     )
+    positions_offset: Annotated[int, Field(ge=0, le=16)] = Field(
+        0, exclude_if=lambda v: v == 0, description="The learned position table has this many leading rows no "
+        "position uses: position p reads row p + offset (OPT: 2).")
     norm: Norm | None = Field(None, exclude_if=_unset, description="The token embeddings are normalised by this "
                               "norm before the first layer (BLOOM's word_embeddings_layernorm, NanoChat).")
     padding_idx: Annotated[int, Field(ge=0)] | None = Field(
@@ -279,6 +284,9 @@ class Names(_Frozen):
     attn_checkpoint: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)+$")] | None = Field(
         None, exclude_if=_unset, description="Where the checkpoint keeps each layer's attention block when it nests it "
         "one module deeper than the code (GPT-Neo's and EXAONE's `attn.attention`): the loader maps its keys.")
+    mlp_checkpoint: Annotated[str, Field(pattern=r"^([a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*)?$")] | None = Field(
+        None, exclude_if=lambda v: v is None, description="Where the checkpoint keeps each layer's MLP projections "
+        "when not under `mlp`: \"\" for directly in the layer (OPT's `fc1`, `fc2`); the loader maps its keys.")
     act_fn: Identifier = Field("act_fn", exclude_if=lambda v: v == "act_fn",
                                description="The MLP's activation module, when it has parameters (xIELU).")
 

@@ -47,6 +47,8 @@ CASES = {
                                          rope_scaling={"rope_type": "linear", "factor": 2.0}, rope_theta=500000.0),
     "gpt_neo": fixture("gpt_neo"),
     "exaone": fixture("exaone"),
+    "opt": fixture("opt"),
+    "opt-untied-nobias": fixture("opt", tie_word_embeddings=False, enable_bias=False),
 }
 WINDOWED = ["ministral3-sliding", "gpt_neo"]
 # new mechanism -> (case, text in the generated model.py, its planted-bug replacement)
@@ -68,8 +70,11 @@ PLANTED = {
     "norm before o_proj": ("bitnet", "out = self.attn_sub_norm(out)", "out = out"),
     "norm before down_proj": ("bitnet", "return self.down_proj(self.ffn_sub_norm(h))", "return self.down_proj(h)"),
     "xIELU": ("apertus", "(torch.expm1(torch.min(x, self.eps)) - x) * alpha_n", "(torch.expm1(torch.min(x, self.eps)) - x)"),
+    "queries scaled before q.k": ("opt", "q = q * self.scale", "q = q * self.scale * 1.1"),
+    "learned positions offset by 2": ("opt", "self.embed_positions(positions + c.position_offset)",
+                                      "self.embed_positions(positions + 1)"),
 }
-CACHED = ["olmo-clip-bias", "ministral3-sliding", "nanochat", "bitnet", "apertus", "gpt_neo"]
+CACHED = ["olmo-clip-bias", "ministral3-sliding", "nanochat", "bitnet", "apertus", "gpt_neo", "opt"]
 
 
 @pytest.fixture(scope="module")

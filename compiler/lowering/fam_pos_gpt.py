@@ -10,7 +10,7 @@ from typing import Any
 
 from ...schemas.arch import Architecture, Attention, Embedding, Head, Layer, Mlp, Names, Norm
 from ..errors import ConfigError
-from .fam_gpt import DROPOUTS, _common, _torch_layernorm
+from .fam_gpt import DROPOUTS, _assemble, _common, _torch_layernorm
 from .families import ACTIVATIONS
 from .reader import ConfigReader
 from .registry import family
@@ -86,3 +86,46 @@ def lower_gpt_neo(r: ConfigReader, model_type: str) -> Architecture:
         final_norm=norm, head=Head(tied=tied), names=GPT_NEO_NAMES,
     )
 
+
+
+OPT_NAMES = Names(final_norm="final_layer_norm", input_norm="self_attn_layer_norm", post_attn_norm="final_layer_norm",
+                  o="out_proj", up="fc1", down="fc2", mlp_checkpoint="")
+OPT_POSITION_OFFSET = 2  # OPTLearnedPositionalEmbedding: position p reads row p + 2
+
+
+def _replica_opt(tiny: dict[str, Any], arch: Architecture) -> None:
+    tiny.pop("num_key_value_heads", None)
+    tiny["ffn_dim"] = tiny.pop("intermediate_size")
+    if tiny.get("word_embed_proj_dim") is not None:
+        tiny["word_embed_proj_dim"] = tiny["hidden_size"]
+    tiny["max_position_embeddings"] = 64  # a small learned position table, still longer than the test sequences
+
+
+@family("opt", title="OPT", replica=_replica_opt, pad_token_id=1)
+def lower_opt(r: ConfigReader, model_type: str) -> Architecture:
+    """OPT (pre-norm releases: 125M, 1.3B and up): learned positions read two rows further (position + 2), queries
+    scaled before q.k, LayerNorms with bias, ReLU MLP fc1/fc2, one enable_bias switch, the decoder's keys under
+    model.decoder (decoder.* in the published files)."""
+    hidden, heads = r.int("hidden_size", 768), r.int("num_attention_heads", 12)
+    c = _common(r, vocab=r.int("vocab_size", 50272), hidden=hidden, heads=heads, layers=r.int("num_hidden_layers", 12),
+                intermediate=r.int("ffn_dim", 3072), max_pos=r.int("max_position_embeddings", 2048))
+    r.require_value("do_layer_norm_before", (True,), True)  # the post-norm variant (OPT-350M) is not compiled yet
+    r.require_value("_remove_final_layer_norm", (False,), False)
+    r.require_value("layer_norm_elementwise_affine", (True,), True)
+    projection = r.int("word_embed_proj_dim", None, nullable=True)
+    if projection is not None and projection != hidden:
+        raise ConfigError(f"{r.where}: key 'word_embed_proj_dim' = {projection} (embeddings projected to and from "
+                          f"hidden_size {hidden}, as OPT-350M) is not supported")
+    bias = r.bool("enable_bias", True)
+    mlp = Mlp(gated=False, activation=r.str("activation_function", "relu", choices=ACTIVATIONS),
+              intermediate_size=c.intermediate_size, bias=bias)
+    arch = _assemble(
+        r, c, model_type=model_type, rope=None, norm=_torch_layernorm(1e-5),
+        attention=dict(q_bias=bias, k_bias=bias, v_bias=bias, o_bias=bias, scale=c.head_dim**-0.5, scale_queries=True),
+        mlp=mlp, block="pre_norm", head=Head(tied=r.bool("tie_word_embeddings", True)), names=OPT_NAMES,
+        extra_allowed=DROPOUTS | {"dropout", "layerdrop", "init_std"},
+        learned_positions=c.max_position_embeddings + OPT_POSITION_OFFSET, padding=True,
+    )
+    embedding = arch.embedding.model_copy(update={"positions_offset": OPT_POSITION_OFFSET})
+    return arch.model_copy(update={"embedding": embedding, "backbone_checkpoint": "model.decoder.",
+                                   "bare_decoder_checkpoints": True})
