@@ -20,6 +20,7 @@ ACTIVATION_WORDS = {
     "relu": ("ReGLU", "ReLU"),
     "relu2": ("ReGLU squared", "squared ReLU"),
     "xielu": ("xIELU-gated", "xIELU (learned alpha_p, alpha_n)"),
+    "gelu_fast_tanh": ("GeGLU", "tanh-approximate GELU written out as x (1 + 0.044715 x^2)"),
 }
 
 
@@ -133,6 +134,11 @@ def features(arch: Architecture) -> list[str]:
         pass
     elif attn.softcap:
         out.append(f"Attention logits soft-capped: cap * tanh(scores / cap), cap {_num(attn.softcap)}.")
+    if getattr(attn, "alibi", None) is not None:
+        a = attn.alibi
+        slopes = ("geometric slopes 2^(-8k/n)" if a.slopes == "geometric" else f"slopes 1/2^(k x {_num(a.max_bias)} / n)")
+        out.append(f"ALiBi: each head adds slope x key position to its scores ({slopes}, positions counted from the "
+                   f"{'last' if a.from_last_key else 'first'} key); no other position encoding.")
     if getattr(attn, "output_norm", False):
         out.append("The heads' concatenated attention output is normalised before the output projection.")
     if ffn is not None and ffn.inner_norm:
@@ -212,7 +218,7 @@ def fused_attention(attn) -> bool:
     """Whether the attention can run through torch's scaled_dot_product_attention: plain softmax
     attention over the mask (multi-latent attention, soft-capped scores and attention sinks are
     written out only)."""
-    return attn.kind == "attention" and attn.softcap is None and not attn.sinks
+    return attn.kind == "attention" and attn.softcap is None and not attn.sinks and getattr(attn, "alibi", None) is None
 
 
 def moe_features(arch: Architecture) -> list[str]:

@@ -34,7 +34,8 @@ BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ACTIVATION_CODE = {"silu": ("F.silu", ""), "gelu": ("F.gelu", ""), "gelu_tanh": ("F.gelu", ', approximate="tanh"'),
                    "gelu_new": ("gelu_new", ""),
-                   "relu": ("F.relu", ""), "relu2": ("relu2", ""), "xielu": ("self.act_fn", "")}
+                   "relu": ("F.relu", ""), "relu2": ("relu2", ""), "xielu": ("self.act_fn", ""),
+                   "gelu_fast_tanh": ("gelu_fast_tanh", "")}
 TITLES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3", "gemma3_text": "Gemma 3 (text decoder)"}
 TITLES.update(gpt2="GPT-2", gpt_neox="GPT-NeoX", phi="Phi")
 TITLES.update(gemma="Gemma", gemma2="Gemma 2", olmo2="OLMo 2", olmo3="OLMo 3", smollm3="SmolLM3")
@@ -129,6 +130,8 @@ def config_values(arch: Architecture) -> list[dict[str, str]]:
         fields.append(_field("logit_scale", "float", arch.head.multiplier, "multiplies the logits"))
     if arch.head.divisor is not None:
         fields.append(_field("logits_scaling", "float", arch.head.divisor, "divides the logits"))
+    if getattr(attn, "alibi", None) is not None and attn.alibi.max_bias is not None:
+        fields.append(_field("alibi_bias_max", "float", attn.alibi.max_bias, "ALiBi: the largest slope exponent"))
     if getattr(attn, "clip_qkv", None) is not None:
         fields.append(_field("clip_qkv", "float", attn.clip_qkv, "q, k and v are clamped to [-clip_qkv, clip_qkv]"))
     if getattr(attn, "softcap", None) is not None:
@@ -163,6 +166,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
     attns = attention_layers(arch)
     has_rope = any(lay.mixer.rope for lay in attns)
     has_nope = has_rope and any(lay.mixer.rope is None for lay in attns)
+    alibi = getattr(attn, "alibi", None)
     names = {key: identifier(value) for key, value in arch.names if key not in ("attn_checkpoint", "mlp_checkpoint")}  # every field (dumps leave some out)
     return {
         "version": __version__,
@@ -181,8 +185,10 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         "has_rope": has_rope,
         "has_nope": has_nope,
         "rope_params": (", cos: torch.Tensor | None, sin: torch.Tensor | None" if has_nope
-                        else ", cos: torch.Tensor, sin: torch.Tensor" if has_rope else "") + q_scale_param(arch),
-        "rope_args": (", cos, sin" if has_rope else "") + q_scale_arg(arch),
+                        else ", cos: torch.Tensor, sin: torch.Tensor" if has_rope else "") + q_scale_param(arch)
+        + (", alibi: torch.Tensor" if alibi else ""),
+        "rope_args": (", cos, sin" if has_rope else "") + q_scale_arg(arch) + (", alibi" if alibi else ""),
+        "alibi": {"slopes": alibi.slopes, "from_last_key": alibi.from_last_key} if alibi else None,
         **chunked_context(arch),
         "has_sliding": any(lay.mixer.span == "sliding" for lay in attns),
         "has_full": any(lay.mixer.span == "full" for lay in attns),
@@ -199,7 +205,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
                else ", written out eagerly."),
             "fused": fused_attention(attn),
             "qkv": attn.qkv, "q_bias": attn.q_bias, "k_bias": attn.k_bias, "v_bias": attn.v_bias,
-            "o_bias": attn.o_bias, "clip_qkv": attn.clip_qkv is not None, "output_norm": attn.output_norm, "scale_queries": attn.scale_queries, "qk_norm": attn.qk_norm, "softcap": attn.softcap is not None, "grouped": grouped,
+            "o_bias": attn.o_bias, "clip_qkv": attn.clip_qkv is not None, "output_norm": attn.output_norm, "scale_queries": attn.scale_queries, "alibi": attn.alibi is not None, "qk_norm": attn.qk_norm, "softcap": attn.softcap is not None, "grouped": grouped,
             "sinks": attn.sinks, "output_gate": attn.output_gate, "qk_norm_after_rope": attn.qk_norm_after_rope,
         },
         "mlp": {

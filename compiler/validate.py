@@ -73,6 +73,9 @@ def validate(arch: Architecture) -> Architecture:
         raise UnsupportedError("a LayerNorm with a weight offset is implemented for torch's LayerNorm (input dtype) only")
     if not norm.weight and (norm.bias or norm.weight_offset or norm.compute_dtype != "float32"):
         raise UnsupportedError("a norm without a learned scale is implemented computed in float32, without a bias")
+    if any(getattr(lay.mixer, "alibi", None) is not None and (lay.mixer.rope or lay.mixer.span != "full"
+                                                              or lay.mixer.alibi != attn.alibi) for lay in arch.layers):
+        raise UnsupportedError("ALiBi is implemented on full-attention layers without RoPE, alike in every layer")
     if arch.embedding.norm is not None and arch.embedding.norm != norm:
         raise UnsupportedError("an embedding norm that differs from the layers' norms is not implemented")
     if arch.final_norm != norm:

@@ -78,6 +78,26 @@ class TemperatureTuning(_Frozen):
         "Ministral 3 (1 + beta * log(1 + floor(position / original_max_position_embeddings))).")
 
 
+class Alibi(_Frozen):
+    """ALiBi: each head h adds slope_h x (key position - origin) to its scores, the model's only position signal.
+
+    slopes "geometric" (BLOOM, Falcon): n2 = the largest power of two <= heads; slopes b^1 .. b^n2 with
+    b = 2^(-8 / n2), then for the remaining heads c^1, c^3, c^5, ... with c = 2^(-8 / (2 n2)), in float32.
+    slopes "max_bias" (MPT): n2 = the smallest power of two >= heads; 1 / 2^(k x max_bias / n2) for k = 1 .. n2,
+    then (when n2 > heads) the odd-indexed ones before the even-indexed ones, the first `heads` of them."""
+
+    slopes: Literal["geometric", "max_bias"]
+    max_bias: Annotated[float, Field(gt=0)] | None = Field(None, description="max_bias slopes: the largest bias exponent.")
+    from_last_key: bool = Field(False, description="Positions count from the last key (j - last, MPT) rather than "
+                                "from the first (j, BLOOM): equal after the softmax, rounded differently.")
+
+    @model_validator(mode="after")
+    def _max_bias(self) -> "Alibi":
+        if (self.slopes == "max_bias") != (self.max_bias is not None):
+            raise ValueError("a max_bias is given exactly for 'max_bias' slopes")
+        return self
+
+
 class Attention(_Frozen):
     """Multi-head (grouped-query) softmax attention."""
 
@@ -110,6 +130,8 @@ class Attention(_Frozen):
     clip_qkv: Annotated[float, Field(gt=0)] | None = Field(
         None, exclude_if=_unset, description="The query, key and value projections are clamped to "
         "[-clip_qkv, clip_qkv] before anything else (OLMo, MPT).")
+    alibi: Alibi | None = Field(None, exclude_if=_unset, description="Linear biases by key position added to the "
+                                "scaled scores (ALiBi).")
     scale_queries: bool = Field(False, exclude_if=_unset, description="The scale multiplies the queries (bias "
                                 "included) before q.k rather than the scores after it (OPT).")
     output_norm: bool = Field(False, exclude_if=_unset, description="The heads' concatenated output is normalised "
@@ -149,10 +171,11 @@ class Mlp(_Frozen):
 
     kind: Literal["mlp"] = "mlp"
     gated: bool
-    activation: Literal["silu", "gelu", "gelu_tanh", "gelu_new", "relu", "relu2", "xielu"] = Field(
+    activation: Literal["silu", "gelu", "gelu_tanh", "gelu_new", "relu", "relu2", "xielu", "gelu_fast_tanh"] = Field(
         description="gelu_tanh: torch's fused tanh GELU. gelu_new: the same formula written out with pow "
         "(GPT-2, Phi): it rounds differently, most visibly in bfloat16. relu2: relu(x) squared (Nemotron, Arcee). "
-        "xielu: xIELU with learned alpha_p, alpha_n and stored beta, eps (Apertus; a module `act_fn` of the MLP).")
+        "xielu: xIELU with learned alpha_p, alpha_n and stored beta, eps (Apertus; a module `act_fn` of the MLP). "
+        "gelu_fast_tanh: x * 0.5 * (1 + tanh(0.79788456 x (1 + 0.044715 x^2))), BLOOM's written-out tanh GELU.")
     intermediate_size: Width
     bias: bool = False
     fused_gate_up: bool = Field(False, description="The checkpoint stores [gate; up] as one matrix.")

@@ -49,6 +49,7 @@ CASES = {
     "exaone": fixture("exaone"),
     "opt": fixture("opt"),
     "opt-untied-nobias": fixture("opt", tie_word_embeddings=False, enable_bias=False),
+    "bloom": fixture("bloom"),
 }
 WINDOWED = ["ministral3-sliding", "gpt_neo"]
 # new mechanism -> (case, text in the generated model.py, its planted-bug replacement)
@@ -73,8 +74,11 @@ PLANTED = {
     "queries scaled before q.k": ("opt", "q = q * self.scale", "q = q * self.scale * 1.1"),
     "learned positions offset by 2": ("opt", "self.embed_positions(positions + c.position_offset)",
                                       "self.embed_positions(positions + 1)"),
+    "ALiBi (geometric slopes, from the first key)": ("bloom", "scores = scores + alibi", "scores = scores"),
+    "ALiBi slopes beyond the largest power of two": ("bloom", "torch.arange(1, 1 + 2 * remaining, 2", "torch.arange(2, 2 + 2 * remaining, 2"),
+    "BLOOM's written-out tanh GELU": ("bloom", "(1 + 0.044715 * x * x)", "(1 + 0.0 * x * x)"),
 }
-CACHED = ["olmo-clip-bias", "ministral3-sliding", "nanochat", "bitnet", "apertus", "gpt_neo", "opt"]
+CACHED = ["olmo-clip-bias", "ministral3-sliding", "nanochat", "bitnet", "apertus", "gpt_neo", "opt", "bloom"]
 
 
 @pytest.fixture(scope="module")
