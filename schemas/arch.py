@@ -291,7 +291,7 @@ class Names(_Frozen):
     q: Identifier = "q_proj"
     k: Identifier = "k_proj"
     v: Identifier = "v_proj"
-    qkv: Identifier = "qkv_proj"
+    qkv: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")] = "qkv_proj"  # MPT's `Wqkv`
     o: Identifier = "o_proj"
     sinks: Identifier = Field("sinks", exclude_if=lambda v: v == "sinks")
     attn_out_norm: Identifier = Field("attn_sub_norm", exclude_if=lambda v: v == "attn_sub_norm",

@@ -50,6 +50,8 @@ CASES = {
     "opt": fixture("opt"),
     "opt-untied-nobias": fixture("opt", tie_word_embeddings=False, enable_bias=False),
     "bloom": fixture("bloom"),
+    "mpt": fixture("mpt"),
+    "mpt-clip-scale": fixture("mpt", attn_config={**fixture("mpt")["attn_config"], "clip_qkv": 0.3, "softmax_scale": 0.2}),
 }
 WINDOWED = ["ministral3-sliding", "gpt_neo"]
 # new mechanism -> (case, text in the generated model.py, its planted-bug replacement)
@@ -77,8 +79,9 @@ PLANTED = {
     "ALiBi (geometric slopes, from the first key)": ("bloom", "scores = scores + alibi", "scores = scores"),
     "ALiBi slopes beyond the largest power of two": ("bloom", "torch.arange(1, 1 + 2 * remaining, 2", "torch.arange(2, 2 + 2 * remaining, 2"),
     "BLOOM's written-out tanh GELU": ("bloom", "(1 + 0.044715 * x * x)", "(1 + 0.0 * x * x)"),
+    "ALiBi (max-bias slopes, from the last key)": ("mpt", "torch.cat([slopes[1::2], slopes[::2]])", "torch.cat([slopes[::2], slopes[1::2]])"),
 }
-CACHED = ["olmo-clip-bias", "ministral3-sliding", "nanochat", "bitnet", "apertus", "gpt_neo", "opt", "bloom"]
+CACHED = ["olmo-clip-bias", "ministral3-sliding", "nanochat", "bitnet", "apertus", "gpt_neo", "opt", "bloom", "mpt-clip-scale"]
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Families whose only position signal is ALiBi (linear biases by key position): BLOOM.
+"""Families whose only position signal is ALiBi (linear biases by key position): BLOOM, MPT.
 
 Each reads exactly the keys its transformers 5.24 config class and model read, with the same defaults.
 """
@@ -57,3 +57,54 @@ def lower_bloom(r: ConfigReader, model_type: str) -> Architecture:
     # The published checkpoints were saved from the bare BloomModel (keys "h.0...", "word_embeddings.weight").
     return arch.model_copy(update={"embedding": arch.embedding.model_copy(update={"norm": norm}),
                                    "bare_decoder_checkpoints": True})
+
+
+MPT_NAMES = Names(backbone="transformer", embed="wte", layers="blocks", final_norm="norm_f", attn="attn", qkv="Wqkv",
+                  o="out_proj", input_norm="norm_1", post_attn_norm="norm_2", mlp="ffn")
+# MptConfig keys transformers 5.24's MPT reads for nothing (its model always uses ALiBi, a 4 x d_model GELU MLP
+# without biases and torch's LayerNorm): accepted at the values that model computes, refused at any other.
+MPT_FIXED = {"expansion_ratio": (4,), "no_bias": (True,), "logit_scale": (None,),
+             "norm_type": ("low_precision_layernorm", "layernorm")}
+MPT_ATTENTION_FIXED = {"attn_type": ("multihead_attention",), "prefix_lm": (False,), "qk_ln": (False,), "alibi": (True,),
+                       "attn_uses_sequence_id": (False,), "alibi_bias_max": (8,)}  # the model always builds with 8
+MPT_TRAINING = frozenset({"resid_pdrop", "emb_pdrop", "learned_pos_emb", "init_device", "embedding_fraction",
+                          "init_config", "tokenizer_name", "verbose"})  # the last three: MosaicML's own config class
+
+
+def _replica_mpt(tiny: dict[str, Any], arch: Architecture) -> None:
+    tiny.pop("num_key_value_heads", None)
+    tiny.pop("intermediate_size", None)  # 4 x d_model, always
+    for generic, own in (("hidden_size", "d_model"), ("num_attention_heads", "n_heads"), ("num_hidden_layers", "n_layers")):
+        tiny[own] = tiny.pop(generic)
+    tiny["n_heads"] = 6  # not a power of two: the slopes' odd/even reordering is exercised (d_model 64 -> 60)
+    tiny["d_model"] = 60
+
+
+@family("mpt", title="MPT", replica=_replica_mpt)
+def lower_mpt(r: ConfigReader, model_type: str) -> Architecture:
+    """MPT: ALiBi (slopes 1/2^(k x alibi_bias_max / n), positions from the last key), fused [q; k; v] (Wqkv) with
+    optional clipping, LayerNorms without bias, a 4 x d_model exact-GELU MLP, no biases, a tied head."""
+    hidden = r.int("d_model", 2048)
+    c = _common(r, vocab=r.int("vocab_size", 50368), hidden=hidden, heads=r.int("n_heads", 16),
+                layers=r.int("n_layers", 24), intermediate=4 * hidden, max_pos=r.int("max_seq_len", 2048))
+    for key, allowed in MPT_FIXED.items():
+        r.require_value(key, allowed, allowed[0])
+    attn = r.any("attn_config", None) or {}
+    if not isinstance(attn, dict):
+        raise ConfigError(f"{r.where}: key 'attn_config' must be an object")
+    a = ConfigReader(attn, f"{r.where}.attn_config")
+    for key, allowed in MPT_ATTENTION_FIXED.items():
+        a.require_value(key, allowed, allowed[0])
+    clip = a.float("clip_qkv", None, nullable=True)
+    scale = a.float("softmax_scale", None, nullable=True) or c.head_dim**-0.5
+    max_bias = 8.0
+    a.finish(frozenset({"attn_pdrop", "attn_impl", "model_type"}))
+    mlp = Mlp(gated=False, activation="gelu", intermediate_size=c.intermediate_size)
+    return _assemble(
+        r, c, model_type=model_type, rope=None,
+        norm=_torch_layernorm(r.float("layer_norm_epsilon", 1e-5)).model_copy(update={"bias": False}),
+        attention=dict(qkv="fused", scale=scale, clip_qkv=clip,
+                       alibi=Alibi(slopes="max_bias", max_bias=max_bias, from_last_key=True)),
+        mlp=mlp, block="pre_norm", head=Head(tied=r.bool("tie_word_embeddings", True)), names=MPT_NAMES,
+        extra_allowed=MPT_TRAINING,
+    )
