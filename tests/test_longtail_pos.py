@@ -50,6 +50,7 @@ CASES = {
     "opt": fixture("opt"),
     "opt-untied-nobias": fixture("opt", tie_word_embeddings=False, enable_bias=False),
     "bloom": fixture("bloom"),
+    "iquestcoder": fixture("iquestcoder"),
     "mpt": fixture("mpt"),
     "mpt-clip-scale": fixture("mpt", attn_config={**fixture("mpt")["attn_config"], "clip_qkv": 0.3, "softmax_scale": 0.2}),
 }

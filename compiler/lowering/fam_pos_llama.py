@@ -175,3 +175,14 @@ def lower_exaone(r: ConfigReader, model_type: str) -> Architecture:
     c = common(r, kv=8, max_pos=4096)
     return llama_like(r, model_type, c, theta=500000.0, eps=1e-5, qkv_bias=r.bool("attention_bias", False),
                       o_bias=r.bool("attention_bias", False), mlp_bias=r.bool("mlp_bias", False), names=EXAONE_NAMES)
+
+
+@family("iquestcoder", title="IQuest-Coder", replica=explicit_head_dim)
+def lower_iquestcoder(r: ConfigReader, model_type: str) -> Architecture:
+    """IQuest-Coder: Llama (transformers runs it on LlamaForCausalLM) with its own defaults; the config class
+    refuses clip_qkv and use_sliding_window."""
+    c = common(r, kv=8, head_dim=128, max_pos=131072)
+    if r.any("clip_qkv", None) is not None or r.any("use_sliding_window", False):
+        raise ConfigError(f"{r.where}: 'clip_qkv' / 'use_sliding_window' are refused by transformers' IQuestCoderConfig")
+    bias = r.bool("attention_bias", False)
+    return llama_like(r, model_type, c, eps=1e-5, qkv_bias=bias, o_bias=bias, mlp_bias=r.bool("mlp_bias", False))
