@@ -51,6 +51,8 @@ CASES = {
     "opt-untied-nobias": fixture("opt", tie_word_embeddings=False, enable_bias=False),
     "bloom": fixture("bloom"),
     "iquestcoder": fixture("iquestcoder"),
+    "biogpt": fixture("biogpt"),
+    "biogpt-unscaled-untied": fixture("biogpt", scale_embedding=False, tie_word_embeddings=False),
     "mpt": fixture("mpt"),
     "mpt-clip-scale": fixture("mpt", attn_config={**fixture("mpt")["attn_config"], "clip_qkv": 0.3, "softmax_scale": 0.2}),
 }

@@ -129,3 +129,38 @@ def lower_opt(r: ConfigReader, model_type: str) -> Architecture:
     embedding = arch.embedding.model_copy(update={"positions_offset": OPT_POSITION_OFFSET})
     return arch.model_copy(update={"embedding": embedding, "backbone_checkpoint": "model.decoder.",
                                    "bare_decoder_checkpoints": True})
+
+
+BIOGPT_NAMES = Names(backbone="biogpt", final_norm="layer_norm", input_norm="self_attn_layer_norm",
+                     post_attn_norm="final_layer_norm", o="out_proj", up="fc1", down="fc2", mlp_checkpoint="",
+                     head="output_projection")
+
+
+def _replica_biogpt(tiny: dict[str, Any], arch: Architecture) -> None:
+    tiny.pop("num_key_value_heads", None)
+    tiny["max_position_embeddings"] = 64  # a small learned position table, still longer than the test sequences
+
+
+@family("biogpt", title="BioGPT", replica=_replica_biogpt, pad_token_id=1)
+def lower_biogpt(r: ConfigReader, model_type: str) -> Architecture:
+    """BioGPT: OPT's learned positions (position + 2), token embeddings times sqrt(hidden) as a Python float,
+    pre-norm LayerNorms (eps 1e-5 whatever layer_norm_eps says: its model never reads it), GELU MLP fc1/fc2,
+    biases everywhere, the head (output_projection) tied to the embedding."""
+    hidden, heads = r.int("hidden_size", 1024), r.int("num_attention_heads", 16)
+    c = _common(r, vocab=r.int("vocab_size", 42384), hidden=hidden, heads=heads, layers=r.int("num_hidden_layers", 24),
+                intermediate=r.int("intermediate_size", 4096), max_pos=r.int("max_position_embeddings", 1024))
+    r.float("layer_norm_eps", 1e-12)  # a config field transformers' BioGPT model never reads (its LayerNorms use 1e-5)
+    scale = hidden**0.5 if r.bool("scale_embedding", True) else None
+    mlp = Mlp(gated=False, activation=r.str("hidden_act", "gelu", choices=ACTIVATIONS),
+              intermediate_size=c.intermediate_size, bias=True)
+    arch = _assemble(
+        r, c, model_type=model_type, rope=None, norm=_torch_layernorm(1e-5),
+        attention=dict(q_bias=True, k_bias=True, v_bias=True, o_bias=True, scale=c.head_dim**-0.5),
+        mlp=mlp, block="pre_norm", head=Head(tied=r.bool("tie_word_embeddings", True)), names=BIOGPT_NAMES,
+        extra_allowed=frozenset({"hidden_dropout_prob", "attention_probs_dropout_prob", "layerdrop",
+                                 "activation_dropout"}),
+        learned_positions=c.max_position_embeddings + OPT_POSITION_OFFSET, padding=True,
+    )
+    embedding = arch.embedding.model_copy(update={"positions_offset": OPT_POSITION_OFFSET, "scale": scale,
+                                                  "scale_in_dtype": False})
+    return arch.model_copy(update={"embedding": embedding})
