@@ -162,6 +162,10 @@ def features(arch: Architecture) -> list[str]:
         out.append("Projection weights stored transposed, (in, out), as GPT-2's Conv1D.")
     if arch.embedding.learned_positions:
         out.append(f"Learned absolute position embeddings ({arch.embedding.learned_positions} positions) added to the token embeddings.")
+    if arch.embedding.sinusoidal_positions:
+        out.append("Fixed sinusoidal position embeddings (sin on half the channels, cos on the other) added to the "
+                   "token embeddings" + (f", position p reading row p + {arch.embedding.positions_offset}."
+                                         if arch.embedding.positions_offset else "."))
     if arch.embedding.norm is not None:
         out.append("The token embeddings are normalised (a norm like the layers') before the first layer.")
     if ffn is not None and ffn.fused_gate_up:

@@ -118,8 +118,11 @@ def validate(arch: Architecture) -> Architecture:
     if positions is not None and positions != arch.max_position_embeddings + offset:
         raise ConfigError(f"learned position table of {positions} rows != context length {arch.max_position_embeddings}"
                           + (f" + offset {offset}" if offset else ""))
-    if offset and positions is None:
-        raise ConfigError("a position offset without a learned position table")
+    sinusoidal = arch.embedding.sinusoidal_positions
+    if offset and positions is None and not sinusoidal:
+        raise ConfigError("a position offset without a position table")
+    if sinusoidal and (positions is not None or arch.hidden_size % 2 or arch.hidden_size < 4):
+        raise UnsupportedError("sinusoidal positions are implemented alone (no learned table) for an even hidden size")
     return arch
 
 

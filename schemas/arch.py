@@ -250,6 +250,10 @@ class Embedding(_Frozen):
     learned_positions: PositiveInt | None = Field(
         None, description="Size of a learned absolute position table added to the token embeddings (GPT-2)."
     )
+    sinusoidal_positions: bool = Field(
+        False, exclude_if=_unset, description="A fixed sinusoidal table is added to the token embeddings: for position "
+        "p (+ positions_offset), sin(p f_k) on the first half of the channels and cos(p f_k) on the second, "
+        "f_k = exp(-k ln(10000) / (half - 1)) (XGLM).")
     positions_offset: Annotated[int, Field(ge=0, le=16)] = Field(
         0, exclude_if=lambda v: v == 0, description="The learned position table has this many leading rows no "
         "position uses: position p reads row p + offset (OPT: 2).")

@@ -53,6 +53,7 @@ CASES = {
     "iquestcoder": fixture("iquestcoder"),
     "biogpt": fixture("biogpt"),
     "biogpt-unscaled-untied": fixture("biogpt", scale_embedding=False, tie_word_embeddings=False),
+    "xglm": fixture("xglm"),
     "mpt": fixture("mpt"),
     "mpt-clip-scale": fixture("mpt", attn_config={**fixture("mpt")["attn_config"], "clip_qkv": 0.3, "softmax_scale": 0.2}),
 }
@@ -83,8 +84,10 @@ PLANTED = {
     "ALiBi slopes beyond the largest power of two": ("bloom", "torch.arange(1, 1 + 2 * remaining, 2", "torch.arange(2, 2 + 2 * remaining, 2"),
     "BLOOM's written-out tanh GELU": ("bloom", "(1 + 0.044715 * x * x)", "(1 + 0.0 * x * x)"),
     "ALiBi (max-bias slopes, from the last key)": ("mpt", "torch.cat([slopes[1::2], slopes[::2]])", "torch.cat([slopes[::2], slopes[1::2]])"),
+    "sinusoidal positions": ("xglm", "torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)",
+                             "torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)"),
 }
-CACHED = ["olmo-clip-bias", "ministral3-sliding", "nanochat", "bitnet", "apertus", "gpt_neo", "opt", "bloom", "mpt-clip-scale"]
+CACHED = ["olmo-clip-bias", "ministral3-sliding", "nanochat", "bitnet", "apertus", "gpt_neo", "opt", "bloom", "mpt-clip-scale", "xglm"]
 
 
 @pytest.fixture(scope="module")

@@ -164,3 +164,38 @@ def lower_biogpt(r: ConfigReader, model_type: str) -> Architecture:
     embedding = arch.embedding.model_copy(update={"positions_offset": OPT_POSITION_OFFSET, "scale": scale,
                                                   "scale_in_dtype": False})
     return arch.model_copy(update={"embedding": embedding})
+
+
+XGLM_NAMES = Names(final_norm="layer_norm", input_norm="self_attn_layer_norm", post_attn_norm="final_layer_norm",
+                   o="out_proj", up="fc1", down="fc2", mlp_checkpoint="")
+
+
+def _replica_xglm(tiny: dict[str, Any], arch: Architecture) -> None:
+    tiny.pop("num_key_value_heads", None)
+    for generic, own in (("hidden_size", "d_model"), ("num_attention_heads", "attention_heads"),
+                         ("num_hidden_layers", "num_layers"), ("intermediate_size", "ffn_dim")):
+        tiny[own] = tiny.pop(generic)
+
+
+@family("xglm", title="XGLM", replica=_replica_xglm, pad_token_id=1)
+def lower_xglm(r: ConfigReader, model_type: str) -> Architecture:
+    """XGLM: fixed sinusoidal positions read two rows further (position + 2), token embeddings times sqrt(d_model)
+    as a Python float, queries scaled before q.k, pre-norm LayerNorms (eps 1e-5), GELU MLP fc1/fc2, biases
+    everywhere, a tied head."""
+    hidden, heads = r.int("d_model", 1024), r.int("attention_heads", 16)
+    c = _common(r, vocab=r.int("vocab_size", 256008), hidden=hidden, heads=heads, layers=r.int("num_layers", 24),
+                intermediate=r.int("ffn_dim", 4096), max_pos=r.int("max_position_embeddings", 2048))
+    r.require_value("add_cross_attention", (False,), False)
+    scale = hidden**0.5 if r.bool("scale_embedding", True) else None
+    mlp = Mlp(gated=False, activation=r.str("activation_function", "gelu", choices=ACTIVATIONS),
+              intermediate_size=c.intermediate_size, bias=True)
+    arch = _assemble(
+        r, c, model_type=model_type, rope=None, norm=_torch_layernorm(1e-5),
+        attention=dict(q_bias=True, k_bias=True, v_bias=True, o_bias=True, scale=c.head_dim**-0.5, scale_queries=True),
+        mlp=mlp, block="pre_norm", head=Head(tied=r.bool("tie_word_embeddings", True)), names=XGLM_NAMES,
+        extra_allowed=frozenset({"dropout", "activation_dropout", "layerdrop", "init_std", "decoder_start_token_id"}),
+        padding=True,
+    )
+    embedding = arch.embedding.model_copy(update={"sinusoidal_positions": True, "positions_offset": OPT_POSITION_OFFSET,
+                                                  "scale": scale, "scale_in_dtype": False})
+    return arch.model_copy(update={"embedding": embedding})
