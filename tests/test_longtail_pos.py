@@ -54,6 +54,16 @@ CASES = {
     "biogpt": fixture("biogpt"),
     "biogpt-unscaled-untied": fixture("biogpt", scale_embedding=False, tie_word_embeddings=False),
     "xglm": fixture("xglm"),
+    "falcon": fixture("falcon"),  # the old layout: multi-query [q; k; v], one norm for parallel attention and MLP
+    # the new layout at Falcon-40B's sizes: grouped [q..; k; v], ln_attn and ln_mlp
+    "falcon-new-decoder": fixture("falcon", new_decoder_architecture=True, hidden_size=8192, num_attention_heads=128,
+                                  num_kv_heads=8, num_hidden_layers=60, ffn_hidden_size=None),
+    "falcon-new-decoder-one-norm-bias": fixture("falcon", new_decoder_architecture=True, num_attention_heads=32,
+                                                hidden_size=4096, num_kv_heads=8, num_ln_in_parallel_attn=1, bias=True),
+    # Falcon-RW-1B's layout without its ALiBi: per-head [q_h; k_h; v_h], sequential blocks, biases
+    "falcon-per-head-sequential-bias": fixture("falcon", multi_query=False, parallel_attn=False, bias=True,
+                                               hidden_size=2048, num_attention_heads=32, num_kv_heads=None,
+                                               num_hidden_layers=24, vocab_size=50304, ffn_hidden_size=None),
     "mpt": fixture("mpt"),
     "mpt-clip-scale": fixture("mpt", attn_config={**fixture("mpt")["attn_config"], "clip_qkv": 0.3, "softmax_scale": 0.2}),
 }
@@ -86,8 +96,10 @@ PLANTED = {
     "ALiBi (max-bias slopes, from the last key)": ("mpt", "torch.cat([slopes[1::2], slopes[::2]])", "torch.cat([slopes[::2], slopes[1::2]])"),
     "sinusoidal positions": ("xglm", "torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)",
                              "torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)"),
+    "q/k/v grouped per key/value head": ("falcon-new-decoder", "qkv[:, :, :, -2].flatten(2),\n            qkv[:, :, :, -1]",
+                                         "qkv[:, :, :, -1].flatten(2),\n            qkv[:, :, :, -2]"),
 }
-CACHED = ["olmo-clip-bias", "ministral3-sliding", "nanochat", "bitnet", "apertus", "gpt_neo", "opt", "bloom", "mpt-clip-scale", "xglm"]
+CACHED = ["olmo-clip-bias", "ministral3-sliding", "nanochat", "bitnet", "apertus", "gpt_neo", "opt", "bloom", "mpt-clip-scale", "xglm", "falcon-new-decoder"]
 
 
 @pytest.fixture(scope="module")
@@ -190,3 +202,16 @@ def test_every_family_here_has_a_case_and_is_shown_in_the_coverage_table():
 
     mine = {model_type for model_type, proof in PROOF.items() if proof == "tests/test_longtail_pos.py"}
     assert mine == {raw["model_type"] for raw in CASES.values()} and mine <= set(FAMILIES)
+
+
+@pytest.mark.parametrize("name, keys, words", [
+    ("falcon", {"alibi": True}, "'alibi' = true is not supported"),  # transformers' eager and SDPA paths disagree
+    ("opt", {"do_layer_norm_before": False}, "'do_layer_norm_before'"),
+    ("opt", {"word_embed_proj_dim": 512}, "'word_embed_proj_dim'"),
+    ("mpt", {"expansion_ratio": 8}, "'expansion_ratio'"),  # transformers' MPT would build 4 x d_model anyway
+])
+def test_variants_not_compiled_are_refused_by_name(name, keys, words):
+    from llmgen.compiler.errors import LlmgenError
+
+    with pytest.raises(LlmgenError, match=words):
+        lower(fixture(name, **keys))

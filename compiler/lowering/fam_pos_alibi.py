@@ -1,4 +1,5 @@
-"""Families whose only position signal is ALiBi (linear biases by key position): BLOOM, MPT.
+"""Families whose position signal is ALiBi (linear biases by key position), BLOOM and MPT, and Falcon (RoPE; its
+ALiBi variant is refused: transformers' eager and SDPA paths disagree on it).
 
 Each reads exactly the keys its transformers 5.24 config class and model read, with the same defaults.
 """
@@ -8,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from ...schemas.arch import Alibi, Architecture, Head, Mlp, Names
-from ..errors import ConfigError
-from .fam_gpt import _assemble, _common, _torch_layernorm
+from ..errors import ConfigError, UnsupportedError
+from .fam_gpt import _assemble, _common, _single_rope, _torch_layernorm
 from .reader import ConfigReader
 from .registry import family
 
@@ -107,4 +108,71 @@ def lower_mpt(r: ConfigReader, model_type: str) -> Architecture:
                        alibi=Alibi(slopes="max_bias", max_bias=max_bias, from_last_key=True)),
         mlp=mlp, block="pre_norm", head=Head(tied=r.bool("tie_word_embeddings", True)), names=MPT_NAMES,
         extra_allowed=MPT_TRAINING,
+    )
+
+
+FALCON_NAMES = dict(backbone="transformer", embed="word_embeddings", layers="h", final_norm="ln_f",
+                    attn="self_attention", qkv="query_key_value", o="dense", up="dense_h_to_4h", down="dense_4h_to_h")
+FALCON_ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "silu": "silu", "swish": "silu", "gelu_new": "gelu_new",
+                      "gelu_pytorch_tanh": "gelu_tanh"}
+
+
+def _replica_falcon(tiny: dict[str, Any], arch: Architecture) -> None:
+    kv = tiny.pop("num_key_value_heads", None)
+    tiny.pop("head_dim", None)
+    tiny["ffn_hidden_size"] = tiny.pop("intermediate_size")
+    if tiny.get("new_decoder_architecture"):
+        tiny["num_kv_heads"] = kv
+    elif tiny.get("num_kv_heads") is not None:
+        tiny["num_kv_heads"] = tiny["num_attention_heads"]  # read only without multi_query, then equal to the heads
+    tiny.pop("n_embed", None)
+
+
+@family("falcon", title="Falcon", replica=_replica_falcon)
+def lower_falcon(r: ConfigReader, model_type: str) -> Architecture:
+    """Falcon, both decoder layouts: the new one (40B, 180B: grouped [q..; k; v] per key/value group, parallel
+    attention and MLP under ln_attn / ln_mlp or one shared norm) and the old one (7B: multi-query [q; k; v], or
+    per-head [q_h; k_h; v_h]; parallel or sequential blocks); RoPE; LayerNorms with bias; one bias switch for the
+    projections; a tied head."""
+    if r.has("n_embed") and r.has("hidden_size"):
+        raise ConfigError(f"{r.where}: give either 'hidden_size' or its old name 'n_embed', not both")
+    hidden = r.int("n_embed") if r.has("n_embed") else r.int("hidden_size", 4544)
+    heads = r.int("num_attention_heads", 71)
+    new = r.bool("new_decoder_architecture", False)
+    multi_query = r.bool("multi_query", True)
+    kv_key = r.int("num_kv_heads", None, nullable=True) or heads
+    kv = kv_key if new else 1 if multi_query else heads
+    if not new and not multi_query and kv_key != heads:
+        raise ConfigError(f"{r.where}: 'num_kv_heads' ({kv_key}) must equal 'num_attention_heads' without "
+                          "'multi_query' in the old decoder layout (its fused projection holds every head's k and v)")
+    ffn = r.int("ffn_hidden_size", None, nullable=True) or 4 * hidden
+    c = _common(r, vocab=r.int("vocab_size", 65024), hidden=hidden, heads=heads, layers=r.int("num_hidden_layers", 32),
+                intermediate=ffn, max_pos=r.int("max_position_embeddings", 2048), kv=kv)
+    alibi, parallel, bias = r.bool("alibi", False), r.bool("parallel_attn", True), r.bool("bias", False)
+    if new and not parallel:
+        raise ConfigError(f"{r.where}: 'new_decoder_architecture' with 'parallel_attn' false cannot be built by "
+                          "transformers' Falcon (its layers then have no ln_attn)")
+    norms = r.int("num_ln_in_parallel_attn", None, nullable=True) or (2 if new else 1)
+    if new and norms not in (1, 2):
+        raise ConfigError(f"{r.where}: 'num_ln_in_parallel_attn' must be 1 or 2")
+    if alibi:
+        # transformers 5.24's eager Falcon adds the ALiBi bias twice (inside the attention and again through the mask
+        # it builds), its SDPA path once: there is no single reference to be equal to.
+        raise UnsupportedError(f"{r.where}: key 'alibi' = true is not supported for model_type 'falcon' (transformers' "
+                               "eager and SDPA attention disagree on it)")
+    rope = _single_rope(r, c, theta_key="rope_theta", partial_key="partial_rotary_factor", partial_default=1.0)
+    if rope.partial_rotary_factor != 1.0:
+        raise ConfigError(f"{r.where}: Falcon rotates whole heads; a 'partial_rotary_factor' is not read by it")
+    norm = _torch_layernorm(r.float("layer_norm_epsilon", 1e-5))
+    mlp = Mlp(gated=False, activation=r.str("activation", "gelu", choices=FALCON_ACTIVATIONS),
+              intermediate_size=c.intermediate_size, bias=bias)
+    qkv = "fused_grouped" if new else "fused" if multi_query else "fused_per_head"
+    attention: dict[str, Any] = dict(qkv=qkv, q_bias=bias, k_bias=bias, v_bias=bias, o_bias=bias, scale=c.head_dim**-0.5)
+    two = new and norms == 2
+    names = Names(**FALCON_NAMES, **({"input_norm": "ln_attn", "post_attn_norm": "ln_mlp"} if two else {}))
+    return _assemble(
+        r, c, model_type=model_type, rope=rope, norm=norm, attention=attention, mlp=mlp,
+        block="parallel" if parallel or new else "pre_norm", parallel_norms=2 if two else 1,
+        head=Head(tied=r.bool("tie_word_embeddings", True)), names=names,
+        extra_allowed=frozenset({"hidden_dropout", "attention_dropout"}),
     )
