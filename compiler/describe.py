@@ -156,6 +156,8 @@ def features(arch: Architecture) -> list[str]:
         pass
     elif attn.qkv == "fused":
         out.append("q, k and v projections stored as one matrix ([q; k; v]).")
+    elif attn.qkv == "fused_qvk_blocks":
+        out.append(f"q, k and v projections stored as one matrix of {attn.qkv_blocks} blocks, each [q_b; v_b; k_b].")
     elif attn.qkv == "fused_grouped":
         out.append("q, k and v projections stored as one matrix, interleaved per key/value group ([q_g..; k_g; v_g]).")
     elif attn.qkv == "fused_per_head":

@@ -204,7 +204,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
             + (", written out eagerly (or torch's fused kernel: eager=False)." if fused_attention(attn)
                else ", written out eagerly."),
             "fused": fused_attention(attn),
-            "qkv": attn.qkv, "q_bias": attn.q_bias, "k_bias": attn.k_bias, "v_bias": attn.v_bias,
+            "qkv": attn.qkv, "qkv_blocks": literal(attn.qkv_blocks) if attn.qkv_blocks else "", "q_bias": attn.q_bias, "k_bias": attn.k_bias, "v_bias": attn.v_bias,
             "o_bias": attn.o_bias, "clip_qkv": attn.clip_qkv is not None, "output_norm": attn.output_norm, "scale_queries": attn.scale_queries, "alibi": attn.alibi is not None, "qk_norm": attn.qk_norm, "softcap": attn.softcap is not None, "grouped": grouped,
             "sinks": attn.sinks, "output_gate": attn.output_gate, "qk_norm_after_rope": attn.qk_norm_after_rope,
         },

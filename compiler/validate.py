@@ -99,6 +99,10 @@ def validate(arch: Architecture) -> Architecture:
             raise UnsupportedError("a QK-norm that differs from the layers' norms is not implemented")
         if attn.qk_norm == "per_head_weights" and norm.kind == "layernorm" and norm.compute_dtype == "input":
             raise UnsupportedError("a QK-norm with a weight row per head is implemented with llmgen's own norms only")
+        if (attn.qkv == "fused_qvk_blocks") != (attn.qkv_blocks is not None) or (attn.qkv_blocks and (
+                attn.num_kv_heads != attn.num_heads or (attn.num_heads * attn.head_dim) % attn.qkv_blocks)):
+            raise UnsupportedError("q/v/k blocks need a block count dividing the heads' width and as many key/value "
+                                   "heads as query heads")
         if attn.qkv == "fused_per_head" and attn.num_kv_heads != attn.num_heads:
             raise UnsupportedError("a per-head fused qkv projection needs as many key/value heads as query heads")
         if attn.qkv != "separate" and not attn.q_bias == attn.k_bias == attn.v_bias:

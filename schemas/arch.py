@@ -111,12 +111,14 @@ class Attention(_Frozen):
     num_kv_heads: HeadCount
     head_dim: Width
     rope: Identifier | None = Field(description="Name of the RoPE table, or None for NoPE.")
-    qkv: Literal["separate", "fused", "fused_per_head", "fused_grouped"] = Field(
+    qkv: Literal["separate", "fused", "fused_per_head", "fused_grouped", "fused_qvk_blocks"] = Field(
         "separate", description="How the checkpoint stores the q/k/v projections: three matrices, one "
         "matrix of [q; k; v] blocks, or one matrix interleaved per head ([q_h; k_h; v_h] for each head h), or "
         "interleaved per key/value group ([q_g1 .. q_gr; k_g; v_g] for each group g of r query heads: Falcon's new "
-        "decoder architecture)."
+        "decoder architecture), or qkv_blocks blocks of [q_b; v_b; k_b] (CodeGen's 4 model-parallel shards; the "
+        "queries are the blocks' q parts in order, likewise keys and values)."
     )
+    qkv_blocks: PositiveInt | None = Field(None, exclude_if=_unset, description="fused_qvk_blocks: the number of blocks.")
     qk_norm: Literal["none", "per_head", "whole", "per_head_weights", "per_head_modules", "l2"] = Field(
         "none", description="per_head: one norm over head_dim shared by all heads. whole: one norm over "
         "the whole projection (heads x head_dim), before it is split into heads. per_head_weights: a norm "

@@ -60,6 +60,7 @@ CASES = {
                                   num_kv_heads=8, num_hidden_layers=60, ffn_hidden_size=None),
     "falcon-new-decoder-one-norm-bias": fixture("falcon", new_decoder_architecture=True, num_attention_heads=32,
                                                 hidden_size=4096, num_kv_heads=8, num_ln_in_parallel_attn=1, bias=True),
+    "codegen": fixture("codegen"),
     # Falcon-RW-1B's layout without its ALiBi: per-head [q_h; k_h; v_h], sequential blocks, biases
     "falcon-per-head-sequential-bias": fixture("falcon", multi_query=False, parallel_attn=False, bias=True,
                                                hidden_size=2048, num_attention_heads=32, num_kv_heads=None,
@@ -98,8 +99,9 @@ PLANTED = {
                              "torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)"),
     "q/k/v grouped per key/value head": ("falcon-new-decoder", "qkv[:, :, :, -2].flatten(2),\n            qkv[:, :, :, -1]",
                                          "qkv[:, :, :, -1].flatten(2),\n            qkv[:, :, :, -2]"),
+    "q/v/k blocks": ("codegen", "q, v, k = (", "q, k, v = ("),
 }
-CACHED = ["olmo-clip-bias", "ministral3-sliding", "nanochat", "bitnet", "apertus", "gpt_neo", "opt", "bloom", "mpt-clip-scale", "xglm", "falcon-new-decoder"]
+CACHED = ["olmo-clip-bias", "ministral3-sliding", "nanochat", "bitnet", "apertus", "gpt_neo", "opt", "bloom", "mpt-clip-scale", "xglm", "falcon-new-decoder", "codegen"]
 
 
 @pytest.fixture(scope="module")

@@ -199,3 +199,47 @@ def lower_xglm(r: ConfigReader, model_type: str) -> Architecture:
     embedding = arch.embedding.model_copy(update={"sinusoidal_positions": True, "positions_offset": OPT_POSITION_OFFSET,
                                                   "scale": scale, "scale_in_dtype": False})
     return arch.model_copy(update={"embedding": embedding})
+
+
+CODEGEN_NAMES = Names(backbone="transformer", embed="wte", layers="h", final_norm="ln_f", attn="attn", input_norm="ln_1",
+                      o="out_proj", up="fc_in", down="fc_out")
+CODEGEN_BLOCKS = 4  # CodeGenAttention's mp_num: the fused projection is 4 blocks of [q; v; k]
+
+
+def _replica_codegen(tiny: dict[str, Any], arch: Architecture) -> None:
+    from .fam_gpt import replica_gpt2
+
+    replica_gpt2(tiny, arch)
+    tiny["n_ctx"] = tiny["n_positions"]
+    tiny["rotary_dim"] = tiny["n_embd"] // tiny["n_head"] // 2  # part of each head rotates, as in the releases
+
+
+@family("codegen", title="CodeGen", replica=_replica_codegen)
+def lower_codegen(r: ConfigReader, model_type: str) -> Architecture:
+    """CodeGen (1, 2): GPT-J's block (parallel attention + MLP under one LayerNorm, interleaved RoPE on the first
+    rotary_dim channels of each head, no attention biases, a biased head) with q, k and v in one matrix of four
+    [q_b; v_b; k_b] blocks."""
+    from .rope import rope_table
+
+    hidden = r.int("n_embd", 4096)
+    c = _common(r, vocab=r.int("vocab_size", 50400), hidden=hidden, heads=r.int("n_head", 16), layers=r.int("n_layer", 28),
+                intermediate=r.int("n_inner", None, nullable=True) or 4 * hidden, max_pos=r.int("n_positions", 2048))
+    r.int("n_ctx", 2048)  # a config field transformers' CodeGen model never reads
+    rotary_dim = r.int("rotary_dim", 64, nullable=True)
+    if rotary_dim is None or rotary_dim > c.head_dim or rotary_dim % 2:
+        raise ConfigError(f"{r.where}: key 'rotary_dim' must be an even number of channels up to the head size "
+                          f"({c.head_dim}), got {rotary_dim!r}")
+    if hidden % CODEGEN_BLOCKS:
+        raise ConfigError(f"{r.where}: 'n_embd' ({hidden}) must be a multiple of {CODEGEN_BLOCKS} (the q/v/k blocks)")
+    rope = rope_table("global", {}, theta=10000.0, head_dim=c.head_dim, partial=rotary_dim / c.head_dim,
+                      where=f"{r.where}: rope").model_copy(update={"layout": "interleaved"})
+    r.require_value("tie_word_embeddings", (False,), False)  # a tied head would still carry its own bias
+    mlp = Mlp(gated=False, activation=r.str("activation_function", "gelu_new", choices=ACTIVATIONS),
+              intermediate_size=c.intermediate_size, bias=True)
+    arch = _assemble(
+        r, c, model_type=model_type, rope=rope, norm=_torch_layernorm(r.float("layer_norm_epsilon", 1e-5)),
+        attention=dict(qkv="fused_qvk_blocks", qkv_blocks=CODEGEN_BLOCKS, scale=c.head_dim**-0.5), mlp=mlp,
+        block="parallel", head=Head(tied=False, bias=True), names=CODEGEN_NAMES, extra_allowed=DROPOUTS,
+    )
+    # Published checkpoints store each layer's causal-mask buffer, which transformers ignores on load.
+    return arch.model_copy(update={"stale_layer_buffers": ("attn.causal_mask",)})
