@@ -33,7 +33,9 @@ PROOF = {
 }
 # Self-registered families proven by tests/test_longtail_pos.py (position schemes and small new mechanisms).
 POSITION_PROOF = "tests/test_longtail_pos.py"
-PROOF.update({model_type: POSITION_PROOF for model_type in ("internlm3", "olmo", "ministral3", "nanochat", "bitnet", "apertus", "gpt_neo", "exaone", "opt", "bloom", "mpt", "iquestcoder", "biogpt", "xglm", "falcon", "codegen")})
+PROOF.update({model_type: POSITION_PROOF for model_type in (
+    "internlm3", "olmo", "ministral3", "nanochat", "bitnet", "apertus", "gpt_neo", "exaone", "opt", "bloom", "mpt",
+    "iquestcoder", "biogpt", "xglm", "falcon", "codegen")})
 REGISTERED_PROOF = "tests/test_longtail.py"  # families that register themselves (lowering/registry.py)
 # Config keys whose presence names the mechanism a family needs (checked in this order).
 MECHANISMS = (
