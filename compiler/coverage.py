@@ -35,6 +35,11 @@ PROOF = {
     "kimi_linear": "tests/test_kimi_linear.py",
     "deepseek_v32": "tests/test_dsa.py", "glm_moe_dsa": "tests/test_dsa.py",
 }
+# Self-registered families proven by tests/test_longtail_pos.py (position schemes and small new mechanisms).
+POSITION_PROOF = "tests/test_longtail_pos.py"
+PROOF.update({model_type: POSITION_PROOF for model_type in (
+    "internlm3", "olmo", "ministral3", "nanochat", "bitnet", "apertus", "gpt_neo", "exaone", "opt", "bloom", "mpt",
+    "iquestcoder", "biogpt", "xglm", "falcon", "codegen")})
 REGISTERED_PROOF = "tests/test_longtail.py"  # families that register themselves (lowering/registry.py)
 # Config keys whose presence names the mechanism a family needs (checked in this order).
 MECHANISMS = (

@@ -22,6 +22,8 @@ ACTIVATION_WORDS = {
     "gelu_new": ("GeGLU", "tanh-approximate GELU written out (gelu_new)"),
     "relu": ("ReGLU", "ReLU"),
     "relu2": ("ReGLU squared", "squared ReLU"),
+    "xielu": ("xIELU-gated", "xIELU (learned alpha_p, alpha_n)"),
+    "gelu_fast_tanh": ("GeGLU", "tanh-approximate GELU written out as x (1 + 0.044715 x^2)"),
 }
 
 
@@ -55,6 +57,8 @@ def _rope_words(table: Rope) -> str:
                   f"(partial factor {table.partial_rotary_factor:g})")
     if table.layout == "interleaved":
         words += ", adjacent channel pairs (interleaved layout)"
+    elif table.layout == "rotate_half_reversed":
+        words += ", each channel pair turned by minus the angle"
     if table.type == "linear":
         words += f", positions interpolated linearly by factor {_num(table.factor or 1)}"
     elif table.type == "llama3":
@@ -144,6 +148,17 @@ def features(arch: Architecture) -> list[str]:
         pass
     elif attn.softcap:
         out.append(f"Attention logits soft-capped: cap * tanh(scores / cap), cap {_num(attn.softcap)}.")
+    if getattr(attn, "alibi", None) is not None:
+        a = attn.alibi
+        slopes = ("geometric slopes 2^(-8k/n)" if a.slopes == "geometric" else f"slopes 1/2^(k x {_num(a.max_bias)} / n)")
+        out.append(f"ALiBi: each head adds slope x key position to its scores ({slopes}, positions counted from the "
+                   f"{'last' if a.from_last_key else 'first'} key); no other position encoding.")
+    if getattr(attn, "output_norm", False):
+        out.append("The heads' concatenated attention output is normalised before the output projection.")
+    if ffn is not None and ffn.inner_norm:
+        out.append("The MLP's intermediate activation is normalised before the down projection.")
+    if getattr(attn, "clip_qkv", None) is not None:
+        out.append(f"Query, key and value projections clamped to [-{_num(attn.clip_qkv)}, {_num(attn.clip_qkv)}].")
     if attn.kind == "mla":
         pass
     elif any((attn.q_bias, attn.k_bias, attn.v_bias, attn.o_bias)):
@@ -155,18 +170,30 @@ def features(arch: Architecture) -> list[str]:
         pass
     elif attn.qkv == "fused":
         out.append("q, k and v projections stored as one matrix ([q; k; v]).")
+    elif attn.qkv == "fused_qvk_blocks":
+        out.append(f"q, k and v projections stored as one matrix of {attn.qkv_blocks} blocks, each [q_b; v_b; k_b].")
+    elif attn.qkv == "fused_grouped":
+        out.append("q, k and v projections stored as one matrix, interleaved per key/value group ([q_g..; k_g; v_g]).")
     elif attn.qkv == "fused_per_head":
         out.append("q, k and v projections stored as one matrix, interleaved per head ([q_h; k_h; v_h] for each head h).")
     if arch.linear_layout == "in_out":
         out.append("Projection weights stored transposed, (in, out), as GPT-2's Conv1D.")
     if arch.embedding.learned_positions:
         out.append(f"Learned absolute position embeddings ({arch.embedding.learned_positions} positions) added to the token embeddings.")
+    if arch.embedding.sinusoidal_positions:
+        out.append("Fixed sinusoidal position embeddings (sin on half the channels, cos on the other) added to the "
+                   "token embeddings" + (f", position p reading row p + {arch.embedding.positions_offset}."
+                                         if arch.embedding.positions_offset else "."))
+    if arch.embedding.norm is not None:
+        out.append("The token embeddings are normalised (a norm like the layers') before the first layer.")
     if ffn is not None and ffn.fused_gate_up:
         out.append("MLP gate and up projections stored as one matrix ([gate; up]).")
     norm_words = "RMSNorm" if norm.kind == "rmsnorm" else "LayerNorm"
     if norm.weight_offset:
         norm_words += f" scaling by ({_num(norm.weight_offset)} + weight)"
-    if norm.kind == "layernorm":
+    if not norm.weight:
+        norm_words += " without a learned scale or bias"
+    elif norm.kind == "layernorm":
         norm_words += " with a bias" if norm.bias else " without a bias"
     dtype_words = "computed in float32" if norm.compute_dtype == "float32" else "computed in the input dtype"
     out.append(f"{norm_words}, eps {norm.eps:g}, {dtype_words}.")
@@ -213,7 +240,7 @@ def fused_attention(attn) -> bool:
     """Whether the attention can run through torch's scaled_dot_product_attention: plain softmax
     attention over the mask (multi-latent attention, soft-capped scores and attention sinks are
     written out only)."""
-    return attn.kind == "attention" and attn.softcap is None and not attn.sinks
+    return attn.kind == "attention" and attn.softcap is None and not attn.sinks and getattr(attn, "alibi", None) is None
 
 
 def moe_features(arch: Architecture) -> list[str]:

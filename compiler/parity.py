@@ -75,7 +75,7 @@ def parity_context(raw: dict[str, Any], arch: Architecture, weights: list[Weight
         "auto_class": "AutoModelForImageTextToText" if tiny_raw.get("model_type") in WRAPPERS else "AutoModelForCausalLM",
         "text_forward": WRAPPER_TEXT_FORWARD.get(tiny_raw.get("model_type"), ""),
         "model_config": py_literal(config_kwargs(tiny)),
-        "norm_neutral": literal(norms[0].neutral),
+        "norm_neutral": literal(norms[0].neutral if norms else 1.0),  # 1.0: no norm stores a weight
         "norm_count": literal(sum(e.count(tiny) for e in norms)),  # over layers, experts and heads
         "weight_std": literal(WEIGHT_STD),
         "norm_spread": literal(NORM_SPREAD),

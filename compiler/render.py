@@ -35,7 +35,8 @@ BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ACTIVATION_CODE = {"silu": ("F.silu", ""), "gelu": ("F.gelu", ""), "gelu_tanh": ("F.gelu", ', approximate="tanh"'),
                    "gelu_new": ("gelu_new", ""),
-                   "relu": ("F.relu", ""), "relu2": ("relu2", "")}
+                   "relu": ("F.relu", ""), "relu2": ("relu2", ""), "xielu": ("self.act_fn", ""),
+                   "gelu_fast_tanh": ("gelu_fast_tanh", "")}
 TITLES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3", "gemma3_text": "Gemma 3 (text decoder)"}
 TITLES.update(gpt2="GPT-2", gpt_neox="GPT-NeoX", phi="Phi")
 TITLES.update(gemma="Gemma", gemma2="Gemma 2", olmo2="OLMo 2", olmo3="OLMo 3", smollm3="SmolLM3")
@@ -119,6 +120,9 @@ def config_values(arch: Architecture) -> list[dict[str, str]]:
     fields += chunked_config_fields(arch, _field)
     fields += rope_config_fields(arch, _field)
     fields += extras_config_fields(arch, _field)
+    if arch.embedding.positions_offset:
+        fields.append(_field("position_offset", "int", arch.embedding.positions_offset,
+                             "position p reads row p + position_offset of the position table"))
     if arch.embedding.scale is not None:
         fields.append(_field("embed_scale", "float", arch.embedding.scale,
                              "sqrt(hidden_size)" if arch.embedding.scale_in_dtype else "multiplies the embeddings"))
@@ -128,6 +132,10 @@ def config_values(arch: Architecture) -> list[dict[str, str]]:
         fields.append(_field("logit_scale", "float", arch.head.multiplier, "multiplies the logits"))
     if arch.head.divisor is not None:
         fields.append(_field("logits_scaling", "float", arch.head.divisor, "divides the logits"))
+    if getattr(attn, "alibi", None) is not None and attn.alibi.max_bias is not None:
+        fields.append(_field("alibi_bias_max", "float", attn.alibi.max_bias, "ALiBi: the largest slope exponent"))
+    if getattr(attn, "clip_qkv", None) is not None:
+        fields.append(_field("clip_qkv", "float", attn.clip_qkv, "q, k and v are clamped to [-clip_qkv, clip_qkv]"))
     if getattr(attn, "softcap", None) is not None:
         fields.append(_field("attn_logit_softcap", "float", attn.softcap))
     if arch.head.softcap is not None:
@@ -161,7 +169,8 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
     attns = attention_layers(arch)
     has_rope = any(lay.mixer.rope for lay in attns)
     has_nope = has_rope and any(lay.mixer.rope is None for lay in attns)
-    names = {key: identifier(value) for key, value in arch.names}  # every field (dumps leave some out)
+    alibi = getattr(attn, "alibi", None)
+    names = {key: identifier(value) for key, value in arch.names if key not in ("attn_checkpoint", "mlp_checkpoint")}  # every field (dumps leave some out)
     return {
         "version": __version__,
         "source": prov.label,
@@ -173,13 +182,16 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         "conv1d": arch.linear_layout == "in_out",
         "norm": {"kind": norm.kind, "offset": literal(norm.weight_offset) if norm.weight_offset else "",
                  "weight_in_compute_dtype": norm.weight_in_compute_dtype, "bias": norm.bias,
+                 "plain": not norm.weight,
                  "torch_layernorm": norm.kind == "layernorm" and norm.compute_dtype == "input"},
         **rope_context(arch, identifier),
         "has_rope": has_rope,
         "has_nope": has_nope,
         "rope_params": (", cos: torch.Tensor | None, sin: torch.Tensor | None" if has_nope
-                        else ", cos: torch.Tensor, sin: torch.Tensor" if has_rope else "") + q_scale_param(arch),
-        "rope_args": (", cos, sin" if has_rope else "") + q_scale_arg(arch),
+                        else ", cos: torch.Tensor, sin: torch.Tensor" if has_rope else "") + q_scale_param(arch)
+        + (", alibi: torch.Tensor" if alibi else ""),
+        "rope_args": (", cos, sin" if has_rope else "") + q_scale_arg(arch) + (", alibi" if alibi else ""),
+        "alibi": {"slopes": alibi.slopes, "from_last_key": alibi.from_last_key} if alibi else None,
         **chunked_context(arch),
         "has_sliding": any(lay.mixer.span == "sliding" for lay in attns),
         "has_full": any(lay.mixer.span == "full" for lay in attns),
@@ -198,14 +210,15 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
             + (", written out eagerly (or torch's fused kernel: eager=False)." if fused_attention(attn)
                else ", written out eagerly."),
             "fused": fused_attention(attn),
-            "qkv": attn.qkv, "q_bias": attn.q_bias, "k_bias": attn.k_bias, "v_bias": attn.v_bias,
-            "o_bias": attn.o_bias, "qk_norm": attn.qk_norm, "softcap": attn.softcap is not None, "grouped": grouped,
+            "qkv": attn.qkv, "qkv_blocks": literal(attn.qkv_blocks) if attn.qkv_blocks else "", "q_bias": attn.q_bias, "k_bias": attn.k_bias, "v_bias": attn.v_bias,
+            "o_bias": attn.o_bias, "clip_qkv": attn.clip_qkv is not None, "output_norm": attn.output_norm, "scale_queries": attn.scale_queries, "alibi": attn.alibi is not None, "qk_norm": attn.qk_norm, "softcap": attn.softcap is not None, "grouped": grouped,
             "sinks": attn.sinks, "output_gate": attn.output_gate, "qk_norm_after_rope": attn.qk_norm_after_rope,
         },
         "mlp": {
             "summary": ("Gated feed-forward: down(act(gate(x)) * up(x))." if ffn.gated
                         else "Feed-forward: down(act(up(x)))."),
             "gated": ffn.gated, "fused": ffn.fused_gate_up, "bias": ffn.bias, "activation": activation,
+            "inner_norm": ffn.inner_norm, "xielu": ffn.activation == "xielu",
             "activation_args": activation_args,
         } if ffn else None,
         "moe": moe_context(arch, ACTIVATION_CODE, identifier, literal),
@@ -218,7 +231,9 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
             "summary": BLOCK_SUMMARY[layer.block if layer.block != "parallel" else f"parallel{layer.parallel_norms}"],
         },
         "embedding": {"padding": arch.embedding.padding_idx is not None, "scale": arch.embedding.scale is not None, "scale_in_dtype": arch.embedding.scale_in_dtype,
-                      "learned_positions": arch.embedding.learned_positions is not None},
+                      "learned_positions": arch.embedding.learned_positions is not None,
+                      "norm": arch.embedding.norm is not None, "offset": arch.embedding.positions_offset != 0,
+                      "sinusoidal": arch.embedding.sinusoidal_positions},
         "head": {"tied": arch.head.tied, "bias": arch.head.bias, "softcap": arch.head.softcap is not None,
                  "multiplier": arch.head.multiplier is not None, "divisor": arch.head.divisor is not None},
         "weights": [{"checkpoint_literal": literal(e.checkpoint), "param_literal": literal(e.param), "kind": e.ffn_kind,

@@ -52,6 +52,7 @@ def chunked_context(arch: Architecture) -> dict[str, Any]:
         "has_chunked": chunk_size(arch) is not None,
         "l2_qk_norm": any(a.qk_norm == "l2" for a in _attentions(arch)),
         "temperature": temperature(arch) is not None,
+        "temperature_offset": temperature(arch) is not None and temperature(arch).position_offset == 1,
     }
 
 
@@ -82,6 +83,10 @@ def chunked_features(arch: Architecture) -> list[str]:
         out.append("QK-norm on the RoPE layers: each query and key head divided by its root mean square, without "
                    "a weight, after RoPE.")
     if tuning is not None:
-        out.append(f"Attention temperature tuning on the NoPE layers: queries scaled by 1 + {tuning.attn_scale:g} x "
-                   f"log(1 + floor((position + 1) / {tuning.floor_scale})).")
+        tuned = [a for a in _attentions(arch) if a.temperature]
+        where = "the NoPE layers" if all(a.rope is None for a in tuned) else "every layer" if len(tuned) == len(
+            _attentions(arch)) else f"{len(tuned)} layers"
+        position = "(position + 1)" if tuning.position_offset else "position"
+        out.append(f"Attention temperature tuning on {where}: queries scaled by 1 + {tuning.attn_scale:g} x "
+                   f"log(1 + floor({position} / {tuning.floor_scale})).")
     return out

@@ -156,6 +156,7 @@ def rope_context(arch: Architecture, identifier: Callable[[str], str]) -> dict[s
         "rope_scaled": any(t["scaled"] for t in tables),
         "rope_partial": any(t["partial"] for t in tables),
         "rope_interleaved": layouts == {"interleaved"},
+        "rope_reversed": layouts == {"rotate_half_reversed"},
     }
 
 

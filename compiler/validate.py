@@ -78,6 +78,13 @@ def validate(arch: Architecture) -> Architecture:
         raise UnsupportedError("an RMSNorm computed in the input dtype is not implemented")
     if norm.kind == "layernorm" and ((norm.weight_offset and norm.compute_dtype != "input") or norm.weight_in_compute_dtype):
         raise UnsupportedError("a LayerNorm with a weight offset is implemented for torch's LayerNorm (input dtype) only")
+    if not norm.weight and (norm.bias or norm.weight_offset or norm.compute_dtype != "float32"):
+        raise UnsupportedError("a norm without a learned scale is implemented computed in float32, without a bias")
+    if any(getattr(lay.mixer, "alibi", None) is not None and (lay.mixer.rope or lay.mixer.span != "full"
+                                                              or lay.mixer.alibi != attn.alibi) for lay in arch.layers):
+        raise UnsupportedError("ALiBi is implemented on full-attention layers without RoPE, alike in every layer")
+    if arch.embedding.norm is not None and arch.embedding.norm != norm:
+        raise UnsupportedError("an embedding norm that differs from the layers' norms is not implemented")
     if arch.final_norm != norm:
         raise UnsupportedError("a final norm that differs from the layers' norms is not implemented")
     if attn is None:
@@ -99,6 +106,10 @@ def validate(arch: Architecture) -> Architecture:
             raise UnsupportedError("a QK-norm that differs from the layers' norms is not implemented")
         if attn.qk_norm == "per_head_weights" and norm.kind == "layernorm" and norm.compute_dtype == "input":
             raise UnsupportedError("a QK-norm with a weight row per head is implemented with llmgen's own norms only")
+        if (attn.qkv == "fused_qvk_blocks") != (attn.qkv_blocks is not None) or (attn.qkv_blocks and (
+                attn.num_kv_heads != attn.num_heads or (attn.num_heads * attn.head_dim) % attn.qkv_blocks)):
+            raise UnsupportedError("q/v/k blocks need a block count dividing the heads' width and as many key/value "
+                                   "heads as query heads")
         if attn.qkv == "fused_per_head" and attn.num_kv_heads != attn.num_heads:
             raise UnsupportedError("a per-head fused qkv projection needs as many key/value heads as query heads")
         if attn.qkv != "separate" and not attn.q_bias == attn.k_bias == attn.v_bias:
@@ -114,8 +125,15 @@ def validate(arch: Architecture) -> Architecture:
     if arch.head.bias and arch.head.tied:
         raise UnsupportedError("a biased output head tied to the embedding is not implemented")
     positions = arch.embedding.learned_positions
-    if positions is not None and positions != arch.max_position_embeddings:
-        raise ConfigError(f"learned position table of {positions} rows != context length {arch.max_position_embeddings}")
+    offset = arch.embedding.positions_offset
+    if positions is not None and positions != arch.max_position_embeddings + offset:
+        raise ConfigError(f"learned position table of {positions} rows != context length {arch.max_position_embeddings}"
+                          + (f" + offset {offset}" if offset else ""))
+    sinusoidal = arch.embedding.sinusoidal_positions
+    if offset and positions is None and not sinusoidal:
+        raise ConfigError("a position offset without a position table")
+    if sinusoidal and (positions is not None or arch.hidden_size % 2 or arch.hidden_size < 4):
+        raise UnsupportedError("sinusoidal positions are implemented alone (no learned table) for an even hidden size")
     return arch
 
 

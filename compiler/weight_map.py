@@ -64,7 +64,12 @@ class WeightEntry:
 
 def checkpoint_name(arch: Architecture, key: str) -> str:
     """A parameter's key as the checkpoint spells it: the backbone's keys under `backbone_checkpoint` if given."""
-    backbone = f"{arch.names.backbone}."
+    n, backbone = arch.names, f"{arch.names.backbone}."
+    layer = f"{backbone}{n.layers}.{{i}}."
+    if n.attn_checkpoint:  # the attention block nested deeper on disk
+        key = key.replace(f"{layer}{n.attn}.", f"{layer}{n.attn_checkpoint}.")
+    if n.mlp_checkpoint is not None:  # the MLP's projections elsewhere on disk ("": directly in the layer)
+        key = key.replace(f"{layer}{n.mlp}.", f"{layer}{n.mlp_checkpoint}." if n.mlp_checkpoint else layer)
     if arch.backbone_checkpoint and key.startswith(backbone):
         return arch.backbone_checkpoint + key[len(backbone):]
     return key
@@ -88,6 +93,8 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
 
     def norm_rows(name: str, dim: int | tuple[int, ...], spec: Norm) -> None:
         shape = dim if isinstance(dim, tuple) else (dim,)
+        if not spec.weight:  # no learned scale or bias: nothing stored
+            return
         rows.append((f"{name}.weight", shape, "norm"))
         if spec.weight_offset != norm.weight_offset:
             neutral[f"{name}.weight"] = 1.0 - spec.weight_offset
@@ -98,6 +105,8 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
     rows.append((f"{b}{n.embed}.weight", (arch.embedding.vocab_size, hidden), "embedding"))
     if arch.embedding.learned_positions:
         rows.append((f"{b}{n.positions}.weight", (arch.embedding.learned_positions, hidden), "embedding"))
+    if arch.embedding.norm is not None:
+        norm_rows(f"{b}{n.embed_norm}", hidden, arch.embedding.norm)
     p = f"{b}{n.layers}.{{i}}."
     for norm_name in block_norms(layer, n):
         norm_rows(p + norm_name, hidden, norm)
@@ -117,6 +126,8 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
             mla_rows(mixer, a, hidden, linear, norm_rows)
         else:
             extra.update(attention_rows(mixer, a, hidden, n, linear, norm_rows, rows))
+            if mixer.output_norm:  # over the heads' output, before o_proj
+                norm_rows(a + n.attn_out_norm, mixer.num_heads * mixer.head_dim, norm)
         if is_hybrid(arch):  # by row: two kinds may name a tensor alike (Kimi Linear: self_attn.q_proj)
             mixer_of.update(dict.fromkeys(range(first, len(rows)), kind))
     m = f"{p}{n.mlp}."
@@ -136,6 +147,11 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
                 row_layers.update({r: tuple(indices) for r in range(start, len(rows))})
         else:
             dense_rows(ffn, m, hidden, n, linear)
+            if ffn.activation == "xielu":  # the activation's parameters and stored constants
+                rows.extend([(f"{m}{n.act_fn}.alpha_p", (1,), "bias"), (f"{m}{n.act_fn}.alpha_n", (1,), "bias"),
+                             (f"{m}{n.act_fn}.beta", (), "buffer"), (f"{m}{n.act_fn}.eps", (), "buffer")])
+            if ffn.inner_norm:  # over the intermediate activation, before down_proj
+                norm_rows(m + n.mlp_inner_norm, ffn.intermediate_size, norm)
         if len(kinds) > 1:
             for key, _, _ in rows[first:]:
                 extra.setdefault(key, {})["ffn_kind"] = FFN_LETTERS[ffn.kind]

@@ -44,9 +44,10 @@ class Rope(_Frozen):
     theta: Annotated[float, Field(gt=0)]
     rotary_dim: PositiveInt = Field(description="Channels rotated per head (head_dim x partial factor).")
     partial_rotary_factor: Annotated[float, Field(gt=0, le=1)] = 1.0
-    layout: Literal["rotate_half", "interleaved"] = Field(
+    layout: Literal["rotate_half", "interleaved", "rotate_half_reversed"] = Field(
         "rotate_half", description="rotate_half: channel i pairs with i + rotary_dim/2 (Llama). interleaved: "
-        "channels 2i and 2i+1 pair up (Cohere, GLM)."
+        "channels 2i and 2i+1 pair up (Cohere, GLM). rotate_half_reversed: rotate_half's pairs turned the other "
+        "way, by minus the angle (NanoChat)."
     )
     factor: float | None = None
     low_freq_factor: float | None = None
@@ -77,6 +78,29 @@ class TemperatureTuning(_Frozen):
 
     floor_scale: PositiveInt
     attn_scale: float
+    position_offset: Literal[0, 1] = Field(
+        1, exclude_if=lambda v: v == 1, description="Added to the position before the division: 1 in Llama 4, 0 in "
+        "Ministral 3 (1 + beta * log(1 + floor(position / original_max_position_embeddings))).")
+
+
+class Alibi(_Frozen):
+    """ALiBi: each head h adds slope_h x (key position - origin) to its scores, the model's only position signal.
+
+    slopes "geometric" (BLOOM, Falcon): n2 = the largest power of two <= heads; slopes b^1 .. b^n2 with
+    b = 2^(-8 / n2), then for the remaining heads c^1, c^3, c^5, ... with c = 2^(-8 / (2 n2)), in float32.
+    slopes "max_bias" (MPT): n2 = the smallest power of two >= heads; 1 / 2^(k x max_bias / n2) for k = 1 .. n2,
+    then (when n2 > heads) the odd-indexed ones before the even-indexed ones, the first `heads` of them."""
+
+    slopes: Literal["geometric", "max_bias"]
+    max_bias: Annotated[float, Field(gt=0)] | None = Field(None, description="max_bias slopes: the largest bias exponent.")
+    from_last_key: bool = Field(False, description="Positions count from the last key (j - last, MPT) rather than "
+                                "from the first (j, BLOOM): equal after the softmax, rounded differently.")
+
+    @model_validator(mode="after")
+    def _max_bias(self) -> "Alibi":
+        if (self.slopes == "max_bias") != (self.max_bias is not None):
+            raise ValueError("a max_bias is given exactly for 'max_bias' slopes")
+        return self
 
 
 class Attention(_Frozen):
@@ -92,10 +116,14 @@ class Attention(_Frozen):
     num_kv_heads: HeadCount
     head_dim: Width
     rope: Identifier | None = Field(description="Name of the RoPE table, or None for NoPE.")
-    qkv: Literal["separate", "fused", "fused_per_head"] = Field(
+    qkv: Literal["separate", "fused", "fused_per_head", "fused_grouped", "fused_qvk_blocks"] = Field(
         "separate", description="How the checkpoint stores the q/k/v projections: three matrices, one "
-        "matrix of [q; k; v] blocks, or one matrix interleaved per head ([q_h; k_h; v_h] for each head h)."
+        "matrix of [q; k; v] blocks, or one matrix interleaved per head ([q_h; k_h; v_h] for each head h), or "
+        "interleaved per key/value group ([q_g1 .. q_gr; k_g; v_g] for each group g of r query heads: Falcon's new "
+        "decoder architecture), or qkv_blocks blocks of [q_b; v_b; k_b] (CodeGen's 4 model-parallel shards; the "
+        "queries are the blocks' q parts in order, likewise keys and values)."
     )
+    qkv_blocks: PositiveInt | None = Field(None, exclude_if=_unset, description="fused_qvk_blocks: the number of blocks.")
     qk_norm: Literal["none", "per_head", "whole", "per_head_weights", "per_head_modules", "l2"] = Field(
         "none", description="per_head: one norm over head_dim shared by all heads. whole: one norm over "
         "the whole projection (heads x head_dim), before it is split into heads. per_head_weights: a norm "
@@ -108,6 +136,15 @@ class Attention(_Frozen):
     qk_norm_spec: Norm | None = None
     qk_norm_after_rope: bool = Field(False, exclude_if=_unset, description="per_head: the QK-norm is applied to the "
                                      "rotated queries and keys (after RoPE) rather than before (HunYuan).")
+    clip_qkv: Annotated[float, Field(gt=0)] | None = Field(
+        None, exclude_if=_unset, description="The query, key and value projections are clamped to "
+        "[-clip_qkv, clip_qkv] before anything else (OLMo, MPT).")
+    alibi: Alibi | None = Field(None, exclude_if=_unset, description="Linear biases by key position added to the "
+                                "scaled scores (ALiBi).")
+    scale_queries: bool = Field(False, exclude_if=_unset, description="The scale multiplies the queries (bias "
+                                "included) before q.k rather than the scores after it (OPT).")
+    output_norm: bool = Field(False, exclude_if=_unset, description="The heads' concatenated output is normalised "
+                              "(a norm like the layers', over num_heads x head_dim) before o_proj (BitNet's attn_sub_norm).")
     q_bias: bool = False
     k_bias: bool = False
     v_bias: bool = False
@@ -151,12 +188,16 @@ class Mlp(_Frozen):
 
     kind: Literal["mlp"] = "mlp"
     gated: bool
-    activation: Literal["silu", "gelu", "gelu_tanh", "gelu_new", "relu", "relu2"] = Field(
+    activation: Literal["silu", "gelu", "gelu_tanh", "gelu_new", "relu", "relu2", "xielu", "gelu_fast_tanh"] = Field(
         description="gelu_tanh: torch's fused tanh GELU. gelu_new: the same formula written out with pow "
-        "(GPT-2, Phi): it rounds differently, most visibly in bfloat16. relu2: relu(x) squared (Nemotron, Arcee).")
+        "(GPT-2, Phi): it rounds differently, most visibly in bfloat16. relu2: relu(x) squared (Nemotron, Arcee). "
+        "xielu: xIELU with learned alpha_p, alpha_n and stored beta, eps (Apertus; a module `act_fn` of the MLP). "
+        "gelu_fast_tanh: x * 0.5 * (1 + tanh(0.79788456 x (1 + 0.044715 x^2))), BLOOM's written-out tanh GELU.")
     intermediate_size: Width
     bias: bool = False
     fused_gate_up: bool = Field(False, description="The checkpoint stores [gate; up] as one matrix.")
+    inner_norm: bool = Field(False, exclude_if=_unset, description="The intermediate activation is normalised (a norm "
+                             "like the layers', over intermediate_size) before down_proj (BitNet's ffn_sub_norm).")
 
 
 class Fp8Weights(_Frozen):
@@ -233,6 +274,15 @@ class Embedding(_Frozen):
     learned_positions: PositiveInt | None = Field(
         None, description="Size of a learned absolute position table added to the token embeddings (GPT-2)."
     )
+    sinusoidal_positions: bool = Field(
+        False, exclude_if=_unset, description="A fixed sinusoidal table is added to the token embeddings: for position "
+        "p (+ positions_offset), sin(p f_k) on the first half of the channels and cos(p f_k) on the second, "
+        "f_k = exp(-k ln(10000) / (half - 1)) (XGLM).")
+    positions_offset: Annotated[int, Field(ge=0, le=16)] = Field(
+        0, exclude_if=lambda v: v == 0, description="The learned position table has this many leading rows no "
+        "position uses: position p reads row p + offset (OPT: 2).")
+    norm: Norm | None = Field(None, exclude_if=_unset, description="The token embeddings are normalised by this "
+                              "norm before the first layer (BLOOM's word_embeddings_layernorm, NanoChat).")
     padding_idx: Annotated[int, Field(ge=0)] | None = Field(
         None, description="The padding token's row gets no gradient from the lookup (nn.Embedding's padding_idx); "
         "logits are unaffected.")
@@ -269,6 +319,8 @@ class Names(_Frozen):
     backbone: Identifier = "model"
     embed: Identifier = "embed_tokens"
     positions: Identifier = "embed_positions"
+    embed_norm: Identifier = Field("embed_norm", exclude_if=lambda v: v == "embed_norm",
+                                   description="The norm of the token embeddings (Embedding.norm).")
     layers: Identifier = "layers"
     final_norm: Identifier = "norm"
     head: Identifier = "lm_head"
@@ -285,15 +337,27 @@ class Names(_Frozen):
     q: Identifier = "q_proj"
     k: Identifier = "k_proj"
     v: Identifier = "v_proj"
-    qkv: Identifier = "qkv_proj"
+    qkv: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")] = "qkv_proj"  # MPT's `Wqkv`
     o: Identifier = "o_proj"
     sinks: Identifier = Field("sinks", exclude_if=lambda v: v == "sinks")
+    attn_out_norm: Identifier = Field("attn_sub_norm", exclude_if=lambda v: v == "attn_sub_norm",
+                                      description="The norm before o_proj (Attention.output_norm).")
+    mlp_inner_norm: Identifier = Field("ffn_sub_norm", exclude_if=lambda v: v == "ffn_sub_norm",
+                                       description="The norm before down_proj (Mlp.inner_norm).")
     q_norm: Identifier = "q_norm"
     k_norm: Identifier = "k_norm"
     gate: Identifier = "gate_proj"
     up: Identifier = "up_proj"
     down: Identifier = "down_proj"
     gate_up: Identifier = "gate_up_proj"
+    attn_checkpoint: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)+$")] | None = Field(
+        None, exclude_if=_unset, description="Where the checkpoint keeps each layer's attention block when it nests it "
+        "one module deeper than the code (GPT-Neo's and EXAONE's `attn.attention`): the loader maps its keys.")
+    mlp_checkpoint: Annotated[str, Field(pattern=r"^([a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*)?$")] | None = Field(
+        None, exclude_if=lambda v: v is None, description="Where the checkpoint keeps each layer's MLP projections "
+        "when not under `mlp`: \"\" for directly in the layer (OPT's `fc1`, `fc2`); the loader maps its keys.")
+    act_fn: Identifier = Field("act_fn", exclude_if=lambda v: v == "act_fn",
+                               description="The MLP's activation module, when it has parameters (xIELU).")
 
 
 class NestedDecoder(_Frozen):

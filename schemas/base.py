@@ -39,6 +39,8 @@ class Norm(_Frozen):
         0.0, description="Added to the stored weight before scaling: 1.0 is Gemma's (1 + w)."
     )
     bias: bool = False
+    weight: bool = Field(True, exclude_if=lambda v: v is True, description="False: no learned scale at all, "
+                         "the plain normalisation (OLMo's non-parametric LayerNorm, NanoChat's RMSNorm).")
     compute_dtype: Literal["float32", "input"] = Field(
         "float32", description="float32: normalise in float32 and cast back. input: in the input's dtype "
         "(torch's own LayerNorm)."

@@ -16,7 +16,7 @@ from .reader import ConfigReader
 from .rope import lower_rope
 
 # transformers' activation names these families use beyond the common ones.
-ACTIVATIONS_MORE = {**ACTIVATIONS, "relu2": "relu2"}
+ACTIVATIONS_MORE = {**ACTIVATIONS, "relu2": "relu2", "xielu": "xielu"}
 # Dropouts and training-only keys several of these families carry: never part of inference logits.
 TRAINING_ONLY = frozenset({"attention_dropout", "hidden_dropout", "residual_dropout", "embd_pdrop", "resid_pdrop"})
 
