@@ -1,0 +1,70 @@
+"""Tensor parallelism (issue 20): the generated parallel.py beside model.py splits the model over a
+torch.distributed process group (gloo on CPU here) and gives the logits of one process.
+
+Multi-process runs spawn once per degree and check every family inside one process group
+(tiny replicas: the committed generated models at their test_parity.py sizes, every parameter
+random). Each run has a hard timeout, so a hang fails instead of blocking the suite.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import GENERATED
+from tp_worker import FAMILIES, TOLERANCE, replica, spawn, tp_worker
+
+from llmgen.compiler.errors import UnsupportedError
+from llmgen.compiler.lowering import lower
+from llmgen.compiler.parallel_plan import check_degree, tp_plan
+from llmgen.compiler.validate import validate
+
+@pytest.fixture(scope="module")
+def tp_results(tmp_path_factory):
+    """One spawn of 4 processes: TP=4, and TP=2 twice side by side."""
+    out = tmp_path_factory.mktemp("tp") / "results.json"
+    spawn(tp_worker, 4, [str(GENERATED / name) for name in FAMILIES], str(out))
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("degree", [2, 4])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tp_logits_equal_one_process(tp_results, family, degree):
+    result = tp_results[f"{degree}/{family}"]
+    bound = TOLERANCE * max(1.0, result["scale"])
+    print(f"TP={degree} {family}: max|dlogit| whole {result['whole']:.2e}, cached {result['cached']:.2e}")
+    assert result["whole"] <= bound and result["cached"] <= bound, result
+    assert result["local_heads"] == [result["heads"] // degree]  # the heads really were split
+
+
+def test_plan_is_emitted_for_each_family():
+    for name in FAMILIES:
+        text = (GENERATED / name / "parallel.py").read_text()
+        assert "TP_LAYER_PLAN" in text and "import llmgen" not in text and "from llmgen" not in text
+
+
+def test_fused_projections_split_on_block_boundaries():
+    par, _, _ = replica(GENERATED / "Phi-3.5-mini-instruct")
+    # [q (4 heads); k (2); v (2)] of width 3 per head over 2 ranks: rank 1 takes q heads 2-3, k 1, v 1.
+    assert par.block_ranges(24, ("q", "kv", "kv"), {"q": 4, "kv": 2}, 1, 2) == [(6, 12), (15, 18), (21, 24)]
+    # One key/value head, 4 ranks: every rank a copy of it.
+    assert par.block_ranges(8, ("kv",), {"q": 4, "kv": 1}, 3, 4) == [(0, 8)]
+    assert par.block_ranges(10, ("rows", "rows"), {}, 0, 5) == [(0, 1), (5, 6)]
+
+
+def _arch(hub_id: str, **changes):
+    from conftest import catalog_config
+
+    raw = catalog_config(hub_id) | changes
+    return validate(lower(raw))
+
+
+def test_degree_that_does_not_divide_heads_is_refused():
+    arch = _arch("meta-llama/Llama-3.2-1B")
+    check_degree(arch, 8)  # 32 heads, 8 key/value heads
+    with pytest.raises(UnsupportedError, match="32 attention heads, not divisible by 3"):
+        check_degree(arch, 3)
+    check_degree(arch, 16)  # 8 key/value heads: replicated, two ranks per head
+    assert tp_plan(_arch("Qwen/Qwen3-30B-A3B")) is not None
