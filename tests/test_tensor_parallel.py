@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import GENERATED
-from tp_worker import FAMILIES, TOLERANCE, replica, spawn, tp_worker
+from tp_worker import (
+    FAMILIES, TOLERANCE, memory_config, random_model, replica, save_checkpoint, spawn, tp_worker, write_checkpoints,
+)
 
 from llmgen.compiler.errors import UnsupportedError
 from llmgen.compiler.lowering import lower
@@ -25,18 +27,44 @@ from llmgen.compiler.validate import validate
 def tp_results(tmp_path_factory):
     """One spawn of 4 processes: TP=4, and TP=2 twice side by side."""
     out = tmp_path_factory.mktemp("tp") / "results.json"
-    spawn(tp_worker, 4, [str(GENERATED / name) for name in FAMILIES], str(out))
-    return json.loads(out.read_text())
+    directories = [str(GENERATED / name) for name in FAMILIES]
+    write_checkpoints(directories, out.parent / "checkpoints")  # the tiny replicas
+    _, gen, _ = replica(GENERATED / FAMILIES[0])
+    big = random_model(gen, memory_config(gen))
+    save_checkpoint(gen, big.config, big, out.parent / "checkpoints" / "memory")
+    (out.parent / "weight_bytes").write_text(str(sum(p.nbytes for p in big.parameters())))
+    del big
+    spawn(tp_worker, 4, directories, str(out), timeout=300)
+    results = json.loads(out.read_text())
+    results["weight_bytes"] = int((out.parent / "weight_bytes").read_text())
+    return results
 
 
 @pytest.mark.parametrize("degree", [2, 4])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_tp_logits_equal_one_process(tp_results, family, degree):
+    """TP=2: parallelize() on the model in memory; TP=4: load_parallel(), each rank reading its
+    slices of the memory-mapped checkpoint (gpt-oss: MXFP4 on disk, each rank dequantizing its own
+    experts), against model.py's load_checkpoint. Whole sequence and cached decoding."""
     result = tp_results[f"{degree}/{family}"]
     bound = TOLERANCE * max(1.0, result["scale"])
     print(f"TP={degree} {family}: max|dlogit| whole {result['whole']:.2e}, cached {result['cached']:.2e}")
     assert result["whole"] <= bound and result["cached"] <= bound, result
     assert result["local_heads"] == [result["heads"] // degree]  # the heads really were split
+
+
+@pytest.mark.parametrize("degree", [2, 4])
+def test_sharded_load_peak_memory_is_a_rank_share(tp_results, degree):
+    """Per-rank peak resident memory of load_parallel: about 1/n of the weights (the replicated
+    norms are a few KB), not the whole checkpoint."""
+    weights = tp_results["weight_bytes"]
+    ranks = range(degree) if degree == 4 else (0, 1)
+    for rank in ranks:
+        result = tp_results[f"memory/{degree}/{rank}"]
+        print(f"TP={degree} rank {rank}: peak {result['peak'] / 2**20:.1f} MiB, its parameters "
+              f"{result['params'] / 2**20:.1f} MiB, weights {weights / 2**20:.1f} MiB")
+        assert result["params"] < weights / degree * 1.05
+        assert result["peak"] < weights / degree * 1.3, result
 
 
 def test_plan_is_emitted_for_each_family():

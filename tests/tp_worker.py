@@ -58,6 +58,52 @@ def logits_runs(model, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return whole, torch.cat(steps, dim=1)
 
 
+E2M1 = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])  # OCP MX FP4 magnitudes, codes 0-7
+
+
+def quantize_mxfp4(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(experts, in, out) -> MXFP4 blocks (experts, out, in / 32, 16) and e8m0 scales (experts, out, in / 32)."""
+    rows = weight.transpose(1, 2).float()
+    groups = rows.reshape(*rows.shape[:-1], rows.shape[-1] // 32, 32)
+    exponent = torch.floor(torch.log2(groups.abs().amax(dim=-1, keepdim=True).clamp(min=2.0**-100))) - 2
+    scaled = groups / torch.exp2(exponent)
+    codes = ((scaled.abs()[..., None] - E2M1).abs().argmin(dim=-1) | ((scaled < 0).long() << 3)).to(torch.uint8)
+    return codes[..., 0::2] | (codes[..., 1::2] << 4), (exponent[..., 0] + 127).to(torch.uint8)
+
+
+def save_checkpoint(gen, config, model, directory: Path) -> Path:
+    """The model's parameters under their checkpoint keys, as model.safetensors (MXFP4 experts
+    where model.py reads them so)."""
+    from safetensors.torch import save_file
+
+    state = dict(model.state_dict())
+    tensors = {key: state[name].contiguous() for key, name in gen.checkpoint_keys(config).items()}
+    for key in [k for k in tensors if k.endswith(getattr(gen, "MXFP4_TENSORS", ()))]:
+        tensors[f"{key}_blocks"], tensors[f"{key}_scales"] = quantize_mxfp4(tensors.pop(key))
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(directory / "model.safetensors"))
+    return directory
+
+
+def write_checkpoints(directories: list[str], root: Path) -> None:
+    for name in directories:
+        par, gen, config = replica(Path(name))
+        save_checkpoint(gen, config, random_model(gen, config), root / Path(name).name)
+
+
+def memory_config(gen):
+    """A Llama-shaped replica of about 280 MB in float32, for the per-rank memory of a sharded load."""
+    return gen.Config(vocab_size=32768, hidden_size=1024, intermediate_size=2048, num_hidden_layers=4,
+                      num_attention_heads=8, num_key_value_heads=4, head_dim=128)
+
+
+def rss_bytes(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
 def _init(rank: int, world: int, port: int):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -69,29 +115,59 @@ def _init(rank: int, world: int, port: int):
 
 
 def tp_worker(rank: int, world: int, port: int, directories: list[str], out: str) -> None:
-    """One of 4 ranks: every family at TP=4 (all ranks), then at TP=2 (ranks 0-1 and 2-3, two
-    groups side by side), each against the same model in this process alone."""
-    from torch.distributed.device_mesh import DeviceMesh
+    """One of 4 ranks. The per-rank peak memory of a sharded load at TP=4 and TP=2; then every
+    family at TP=2 (ranks 0-1 and 2-3, two groups side by side: the model in memory split) and at
+    TP=4 (the checkpoint read rank by rank), each against the same model in this process alone."""
+    from torch.distributed.device_mesh import init_device_mesh
 
     dist, mesh4 = _init(rank, world, port)
-    meshes = {4: mesh4, 2: DeviceMesh("cpu", [0, 1] if rank < 2 else [2, 3])}
+    # TP=2 groups made by every rank together (a 2 x 2 mesh's rows: ranks 0-1 and 2-3).
+    meshes = {4: mesh4, 2: init_device_mesh("cpu", (2, 2), mesh_dim_names=("pair", "tp"))["tp"]}
     results: dict[str, dict] = {}
+    checkpoints = Path(out).parent / "checkpoints"
     for name in directories:
         par, gen, config = replica(Path(name))
+        family = Path(name).name
         ids = torch.randint(0, config.vocab_size, (2, SEQ), generator=torch.Generator().manual_seed(1))
+        # TP=2: the model in memory, split by parallelize(), against the same model unsplit.
         reference = logits_runs(random_model(gen, config), ids)
-        for degree, mesh in meshes.items():
-            model = par.parallelize(random_model(gen, config), mesh)
-            got = logits_runs(model, ids)
-            results[f"{degree}/{Path(name).name}"] = {
-                "whole": float((got[0] - reference[0]).abs().max()),
-                "cached": float((got[1] - reference[1]).abs().max()),
-                "scale": float(reference[0].abs().max()),
-                "local_heads": sorted({m.num_heads for m in model.modules() if hasattr(m, "num_heads")}),
-                "heads": config.num_attention_heads,
-            }
+        model = par.parallelize(random_model(gen, config), meshes[2])
+        got = logits_runs(model, ids)
+        results[f"2/{family}"] = {
+            "whole": float((got[0] - reference[0]).abs().max()),
+            "cached": float((got[1] - reference[1]).abs().max()),
+            "scale": float(reference[0].abs().max()),
+            "local_heads": sorted({m.num_heads for m in model.modules() if hasattr(m, "num_heads")}),
+            "heads": config.num_attention_heads,
+        }
+        # TP=4: each rank reads its slices of the checkpoint (load_parallel), against load_checkpoint.
+        reference = logits_runs(gen.load_checkpoint(checkpoints / family, config), ids)
+        model = par.load_parallel(checkpoints / family, meshes[4], config)
+        got = logits_runs(model, ids)
+        results[f"4/{family}"] = {
+            "whole": float((got[0] - reference[0]).abs().max()),
+            "cached": float((got[1] - reference[1]).abs().max()),
+            "scale": float(reference[0].abs().max()),
+            "local_heads": sorted({m.num_heads for m in model.modules() if hasattr(m, "num_heads")}),
+            "heads": config.num_attention_heads,
+        }
+    # Per-rank peak memory of a sharded load (after the families: torch's distributed code is loaded).
+    import gc
+
+    gc.collect()
+    par, gen, _ = replica(Path(directories[0]))
+    for degree in (4, 2):
+        Path("/proc/self/clear_refs").write_text("5")  # the peak resident size restarts from now
+        before = rss_bytes("VmRSS")
+        model = par.load_parallel(checkpoints / "memory", meshes[degree], memory_config(gen))
+        results[f"memory/{degree}/{rank}"] = {"peak": rss_bytes("VmHWM") - before,
+                                              "params": sum(p.to_local().nbytes if isinstance(p, par.DTensor) else p.nbytes
+                                                            for p in model.parameters())}
+        del model
+    gathered = [None] * world
+    dist.all_gather_object(gathered, results)  # every rank's memory figures
     if rank == 0:
-        Path(out).write_text(json.dumps(results))
+        Path(out).write_text(json.dumps({k: v for part in gathered for k, v in part.items()}))
     dist.barrier()
     dist.destroy_process_group()
 
