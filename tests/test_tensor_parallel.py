@@ -96,3 +96,58 @@ def test_degree_that_does_not_divide_heads_is_refused():
         check_degree(arch, 3)
     check_degree(arch, 16)  # 8 key/value heads: replicated, two ranks per head
     assert tp_plan(_arch("Qwen/Qwen3-30B-A3B")) is not None
+
+
+@pytest.fixture(scope="module")
+def tiny_smollm2(smollm2_checkpoint, tmp_path_factory):
+    """SmolLM2's config shrunk (6 heads, 3 key/value heads, 2 layers; its real vocabulary and
+    tokenizer) compiled with from-config, and a random checkpoint for it beside the tokenizer."""
+    import shutil
+
+    from llmgen.compiler.cli import main
+    from tp_worker import _import
+
+    root = tmp_path_factory.mktemp("tiny-smollm2")
+    checkpoint = root / "checkpoint"
+    checkpoint.mkdir()
+    raw = json.loads((smollm2_checkpoint / "config.json").read_text())
+    raw.update(hidden_size=96, intermediate_size=192, num_hidden_layers=2, num_attention_heads=6,
+               num_key_value_heads=3, torch_dtype="float32")
+    raw.pop("head_dim", None)
+    (root / "config.json").write_text(json.dumps(raw))
+    (checkpoint / "config.json").write_text(json.dumps(raw))
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"):
+        if (smollm2_checkpoint / name).is_file():
+            shutil.copy(smollm2_checkpoint / name, checkpoint / name)
+    assert main(["from-config", str(root / "config.json"), "--out", str(root), "--name", "tiny", "--no-verify"]) == 0
+    gen = _import(root / "tiny" / "model.py", "tp_tiny_smollm2")
+    config = gen.Config()
+    save_checkpoint(gen, config, random_model(gen, config), checkpoint)
+    return root / "tiny", checkpoint
+
+
+def test_generate_refuses_a_degree_that_does_not_fit_before_loading(tiny_smollm2, capsys):
+    """6 heads, 3 key/value heads: --tp 4 is one error line, before any weight is read."""
+    from llmgen.compiler.cli import main
+
+    code = main(["generate", str(tiny_smollm2[0]), "--prompt", "Hi", "--tp", "4", "--checkpoint", "/nonexistent"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("llmgen: error: --tp 4: layer 0 has 6 attention heads, not divisible by 4"), err
+
+
+def test_generate_on_three_processes_writes_the_one_process_text(tiny_smollm2, capsys):
+    """`llmgen generate --tp 3` (6 heads, 3 key/value heads; torch's launcher, gloo): the same
+    greedy text as one process, SmolLM2's real tokenizer, random weights."""
+    from llmgen.compiler.cli import main
+
+    directory, checkpoint = tiny_smollm2
+    args = ["generate", str(directory), "--prompt", "The capital of France is", "--max-new-tokens", "6",
+            "--checkpoint", str(checkpoint)]
+    assert main(args + ["--kernel", "off"]) == 0
+    single = capsys.readouterr().out
+    assert main(args + ["--tp", "3"]) == 0
+    out, err = capsys.readouterr()
+    print(single, out, err)
+    assert out == single and len(out.strip()) > 0
+    assert "on 3 processes" in err
