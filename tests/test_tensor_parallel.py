@@ -151,3 +151,48 @@ def test_generate_on_three_processes_writes_the_one_process_text(tiny_smollm2, c
     print(single, out, err)
     assert out == single and len(out.strip()) > 0
     assert "on 3 processes" in err
+
+
+def _card(source: str, tp: int) -> dict:
+    from llmgen.compiler.card import card, load_model
+
+    model = load_model(source)
+    return model.arch, card(model), __import__("llmgen.compiler.tp_card", fromlist=["tp_card"]).tp_card(model.arch, tp)
+
+
+def test_full_size_llama_70b_plan_at_tp8_on_meta():
+    """Llama-3.1-70B's shape at TP=8, the generated plan applied on the meta device: every rank an
+    eighth of each split matrix (one of the 8 key/value heads each), bf16 bytes per rank from it."""
+    from conftest import REPO
+
+    arch, data, tp = _card(str(REPO / "tests" / "fixtures" / "tp" / "Llama-3.1-70B-shaped.json"), 8)
+    shapes = tp["shapes"]["0"]
+    assert shapes["model.layers.0.self_attn.q_proj.weight"] == [1024, 8192]  # 8 of 64 heads x 128
+    assert shapes["model.layers.0.self_attn.k_proj.weight"] == [128, 8192]  # 1 of 8 key/value heads
+    assert shapes["model.layers.0.self_attn.o_proj.weight"] == [8192, 1024]
+    assert shapes["model.layers.0.mlp.down_proj.weight"] == [8192, 28672 // 8]
+    assert shapes["model.embed_tokens.weight"] == [128256 // 8, 8192] and shapes["lm_head.weight"] == [16032, 8192]
+    replicated = (2 * 80 + 1) * 8192  # the norms
+    total = data["parameters"]["total"]
+    assert tp["weights_bytes_bf16"]["0"] == 2 * ((total - replicated) // 8 + replicated)
+    assert tp["kv_bytes_bf16_at"]["per_rank"] == data["kv_cache"]["bytes_per_token_bf16"] * 8192 // 8
+    print(f"Llama-3.1-70B shape, TP=8: {tp['weights_bytes_bf16']['0'] / 2**30:.2f} GiB of bf16 weights per rank")
+
+
+def test_full_size_deepseek_v3_plan_at_tp8_on_meta():
+    """DeepSeek-V3 at TP=8 on meta: 16 of 128 heads per rank in q_b/kv_b/o, 32 of 256 routed experts,
+    the latent projections, router and norms whole; bytes per rank from the split model."""
+    arch, data, tp = _card("deepseek-ai/DeepSeek-V3", 8)
+    shapes = tp["shapes"]["0"]
+    assert shapes["model.layers.0.self_attn.q_b_proj.weight"] == [16 * 192, 1536]
+    assert shapes["model.layers.0.self_attn.kv_b_proj.weight"] == [16 * 256, 512]
+    assert shapes["model.layers.0.self_attn.o_proj.weight"] == [7168, 16 * 128]
+    assert shapes["model.layers.0.self_attn.kv_a_proj_with_mqa.weight"] == [576, 7168]  # the latent: whole
+    assert shapes["model.layers.3.mlp.gate.weight"] == [256, 7168]  # the router: whole
+    experts = {int(name.split(".")[5]) for name in shapes if ".mlp.experts." in name and name.startswith("model.layers.3.")}
+    assert experts == set(range(32))
+    assert shapes["model.layers.3.mlp.shared_experts.down_proj.weight"] == [7168, 2048 // 8]
+    per_rank = tp["weights_bytes_bf16"]["0"]
+    assert 2 * data["parameters"]["total"] / 8 < per_rank < 2 * data["parameters"]["total"] / 8 * 1.05
+    assert tp["kv_bytes_bf16_at"]["per_rank"] == data["kv_cache"]["bytes_per_token_bf16"] * 8192  # latent: whole
+    print(f"DeepSeek-V3, TP=8: {per_rank / 2**30:.1f} GiB of bf16 weights per rank")
