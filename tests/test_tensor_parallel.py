@@ -67,6 +67,18 @@ def test_sharded_load_peak_memory_is_a_rank_share(tp_results, degree):
         assert result["peak"] < weights / degree * 1.3, result
 
 
+@pytest.mark.parametrize("family", ["Llama-3.2-1B", "gemma-3-1b"])
+def test_fsdp2_training_step_equals_one_process(tp_results, family):
+    """parallel.shard_for_training (fully_shard per decoder layer, then the root) at 2 ranks, data
+    parallel (one sequence per rank): the mean loss equal and every gradient within 1e-5 (relative to
+    its largest value) of one process on both sequences."""
+    result = tp_results[f"fsdp/{family}"]
+    print(f"FSDP2 {family}: loss {result['loss']:.6f} vs {result['sharded_loss']:.6f}, "
+          f"worst gradient difference {result['grad_rel']:.2e} (relative)")
+    assert abs(result["loss"] - result["sharded_loss"]) <= 1e-6 * abs(result["loss"])
+    assert result["grad_rel"] <= 1e-5
+
+
 def test_plan_is_emitted_for_each_family():
     for name in FAMILIES:
         text = (GENERATED / name / "parallel.py").read_text()

@@ -104,6 +104,15 @@ def rss_bytes(field: str) -> int:
     raise KeyError(field)
 
 
+FSDP_FAMILIES_NAMES = ("Llama-3.2-1B", "gemma-3-1b")
+
+
+def training_loss(model, ids: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy of the ids, float32."""
+    logits = model(ids[:, :-1])
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1))
+
+
 def _init(rank: int, world: int, port: int):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -151,6 +160,29 @@ def tp_worker(rank: int, world: int, port: int, directories: list[str], out: str
             "local_heads": sorted({m.num_heads for m in model.modules() if hasattr(m, "num_heads")}),
             "heads": config.num_attention_heads,
         }
+    # FSDP2 on the 2-rank meshes: loss and gradients of one training step against one process.
+    from torch.distributed import _functional_collectives as funcol
+
+    fsdp = [d for d in directories if Path(d).name in FSDP_FAMILIES_NAMES]
+    for name in fsdp:
+        par, gen, config = replica(Path(name))
+        ids = torch.randint(0, config.vocab_size, (2, SEQ), generator=torch.Generator().manual_seed(2))
+        reference = random_model(gen, config).train()
+        loss = training_loss(reference, ids)
+        loss.backward()
+        model = par.shard_for_training(random_model(gen, config).train(), meshes[2])
+        pair_rank = meshes[2].get_local_rank()
+        local_loss = training_loss(model, ids[pair_rank : pair_rank + 1])  # data parallel: one sequence per rank
+        local_loss.backward()  # FSDP2 averages the gradients over the ranks: the whole batch's mean loss
+        sharded_loss = funcol.all_reduce(local_loss.detach(), "avg", meshes[2])
+        worst = 0.0
+        grads = dict(model.named_parameters())
+        for pname, param in reference.named_parameters():
+            grad = grads[pname].grad
+            grad = grad.full_tensor() if isinstance(grad, par.DTensor) else grad
+            worst = max(worst, float((grad - param.grad).abs().max() / param.grad.abs().max().clamp(min=1e-30)))
+        results[f"fsdp/{Path(name).name}"] = {"loss": loss.item(), "sharded_loss": float(sharded_loss),
+                                              "grad_rel": worst}
     # Per-rank peak memory of a sharded load (after the families: torch's distributed code is loaded).
     import gc
 

@@ -343,6 +343,16 @@ def local_cache(model: nn.Module):
     return enable
 
 
+def shard_for_training(model: nn.Module, mesh: DeviceMesh) -> nn.Module:
+    """Fully sharded data parallel (FSDP2): every decoder layer, then the rest, sharded over the
+    ranks of `mesh`; each layer's parameters are gathered for its forward and backward only."""
+    from torch.distributed.fsdp import fully_shard
+
+    for layer in model.get_submodule(TP_LAYERS):
+        fully_shard(layer, mesh=mesh)
+    return fully_shard(model, mesh=mesh)
+
+
 def load_parallel(
     path: str | Path, mesh: DeviceMesh, config=None, dtype: torch.dtype = torch.float32
 ) -> nn.Module:

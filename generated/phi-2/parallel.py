@@ -22,8 +22,10 @@ or from Python, inside a process group:
 from __future__ import annotations
 
 import argparse
+import ctypes
 import dataclasses
 import importlib.util
+import mmap
 import os
 import sys
 from pathlib import Path
@@ -129,6 +131,19 @@ def take(
     return torch.cat(parts, dim).to(dtype) if len(parts) > 1 else parts[0].to(dtype, copy=True)
 
 
+def release_pages(tensor: torch.Tensor) -> None:
+    """Give back the resident pages of a memory-mapped tensor already copied (Linux: madvise
+    MADV_DONTNEED on its whole pages; the mapping is private and never written, so a page touched
+    again is re-read from the file). Elsewhere a no-op: the pages go when the mapping does."""
+    if not sys.platform.startswith("linux"):
+        return
+    start = tensor.data_ptr()
+    first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
+    last = (start + tensor.numel() * tensor.element_size()) // mmap.PAGESIZE * mmap.PAGESIZE
+    if last > first:
+        ctypes.CDLL(None).madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), 4)
+
+
 def expert_range(num_experts: int, rank: int, tp: int) -> tuple[int, int]:
     """The contiguous experts this rank holds (expert parallel)."""
     return rank * num_experts // tp, (rank + 1) * num_experts // tp
@@ -186,17 +201,20 @@ def parallelize(
     mesh: DeviceMesh,
     tensors: dict[str, torch.Tensor] | None = None,
     dtype: torch.dtype | None = None,
+    release=None,
 ) -> nn.Module:
     """Split `model` over the ranks of the 1-D `mesh`, in place. Each parameter's slice comes from
     `tensors` (parameter name -> whole tensor, e.g. memory-mapped; the model may then sit on the
-    meta device) or from the model's own parameters."""
+    meta device) or from the model's own parameters; `release(tensor)` is called on each source
+    tensor once its slice is copied."""
     tp, rank = mesh.size(), mesh.get_local_rank()
     config = model.config
     check_degree(config, tp)
     counts = head_counts(config)
     own = dict(model.named_parameters()) | dict(model.named_buffers())
     source = tensors if tensors is not None else {name: t.detach() for name, t in own.items()}
-    dtype = dtype or next(iter(own.values())).dtype
+    dtype = dtype or next(model.parameters()).dtype
+    release = release or (lambda tensor: None)
     styles, done = {}, set()
 
     def sharded(name: str, dim: int | None, blocks: tuple[str, ...], placement) -> None:
@@ -207,6 +225,7 @@ def parallelize(
             if dim is None
             else take(full, dim, block_ranges(full.shape[dim], blocks, counts, rank, tp), dtype)
         )
+        release(full)
         value = (
             DTensor.from_local(local, mesh, [placement], run_check=False) if placement else local
         )
@@ -272,6 +291,7 @@ def parallelize(
                         module.register_parameter(
                             name, nn.Parameter(local.to(dtype, copy=True), requires_grad=False)
                         )
+                        release(full)
                         done.add(key)
                     local_experts(module, first, last)
             elif style == "reduce" and any(  # a MoE block (its experts are split): not a dense MLP
@@ -282,7 +302,11 @@ def parallelize(
     # Everything else is replicated: a copy from `tensors` where the model was built on meta.
     kept = dict(model.named_parameters()) | dict(model.named_buffers())
     if tensors is not None:
-        state = {name: source[name].to(dtype, copy=True) for name in kept if name not in done}
+        state = {}
+        for name in kept:
+            if name not in done:
+                state[name] = source[name].to(dtype, copy=True)
+                release(source[name])
         model.load_state_dict(state, strict=False, assign=True)
     parallelize_module(model, mesh, styles)
     local = dataclasses.replace(
@@ -317,6 +341,16 @@ def local_cache(model: nn.Module):
     return enable
 
 
+def shard_for_training(model: nn.Module, mesh: DeviceMesh) -> nn.Module:
+    """Fully sharded data parallel (FSDP2): every decoder layer, then the rest, sharded over the
+    ranks of `mesh`; each layer's parameters are gathered for its forward and backward only."""
+    from torch.distributed.fsdp import fully_shard
+
+    for layer in model.get_submodule(TP_LAYERS):
+        fully_shard(layer, mesh=mesh)
+    return fully_shard(model, mesh=mesh)
+
+
 def load_parallel(
     path: str | Path, mesh: DeviceMesh, config=None, dtype: torch.dtype = torch.float32
 ) -> nn.Module:
@@ -329,6 +363,7 @@ def load_parallel(
     tensors = M.read_checkpoint(
         Path(path), mmap=True
     )  # views of the mapped files: nothing read yet
+    mapped = {t.untyped_storage().data_ptr() for t in tensors.values()}
     with torch.device("meta"):
         model = M.CausalLM(config)
     tp, rank = mesh.size(), mesh.get_local_rank()
@@ -367,7 +402,12 @@ def load_parallel(
             by_name[name] = tensors[key]
         elif not key.startswith(skipped):
             raise M.WeightLoadError(f"{path}: checkpoint lacks {key!r}")
-    return parallelize(model, mesh, by_name, dtype)
+
+    def release(tensor: torch.Tensor) -> None:
+        if tensor.untyped_storage().data_ptr() in mapped:
+            release_pages(tensor)
+
+    return parallelize(model, mesh, by_name, dtype, release)
 
 
 def main() -> None:
