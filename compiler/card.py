@@ -316,6 +316,12 @@ def human_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
+def tp_rows(data: dict[str, Any], human_bytes: Any) -> list[tuple[str, str]]:
+    from .tp_card import tp_rows as rows
+
+    return rows(data, human_bytes)
+
+
 def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
     p, kv = data["parameters"], data["kv_cache"]
     legend = ", ".join(f"{k} = {v}" for k, v in data["pattern"]["legend"].items())
@@ -341,7 +347,7 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
         ("KV cache", per_token),
         ("KV at length", effective),
         ("context", f"{data['max_position_embeddings']} tokens, weights in {data['dtype']}"),
-    ]
+    ] + (tp_rows(data["tensor_parallel"], human_bytes) if "tensor_parallel" in data else [])
 
 
 def format_text(data: dict[str, Any]) -> str:

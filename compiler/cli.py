@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--templates", type=Path)
     card = sub.add_parser("card", help="a model's facts at a glance (catalog/hub id, config path or generated dir)")
     card.add_argument("model")
+    card.add_argument("--tp", type=int, metavar="N", help="also what each of N tensor-parallel ranks holds (weights, KV cache)")
     card.add_argument("--format", choices=["text", "md", "json", "svg"], default="text",
                       help="svg: an architecture block diagram")
     diff = sub.add_parser("diff", help="architecture differences of two models, in words and as a code diff")
@@ -149,7 +150,14 @@ def cmd_card(args: argparse.Namespace) -> int:
 
         print(diagram_svg(model.arch, model.label, params=card(model)["parameters"]), end="")
         return 0
-    print(format_card(card(model), args.format))
+    data = card(model)
+    if args.tp:
+        from .tp_card import tp_card
+
+        data["tensor_parallel"] = tp_card(model.arch, args.tp)
+        if args.format != "json":
+            data["tensor_parallel"].pop("shapes")
+    print(format_card(data, args.format))
     return 0
 
 

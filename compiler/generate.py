@@ -53,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "for float32), native (compiler/kernels/gemv.cpp), row_blocks, off (torch's own)")
     parser.add_argument("--no-kv", dest="use_kv", action="store_false",
                         help="no KV cache: rerun the whole sequence for every new token")
+    parser.add_argument("--tp", type=int, default=1, metavar="N",
+                        help="tensor parallel on N processes (the directory's parallel.py; gloo on CPU, NCCL on GPUs)")
     parser.add_argument("--checkpoint", "--weights", type=Path, metavar="PATH",
                         help="checkpoint directory (default: the one recorded at compile time, or the hub cache); --weights is an alias")
 
@@ -261,6 +263,10 @@ def cmd_generate(args: argparse.Namespace, out: Any = None, err: Any = None) -> 
     check_prompt(args.prompt)
     if not args.dir.is_dir():
         raise SourceError(f"{args.dir}: no such directory")
+    if args.tp != 1:
+        from .tp_launch import check_directory
+
+        check_directory(args.dir, args.tp)  # before anything loads
     _report_faults()
     module = import_model(args.dir)
     if args.kv == "int8" and args.use_kv and "kv_lora_rank" in getattr(module.Config, "__dataclass_fields__", {}):
@@ -279,6 +285,15 @@ def cmd_generate(args: argparse.Namespace, out: Any = None, err: Any = None) -> 
         raise LlmgenError("the prompt encodes to no tokens")
     max_new_tokens = new_token_budget(module, len(ids), args.max_new_tokens, err)
     stop = stop_ids(checkpoint, tokenizer, args.chat)
+    if args.tp != 1:
+        from .tp_launch import run_parallel
+
+        start = time.perf_counter()
+        new = run_parallel(args.dir, checkpoint, args.tp, ids, max_new_tokens, stop, args.dtype, args.kv == "int8", err)
+        out.write(tokenizer.decode(new) + "\n")
+        print(f"{len(new)} tokens in {time.perf_counter() - start:.2f} s on {args.tp} processes (prompt {len(ids)} tokens)",
+              file=err)
+        return 0
     check_kernel(args.kernel, args.dtype, err)
     model = load_model(module, checkpoint, args.dtype, err, args.kernel)
     start = time.perf_counter()

@@ -20,6 +20,7 @@ from .contenthash import stamp
 from .format import format_source
 from .load import LoadedConfig, load_config
 from .lowering import lower_noted
+from .parallel_plan import parallel_context, tp_plan
 from .parity import parity_context
 from .reference import checkpoint_record, reference_context
 from .render import Provenance, model_context, render
@@ -71,6 +72,12 @@ def compile_config(
         "test_parity.py": test.encode(),
         "test_reference.py": reference.encode(),
     }
+    plan = tp_plan(arch)
+    if plan is not None:  # tensor parallelism (torch.distributed), beside the model
+        context = model_context(arch, weights, prov)
+        files["parallel.py"] = format_source(render("model/parallel.py.j2", parallel_context(
+            arch, plan, context["version"], context["source"], context["command"], context["title"]), templates),
+            name="parallel.py").encode()
     manifest = {
         "generator": f"llmgen {__version__}",
         "source": loaded.source_id,
