@@ -43,6 +43,8 @@ def moe_config_fields(arch: Architecture, field: Callable[..., dict[str, Any]]) 
     if moe.activation == "clamped_swiglu":
         fields.append(field("swiglu_alpha", "float", moe.swiglu_alpha, "gain of the experts' sigmoid"))
         fields.append(field("swiglu_limit", "float", moe.swiglu_limit, "the experts' gate and up are clamped to this"))
+    if moe.latent_size is not None:
+        fields.append(field("moe_latent_size", "int", moe.latent_size, "width of the experts' latent space"))
     if moe.routed_scaling_factor is not None:
         fields.append(field("routed_scaling_factor", "float", moe.routed_scaling_factor, "multiplies the routing weights"))
     if mixed_ffn(arch):
@@ -89,6 +91,8 @@ def moe_context(arch: Architecture, activation_code: dict[str, tuple[str, str]],
         "router_bias": moe.router_bias,
         "shared": moe.shared_expert_size is not None,
         "shared_gate": moe.shared_expert_gate,
+        "ungated": not moe.gated,
+        "latent": moe.latent_size is not None,
         "mixed": mixed_ffn(arch),
         "activation": activation,
         "activation_args": activation_args,

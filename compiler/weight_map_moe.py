@@ -37,9 +37,12 @@ def moe_rows(moe: Moe, m: str, hidden: int, rows: list) -> dict[str, dict]:
     elif moe.score_correction_bias:
         rows.append((f"{m}{mn.router}{inner}.e_score_correction_bias", (count,), "buffer"))
     if moe.storage == "per_expert":
-        e = f"{m}{mn.experts}.{{e}}."
-        for key, shape in ((f"{e}{mn.gate}.weight", (width, hidden)), (f"{e}{mn.up}.weight", (width, hidden)),
-                           (f"{e}{mn.down}.weight", (hidden, width))):
+        e, inner = f"{m}{mn.experts}.{{e}}.", moe.latent_size or hidden  # the experts' input and output width
+        if moe.latent_size:
+            rows += [(f"{m}{mn.latent_in}.weight", (inner, hidden), "linear"), (f"{m}{mn.latent_out}.weight", (hidden, inner), "linear")]
+        projections = ([(f"{e}{mn.gate}.weight", (width, inner))] if moe.gated else []) + [
+            (f"{e}{mn.up}.weight", (width, inner)), (f"{e}{mn.down}.weight", (inner, width))]
+        for key, shape in projections:
             rows.append((key, shape, "linear"))
             extra[key] = {"experts": count, "routed": True}
     elif moe.storage in ("fused_in_out", "stacked_in_out"):  # (in, out) tensors, no ".weight" suffix
@@ -57,8 +60,8 @@ def moe_rows(moe: Moe, m: str, hidden: int, rows: list) -> dict[str, dict]:
             extra[key] = {"routed": True}
     if moe.shared_expert_size:
         s, size = f"{m}{mn.shared_expert}.", moe.shared_expert_size
-        rows += [(f"{s}{mn.gate}.weight", (size, hidden), "linear"), (f"{s}{mn.up}.weight", (size, hidden), "linear"),
-                 (f"{s}{mn.down}.weight", (hidden, size), "linear")]
+        rows += ([(f"{s}{mn.gate}.weight", (size, hidden), "linear")] if moe.gated else []) + [
+            (f"{s}{mn.up}.weight", (size, hidden), "linear"), (f"{s}{mn.down}.weight", (hidden, size), "linear")]
     if moe.shared_expert_gate:
         rows.append((f"{m}{mn.shared_expert_gate}.weight", (1, hidden), "linear"))
     return extra
@@ -75,6 +78,9 @@ def fused_expert_map(arch: Architecture) -> dict[str, tuple[str, ...]]:
     n, mn, pre = arch.names, moe.names, arch.checkpoint_prefix
     p = f"{pre}{n.backbone}.{n.layers}.{{i}}."
     m, f = f"{p}{n.mlp}.", f"{p}{mn.fused_block}."
+    if moe.storage == "per_expert" and not moe.gated:  # transformers 5 stacks up and down alone, in the block itself
+        e = f"{m}{mn.experts}.{{e}}."
+        return {f"{m}{mn.experts}.{mn.up}": (f"{e}{mn.up}.weight",), f"{m}{mn.experts}.{mn.down}": (f"{e}{mn.down}.weight",)}
     if moe.storage == "per_expert":
         e = f"{m}{mn.experts}.{{e}}."
         gate_up: tuple[str, ...] = (f"{e}{mn.gate}.weight", f"{e}{mn.up}.weight")
