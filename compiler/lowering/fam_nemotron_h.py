@@ -13,7 +13,7 @@ from typing import Any
 
 from ...schemas.arch import Architecture, Attention, Embedding, Head, Layer, Mlp, Moe, MoeNames, Names, Norm
 from ..errors import ConfigError, UnsupportedError
-from .fam_mamba2 import MAMBA_INIT_ONLY, read_mamba2, time_step_limit
+from .fam_mamba2 import MAMBA_INIT_ONLY, drop_infinite_limit, read_mamba2, time_step_limit
 from .fam_moe import REPLICA_EXPERT_WIDTH, REPLICA_SHARED_WIDTH
 from .families import DTYPES
 from .reader import ConfigReader
@@ -94,6 +94,7 @@ def _replica_nemotron_h(tiny: dict[str, Any], arch: Architecture) -> None:
         tiny["moe_latent_size"] = 40
     tiny.pop("mtp_layers_block_type", None)
     tiny["num_nextn_predict_layers"] = 0
+    drop_infinite_limit(tiny)
 
 
 def _types_of(arch: Architecture) -> list[str]:
