@@ -7,7 +7,7 @@ the words always match the code.
 from __future__ import annotations
 
 from ..schemas.arch import Architecture, Moe, Rope
-from .describe_linear import linear_features
+from .describe_linear import block_features, linear_features
 from .mixers import attention_layers, first_attention
 from .render_chunked import chunked_features
 from .rope_fields import attention_scaling
@@ -28,10 +28,13 @@ def _num(value: float) -> str:
 
 def layer_pattern(arch: Architecture) -> str:
     """One letter per layer: S = sliding-window attention, C = chunked attention, F = full attention,
-    N = full attention without position embeddings (NoPE), L = linear attention (Gated DeltaNet)."""
+    N = full attention without position embeddings (NoPE), L = linear attention (Gated DeltaNet),
+    M = Mamba-2, E / D = a layer that is only experts / only an MLP (render_blocks)."""
+    from .render_blocks import layer_letter  # render_blocks imports mixers, which describe's importers need first
+
     return "".join(
-        "L" if layer.mixer.kind == "gated_deltanet" else "S" if layer.mixer.span == "sliding" else "C"
-        if layer.mixer.span == "chunked" else "F" if layer.mixer.rope else "N" for layer in arch.layers
+        layer_letter(layer) or ("S" if layer.mixer.span == "sliding" else "C" if layer.mixer.span == "chunked"
+                                else "F" if layer.mixer.rope else "N") for layer in arch.layers
     )
 
 
@@ -74,75 +77,77 @@ def features(arch: Architecture) -> list[str]:
     layer = arch.layers[0]
     attn, norm = first_attention(arch), layer.norm
     attns = attention_layers(arch)
-    ffn = next((lay.ffn for lay in arch.layers if lay.ffn.kind == "mlp"), None)  # the dense MLP, if any
+    ffn = next((lay.ffn for lay in arch.layers if getattr(lay.ffn, "kind", None) == "mlp"), None)  # the dense MLP, if any
     out = [
         f"{arch.num_layers} decoder layers, hidden size {arch.hidden_size}, vocabulary {arch.embedding.vocab_size}.",
     ]
     out += linear_features(arch)
-    if attn.kind == "mla":
-        out += mla_words(attn)
-    elif attn.num_kv_heads == 1:
-        out.append(f"Multi-query attention: {attn.num_heads} query heads share one key/value head.")
-    elif attn.num_kv_heads < attn.num_heads:
-        out.append(
-            f"Grouped-query attention: {attn.num_heads} query heads, {attn.num_kv_heads} key/value heads "
-            f"({attn.num_heads // attn.num_kv_heads} queries per key/value head)."
-        )
-    else:
-        out.append(f"Multi-head attention with {attn.num_heads} heads.")
-    if attn.kind == "attention" and attn.head_dim * attn.num_heads != arch.hidden_size:
-        out.append(f"head_dim {attn.head_dim} is set explicitly (hidden / heads would be {arch.hidden_size // attn.num_heads}).")
-    if attn.kind == "attention" and abs(attn.scale - attn.head_dim**-0.5) > 1e-12:
-        out.append(f"Attention scores are scaled by {attn.scale:g}, not 1/sqrt(head_dim).")
-    pattern = layer_pattern(arch)
-    sliding = pattern.count("S")
-    if sliding == arch.num_layers:
-        out.append(f"Sliding-window attention on every layer (window {attn.window}).")
-    elif sliding:
-        window = next(lay.mixer.window for lay in attns if lay.mixer.span == "sliding")
-        period = len(pattern) - len(pattern.lstrip("S")) + 1
-        out.append(
-            f"Sliding-window attention (window {window}) on {sliding} of {arch.num_layers} layers, full attention "
-            f"on the rest (pattern {pattern[:period]} repeating)."
-        )
-    if len(arch.rope) > 1:
-        by_span = {lay.mixer.span: lay.mixer.rope for lay in attns}
-        parts = [f"{span} layers {_rope_words(arch.rope_table(name))}" for span, name in sorted(by_span.items()) if name]
-        out.append("Two RoPE tables: " + "; ".join(parts) + ".")
-    elif arch.rope:
-        out.append(f"Rotary position embeddings (RoPE), {_rope_words(arch.rope[0])}.")
-    if attn.kind == "mla":
-        pass
-    elif attn.qk_norm == "per_head":
-        out.append(f"QK-norm: {'LayerNorm' if norm.kind == 'layernorm' else 'RMSNorm'} over each query and key head before RoPE.")
-    elif attn.qk_norm == "per_head_weights":
-        out.append(f"QK-norm: {'RMSNorm' if norm.kind == 'rmsnorm' else 'LayerNorm'} over each query and key head, "
-                   "each head with its own weight row, before RoPE.")
-    elif attn.qk_norm == "per_head_modules":
-        out.append("QK-norm: a LayerNorm module of its own (scale, no bias) for each query and key head, before RoPE.")
-    elif attn.qk_norm == "whole":
-        out.append("QK-norm: RMSNorm over the whole query and key projections (all heads at once) before RoPE.")
-    nope = [lay.index for lay in attns if lay.mixer.rope is None]
-    if arch.rope and nope:
-        out.append(f"No position embeddings (NoPE) on {len(nope)} of {arch.num_layers} layers (layers {', '.join(map(str, nope[:4]))}{', ...' if len(nope) > 4 else ''}).")
-    out += chunked_features(arch)
-    if attn.kind == "mla":
-        pass
-    elif attn.softcap:
-        out.append(f"Attention logits soft-capped: cap * tanh(scores / cap), cap {_num(attn.softcap)}.")
-    if attn.kind == "mla":
-        pass
-    elif any((attn.q_bias, attn.k_bias, attn.v_bias, attn.o_bias)):
-        out.append("Biases on the attention projections.")
-    if attn.kind == "attention" and attn.sinks:
-        out.append("Attention sinks: a learned logit per head joins each query's softmax as one more column and "
-                   "its share is dropped, so the weights on the keys may sum to less than 1.")
-    if attn.kind == "mla":
-        pass
-    elif attn.qkv == "fused":
-        out.append("q, k and v projections stored as one matrix ([q; k; v]).")
-    elif attn.qkv == "fused_per_head":
-        out.append("q, k and v projections stored as one matrix, interleaved per head ([q_h; k_h; v_h] for each head h).")
+    out += block_features(arch)
+    if attn is not None:
+        if attn.kind == "mla":
+            out += mla_words(attn)
+        elif attn.num_kv_heads == 1:
+            out.append(f"Multi-query attention: {attn.num_heads} query heads share one key/value head.")
+        elif attn.num_kv_heads < attn.num_heads:
+            out.append(
+                f"Grouped-query attention: {attn.num_heads} query heads, {attn.num_kv_heads} key/value heads "
+                f"({attn.num_heads // attn.num_kv_heads} queries per key/value head)."
+            )
+        else:
+            out.append(f"Multi-head attention with {attn.num_heads} heads.")
+        if attn.kind == "attention" and attn.head_dim * attn.num_heads != arch.hidden_size:
+            out.append(f"head_dim {attn.head_dim} is set explicitly (hidden / heads would be {arch.hidden_size // attn.num_heads}).")
+        if attn.kind == "attention" and abs(attn.scale - attn.head_dim**-0.5) > 1e-12:
+            out.append(f"Attention scores are scaled by {attn.scale:g}, not 1/sqrt(head_dim).")
+        pattern = layer_pattern(arch)
+        sliding = pattern.count("S")
+        if sliding == arch.num_layers:
+            out.append(f"Sliding-window attention on every layer (window {attn.window}).")
+        elif sliding:
+            window = next(lay.mixer.window for lay in attns if lay.mixer.span == "sliding")
+            period = len(pattern) - len(pattern.lstrip("S")) + 1
+            out.append(
+                f"Sliding-window attention (window {window}) on {sliding} of {arch.num_layers} layers, full attention "
+                f"on the rest (pattern {pattern[:period]} repeating)."
+            )
+        if len(arch.rope) > 1:
+            by_span = {lay.mixer.span: lay.mixer.rope for lay in attns}
+            parts = [f"{span} layers {_rope_words(arch.rope_table(name))}" for span, name in sorted(by_span.items()) if name]
+            out.append("Two RoPE tables: " + "; ".join(parts) + ".")
+        elif arch.rope:
+            out.append(f"Rotary position embeddings (RoPE), {_rope_words(arch.rope[0])}.")
+        if attn.kind == "mla":
+            pass
+        elif attn.qk_norm == "per_head":
+            out.append(f"QK-norm: {'LayerNorm' if norm.kind == 'layernorm' else 'RMSNorm'} over each query and key head before RoPE.")
+        elif attn.qk_norm == "per_head_weights":
+            out.append(f"QK-norm: {'RMSNorm' if norm.kind == 'rmsnorm' else 'LayerNorm'} over each query and key head, "
+                       "each head with its own weight row, before RoPE.")
+        elif attn.qk_norm == "per_head_modules":
+            out.append("QK-norm: a LayerNorm module of its own (scale, no bias) for each query and key head, before RoPE.")
+        elif attn.qk_norm == "whole":
+            out.append("QK-norm: RMSNorm over the whole query and key projections (all heads at once) before RoPE.")
+        nope = [lay.index for lay in attns if lay.mixer.rope is None]
+        if arch.rope and nope:
+            out.append(f"No position embeddings (NoPE) on {len(nope)} of {arch.num_layers} layers (layers {', '.join(map(str, nope[:4]))}{', ...' if len(nope) > 4 else ''}).")
+        out += chunked_features(arch)
+        if attn.kind == "mla":
+            pass
+        elif attn.softcap:
+            out.append(f"Attention logits soft-capped: cap * tanh(scores / cap), cap {_num(attn.softcap)}.")
+        if attn.kind == "mla":
+            pass
+        elif any((attn.q_bias, attn.k_bias, attn.v_bias, attn.o_bias)):
+            out.append("Biases on the attention projections.")
+        if attn.kind == "attention" and attn.sinks:
+            out.append("Attention sinks: a learned logit per head joins each query's softmax as one more column and "
+                       "its share is dropped, so the weights on the keys may sum to less than 1.")
+        if attn.kind == "mla":
+            pass
+        elif attn.qkv == "fused":
+            out.append("q, k and v projections stored as one matrix ([q; k; v]).")
+        elif attn.qkv == "fused_per_head":
+            out.append("q, k and v projections stored as one matrix, interleaved per head ([q_h; k_h; v_h] for each head h).")
     if arch.linear_layout == "in_out":
         out.append("Projection weights stored transposed, (in, out), as GPT-2's Conv1D.")
     if arch.embedding.learned_positions:
@@ -163,6 +168,8 @@ def features(arch: Architecture) -> list[str]:
     elif layer.block == "parallel":
         shared = "one norm shared by both branches" if layer.parallel_norms == 1 else "a norm for each branch"
         out.append(f"Parallel block: x + attn(norm(x)) + mlp(norm(x)), {shared}.")
+    elif any(lay.mixer is None or lay.ffn is None for lay in arch.layers):
+        out.append("Pre-norm residual blocks of one block each: x + block(norm(x)).")
     else:
         out.append("Pre-norm residual blocks.")
     if layer.residual_scale is not None:
@@ -186,7 +193,9 @@ def features(arch: Architecture) -> list[str]:
         out.append(f"Logits divided by {arch.head.divisor:g}.")
     if arch.head.softcap:
         out.append(f"Final logits soft-capped at {_num(arch.head.softcap)}.")
-    if fused_attention(attn):
+    if attn is None:
+        pass
+    elif fused_attention(attn):
         out.append("Eager attention written out (the default, the same float operations as the reference): scores, "
                    "mask, float32 softmax, weighted sum; CausalLM.fast_attention() switches to torch's "
                    "scaled_dot_product_attention (equal up to float rounding).")
@@ -208,6 +217,7 @@ def moe_features(arch: Architecture) -> list[str]:
     if moe is None:
         return []
     glu, act = ACTIVATION_WORDS.get(moe.activation, ("clamped SwiGLU", ""))
+    glu = glu if moe.gated else "ungated MLP"
     if moe.activation == "clamped_swiglu":
         act = (f"gate clamped above at {moe.swiglu_limit:g}, up to +-{moe.swiglu_limit:g}, "
                f"(up + 1) * gate * sigmoid({moe.swiglu_alpha:g} * gate)")
@@ -227,11 +237,16 @@ def moe_features(arch: Architecture) -> list[str]:
                    f"expert; a token chooses only among the experts of its best {moe.topk_groups} groups.")
     if moe.router == "softmax_topk" and moe.routed_scaling_factor is not None:
         out.append(f"The routing weights are multiplied by {moe.routed_scaling_factor:g}.")
-    sparse = [layer.index for layer in arch.layers if layer.ffn.kind == "moe"]
+    sparse = [layer.index for layer in arch.layers if getattr(layer.ffn, "kind", None) == "moe"]
     if len(sparse) < arch.num_layers:
-        dense = [layer.index for layer in arch.layers if layer.ffn.kind != "moe"]
-        out.append(f"Experts on {len(sparse)} of {arch.num_layers} layers; a dense MLP on layers "
-                   f"{', '.join(map(str, dense[:6]))}{', ...' if len(dense) > 6 else ''} (Config.ffn_pattern).")
+        dense = [layer.index for layer in arch.layers if getattr(layer.ffn, "kind", None) == "mlp"]
+        where = "Config.layer_pattern" if any(layer.ffn is None for layer in arch.layers) else "Config.ffn_pattern"
+        out.append(f"Experts on {len(sparse)} of {arch.num_layers} layers" + (
+            f"; a dense MLP on layers {', '.join(map(str, dense[:6]))}{', ...' if len(dense) > 6 else ''}" if dense else "")
+            + f" ({where}).")
+    if moe.latent_size:
+        out.append(f"Latent experts: tokens pass {moe.names.latent_in} (hidden -> {moe.latent_size}) before the routed "
+                   f"experts and {moe.names.latent_out} after their weighted sum; router and shared expert read the hidden states.")
     if moe.routing_dtype == "float32":
         out.append("Routing weights stay in float32 when they scale the expert outputs.")
     if moe.shared_expert_size:

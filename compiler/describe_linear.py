@@ -5,6 +5,20 @@ from __future__ import annotations
 
 from ..schemas.arch import Architecture
 from .mixers import first_attention, linear_of, recurrent_state_bytes
+from .render_mamba2 import mamba2_features
+
+
+def block_features(arch: Architecture) -> list[str]:
+    """Sentences for Mamba-2 layers and for layers of one block each (Nemotron-H's pattern)."""
+    out = mamba2_features(arch)
+    if any(layer.mixer is None or layer.ffn is None for layer in arch.layers):
+        from .describe import layer_pattern  # describe imports this module
+        from .render import pattern_legend
+
+        pattern = layer_pattern(arch)
+        out.append(f"Each layer is one block, x + block(norm(x)), chosen by its letter of Config.layer_pattern "
+                   f"({pattern_legend(arch)}): {pattern[:24]}{'...' if len(pattern) > 24 else ''}.")
+    return out
 
 
 def linear_features(arch: Architecture) -> list[str]:

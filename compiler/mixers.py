@@ -14,12 +14,13 @@ from ..schemas.arch import Architecture, Attention, GatedDeltaNet, Layer, Mla, N
 
 SOFTMAX_KINDS = ("attention", "mla")  # attention over cached keys and values
 LINEAR_LETTER = "L"  # the pattern letter of a Gated DeltaNet layer
-CLASS_NAMES = {"attention": "Attention", "mla": "Attention", "gated_deltanet": "GatedDeltaNet"}
-CACHE_WORDS = {"attention": "KV cache", "mla": "latent cache", "gated_deltanet": "recurrent state"}
+RECURRENT_LETTERS = {"gated_deltanet": LINEAR_LETTER, "mamba2": "M"}  # mixers with a state of constant size
+CLASS_NAMES = {"attention": "Attention", "mla": "Attention", "gated_deltanet": "GatedDeltaNet", "mamba2": "Mamba2"}
+CACHE_WORDS = {"attention": "KV cache", "mla": "latent cache", "gated_deltanet": "recurrent state", "mamba2": "recurrent state"}
 
 
 def is_softmax(layer: Layer) -> bool:
-    return layer.mixer.kind in SOFTMAX_KINDS
+    return layer.mixer is not None and layer.mixer.kind in SOFTMAX_KINDS
 
 
 def attention_layers(arch: Architecture) -> list[Layer]:
@@ -40,7 +41,8 @@ def mixer_kinds(arch: Architecture) -> dict[str, object]:
     """The first mixer of each kind, in order of first appearance."""
     kinds: dict[str, object] = {}
     for layer in arch.layers:
-        kinds.setdefault(layer.mixer.kind, layer.mixer)
+        if layer.mixer is not None:
+            kinds.setdefault(layer.mixer.kind, layer.mixer)
     return kinds
 
 
@@ -51,7 +53,7 @@ def is_hybrid(arch: Architecture) -> bool:
 
 def module_name(kind: str, names: Names) -> str:
     """The attribute (and checkpoint name) of a layer's mixer block."""
-    return names.linear_attn if kind == "gated_deltanet" else names.attn
+    return names.linear_attn if kind == "gated_deltanet" else names.mamba if kind == "mamba2" else names.attn
 
 
 def gated_deltanet_rows(gdn: GatedDeltaNet, a: str, hidden: int, linear: Callable[[str, int, int, bool], None],

@@ -29,6 +29,8 @@ from .mixers import attention_layers, first_attention
 from .render_linear import hybrid_context, linear_config_fields, linear_context, mixer_maps, nested_context
 from .render_chunked import chunked_config_fields, chunked_context, q_scale_arg, q_scale_param
 from .weight_map import WeightEntry, block_norms, ffn_kinds
+from .render_blocks import WORDS as BLOCK_LETTERS, kind_blocks, no_attention, single_block
+from .render_mamba2 import mamba2_config_fields, mamba2_context, mamba2_of
 
 BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -103,11 +105,13 @@ def config_values(arch: Architecture) -> list[dict[str, str]]:
             _field("num_attention_heads", "int", attn.num_heads),
             _field("num_key_value_heads", "int", attn.num_kv_heads),
             _field("head_dim", "int", attn.head_dim),
-        ]),
+        ] if attn else []),
         *linear_config_fields(arch, _field),
+        *(mamba2_config_fields(mamba2_of(arch), _field) if mamba2_of(arch) else []),
         _field("norm_eps", "float", layer.norm.eps),
-        _field("attention_scale", "float", attn.scale, "multiplies q.k"),
-        _field("max_position_embeddings", "int", arch.max_position_embeddings, "trained context length"),
+        *([_field("attention_scale", "float", attn.scale, "multiplies q.k")] if attn else []),
+        *([_field("max_position_embeddings", "int", arch.max_position_embeddings, "trained context length")]
+          if attn else []),
     ]
     kinds = layer_kinds(arch)
     if len(kinds) > 1:
@@ -137,7 +141,7 @@ def layer_kinds(arch: Architecture) -> list[dict[str, Any]]:
     """Distinct kinds of layer, in order of first appearance."""
     kinds: dict[str, dict[str, Any]] = {}
     for layer, letter in zip(arch.layers, layer_pattern(arch)):
-        if layer.mixer.kind == "gated_deltanet":  # no mask, no positions: its state carries the order
+        if layer.mixer is None or layer.mixer.kind in ("gated_deltanet", "mamba2"):  # no mask, no positions
             kinds.setdefault(letter, {"letter_literal": literal(letter), "linear": True, "sliding": False,
                                       "chunked": False, "temperature": False, "rope": ""})
             continue
@@ -154,7 +158,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
     layer = arch.layers[0]
     attn, ffn, norm = first_attention(arch), ffn_kinds(arch).get("mlp"), layer.norm  # ffn: the dense MLP, if any
     activation, activation_args = ACTIVATION_CODE[ffn.activation] if ffn else ("", "")
-    grouped = attn.num_kv_heads < attn.num_heads
+    grouped = attn is not None and attn.num_kv_heads < attn.num_heads
     attns = attention_layers(arch)
     has_rope = any(lay.mixer.rope for lay in attns)
     has_nope = has_rope and any(lay.mixer.rope is None for lay in attns)
@@ -181,12 +185,16 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         "has_sliding": any(lay.mixer.span == "sliding" for lay in attns),
         "has_full": any(lay.mixer.span == "full" for lay in attns),
         "gdn": linear_context(arch, identifier),
+        "m2": mamba2_context(mamba2_of(arch), identifier) if mamba2_of(arch) else None,
+        "single": single_block(arch),
+        "no_attention": no_attention(arch),
         **hybrid_context(arch, has_rope),
+        **({"layer_rope_params": ", cos: torch.Tensor | None, sin: torch.Tensor | None"} if has_rope and single_block(arch) else {}),
         "layer_kinds": layer_kinds(arch),
         "pattern_legend": pattern_legend(arch),
         "mla": mla_context(arch, identifier),
         "ml": mla_names(arch, identifier),
-        "attn": None if mla_of(arch) else {
+        "attn": None if mla_of(arch) or attn is None else {
             "summary": ("Grouped-query" if grouped else "Multi-head") + " self-attention"
             + (" with RoPE" if has_rope else "")
             + (", written out eagerly (or torch's fused kernel: eager=False)." if fused_attention(attn)
@@ -204,6 +212,8 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         } if ffn else None,
         "moe": moe_context(arch, ACTIVATION_CODE, identifier, literal),
         "ffn_init": ffn_init(arch),
+        "kind_blocks": kind_blocks(arch, layer_pattern(arch), lambda lay: "MoE(config)" if lay.ffn.kind == "moe" else "MLP(config)",
+                                   (", cos, sin" if has_rope else "") + q_scale_arg(arch), literal),
         "block": {
             "kind": layer.block,
             "norms": [identifier(name) for name in block_norms(layer, arch.names)],
@@ -241,7 +251,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
 
 
 LETTERS = {"S": "S = sliding-window attention", "C": "C = chunked attention", "F": "F = full attention",
-           "N": "N = NoPE (full attention, no RoPE)", "L": "L = linear attention (Gated DeltaNet)"}
+           "N": "N = NoPE (full attention, no RoPE)", "L": "L = linear attention (Gated DeltaNet)", **BLOCK_LETTERS}
 
 
 def pattern_legend(arch: Architecture, short: bool = False) -> str:

@@ -22,7 +22,8 @@ def moe_of(arch: Architecture) -> Moe | None:
 
 
 def mixed_ffn(arch: Architecture) -> bool:
-    return len(ffn_kinds(arch)) > 1
+    """Dense and expert feed-forwards after the mixers (Config.ffn_pattern); single-block layers: the layer pattern."""
+    return len(ffn_kinds(arch)) > 1 and all(layer.ffn is not None for layer in arch.layers)
 
 
 def moe_config_fields(arch: Architecture, field: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
@@ -47,7 +48,7 @@ def moe_config_fields(arch: Architecture, field: Callable[..., dict[str, Any]]) 
         fields.append(field("moe_latent_size", "int", moe.latent_size, "width of the experts' latent space"))
     if moe.routed_scaling_factor is not None:
         fields.append(field("routed_scaling_factor", "float", moe.routed_scaling_factor, "multiplies the routing weights"))
-    if mixed_ffn(arch):
+    if mixed_ffn(arch) and all(layer.ffn is not None for layer in arch.layers):  # else the layer pattern says it
         fields.append(field("ffn_pattern", "str", ffn_pattern(arch), FFN_LEGEND))
     return fields
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..schemas.arch import Architecture, GatedDeltaNet, Moe
 from .describe import layer_pattern
+from .render_blocks import single_block
 from .mixers import attention_layers, first_attention, is_hybrid
 from .errors import ConfigError, UnsupportedError
 from .rope_fields import rope_unsupported
@@ -19,7 +20,7 @@ def validate(arch: Architecture) -> Architecture:
     first = arch.layers[0]
     ffns: dict[str, object] = {}  # one feed-forward of each kind (dense MLP, experts) per model
     for layer in arch.layers:
-        if ffns.setdefault(layer.ffn.kind, layer.ffn) != layer.ffn:
+        if layer.ffn is not None and ffns.setdefault(layer.ffn.kind, layer.ffn) != layer.ffn:
             raise UnsupportedError(f"layer {layer.index}: its {layer.ffn.kind} differs from an earlier layer's (not supported yet)")
     mixers: dict[str, object] = {}  # the first mixer of each kind: the others of the kind must match it
     for layer in arch.layers:
@@ -27,13 +28,17 @@ def validate(arch: Architecture) -> Architecture:
             if getattr(layer, part) != getattr(first, part):
                 raise UnsupportedError(f"layer {layer.index}: its {part} differs from layer 0 (not supported yet)")
         a = layer.mixer
+        if a is None:  # a layer that is only a feed-forward block
+            continue
         b = mixers.setdefault(a.kind, a)
         per_kind = ({"span": b.span, "window": b.window, "rope": b.rope, **_position_coupled(a, b)}
                     if a.kind in ("attention", "mla") else {})
         if a.model_copy(update=per_kind) != b:
             raise UnsupportedError(f"layer {layer.index}: its {a.kind} shape differs from layer "
                                    f"{next(lay.index for lay in arch.layers if lay.mixer is b)} (not supported yet)")
-    if is_hybrid(arch):
+    if single_block(arch) or "mamba2" in mixers:
+        _check_blocks(arch, mixers)
+    elif is_hybrid(arch):
         _check_hybrid(arch, mixers)
     moe = ffns.get("moe")
     if isinstance(moe, Moe):  # what the expert templates can print
@@ -46,7 +51,7 @@ def validate(arch: Architecture) -> Architecture:
         if moe.weighted == "input" and moe.storage not in ("fused_in_out", "stacked_in_out"):
             raise UnsupportedError("routing weights on the experts' input are implemented for (in, out) stacked experts only")
     pattern = layer_pattern(arch)
-    for letter in set(pattern) - {"L"}:
+    for letter in set(pattern) - {"L", "M", "E", "D"}:
         ropes = {layer.mixer.rope for layer, kind in zip(arch.layers, pattern) if kind == letter}
         if len(ropes) > 1:
             raise UnsupportedError(f"layers of kind {letter} use different RoPE tables {sorted(map(str, ropes))}")
@@ -73,9 +78,11 @@ def validate(arch: Architecture) -> Architecture:
         raise UnsupportedError("a LayerNorm with a weight offset is implemented for torch's LayerNorm (input dtype) only")
     if arch.final_norm != norm:
         raise UnsupportedError("a final norm that differs from the layers' norms is not implemented")
+    if attn is None and not mixers:
+        raise UnsupportedError("a model without any token mixer is not implemented")
     if attn is None:
-        raise UnsupportedError("a model without any softmax-attention layer is not implemented")
-    if attn.kind == "mla":
+        pass  # state-space layers only: _check_blocks
+    elif attn.kind == "mla":
         if arch.linear_layout != "out_in" or norm.kind != "rmsnorm" or attn.latent_norm.kind != "rmsnorm":
             raise UnsupportedError("latent attention is implemented with nn.Linear projections and RMSNorms only")
         if attn.rope is None:
@@ -124,7 +131,7 @@ def _position_coupled(a, b) -> dict:
 def _check_position_coupled(arch: Architecture, pattern: str) -> None:
     """The code applies an L2 QK-norm on exactly the RoPE layers, temperature tuning per kind of layer
     (one setting), chunked attention with one chunk size."""
-    attns = [layer.mixer for layer in arch.layers if layer.mixer.kind == "attention"]
+    attns = [layer.mixer for layer in arch.layers if getattr(layer.mixer, "kind", None) == "attention"]
     if {"chunked", "sliding"} <= {a.span for a in attns}:
         raise UnsupportedError("chunked and sliding-window layers in one model are not supported")
     if len({a.chunk_size for a in attns if a.span == "chunked"}) > 1:
@@ -139,6 +146,24 @@ def _check_position_coupled(arch: Architecture, pattern: str) -> None:
     for letter in set(pattern) - {"L"}:
         if len({getattr(layer.mixer, "temperature", None) for layer, kind in zip(arch.layers, pattern) if kind == letter}) > 1:
             raise UnsupportedError(f"layers of kind {letter} differ in attention temperature tuning")
+
+
+def _check_blocks(arch: Architecture, mixers: dict[str, object]) -> None:
+    """What the templates print for layers of one block each (a mixer or a feed-forward) and for Mamba-2 layers:
+    pre-norm blocks of nn.Linear projections and RMSNorms; Mamba-2 beside plain full attention only."""
+    layer = arch.layers[0]
+    if layer.block != "pre_norm" or arch.linear_layout != "out_in" or layer.norm.kind != "rmsnorm":
+        raise UnsupportedError("Mamba-2 and single-block layers are implemented in pre-norm blocks with RMSNorms and "
+                               "nn.Linear projections only")
+    if set(mixers) - {"attention", "mamba2"}:
+        raise UnsupportedError(f"layers mixing {' and '.join(sorted(mixers))} are not implemented")
+    shapes = {(lay.mixer is None, lay.ffn is None) for lay in arch.layers}
+    if single_block(arch) and (False, False) in shapes:
+        raise UnsupportedError("layers of one block beside layers of two are not implemented")
+    attns = attention_layers(arch)
+    if any(lay.mixer.span != "full" or lay.mixer.temperature or lay.mixer.sinks or lay.mixer.output_gate
+           or lay.mixer.qk_norm != "none" for lay in attns):
+        raise UnsupportedError("beside Mamba-2 or in single-block layers, attention is implemented as plain full attention only")
 
 
 def _check_hybrid(arch: Architecture, mixers: dict[str, object]) -> None:

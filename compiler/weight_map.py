@@ -14,6 +14,7 @@ from typing import Literal
 
 from ..schemas.arch import Architecture, Layer, Mlp, Moe, Names, Norm
 from .mixers import gated_deltanet_rows, is_hybrid, mixer_kinds, module_name
+from .render_mamba2 import mamba2_rows
 from .weight_map_mla import mla_rows
 from .weight_map_moe import FFN_LETTERS, ffn_kinds, ffn_pattern, fused_expert_map, moe_rows  # noqa: F401
 
@@ -43,7 +44,7 @@ class WeightEntry:
         layers = ([i for i, kind in enumerate(ffn_pattern(arch)) if kind == self.ffn_kind] if self.ffn_kind
                   else list(range(arch.num_layers)))
         if self.mixer_kind:
-            layers = [i for i in layers if arch.layers[i].mixer.kind == self.mixer_kind]
+            layers = [i for i in layers if getattr(arch.layers[i].mixer, "kind", None) == self.mixer_kind]
         return (layers if self.per_layer else [None],
                 list(range(self.experts)) if "{e}" in self.checkpoint else [None],
                 list(range(self.heads)) if "{h}" in self.checkpoint else [None])
@@ -102,11 +103,13 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
         a = f"{p}{module_name(kind, n)}."
         if kind == "gated_deltanet":
             gated_deltanet_rows(mixer, a, hidden, linear, norm_rows, rows)
+        elif kind == "mamba2":
+            mamba2_rows(mixer, a, hidden, linear, norm_rows, rows)
         elif kind == "mla":
             mla_rows(mixer, a, hidden, linear, norm_rows)
         else:
             extra.update(attention_rows(mixer, a, hidden, n, linear, norm_rows, rows))
-        if is_hybrid(arch):
+        if is_hybrid(arch) or any(lay.mixer is None for lay in arch.layers):
             for key, _, _ in rows[first:]:
                 extra.setdefault(key, {})["mixer_kind"] = kind
     m = f"{p}{n.mlp}."
@@ -117,7 +120,7 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
             extra.update(moe_rows(ffn, m, hidden, rows))
         else:
             dense_rows(ffn, m, hidden, n, linear)
-        if len(kinds) > 1:
+        if len(kinds) > 1 or any(lay.ffn is None for lay in arch.layers):
             for key, _, _ in rows[first:]:
                 extra.setdefault(key, {})["ffn_kind"] = FFN_LETTERS[ffn.kind]
     norm_rows(f"{b}{n.final_norm}", hidden, arch.final_norm)
@@ -169,6 +172,8 @@ def attention_rows(attn, a: str, hidden: int, n: Names, linear: Callable[[str, i
 
 def block_norms(layer: Layer, n: Names) -> list[str]:
     """Names of a decoder block's norms, in the order the block applies them."""
+    if layer.mixer is None or layer.ffn is None:  # one block: x + block(norm(x))
+        return [n.input_norm]
     if layer.block == "sandwich":
         return [n.input_norm, n.post_attn_norm, n.pre_ffn_norm, n.post_ffn_norm]
     if layer.block == "post_norm":

@@ -8,20 +8,21 @@ from __future__ import annotations
 
 from ..schemas.arch import Architecture, Mlp, Moe
 
-FFN_LETTERS = {"moe": "E", "mlp": "D"}  # E: routed experts, D: a dense MLP
+FFN_LETTERS = {"moe": "E", "mlp": "D", None: "-"}  # E: routed experts, D: a dense MLP, -: none (a mixer-only layer)
 
 
 def ffn_kinds(arch: Architecture) -> dict[str, Mlp | Moe]:
     """The feed-forward of each kind the layers use, in order of first appearance (validate: one per kind)."""
     kinds: dict[str, Mlp | Moe] = {}
     for layer in arch.layers:
-        kinds.setdefault(layer.ffn.kind, layer.ffn)
+        if layer.ffn is not None:
+            kinds.setdefault(layer.ffn.kind, layer.ffn)
     return kinds
 
 
 def ffn_pattern(arch: Architecture) -> str:
-    """One letter per layer: E = routed experts, D = dense MLP."""
-    return "".join(FFN_LETTERS[layer.ffn.kind] for layer in arch.layers)
+    """One letter per layer: E = routed experts, D = dense MLP, - = none."""
+    return "".join(FFN_LETTERS[layer.ffn.kind if layer.ffn is not None else None] for layer in arch.layers)
 
 
 def moe_rows(moe: Moe, m: str, hidden: int, rows: list) -> dict[str, dict]:

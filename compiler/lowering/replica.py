@@ -84,8 +84,10 @@ def tiny_replica(raw: dict[str, Any], arch: Architecture) -> dict[str, Any]:
         return wrapper
     tiny = copy.deepcopy(raw)
     tiny.pop("quantization_config", None)  # the replica is saved in float32 (dequantizers: tests/test_quantized.py)
-    attn = next(layer.mixer for layer in arch.layers if layer.mixer.kind != "gated_deltanet")
-    if attn.num_kv_heads == attn.num_heads:
+    attn = next((layer.mixer for layer in arch.layers if getattr(layer.mixer, "kind", None) in ("attention", "mla")), None)
+    if attn is None:  # state-space layers only: the attention keys (if any) are left for the family's adjust
+        kv = None
+    elif attn.num_kv_heads == attn.num_heads:
         kv = HEADS
     elif attn.num_kv_heads == 1:
         kv = 1
@@ -97,7 +99,7 @@ def tiny_replica(raw: dict[str, Any], arch: Architecture) -> dict[str, Any]:
     tiny.update(
         hidden_size=HIDDEN,
         num_attention_heads=HEADS,
-        num_key_value_heads=kv,
+        **({"num_key_value_heads": kv} if kv is not None else {}),
         intermediate_size=INTERMEDIATE,
         vocab_size=VOCAB,
         num_hidden_layers=layers,
