@@ -187,9 +187,11 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         "gdn": linear_context(arch, identifier),
         "m2": mamba2_context(mamba2_of(arch), identifier) if mamba2_of(arch) else None,
         "single": single_block(arch),
+        "blocks": single_block(arch) or mamba2_of(arch) is not None,  # layers built per letter (layer.py.j2)
         "no_attention": no_attention(arch),
         **hybrid_context(arch, has_rope),
-        **({"layer_rope_params": ", cos: torch.Tensor | None, sin: torch.Tensor | None"} if has_rope and single_block(arch) else {}),
+        **({"layer_rope_params": ", cos: torch.Tensor | None, sin: torch.Tensor | None"}
+           if has_rope and (single_block(arch) or mamba2_of(arch)) else {}),
         "layer_kinds": layer_kinds(arch),
         "pattern_legend": pattern_legend(arch),
         "mla": mla_context(arch, identifier),

@@ -66,7 +66,7 @@ def moe_context(arch: Architecture, activation_code: dict[str, tuple[str, str]],
     moe = moe_of(arch)
     if moe is None:
         return None
-    names = {key: identifier(value) for key, value in moe.names.model_dump().items() if value is not None}
+    names = {key: identifier(value) for key, value in moe.names if value is not None}  # every field (dumps leave some out)
     router = f"self.{names['router']}" + (f"[{literal(names['router_inner'])}]" if moe.names.router_inner else "")
     activation, activation_args = activation_code.get(moe.activation, ("", ""))  # clamped_swiglu: written out
     return {
