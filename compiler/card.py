@@ -20,7 +20,7 @@ from ..schemas.arch import Architecture
 from .describe import features
 from .errors import ConfigError, SourceError
 from .load import load_config, path_exists
-from .mixers import recurrent_state_bytes
+from .mixers import KINDS, layer_state_bytes
 from .lowering import lower
 from .validate import validate
 from .weight_map import WeightEntry, active_parameter_count, entry_size, weight_map
@@ -70,8 +70,21 @@ def load_model(source: str) -> Model:
 # --- layer pattern ---------------------------------------------------------------------------
 
 
-MIXER_LETTERS = {"gated_deltanet": "L"}  # mixers other than attention with a letter of their own
-MIXER_WORDS = {"gated_deltanet": "linear attention (Gated DeltaNet)"}
+class _KindTable:
+    """kind -> a registered recurrent kind's letter or words (compiler/mixers), read at lookup time."""
+
+    def __init__(self, attr: str) -> None:
+        self.attr = attr
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in KINDS
+
+    def __getitem__(self, kind: str) -> str:
+        return getattr(KINDS[kind], self.attr)
+
+
+MIXER_LETTERS = _KindTable("letter")  # mixers other than attention with a letter of their own
+MIXER_WORDS = _KindTable("words")
 
 
 def layer_letter(layer: Any) -> str:
@@ -185,7 +198,7 @@ def cached_tokens(layer: Any, tokens: int) -> int:
 
 def recurrent_bytes(layer: Any) -> int:
     """Bytes of a linear-attention layer's state per sequence, constant in the text length (0: none)."""
-    return recurrent_state_bytes(layer.mixer, conv_bytes=KV_BYTES) if layer.mixer.kind == "gated_deltanet" else 0
+    return layer_state_bytes(layer, KV_BYTES)
 
 
 def cache_bytes(arch: Architecture, tokens: int) -> int:
@@ -241,9 +254,9 @@ def attention_kind(arch: Architecture) -> str:
         words += f", chunked on {spans.count('chunked')} of {len(spans)} layers (chunk {'/'.join(map(str, chunks))})"
     else:
         words += ", full"
-    linear = sum(layer.mixer.kind in MIXER_WORDS for layer in arch.layers)
-    if linear:
-        words += f"; {MIXER_WORDS[next(lay.mixer.kind for lay in arch.layers if lay.mixer.kind in MIXER_WORDS)]} on {linear} of {len(arch.layers)} layers"
+    for kind in dict.fromkeys(layer.mixer.kind for layer in arch.layers if layer.mixer.kind in MIXER_WORDS):
+        count = sum(layer.mixer.kind == kind for layer in arch.layers)
+        words += f"; {MIXER_WORDS[kind]} on {count} of {len(arch.layers)} layers"
     return words
 
 

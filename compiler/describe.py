@@ -6,9 +6,11 @@ the words always match the code.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..schemas.arch import Architecture, Moe, Rope
 from .describe_linear import block_features, linear_features
-from .mixers import attention_layers, first_attention
+from .mixers import attention_layers, first_attention, letter_of
 from .render_chunked import chunked_features
 from .rope_fields import attention_scaling
 
@@ -28,14 +30,19 @@ def _num(value: float) -> str:
 
 def layer_pattern(arch: Architecture) -> str:
     """One letter per layer: S = sliding-window attention, C = chunked attention, F = full attention,
-    N = full attention without position embeddings (NoPE), L = linear attention (Gated DeltaNet),
-    M = Mamba-2, E / D = a layer that is only experts / only an MLP (render_blocks)."""
-    from .render_blocks import layer_letter  # render_blocks imports mixers, which describe's importers need first
+    N = full attention without position embeddings (NoPE); a recurrent kind its own letter (compiler/mixers:
+    L = linear attention, Gated DeltaNet; M = Mamba-2); E / D: a layer that is only experts / only an MLP."""
+    return "".join(_letter(layer) for layer in arch.layers)
 
-    return "".join(
-        layer_letter(layer) or ("S" if layer.mixer.span == "sliding" else "C" if layer.mixer.span == "chunked"
-                                else "F" if layer.mixer.rope else "N") for layer in arch.layers
-    )
+
+def _letter(layer: Any) -> str:
+    if layer.mixer is None:  # a layer that is only a feed-forward block
+        return "E" if layer.ffn.kind == "moe" else "D"
+    recurrent = letter_of(layer)
+    if recurrent:
+        return recurrent
+    span = layer.mixer.span
+    return "S" if span == "sliding" else "C" if span == "chunked" else "F" if layer.mixer.rope else "N"
 
 
 def _rope_words(table: Rope) -> str:

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from ..schemas.arch import Architecture, Norm
 from .describe import ACTIVATION_WORDS
+from .mixers import KINDS
 
 TIMES = "×"
 ARROW = "→"
@@ -119,18 +120,6 @@ def _mla(arch: Architecture, mixer: Any) -> tuple[str, list[str]]:
     return "Multi-head latent attention", lines
 
 
-def _gated_deltanet(arch: Architecture, mixer: Any) -> tuple[str, list[str]]:
-    lines = [
-        heads_line("q, k: ", mixer.num_k_heads, mixer.k_head_dim),
-        heads_line("v: ", mixer.num_v_heads, mixer.v_head_dim),
-        f"causal conv, kernel {mixer.conv_kernel} · SiLU",
-        "delta rule, decay per head",
-        f"chunks of {mixer.chunk_size}; state per head",
-        "gated RMSNorm · no positions",
-    ]
-    return "Gated DeltaNet (linear attention)", lines
-
-
 def numeric_fields(component: Any, skip: tuple[str, ...] = ("index",)) -> list[str]:
     """'name value' for each number of a component (bools and strings left out): the generic label."""
     out = []
@@ -150,7 +139,7 @@ def _generic(arch: Architecture, component: Any) -> tuple[str, list[str]]:
 
 
 MIXERS: dict[str, Callable[[Architecture, Any], tuple[str, list[str]]]] = {
-    "attention": _attention, "mla": _mla, "gated_deltanet": _gated_deltanet}
+    "attention": _attention, "mla": _mla}  # recurrent kinds: their MixerKind.diagram (compiler/mixers)
 
 
 def position_badge(mixer: Any) -> str | None:
@@ -160,7 +149,8 @@ def position_badge(mixer: Any) -> str | None:
 
 
 def mixer_part(arch: Architecture, role: str, mixer: Any) -> Part:
-    title, lines = MIXERS.get(mixer.kind, _generic)(arch, mixer)
+    draw = KINDS[mixer.kind].diagram if mixer.kind in KINDS and KINDS[mixer.kind].diagram else MIXERS.get(mixer.kind, _generic)
+    title, lines = draw(arch, mixer)
     return Part(role, "mixer", title, tuple(lines), position_badge(mixer))
 
 
@@ -231,7 +221,7 @@ def head_part(arch: Architecture) -> Part:
 
 
 FFN_WORDS = {"mlp": "MLP", "moe": "MoE"}
-MIXER_WORDS = {"mla": "latent attention", "gated_deltanet": "Gated DeltaNet"}
+MIXER_WORDS = {"mla": "latent attention"}  # recurrent kinds: their MixerKind.title
 
 
 def kind_meaning(layer: Any) -> str:
@@ -241,7 +231,7 @@ def kind_meaning(layer: Any) -> str:
         text = (f"sliding window {mixer.window}" if mixer.span == "sliding" else f"chunked {mixer.chunk_size}"
                 if mixer.span == "chunked" else "full attention")
     else:
-        text = MIXER_WORDS.get(mixer.kind, words(mixer.kind))
+        text = MIXER_WORDS.get(mixer.kind) or (KINDS[mixer.kind].title if mixer.kind in KINDS else words(mixer.kind))
     if getattr(mixer, "rope", "") is None:
         text += ", NoPE"
     return f"{text} + {FFN_WORDS.get(layer.ffn.kind, words(layer.ffn.kind))}"

@@ -23,7 +23,7 @@ from .errors import LlmgenError, SourceError
 from .lowering import lower
 from .validate import validate
 from .verify import _import
-from .mixers import module_name
+from .mixers import KINDS, module_name
 from .weight_map import block_norms
 
 NOISE_RATIO = 10.0  # float64 must shrink the difference at least this much to call it noise
@@ -81,9 +81,8 @@ def _block_suspects(layer: Any, names: Any, where: str) -> tuple[str, str, str]:
 
 
 def _mixer_suspects(arch: Architecture, mixer: Any, module: str) -> str:
-    if mixer.kind == "gated_deltanet":
-        return (f"{module} in-projections, causal conv1d (kernel {mixer.conv_kernel}) + SiLU, L2-normed q/k, "
-                f"decay g (A_log, dt_bias), beta, the delta rule (chunks of {mixer.chunk_size}), gated norm with z")
+    if mixer.kind in KINDS:
+        return KINDS[mixer.kind].suspects(mixer, module)
     parts = [f"{module} projections"]
     if getattr(mixer, "output_gate", False):
         parts.append("sigmoid output gate")

@@ -19,6 +19,7 @@ from .card import Model, attention_kind, compress, layer_letter, load_model, per
 from .errors import LlmgenError
 from .format import format_source
 from .load import shorten
+from .mixers import KINDS
 from .render import Provenance, model_context, render
 from .weight_map import weight_map
 
@@ -26,7 +27,7 @@ ABSENT = "absent"
 PRESENT = "present"
 SPAN_PATHS = ("mixer.span", "mixer.window")
 NAMES_PREFIX = "names."
-MIXER_PREFIX = {"gated_deltanet": "linear_mixer"}  # IR paths of a non-attention mixer's fields
+MIXER_PREFIX = {kind: kind for kind in KINDS}  # IR paths of a recurrent mixer's fields: "gated_deltanet.num_v_heads"
 LETTER_WORDS = {"S": "sliding", "F": "full", "s": "sliding NoPE", "f": "full NoPE", "L": "linear"}
 BLOCK_WORDS = {"pre_norm": "pre", "post_norm": "post", "sandwich": "sandwich", "parallel": "parallel"}
 # Readable names of known paths; None silences a path another phrase already covers.
@@ -140,9 +141,10 @@ def span_words(arch: Architecture) -> str:
     return f"sliding window {window} on {spans.count('S')} of {len(spans)} layers ({compress(spans)})"
 
 
-LABELS["linear_mixer"] = "Gated DeltaNet (linear attention) layers"
-PREFIX_WORDS = (("mixer.rope.", "RoPE "), ("mixer.", "attention "), ("linear_mixer.", "Gated DeltaNet "), ("ffn.", "MLP "), ("final_norm.", "final norm "),
-                ("norm.", "norm "), ("embedding.", "embedding "), ("head.", "output head "))
+LABELS.update({kind.kind: f"{kind.title} ({kind.short_words}) layers" for kind in KINDS.values()})
+PREFIX_WORDS = (("mixer.rope.", "RoPE "), ("mixer.", "attention "),
+                *((f"{kind.kind}.", f"{kind.title} ") for kind in KINDS.values()), ("ffn.", "MLP "),
+                ("final_norm.", "final norm "), ("norm.", "norm "), ("embedding.", "embedding "), ("head.", "output head "))
 
 
 def label_for(path: str) -> str | None:
@@ -195,10 +197,13 @@ def differences(a: Architecture, b: Architecture) -> list[str]:
     kinds = [attention_kind(arch).split(", ")[0] for arch in (a, b)]
     if kinds[0] != kinds[1]:
         out.append(f"attention: {kinds[0]} → {kinds[1]}")
-    linear = [sum(layer.mixer.kind in MIXER_PREFIX for layer in arch.layers) for arch in (a, b)]
-    if linear[0] != linear[1]:  # hybrid models: which layers are linear attention
+    counts = [{kind: sum(layer.mixer.kind == kind for layer in arch.layers) for kind in KINDS} for arch in (a, b)]
+    if counts[0] != counts[1]:  # hybrid models: which layers are recurrent, of which kind
         strips = [compress("".join(layer_letter(layer) for layer in arch.layers)) for arch in (a, b)]
-        out.append(f"layer pattern: {strips[0]} → {strips[1]} (L: linear attention, {linear[0]} → {linear[1]} layers)")
+        legend = ", ".join(f"{KINDS[kind].letter}: {KINDS[kind].short_words} ({KINDS[kind].title}), "
+                           f"{counts[0][kind]} → {counts[1][kind]} layers"
+                           for kind in KINDS if counts[0][kind] != counts[1][kind])
+        out.append(f"layer pattern: {strips[0]} → {strips[1]} ({legend})")
     spans = span_words(a), span_words(b)
     if spans[0] != spans[1]:
         if spans[0].startswith("full attention on every"):

@@ -12,12 +12,12 @@ from typing import Any
 from ..schemas.arch import Architecture
 from . import __version__
 from .errors import UnsupportedError
+from .mixers import KINDS
 from .lowering import WRAPPERS, lower
 from .lowering.replica import WINDOW, tiny_replica
 from .render_moe import moe_of
 from .render_chunked import chunk_parity_context
 from .render_linear import parity_scales
-from .render_mamba2 import mamba2_of, mamba2_parity_scales
 from .render import Provenance, config_kwargs, literal, model_context, safe_comment, structure
 from .validate import validate
 from .weight_map import WeightEntry, weight_map
@@ -58,10 +58,10 @@ def parity_context(raw: dict[str, Any], arch: Architecture, weights: list[Weight
         differing = sorted(k for k in full_structure if full_structure[k] != tiny_structure.get(k))
         raise UnsupportedError(f"cannot build a tiny replica with the same structure (differs in: {', '.join(differing)})")
     sliding = any(getattr(layer.mixer, "span", None) == "sliding" for layer in tiny.layers)
-    linear = next((layer.mixer for layer in tiny.layers if getattr(layer.mixer, "kind", None) == "gated_deltanet"), None)
-    mamba = mamba2_of(tiny)
-    scales = {**parity_scales(tiny, NORM_SPREAD),
-              **(mamba2_parity_scales(mamba, tiny.names.mamba, NORM_SPREAD) if mamba else {})}
+    # a recurrent kind with chunks (the delta rule's, the SSD scan's): its replica runs past two of them
+    linear = next((layer.mixer for layer in tiny.layers if getattr(layer.mixer, "chunk_size", None)
+                   and layer.mixer.kind in KINDS), None)
+    scales = parity_scales(tiny, NORM_SPREAD)
     moe = moe_of(tiny)
     norms = [e for e in weight_map(tiny) if e.role == "norm"]
     return {
@@ -79,8 +79,7 @@ def parity_context(raw: dict[str, Any], arch: Architecture, weights: list[Weight
         "norm_spread": literal(NORM_SPREAD),
         "batch": literal(BATCH),
         # linear layers: past two of the delta rule's chunks
-        "seq_len": literal(2 * linear.chunk_size + LINEAR_EXTRA if linear else 3 * mamba.chunk_size + 5 if mamba
-                           else 2 * WINDOW + 4 if sliding
+        "seq_len": literal(2 * linear.chunk_size + LINEAR_EXTRA if linear else 2 * WINDOW + 4 if sliding
                            else MOE_SEQ_LEN if moe else 16),
         "param_scales": py_literal({k: list(v) for k, v in scales.items()}) if scales else "",
         "tolerance": literal(TOLERANCE),

@@ -25,12 +25,11 @@ from .dtypes import loader_context
 from .rope_fields import rope_config_fields, rope_context
 from .render_mla import mla_config_fields, mla_context, mla_names, mla_of
 from .render_moe import ffn_init, moe_config_fields, moe_context
-from .mixers import attention_layers, first_attention
+from .mixers import attention_layers, first_attention, letter_of, recurrent_kinds
 from .render_linear import hybrid_context, linear_config_fields, linear_context, mixer_maps, nested_context
 from .render_chunked import chunked_config_fields, chunked_context, q_scale_arg, q_scale_param
 from .weight_map import WeightEntry, block_norms, ffn_kinds
 from .render_blocks import WORDS as BLOCK_LETTERS, kind_blocks, no_attention, single_block
-from .render_mamba2 import mamba2_config_fields, mamba2_context, mamba2_of
 
 BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -107,7 +106,6 @@ def config_values(arch: Architecture) -> list[dict[str, str]]:
             _field("head_dim", "int", attn.head_dim),
         ] if attn else []),
         *linear_config_fields(arch, _field),
-        *(mamba2_config_fields(mamba2_of(arch), _field) if mamba2_of(arch) else []),
         _field("norm_eps", "float", layer.norm.eps),
         *([_field("attention_scale", "float", attn.scale, "multiplies q.k")] if attn else []),
         *([_field("max_position_embeddings", "int", arch.max_position_embeddings, "trained context length")]
@@ -141,7 +139,7 @@ def layer_kinds(arch: Architecture) -> list[dict[str, Any]]:
     """Distinct kinds of layer, in order of first appearance."""
     kinds: dict[str, dict[str, Any]] = {}
     for layer, letter in zip(arch.layers, layer_pattern(arch)):
-        if layer.mixer is None or layer.mixer.kind in ("gated_deltanet", "mamba2"):  # no mask, no positions
+        if layer.mixer is None or letter_of(layer):  # recurrent or feed-forward only: no mask, no positions
             kinds.setdefault(letter, {"letter_literal": literal(letter), "linear": True, "sliding": False,
                                       "chunked": False, "temperature": False, "rope": ""})
             continue
@@ -184,14 +182,15 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         **chunked_context(arch),
         "has_sliding": any(lay.mixer.span == "sliding" for lay in attns),
         "has_full": any(lay.mixer.span == "full" for lay in attns),
-        "gdn": linear_context(arch, identifier),
-        "m2": mamba2_context(mamba2_of(arch), identifier) if mamba2_of(arch) else None,
+        **linear_context(arch, identifier, literal),
+        "attn_in_hybrid": bool(attns),
+        "mixer_words": " or ".join([kind.title for kind, _ in recurrent_kinds(arch)] + (["attention"] if attns else [])),
         "single": single_block(arch),
-        "blocks": single_block(arch) or mamba2_of(arch) is not None,  # layers built per letter (layer.py.j2)
+        "blocks": single_block(arch) or no_attention(arch),  # layers built per letter in layer.py.j2's first branch
         "no_attention": no_attention(arch),
         **hybrid_context(arch, has_rope),
         **({"layer_rope_params": ", cos: torch.Tensor | None, sin: torch.Tensor | None"}
-           if has_rope and (single_block(arch) or mamba2_of(arch)) else {}),
+           if has_rope and single_block(arch) else {}),
         "layer_kinds": layer_kinds(arch),
         "pattern_legend": pattern_legend(arch),
         "mla": mla_context(arch, identifier),
@@ -256,11 +255,20 @@ LETTERS = {"S": "S = sliding-window attention", "C": "C = chunked attention", "F
            "N": "N = NoPE (full attention, no RoPE)", "L": "L = linear attention (Gated DeltaNet)", **BLOCK_LETTERS}
 
 
+def letter_words() -> dict[str, str]:
+    """Every pattern letter's meaning: the attention spans', the registered recurrent kinds', the single blocks'."""
+    from .mixers import KINDS
+
+    return {**LETTERS, **{k.letter: f"{k.letter} = {k.words}" for k in KINDS.values() if k.letter not in LETTERS}}
+
+
 def pattern_legend(arch: Architecture, short: bool = False) -> str:
     """What the letters of this model's layer pattern mean (only the letters it uses)."""
     used = set(layer_pattern(arch))
-    words = [text for letter, text in LETTERS.items() if letter in used]
+    words = [text for letter, text in letter_words().items() if letter in used]
     return ", ".join(w.replace(" attention", "") if short and "NoPE" not in w else w for w in words)
+
+
 BLOCK_SUMMARY = {
     "pre_norm": "Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x)).",
     "sandwich": "Sandwich block: x + post_norm(f(pre_norm(x))) for attention, then for the MLP.",

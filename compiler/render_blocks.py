@@ -12,10 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ..schemas.arch import Architecture, Layer
-from .mixers import CLASS_NAMES, RECURRENT_LETTERS, SOFTMAX_KINDS, module_name
+from .mixers import SOFTMAX_KINDS, class_name, letter_of, module_name
 
 FFN_ONLY_LETTERS = {"moe": "E", "mlp": "D"}  # the pattern letter of a layer that is only a feed-forward block
-WORDS = {"E": "E = experts only (no mixer)", "D": "D = MLP only (no mixer)", "M": "M = Mamba-2 (state space)"}
+WORDS = {"E": "E = experts only (no mixer)", "D": "D = MLP only (no mixer)"}
 
 
 def single_block(arch: Architecture) -> bool:
@@ -32,14 +32,15 @@ def layer_letter(layer: Layer) -> str | None:
     """The letter of a layer without softmax attention (None for an attention layer: describe spells those)."""
     if layer.mixer is None:
         return FFN_ONLY_LETTERS[layer.ffn.kind]
-    return RECURRENT_LETTERS.get(layer.mixer.kind)
+    return letter_of(layer)
 
 
 def kind_blocks(arch: Architecture, pattern: str, ffn_init: Callable[[Layer], str], rope_args: str,
                 literal: Callable[[Any], str]) -> list[dict[str, Any]]:
     """Per letter of the pattern (order of first appearance): the block a layer of that kind builds and calls."""
-    from .render import LETTERS  # render imports this module
+    from .render import letter_words  # render imports this module
 
+    legend = letter_words()
     n, out, seen = arch.names, [], set()
     for layer, letter in zip(arch.layers, pattern):
         if letter in seen:
@@ -50,10 +51,10 @@ def kind_blocks(arch: Architecture, pattern: str, ffn_init: Callable[[Layer], st
             cache, recurrent = False, False
         else:
             attr = module_name(layer.mixer.kind, n)
-            ctor = f"{CLASS_NAMES[layer.mixer.kind]}(config)"
+            ctor = f"{class_name(layer.mixer.kind)}(config)"
             softmax = layer.mixer.kind in SOFTMAX_KINDS
             call = f"self.{attr}(h, mask{rope_args})" if softmax else f"self.{attr}(h)"
             cache, recurrent = True, not softmax
         out.append({"letter_literal": literal(letter), "attr": attr, "ctor": ctor, "call": call, "cache": cache,
-                    "recurrent": recurrent, "words": LETTERS.get(letter, letter)})
+                    "recurrent": recurrent, "words": legend.get(letter, letter)})
     return out

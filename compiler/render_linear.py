@@ -1,7 +1,8 @@
-"""Rendering decisions for linear-attention (Gated DeltaNet) layers and hybrid models
-(templates/model/gated_deltanet.py.j2, the per-layer mixer choice in layer.py.j2 / model.py.j2).
+"""Rendering decisions for recurrent layers (every registered MixerKind: compiler/mixers/) and hybrid
+models: the kinds' Config fields and template contexts, the per-layer mixer choice in layer.py.j2 /
+model.py.j2, the checkpoint keys per pattern letter.
 
-Kept apart from render.py: the Gated DeltaNet Config fields and the template context.
+Kept apart from render.py, which asks here for everything that depends on the recurrent kinds.
 """
 
 from __future__ import annotations
@@ -10,33 +11,26 @@ from collections.abc import Callable
 from typing import Any
 
 from ..schemas.arch import Architecture
-from .mixers import LINEAR_LETTER, is_hybrid, linear_of
+from .mixers import is_hybrid, recurrent_kinds
 
 
 def linear_config_fields(arch: Architecture, field: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
-    """The Config fields the Gated DeltaNet code reads (none without linear layers)."""
-    gdn = linear_of(arch)
-    if gdn is None:
-        return []
-    return [
-        field("linear_num_key_heads", "int", gdn.num_k_heads, "Gated DeltaNet query/key heads"),
-        field("linear_num_value_heads", "int", gdn.num_v_heads, "Gated DeltaNet value heads"),
-        field("linear_key_head_dim", "int", gdn.k_head_dim),
-        field("linear_value_head_dim", "int", gdn.v_head_dim),
-        field("linear_conv_kernel_dim", "int", gdn.conv_kernel, "taps of the causal convolution"),
-        field("linear_chunk_size", "int", gdn.chunk_size, "positions per chunk of the chunked delta rule"),
-    ]
+    """The Config fields the recurrent kinds' code reads (none without recurrent layers)."""
+    return [f for kind, mixer in recurrent_kinds(arch) for f in kind.config_fields(mixer, field)]
 
 
-def linear_context(arch: Architecture, identifier: Callable[[str], str]) -> dict[str, Any] | None:
-    """What gated_deltanet.py.j2 prints; None without linear layers. Structural: sizes live in Config."""
-    gdn = linear_of(arch)
-    if gdn is None:
-        return None
+def linear_context(arch: Architecture, identifier: Callable[[str], str],
+                   literal: Callable[[Any], str]) -> dict[str, Any]:
+    """mx: each recurrent kind's own template context, by kind; recurrent: what layer.py.j2, model.py.j2
+    and file.py.j2 print for each such kind (its letter, attribute, class, template)."""
+    kinds = recurrent_kinds(arch)
+    names = arch.names
     return {
-        "grouped": gdn.projection == "grouped_qkvz",
-        "gn": {key: identifier(value) for key, value in gdn.names.model_dump().items()},
-        "letter_literal": repr(LINEAR_LETTER),
+        "mx": {kind.kind: kind.context(mixer, identifier) for kind, mixer in kinds},
+        "recurrent": [{"letter_literal": literal(kind.letter), "attr": identifier(getattr(names, kind.attr)),
+                       "class_name": kind.class_name, "template": kind.template, "words": kind.short_words}
+                      for kind, _ in kinds],
+        "recurrent_letters": "(" + ", ".join(literal(kind.letter) for kind, _ in kinds) + ("," if len(kinds) == 1 else "") + ")",
     }
 
 
@@ -61,7 +55,7 @@ def mixer_maps(arch: Architecture, weights: list, literal: Callable[[Any], str])
 
 def hybrid_context(arch: Architecture, has_rope: bool) -> dict[str, Any]:
     """Switches for a model whose layers mix mixer kinds: the layer forward takes an optional mask and
-    cos/sin (None on linear-attention layers)."""
+    cos/sin (None on recurrent layers and on layers that are only a feed-forward block)."""
     from .describe import layer_pattern
     from .render_blocks import single_block
 
@@ -70,24 +64,13 @@ def hybrid_context(arch: Architecture, has_rope: bool) -> dict[str, Any]:
             "layer_rope_params": ", cos: torch.Tensor | None, sin: torch.Tensor | None" if hybrid and has_rope else ""}
 
 
-# Replica parameters drawn at the scale of trained ones rather than N(0, 0.05): the decay rate's log
-# (transformers draws A in [0.01, 16]), the decay bias, the short convolution's taps.
-LINEAR_SCALES = {"a_log": (0.5, 1.0), "dt_bias": (0.0, 1.0), "conv": (0.0, 0.3)}
-
-
 def parity_scales(tiny: Architecture, norm_spread: float) -> dict[str, tuple[float, float]]:
-    """Parameter-name suffix -> (mean, std) for the parity test's randomisation of a replica with linear
-    layers (norms whose neutral weight is not the layers' included); empty otherwise."""
-    gdn = linear_of(tiny)
-    if gdn is None:
-        return {}
-    gn, block = gdn.names, tiny.names.linear_attn
-    return {
-        f"{block}.{gn.a_log}": LINEAR_SCALES["a_log"],
-        f"{block}.{gn.dt_bias}": LINEAR_SCALES["dt_bias"],
-        f"{block}.{gn.conv}.weight": LINEAR_SCALES["conv"],
-        f"{block}.{gn.norm}.weight": (1.0 - gdn.norm.weight_offset, norm_spread),
-    }
+    """Parameter-name suffix -> (mean, std) for the parity test's randomisation of a replica with recurrent
+    layers (trained-scale decay logs, biases, convolution taps; their norms' neutral weights); empty otherwise."""
+    scales: dict[str, tuple[float, float]] = {}
+    for kind, mixer in recurrent_kinds(tiny):
+        scales.update(kind.parity_scales(mixer, getattr(tiny.names, kind.attr), norm_spread))
+    return scales
 
 
 def nested_context(arch: Architecture, literal: Callable[[Any], str]) -> dict[str, Any]:

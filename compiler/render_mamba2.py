@@ -84,14 +84,28 @@ def mamba2_features(arch: Architecture) -> list[str]:
     m = mamba2_of(arch)
     if m is None:
         return []
-    count = sum(isinstance(layer.mixer, Mamba2) for layer in arch.layers)
     limit = f"[{m.time_step_min:g}, {'inf' if m.time_step_max is None else f'{m.time_step_max:g}'}]"
     return [
-        f"Mamba-2 (state-space) mixer on {count} of {arch.num_layers} layers: a state of constant size "
-        f"({mamba2_state_bytes(m, conv_bytes=4):,} bytes per layer and sequence in float32) instead of a KV cache.",
         f"Mamba-2: {m.num_heads} heads of {m.head_dim}, state size {m.state_size}, B and C shared by {m.n_groups} "
         f"group(s) of heads; in_proj yields [z; x; B; C; dt], [x; B; C] through a causal depthwise convolution "
         f"(kernel {m.conv_kernel}{', with bias' if m.conv_bias else ''}) and SiLU; dt = softplus(dt + dt_bias) clamped "
         f"to {limit}, A = -exp(A_log); H_t = exp(dt A) H_(t-1) + dt x_t B_t^T, y_t = H_t C_t + D x_t, in chunks of "
         f"{m.chunk_size} for a prompt and token by token when decoding; y * SiLU(z) RMS-normed per group.",
+    ]
+
+
+def mamba2_suspects(m: Mamba2, module: str) -> str:
+    return (f"{module} in_proj split [z; x; B; C; dt], causal conv1d (kernel {m.conv_kernel}) + SiLU, "
+            f"dt = softplus(dt + dt_bias) clamp, A = -exp(A_log), B/C groups ({m.n_groups}), the scan (chunks of "
+            f"{m.chunk_size}), D skip, gated grouped RMSNorm with z")
+
+
+def mamba2_diagram(arch: Architecture, m: Mamba2) -> tuple[str, list[str]]:
+    return "Mamba-2 (state space)", [
+        f"{m.num_heads} heads x {m.head_dim}, state {m.state_size}",
+        f"B, C in {m.n_groups} group(s)",
+        f"causal conv, kernel {m.conv_kernel} · SiLU",
+        "dt = softplus(dt + bias); A = -exp(A_log)",
+        f"chunks of {m.chunk_size}; state per head",
+        "D skip · gated RMSNorm · no positions",
     ]

@@ -7,10 +7,10 @@ producing a file with wrong logits.
 
 from __future__ import annotations
 
-from ..schemas.arch import Architecture, GatedDeltaNet, Moe
+from ..schemas.arch import Architecture, Moe
 from .describe import layer_pattern
-from .render_blocks import single_block
-from .mixers import attention_layers, first_attention, is_hybrid
+from .render_blocks import no_attention, single_block
+from .mixers import KINDS, attention_layers, first_attention, is_hybrid, recurrent_kinds
 from .errors import ConfigError, UnsupportedError
 from .rope_fields import rope_unsupported
 
@@ -36,7 +36,9 @@ def validate(arch: Architecture) -> Architecture:
         if a.model_copy(update=per_kind) != b:
             raise UnsupportedError(f"layer {layer.index}: its {a.kind} shape differs from layer "
                                    f"{next(lay.index for lay in arch.layers if lay.mixer is b)} (not supported yet)")
-    if single_block(arch) or "mamba2" in mixers:
+    for kind, mixer in recurrent_kinds(arch):
+        kind.validate(arch, mixer)
+    if single_block(arch) or (mixers and no_attention(arch)):
         _check_blocks(arch, mixers)
     elif is_hybrid(arch):
         _check_hybrid(arch, mixers)
@@ -51,7 +53,7 @@ def validate(arch: Architecture) -> Architecture:
         if moe.weighted == "input" and moe.storage not in ("fused_in_out", "stacked_in_out"):
             raise UnsupportedError("routing weights on the experts' input are implemented for (in, out) stacked experts only")
     pattern = layer_pattern(arch)
-    for letter in set(pattern) - {"L", "M", "E", "D"}:
+    for letter in set(pattern) - {kind.letter for kind in KINDS.values()} - {"E", "D"}:
         ropes = {layer.mixer.rope for layer, kind in zip(arch.layers, pattern) if kind == letter}
         if len(ropes) > 1:
             raise UnsupportedError(f"layers of kind {letter} use different RoPE tables {sorted(map(str, ropes))}")
@@ -149,13 +151,13 @@ def _check_position_coupled(arch: Architecture, pattern: str) -> None:
 
 
 def _check_blocks(arch: Architecture, mixers: dict[str, object]) -> None:
-    """What the templates print for layers of one block each (a mixer or a feed-forward) and for Mamba-2 layers:
-    pre-norm blocks of nn.Linear projections and RMSNorms; Mamba-2 beside plain full attention only."""
+    """What the templates print for layers of one block each (a mixer or a feed-forward) and for models of recurrent
+    layers only: pre-norm blocks of nn.Linear projections and RMSNorms; recurrent kinds beside plain full attention."""
     layer = arch.layers[0]
     if layer.block != "pre_norm" or arch.linear_layout != "out_in" or layer.norm.kind != "rmsnorm":
-        raise UnsupportedError("Mamba-2 and single-block layers are implemented in pre-norm blocks with RMSNorms and "
+        raise UnsupportedError("single-block and recurrent-only layers are implemented in pre-norm blocks with RMSNorms and "
                                "nn.Linear projections only")
-    if set(mixers) - {"attention", "mamba2"}:
+    if set(mixers) - {"attention", *KINDS}:
         raise UnsupportedError(f"layers mixing {' and '.join(sorted(mixers))} are not implemented")
     shapes = {(lay.mixer is None, lay.ffn is None) for lay in arch.layers}
     if single_block(arch) and (False, False) in shapes:
@@ -163,22 +165,19 @@ def _check_blocks(arch: Architecture, mixers: dict[str, object]) -> None:
     attns = attention_layers(arch)
     if any(lay.mixer.span != "full" or lay.mixer.temperature or lay.mixer.sinks or lay.mixer.output_gate
            or lay.mixer.qk_norm != "none" for lay in attns):
-        raise UnsupportedError("beside Mamba-2 or in single-block layers, attention is implemented as plain full attention only")
+        raise UnsupportedError("in single-block layers, attention is implemented as plain full attention only")
 
 
 def _check_hybrid(arch: Architecture, mixers: dict[str, object]) -> None:
-    """What the templates print for layers of several mixer kinds: Gated DeltaNet beside plain attention,
+    """What the templates print for layers of several mixer kinds: recurrent kinds beside plain attention,
     in pre-norm blocks of nn.Linear projections and RMSNorms."""
-    if set(mixers) != {"attention", "gated_deltanet"}:
+    softmax = set(mixers) - set(KINDS)
+    if softmax - {"attention"} or not set(mixers) & set(KINDS):
         raise UnsupportedError(f"layers mixing {' and '.join(sorted(mixers))} are not implemented")
     layer = arch.layers[0]
     if layer.block != "pre_norm" or arch.linear_layout != "out_in" or layer.norm.kind != "rmsnorm":
-        raise UnsupportedError("linear-attention layers are implemented in pre-norm blocks with RMSNorms and "
+        raise UnsupportedError("recurrent layers are implemented in pre-norm blocks with RMSNorms and "
                                "nn.Linear projections only")
-    gdn = mixers["gated_deltanet"]
-    assert isinstance(gdn, GatedDeltaNet)
-    if gdn.norm.kind != "rmsnorm" or gdn.norm.weight_offset or gdn.norm.bias or gdn.norm.weight_in_compute_dtype:
-        raise UnsupportedError("the gated norm of a Gated DeltaNet is implemented as a plain RMSNorm (weight, no offset) only")
     spans = {lay.mixer.span for lay in attention_layers(arch)}
-    if spans != {"full"}:
-        raise UnsupportedError(f"linear-attention layers beside {'/'.join(sorted(spans - {'full'}))} attention are not implemented")
+    if spans - {"full"}:
+        raise UnsupportedError(f"recurrent layers beside {'/'.join(sorted(spans - {'full'}))} attention are not implemented")

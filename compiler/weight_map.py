@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..schemas.arch import Architecture, Layer, Mlp, Moe, Names, Norm
-from .mixers import gated_deltanet_rows, is_hybrid, mixer_kinds, module_name
-from .render_mamba2 import mamba2_rows
+from .mixers import KINDS, is_hybrid, mixer_kinds, module_name
 from .weight_map_mla import mla_rows
 from .weight_map_moe import FFN_LETTERS, ffn_kinds, ffn_pattern, fused_expert_map, moe_rows  # noqa: F401
 
@@ -101,10 +100,8 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
     for kind, mixer in mixer_kinds(arch).items():
         first = len(rows)
         a = f"{p}{module_name(kind, n)}."
-        if kind == "gated_deltanet":
-            gated_deltanet_rows(mixer, a, hidden, linear, norm_rows, rows)
-        elif kind == "mamba2":
-            mamba2_rows(mixer, a, hidden, linear, norm_rows, rows)
+        if kind in KINDS:
+            KINDS[kind].rows(mixer, a, hidden, linear, norm_rows, rows)
         elif kind == "mla":
             mla_rows(mixer, a, hidden, linear, norm_rows)
         else:

@@ -22,7 +22,7 @@ from llmgen.compiler.divergence import divergence, format_report
 from llmgen.compiler.errors import LlmgenError
 from llmgen.compiler.load import LoadedConfig
 from llmgen.compiler.lowering import lower
-from llmgen.compiler.mixers import linear_of, recurrent_state_bytes
+from llmgen.compiler.mixers.gated_deltanet import linear_of, state_bytes as recurrent_state_bytes
 from llmgen.compiler.pipeline import compile_config
 from llmgen.compiler.validate import validate
 from llmgen.compiler.verify import verify

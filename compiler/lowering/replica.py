@@ -15,6 +15,7 @@ from typing import Any
 
 from ...schemas.arch import Architecture
 from ..describe import layer_pattern
+from ..mixers import is_softmax
 from . import WRAPPER_KEYS, WRAPPERS, text_decoder_config
 
 # The smallest other-modality parts a wrapper accepts: they never touch text logits.
@@ -84,8 +85,8 @@ def tiny_replica(raw: dict[str, Any], arch: Architecture) -> dict[str, Any]:
         return wrapper
     tiny = copy.deepcopy(raw)
     tiny.pop("quantization_config", None)  # the replica is saved in float32 (dequantizers: tests/test_quantized.py)
-    attn = next((layer.mixer for layer in arch.layers if getattr(layer.mixer, "kind", None) in ("attention", "mla")), None)
-    if attn is None:  # state-space layers only: the attention keys (if any) are left for the family's adjust
+    attn = next((layer.mixer for layer in arch.layers if is_softmax(layer)), None)
+    if attn is None:  # recurrent layers only: the attention keys (if any) are left to the family's adjust
         kv = None
     elif attn.num_kv_heads == attn.num_heads:
         kv = HEADS
