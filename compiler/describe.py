@@ -273,8 +273,9 @@ def moe_features(arch: Architecture) -> list[str]:
                    "intermediate) with gate and up columns interleaved, experts.down_proj (experts, intermediate, "
                    "hidden)" + (", each with a per-expert bias." if moe.expert_bias else "."))
     else:
+        fused = "experts.gate_up_proj, experts.down_proj" if moe.gated else "experts.up_proj, experts.down_proj"
         out.append("Expert weights stored per expert (experts.{e}.*); a checkpoint in transformers 5's fused "
-                   "layout (experts.gate_up_proj, experts.down_proj) is split into them on load, without copying.")
+                   f"layout ({fused}) is split into them on load, without copying.")
     if arch.mxfp4 is not None:
         out.append("The checkpoint stores the experts' stacked matrices as MXFP4 (e2m1 values with one power-of-two "
                    "scale per 32): they are dequantized on load to the chosen dtype.")

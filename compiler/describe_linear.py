@@ -31,7 +31,10 @@ def linear_features(arch: Architecture) -> list[str]:
         counts = [f"{kind.words} on {sum(getattr(layer.mixer, 'kind', None) == kind.kind for layer in arch.layers)} of {arch.num_layers} layers"
                   for kind, _ in kinds]
         sizes = ", ".join(f"{kind.state_bytes(mixer, 4):,} bytes per {kind.title} layer" for kind, mixer in kinds)
-        rest = ", softmax attention on the rest" if first_attention(arch) is not None else ""
+        attention = sum(layer.mixer is not None and layer.mixer.kind in ("attention", "mla") for layer in arch.layers)
+        single = any(layer.mixer is None for layer in arch.layers)  # the rest: feed-forward-only layers too
+        rest = ("" if not attention else f", softmax attention on {attention} of {arch.num_layers} layers" if single
+                else ", softmax attention on the rest")
         lead = "Hybrid: " if rest or len(kinds) > 1 else "State-space model: "
         out.append(
             f"{lead}{'; '.join(counts)}{rest} (pattern {unit} repeating, Config.layer_pattern); a recurrent layer keeps "

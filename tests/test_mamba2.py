@@ -38,12 +38,13 @@ def fixture(name: str) -> dict:
     return json.loads((FIXTURES / name).read_text())
 
 
-# model_type -> config (the replica keeps its layer pattern: every kind of layer, in order)
+# model_type -> config (the replica keeps its layer pattern: every kind of layer, in order). Nemotron-3 Nano's
+# replica is checked through its committed generated/ directory (test_planted_bug_fails_parity's baseline).
 CONFIGS = {
-    "mamba2-defaults": lambda: fixture("mamba2_defaults.json"),
-    "bamba-defaults": lambda: fixture("bamba_defaults.json"),
-    "nemotron-3-nano": lambda: catalog_config(NANO_ID),
-    "nemotron-3-ultra": lambda: fixture("nvidia__NVIDIA-Nemotron-3-Ultra-550B-A55B-BF16.json"),
+    "mamba2-defaults": lambda: fixture("mamba2_defaults.json"),  # every layer Mamba-2, no feed-forward
+    "bamba-defaults": lambda: fixture("bamba_defaults.json"),  # Mamba-2 + MLP on every layer, no attention
+    "bamba-attention": lambda: fixture("bamba_attention.json"),  # the defaults with attention layers (9, 18, 27)
+    "nemotron-3-ultra": lambda: fixture("nvidia__NVIDIA-Nemotron-3-Ultra-550B-A55B-BF16.json"),  # latent experts
 }
 
 
@@ -72,7 +73,7 @@ PLANTED = {
     "A sign flipped": ("a = -self.A_log.to(compute).exp()", "a = self.A_log.to(compute).exp()"),
     "convolution sees one token ahead": ("return self.conv1d(xbc)[..., :seq]", "return self.conv1d(xbc)[..., 1 : seq + 1]"),
     "D skip dropped": ("y = y + self.D[:, None, None].to(compute) * xs", "pass"),
-    "B/C groups mapped round-robin": (".repeat_interleave(self.heads // self.groups, dim=2)", ".repeat(1, 1, self.heads // self.groups, 1)"),
+    "B/C groups mapped round-robin": (".repeat_interleave(share, dim=2)", ".repeat(1, 1, share, 1)"),
 }
 
 
@@ -81,8 +82,16 @@ def planted(tmp_path, before: str, after: str):
     shutil.copytree(GENERATED / NANO, target)
     source = (target / "model.py").read_text()
     assert source.count(before) >= 1, f"planted-bug anchor vanished from {NANO}/model.py: {before!r}"
-    (target / "model.py").write_text(source.replace(before, after))
+    (target / "model.py").write_text(source.replace(before, after))  # every occurrence (B and C)
     return target
+
+
+def test_committed_nemotron_nano_parity():
+    """The committed Nemotron-3 Nano (Mamba-2, NoPE attention, ReLU^2 experts) against transformers."""
+    result = verify(GENERATED / NANO)
+    print(f"nemotron-3-nano: max|dlogit| = {result['max_abs_diff']:.3g}, logits up to {result['max_abs_logit']:.3g}")
+    assert result["seq_len"] > 2 * 8 and result["batch"] == 2 and result["max_abs_logit"] > 0.1
+    assert result["max_abs_diff"] <= 1e-5 * max(1.0, result["max_abs_logit"]), result
 
 
 @pytest.mark.parametrize("bug", sorted(PLANTED))
@@ -147,16 +156,17 @@ def test_cached_decoding_equals_the_full_forward(replica, prefill):
 def test_token_by_token_and_chunk_size_invariance(replica):
     """Decoding every token from the first equals the full forward; the chunked scan at the config's own chunk
     size (one partial chunk here) equals it at 8 (three chunks)."""
-    _, config, model = replica
-    ids = torch.randint(0, config.vocab_size, (2, 21), generator=torch.Generator().manual_seed(5))
+    gen, config, model = replica
+    ids = torch.randint(0, config.vocab_size, (2, 17), generator=torch.Generator().manual_seed(5))
+    mambas = [module for module in model.modules() if isinstance(module, gen.Mamba2)]
     with torch.no_grad():
         full = model(ids)
-        stepped = run(model, ids, [1] * 21)
-        big = copy.deepcopy(model)
-        for module in big.modules():
-            if hasattr(module, "chunk") and hasattr(module, "state_size"):
-                module.chunk = 128  # Nemotron-3 Nano's own chunk_size
-        own = big(ids)
+        stepped = run(model, ids, [1] * 17)
+        for module in mambas:
+            module.chunk = 128  # Nemotron-3 Nano's own chunk_size
+        own = model(ids)
+        for module in mambas:
+            module.chunk = config.mamba_chunk_size
     scale = full.abs().max().item()
     assert (stepped - full).abs().max().item() <= 1e-5 * scale
     assert (own - full).abs().max().item() <= 1e-5 * scale
@@ -197,7 +207,7 @@ def test_card_shows_mamba_layers_and_state():
     data = card(load_model(NANO_ID))
     legend = data["pattern"]["legend"]
     assert legend["M"].startswith("Mamba-2")
-    assert data["pattern"]["strip"].startswith("ME")
+    assert data["pattern"]["letters"].startswith("MEMEMf")  # f: full attention without RoPE
     kv = data["kv_cache"]
     state = (4 - 1) * (64 * 64 + 2 * 8 * 128) * 2 + 64 * 64 * 128 * 4  # bf16 conv window + float32 states
     assert kv["recurrent_bytes_per_sequence"] == 23 * state and len(kv["recurrent_layers"]) == 23

@@ -35,6 +35,12 @@ def drop_infinite_limit(tiny: dict[str, Any]) -> None:
         tiny.pop("time_step_limit")
 
 
+def _reason(error: ValueError) -> str:
+    """The message of a pydantic validation error (its text ends with a link), else the error's own text."""
+    errors = getattr(error, "errors", None)
+    return (errors()[0]["msg"] if callable(errors) else str(error))[:160]
+
+
 def time_step_limit(r: ConfigReader, key: str = "time_step_limit") -> tuple[float, float | None]:
     """(min, max) of dt; max None when it is infinite (transformers' default (0.0, inf), written Infinity)."""
     value = r.any(key, [0.0, math.inf])
@@ -71,7 +77,7 @@ def read_mamba2(r: ConfigReader, hidden: int, eps: float, *, keys: dict[str, str
                       proj_bias=r.bool(keys["proj_bias"], False), chunk_size=r.int(keys["chunk_size"], defaults["chunk_size"]),
                       time_step_min=limit[0], time_step_max=limit[1], norm=Norm(kind="rmsnorm", eps=eps))
     except ValueError as error:  # pydantic's, on sizes that do not fit together
-        raise ConfigError(f"{r.where}: the Mamba-2 sizes do not fit: {str(error).splitlines()[-1][:160]}") from None
+        raise ConfigError(f"{r.where}: the Mamba-2 sizes do not fit: {_reason(error)}") from None
 
 
 # --- mamba2 ---------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 
 from ...schemas.arch import Architecture, Attention, Embedding, Head, Layer, Mlp, Moe, MoeNames, Names, Norm
 from ..errors import ConfigError, UnsupportedError
-from .fam_mamba2 import MAMBA_INIT_ONLY, drop_infinite_limit, read_mamba2, time_step_limit
+from .fam_mamba2 import MAMBA_INIT_ONLY, _reason, drop_infinite_limit, read_mamba2, time_step_limit
 from .fam_moe import REPLICA_EXPERT_WIDTH, REPLICA_SHARED_WIDTH
 from .families import DTYPES
 from .reader import ConfigReader
@@ -72,7 +72,7 @@ def _moe(r: ConfigReader, hidden: int, bias: bool) -> Moe:
                    shared_expert_size=r.int("moe_shared_expert_intermediate_size", 7688),
                    names=MoeNames(shared_expert="shared_experts", fused_block="mixer"))
     except ValueError as error:
-        raise ConfigError(f"{r.where}: the experts' sizes do not fit: {str(error).splitlines()[-1][:160]}") from None
+        raise ConfigError(f"{r.where}: the experts' sizes do not fit: {_reason(error)}") from None
 
 
 def _replica_nemotron_h(tiny: dict[str, Any], arch: Architecture) -> None:
