@@ -31,6 +31,7 @@ PROOF = {
     "qwen3_next": "tests/test_hybrid.py", "qwen3_5_text": "tests/test_hybrid.py", "qwen3_5": "tests/test_hybrid.py",
     "qwen3_5_moe_text": "tests/test_hybrid.py",
     "mamba2": "tests/test_mamba2.py", "bamba": "tests/test_mamba2.py", "nemotron_h": "tests/test_mamba2.py",
+    "granitemoehybrid": "tests/test_mamba2.py",
 }
 REGISTERED_PROOF = "tests/test_longtail.py"  # families that register themselves (lowering/registry.py)
 # Config keys whose presence names the mechanism a family needs (checked in this order).

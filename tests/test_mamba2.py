@@ -1,5 +1,6 @@
 """Mamba-2 (state-space) layers: the pure stack (mamba2), Bamba (beside attention), Nemotron-H / Nemotron 3
-(single-block layers by pattern: Mamba-2, NoPE attention, ReLU^2 MLP, ReLU^2 experts, a latent MoE).
+(single-block layers by pattern: Mamba-2, NoPE attention, ReLU^2 MLP, ReLU^2 experts, a latent MoE), Granite 4.0-H
+without routed experts (NoPE attention, muP multipliers, a fused shared MLP).
 
 Tiny-replica parity with chunks of 8 positions over sequences past two chunks, A_log, dt_bias, D and the
 convolution drawn at trained scales; planted bugs in the scan fail it; cached decoding (conv window + state,
@@ -20,7 +21,8 @@ from conftest import GENERATED, REPO, catalog_config, import_path
 
 from llmgen.compiler.card import card, load_model
 from llmgen.compiler.errors import LlmgenError
-from llmgen.compiler.load import LoadedConfig
+from llmgen.compiler.irdiff import differences
+from llmgen.compiler.load import LoadedConfig, load_config
 from llmgen.compiler.lowering import lower
 from llmgen.compiler.pipeline import compile_config
 from llmgen.compiler.render_mamba2 import mamba2_of, mamba2_state_bytes
@@ -45,6 +47,7 @@ CONFIGS = {
     "bamba-defaults": lambda: fixture("bamba_defaults.json"),  # Mamba-2 + MLP on every layer, no attention
     "bamba-attention": lambda: fixture("bamba_attention.json"),  # the defaults with attention layers (9, 18, 27)
     "nemotron-3-ultra": lambda: fixture("nvidia__NVIDIA-Nemotron-3-Ultra-550B-A55B-BF16.json"),  # latent experts
+    "granitemoehybrid-dense": lambda: fixture("granitemoehybrid_dense.json"),  # NoPE attention, muP multipliers
 }
 
 
@@ -226,4 +229,42 @@ def test_bad_nemotron_configs_are_refused(edit, words):
     raw = catalog_config(NANO_ID)
     edit(raw)
     with pytest.raises(LlmgenError, match=words):
+        validate(lower(raw))
+
+
+def test_diff_names_the_mixer_kinds_that_differ():
+    nano = validate(lower(catalog_config(NANO_ID)))
+    qwen = validate(lower(catalog_config("Qwen/Qwen3.5-35B-A3B")))
+    line = next(words for words in differences(nano, qwen) if words.startswith("layer pattern"))
+    assert "M: state space (Mamba-2), 23 → 0 layers" in line, line
+    assert "L: linear attention (Gated DeltaNet), 0 → 30 layers" in line, line
+
+
+@pytest.mark.parametrize("upper", ["Infinity", '{"__float__": "Infinity"}', "1e308"])
+def test_time_step_limit_spellings(upper, tmp_path):
+    """transformers writes float("inf") as Infinity (older) or {"__float__": "Infinity"} (5.x); Ultra writes 1e308."""
+    text = (FIXTURES / "mamba2_defaults.json").read_text()
+    start = text.index('"time_step_limit"')
+    end = text.index("]", start) + 1
+    path = tmp_path / "config.json"
+    path.write_text(text[:start] + f'"time_step_limit": [0.001, {upper}]' + text[end:])
+    mamba = mamba2_of(validate(lower(load_config(str(path)).raw)))
+    assert mamba.time_step_min == 0.001 and mamba.time_step_max == (1e308 if upper == "1e308" else None)
+
+
+@pytest.mark.parametrize("key, value", [("time_step_limit", "[0.0, NaN]"), ("layer_norm_epsilon", "NaN"),
+                                        ("time_step_min", "Infinity")])
+def test_nan_and_misplaced_infinity_are_refused(key, value, tmp_path):
+    raw = fixture("mamba2_defaults.json")
+    raw.pop(key, None)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(raw)[:-1] + f', "{key}": {value}}}')
+    with pytest.raises(LlmgenError, match=key):
+        validate(lower(load_config(str(path)).raw))
+
+
+def test_granite_with_experts_is_refused_cleanly():
+    raw = fixture("granitemoehybrid_dense.json")
+    raw["num_local_experts"] = 8
+    with pytest.raises(LlmgenError, match="num_local_experts"):
         validate(lower(raw))

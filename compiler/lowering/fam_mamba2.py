@@ -130,10 +130,9 @@ BAMBA_KEYS = dict(num_heads="mamba_n_heads", head_dim="mamba_d_head", expand="ma
 def _replica_bamba(tiny: dict[str, Any], arch: Architecture) -> None:
     """Three layers, the middle one attention if the model has any; narrow Mamba-2 heads in two groups, chunks of 8."""
     attention = any(layer.mixer.kind == "attention" for layer in arch.layers)
-    tiny.update(num_hidden_layers=3, attn_layer_indices=[1] if attention else None, num_key_value_heads=2,
-                mamba_n_heads=8, mamba_d_head=16, mamba_expand=2, mamba_d_state=16, mamba_n_groups=2, mamba_chunk_size=8)
+    tiny.update(num_hidden_layers=3, attn_layer_indices=[1] if attention else None, mamba_n_heads=8, mamba_d_head=16, mamba_expand=2, mamba_d_state=16, mamba_n_groups=2, mamba_chunk_size=8)
     if not attention:  # transformers' Bamba cannot measure a cache without attention layers: run it without one
-        tiny["use_cache"] = False
+        tiny.update(use_cache=False, num_key_value_heads=2)  # (and the unused kv heads must divide the query heads)
     drop_infinite_limit(tiny)
 
 
