@@ -58,3 +58,16 @@ def kind_blocks(arch: Architecture, pattern: str, ffn_init: Callable[[Layer], st
         out.append({"letter_literal": literal(letter), "attr": attr, "ctor": ctor, "call": call, "cache": cache,
                     "recurrent": recurrent, "words": legend.get(letter, letter)})
     return out
+
+
+def grouped(blocks: list[dict[str, Any]], key: str, literal: Callable[[Any], str]) -> list[dict[str, Any]]:
+    """Blocks sharing ``key`` (the same call, the same attribute) under one test: '== "N"' or 'in ("M", "E")'."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for block in blocks:
+        groups.setdefault(block[key], []).append(block)
+    out = []
+    for value, members in groups.items():
+        letters = [m["letter_literal"] for m in members]
+        test = f"== {letters[0]}" if len(letters) == 1 else f"in ({', '.join(letters)})"
+        out.append({key: value, "test": test})
+    return out
