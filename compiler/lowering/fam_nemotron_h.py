@@ -118,7 +118,7 @@ def lower_nemotron_h(r: ConfigReader, model_type: str) -> Architecture:
     r.any("norm_eps", None)  # an older spelling NemotronH's model does not read (layer_norm_epsilon is used)
     # Transformers clamps dt to (time_step_min, inf) whatever time_step_limit says (read: it must be well formed).
     time_step_limit(r)
-    low = r.float("time_step_min", 0.001)
+    low = r.float("time_step_min", 0.001, positive=False)  # 0 allowed; negative refused by the IR
     r.float("time_step_max", 0.1)
     r.float("time_step_floor", 1e-4)
     mamba = read_mamba2(r, hidden, eps, keys=MAMBA_KEYS, defaults=dict(num_heads=128, head_dim=64, state_size=128,
