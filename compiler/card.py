@@ -91,6 +91,8 @@ def layer_letter(layer: Any) -> str:
     """S sliding-window attention, C chunked attention, F full attention (lower case: no RoPE); other mixers:
     their kind's initial."""
     mixer = layer.mixer
+    if mixer is None:  # a layer that is only a feed-forward block
+        return "E" if layer.ffn.kind == "moe" else "D"
     if mixer.kind == "attention":
         letter = "S" if mixer.span == "sliding" else "C" if mixer.span == "chunked" else "F"
     elif mixer.kind in MIXER_LETTERS:
@@ -102,6 +104,8 @@ def layer_letter(layer: Any) -> str:
 
 def letter_meaning(layer: Any) -> str:
     mixer = layer.mixer
+    if mixer is None:
+        return "experts only (no mixer)" if layer.ffn.kind == "moe" else "MLP only (no mixer)"
     if mixer.kind == "attention":
         words = (f"sliding window {mixer.window}" if mixer.span == "sliding" else f"chunked attention (chunk "
                  f"{mixer.chunk_size})" if mixer.span == "chunked" else "full attention")
@@ -230,8 +234,8 @@ def attention_kind(arch: Architecture) -> str:
     kinds = []
     for layer in arch.layers:
         mixer = layer.mixer
-        if mixer.kind in MIXER_WORDS:
-            continue  # said after the attention's kind
+        if mixer is None or mixer.kind in MIXER_WORDS:
+            continue  # said after the attention's kind (or no mixer at all)
         if mixer.kind != "attention":
             kinds.append(mixer.kind.upper())
         elif mixer.num_kv_heads == 1 and mixer.num_heads > 1:
@@ -240,7 +244,7 @@ def attention_kind(arch: Architecture) -> str:
             kinds.append(f"GQA {mixer.num_heads // mixer.num_kv_heads}:1")
         else:
             kinds.append("MHA")
-    words = ", ".join(dict.fromkeys(kinds))
+    words = ", ".join(dict.fromkeys(kinds)) or "no attention"
     spans = [getattr(layer.mixer, "span", None) for layer in arch.layers]
     sliding, full = spans.count("sliding"), spans.count("full")
     windows = sorted({layer.mixer.window for layer in arch.layers if getattr(layer.mixer, "span", None) == "sliding"})
@@ -257,8 +261,9 @@ def attention_kind(arch: Architecture) -> str:
         words += f", chunked on {spans.count('chunked')} of {len(spans)} layers (chunk {'/'.join(map(str, chunks))})"
     else:
         words += ", full"
-    for kind in dict.fromkeys(layer.mixer.kind for layer in arch.layers if layer.mixer.kind in MIXER_WORDS):
-        count = sum(layer.mixer.kind == kind for layer in arch.layers)
+    mixers = [layer.mixer.kind for layer in arch.layers if layer.mixer is not None]
+    for kind in dict.fromkeys(kind for kind in mixers if kind in MIXER_WORDS):
+        count = mixers.count(kind)
         words += f"; {MIXER_WORDS[kind]} on {count} of {len(arch.layers)} layers"
     return words
 
@@ -335,10 +340,10 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
     per_token = f"{human_bytes(kv['bytes_per_token_bf16'])} per token in bf16 ({with_cache} layers, full attention assumed)"
     if recurrent:
         per_token += (f"; recurrent state {human_bytes(kv['recurrent_bytes_per_sequence'])} per sequence, constant "
-                      f"({len(recurrent)} linear-attention layers)")
+                      f"({len(recurrent)} recurrent layers)")
     beyond = kv["beyond_trained_context"]
     effective = ", ".join(f"{name}: {human_bytes(b)}" for name, b in kv["effective_bytes_bf16"].items())
-    effective += " (sliding windows counted" + (", linear layers' constant state included" if recurrent else "") + (f"; {', '.join(beyond)} beyond the trained context "
+    effective += " (sliding windows counted" + (", recurrent layers' constant state included" if recurrent else "") + (f"; {', '.join(beyond)} beyond the trained context "
                                                f"{data['max_position_embeddings']})" if beyond else ")")
     return [
         ("layers", f"{data['num_layers']}: {data['pattern']['strip']}  ({legend})"),

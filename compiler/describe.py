@@ -10,7 +10,7 @@ from typing import Any
 
 from ..schemas.arch import Architecture, Moe, Rope
 from .describe_extras import extras_features
-from .describe_linear import linear_features
+from .describe_linear import block_features, linear_features
 from .mixers import attention_layers, first_attention, letter_of
 from .render_chunked import chunked_features
 from .rope_fields import attention_scaling
@@ -34,11 +34,13 @@ def _num(value: float) -> str:
 def layer_pattern(arch: Architecture) -> str:
     """One letter per layer: S = sliding-window attention, C = chunked attention, F = full attention,
     N = full attention without position embeddings (NoPE); a recurrent kind its own letter (compiler/mixers:
-    L = linear attention, Gated DeltaNet)."""
+    L = linear attention, Gated DeltaNet; M = Mamba-2); E / D: a layer that is only experts / only an MLP."""
     return "".join(_letter(layer) for layer in arch.layers)
 
 
 def _letter(layer: Any) -> str:
+    if layer.mixer is None:  # a layer that is only a feed-forward block
+        return "E" if layer.ffn.kind == "moe" else "D"
     recurrent = letter_of(layer)
     if recurrent:
         return recurrent
@@ -86,16 +88,10 @@ def _rope_words(table: Rope) -> str:
     return words
 
 
-def features(arch: Architecture) -> list[str]:
-    """The model's notable features, one sentence each."""
-    layer = arch.layers[0]
-    attn, norm = first_attention(arch), layer.norm
-    attns = attention_layers(arch)
-    ffn = next((lay.ffn for lay in arch.layers if lay.ffn.kind == "mlp"), None)  # the dense MLP, if any
-    out = [
-        f"{arch.num_layers} decoder layers, hidden size {arch.hidden_size}, vocabulary {arch.embedding.vocab_size}.",
-    ]
-    out += linear_features(arch)
+
+def _attention_features(arch: Architecture, attn: Any, attns: list, norm: Any) -> list[str]:
+    """Sentences about the softmax attention (a model without attention layers has none)."""
+    out: list[str] = []
     if attn.kind == "mla":
         out += mla_words(attn)
     elif attn.num_kv_heads == 1:
@@ -176,6 +172,22 @@ def features(arch: Architecture) -> list[str]:
         out.append("q, k and v projections stored as one matrix, interleaved per key/value group ([q_g..; k_g; v_g]).")
     elif attn.qkv == "fused_per_head":
         out.append("q, k and v projections stored as one matrix, interleaved per head ([q_h; k_h; v_h] for each head h).")
+    return out
+
+
+def features(arch: Architecture) -> list[str]:
+    """The model's notable features, one sentence each."""
+    layer = arch.layers[0]
+    attn, norm = first_attention(arch), layer.norm
+    attns = attention_layers(arch)
+    ffn = next((lay.ffn for lay in arch.layers if getattr(lay.ffn, "kind", None) == "mlp"), None)  # the dense MLP, if any
+    out = [
+        f"{arch.num_layers} decoder layers, hidden size {arch.hidden_size}, vocabulary {arch.embedding.vocab_size}.",
+    ]
+    out += linear_features(arch)
+    out += block_features(arch)
+    if attn is not None:
+        out += _attention_features(arch, attn, attns, norm)
     if arch.linear_layout == "in_out":
         out.append("Projection weights stored transposed, (in, out), as GPT-2's Conv1D.")
     if arch.embedding.learned_positions:
@@ -204,6 +216,8 @@ def features(arch: Architecture) -> list[str]:
     elif layer.block == "parallel":
         shared = "one norm shared by both branches" if layer.parallel_norms == 1 else "a norm for each branch"
         out.append(f"Parallel block: x + attn(norm(x)) + mlp(norm(x)), {shared}.")
+    elif any(lay.mixer is None or lay.ffn is None for lay in arch.layers):
+        out.append("Pre-norm residual blocks of one block each: x + block(norm(x)).")
     else:
         out.append("Pre-norm residual blocks.")
     if layer.residual_scale is not None:
@@ -227,7 +241,9 @@ def features(arch: Architecture) -> list[str]:
         out.append(f"Logits divided by {arch.head.divisor:g}.")
     if arch.head.softcap:
         out.append(f"Final logits soft-capped at {_num(arch.head.softcap)}.")
-    if fused_attention(attn):
+    if attn is None:
+        pass
+    elif fused_attention(attn):
         out.append("Eager attention written out (the default, the same float operations as the reference): scores, "
                    "mask, float32 softmax, weighted sum; CausalLM.fast_attention() switches to torch's "
                    "scaled_dot_product_attention (equal up to float rounding).")
@@ -249,6 +265,7 @@ def moe_features(arch: Architecture) -> list[str]:
     if moe is None:
         return []
     glu, act = ACTIVATION_WORDS.get(moe.activation, ("clamped SwiGLU", ""))
+    glu = glu if moe.gated else "ungated MLP"
     if moe.activation == "clamped_swiglu":
         act = (f"gate clamped above at {moe.swiglu_limit:g}, up to +-{moe.swiglu_limit:g}, "
                f"(up + 1) * gate * sigmoid({moe.swiglu_alpha:g} * gate)")
@@ -268,11 +285,16 @@ def moe_features(arch: Architecture) -> list[str]:
                    f"expert; a token chooses only among the experts of its best {moe.topk_groups} groups.")
     if moe.router == "softmax_topk" and moe.routed_scaling_factor is not None:
         out.append(f"The routing weights are multiplied by {moe.routed_scaling_factor:g}.")
-    sparse = [layer.index for layer in arch.layers if layer.ffn.kind == "moe"]
+    sparse = [layer.index for layer in arch.layers if getattr(layer.ffn, "kind", None) == "moe"]
     if len(sparse) < arch.num_layers:
-        dense = [layer.index for layer in arch.layers if layer.ffn.kind != "moe"]
-        out.append(f"Experts on {len(sparse)} of {arch.num_layers} layers; a dense MLP on layers "
-                   f"{', '.join(map(str, dense[:6]))}{', ...' if len(dense) > 6 else ''} (Config.ffn_pattern).")
+        dense = [layer.index for layer in arch.layers if getattr(layer.ffn, "kind", None) == "mlp"]
+        where = "Config.layer_pattern" if any(layer.ffn is None for layer in arch.layers) else "Config.ffn_pattern"
+        out.append(f"Experts on {len(sparse)} of {arch.num_layers} layers" + (
+            f"; a dense MLP on layers {', '.join(map(str, dense[:6]))}{', ...' if len(dense) > 6 else ''}" if dense else "")
+            + f" ({where}).")
+    if moe.latent_size:
+        out.append(f"Latent experts: tokens pass {moe.names.latent_in} (hidden -> {moe.latent_size}) before the routed "
+                   f"experts and {moe.names.latent_out} after their weighted sum; router and shared expert read the hidden states.")
     if moe.routing_dtype == "float32":
         out.append("Routing weights stay in float32 when they scale the expert outputs.")
     if moe.shared_expert_size:
@@ -292,8 +314,9 @@ def moe_features(arch: Architecture) -> list[str]:
                    "intermediate) with gate and up columns interleaved, experts.down_proj (experts, intermediate, "
                    "hidden)" + (", each with a per-expert bias." if moe.expert_bias else "."))
     else:
+        fused = "experts.gate_up_proj, experts.down_proj" if moe.gated else "experts.up_proj, experts.down_proj"
         out.append("Expert weights stored per expert (experts.{e}.*); a checkpoint in transformers 5's fused "
-                   "layout (experts.gate_up_proj, experts.down_proj) is split into them on load, without copying.")
+                   f"layout ({fused}) is split into them on load, without copying.")
     if arch.mxfp4 is not None:
         out.append("The checkpoint stores the experts' stacked matrices as MXFP4 (e2m1 values with one power-of-two "
                    "scale per 32): they are dequantized on load to the chosen dtype.")

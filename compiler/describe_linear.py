@@ -7,6 +7,18 @@ from ..schemas.arch import Architecture
 from .mixers import first_attention, recurrent_kinds
 
 
+def block_features(arch: Architecture) -> list[str]:
+    """A sentence for layers of one block each (Nemotron-H's pattern); none for other models."""
+    if not any(layer.mixer is None or layer.ffn is None for layer in arch.layers):
+        return []
+    from .describe import layer_pattern  # describe imports this module
+    from .render import pattern_legend
+
+    pattern = layer_pattern(arch)
+    return [f"Each layer is one block, x + block(norm(x)), chosen by its letter of Config.layer_pattern "
+            f"({pattern_legend(arch)}): {pattern[:24]}{'...' if len(pattern) > 24 else ''}."]
+
+
 def linear_features(arch: Architecture) -> list[str]:
     """Sentences for a hybrid model's recurrent layers (none for a model without them)."""
     out = []
@@ -17,12 +29,16 @@ def linear_features(arch: Architecture) -> list[str]:
         pattern = layer_pattern(arch)
         unit = next((pattern[:n] for n in range(1, len(pattern) // 2 + 1)
                      if pattern == (pattern[:n] * len(pattern))[:len(pattern)]), pattern)  # repeated at least twice
-        counts = [f"{kind.words} on {sum(layer.mixer.kind == kind.kind for layer in arch.layers)} of {arch.num_layers} layers"
+        counts = [f"{kind.words} on {sum(getattr(layer.mixer, 'kind', None) == kind.kind for layer in arch.layers)} of {arch.num_layers} layers"
                   for kind, _ in kinds]
         sizes = ", ".join(f"{kind.state_bytes(mixer, 4):,} bytes per {kind.title} layer" for kind, mixer in kinds)
-        rest = ", softmax attention on the rest" if first_attention(arch) is not None else ""
+        attention = sum(layer.mixer is not None and layer.mixer.kind in ("attention", "mla") for layer in arch.layers)
+        single = any(layer.mixer is None for layer in arch.layers)  # the rest: feed-forward-only layers too
+        rest = ("" if not attention else f", softmax attention on {attention} of {arch.num_layers} layers" if single
+                else ", softmax attention on the rest")
+        lead = "Hybrid: " if rest or len(kinds) > 1 else "State-space model: "
         out.append(
-            f"Hybrid: {'; '.join(counts)}{rest} (pattern {unit}{' repeating' if unit != pattern else ''}, Config.layer_pattern); a recurrent layer keeps "
+            f"{lead}{'; '.join(counts)}{rest} (pattern {unit}{' repeating' if unit != pattern else ''}, Config.layer_pattern); a recurrent layer keeps "
             f"a state of constant size ({sizes} and sequence in float32) instead of a KV cache.")
         for kind, mixer in kinds:
             out += kind.features(arch, mixer)

@@ -158,7 +158,7 @@ def column_box_width(kind: Kind) -> float:
     mixer, ffn = kind.parts["mixer"], kind.parts["ffn"]
     if kind.parts["block"] == "parallel":
         return max(2 * max(part_width(mixer), part_width(ffn)) + 16, MIN_BOX)
-    return max(part_width(mixer), part_width(ffn), MIN_BOX)
+    return max(*(part_width(part) for part in (mixer, ffn) if part is not None), MIN_BOX)
 
 
 def column_header_width(kind: Kind) -> float:
@@ -198,6 +198,8 @@ def draw_column(fig: Figure, kind: Kind, x0: float, y0: float, w: float) -> tupl
         y = _parallel(fig, kind, cx, y, bw, lane, scale)
     else:
         for branch in ("mixer", "ffn"):
+            if kind.parts[branch] is None:  # a layer of one block
+                continue
             fork = y
             fig.add("circle", "lgd-fork", cx=cx, cy=fork, r=2.5)
             before, after = _norms(kind, branch)
@@ -251,8 +253,8 @@ def _strip(fig: Figure, arch: Architecture, x: float, y: float, width: float) ->
     for i, letter in enumerate(letters):
         fig.add("rect", f"lgd-cell lgk-{letter}", x=x + i * cell, y=y, w=max(cell - 1, 1), h=12, rx=1)
     note = f"pattern {compress(letters)}"
-    ffn_kinds = [layer.ffn.kind for layer in arch.layers]
-    if len(set(ffn_kinds)) > 1:
+    ffn_kinds = [layer.ffn.kind for layer in arch.layers if layer.ffn is not None]
+    if len(set(ffn_kinds)) > 1 and all(layer.ffn is not None for layer in arch.layers):  # one-block layers: the letters say it
         for i, kind in enumerate(ffn_kinds):
             fig.add("rect", f"lgd-cell lgf-{kind}", x=x + i * cell, y=y + 14, w=max(cell - 1, 1), h=5)
         note += " · lower row: " + " / ".join(FFN_WORDS.get(k, k) + f" ({ffn_kinds.count(k)})"
@@ -276,7 +278,7 @@ def figure(arch: Architecture, label: str, params: dict[str, Any] | None = None)
     """Every shape of the diagram, positioned; ``params``: ``card.parameters(arch)`` for the subtitle."""
     fig = Figure(label)
     kinds = layer_kinds(arch)
-    fig.columns = [kind.letter + kind.parts["ffn"].title for kind in kinds]
+    fig.columns = [kind.letter + (kind.parts["ffn"].title if kind.parts["ffn"] else "") for kind in kinds]
     col_w = [max(column_box_width(k) + LANE + COL_PAD + 14, column_header_width(k) + 2 * COL_PAD) for k in kinds]
     embed, head = embedding_part(arch), head_part(arch)
     sub = subtitle(arch, params)

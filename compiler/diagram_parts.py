@@ -227,6 +227,8 @@ MIXER_WORDS = {"mla": "latent attention"}  # recurrent kinds: their MixerKind.ti
 def kind_meaning(layer: Any) -> str:
     """A column's heading: 'sliding window 512 + MLP', 'latent attention + MoE', 'full attention, NoPE + MLP'."""
     mixer = layer.mixer
+    if mixer is None:  # a layer that is only a feed-forward block
+        return f"{FFN_WORDS.get(layer.ffn.kind, words(layer.ffn.kind))} only"
     if mixer.kind == "attention":
         text = (f"sliding window {mixer.window}" if mixer.span == "sliding" else f"chunked {mixer.chunk_size}"
                 if mixer.span == "chunked" else "full attention")
@@ -234,6 +236,8 @@ def kind_meaning(layer: Any) -> str:
         text = MIXER_WORDS.get(mixer.kind) or (KINDS[mixer.kind].title if mixer.kind in KINDS else words(mixer.kind))
     if getattr(mixer, "rope", "") is None:
         text += ", NoPE"
+    if layer.ffn is None:  # a layer that is only a mixer
+        return text
     return f"{text} + {FFN_WORDS.get(layer.ffn.kind, words(layer.ffn.kind))}"
 
 
@@ -244,8 +248,8 @@ def block_parts(arch: Architecture, layer: Any, col: int) -> dict[str, Any]:
     """The parts of one decoder block, by role; the layout decides where each goes."""
     prefix = f"col{col}."
     return {
-        "mixer": mixer_part(arch, prefix + "mixer", layer.mixer),
-        "ffn": ffn_part(arch, prefix + "ffn", layer.ffn),
+        "mixer": mixer_part(arch, prefix + "mixer", layer.mixer) if layer.mixer is not None else None,
+        "ffn": ffn_part(arch, prefix + "ffn", layer.ffn) if layer.ffn is not None else None,  # None: one block
         "norm": layer.norm,
         "block": layer.block,
         "parallel_norms": layer.parallel_norms,

@@ -116,19 +116,21 @@ def points_for(arch: Architecture) -> list[Point]:
     pts = [Point("embed", f"{backbone}{names.layers}.0", "in", embed)]
     for layer in arch.layers:
         i, where = layer.index, f"{backbone}{names.layers}.{layer.index}"
-        mixer = f"{where}.{module_name(layer.mixer.kind, names)}"
+        mixer = f"{where}.{module_name(layer.mixer.kind, names)}" if layer.mixer is not None else ""
         ffn = f"{where}.{names.mlp}"
         before_attn, before_mlp, after_mlp = _block_suspects(layer, names, where)
+        if layer.mixer is None:  # a feed-forward-only layer: its input norm comes first
+            before_mlp = before_attn
         act = getattr(layer.ffn, "activation", "")
         names_moe = getattr(layer.ffn, "names", None)  # experts: transformers 5 may hold the block under another name
         fused = f"{where}.{names_moe.fused_block}" if names_moe and names_moe.fused_block != names.mlp else None
-        pts += [
-            Point(f"L{i}.attn_in", mixer, "in", before_attn),
-            Point(f"L{i}.attn_out", mixer, "out", _mixer_suspects(arch, layer.mixer, mixer)),
-            Point(f"L{i}.mlp_in", ffn, "in", before_mlp, fused),
-            Point(f"L{i}.mlp_out", ffn, "out", f"{ffn} ({'gated ' if getattr(layer.ffn, 'gated', False) else ''}{act})", fused),
-            Point(f"L{i}.resid", where, "out", after_mlp),
-        ]
+        if layer.mixer is not None:  # a layer of one block has the points of that block only
+            pts += [Point(f"L{i}.attn_in", mixer, "in", before_attn),
+                    Point(f"L{i}.attn_out", mixer, "out", _mixer_suspects(arch, layer.mixer, mixer))]
+        if layer.ffn is not None:
+            pts += [Point(f"L{i}.mlp_in", ffn, "in", before_mlp, fused),
+                    Point(f"L{i}.mlp_out", ffn, "out", f"{ffn} ({'gated ' if getattr(layer.ffn, 'gated', False) else ''}{act})", fused)]
+        pts.append(Point(f"L{i}.resid", where, "out", after_mlp))
     head = f"output head tied to {backbone}{names.embed}" if arch.head.tied else names.head
     for field, words in (("multiplier", "x"), ("divisor", "/"), ("softcap", "soft-cap")):
         if getattr(arch.head, field, None):

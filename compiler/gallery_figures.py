@@ -15,7 +15,8 @@ from typing import Any
 from markupsafe import Markup
 
 from ..schemas.arch import Architecture
-from .card import cache_bytes, human_bytes, layer_letter
+from .card import cache_bytes, human_bytes, layer_letter, letter_meaning
+from .mixers import letter_of
 from .diagram import diagram_style, diagram_svg
 
 CHART_MIN, CHART_MAX = 2**10, 2**20  # 1k .. 1M tokens
@@ -61,6 +62,9 @@ def pattern_legend(arch: Architecture) -> dict[str, str]:
     out: dict[str, str] = {}
     for layer in arch.layers:
         letter = layer_letter(layer)
+        if layer.mixer is None or letter_of(layer):  # feed-forward-only and recurrent layers: the card's words
+            out.setdefault(letter, letter_meaning(layer))
+            continue
         words = LETTER_WORDS.get(letter.upper(), layer.mixer.kind.replace("_", " "))
         out.setdefault(letter, words + (", no RoPE (NoPE)" if letter.islower() else ""))
     return out
@@ -71,6 +75,8 @@ def merged_legend(legends: list[dict[str, str]]) -> list[tuple[str, str]]:
     merged: dict[str, str] = {}
     for legend in legends:
         for letter, words in legend.items():
+            if letter in merged and words not in merged[letter].split(" / "):  # M: MLA in one model, Mamba-2 in another
+                merged[letter] += f" / {words}"
             merged.setdefault(letter, words)
     order = "SFCMsfcm"
     return sorted(merged.items(), key=lambda item: (order.index(item[0]) if item[0] in order else len(order), item[0]))

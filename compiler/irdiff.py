@@ -67,6 +67,8 @@ def _layer_fields(arch: Architecture, layer: Any) -> dict[str, Any]:
         if name == "mixer" and getattr(value, "rope", None):
             table = arch.rope_table(value.rope).model_dump(exclude={"name"})
             value = {**dict(value), "rope": table}  # compare the table, not its name
+        if name in ("mixer", "ffn") and value is None:  # a layer of one block: the other is absent
+            continue
         if name == "mixer" and layer.mixer.kind in MIXER_PREFIX:  # a linear mixer's fields are facts of their own
             name = MIXER_PREFIX[layer.mixer.kind]
         _flatten(value, name, out)
@@ -88,7 +90,7 @@ def summarise(arch: Architecture) -> dict[str, tuple[str, Any]]:
     paths = list(dict.fromkeys(path for fields in per_layer for path in fields))
     for path in paths:
         values = [fields.get(path, ABSENT) for fields in per_layer]
-        if path.split(".", 1)[0] in ("mixer", *MIXER_PREFIX.values()):  # each mixer kind: over its own layers
+        if path.split(".", 1)[0] in ("mixer", "ffn", *MIXER_PREFIX.values()):  # each block kind: over its own layers
             kept = [(v, letter) for v, letter in zip(values, letters) if v is not ABSENT]
             values, letters_of = [v for v, _ in kept], [letter for _, letter in kept]
             facts[path] = ("one", values[0]) if all(v == values[0] for v in values) else ("mixed", _mixed(values, letters_of))
@@ -197,7 +199,8 @@ def differences(a: Architecture, b: Architecture) -> list[str]:
     kinds = [attention_kind(arch).split(", ")[0] for arch in (a, b)]
     if kinds[0] != kinds[1]:
         out.append(f"attention: {kinds[0]} → {kinds[1]}")
-    counts = [{kind: sum(layer.mixer.kind == kind for layer in arch.layers) for kind in KINDS} for arch in (a, b)]
+    counts = [{kind: sum(getattr(layer.mixer, "kind", None) == kind for layer in arch.layers) for kind in KINDS}
+              for arch in (a, b)]
     if counts[0] != counts[1]:  # hybrid models: which layers are recurrent, of which kind
         strips = [compress("".join(layer_letter(layer) for layer in arch.layers)) for arch in (a, b)]
         legend = ", ".join(f"{KINDS[kind].letter}: {KINDS[kind].short_words} ({KINDS[kind].title}), "

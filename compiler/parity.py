@@ -89,6 +89,6 @@ def parity_context(raw: dict[str, Any], arch: Architecture, weights: list[Weight
         "has_window": sliding,
         "experts": literal(moe.num_experts) if moe else "",
         "random_buffers": repr(buffers) if buffers else "",
-        "moe_layers": literal(sum(layer.ffn.kind == "moe" for layer in tiny.layers)),
+        "moe_layers": literal(sum(getattr(layer.ffn, "kind", None) == "moe" for layer in tiny.layers)),
         **chunk_parity_context(tiny, literal),
     }

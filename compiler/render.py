@@ -30,6 +30,7 @@ from .render_linear import hybrid_context, linear_config_fields, linear_context,
 from .render_chunked import chunked_config_fields, chunked_context, q_scale_arg, q_scale_param
 from .render_layer_extras import extras_config_fields, extras_context, mlp_widths
 from .weight_map import WeightEntry, block_norms, ffn_kinds
+from .render_blocks import WORDS as BLOCK_LETTERS, grouped, kind_blocks, no_attention, single_block
 
 BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -105,11 +106,12 @@ def config_values(arch: Architecture) -> list[dict[str, str]]:
             _field("num_attention_heads", "int", attn.num_heads),
             _field("num_key_value_heads", "int", attn.num_kv_heads),
             _field("head_dim", "int", attn.head_dim),
-        ]),
+        ] if attn else []),
         *linear_config_fields(arch, _field),
         _field("norm_eps", "float", layer.norm.eps),
-        _field("attention_scale", "float", attn.scale, "multiplies q.k"),
-        _field("max_position_embeddings", "int", arch.max_position_embeddings, "trained context length"),
+        *([_field("attention_scale", "float", attn.scale, "multiplies q.k")] if attn else []),
+        *([_field("max_position_embeddings", "int", arch.max_position_embeddings, "trained context length")]
+          if attn else []),
     ]
     kinds = layer_kinds(arch)
     if len(kinds) > 1:
@@ -147,10 +149,10 @@ def layer_kinds(arch: Architecture) -> list[dict[str, Any]]:
     """Distinct kinds of layer, in order of first appearance."""
     kinds: dict[str, dict[str, Any]] = {}
     for layer, letter in zip(arch.layers, layer_pattern(arch)):
-        if letter_of(layer):  # a recurrent layer: no mask, no positions, its state carries the order
+        if layer.mixer is None or letter_of(layer):  # recurrent or feed-forward only: no mask, no positions
             kinds.setdefault(letter, {"letter_literal": literal(letter), "linear": True, "sliding": False,
                                       "chunked": False, "temperature": False, "rope": "",
-                                      "words": KINDS[layer.mixer.kind].short_words})
+                                      "words": KINDS[layer.mixer.kind].short_words if layer.mixer else "no attention"})
             continue
         kinds.setdefault(letter, {"letter_literal": literal(letter), "linear": False, "sliding": layer.mixer.span == "sliding",
                                   "chunked": layer.mixer.span == "chunked",
@@ -165,7 +167,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
     layer = arch.layers[0]
     attn, ffn, norm = first_attention(arch), ffn_kinds(arch).get("mlp"), layer.norm  # ffn: the dense MLP, if any
     activation, activation_args = ACTIVATION_CODE[ffn.activation] if ffn else ("", "")
-    grouped = attn.num_kv_heads < attn.num_heads
+    grouped = attn is not None and attn.num_kv_heads < attn.num_heads
     attns = attention_layers(arch)
     has_rope = any(lay.mixer.rope for lay in attns)
     has_nope = has_rope and any(lay.mixer.rope is None for lay in attns)
@@ -198,13 +200,18 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         **linear_context(arch, identifier, literal),
         "attn_in_hybrid": bool(attns),
         "mixer_words": " or ".join([kind.title for kind, _ in recurrent_kinds(arch)] + (["attention"] if attns else [])),
+        "single": single_block(arch),
+        "blocks": single_block(arch) or no_attention(arch),  # layers built per letter in layer.py.j2's first branch
+        "no_attention": no_attention(arch),
         **hybrid_context(arch, has_rope),
+        **({"layer_rope_params": ", cos: torch.Tensor | None, sin: torch.Tensor | None"}
+           if has_rope and single_block(arch) else {}),
         "layer_kinds": layer_kinds(arch),
         "x": extras_context(arch, identifier, literal),
         "pattern_legend": pattern_legend(arch),
         "mla": mla_context(arch, identifier),
         "ml": mla_names(arch, identifier),
-        "attn": None if mla_of(arch) else {
+        "attn": None if mla_of(arch) or attn is None else {
             "summary": ("Grouped-query" if grouped else "Multi-head") + " self-attention"
             + (" with RoPE" if has_rope else "")
             + (", written out eagerly (or torch's fused kernel: eager=False)." if fused_attention(attn)
@@ -223,6 +230,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         } if ffn else None,
         "moe": moe_context(arch, ACTIVATION_CODE, identifier, literal),
         "ffn_init": "MLP(config, config.layer_intermediate_size[index])" if mlp_widths(arch) else ffn_init(arch),
+        **_blocks_context(arch, (", cos, sin" if has_rope else "") + q_scale_arg(arch)),
         "block": {
             "kind": layer.block,
             "norms": [identifier(name) for name in block_norms(layer, arch.names)],
@@ -268,15 +276,31 @@ def _unique_keys(weights: list[WeightEntry]) -> list[WeightEntry]:
 
 
 LETTERS = {"S": "S = sliding-window attention", "C": "C = chunked attention", "F": "F = full attention",
-           "N": "N = NoPE (full attention, no RoPE)"}
+           "N": "N = NoPE (full attention, no RoPE)", **BLOCK_LETTERS}
+
+
+def _blocks_context(arch: Architecture, rope_args: str) -> dict[str, Any]:
+    """layer.py.j2's per-letter blocks (render_blocks): each kind's block, and the calls and caches they share."""
+    blocks = kind_blocks(arch, layer_pattern(arch), lambda lay: "MoE(config)" if lay.ffn.kind == "moe" else "MLP(config)",
+                         rope_args, literal)
+    return {"kind_blocks": blocks, "kind_calls": grouped(blocks, "call", literal),
+            "cache_attrs": grouped([b for b in blocks if b["cache"]], "attr", literal)}
+
+
+def letter_words() -> dict[str, str]:
+    """Every pattern letter's meaning: the attention spans', the registered recurrent kinds', the single blocks'."""
+    from .mixers import KINDS
+
+    return {**LETTERS, **{k.letter: f"{k.letter} = {k.words}" for k in KINDS.values() if k.letter not in LETTERS}}
 
 
 def pattern_legend(arch: Architecture, short: bool = False) -> str:
     """What the letters of this model's layer pattern mean (only the letters it uses; recurrent kinds after)."""
     used = set(layer_pattern(arch))
-    letters = {**LETTERS, **{kind.letter: f"{kind.letter} = {kind.words}" for kind in KINDS.values()}}
-    words = [text for letter, text in letters.items() if letter in used]
+    words = [text for letter, text in letter_words().items() if letter in used]
     return ", ".join(w.replace(" attention", "") if short and "NoPE" not in w else w for w in words)
+
+
 BLOCK_SUMMARY = {
     "pre_norm": "Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x)).",
     "sandwich": "Sandwich block: x + post_norm(f(pre_norm(x))) for attention, then for the MLP.",

@@ -14,7 +14,7 @@ from ..schemas.arch import Architecture, TemperatureTuning
 
 
 def _attentions(arch: Architecture) -> list:
-    return [layer.mixer for layer in arch.layers if layer.mixer.kind == "attention"]
+    return [layer.mixer for layer in arch.layers if getattr(layer.mixer, "kind", None) == "attention"]
 
 
 def chunk_size(arch: Architecture) -> int | None:
@@ -61,7 +61,7 @@ def chunk_parity_context(tiny: Architecture, literal: Callable[[Any], str]) -> d
     tested) and, for routers whose transformers module returns (scores, logits) rather than the
     chosen experts (topk_sigmoid), the top_k used to recover the choices from the logits."""
     chunk = chunk_size(tiny)
-    moe = next((layer.ffn for layer in tiny.layers if layer.ffn.kind == "moe"), None)
+    moe = next((layer.ffn for layer in tiny.layers if getattr(layer.ffn, "kind", None) == "moe"), None)
     from_logits = moe is not None and moe.router == "topk_sigmoid"
     return {
         "chunk": literal(chunk) if chunk is not None else "",

@@ -36,23 +36,30 @@ def linear_context(arch: Architecture, identifier: Callable[[str], str],
 
 def mixer_maps(arch: Architecture, weights: list, literal: Callable[[Any], str]) -> list[dict[str, Any]]:
     """Per letter of the layer pattern, the checkpoint keys of that kind of layer's mixer (hybrid models)."""
-    if not is_hybrid(arch):
-        return []
     from .describe import layer_pattern  # describe imports the mixer modules
+    from .render_blocks import single_block
+    from .weight_map_moe import FFN_LETTERS
 
-    kinds: dict[str, str] = {}
+    if not is_hybrid(arch) and not (single_block(arch) and len(set(layer_pattern(arch))) > 1):
+        return []
+
+    kinds: dict[str, tuple[str | None, str | None]] = {}  # letter -> (mixer kind, feed-forward letter)
     for layer, letter in zip(arch.layers, layer_pattern(arch)):
-        kinds.setdefault(letter, layer.mixer.kind)
+        kinds.setdefault(letter, (getattr(layer.mixer, "kind", None),
+                                  FFN_LETTERS[layer.ffn.kind] if layer.mixer is None else None))  # a feed-forward-only layer
     return [{"letter_literal": literal(letter),
              "entries": [{"checkpoint_literal": literal(e.checkpoint), "param_literal": literal(e.param)}
-                         for e in weights if e.mixer_kind == kind]}
-            for letter, kind in kinds.items()]
+                         for e in weights if (e.mixer_kind and e.mixer_kind == kind) or (e.ffn_kind and e.ffn_kind == ffn)]}
+            for letter, (kind, ffn) in kinds.items()]
 
 
 def hybrid_context(arch: Architecture, has_rope: bool) -> dict[str, Any]:
     """Switches for a model whose layers mix mixer kinds: the layer forward takes an optional mask and
-    cos/sin (None on recurrent layers)."""
-    hybrid = is_hybrid(arch)
+    cos/sin (None on recurrent layers and on layers that are only a feed-forward block)."""
+    from .describe import layer_pattern
+    from .render_blocks import single_block
+
+    hybrid = is_hybrid(arch) or (single_block(arch) and len(set(layer_pattern(arch))) > 1)
     return {"hybrid": hybrid,
             "layer_rope_params": ", cos: torch.Tensor | None, sin: torch.Tensor | None" if hybrid and has_rope else ""}
 

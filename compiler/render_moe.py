@@ -22,7 +22,8 @@ def moe_of(arch: Architecture) -> Moe | None:
 
 
 def mixed_ffn(arch: Architecture) -> bool:
-    return len(ffn_kinds(arch)) > 1
+    """Dense and expert feed-forwards after the mixers (Config.ffn_pattern); single-block layers: the layer pattern."""
+    return len(ffn_kinds(arch)) > 1 and all(layer.ffn is not None for layer in arch.layers)
 
 
 def moe_config_fields(arch: Architecture, field: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
@@ -43,9 +44,11 @@ def moe_config_fields(arch: Architecture, field: Callable[..., dict[str, Any]]) 
     if moe.activation == "clamped_swiglu":
         fields.append(field("swiglu_alpha", "float", moe.swiglu_alpha, "gain of the experts' sigmoid"))
         fields.append(field("swiglu_limit", "float", moe.swiglu_limit, "the experts' gate and up are clamped to this"))
+    if moe.latent_size is not None:
+        fields.append(field("moe_latent_size", "int", moe.latent_size, "width of the experts' latent space"))
     if moe.routed_scaling_factor is not None:
         fields.append(field("routed_scaling_factor", "float", moe.routed_scaling_factor, "multiplies the routing weights"))
-    if mixed_ffn(arch):
+    if mixed_ffn(arch) and all(layer.ffn is not None for layer in arch.layers):  # else the layer pattern says it
         fields.append(field("ffn_pattern", "str", ffn_pattern(arch), FFN_LEGEND))
     return fields
 
@@ -63,7 +66,7 @@ def moe_context(arch: Architecture, activation_code: dict[str, tuple[str, str]],
     moe = moe_of(arch)
     if moe is None:
         return None
-    names = {key: identifier(value) for key, value in moe.names.model_dump().items() if value is not None}
+    names = {key: identifier(value) for key, value in moe.names if value is not None}  # every field (dumps leave some out)
     router = f"self.{names['router']}" + (f"[{literal(names['router_inner'])}]" if moe.names.router_inner else "")
     activation, activation_args = activation_code.get(moe.activation, ("", ""))  # clamped_swiglu: written out
     return {
@@ -93,6 +96,8 @@ def moe_context(arch: Architecture, activation_code: dict[str, tuple[str, str]],
         "shared": moe.shared_expert_size is not None,
         "shared_gate": moe.shared_expert_gate,
         "shared_named": moe.names.shared_gate is not None,
+        "ungated": not moe.gated,
+        "latent": moe.latent_size is not None,
         "mixed": mixed_ffn(arch),
         "activation": activation,
         "activation_args": activation_args,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..schemas.arch import Architecture, Moe
 from .describe import layer_pattern
+from .render_blocks import no_attention, single_block
 from .mixers import KINDS, attention_layers, first_attention, is_hybrid, recurrent_kinds
 from .errors import ConfigError, UnsupportedError
 from .rope_fields import rope_unsupported
@@ -19,6 +20,8 @@ def validate(arch: Architecture) -> Architecture:
     first = arch.layers[0]
     ffns: dict[str, object] = {}  # one feed-forward of each kind (dense MLP, experts) per model
     for layer in arch.layers:
+        if layer.ffn is None:
+            continue
         first_ffn = ffns.setdefault(layer.ffn.kind, layer.ffn)
         width = {"intermediate_size": first_ffn.intermediate_size} if layer.ffn.kind == "mlp" else {}  # may differ
         if first_ffn != layer.ffn.model_copy(update=width):
@@ -29,6 +32,8 @@ def validate(arch: Architecture) -> Architecture:
             if getattr(layer, part) != getattr(first, part):
                 raise UnsupportedError(f"layer {layer.index}: its {part} differs from layer 0 (not supported yet)")
         a = layer.mixer
+        if a is None:  # a layer that is only a feed-forward block
+            continue
         b = mixers.setdefault(a.kind, a)
         per_kind = ({"span": b.span, "window": b.window, "rope": b.rope, **_position_coupled(a, b), **_per_layer_kv(a, b)}
                     if a.kind in ("attention", "mla") else {})
@@ -37,7 +42,9 @@ def validate(arch: Architecture) -> Architecture:
                                    f"{next(lay.index for lay in arch.layers if lay.mixer is b)} (not supported yet)")
     for kind, mixer in recurrent_kinds(arch):
         kind.validate(arch, mixer)
-    if is_hybrid(arch):
+    if single_block(arch) or (mixers and no_attention(arch)):
+        _check_blocks(arch, mixers)
+    elif is_hybrid(arch):
         _check_hybrid(arch, mixers)
     moe = ffns.get("moe")
     if isinstance(moe, Moe):  # what the expert templates can print
@@ -50,13 +57,13 @@ def validate(arch: Architecture) -> Architecture:
         if moe.weighted == "input" and moe.storage not in ("fused_in_out", "stacked_in_out"):
             raise UnsupportedError("routing weights on the experts' input are implemented for (in, out) stacked experts only")
     pattern = layer_pattern(arch)
-    for letter in set(pattern) - {kind.letter for kind in KINDS.values()}:
+    for letter in set(pattern) - {kind.letter for kind in KINDS.values()} - {"E", "D"}:
         ropes = {layer.mixer.rope for layer, kind in zip(arch.layers, pattern) if kind == letter}
         if len(ropes) > 1:
             raise UnsupportedError(f"layers of kind {letter} use different RoPE tables {sorted(map(str, ropes))}")
     _check_position_coupled(arch, pattern)
     check_layer_extras(arch, pattern)
-    if len({layer.ffn.intermediate_size for layer in arch.layers if layer.ffn.kind == "mlp"}) > 1 and len(ffns) > 1:
+    if len({layer.ffn.intermediate_size for layer in arch.layers if getattr(layer.ffn, "kind", None) == "mlp"}) > 1 and len(ffns) > 1:
         raise UnsupportedError("dense MLPs of different widths beside layers of experts are not implemented")
     windows = {layer.mixer.window for layer in attention_layers(arch) if layer.mixer.span == "sliding"}
     if len(windows) > 1:
@@ -87,9 +94,11 @@ def validate(arch: Architecture) -> Architecture:
         raise UnsupportedError("an embedding norm that differs from the layers' norms is not implemented")
     if arch.final_norm != norm:
         raise UnsupportedError("a final norm that differs from the layers' norms is not implemented")
+    if attn is None and not mixers:
+        raise UnsupportedError("a model without any token mixer is not implemented")
     if attn is None:
-        raise UnsupportedError("a model without any softmax-attention layer is not implemented")
-    if attn.kind == "mla":
+        pass  # state-space layers only: _check_blocks
+    elif attn.kind == "mla":
         if arch.linear_layout != "out_in" or norm.kind != "rmsnorm" or attn.latent_norm.kind != "rmsnorm":
             raise UnsupportedError("latent attention is implemented with nn.Linear projections and RMSNorms only")
         if attn.rope is None and attn.rope_deinterleave:  # NoPE (Kimi Linear): nothing is rotated or regrouped
@@ -186,7 +195,7 @@ def _position_coupled(a, b) -> dict:
 def _check_position_coupled(arch: Architecture, pattern: str) -> None:
     """The code applies an L2 QK-norm on exactly the RoPE layers, temperature tuning per kind of layer
     (one setting), chunked attention with one chunk size."""
-    attns = [layer.mixer for layer in arch.layers if layer.mixer.kind == "attention"]
+    attns = [layer.mixer for layer in arch.layers if getattr(layer.mixer, "kind", None) == "attention"]
     if {"chunked", "sliding"} <= {a.span for a in attns}:
         raise UnsupportedError("chunked and sliding-window layers in one model are not supported")
     if len({a.chunk_size for a in attns if a.span == "chunked"}) > 1:
@@ -201,6 +210,24 @@ def _check_position_coupled(arch: Architecture, pattern: str) -> None:
     for letter in set(pattern) - {"L"}:
         if len({getattr(layer.mixer, "temperature", None) for layer, kind in zip(arch.layers, pattern) if kind == letter}) > 1:
             raise UnsupportedError(f"layers of kind {letter} differ in attention temperature tuning")
+
+
+def _check_blocks(arch: Architecture, mixers: dict[str, object]) -> None:
+    """What the templates print for layers of one block each (a mixer or a feed-forward) and for models of recurrent
+    layers only: pre-norm blocks of nn.Linear projections and RMSNorms; recurrent kinds beside plain full attention."""
+    layer = arch.layers[0]
+    if layer.block != "pre_norm" or arch.linear_layout != "out_in" or layer.norm.kind != "rmsnorm":
+        raise UnsupportedError("single-block and recurrent-only layers are implemented in pre-norm blocks with RMSNorms and "
+                               "nn.Linear projections only")
+    if set(mixers) - {"attention", *KINDS}:
+        raise UnsupportedError(f"layers mixing {' and '.join(sorted(mixers))} are not implemented")
+    shapes = {(lay.mixer is None, lay.ffn is None) for lay in arch.layers}
+    if single_block(arch) and (False, False) in shapes:
+        raise UnsupportedError("layers of one block beside layers of two are not implemented")
+    attns = attention_layers(arch)
+    if any(lay.mixer.span != "full" or lay.mixer.temperature or lay.mixer.sinks or lay.mixer.output_gate
+           or lay.mixer.qk_norm != "none" for lay in attns):
+        raise UnsupportedError("in single-block layers, attention is implemented as plain full attention only")
 
 
 def _check_hybrid(arch: Architecture, mixers: dict[str, object]) -> None:

@@ -44,7 +44,7 @@ class WeightEntry:
         layers = ([i for i, kind in enumerate(ffn_pattern(arch)) if kind == self.ffn_kind] if self.ffn_kind
                   else list(range(arch.num_layers)))
         if self.mixer_kind:
-            layers = [i for i in layers if arch.layers[i].mixer.kind == self.mixer_kind]
+            layers = [i for i in layers if getattr(arch.layers[i].mixer, "kind", None) == self.mixer_kind]
         if self.layers is not None:
             layers = [i for i in layers if i in self.layers]
         return (layers if self.per_layer else [None],
@@ -128,7 +128,7 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
             extra.update(attention_rows(mixer, a, hidden, n, linear, norm_rows, rows))
             if mixer.output_norm:  # over the heads' output, before o_proj
                 norm_rows(a + n.attn_out_norm, mixer.num_heads * mixer.head_dim, norm)
-        if is_hybrid(arch):  # by row: two kinds may name a tensor alike (Kimi Linear: self_attn.q_proj)
+        if is_hybrid(arch) or any(lay.mixer is None for lay in arch.layers):  # by row: two kinds may name a tensor alike (Kimi Linear: self_attn.q_proj)
             mixer_of.update(dict.fromkeys(range(first, len(rows)), kind))
     m = f"{p}{n.mlp}."
     kinds = ffn_kinds(arch)
@@ -152,7 +152,7 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
                              (f"{m}{n.act_fn}.beta", (), "buffer"), (f"{m}{n.act_fn}.eps", (), "buffer")])
             if ffn.inner_norm:  # over the intermediate activation, before down_proj
                 norm_rows(m + n.mlp_inner_norm, ffn.intermediate_size, norm)
-        if len(kinds) > 1:
+        if len(kinds) > 1 or any(lay.ffn is None for lay in arch.layers):
             for key, _, _ in rows[first:]:
                 extra.setdefault(key, {})["ffn_kind"] = FFN_LETTERS[ffn.kind]
     layer_extras(arch, p, hidden, linear, norm_rows, rows, extra)
@@ -254,6 +254,8 @@ def attention_rows(attn, a: str, hidden: int, n: Names, linear: Callable[[str, i
 
 def block_norms(layer: Layer, n: Names) -> list[str]:
     """Names of a decoder block's norms, in the order the block applies them."""
+    if layer.mixer is None or layer.ffn is None:  # one block: x + block(norm(x))
+        return [n.input_norm]
     if layer.block == "sandwich":
         return [n.input_norm, n.post_attn_norm, n.pre_ffn_norm, n.post_ffn_norm]
     if layer.block == "post_norm":

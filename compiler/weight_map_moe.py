@@ -8,20 +8,21 @@ from __future__ import annotations
 
 from ..schemas.arch import Architecture, Mlp, Moe
 
-FFN_LETTERS = {"moe": "E", "mlp": "D"}  # E: routed experts, D: a dense MLP
+FFN_LETTERS = {"moe": "E", "mlp": "D", None: "-"}  # E: routed experts, D: a dense MLP, -: none (a mixer-only layer)
 
 
 def ffn_kinds(arch: Architecture) -> dict[str, Mlp | Moe]:
     """The feed-forward of each kind the layers use, in order of first appearance (validate: one per kind)."""
     kinds: dict[str, Mlp | Moe] = {}
     for layer in arch.layers:
-        kinds.setdefault(layer.ffn.kind, layer.ffn)
+        if layer.ffn is not None:
+            kinds.setdefault(layer.ffn.kind, layer.ffn)
     return kinds
 
 
 def ffn_pattern(arch: Architecture) -> str:
-    """One letter per layer: E = routed experts, D = dense MLP."""
-    return "".join(FFN_LETTERS[layer.ffn.kind] for layer in arch.layers)
+    """One letter per layer: E = routed experts, D = dense MLP, - = none."""
+    return "".join(FFN_LETTERS[layer.ffn.kind if layer.ffn is not None else None] for layer in arch.layers)
 
 
 def shared_names(moe: Moe) -> tuple[str, str, str]:
@@ -43,9 +44,12 @@ def moe_rows(moe: Moe, m: str, hidden: int, rows: list) -> dict[str, dict]:
     elif moe.score_correction_bias:
         rows.append((f"{m}{mn.router}{inner}.e_score_correction_bias", (count,), "buffer"))
     if moe.storage == "per_expert":
-        e = f"{m}{mn.experts}.{{e}}."
-        for key, shape in ((f"{e}{mn.gate}.weight", (width, hidden)), (f"{e}{mn.up}.weight", (width, hidden)),
-                           (f"{e}{mn.down}.weight", (hidden, width))):
+        e, inner = f"{m}{mn.experts}.{{e}}.", moe.latent_size or hidden  # the experts' input and output width
+        if moe.latent_size:
+            rows += [(f"{m}{mn.latent_in}.weight", (inner, hidden), "linear"), (f"{m}{mn.latent_out}.weight", (hidden, inner), "linear")]
+        projections = ([(f"{e}{mn.gate}.weight", (width, inner))] if moe.gated else []) + [
+            (f"{e}{mn.up}.weight", (width, inner)), (f"{e}{mn.down}.weight", (inner, width))]
+        for key, shape in projections:
             rows.append((key, shape, "linear"))
             extra[key] = {"experts": count, "routed": True}
     elif moe.storage in ("fused_in_out", "stacked_in_out"):  # (in, out) tensors, no ".weight" suffix
@@ -64,8 +68,8 @@ def moe_rows(moe: Moe, m: str, hidden: int, rows: list) -> dict[str, dict]:
     if moe.shared_expert_size:
         s, size = f"{m}{mn.shared_expert}.", moe.shared_expert_size
         gate, up, down = shared_names(moe)
-        rows += [(f"{s}{gate}.weight", (size, hidden), "linear"), (f"{s}{up}.weight", (size, hidden), "linear"),
-                 (f"{s}{down}.weight", (hidden, size), "linear")]
+        rows += ([(f"{s}{gate}.weight", (size, hidden), "linear")] if moe.gated else []) + [
+            (f"{s}{up}.weight", (size, hidden), "linear"), (f"{s}{down}.weight", (hidden, size), "linear")]
     if moe.shared_expert_gate:
         rows.append((f"{m}{mn.shared_expert_gate}.weight", (1, hidden), "linear"))
     return extra
@@ -82,6 +86,9 @@ def fused_expert_map(arch: Architecture) -> dict[str, tuple[str, ...]]:
     n, mn, pre = arch.names, moe.names, arch.checkpoint_prefix
     p = f"{pre}{n.backbone}.{n.layers}.{{i}}."
     m, f = f"{p}{n.mlp}.", f"{p}{mn.fused_block}."
+    if moe.storage == "per_expert" and not moe.gated:  # transformers 5 stacks up and down alone, in the block itself
+        e = f"{m}{mn.experts}.{{e}}."
+        return {f"{m}{mn.experts}.{mn.up}": (f"{e}{mn.up}.weight",), f"{m}{mn.experts}.{mn.down}": (f"{e}{mn.down}.weight",)}
     if moe.storage == "per_expert":
         e = f"{m}{mn.experts}.{{e}}."
         gate_up: tuple[str, ...] = (f"{e}{mn.gate}.weight", f"{e}{mn.up}.weight")

@@ -23,6 +23,7 @@ from .kda import KimiDelta, KimiDeltaNames  # noqa: F401
 from .linear import GatedDeltaNet, GatedDeltaNetNames  # noqa: F401
 from .short_conv import ShortConv, ShortConvNames  # noqa: F401
 from .mla import Indexer, IndexerNames, Mla, MlaNames  # noqa: F401
+from .mamba2 import Mamba2, Mamba2Names  # noqa: F401
 from .moe import MAX_EXPERTS, Moe, MoeNames  # noqa: F401
 
 SCHEMA_VERSION = 1
@@ -233,7 +234,7 @@ class Mxfp4Weights(_Frozen):
                                             "quantized (their names under the experts module).")
 
 
-Mixer = Annotated[Union[Attention, Mla, GatedDeltaNet, ShortConv, KimiDelta], Field(discriminator="kind")]
+Mixer = Annotated[Union[Attention, Mla, GatedDeltaNet, ShortConv, KimiDelta, Mamba2], Field(discriminator="kind")]
 FeedForward = Annotated[Union[Mlp, Moe], Field(discriminator="kind")]
 
 
@@ -241,8 +242,10 @@ class Layer(_Frozen):
     """One decoder block."""
 
     index: Annotated[int, Field(ge=0)]
-    mixer: Mixer
-    ffn: FeedForward
+    mixer: Mixer | None = Field(description="The token mixer; None: a layer that is only a feed-forward block "
+                                "(Nemotron-H's MLP and MoE layers).")
+    ffn: FeedForward | None = Field(description="The feed-forward block; None: a layer that is only a mixer "
+                                    "(Mamba-2, Nemotron-H's Mamba and attention layers).")
     block: Literal["pre_norm", "post_norm", "sandwich", "parallel"] = Field(
         description="pre_norm: x + f(norm(x)). post_norm: x + norm(f(x)) (OLMo 2). sandwich: "
         "x + post_norm(f(pre_norm(x))) (Gemma 2/3). parallel: x + attn(norm(x)) + mlp(norm(x)) with one "
@@ -262,6 +265,14 @@ class Layer(_Frozen):
         "post_feedforward_layernorm_2(experts(...))).")
     layer_scalar: bool = Field(False, exclude_if=_unset, description="The block's output is multiplied by a "
                                "stored scalar of its own (a buffer `layer_scalar`, shape (1,)).")
+
+    @model_validator(mode="after")
+    def _one_block_at_least(self) -> "Layer":
+        if self.mixer is None and self.ffn is None:
+            raise ValueError("a layer has a mixer, a feed-forward block, or both")
+        if (self.mixer is None or self.ffn is None) and self.block != "pre_norm":
+            raise ValueError("a layer with one block is pre_norm: x + block(norm(x)), its norm the input norm")
+        return self
 
 
 class Embedding(_Frozen):
@@ -329,6 +340,8 @@ class Names(_Frozen):
                                     description="The block of a linear-attention mixer (Gated DeltaNet).")
     short_conv: Identifier = Field("conv", exclude_if=lambda v: v == "conv",
                                    description="The block of a short-convolution mixer (LFM2).")
+    mamba: Identifier = Field("mamba", exclude_if=lambda v: v == "mamba",
+                              description="The block of a Mamba-2 mixer.")
     mlp: Identifier = "mlp"
     input_norm: Identifier = "input_layernorm"
     post_attn_norm: Identifier = "post_attention_layernorm"

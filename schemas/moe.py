@@ -30,6 +30,9 @@ class MoeNames(_Frozen):
     shared_up: Identifier | None = Field(None, exclude_if=_unset)
     shared_down: Identifier | None = Field(None, exclude_if=_unset)
     shared_expert_gate: Identifier = "shared_expert_gate"
+    latent_in: Identifier = Field("fc1_latent_proj", exclude_if=lambda v: v == "fc1_latent_proj",
+                                  description="latent_size: the map from the hidden size down to the experts' width.")
+    latent_out: Identifier = Field("fc2_latent_proj", exclude_if=lambda v: v == "fc2_latent_proj")
     fused_block: Identifier = Field("mlp", description="transformers 5's in-memory (fused) layout: the block, its "
                                     "router and the stacked expert tensors under `experts`.")
     fused_router: Identifier = "gate"
@@ -48,7 +51,13 @@ class Moe(_Frozen):
     num_experts: Annotated[int, Field(gt=0, le=MAX_EXPERTS)]
     top_k: PositiveInt
     intermediate_size: Width = Field(description="Width of each expert's gated MLP.")
-    activation: Literal["silu", "gelu", "gelu_tanh", "relu", "clamped_swiglu"] = Field(
+    gated: bool = Field(True, exclude_if=lambda v: v, description="False: each expert (and the shared expert) is "
+                        "down(act(up(x))), with no gate projection (Nemotron-H).")
+    latent_size: Width | None = Field(None, exclude_if=_unset, description="The routed experts work in a latent "
+                                      "space of this width: the tokens pass latent_in (hidden -> latent) before "
+                                      "them and the sum of their outputs latent_out (latent -> hidden) after; the "
+                                      "router and the shared expert read the hidden states (Nemotron-3 Ultra).")
+    activation: Literal["silu", "gelu", "gelu_tanh", "relu", "relu2", "clamped_swiglu"] = Field(
         description="clamped_swiglu (gpt-oss): gate = min(gate, limit), up = clamp(up, -limit, limit), "
         "out = (up + 1) * gate * sigmoid(alpha * gate), with `swiglu_alpha` and `swiglu_limit`.")
     swiglu_alpha: float | None = Field(None, exclude_if=_unset, description="clamped_swiglu: the sigmoid's gain.")
@@ -138,4 +147,8 @@ class Moe(_Frozen):
             raise ValueError("the shared expert's projection names are given all three or none")
         if self.shared_expert_gate and self.shared_expert_size is None:
             raise ValueError("a shared-expert gate needs a shared expert")
+        if (not self.gated or self.latent_size) and (self.storage != "per_expert" or self.weighted != "output"):
+            raise ValueError("ungated or latent experts are implemented for per_expert storage, output-weighted")
+        if not self.gated and self.activation == "clamped_swiglu":
+            raise ValueError("clamped_swiglu experts are gated")
         return self

@@ -59,7 +59,9 @@ def expected_labels(arch) -> set[str]:
             "tied to the embedding" if arch.head.tied else "separate weights (lm_head)"}
     for layer in arch.layers:
         m, f = layer.mixer, layer.ffn
-        if m.kind == "attention":
+        if m is None:  # a layer that is only a feed-forward block (Nemotron-H)
+            pass
+        elif m.kind == "attention":
             kv_word = "head" if m.num_kv_heads == 1 else "heads"
             want |= {f"q: {m.num_heads} heads × {m.head_dim}", f"kv: {m.num_kv_heads} {kv_word} × {m.head_dim}"}
             if m.span == "sliding":
@@ -71,6 +73,8 @@ def expected_labels(arch) -> set[str]:
                      f"KV latent {m.kv_lora_rank} + RoPE key {m.qk_rope_head_dim}"}
             if m.q_lora_rank:
                 want.add(f"q low-rank {m.q_lora_rank}")
+        if f is None:  # a layer that is only a mixer
+            continue
         if f.kind == "mlp":
             want |= {f"intermediate {f.intermediate_size}",
                      f"{arch.hidden_size} → {f.intermediate_size} → {arch.hidden_size}"}
@@ -100,7 +104,7 @@ def ir_integers(arch) -> set[int]:
 
     walk(arch.model_dump())
     for layer in arch.layers:
-        if layer.mixer.kind == "attention":
+        if getattr(layer.mixer, "kind", None) == "attention":
             found.add(layer.mixer.num_heads // layer.mixer.num_kv_heads)
     return found
 

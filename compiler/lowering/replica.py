@@ -92,8 +92,10 @@ def tiny_replica(raw: dict[str, Any], arch: Architecture) -> dict[str, Any]:
         return wrapper
     tiny = copy.deepcopy(raw)
     tiny.pop("quantization_config", None)  # the replica is saved in float32 (dequantizers: tests/test_quantized.py)
-    attn = next(layer.mixer for layer in arch.layers if is_softmax(layer))
-    if attn.num_kv_heads == attn.num_heads:
+    attn = next((layer.mixer for layer in arch.layers if is_softmax(layer)), None)
+    if attn is None:  # recurrent layers only: the attention keys (if any) are left to the family's adjust
+        kv = None
+    elif attn.num_kv_heads == attn.num_heads:
         kv = HEADS
     elif attn.num_kv_heads == 1:
         kv = 1
@@ -105,7 +107,7 @@ def tiny_replica(raw: dict[str, Any], arch: Architecture) -> dict[str, Any]:
     tiny.update(
         hidden_size=HIDDEN,
         num_attention_heads=HEADS,
-        num_key_value_heads=kv,
+        **({"num_key_value_heads": kv} if kv is not None else {}),
         intermediate_size=INTERMEDIATE,
         vocab_size=VOCAB,
         num_hidden_layers=layers,

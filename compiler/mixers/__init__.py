@@ -92,7 +92,7 @@ def recurrent(kind: str) -> MixerKind | None:
 
 
 def is_softmax(layer: Layer) -> bool:
-    return layer.mixer.kind in SOFTMAX_KINDS
+    return layer.mixer is not None and layer.mixer.kind in SOFTMAX_KINDS
 
 
 def attention_layers(arch: Architecture) -> list[Layer]:
@@ -108,7 +108,8 @@ def mixer_kinds(arch: Architecture) -> dict[str, object]:
     """The first mixer of each kind, in order of first appearance."""
     kinds: dict[str, object] = {}
     for layer in arch.layers:
-        kinds.setdefault(layer.mixer.kind, layer.mixer)
+        if layer.mixer is not None:  # None: a layer that is only a feed-forward block
+            kinds.setdefault(layer.mixer.kind, layer.mixer)
     return kinds
 
 
@@ -129,7 +130,7 @@ def module_name(kind: str, names: Names) -> str:
 
 def letter_of(layer: Layer) -> str | None:
     """A recurrent layer's pattern letter (None: softmax attention, lettered by its span)."""
-    kind = KINDS.get(layer.mixer.kind)
+    kind = KINDS.get(layer.mixer.kind) if layer.mixer is not None else None
     return kind.letter if kind else None
 
 
@@ -147,7 +148,7 @@ def class_name(kind: str) -> str:
 
 def layer_state_bytes(layer: Layer, conv_bytes: int) -> int:
     """Bytes of a recurrent layer's cache per sequence, constant in the text length (0: a softmax layer)."""
-    kind = KINDS.get(layer.mixer.kind)
+    kind = KINDS.get(layer.mixer.kind) if layer.mixer is not None else None
     return kind.state_bytes(layer.mixer, conv_bytes) if kind else 0
 
 
