@@ -89,7 +89,7 @@ def _rope_words(table: Rope) -> str:
 
 
 
-def _attention_features(arch: Architecture, attn: Any, attns: list, norm: Any) -> list[str]:
+def _attention_features(arch: Architecture, attn: Any, attns: list, norm: Any, ffn: Any) -> list[str]:
     """Sentences about the softmax attention (a model without attention layers has none)."""
     out: list[str] = []
     if attn.kind == "mla":
@@ -187,7 +187,7 @@ def features(arch: Architecture) -> list[str]:
     out += linear_features(arch)
     out += block_features(arch)
     if attn is not None:
-        out += _attention_features(arch, attn, attns, norm)
+        out += _attention_features(arch, attn, attns, norm, ffn)
     if arch.linear_layout == "in_out":
         out.append("Projection weights stored transposed, (in, out), as GPT-2's Conv1D.")
     if arch.embedding.learned_positions:

@@ -7,7 +7,7 @@ from ..schemas.arch import Architecture
 
 
 def extras_features(arch: Architecture) -> list[str]:
-    attns = [layer for layer in arch.layers if layer.mixer.kind == "attention"]
+    attns = [layer for layer in arch.layers if getattr(layer.mixer, "kind", None) == "attention"]
     out = []
     shapes = {}
     for layer in attns:

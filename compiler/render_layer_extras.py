@@ -22,7 +22,7 @@ ACTIVATIONS = {"silu": ("F.silu", ""), "gelu": ("F.gelu", ""), "gelu_tanh": ("F.
 
 def _attentions(arch: Architecture) -> list[tuple[str, Attention]]:
     return [(letter, layer.mixer) for layer, letter in zip(arch.layers, layer_pattern(arch))
-            if layer.mixer.kind == "attention"]
+            if getattr(layer.mixer, "kind", None) == "attention"]
 
 
 def kind_shapes(arch: Architecture) -> list[dict[str, Any]]:
@@ -49,7 +49,7 @@ def kv_sources(arch: Architecture) -> tuple[int, ...] | None:
 
 def mlp_widths(arch: Architecture) -> tuple[int, ...] | None:
     """Per layer, its dense MLP's width, when the layers' widths differ (Gemma 4's double-wide MLPs)."""
-    widths = tuple(layer.ffn.intermediate_size for layer in arch.layers if layer.ffn.kind == "mlp")
+    widths = tuple(layer.ffn.intermediate_size for layer in arch.layers if getattr(layer.ffn, "kind", None) == "mlp")
     return widths if len(set(widths)) > 1 and len(widths) == len(arch.layers) else None
 
 

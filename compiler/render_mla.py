@@ -13,7 +13,7 @@ from ..schemas.arch import Architecture, Indexer, Mla
 
 def mla_of(arch: Architecture) -> Mla | None:
     """The model's latent attention (its softmax layers' mixer), if it has one."""
-    mixer = next((layer.mixer for layer in arch.layers if layer.mixer.kind in ("attention", "mla")), None)
+    mixer = next((layer.mixer for layer in arch.layers if getattr(layer.mixer, "kind", None) in ("attention", "mla")), None)
     return mixer if isinstance(mixer, Mla) else None
 
 

@@ -157,7 +157,7 @@ def _per_layer_kv(a, b) -> dict:
 def check_layer_extras(arch: Architecture, pattern: str) -> None:
     """What the templates print for per-layer attention shapes, shared keys and values, keys as values, a
     value norm, experts beside the MLP and per-layer inputs (compiler/render_layer_extras.py)."""
-    attns = [(layer, kind) for layer, kind in zip(arch.layers, pattern) if layer.mixer.kind == "attention"]
+    attns = [(layer, kind) for layer, kind in zip(arch.layers, pattern) if getattr(layer.mixer, "kind", None) == "attention"]
     for letter in set(pattern):
         shapes = {(lay.mixer.head_dim, lay.mixer.num_kv_heads, lay.mixer.k_eq_v) for lay, k in attns if k == letter}
         if len(shapes) > 1:

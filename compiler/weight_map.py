@@ -136,7 +136,7 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
         first = len(rows)
         widths = {}
         for layer in arch.layers:
-            if isinstance(ffn, Mlp) and layer.ffn.kind == "mlp":
+            if isinstance(ffn, Mlp) and getattr(layer.ffn, "kind", None) == "mlp":
                 widths.setdefault(layer.ffn.intermediate_size, (layer.ffn, []))[1].append(layer.index)
         if isinstance(ffn, Moe):
             extra.update(moe_rows(ffn, m, hidden, rows))
@@ -182,7 +182,7 @@ def attention_groups(arch: Architecture) -> list[tuple[Attention, tuple[int, ...
     groups: dict[tuple, tuple[Attention, list[int]]] = {}
     for layer in arch.layers:
         m = layer.mixer
-        if m.kind == "attention":
+        if m is not None and m.kind == "attention":
             key = (m.num_kv_heads, m.head_dim, m.k_eq_v, m.kv_shared_from is not None)
             groups.setdefault(key, (m, []))[1].append(layer.index)
     return [(mixer, tuple(indices)) for mixer, indices in groups.values()]
