@@ -213,6 +213,8 @@ def moe_features(arch: Architecture) -> list[str]:
                f"(up + 1) * gate * sigmoid({moe.swiglu_alpha:g} * gate)")
     if moe.router == "softmax_topk":
         routing = f"a softmax router over all experts keeps the top {moe.top_k} per token"
+        if moe.score_correction_bias:
+            routing += " (chosen by the probabilities plus a learned per-expert bias)"
         routing += ", their weights renormalised to sum to 1" if moe.norm_topk_prob else " (weights not renormalised)"
     elif moe.router == "sigmoid_topk":
         routing = sigmoid_routing_words(moe)

@@ -34,6 +34,8 @@ def moe_rows(moe: Moe, m: str, hidden: int, rows: list) -> dict[str, dict]:
         rows.append((f"{m}{mn.router}{inner}.bias", (count,), "bias"))
     if moe.score_bias_in_block:
         rows.append((f"{m}e_score_correction_bias", (count,), "buffer"))
+    elif moe.score_correction_bias and mn.score_bias_owner:  # a (1, experts) parameter of a router submodule
+        rows.append((f"{m}{mn.score_bias_owner}.e_score_correction_bias", (1, count), "bias"))
     elif moe.score_correction_bias:
         rows.append((f"{m}{mn.router}{inner}.e_score_correction_bias", (count,), "buffer"))
     if moe.storage == "per_expert":
@@ -86,6 +88,9 @@ def fused_expert_map(arch: Architecture) -> dict[str, tuple[str, ...]]:
     router, fused_router = f"{m}{mn.router}{inner}.weight", f"{f}{mn.fused_router}.weight"
     if router != fused_router:
         mapping[fused_router] = (router,)
+    if mn.score_bias_owner:  # in memory, a submodule of the router
+        mapping[f"{f}{mn.fused_router}.{mn.score_bias_owner}.e_score_correction_bias"] = (
+            f"{m}{mn.score_bias_owner}.e_score_correction_bias",)
     if moe.score_bias_in_block and m != f:
         mapping[f"{f}e_score_correction_bias"] = (f"{m}e_score_correction_bias",)
     if moe.shared_expert_size and m != f:

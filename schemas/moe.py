@@ -25,6 +25,9 @@ class MoeNames(_Frozen):
     stacked_down: Identifier = "output_linear"
     shared_expert: Identifier = "shared_expert"
     shared_expert_gate: Identifier = "shared_expert_gate"
+    score_bias_owner: Identifier | None = Field(
+        None, exclude_if=_unset, description="The correction bias is a (1, experts) parameter of this submodule "
+        "of the block (ERNIE 4.5: mlp.moe_statics.e_score_correction_bias), not a buffer of the router.")
     fused_block: Identifier = Field("mlp", description="transformers 5's in-memory (fused) layout: the block, its "
                                     "router and the stacked expert tensors under `experts`.")
     fused_router: Identifier = "gate"
@@ -57,7 +60,8 @@ class Moe(_Frozen):
     router_float32: bool = Field(False, description="The router's matrix and its input are cast to float32 before the "
                                  "product (DeepSeek keeps the router in float32).")
     score_correction_bias: bool = Field(False, description="A learned per-expert bias is added to the scores for "
-                                        "choosing experts only; the weights are the unbiased scores (DeepSeek-V3).")
+                                        "choosing experts only; the weights are the unbiased scores (DeepSeek-V3; "
+                                        "ERNIE 4.5 adds it to the softmax probabilities).")
     score_bias_in_block: bool = Field(False, exclude_if=_unset, description="The correction bias is a buffer of the MoE block itself, "
                                       "not of its router (MiniMax-M2: block.e_score_correction_bias).")
     sigmoid_float32: bool = Field(False, exclude_if=_unset, description="sigmoid_topk: the router's logits are cast to float32 before "
@@ -107,6 +111,12 @@ class Moe(_Frozen):
                 raise ValueError("top2_sum group scores need at least 2 experts per group")
         if self.score_bias_in_block and not self.score_correction_bias:
             raise ValueError("score_bias_in_block needs score_correction_bias")
+        if self.score_correction_bias and self.router not in ("sigmoid_topk", "softmax_topk"):
+            raise ValueError("a score correction bias applies to a sigmoid_topk or softmax_topk router only")
+        if self.names.score_bias_owner is not None and (not self.score_correction_bias or self.score_bias_in_block):
+            raise ValueError("names.score_bias_owner places the router's score correction bias")
+        if self.score_correction_bias and self.router == "softmax_topk" and self.group_limit != "none":
+            raise ValueError("a score correction bias with group-limited softmax routing is not implemented")
         if self.sigmoid_float32 and self.router != "sigmoid_topk":
             raise ValueError("sigmoid_float32 applies to a sigmoid_topk router only")
         if (self.activation == "clamped_swiglu") != (self.swiglu_alpha is not None) or (

@@ -34,6 +34,7 @@ def fixture(name: str, **keys) -> dict:
 # name -> config (the first case of each model_type is its published or default config).
 CASES = {
     "dots1": fixture("dots1"),
+    "ernie4_5_moe": fixture("ernie4_5_moe"),
 }
 
 
@@ -105,7 +106,11 @@ def test_every_family_of_this_file_is_registered_with_its_proof():
 
 
 # --- new mechanisms: a planted bug in the generated code must break parity by > 1e-3 ---
-PLANTED: dict[str, tuple[str, str]] = {}
+PLANTED: dict[str, tuple[str, str]] = {
+    # a softmax router's correction bias (ERNIE 4.5 MoE): the experts chosen by the unbiased probabilities
+    "ernie4_5_moe:softmax-score-bias": ("choice = (\n            probs + self.moe_statics.e_score_correction_bias\n",
+                                        "choice = (\n            probs\n"),
+}
 
 
 @pytest.mark.parametrize("mechanism", sorted(PLANTED))
