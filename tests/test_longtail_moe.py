@@ -35,6 +35,7 @@ def fixture(name: str, **keys) -> dict:
 CASES = {
     "dots1": fixture("dots1"),
     "ernie4_5_moe": fixture("ernie4_5_moe"),
+    "hunyuan_v1_moe": fixture("hunyuan_v1_moe"),
 }
 
 
