@@ -36,6 +36,7 @@ CASES = {
     "dots1": fixture("dots1"),
     "ernie4_5_moe": fixture("ernie4_5_moe"),
     "hunyuan_v1_moe": fixture("hunyuan_v1_moe"),
+    "glm4_moe_lite": fixture("glm4_moe_lite"),
 }
 
 
