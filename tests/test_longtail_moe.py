@@ -37,7 +37,9 @@ CASES = {
     "ernie4_5_moe": fixture("ernie4_5_moe"),
     "hunyuan_v1_moe": fixture("hunyuan_v1_moe"),
     "glm4_moe_lite": fixture("glm4_moe_lite"),
+    "exaone_moe": fixture("exaone_moe"),
 }
+WINDOWED = ["exaone_moe"]
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +99,16 @@ def test_family(name, built):
     assert result["max_abs_diff"] <= 1e-5 * max(1.0, result["max_abs_logit"]) and result["max_abs_logit"] > 0.1, result
     _full_size(name, out)
     _cached_decoding(name, out)
+
+
+@pytest.mark.parametrize("name", WINDOWED)
+def test_window_boundaries(name, built):
+    """window - 1, window, window + 1 and 2 x window tokens, through the generated test itself."""
+    from conftest import window_boundary_runs
+
+    module = import_path(built(name) / "test_parity.py", f"longtail_moe_window_{name.replace('-', '_')}")
+    runs = window_boundary_runs(module)
+    assert [n for n, _ in runs] == [7, 8, 9, 16] and all(diff <= 1e-5 for _, diff in runs), runs
 
 
 def test_every_family_of_this_file_is_registered_with_its_proof():
