@@ -248,6 +248,9 @@ def moe_features(arch: Architecture) -> list[str]:
     elif moe.storage == "fused_in_out":
         out.append("Expert weights stored fused and (in, out): experts.gate_up_proj (experts, hidden, 2 x width) "
                    "and experts.down_proj (experts, width, hidden).")
+    elif moe.storage == "fused_out_in":
+        out.append("Expert weights stored fused, as transformers 5 holds them: experts.gate_up_proj (experts, 2 x "
+                   "width, hidden; [gate; up] rows) and experts.down_proj (experts, hidden, width).")
     elif moe.storage == "stacked_in_out":
         out.append("Expert weights stored stacked and transposed: experts.gate_up_proj (experts, hidden, 2 x "
                    "intermediate) with gate and up columns interleaved, experts.down_proj (experts, intermediate, "

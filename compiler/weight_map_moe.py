@@ -44,9 +44,11 @@ def moe_rows(moe: Moe, m: str, hidden: int, rows: list) -> dict[str, dict]:
                            (f"{e}{mn.down}.weight", (hidden, width))):
             rows.append((key, shape, "linear"))
             extra[key] = {"experts": count, "routed": True}
-    elif moe.storage in ("fused_in_out", "stacked_in_out"):  # (in, out) tensors, no ".weight" suffix
+    elif moe.storage in ("fused_in_out", "stacked_in_out", "fused_out_in"):  # tensors without a ".weight" suffix
         x = f"{m}{mn.experts}."
-        for name, shape in ((mn.fused_gate_up, (count, hidden, 2 * width)), (mn.fused_down, (count, width, hidden))):
+        out_in = moe.storage == "fused_out_in"  # (experts, out, in), as transformers 5 holds them
+        for name, shape in ((mn.fused_gate_up, (count, 2 * width, hidden) if out_in else (count, hidden, 2 * width)),
+                            (mn.fused_down, (count, hidden, width) if out_in else (count, width, hidden))):
             rows.append((f"{x}{name}", shape, "linear"))
             extra[f"{x}{name}"] = {"routed": True}
             if moe.expert_bias:
@@ -72,7 +74,7 @@ def fused_expert_map(arch: Architecture) -> dict[str, tuple[str, ...]]:
     Value: the hub keys the fused tensor becomes. With "{e}", the tensor is indexed by expert
     first; two keys split it in halves along the output rows ([gate; up])."""
     moe = ffn_kinds(arch).get("moe")
-    if not isinstance(moe, Moe) or moe.storage in ("fused_in_out", "stacked_in_out"):  # the hub layout is the fused one
+    if not isinstance(moe, Moe) or moe.storage in ("fused_in_out", "stacked_in_out", "fused_out_in"):  # the hub layout is the fused one
         return {}
     n, mn, pre = arch.names, moe.names, arch.checkpoint_prefix
     p = f"{pre}{n.backbone}.{n.layers}.{{i}}."

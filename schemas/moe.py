@@ -77,12 +77,14 @@ class Moe(_Frozen):
     routing_dtype: Literal["float32", "input"] = Field(
         "input", description="The dtype in which the routing weights multiply the expert outputs: float32 (Mixtral "
         "keeps them in float32) or the hidden states' dtype.")
-    storage: Literal["per_expert", "stacked", "fused_in_out", "stacked_in_out"] = Field(
+    storage: Literal["per_expert", "stacked", "fused_in_out", "stacked_in_out", "fused_out_in"] = Field(
         description="The hub checkpoint layout: one set of projection matrices per expert, or every expert's matrices "
         "stacked in one (experts, out, in) tensor per projection (Granite), or fused_in_out: `experts.gate_up_proj` "
         "(experts, hidden, 2 x width, [gate | up] along the last axis) and `experts.down_proj` (experts, width, "
         "hidden), stored (in, out) without a .weight suffix (Llama 4), or stacked_in_out: the same tensors with gate "
-        "and up columns interleaved along the last axis of gate_up (gpt-oss).")
+        "and up columns interleaved along the last axis of gate_up (gpt-oss), or fused_out_in: transformers 5's own layout, "
+        "`experts.gate_up_proj` (experts, 2 x width, hidden; [gate; up] rows) and `experts.down_proj` (experts, hidden, "
+        "width), without a .weight suffix (families whose checkpoints transformers saves unconverted).")
     weighted: Literal["output", "input"] = Field(
         "output", description="What the routing weight multiplies: the expert's output, or its input (Llama 4: "
         "expert(weight x token), which differs since the expert is not linear).")

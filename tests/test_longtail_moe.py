@@ -38,8 +38,9 @@ CASES = {
     "hunyuan_v1_moe": fixture("hunyuan_v1_moe"),
     "glm4_moe_lite": fixture("glm4_moe_lite"),
     "exaone_moe": fixture("exaone_moe"),
+    "granitemoe_swa": fixture("granitemoe_swa"),
 }
-WINDOWED = ["exaone_moe"]
+WINDOWED = ["exaone_moe", "granitemoe_swa"]
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +125,9 @@ PLANTED: dict[str, tuple[str, str]] = {
     # a softmax router's correction bias (ERNIE 4.5 MoE): the experts chosen by the unbiased probabilities
     "ernie4_5_moe:softmax-score-bias": ("choice = (\n            probs + self.moe_statics.e_score_correction_bias\n",
                                         "choice = (\n            probs\n"),
+    # experts stored as transformers 5 holds them, (experts, out, in) with [gate; up] rows: the halves swapped
+    "granitemoe_swa:fused-out-in-experts": ("gate, up = F.linear(x, self.gate_up_proj[expert]).chunk(2, dim=-1)",
+                                            "up, gate = F.linear(x, self.gate_up_proj[expert]).chunk(2, dim=-1)"),
 }
 
 
