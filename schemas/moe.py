@@ -85,6 +85,10 @@ class Moe(_Frozen):
         "and up columns interleaved along the last axis of gate_up (gpt-oss), or fused_out_in: transformers 5's own layout, "
         "`experts.gate_up_proj` (experts, 2 x width, hidden; [gate; up] rows) and `experts.down_proj` (experts, hidden, "
         "width), without a .weight suffix (families whose checkpoints transformers saves unconverted).")
+    transposed_on_disk: bool = Field(
+        False, exclude_if=_unset, description="fused_out_in: checkpoints may also hold the two fused expert tensors "
+        "with their last two axes swapped, (experts, in, out) (the Qwen3-VL-MoE hub releases; transformers saves "
+        "(experts, out, in)); a tensor whose shape says so is transposed on load, as transformers does (a square one is read as stored).")
     weighted: Literal["output", "input"] = Field(
         "output", description="What the routing weight multiplies: the expert's output, or its input (Llama 4: "
         "expert(weight x token), which differs since the expert is not linear).")
@@ -124,6 +128,8 @@ class Moe(_Frozen):
         if (self.activation == "clamped_swiglu") != (self.swiglu_alpha is not None) or (
                 self.swiglu_alpha is None) != (self.swiglu_limit is None):
             raise ValueError("swiglu_alpha and swiglu_limit are given exactly for a clamped_swiglu activation")
+        if self.transposed_on_disk and self.storage != "fused_out_in":
+            raise ValueError("transposed_on_disk applies to fused_out_in storage only")
         if self.expert_bias and self.storage != "stacked_in_out":
             raise ValueError("expert biases are implemented for stacked_in_out storage only")
         if self.shared_expert_gate and self.shared_expert_size is None:

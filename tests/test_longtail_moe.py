@@ -39,6 +39,7 @@ CASES = {
     "glm4_moe_lite": fixture("glm4_moe_lite"),
     "exaone_moe": fixture("exaone_moe"),
     "granitemoe_swa": fixture("granitemoe_swa"),
+    "qwen3_vl_moe": fixture("qwen3_vl_moe"),
 }
 WINDOWED = ["exaone_moe", "granitemoe_swa"]
 
@@ -70,12 +71,18 @@ def _full_size(name: str, out: Path) -> None:
 
     raw = CASES[name]
     module = import_path(out / "model.py", f"longtail_moe_full_{name.replace('-', '_')}")
+    arch = lower(copy.deepcopy(raw))
+    skipped = arch.skipped_prefixes  # a wrapper's other modalities (its vision tower)
+    config = transformers.AutoConfig.for_model(**copy.deepcopy(raw))
+    auto = transformers.AutoModelForImageTextToText if skipped else transformers.AutoModelForCausalLM
     with torch.device("meta"):
         ours = module.CausalLM(module.Config())
-        reference = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**copy.deepcopy(raw)))
+        reference = auto.from_config(config)
     count = sum(p.numel() for p in ours.parameters())
-    assert count == sum(p.numel() for p in reference.parameters()) == parameter_count(lower(copy.deepcopy(raw)))
-    layout, keys = on_disk_layout(reference), module.checkpoint_keys(module.Config())
+    theirs = sum(p.numel() for name, p in reference.named_parameters() if not name.startswith(skipped))
+    assert count == theirs == parameter_count(arch)
+    layout = {k: v for k, v in on_disk_layout(reference).items() if not k.startswith(skipped)}
+    keys = module.checkpoint_keys(module.Config())
     params = {key: tuple(p.shape) for key, p in [*ours.named_buffers(), *ours.named_parameters()]}
     assert set(keys) == set(layout), sorted(set(keys) ^ set(layout))[:10]
     assert all(params[keys[k]] == shape for k, shape in layout.items())
@@ -116,8 +123,40 @@ def test_every_family_of_this_file_is_registered_with_its_proof():
     from llmgen.compiler.coverage import PROOF
     from llmgen.compiler.lowering.registry import REGISTRY
 
+    from llmgen.compiler.lowering import WRAPPERS
+
     types = {raw["model_type"] for raw in CASES.values()}
-    assert types <= set(REGISTRY) and all(PROOF[t] == "tests/test_longtail_moe.py" for t in types)
+    types |= {WRAPPERS[t] for t in types if t in WRAPPERS}  # a wrapper and its text decoder
+    assert types <= set(REGISTRY) | set(WRAPPERS) and all(PROOF[t] == "tests/test_longtail_moe.py" for t in types)
+
+
+def test_fused_experts_load_in_either_orientation(built, tmp_path):
+    """Qwen3-VL-MoE: the hub releases store the fused experts (experts, in, out), transformers saves them
+    (experts, out, in); a checkpoint of either loads to the same model (Moe.transposed_on_disk)."""
+    from safetensors.torch import save_file
+    from test_kv_cache import tiny_model
+
+    out = built("qwen3_vl_moe")
+    module = import_path(out / "model.py", "longtail_moe_transposed")
+    parity = import_path(out / "test_parity.py", "longtail_moe_transposed_p")
+    # experts 24 wide: gate_up is (experts, 48, 64), not square (a square one reads the same either way round)
+    parity.MODEL_CONFIG = {**parity.MODEL_CONFIG, "moe_intermediate_size": 24}
+    model = tiny_model(module, parity)
+    config = module.Config(**parity.MODEL_CONFIG)
+    params = dict(model.named_parameters())
+    state = {key: params[name].detach().clone() for key, name in module.checkpoint_keys(config).items()}
+    ids = torch.randint(0, 200, (2, 9), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = model(ids)
+    for orientation in ("out_in", "in_out"):
+        tensors = {k: (v.transpose(1, 2).contiguous() if orientation == "in_out" and ".experts." in k else v)
+                   for k, v in state.items()}
+        assert orientation == "out_in" or any(t.shape != state[k].shape for k, t in tensors.items())
+        (tmp_path / orientation).mkdir()
+        save_file(tensors, str(tmp_path / orientation / "model.safetensors"))
+        with torch.no_grad():
+            got = module.load_checkpoint(tmp_path / orientation, config)(ids)
+        assert (got - expected).abs().max().item() <= 1e-6, orientation  # a transposed view: other BLAS paths
 
 
 # --- new mechanisms: a planted bug in the generated code must break parity by > 1e-3 ---
