@@ -40,6 +40,8 @@ CASES = {
     "exaone_moe": fixture("exaone_moe"),
     "granitemoe_swa": fixture("granitemoe_swa"),
     "qwen3_vl_moe": fixture("qwen3_vl_moe"),
+    "glm4v": fixture("glm4v"),
+    "glm4v_moe": fixture("glm4v_moe"),
 }
 WINDOWED = ["exaone_moe", "granitemoe_swa"]
 

@@ -47,16 +47,18 @@ FAMILIES.update(FAMILIES_QWEN3_NEXT)
 # Multimodal wrappers whose text decoder we compile: model_type -> default text model_type.
 WRAPPERS = {"gemma3": "gemma3_text", "llama4": "llama4_text", "kimi_k25": "deepseek_v3", "qwen2_vl": "qwen2_vl_text",
             "qwen2_5_vl": "qwen2_5_vl_text", "qwen3_vl": "qwen3_vl_text", "qwen3_vl_moe": "qwen3_vl_moe_text",
+            "glm4v": "glm4v_text", "glm4v_moe": "glm4v_moe_text",
             "qwen3_5": "qwen3_5_text", "qwen3_5_moe": "qwen3_5_moe_text"}
 # Where the text decoder's keys sit in a wrapper's checkpoint (the hub releases' layout; default below).
 # (transformers 5 saves Qwen3.5's text model from AutoModelForCausalLM without one.)
-WRAPPER_PREFIX: dict[str, str] = {"qwen2_vl": "", "qwen2_5_vl": "", "qwen3_vl": "", "qwen3_vl_moe": "", "qwen3_5": "",
-                                  "qwen3_5_moe": ""}
+WRAPPER_PREFIX: dict[str, str] = {name: "" for name in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "glm4v",
+                                                       "glm4v_moe", "qwen3_5", "qwen3_5_moe")}
 # Wrappers keeping the backbone's keys elsewhere than the head's (Architecture.backbone_checkpoint).
-WRAPPER_BACKBONE = {"qwen3_vl": "model.language_model.", "qwen3_vl_moe": "model.language_model."}
+WRAPPER_BACKBONE = {name: "model.language_model." for name in ("qwen3_vl", "qwen3_vl_moe", "glm4v", "glm4v_moe")}
 # Wrappers whose decoder keys have no prefix: the other parts' prefixes, skipped on load.
 WRAPPER_SKIPPED = {"qwen2_vl": ("visual.",), "qwen2_5_vl": ("visual.",), "qwen3_vl": ("model.visual.",),
-                   "qwen3_vl_moe": ("model.visual.",)}
+                   "qwen3_vl_moe": ("model.visual.",), "glm4v": ("model.visual.",),
+                   "glm4v_moe": ("model.visual.",)}
 # Wrappers whose hub configs may hold the text keys at the top level, without a text_config (transformers 4.x).
 FLAT_WRAPPERS = frozenset({"qwen2_vl", "qwen2_5_vl"})
 # Published checkpoints of these wrappers nest the decoder (model.language_model.*) beside the vision tower
@@ -65,7 +67,8 @@ WRAPPER_NESTED = {name: NestedDecoder(prefix="model.language_model.", skipped=("
                   for name in ("qwen3_5", "qwen3_5_moe")}
 DEFAULT_WRAPPER_PREFIX = "language_model."
 # The wrapper config class's tie_word_embeddings default (transformers ties by the wrapper's config).
-WRAPPER_TIED = {"llama4": False, "qwen2_vl": False, "qwen2_5_vl": False, "qwen3_vl": False, "qwen3_vl_moe": False}
+WRAPPER_TIED = {"llama4": False, "qwen2_vl": False, "qwen2_5_vl": False, "qwen3_vl": False, "qwen3_vl_moe": False,
+                "glm4v": False, "glm4v_moe": False}
 # Families that read their quantization_config themselves (gpt-oss: MXFP4 experts).
 OWN_QUANTIZATION = frozenset({"gpt_oss"})
 # Wrapper keys that only concern the other modalities.
@@ -77,7 +80,9 @@ WRAPPER_KEYS = frozenset(
      "vision_start_token_id", "vision_end_token_id", "media_placeholder_token_id", "video_placeholder",
      "use_unified_vision_chunk", "ignore_index",
      # Qwen2-VL, Qwen2.5-VL
-     "vision_token_id", "language_model_only"}
+     "vision_token_id", "language_model_only",
+     # GLM-4V
+     "image_start_token_id", "image_end_token_id", "video_start_token_id", "video_end_token_id"}
 )
 
 
