@@ -33,7 +33,7 @@ def moe_rows(moe: Moe, m: str, hidden: int, rows: list) -> dict[str, dict]:
     if moe.router_bias:
         rows.append((f"{m}{mn.router}{inner}.bias", (count,), "bias"))
     if moe.score_bias_in_block:
-        rows.append((f"{m}e_score_correction_bias", (count,), "buffer"))
+        rows.append((f"{m}{mn.block_bias or 'e_score_correction_bias'}", (count,), "buffer"))
     elif moe.score_correction_bias and mn.score_bias_owner:  # a (1, experts) parameter of a router submodule
         rows.append((f"{m}{mn.score_bias_owner}.e_score_correction_bias", (1, count), "bias"))
     elif moe.score_correction_bias:
@@ -93,8 +93,8 @@ def fused_expert_map(arch: Architecture) -> dict[str, tuple[str, ...]]:
     if mn.score_bias_owner:  # in memory, a submodule of the router
         mapping[f"{f}{mn.fused_router}.{mn.score_bias_owner}.e_score_correction_bias"] = (
             f"{m}{mn.score_bias_owner}.e_score_correction_bias",)
-    if moe.score_bias_in_block and m != f:
-        mapping[f"{f}e_score_correction_bias"] = (f"{m}e_score_correction_bias",)
+    if moe.score_bias_in_block and (m != f or mn.block_bias):
+        mapping[f"{f}e_score_correction_bias"] = (f"{m}{mn.block_bias or 'e_score_correction_bias'}",)
     if moe.shared_expert_size and m != f:
         for name in (mn.gate, mn.up, mn.down):
             mapping[f"{f}{mn.shared_expert}.{name}.weight"] = (f"{m}{mn.shared_expert}.{name}.weight",)

@@ -28,6 +28,9 @@ class MoeNames(_Frozen):
     score_bias_owner: Identifier | None = Field(
         None, exclude_if=_unset, description="The correction bias is a (1, experts) parameter of this submodule "
         "of the block (ERNIE 4.5: mlp.moe_statics.e_score_correction_bias), not a buffer of the router.")
+    block_bias: Identifier | None = Field(
+        None, exclude_if=_unset, description="score_bias_in_block: the block's correction-bias buffer under this "
+        "name in the checkpoint (HY-V3: expert_bias); None: e_score_correction_bias.")
     fused_block: Identifier = Field("mlp", description="transformers 5's in-memory (fused) layout: the block, its "
                                     "router and the stacked expert tensors under `experts`.")
     fused_router: Identifier = "gate"
@@ -96,6 +99,8 @@ class Moe(_Frozen):
                               "a (experts, out) bias (<name>_bias).")
     shared_expert_size: Width | None = Field(None, description="Width of a shared expert every token uses (Qwen2-MoE).")
     shared_expert_gate: bool = Field(False, description="The shared expert's output is scaled by sigmoid(gate(x)).")
+    combine_float32: bool = Field(False, exclude_if=_unset, description="The routed and shared experts' outputs "
+                                  "are added in float32, then cast back (HY-V3's enable_moe_fp32_combine).")
     names: MoeNames = MoeNames()
 
     @model_validator(mode="after")
@@ -132,6 +137,10 @@ class Moe(_Frozen):
             raise ValueError("transposed_on_disk applies to fused_out_in storage only")
         if self.expert_bias and self.storage != "stacked_in_out":
             raise ValueError("expert biases are implemented for stacked_in_out storage only")
+        if self.combine_float32 and self.shared_expert_size is None:
+            raise ValueError("combine_float32 needs a shared expert")
+        if self.names.block_bias is not None and not self.score_bias_in_block:
+            raise ValueError("names.block_bias names the block's correction bias (score_bias_in_block)")
         if self.shared_expert_gate and self.shared_expert_size is None:
             raise ValueError("a shared-expert gate needs a shared expert")
         return self

@@ -42,6 +42,7 @@ CASES = {
     "qwen3_vl_moe": fixture("qwen3_vl_moe"),
     "glm4v": fixture("glm4v"),
     "glm4v_moe": fixture("glm4v_moe"),
+    "hy_v3": fixture("hy_v3"),
 }
 WINDOWED = ["exaone_moe", "granitemoe_swa"]
 
@@ -166,6 +167,8 @@ PLANTED: dict[str, tuple[str, str]] = {
     # a softmax router's correction bias (ERNIE 4.5 MoE): the experts chosen by the unbiased probabilities
     "ernie4_5_moe:softmax-score-bias": ("choice = (\n            probs + self.moe_statics.e_score_correction_bias\n",
                                         "choice = (\n            probs\n"),
+    # a block correction bias under its own checkpoint name (HY-V3's expert_bias): dropped from the choice
+    "hy_v3:block-bias-name": ("choice = scores + self.expert_bias", "choice = scores"),
     # experts stored as transformers 5 holds them, (experts, out, in) with [gate; up] rows: the halves swapped
     "granitemoe_swa:fused-out-in-experts": ("gate, up = F.linear(x, self.gate_up_proj[expert]).chunk(2, dim=-1)",
                                             "up, gate = F.linear(x, self.gate_up_proj[expert]).chunk(2, dim=-1)"),

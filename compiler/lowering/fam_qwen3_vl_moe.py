@@ -38,6 +38,8 @@ def lower_qwen3_vl_moe_text(r: ConfigReader, model_type: str) -> Architecture:
         if "num_experts" in raw and raw["num_experts"] != raw["num_local_experts"]:
             raise ConfigError(f"{r.where}: 'num_local_experts' and its alias 'num_experts' differ")
         raw = {k: v for k, v in raw.items() if k != "num_local_experts"} | {"num_experts": raw["num_local_experts"]}
+    if not {"rope_parameters", "rope_scaling", "rope_theta"} & set(raw):
+        raw = {**raw, "rope_theta": 500000.0}  # Qwen3VLMoeTextConfig's default theta
     # transformers' router always renormalises the kept weights (the class has no norm_topk_prob to read).
     inner = ConfigReader({**QWEN3_VL_MOE_DEFAULTS, **raw, "norm_topk_prob": True}, r.where)
     arch = lower_qwen3_moe(inner, model_type)
