@@ -65,30 +65,68 @@ def built(tmp_path_factory):
     return get
 
 
+def _signature(layer) -> tuple:
+    return (layer.ffn.kind, layer.mixer.kind, getattr(layer.mixer, "span", None), getattr(layer.mixer, "rope", None))
+
+
+def _shallow(raw: dict, depth: int) -> dict:
+    """``raw`` with its decoder cut to ``depth`` layers (per-layer lists cut too), widths and experts kept."""
+    raw = copy.deepcopy(raw)
+    text = raw.get("text_config", raw)
+    layers = text["num_hidden_layers"]
+    for key, value in list(text.items()):
+        if isinstance(value, list) and len(value) == layers:
+            text[key] = value[:depth]
+    text["num_hidden_layers"] = depth
+    return raw
+
+
 def _full_size(name: str, out: Path) -> None:
-    """The config at full size on the meta device: parameter count and every on-disk key, as transformers'."""
+    """The config at full size on the meta device: parameter count and every on-disk key, as transformers'.
+
+    transformers' model is built at full size; ours is counted from the IR and its checkpoint_keys map every
+    on-disk key. Building ours with every expert module of every layer would take tens of seconds, so its
+    parameter shapes are read from a full-width copy cut to the fewest layers holding every layer kind."""
     import transformers
     from test_full_size import on_disk_layout
 
     from llmgen.compiler.weight_map import parameter_count
 
     raw = CASES[name]
-    module = import_path(out / "model.py", f"longtail_moe_full_{name.replace('-', '_')}")
     arch = lower(copy.deepcopy(raw))
     skipped = arch.skipped_prefixes  # a wrapper's other modalities (its vision tower)
     config = transformers.AutoConfig.for_model(**copy.deepcopy(raw))
     auto = transformers.AutoModelForImageTextToText if skipped else transformers.AutoModelForCausalLM
     with torch.device("meta"):
-        ours = module.CausalLM(module.Config())
         reference = auto.from_config(config)
-    count = sum(p.numel() for p in ours.parameters())
-    theirs = sum(p.numel() for name, p in reference.named_parameters() if not name.startswith(skipped))
-    assert count == theirs == parameter_count(arch)
+    theirs = sum(p.numel() for name_, p in reference.named_parameters() if not name_.startswith(skipped))
+    assert parameter_count(arch) == theirs
+    module = import_path(out / "model.py", f"longtail_moe_full_{name.replace('-', '_')}")
     layout = {k: v for k, v in on_disk_layout(reference).items() if not k.startswith(skipped)}
     keys = module.checkpoint_keys(module.Config())
-    params = {key: tuple(p.shape) for key, p in [*ours.named_buffers(), *ours.named_parameters()]}
     assert set(keys) == set(layout), sorted(set(keys) ^ set(layout))[:10]
-    assert all(params[keys[k]] == shape for k, shape in layout.items())
+    # ours at full width, cut to the layers up to the last first-of-its-kind one
+    signatures = [_signature(layer) for layer in arch.layers]
+    depth = max(signatures.index(s) for s in set(signatures)) + 1
+    shallow_raw = _shallow(raw, depth)
+    shallow = lower(copy.deepcopy(shallow_raw))
+    assert [_signature(layer) for layer in shallow.layers] == signatures[:depth]
+    overrides = {"num_hidden_layers": depth}
+    if hasattr(module.Config(), "ffn_pattern"):
+        overrides["ffn_pattern"] = module.Config().ffn_pattern[:depth]
+    if hasattr(module.Config(), "layer_pattern"):
+        overrides["layer_pattern"] = module.Config().layer_pattern[:depth]
+    with torch.device("meta"):
+        ours = module.CausalLM(module.Config(**overrides))
+    assert sum(p.numel() for p in ours.parameters()) == parameter_count(shallow)
+    params = {key: tuple(p.shape) for key, p in [*ours.named_buffers(), *ours.named_parameters()]}
+    first = {s: i for i, s in reversed(list(enumerate(signatures)))}
+    for key, shape in layout.items():
+        name_ = keys[key]
+        index = next((int(part) for part in name_.split(".")[2:4] if part.isdigit()), None)
+        if index is not None and ".layers." in name_:
+            name_ = name_.replace(f".layers.{index}.", f".layers.{first[signatures[index]]}.", 1)
+        assert params[name_] == shape, (key, params[name_], shape)
 
 
 def _cached_decoding(name: str, out: Path) -> None:
