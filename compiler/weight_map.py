@@ -114,7 +114,7 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
     for ffn in kinds.values():
         first = len(rows)
         if isinstance(ffn, Moe):
-            extra.update(moe_rows(ffn, m, hidden, rows))
+            extra.update(moe_rows(ffn, m, hidden, rows, p))
         else:
             dense_rows(ffn, m, hidden, n, linear)
         if len(kinds) > 1:

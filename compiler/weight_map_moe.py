@@ -24,7 +24,7 @@ def ffn_pattern(arch: Architecture) -> str:
     return "".join(FFN_LETTERS[layer.ffn.kind] for layer in arch.layers)
 
 
-def moe_rows(moe: Moe, m: str, hidden: int, rows: list) -> dict[str, dict]:
+def moe_rows(moe: Moe, m: str, hidden: int, rows: list, layer: str = "") -> dict[str, dict]:
     """A mixture-of-experts block's tensors (hub layout); returns the extra WeightEntry fields by key."""
     mn, width, count = moe.names, moe.intermediate_size, moe.num_experts
     extra: dict[str, dict] = {}
@@ -59,8 +59,12 @@ def moe_rows(moe: Moe, m: str, hidden: int, rows: list) -> dict[str, dict]:
                            (f"{m}{mn.stacked_down}.weight", (count, hidden, width))):
             rows.append((key, shape, "linear"))
             extra[key] = {"routed": True}
-    if moe.shared_expert_size:
-        s, size = f"{m}{mn.shared_expert}.", moe.shared_expert_size
+    if moe.shared_expert_size and mn.shared_gate_up:  # [gate; up] in one matrix; the layer's own module, or the block's
+        s, size = f"{layer if moe.shared_expert_in_layer else m}{mn.shared_expert}.", moe.shared_expert_size
+        rows += [(f"{s}{mn.shared_gate_up}.weight", (2 * size, hidden), "linear"),
+                 (f"{s}{mn.shared_down}.weight", (hidden, size), "linear")]
+    elif moe.shared_expert_size:
+        s, size = f"{layer if moe.shared_expert_in_layer else m}{mn.shared_expert}.", moe.shared_expert_size
         rows += [(f"{s}{mn.gate}.weight", (size, hidden), "linear"), (f"{s}{mn.up}.weight", (size, hidden), "linear"),
                  (f"{s}{mn.down}.weight", (hidden, size), "linear")]
     if moe.shared_expert_gate:

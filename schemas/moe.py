@@ -28,6 +28,10 @@ class MoeNames(_Frozen):
     score_bias_owner: Identifier | None = Field(
         None, exclude_if=_unset, description="The correction bias is a (1, experts) parameter of this submodule "
         "of the block (ERNIE 4.5: mlp.moe_statics.e_score_correction_bias), not a buffer of the router.")
+    shared_gate_up: Identifier | None = Field(
+        None, exclude_if=_unset, description="The shared expert keeps [gate; up] in one matrix of this name (Granite-MoE-"
+        "Shared: input_linear) and its down projection in `shared_down`.")
+    shared_down: Identifier | None = Field(None, exclude_if=_unset)
     block_bias: Identifier | None = Field(
         None, exclude_if=_unset, description="score_bias_in_block: the block's correction-bias buffer under this "
         "name in the checkpoint (HY-V3: expert_bias); None: e_score_correction_bias.")
@@ -99,6 +103,9 @@ class Moe(_Frozen):
                               "a (experts, out) bias (<name>_bias).")
     shared_expert_size: Width | None = Field(None, description="Width of a shared expert every token uses (Qwen2-MoE).")
     shared_expert_gate: bool = Field(False, description="The shared expert's output is scaled by sigmoid(gate(x)).")
+    shared_expert_in_layer: bool = Field(
+        False, exclude_if=_unset, description="The shared expert is a module of the decoder layer beside the experts "
+        "block (`layers.{i}.<shared_expert>`), fed the block's input; its output joins the block's (Granite-MoE-Shared).")
     combine_float32: bool = Field(False, exclude_if=_unset, description="The routed and shared experts' outputs "
                                   "are added in float32, then cast back (HY-V3's enable_moe_fp32_combine).")
     names: MoeNames = MoeNames()
@@ -137,6 +144,12 @@ class Moe(_Frozen):
             raise ValueError("transposed_on_disk applies to fused_out_in storage only")
         if self.expert_bias and self.storage != "stacked_in_out":
             raise ValueError("expert biases are implemented for stacked_in_out storage only")
+        if (self.shared_expert_in_layer or self.names.shared_gate_up) and self.shared_expert_size is None:
+            raise ValueError("shared_expert_in_layer and names.shared_gate_up need a shared expert")
+        if (self.names.shared_gate_up is None) != (self.names.shared_down is None):
+            raise ValueError("names.shared_gate_up and names.shared_down go together")
+        if self.shared_expert_in_layer and (self.shared_expert_gate or self.combine_float32):
+            raise ValueError("a shared expert in the layer takes no gate and no float32 sum")
         if self.combine_float32 and self.shared_expert_size is None:
             raise ValueError("combine_float32 needs a shared expert")
         if self.names.block_bias is not None and not self.score_bias_in_block:

@@ -43,6 +43,10 @@ CASES = {
     "glm4v": fixture("glm4v"),
     "glm4v_moe": fixture("glm4v_moe"),
     "hy_v3": fixture("hy_v3"),
+    "granitemoeshared": fixture("granitemoeshared"),
+    # the shared MLP beside the experts, muP multipliers
+    "granitemoe_swa-shared-mup": fixture("granitemoe_swa", shared_intermediate_size=512, embedding_multiplier=12.0,
+                                         residual_multiplier=0.22, attention_multiplier=0.0078125, logits_scaling=4.0),
 }
 WINDOWED = ["exaone_moe", "granitemoe_swa"]
 
@@ -205,6 +209,9 @@ PLANTED: dict[str, tuple[str, str]] = {
     # a softmax router's correction bias (ERNIE 4.5 MoE): the experts chosen by the unbiased probabilities
     "ernie4_5_moe:softmax-score-bias": ("choice = (\n            probs + self.moe_statics.e_score_correction_bias\n",
                                         "choice = (\n            probs\n"),
+    # a shared MLP that is a module of the layer (Granite-MoE-Shared): its output left out of the sum
+    "granitemoeshared:shared-mlp-in-layer": ("self.block_sparse_moe(h) + self.shared_mlp(h)",
+                                             "self.block_sparse_moe(h)"),
     # a block correction bias under its own checkpoint name (HY-V3's expert_bias): dropped from the choice
     "hy_v3:block-bias-name": ("choice = scores + self.expert_bias", "choice = scores"),
     # experts stored as transformers 5 holds them, (experts, out, in) with [gate; up] rows: the halves swapped

@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from ...schemas.arch import Architecture, Moe, MoeNames
-from ..errors import ConfigError, UnsupportedError
+from ..errors import ConfigError
 from .fam_moe import TRAINING_ONLY, _activation
+from .fam_granitemoeshared import with_layer_shared_mlp
 from .fam_norm_variants import _replica_granite_swa, lower_granite_swa
 from .reader import ConfigReader
 from .registry import family
@@ -26,6 +27,8 @@ GRANITEMOE_SWA_DEFAULTS = {"tie_word_embeddings": False, "rms_norm_eps": 1e-6, "
 def _replica_granitemoe_swa(tiny: dict[str, Any], arch: Architecture) -> None:
     _replica_granite_swa(tiny, arch)
     tiny.update(num_local_experts=8, num_experts_per_tok=4)
+    if tiny.get("shared_intermediate_size"):
+        tiny["shared_intermediate_size"] = 48
 
 
 @family("granitemoe_swa", title="Granite-MoE (sliding window)", replica=_replica_granitemoe_swa)
@@ -33,9 +36,7 @@ def lower_granitemoe_swa(r: ConfigReader, model_type: str) -> Architecture:
     experts, top_k = r.int("num_local_experts", 8), r.int("num_experts_per_tok", 2)
     if top_k > experts:
         raise ConfigError(f"{r.where}: 'num_experts_per_tok' ({top_k}) exceeds 'num_local_experts' ({experts})")
-    if r.int("shared_intermediate_size", 0, minimum=0):
-        raise UnsupportedError(f"{r.where}: key 'shared_intermediate_size' above 0 (a shared MLP beside the experts) "
-                               "is not supported yet")
+    shared = r.int("shared_intermediate_size", 0, minimum=0)
     activation = _activation(r)
     width = r.int("intermediate_size", 11008)
     r.raw = {**GRANITEMOE_SWA_DEFAULTS, **r.raw}
@@ -46,4 +47,5 @@ def lower_granitemoe_swa(r: ConfigReader, model_type: str) -> Architecture:
               routing_dtype="input", storage="fused_out_in",
               names=MoeNames(router="router", fused_block="block_sparse_moe", fused_router="router"))
     layers = tuple(layer.model_copy(update={"ffn": moe}) for layer in arch.layers)
-    return arch.model_copy(update={"layers": layers, "names": arch.names.model_copy(update={"mlp": "block_sparse_moe"})})
+    arch = arch.model_copy(update={"layers": layers, "names": arch.names.model_copy(update={"mlp": "block_sparse_moe"})})
+    return with_layer_shared_mlp(arch, shared)
