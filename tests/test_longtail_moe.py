@@ -44,11 +44,13 @@ CASES = {
     "glm4v_moe": fixture("glm4v_moe"),
     "hy_v3": fixture("hy_v3"),
     "granitemoeshared": fixture("granitemoeshared"),
+    # logit_scale 0.5 instead of 0.0625, so the replica's logits are large enough to compare (> 0.1)
+    "cohere2_moe": fixture("cohere2_moe", logit_scale=0.5),
     # the shared MLP beside the experts, muP multipliers
     "granitemoe_swa-shared-mup": fixture("granitemoe_swa", shared_intermediate_size=512, embedding_multiplier=12.0,
                                          residual_multiplier=0.22, attention_multiplier=0.0078125, logits_scaling=4.0),
 }
-WINDOWED = ["exaone_moe", "granitemoe_swa"]
+WINDOWED = ["cohere2_moe", "exaone_moe", "granitemoe_swa"]
 
 
 @pytest.fixture(scope="module")
