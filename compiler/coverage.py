@@ -34,7 +34,7 @@ PROOF = {
 # Registered mixture-of-experts families (and multimodal wrappers) with their own test file.
 LONGTAIL_MOE = ("dots1", "ernie4_5_moe", "hunyuan_v1_moe", "glm4_moe_lite", "exaone_moe", "granitemoe_swa",
                 "qwen3_vl_moe_text", "qwen3_vl_moe", "glm4v_text", "glm4v", "glm4v_moe_text", "glm4v_moe", "hy_v3", "granitemoeshared",
-                "cohere2_moe")
+                "cohere2_moe", "phimoe")
 PROOF.update({model_type: "tests/test_longtail_moe.py" for model_type in LONGTAIL_MOE})
 REGISTERED_PROOF = "tests/test_longtail.py"  # families that register themselves (lowering/registry.py)
 # Config keys whose presence names the mechanism a family needs (checked in this order).

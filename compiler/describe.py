@@ -218,6 +218,9 @@ def moe_features(arch: Architecture) -> list[str]:
         routing += ", their weights renormalised to sum to 1" if moe.norm_topk_prob else " (weights not renormalised)"
     elif moe.router == "sigmoid_topk":
         routing = sigmoid_routing_words(moe)
+    elif moe.router == "sparsemixer":
+        routing = ("a SparseMixer router picks 2 experts per token, each weighted by a softmax over the experts whose "
+                   f"logit is within {2 * moe.sparsemixer_eps:g} (relative) of the chosen one's")
     elif moe.router == "topk_sigmoid":
         routing = f"the router keeps each token's top {moe.top_k} logits and takes a sigmoid of each"
     else:

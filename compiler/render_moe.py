@@ -43,6 +43,8 @@ def moe_config_fields(arch: Architecture, field: Callable[..., dict[str, Any]]) 
     if moe.activation == "clamped_swiglu":
         fields.append(field("swiglu_alpha", "float", moe.swiglu_alpha, "gain of the experts' sigmoid"))
         fields.append(field("swiglu_limit", "float", moe.swiglu_limit, "the experts' gate and up are clamped to this"))
+    if moe.sparsemixer_eps is not None:
+        fields.append(field("sparsemixer_eps", "float", moe.sparsemixer_eps, "router: relative logit window / 2"))
     if moe.routed_scaling_factor is not None:
         fields.append(field("routed_scaling_factor", "float", moe.routed_scaling_factor, "multiplies the routing weights"))
     if mixed_ffn(arch):

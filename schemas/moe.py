@@ -57,11 +57,16 @@ class Moe(_Frozen):
     swiglu_alpha: float | None = Field(None, exclude_if=_unset, description="clamped_swiglu: the sigmoid's gain.")
     swiglu_limit: Annotated[float, Field(gt=0)] | None = Field(
         None, exclude_if=_unset, description="clamped_swiglu: the clamp bound.")
-    router: Literal["softmax_topk", "topk_softmax", "sigmoid_topk", "topk_sigmoid"] = Field(
+    router: Literal["softmax_topk", "topk_softmax", "sigmoid_topk", "topk_sigmoid", "sparsemixer"] = Field(
         description="softmax_topk: softmax over all experts, then keep the top k (Mixtral, Qwen, OLMoE). "
         "topk_softmax: keep the top k logits, then softmax over those k (Granite). sigmoid_topk: an independent "
         "sigmoid score per expert, the top k kept (DeepSeek-V3). topk_sigmoid: keep the top k logits, then a "
-        "sigmoid of each kept logit (Llama 4).")
+        "sigmoid of each kept logit (Llama 4). sparsemixer (PhiMoE, inference form, top 2): the best "
+        "expert, weighted by a softmax over the experts whose logit is within 2 x `sparsemixer_eps` (relative) of "
+        "its own; then the same for the best of the others.")
+    sparsemixer_eps: Annotated[float, Field(ge=0)] | None = Field(
+        None, exclude_if=_unset, description="sparsemixer: the relative logit distance that keeps an expert in "
+        "a choice's softmax is 2 x this (PhiMoE's router_jitter_noise).")
     router_bias: bool = Field(False, exclude_if=_unset, description="The router's linear map has a bias (gpt-oss).")
     norm_topk_prob: bool = Field(False, description="softmax_topk / sigmoid_topk: divide the k kept weights by their sum.")
     router_float32: bool = Field(False, description="The router's matrix and its input are cast to float32 before the "
@@ -114,6 +119,10 @@ class Moe(_Frozen):
     def _routing(self) -> "Moe":
         if self.top_k > self.num_experts:
             raise ValueError(f"top_k ({self.top_k}) exceeds num_experts ({self.num_experts})")
+        if (self.router == "sparsemixer") != (self.sparsemixer_eps is not None):
+            raise ValueError("sparsemixer_eps is given exactly for a sparsemixer router")
+        if self.router == "sparsemixer" and (self.top_k != 2 or self.norm_topk_prob or self.score_correction_bias):
+            raise ValueError("a sparsemixer router picks exactly 2 experts, unnormalised and unbiased")
         if self.norm_topk_prob and self.router == "topk_softmax":
             raise ValueError("norm_topk_prob does not apply to a topk_softmax router")
         if (self.group_limit == "none") != (self.num_groups is None) or (self.num_groups is None) != (self.topk_groups is None):

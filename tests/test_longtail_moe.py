@@ -46,6 +46,8 @@ CASES = {
     "granitemoeshared": fixture("granitemoeshared"),
     # logit_scale 0.5 instead of 0.0625, so the replica's logits are large enough to compare (> 0.1)
     "cohere2_moe": fixture("cohere2_moe", logit_scale=0.5),
+    "phimoe": fixture("phimoe"),
+    "phimoe-biases": fixture("phimoe", attention_bias=True, lm_head_bias=True),
     # the shared MLP beside the experts, muP multipliers
     "granitemoe_swa-shared-mup": fixture("granitemoe_swa", shared_intermediate_size=512, embedding_multiplier=12.0,
                                          residual_multiplier=0.22, attention_multiplier=0.0078125, logits_scaling=4.0),
@@ -214,6 +216,8 @@ PLANTED: dict[str, tuple[str, str]] = {
     # a shared MLP that is a module of the layer (Granite-MoE-Shared): its output left out of the sum
     "granitemoeshared:shared-mlp-in-layer": ("self.block_sparse_moe(h) + self.shared_mlp(h)",
                                              "self.block_sparse_moe(h)"),
+    # SparseMixer (PhiMoE): each pick's softmax over every expert, not only those near the chosen logit
+    "phimoe:sparsemixer": ("> 2 * self.sparsemixer_eps", "> 2e9 * self.sparsemixer_eps"),
     # a block correction bias under its own checkpoint name (HY-V3's expert_bias): dropped from the choice
     "hy_v3:block-bias-name": ("choice = scores + self.expert_bias", "choice = scores"),
     # experts stored as transformers 5 holds them, (experts, out, in) with [gate; up] rows: the halves swapped
