@@ -148,14 +148,16 @@ def _cached_decoding(name: str, out: Path) -> None:
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_family(name, built):
-    """Tiny-replica parity against transformers, full size on the meta device, cached decoding."""
+    """Tiny-replica parity against transformers; for each family's own config also full size on the meta device
+    and cached decoding."""
     out = built(name)
     result = verify(out)
     print(f"{name}: max|dlogit| = {result['max_abs_diff']:.3g} (logits up to {result['max_abs_logit']:.3g})")
     assert result["passed"], result
     assert result["max_abs_diff"] <= 1e-5 * max(1.0, result["max_abs_logit"]) and result["max_abs_logit"] > 0.1, result
-    _full_size(name, out)
-    _cached_decoding(name, out)
+    if "-" not in name:  # a variant ("family-what") changes keys the full-size layout and the cache do not see
+        _full_size(name, out)
+        _cached_decoding(name, out)
 
 
 @pytest.mark.parametrize("name", WINDOWED)
