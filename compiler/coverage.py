@@ -42,6 +42,11 @@ POSITION_PROOF = "tests/test_longtail_pos.py"
 PROOF.update({model_type: POSITION_PROOF for model_type in (
     "internlm3", "olmo", "ministral3", "nanochat", "bitnet", "apertus", "gpt_neo", "exaone", "opt", "bloom", "mpt",
     "iquestcoder", "biogpt", "xglm", "falcon", "codegen")})
+# Registered mixture-of-experts families (and multimodal wrappers) with their own test file.
+LONGTAIL_MOE = ("dots1", "ernie4_5_moe", "hunyuan_v1_moe", "glm4_moe_lite", "exaone_moe", "granitemoe_swa",
+                "qwen3_vl_moe_text", "qwen3_vl_moe", "glm4v_text", "glm4v", "glm4v_moe_text", "glm4v_moe", "hy_v3", "granitemoeshared",
+                "cohere2_moe", "phimoe")
+PROOF.update({model_type: "tests/test_longtail_moe.py" for model_type in LONGTAIL_MOE})
 REGISTERED_PROOF = "tests/test_longtail.py"  # families that register themselves (lowering/registry.py)
 # Config keys whose presence names the mechanism a family needs (checked in this order).
 MECHANISMS = (

@@ -271,9 +271,14 @@ def moe_features(arch: Architecture) -> list[str]:
                f"(up + 1) * gate * sigmoid({moe.swiglu_alpha:g} * gate)")
     if moe.router == "softmax_topk":
         routing = f"a softmax router over all experts keeps the top {moe.top_k} per token"
+        if moe.score_correction_bias:
+            routing += " (chosen by the probabilities plus a learned per-expert bias)"
         routing += ", their weights renormalised to sum to 1" if moe.norm_topk_prob else " (weights not renormalised)"
     elif moe.router == "sigmoid_topk":
         routing = sigmoid_routing_words(moe)
+    elif moe.router == "sparsemixer":
+        routing = ("a SparseMixer router picks 2 experts per token, each weighted by a softmax over the experts whose "
+                   f"logit is within {2 * moe.sparsemixer_eps:g} (relative) of the chosen one's")
     elif moe.router == "topk_sigmoid":
         routing = f"the router keeps each token's top {moe.top_k} logits and takes a sigmoid of each"
     else:
@@ -309,6 +314,9 @@ def moe_features(arch: Architecture) -> list[str]:
     elif moe.storage == "fused_in_out":
         out.append("Expert weights stored fused and (in, out): experts.gate_up_proj (experts, hidden, 2 x width) "
                    "and experts.down_proj (experts, width, hidden).")
+    elif moe.storage == "fused_out_in":
+        out.append("Expert weights stored fused, as transformers 5 holds them: experts.gate_up_proj (experts, 2 x "
+                   "width, hidden; [gate; up] rows) and experts.down_proj (experts, hidden, width).")
     elif moe.storage == "stacked_in_out":
         out.append("Expert weights stored stacked and transposed: experts.gate_up_proj (experts, hidden, 2 x "
                    "intermediate) with gate and up columns interleaved, experts.down_proj (experts, intermediate, "

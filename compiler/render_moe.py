@@ -46,6 +46,8 @@ def moe_config_fields(arch: Architecture, field: Callable[..., dict[str, Any]]) 
         fields.append(field("swiglu_limit", "float", moe.swiglu_limit, "the experts' gate and up are clamped to this"))
     if moe.latent_size is not None:
         fields.append(field("moe_latent_size", "int", moe.latent_size, "width of the experts' latent space"))
+    if moe.sparsemixer_eps is not None:
+        fields.append(field("sparsemixer_eps", "float", moe.sparsemixer_eps, "router: relative logit window / 2"))
     if moe.routed_scaling_factor is not None:
         fields.append(field("routed_scaling_factor", "float", moe.routed_scaling_factor, "multiplies the routing weights"))
     if mixed_ffn(arch) and all(layer.ffn is not None for layer in arch.layers):  # else the layer pattern says it
@@ -79,8 +81,18 @@ def moe_context(arch: Architecture, activation_code: dict[str, tuple[str, str]],
         "score_bias_literal": literal(moe.names.score_bias),
         "score_bias_name": identifier(moe.names.score_bias),  # model_dump leaves the default name out
         "router_float32": moe.router_float32,
-        "score_bias": moe.score_correction_bias and not moe.score_bias_in_block,
+        "score_bias": moe.score_correction_bias and not moe.score_bias_in_block and not moe.names.score_bias_owner,
+        "score_bias_owner": names.get("score_bias_owner", ""),
+        "score_bias_ref": (f"self.{names['score_bias_owner']}" if moe.names.score_bias_owner else router)
+        + ".e_score_correction_bias",
         "block_bias": moe.score_bias_in_block,
+        # the block's bias buffer: its checkpoint name (HY-V3 renames it on disk), else its name in memory
+        "block_bias_name": names.get("block_bias") or identifier(moe.names.score_bias),
+        "block_bias_literal": literal(names.get("block_bias") or moe.names.score_bias),
+        "combine_float32": moe.combine_float32,
+        "shared_in_layer": moe.shared_expert_in_layer,
+        "shared_fused": moe.names.shared_gate_up is not None,
+        "shared_class": "SharedExpert" if moe.names.shared_gate_up or moe.names.shared_gate else "Expert",
         "sigmoid_float32": moe.sigmoid_float32,
         "groups": moe.group_limit != "none",
         "group_max": moe.group_limit == "max",
@@ -88,12 +100,16 @@ def moe_context(arch: Architecture, activation_code: dict[str, tuple[str, str]],
         "float32_weights": moe.routing_dtype == "float32",
         "stacked": moe.storage == "stacked",
         "fused_in_out": moe.storage == "fused_in_out",
+        "fused_out_in": moe.storage == "fused_out_in",
+        "transposed_on_disk": moe.transposed_on_disk,
+        "transposed_suffixes": "(" + literal(f".{names['experts']}.{names['fused_gate_up']}") + ", "
+        + literal(f".{names['experts']}.{names['fused_down']}") + ")",
         "input_weighted": moe.weighted == "input",
         "stacked_in_out": moe.storage == "stacked_in_out",
         "expert_bias": moe.expert_bias,
         "clamped": moe.activation == "clamped_swiglu",
         "router_bias": moe.router_bias,
-        "shared": moe.shared_expert_size is not None,
+        "shared": moe.shared_expert_size is not None and not moe.shared_expert_in_layer,  # the block's own
         "shared_gate": moe.shared_expert_gate,
         "shared_named": moe.names.shared_gate is not None,
         "ungated": not moe.gated,

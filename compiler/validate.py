@@ -54,6 +54,8 @@ def validate(arch: Architecture) -> Architecture:
             raise UnsupportedError("a shared expert beside stacked_in_out experts is not implemented")
         if moe.router_bias and (moe.names.router_inner or moe.score_correction_bias or moe.router_float32):
             raise UnsupportedError("a router bias is implemented for a plain linear router only")
+        if moe.shared_expert_in_layer and (len(ffns) > 1 or any(layer.block != "pre_norm" for layer in arch.layers)):
+            raise UnsupportedError("a shared expert in the layer is implemented for pre-norm layers that all have experts")
         if moe.weighted == "input" and moe.storage not in ("fused_in_out", "stacked_in_out"):
             raise UnsupportedError("routing weights on the experts' input are implemented for (in, out) stacked experts only")
     pattern = layer_pattern(arch)

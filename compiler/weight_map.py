@@ -139,7 +139,7 @@ def weight_map(arch: Architecture) -> list[WeightEntry]:
             if isinstance(ffn, Mlp) and getattr(layer.ffn, "kind", None) == "mlp":
                 widths.setdefault(layer.ffn.intermediate_size, (layer.ffn, []))[1].append(layer.index)
         if isinstance(ffn, Moe):
-            extra.update(moe_rows(ffn, m, hidden, rows))
+            extra.update(moe_rows(ffn, m, hidden, rows, p))
         elif len(widths) > 1:  # dense MLPs of different widths (Gemma 4's double-wide MLPs)
             for group_ffn, indices in widths.values():
                 start = len(rows)

@@ -31,7 +31,7 @@ def shared_names(moe: Moe) -> tuple[str, str, str]:
     return (mn.shared_gate, mn.shared_up, mn.shared_down) if mn.shared_gate else (mn.gate, mn.up, mn.down)
 
 
-def moe_rows(moe: Moe, m: str, hidden: int, rows: list) -> dict[str, dict]:
+def moe_rows(moe: Moe, m: str, hidden: int, rows: list, layer: str = "") -> dict[str, dict]:
     """A mixture-of-experts block's tensors (hub layout); returns the extra WeightEntry fields by key."""
     mn, width, count = moe.names, moe.intermediate_size, moe.num_experts
     extra: dict[str, dict] = {}
@@ -40,7 +40,9 @@ def moe_rows(moe: Moe, m: str, hidden: int, rows: list) -> dict[str, dict]:
     if moe.router_bias:
         rows.append((f"{m}{mn.router}{inner}.bias", (count,), "bias"))
     if moe.score_bias_in_block:
-        rows.append((f"{m}{mn.score_bias}", (count,), "buffer"))
+        rows.append((f"{m}{mn.block_bias or mn.score_bias}", (count,), "buffer"))
+    elif moe.score_correction_bias and mn.score_bias_owner:  # a (1, experts) parameter of a router submodule
+        rows.append((f"{m}{mn.score_bias_owner}.e_score_correction_bias", (1, count), "bias"))
     elif moe.score_correction_bias:
         rows.append((f"{m}{mn.router}{inner}.e_score_correction_bias", (count,), "buffer"))
     if moe.storage == "per_expert":
@@ -52,9 +54,11 @@ def moe_rows(moe: Moe, m: str, hidden: int, rows: list) -> dict[str, dict]:
         for key, shape in projections:
             rows.append((key, shape, "linear"))
             extra[key] = {"experts": count, "routed": True}
-    elif moe.storage in ("fused_in_out", "stacked_in_out"):  # (in, out) tensors, no ".weight" suffix
+    elif moe.storage in ("fused_in_out", "stacked_in_out", "fused_out_in"):  # tensors without a ".weight" suffix
         x = f"{m}{mn.experts}."
-        for name, shape in ((mn.fused_gate_up, (count, hidden, 2 * width)), (mn.fused_down, (count, width, hidden))):
+        out_in = moe.storage == "fused_out_in"  # (experts, out, in), as transformers 5 holds them
+        for name, shape in ((mn.fused_gate_up, (count, 2 * width, hidden) if out_in else (count, hidden, 2 * width)),
+                            (mn.fused_down, (count, hidden, width) if out_in else (count, width, hidden))):
             rows.append((f"{x}{name}", shape, "linear"))
             extra[f"{x}{name}"] = {"routed": True}
             if moe.expert_bias:
@@ -65,8 +69,12 @@ def moe_rows(moe: Moe, m: str, hidden: int, rows: list) -> dict[str, dict]:
                            (f"{m}{mn.stacked_down}.weight", (count, hidden, width))):
             rows.append((key, shape, "linear"))
             extra[key] = {"routed": True}
-    if moe.shared_expert_size:
-        s, size = f"{m}{mn.shared_expert}.", moe.shared_expert_size
+    if moe.shared_expert_size and mn.shared_gate_up:  # [gate; up] in one matrix; the layer's own module, or the block's
+        s, size = f"{layer if moe.shared_expert_in_layer else m}{mn.shared_expert}.", moe.shared_expert_size
+        rows += [(f"{s}{mn.shared_gate_up}.weight", (2 * size, hidden), "linear"),
+                 (f"{s}{mn.shared_down}.weight", (hidden, size), "linear")]
+    elif moe.shared_expert_size:
+        s, size = f"{layer if moe.shared_expert_in_layer else m}{mn.shared_expert}.", moe.shared_expert_size
         gate, up, down = shared_names(moe)
         rows += ([(f"{s}{gate}.weight", (size, hidden), "linear")] if moe.gated else []) + [
             (f"{s}{up}.weight", (size, hidden), "linear"), (f"{s}{down}.weight", (hidden, size), "linear")]
@@ -81,7 +89,7 @@ def fused_expert_map(arch: Architecture) -> dict[str, tuple[str, ...]]:
     Value: the hub keys the fused tensor becomes. With "{e}", the tensor is indexed by expert
     first; two keys split it in halves along the output rows ([gate; up])."""
     moe = ffn_kinds(arch).get("moe")
-    if not isinstance(moe, Moe) or moe.storage in ("fused_in_out", "stacked_in_out"):  # the hub layout is the fused one
+    if not isinstance(moe, Moe) or moe.storage in ("fused_in_out", "stacked_in_out", "fused_out_in"):  # the hub layout is the fused one
         return {}
     n, mn, pre = arch.names, moe.names, arch.checkpoint_prefix
     p = f"{pre}{n.backbone}.{n.layers}.{{i}}."
@@ -100,8 +108,11 @@ def fused_expert_map(arch: Architecture) -> dict[str, tuple[str, ...]]:
     router, fused_router = f"{m}{mn.router}{inner}.weight", f"{f}{mn.fused_router}.weight"
     if router != fused_router:
         mapping[fused_router] = (router,)
-    if moe.score_bias_in_block and m != f:
-        mapping[f"{f}{mn.score_bias}"] = (f"{m}{mn.score_bias}",)
+    if mn.score_bias_owner:  # in memory, a submodule of the router
+        mapping[f"{f}{mn.fused_router}.{mn.score_bias_owner}.e_score_correction_bias"] = (
+            f"{m}{mn.score_bias_owner}.e_score_correction_bias",)
+    if moe.score_bias_in_block and (m != f or mn.block_bias):  # in memory under score_bias, on disk maybe renamed
+        mapping[f"{f}{mn.score_bias}"] = (f"{m}{mn.block_bias or mn.score_bias}",)
     if moe.shared_expert_size and m != f:
         for name in shared_names(moe):
             mapping[f"{f}{mn.shared_expert}.{name}.weight"] = (f"{m}{mn.shared_expert}.{name}.weight",)

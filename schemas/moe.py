@@ -33,6 +33,15 @@ class MoeNames(_Frozen):
     latent_in: Identifier = Field("fc1_latent_proj", exclude_if=lambda v: v == "fc1_latent_proj",
                                   description="latent_size: the map from the hidden size down to the experts' width.")
     latent_out: Identifier = Field("fc2_latent_proj", exclude_if=lambda v: v == "fc2_latent_proj")
+    score_bias_owner: Identifier | None = Field(
+        None, exclude_if=_unset, description="The correction bias is a (1, experts) parameter of this submodule "
+        "of the block (ERNIE 4.5: mlp.moe_statics.e_score_correction_bias), not a buffer of the router.")
+    shared_gate_up: Identifier | None = Field(
+        None, exclude_if=_unset, description="The shared expert keeps [gate; up] in one matrix of this name (Granite-MoE-"
+        "Shared: input_linear) and its down projection in `shared_down`; shared_gate / shared_up are None then.")
+    block_bias: Identifier | None = Field(
+        None, exclude_if=_unset, description="score_bias_in_block: the block's correction-bias buffer under this "
+        "name in the checkpoint (HY-V3: expert_bias); None: e_score_correction_bias.")
     fused_block: Identifier = Field("mlp", description="transformers 5's in-memory (fused) layout: the block, its "
                                     "router and the stacked expert tensors under `experts`.")
     fused_router: Identifier = "gate"
@@ -63,11 +72,16 @@ class Moe(_Frozen):
     swiglu_alpha: float | None = Field(None, exclude_if=_unset, description="clamped_swiglu: the sigmoid's gain.")
     swiglu_limit: Annotated[float, Field(gt=0)] | None = Field(
         None, exclude_if=_unset, description="clamped_swiglu: the clamp bound.")
-    router: Literal["softmax_topk", "topk_softmax", "sigmoid_topk", "topk_sigmoid"] = Field(
+    router: Literal["softmax_topk", "topk_softmax", "sigmoid_topk", "topk_sigmoid", "sparsemixer"] = Field(
         description="softmax_topk: softmax over all experts, then keep the top k (Mixtral, Qwen, OLMoE). "
         "topk_softmax: keep the top k logits, then softmax over those k (Granite). sigmoid_topk: an independent "
         "sigmoid score per expert, the top k kept (DeepSeek-V3). topk_sigmoid: keep the top k logits, then a "
-        "sigmoid of each kept logit (Llama 4).")
+        "sigmoid of each kept logit (Llama 4). sparsemixer (PhiMoE, inference form, top 2): the best "
+        "expert, weighted by a softmax over the experts whose logit is within 2 x `sparsemixer_eps` (relative) of "
+        "its own; then the same for the best of the others.")
+    sparsemixer_eps: Annotated[float, Field(ge=0)] | None = Field(
+        None, exclude_if=_unset, description="sparsemixer: the relative logit distance that keeps an expert in "
+        "a choice's softmax is 2 x this (PhiMoE's router_jitter_noise).")
     router_bias: bool = Field(False, exclude_if=_unset, description="The router's linear map has a bias (gpt-oss).")
     norm_topk_prob: bool = Field(False, description="softmax_topk / sigmoid_topk: divide the k kept weights by their sum.")
     norm_topk_eps: Annotated[float, Field(gt=0)] | None = Field(
@@ -76,7 +90,8 @@ class Moe(_Frozen):
     router_float32: bool = Field(False, description="The router's matrix and its input are cast to float32 before the "
                                  "product (DeepSeek keeps the router in float32).")
     score_correction_bias: bool = Field(False, description="A learned per-expert bias is added to the scores for "
-                                        "choosing experts only; the weights are the unbiased scores (DeepSeek-V3).")
+                                        "choosing experts only; the weights are the unbiased scores (DeepSeek-V3; "
+                                        "ERNIE 4.5 adds it to the softmax probabilities).")
     score_bias_in_block: bool = Field(False, exclude_if=_unset, description="The correction bias is a buffer of the MoE block itself, "
                                       "not of its router (MiniMax-M2: block.e_score_correction_bias).")
     sigmoid_float32: bool = Field(False, exclude_if=_unset, description="sigmoid_topk: the router's logits are cast to float32 before "
@@ -97,14 +112,19 @@ class Moe(_Frozen):
                                      "(Gemma 4: router.scale, router.proj).")
     per_expert_scale: bool = Field(False, exclude_if=_unset, description="The kept routing weights are multiplied "
                                    "by a learned scale of their expert (router.per_expert_scale).")
-    storage: Literal["per_expert", "stacked", "fused_in_out", "stacked_in_out", "stacked_out_in"] = Field(
+    storage: Literal["per_expert", "stacked", "fused_in_out", "stacked_in_out", "stacked_out_in", "fused_out_in"] = Field(
         description="The hub checkpoint layout: one set of projection matrices per expert, or every expert's matrices "
         "stacked in one (experts, out, in) tensor per projection (Granite), or fused_in_out: `experts.gate_up_proj` "
         "(experts, hidden, 2 x width, [gate | up] along the last axis) and `experts.down_proj` (experts, width, "
         "hidden), stored (in, out) without a .weight suffix (Llama 4), or stacked_in_out: the same tensors with gate "
         "and up columns interleaved along the last axis of gate_up (gpt-oss), or stacked_out_in: `experts.gate_up_proj` "
         "(experts, 2 x width, hidden, [gate; up] rows) and `experts.down_proj` (experts, hidden, width), no .weight "
-        "suffix (Gemma 4).")
+        "suffix (Gemma 4), or fused_out_in: the same layout as stacked_out_in read by the generic experts block "
+        "(families whose checkpoints transformers saves unconverted).")
+    transposed_on_disk: bool = Field(
+        False, exclude_if=_unset, description="fused_out_in: checkpoints may also hold the two fused expert tensors "
+        "with their last two axes swapped, (experts, in, out) (the Qwen3-VL-MoE hub releases; transformers saves "
+        "(experts, out, in)); a tensor whose shape says so is transposed on load, as transformers does (a square one is read as stored).")
     weighted: Literal["output", "input"] = Field(
         "output", description="What the routing weight multiplies: the expert's output, or its input (Llama 4: "
         "expert(weight x token), which differs since the expert is not linear).")
@@ -112,12 +132,21 @@ class Moe(_Frozen):
                               "a (experts, out) bias (<name>_bias).")
     shared_expert_size: Width | None = Field(None, description="Width of a shared expert every token uses (Qwen2-MoE).")
     shared_expert_gate: bool = Field(False, description="The shared expert's output is scaled by sigmoid(gate(x)).")
+    shared_expert_in_layer: bool = Field(
+        False, exclude_if=_unset, description="The shared expert is a module of the decoder layer beside the experts "
+        "block (`layers.{i}.<shared_expert>`), fed the block's input; its output joins the block's (Granite-MoE-Shared).")
+    combine_float32: bool = Field(False, exclude_if=_unset, description="The routed and shared experts' outputs "
+                                  "are added in float32, then cast back (HY-V3's enable_moe_fp32_combine).")
     names: MoeNames = MoeNames()
 
     @model_validator(mode="after")
     def _routing(self) -> "Moe":
         if self.top_k > self.num_experts:
             raise ValueError(f"top_k ({self.top_k}) exceeds num_experts ({self.num_experts})")
+        if (self.router == "sparsemixer") != (self.sparsemixer_eps is not None):
+            raise ValueError("sparsemixer_eps is given exactly for a sparsemixer router")
+        if self.router == "sparsemixer" and (self.top_k != 2 or self.norm_topk_prob or self.score_correction_bias):
+            raise ValueError("a sparsemixer router picks exactly 2 experts, unnormalised and unbiased")
         if self.norm_topk_prob and self.router == "topk_softmax":
             raise ValueError("norm_topk_prob does not apply to a topk_softmax router")
         if (self.group_limit == "none") != (self.num_groups is None) or (self.num_groups is None) != (self.topk_groups is None):
@@ -135,16 +164,36 @@ class Moe(_Frozen):
             raise ValueError("score_bias_in_block needs score_correction_bias")
         if self.norm_topk_eps is not None and not (self.norm_topk_prob and self.router == "sigmoid_topk"):
             raise ValueError("norm_topk_eps applies to a sigmoid_topk router with norm_topk_prob only")
+        if self.score_correction_bias and self.router not in ("sigmoid_topk", "softmax_topk"):
+            raise ValueError("a score correction bias applies to a sigmoid_topk or softmax_topk router only")
+        if self.names.score_bias_owner is not None and (not self.score_correction_bias or self.score_bias_in_block):
+            raise ValueError("names.score_bias_owner places the router's score correction bias")
+        if self.score_correction_bias and self.router == "softmax_topk" and self.group_limit != "none":
+            raise ValueError("a score correction bias with group-limited softmax routing is not implemented")
         if self.sigmoid_float32 and self.router != "sigmoid_topk":
             raise ValueError("sigmoid_float32 applies to a sigmoid_topk router only")
         if (self.activation == "clamped_swiglu") != (self.swiglu_alpha is not None) or (
                 self.swiglu_alpha is None) != (self.swiglu_limit is None):
             raise ValueError("swiglu_alpha and swiglu_limit are given exactly for a clamped_swiglu activation")
+        if self.transposed_on_disk and self.storage != "fused_out_in":
+            raise ValueError("transposed_on_disk applies to fused_out_in storage only")
         if self.expert_bias and self.storage != "stacked_in_out":
             raise ValueError("expert biases are implemented for stacked_in_out storage only")
-        shared_names = (self.names.shared_gate, self.names.shared_up, self.names.shared_down)
-        if len({name is None for name in shared_names}) > 1:
+        shared_names = (self.names.shared_gate, self.names.shared_up)
+        if self.names.shared_gate_up is not None and any(name is not None for name in shared_names):
+            raise ValueError("names.shared_gate_up replaces shared_gate and shared_up")
+        if self.names.shared_gate_up is None and len({name is None for name in (*shared_names, self.names.shared_down)}) > 1:
             raise ValueError("the shared expert's projection names are given all three or none")
+        if (self.shared_expert_in_layer or self.names.shared_gate_up) and self.shared_expert_size is None:
+            raise ValueError("shared_expert_in_layer and names.shared_gate_up need a shared expert")
+        if self.names.shared_gate_up is not None and self.names.shared_down is None:
+            raise ValueError("names.shared_gate_up needs names.shared_down")
+        if self.shared_expert_in_layer and (self.shared_expert_gate or self.combine_float32):
+            raise ValueError("a shared expert in the layer takes no gate and no float32 sum")
+        if self.combine_float32 and self.shared_expert_size is None:
+            raise ValueError("combine_float32 needs a shared expert")
+        if self.names.block_bias is not None and not self.score_bias_in_block:
+            raise ValueError("names.block_bias names the block's correction bias (score_bias_in_block)")
         if self.shared_expert_gate and self.shared_expert_size is None:
             raise ValueError("a shared-expert gate needs a shared expert")
         if (not self.gated or self.latent_size) and (self.storage != "per_expert" or self.weighted != "output"):
