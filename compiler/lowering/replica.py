@@ -41,7 +41,7 @@ TINY_VISION: dict[str, dict[str, Any]] = {
         "vision_config": {"depth": 2, "hidden_size": 32, "num_heads": 2, "intermediate_size": 64, "out_hidden_size": 64,
                           "patch_size": 16, "num_position_embeddings": 16, "deepstack_visual_indexes": [0]},
         "image_token_id": 251, "video_token_id": 252, "vision_start_token_id": 253, "vision_end_token_id": 254,
-    },
+    } for name in ("qwen3_vl", "qwen3_vl_moe")},
     "gemma4": {
         "vision_config": {"model_type": "gemma4_vision", "hidden_size": 32, "intermediate_size": 64,
                           "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 16,
@@ -49,7 +49,6 @@ TINY_VISION: dict[str, dict[str, Any]] = {
         "audio_config": None, "image_token_id": 251, "video_token_id": 252, "audio_token_id": 253,
         "boi_token_id": 254, "eoi_token_id": 255, "boa_token_id": 250, "eoa_token_id": 249, "eoa_token_index": 249,
     },
-    } for name in ("qwen3_vl", "qwen3_vl_moe")},
     **{name: {
         "vision_config": {"depth": 1, "hidden_size": 32, "num_heads": 2, "intermediate_size": 64, "out_hidden_size": 64,
                           "patch_size": 14},
