@@ -29,6 +29,7 @@ PROOF = {
     "olmoe": "tests/test_moe.py", "granitemoe": "tests/test_moe.py", "llama4_text": "tests/test_llama4.py",
     "gemma3": "tests/test_parity_variants.py", "llama4": "tests/test_wrappers.py", "kimi_k25": "tests/test_wrappers.py",
     "qwen2_vl": "tests/test_wrappers.py", "qwen2_5_vl": "tests/test_wrappers.py", "qwen3_vl": "tests/test_wrappers.py",
+    "lfm2": "tests/test_lfm2.py",
     "qwen3_next": "tests/test_hybrid.py", "qwen3_5_text": "tests/test_hybrid.py", "qwen3_5": "tests/test_hybrid.py",
     "qwen3_5_moe_text": "tests/test_hybrid.py", "lfm2_moe": "tests/test_lfm2.py",
     "gemma4_text": "tests/test_gemma4.py",

@@ -72,3 +72,14 @@ def window_boundary_runs(parity_module, test: str = "test_parity_around_the_slid
 def _offline(monkeypatch):
     """No test may reach the network: the hub is unreachable here anyway."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def pytest_configure(config) -> None:
+    """Under pytest-xdist (``-n 2``) each worker computes on one thread: two workers on two cores
+    rather than four threads fighting over them."""
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)

@@ -1,4 +1,4 @@
-"""Mamba-2 (state-space) layers: the pure stack (mamba2), Bamba (beside attention), Nemotron-H / Nemotron 3
+"""Mamba-2 (state-space) layers: the pure stack (mamba2), Bamba (beside attention), Nemotron-H / Nemotron 3 (model_type nemotron_h)
 (single-block layers by pattern: Mamba-2, NoPE attention, ReLU^2 MLP, ReLU^2 experts, a latent MoE), Granite 4.0-H
 without routed experts (NoPE attention, muP multipliers, a fused shared MLP).
 
