@@ -13,13 +13,13 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import GENERATED, import_path
 
 from llmgen.compiler.card import card, load_model
-from llmgen.compiler.catalog import catalog_path
 from llmgen.compiler.errors import LlmgenError
 from llmgen.compiler.load import LoadedConfig
 from llmgen.compiler.lowering import lower
@@ -30,16 +30,16 @@ from llmgen.compiler.weight_map import active_parameter_count, parameter_count
 from llmgen.compiler.write import write_outputs
 from llmgen.schemas.short_conv import ShortConv
 
-MODEL = "LFM2-1.2B"  # the committed LFM2 (catalog LiquidAI/LFM2-1.2B): attention on layers 2, 5, 8, 10, 12, 14
-HUB_ID = "LiquidAI/LFM2-1.2B"
+MODEL = "LFM2-1.2B"  # the committed LFM2 (tests/fixtures/lfm2): attention on layers 2, 5, 8, 10, 12, 14
+FIXTURE = Path(__file__).parent / "fixtures" / "lfm2" / "LFM2-1.2B.json"
 # An LFM2-style layer pattern for the config-class defaults, whose own pattern is attention everywhere
 # (Lfm2Config: full_attn_idxs None -> every layer; Lfm2MoeConfig has no default and builds no model without one).
 ATTENTION_AT = (2, 5, 8, 10, 12, 14, 18, 22, 26, 30)
 
 
 def lfm2_1_2b() -> dict:
-    """The bundled LFM2-1.2B config (its file carries the __TRIMMED mark: see catalog/SOURCES.md)."""
-    return json.loads(catalog_path(HUB_ID).read_text())
+    """The LFM2-1.2B config written from its published values (see tests/fixtures/lfm2/SOURCES.md)."""
+    return json.loads(FIXTURE.read_text())
 
 
 def layer_types(layers: int) -> list[str]:
@@ -266,7 +266,7 @@ def test_full_size_counts_and_layout_match_transformers(name, compiled):
 def test_card_shows_pattern_and_state():
     from llmgen.compiler.mixers.short_conv import state_bytes
 
-    data = card(load_model(HUB_ID))
+    data = card(load_model(str(FIXTURE)))
     assert data["pattern"]["legend"]["V"] == "short convolution"
     assert data["pattern"]["strip"] == "V×2 F V×2 F V×2 F V F V F V F V"
     kv = data["kv_cache"]
