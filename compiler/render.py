@@ -30,7 +30,7 @@ from .render_linear import hybrid_context, linear_config_fields, linear_context,
 from .render_chunked import chunked_config_fields, chunked_context, q_scale_arg, q_scale_param
 from .render_layer_extras import extras_config_fields, extras_context, mlp_widths
 from .weight_map import WeightEntry, block_norms, ffn_kinds
-from .render_blocks import WORDS as BLOCK_LETTERS, grouped, kind_blocks, no_attention, single_block
+from .render_blocks import WORDS as BLOCK_LETTERS, blocks_context, no_attention, single_block
 
 BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -230,7 +230,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         } if ffn else None,
         "moe": moe_context(arch, ACTIVATION_CODE, identifier, literal),
         "ffn_init": "MLP(config, config.layer_intermediate_size[index])" if mlp_widths(arch) else ffn_init(arch),
-        **_blocks_context(arch, (", cos, sin" if has_rope else "") + q_scale_arg(arch)),
+        **blocks_context(arch, layer_pattern(arch), (", cos, sin" if has_rope else "") + q_scale_arg(arch), literal),
         "block": {
             "kind": layer.block,
             "norms": [identifier(name) for name in block_norms(layer, arch.names)],
@@ -277,14 +277,6 @@ def _unique_keys(weights: list[WeightEntry]) -> list[WeightEntry]:
 
 LETTERS = {"S": "S = sliding-window attention", "C": "C = chunked attention", "F": "F = full attention",
            "N": "N = NoPE (full attention, no RoPE)", **BLOCK_LETTERS}
-
-
-def _blocks_context(arch: Architecture, rope_args: str) -> dict[str, Any]:
-    """layer.py.j2's per-letter blocks (render_blocks): each kind's block, and the calls and caches they share."""
-    blocks = kind_blocks(arch, layer_pattern(arch), lambda lay: "MoE(config)" if lay.ffn.kind == "moe" else "MLP(config)",
-                         rope_args, literal)
-    return {"kind_blocks": blocks, "kind_calls": grouped(blocks, "call", literal),
-            "cache_attrs": grouped([b for b in blocks if b["cache"]], "attr", literal)}
 
 
 def letter_words() -> dict[str, str]:

@@ -71,3 +71,11 @@ def grouped(blocks: list[dict[str, Any]], key: str, literal: Callable[[Any], str
         test = f"== {letters[0]}" if len(letters) == 1 else f"in ({', '.join(letters)})"
         out.append({key: value, "test": test})
     return out
+
+
+def blocks_context(arch: Architecture, pattern: str, rope_args: str, literal: Callable[[Any], str]) -> dict[str, Any]:
+    """layer.py.j2's per-letter blocks: each kind's block, and the calls and caches they share."""
+    blocks = kind_blocks(arch, pattern, lambda lay: "MoE(config)" if lay.ffn.kind == "moe" else "MLP(config)",
+                         rope_args, literal)
+    return {"kind_blocks": blocks, "kind_calls": grouped(blocks, "call", literal),
+            "cache_attrs": grouped([b for b in blocks if b["cache"]], "attr", literal)}
