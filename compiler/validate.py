@@ -179,7 +179,7 @@ def check_layer_extras(arch: Architecture, pattern: str) -> None:
         raise UnsupportedError("per-layer attention shapes, shared keys and values, keys as values, experts beside "
                                "the MLP and per-layer inputs are implemented for Gemma 4's attention and block only")
     if first.experts_beside is not None and (first.block != "sandwich" or any(lay.ffn.kind != "mlp" for lay in arch.layers)
-                                             or first.experts_beside.storage != "stacked_out_in"):
+                                             or first.experts_beside.storage != "fused_out_in"):
         raise UnsupportedError("experts beside the MLP are implemented in sandwich blocks with a dense MLP only")
     if arch.per_layer_input is not None and arch.per_layer_input.norm != first.norm:
         raise UnsupportedError("a per-layer input norm that differs from the layers' norms is not implemented")

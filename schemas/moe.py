@@ -112,15 +112,14 @@ class Moe(_Frozen):
                                      "(Gemma 4: router.scale, router.proj).")
     per_expert_scale: bool = Field(False, exclude_if=_unset, description="The kept routing weights are multiplied "
                                    "by a learned scale of their expert (router.per_expert_scale).")
-    storage: Literal["per_expert", "stacked", "fused_in_out", "stacked_in_out", "stacked_out_in", "fused_out_in"] = Field(
+    storage: Literal["per_expert", "stacked", "fused_in_out", "stacked_in_out", "fused_out_in"] = Field(
         description="The hub checkpoint layout: one set of projection matrices per expert, or every expert's matrices "
         "stacked in one (experts, out, in) tensor per projection (Granite), or fused_in_out: `experts.gate_up_proj` "
         "(experts, hidden, 2 x width, [gate | up] along the last axis) and `experts.down_proj` (experts, width, "
         "hidden), stored (in, out) without a .weight suffix (Llama 4), or stacked_in_out: the same tensors with gate "
-        "and up columns interleaved along the last axis of gate_up (gpt-oss), or stacked_out_in: `experts.gate_up_proj` "
+        "and up columns interleaved along the last axis of gate_up (gpt-oss), or fused_out_in: `experts.gate_up_proj` "
         "(experts, 2 x width, hidden, [gate; up] rows) and `experts.down_proj` (experts, hidden, width), no .weight "
-        "suffix (Gemma 4), or fused_out_in: the same layout as stacked_out_in read by the generic experts block "
-        "(families whose checkpoints transformers saves unconverted).")
+        "suffix, as transformers 5 holds and saves them (Gemma 4, Granite-MoE-SWA, Qwen3-VL-MoE).")
     transposed_on_disk: bool = Field(
         False, exclude_if=_unset, description="fused_out_in: checkpoints may also hold the two fused expert tensors "
         "with their last two axes swapped, (experts, in, out) (the Qwen3-VL-MoE hub releases; transformers saves "

@@ -135,7 +135,7 @@ def _experts(r: ConfigReader, enabled: bool) -> Moe | None:
         raise UnsupportedError(f"{r.where}: experts with activation {activation!r} are not supported")
     return Moe(num_experts=count, top_k=top_k, intermediate_size=width, activation=activation, router="softmax_topk",
                norm_topk_prob=True, router_input_scale=True, per_expert_scale=True, routing_dtype="float32",
-               storage="stacked_out_in", names=EXPERT_NAMES)
+               storage="fused_out_in", names=EXPERT_NAMES)
 
 
 def _per_layer_input(r: ConfigReader, hidden: int, norm: Norm, activation: str) -> PerLayerInput | None:
