@@ -40,7 +40,7 @@ def moe_rows(moe: Moe, m: str, hidden: int, rows: list, layer: str = "") -> dict
     if moe.router_bias:
         rows.append((f"{m}{mn.router}{inner}.bias", (count,), "bias"))
     if moe.score_bias_in_block:
-        rows.append((f"{m}{mn.block_bias or mn.score_bias}", (count,), "buffer"))
+        rows.append((f"{m}{mn.score_bias_on_disk or mn.score_bias}", (count,), "buffer"))
     elif moe.score_correction_bias and mn.score_bias_owner:  # a (1, experts) parameter of a router submodule
         rows.append((f"{m}{mn.score_bias_owner}.e_score_correction_bias", (1, count), "bias"))
     elif moe.score_correction_bias:
@@ -111,8 +111,8 @@ def fused_expert_map(arch: Architecture) -> dict[str, tuple[str, ...]]:
     if mn.score_bias_owner:  # in memory, a submodule of the router
         mapping[f"{f}{mn.fused_router}.{mn.score_bias_owner}.e_score_correction_bias"] = (
             f"{m}{mn.score_bias_owner}.e_score_correction_bias",)
-    if moe.score_bias_in_block and (m != f or mn.block_bias):  # in memory under score_bias, on disk maybe renamed
-        mapping[f"{f}{mn.score_bias}"] = (f"{m}{mn.block_bias or mn.score_bias}",)
+    if moe.score_bias_in_block and (m != f or mn.score_bias_on_disk):  # in memory under score_bias, on disk maybe renamed
+        mapping[f"{f}{mn.score_bias}"] = (f"{m}{mn.score_bias_on_disk or mn.score_bias}",)
     if moe.shared_expert_size and m != f:
         for name in shared_names(moe):
             mapping[f"{f}{mn.shared_expert}.{name}.weight"] = (f"{m}{mn.shared_expert}.{name}.weight",)

@@ -39,16 +39,17 @@ class MoeNames(_Frozen):
     shared_gate_up: Identifier | None = Field(
         None, exclude_if=_unset, description="The shared expert keeps [gate; up] in one matrix of this name (Granite-MoE-"
         "Shared: input_linear) and its down projection in `shared_down`; shared_gate / shared_up are None then.")
-    block_bias: Identifier | None = Field(
-        None, exclude_if=_unset, description="score_bias_in_block: the block's correction-bias buffer under this "
-        "name in the checkpoint (HY-V3: expert_bias); None: e_score_correction_bias.")
     fused_block: Identifier = Field("mlp", description="transformers 5's in-memory (fused) layout: the block, its "
                                     "router and the stacked expert tensors under `experts`.")
     fused_router: Identifier = "gate"
     fused_gate_up: Identifier = "gate_up_proj"
     fused_down: Identifier = "down_proj"
     score_bias: Identifier = Field("e_score_correction_bias", exclude_if=lambda v: v == "e_score_correction_bias",
-                                   description="The block's selection-bias buffer (score_bias_in_block; LFM2-MoE: expert_bias).")
+                                   description="The block's selection-bias buffer as transformers names it in "
+                                   "memory (score_bias_in_block; LFM2-MoE: expert_bias).")
+    score_bias_on_disk: Identifier | None = Field(
+        None, exclude_if=_unset, description="score_bias_in_block: the same buffer's name in the checkpoint where it "
+        "differs from `score_bias` (HY-V3: expert_bias on disk, e_score_correction_bias in memory).")
 
 
 class Moe(_Frozen):
@@ -191,8 +192,8 @@ class Moe(_Frozen):
             raise ValueError("a shared expert in the layer takes no gate and no float32 sum")
         if self.combine_float32 and self.shared_expert_size is None:
             raise ValueError("combine_float32 needs a shared expert")
-        if self.names.block_bias is not None and not self.score_bias_in_block:
-            raise ValueError("names.block_bias names the block's correction bias (score_bias_in_block)")
+        if self.names.score_bias_on_disk is not None and not self.score_bias_in_block:
+            raise ValueError("names.score_bias_on_disk names the block's correction bias (score_bias_in_block)")
         if self.shared_expert_gate and self.shared_expert_size is None:
             raise ValueError("a shared-expert gate needs a shared expert")
         if (not self.gated or self.latent_size) and (self.storage != "per_expert" or self.weighted != "output"):

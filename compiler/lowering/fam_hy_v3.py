@@ -53,7 +53,7 @@ def lower_hy_v3(r: ConfigReader, model_type: str) -> Architecture:
               routed_scaling_factor=None if scaling == 1.0 else scaling, routing_dtype="float32",
               storage="per_expert", shared_expert_size=width * shared,
               combine_float32=r.bool("enable_moe_fp32_combine", True),
-              names=MoeNames(router="router", router_inner="gate", shared_expert="shared_mlp", block_bias="expert_bias"))
+              names=MoeNames(router="router", router_inner="gate", shared_expert="shared_mlp", score_bias_on_disk="expert_bias"))
     sparse = mlp_layer_kinds(r, c.num_layers, 1)
     bias = r.bool("attention_bias", False)
     return moe_like(r, model_type, c, moe, sparse, theta=11_158_840.0, eps=1e-5, qkv_bias=bias, o_bias=bias, qk_norm="per_head",
