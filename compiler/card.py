@@ -85,6 +85,9 @@ class _KindTable:
 
 MIXER_LETTERS = _KindTable("letter")  # mixers other than attention with a letter of their own
 MIXER_WORDS = _KindTable("words")
+# latent attention's letter; with S/C/F/N (attention spans) and E/D (layers without a mixer) it is reserved
+# (compiler/mixers.RESERVED_LETTERS): a recurrent kind's letter never means two things in one pattern
+LATENT_LETTER, LATENT_WORDS = "A", "multi-head latent attention (MLA)"
 
 
 def layer_letter(layer: Any) -> str:
@@ -95,6 +98,8 @@ def layer_letter(layer: Any) -> str:
         return "E" if layer.ffn.kind == "moe" else "D"
     if mixer.kind == "attention":
         letter = "S" if mixer.span == "sliding" else "C" if mixer.span == "chunked" else "F"
+    elif mixer.kind == "mla":
+        letter = LATENT_LETTER
     elif mixer.kind in MIXER_LETTERS:
         letter = MIXER_LETTERS[mixer.kind]
     else:
@@ -109,6 +114,8 @@ def letter_meaning(layer: Any) -> str:
     if mixer.kind == "attention":
         words = (f"sliding window {mixer.window}" if mixer.span == "sliding" else f"chunked attention (chunk "
                  f"{mixer.chunk_size})" if mixer.span == "chunked" else "full attention")
+    elif mixer.kind == "mla":
+        words = LATENT_WORDS
     elif mixer.kind in MIXER_WORDS:
         words = MIXER_WORDS[mixer.kind]
     else:

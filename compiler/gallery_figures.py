@@ -24,7 +24,7 @@ CHART_TOKENS = tuple(round(2 ** (10 + k / 4)) for k in range(41))  # four points
 CHART_DEFAULT = ("google/gemma-3-1b-it", "google/gemma-2-2b-it", "meta-llama/Llama-3.1-8B", "deepseek-ai/DeepSeek-V3",
                  "openai/gpt-oss-20b", "Qwen/Qwen3-30B-A3B")
 LETTER_WORDS = {"S": "sliding-window attention", "F": "full attention", "C": "chunked attention",
-                "M": "multi-head latent attention (MLA)"}
+                "A": "multi-head latent attention (MLA)"}
 
 
 def chart_tokens(arch: Architecture) -> list[int]:

@@ -15,6 +15,7 @@ from llmgen.compiler.card import (
     card,
     compress,
     format_card,
+    layer_letter,
     kv_bytes_per_token,
     load_model,
     parameters,
@@ -128,3 +129,19 @@ def test_cli_errors(capsys, tmp_path):
     (tmp_path / "gen" / "arch.json").write_text("{}")
     with pytest.raises(LlmgenError, match="arch.json"):
         load_model(str(tmp_path / "gen"))
+
+
+def test_pattern_letters_mean_one_thing():
+    """Latent attention is A (Mamba-2 keeps M), and no recurrent kind may take a letter the card gives others."""
+    import dataclasses
+
+    from llmgen.compiler.mixers import KINDS, RESERVED_LETTERS, register
+
+    assert layer_letter(load_model("deepseek-ai/DeepSeek-V3").arch.layers[0]) == "A"
+    letters = [kind.letter for kind in KINDS.values()]
+    assert len(set(letters)) == len(letters) and not set("".join(letters).upper()) & set(RESERVED_LETTERS)
+    some = next(iter(KINDS.values()))
+    for letter in ("A", "e", "S", some.letter):
+        with pytest.raises(ValueError, match="is taken"):
+            register(dataclasses.replace(some, kind="another_kind", letter=letter))
+    assert "another_kind" not in KINDS

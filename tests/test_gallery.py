@@ -202,7 +202,7 @@ def test_every_card_has_a_diagram_and_the_legend_covers_every_letter(site):
     assert {row["data-anchor"] for row in page.rows.values()} == page.card_diagrams
     letters = {letter for entry in catalog_entries() if compiles(entry.path)
                for letter in card(load_model(entry.id))["pattern"]["letters"]}
-    assert sorted(page.legend) == sorted(letters) and {"S", "F", "M", "f"} <= letters
+    assert sorted(page.legend) == sorted(letters) and {"S", "F", "A", "M", "f"} <= letters
 
 
 def test_chart_series_are_the_card_figures(site):

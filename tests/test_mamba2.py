@@ -89,9 +89,11 @@ def planted(tmp_path, before: str, after: str):
     return target
 
 
-def test_committed_nemotron_nano_parity():
-    """The committed Nemotron-3 Nano (Mamba-2, NoPE attention, ReLU^2 experts) against transformers."""
-    result = verify(GENERATED / NANO)
+def test_committed_nemotron_nano_parity(tmp_path):
+    """The committed Nemotron-3 Nano (Mamba-2, NoPE attention, ReLU^2 experts) against transformers (on a copy:
+    verify writes parity.json, and the committed tree stays as the generator wrote it)."""
+    shutil.copytree(GENERATED / NANO, tmp_path / NANO)
+    result = verify(tmp_path / NANO)
     print(f"nemotron-3-nano: max|dlogit| = {result['max_abs_diff']:.3g}, logits up to {result['max_abs_logit']:.3g}")
     assert result["seq_len"] > 2 * 8 and result["batch"] == 2 and result["max_abs_logit"] > 0.1
     assert result["max_abs_diff"] <= 1e-5 * max(1.0, result["max_abs_logit"]), result

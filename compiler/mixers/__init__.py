@@ -69,12 +69,15 @@ class MixerKind:
 
 
 KINDS: dict[str, MixerKind] = {}
+# letters the card gives layers that are not a registered kind: attention spans (S sliding, C chunked, F full,
+# N none), latent attention (A), feed-forward-only layers (E experts, D dense); lower case: the same without RoPE
+RESERVED_LETTERS = "SCFNADE"
 
 
 def register(kind: MixerKind) -> MixerKind:
     if kind.kind in KINDS or kind.kind in SOFTMAX_KINDS:
         raise ValueError(f"mixer kind {kind.kind!r} is registered twice")
-    if any(other.letter == kind.letter for other in KINDS.values()) or kind.letter in "SCFNsfcn":
+    if any(other.letter == kind.letter for other in KINDS.values()) or kind.letter.upper() in RESERVED_LETTERS:
         raise ValueError(f"mixer kind {kind.kind!r}: pattern letter {kind.letter!r} is taken")
     KINDS[kind.kind] = kind
     return kind
