@@ -19,7 +19,7 @@ import jinja2
 from ..schemas.arch import Architecture
 from . import __version__
 from .errors import LlmgenError
-from .lowering.registry import titles as registered_titles
+from .lowering import family_titles
 from .describe import features, fused_attention, layer_pattern
 from .dtypes import loader_context
 from .rope_fields import rope_config_fields, rope_context
@@ -38,15 +38,6 @@ ACTIVATION_CODE = {"silu": ("F.silu", ""), "gelu": ("F.gelu", ""), "gelu_tanh": 
                    "gelu_new": ("gelu_new", ""),
                    "relu": ("F.relu", ""), "relu2": ("relu2", ""), "xielu": ("self.act_fn", ""),
                    "gelu_fast_tanh": ("gelu_fast_tanh", "")}
-TITLES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3", "gemma3_text": "Gemma 3 (text decoder)"}
-TITLES.update(gpt2="GPT-2", gpt_neox="GPT-NeoX", phi="Phi")
-TITLES.update(gemma="Gemma", gemma2="Gemma 2", olmo2="OLMo 2", olmo3="OLMo 3", smollm3="SmolLM3")
-TITLES.update(mixtral="Mixtral", qwen2_moe="Qwen2-MoE", qwen3_moe="Qwen3-MoE", olmoe="OLMoE", granitemoe="Granite-MoE")
-TITLES.update(llama4_text="Llama 4 (text decoder)")
-TITLES.update(gpt_oss="gpt-oss")
-TITLES.update(qwen3_next="Qwen3-Next", qwen3_5_text="Qwen3.5 (text decoder)", qwen3_5_moe_text="Qwen3.5-MoE (text decoder)")
-TITLES.update(phi3="Phi-3", stablelm="StableLM", cohere="Cohere (Command R)", cohere2="Cohere 2", granite="Granite")
-TITLES.update(registered_titles())  # families that register themselves (lowering/registry.py)
 
 
 @dataclass(frozen=True)
@@ -177,7 +168,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         "version": __version__,
         "source": prov.label,
         "command": safe_comment(prov.command),
-        "title": TITLES.get(arch.model_type, arch.model_type),
+        "title": family_titles()[arch.model_type],
         "features": features(arch),
         "config_fields": config_values(arch),
         "n": names,

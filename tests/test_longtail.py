@@ -20,7 +20,7 @@ from llmgen.compiler.load import LoadedConfig
 from llmgen.compiler.lowering import lower
 from llmgen.compiler.lowering.registry import REGISTRY
 from llmgen.compiler.pipeline import compile_config
-from llmgen.compiler.render import TITLES
+from llmgen.compiler.lowering import FAMILIES, family_titles
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "longtail"
 
@@ -138,7 +138,9 @@ def test_every_registered_family_has_a_case_and_a_title():
 
     covered = {raw["model_type"] for raw in CASES.values()} | set(PROOF)  # some have a test file of their own
     assert set(REGISTRY) <= covered, sorted(set(REGISTRY) - covered)
-    assert all(TITLES[model_type] == fam.title for model_type, fam in REGISTRY.items())
+    titles = family_titles()
+    assert all(titles[model_type] == fam.title for model_type, fam in REGISTRY.items())
+    assert set(FAMILIES) <= set(titles), "every family has its name (lowering/families.py TITLES or @family)"
 
 
 def test_registered_family_reports_unknown_keys():

@@ -108,6 +108,14 @@ def wrapper_prefix(model_type: str) -> str:
     return WRAPPER_PREFIX.get(model_type, DEFAULT_WRAPPER_PREFIX)
 
 
+def family_titles() -> dict[str, str]:
+    """model_type -> the family's name in generated files (docstring, README): the tables' and the registered."""
+    from .families import TITLES
+    from .registry import titles
+
+    return {**TITLES, **titles()}
+
+
 def supported_model_types() -> list[str]:
     return sorted([*FAMILIES, *WRAPPERS])
 

@@ -136,6 +136,18 @@ def build(
 
 # transformers' config classes' pad_token_id defaults (None elsewhere); their models give the
 # embedding padding_idx=pad_token_id (all families here but GPT-2 and GPT-NeoX).
+# the name a generated file gives each family of the tables above (registered families carry theirs)
+TITLES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3", "gemma3_text": "Gemma 3 (text decoder)",
+          "gpt2": "GPT-2", "gpt_neox": "GPT-NeoX", "phi": "Phi", "gemma": "Gemma", "gemma2": "Gemma 2", "olmo2": "OLMo 2",
+          "olmo3": "OLMo 3", "smollm3": "SmolLM3", "mixtral": "Mixtral", "qwen2_moe": "Qwen2-MoE", "qwen3_moe": "Qwen3-MoE",
+          "olmoe": "OLMoE", "granitemoe": "Granite-MoE", "llama4_text": "Llama 4 (text decoder)", "gpt_oss": "gpt-oss",
+          "qwen3_next": "Qwen3-Next", "qwen3_5_text": "Qwen3.5 (text decoder)",
+          "qwen3_5_moe_text": "Qwen3.5-MoE (text decoder)", "phi3": "Phi-3", "stablelm": "StableLM",
+          "cohere": "Cohere (Command R)", "cohere2": "Cohere 2", "granite": "Granite", "deepseek_v2": "DeepSeek-V2",
+          "deepseek_v3": "DeepSeek-V3", "glm4_moe": "GLM-4.5 (GLM-4-MoE)", "minimax_m2": "MiniMax-M2",
+          "kimi_k2": "Kimi K2", "qwen2_vl_text": "Qwen2-VL (text decoder)", "qwen2_5_vl_text": "Qwen2.5-VL (text decoder)",
+          "qwen3_vl_text": "Qwen3-VL (text decoder)"}
+
 PAD_DEFAULTS = {"gemma": 0, "gemma2": 0, "gemma3_text": 0, "cohere": 0, "cohere2": 0, "olmo2": 1, "olmo3": 1,
                 "olmoe": 1, "smollm3": 128004, "phi3": 32000}
 
