@@ -93,8 +93,7 @@ def extras_config_fields(arch: Architecture, field: Callable[..., dict[str, Any]
     stds = sparsity(arch)
     if stds is not None:
         made = field("gate_sparsity_std", "tuple[float | None, ...]", 0.0,
-                     "per layer: the MLP gate's cutoff in standard deviations, the standard normal's quantile of the "
-                     "layer's activation sparsity (statistics.NormalDist().inv_cdf, rounded to float32); None: dense")
+                     "per layer: Normal(0, 1).icdf(activation sparsity), float32; None: dense")
         made.update(literal="(" + ", ".join(map(repr, stds)) + ")", value=stds)
         fields.append(made)
     altup, laurel = arch.altup, arch.layers[0].laurel
@@ -102,8 +101,7 @@ def extras_config_fields(arch: Architecture, field: Callable[..., dict[str, Any]
         fields += [field("altup_num_inputs", "int", altup.num_inputs, "AltUp: residual streams"),
                    field("altup_active_idx", "int", altup.active_index, "the stream each layer's block reads"),
                    field("altup_router_scale", "float", altup.router_input_scale, "1 / hidden_size"),
-                   field("altup_magnitude_floor", "float", altup.magnitude_floor,
-                         "a projected stream's mean square is clamped to at least this")]
+                   field("altup_magnitude_floor", "float", altup.magnitude_floor, "least mean square of a stream")]
     if laurel is not None:
         fields += [field("laurel_rank", "int", laurel.rank, "LAuReL: width of the low-rank branch"),
                    field("laurel_divisor", "float", laurel.divisor, "sqrt(2): divides attention + LAuReL sums")]

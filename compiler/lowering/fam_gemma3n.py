@@ -109,7 +109,7 @@ def replica_gemma3n(tiny: dict[str, Any], arch: Architecture) -> None:
 
     n = len(REPLICA_TYPES)
     tiny.update(head_dim=HEAD_DIM, num_hidden_layers=n, layer_types=list(REPLICA_TYPES), num_kv_shared_layers=2,
-                hidden_size_per_layer_input=8, vocab_size_per_layer_input=tiny["vocab_size"] - 16, laurel_rank=8,
+                hidden_size_per_layer_input=8, vocab_size_per_layer_input=tiny["vocab_size"] * 3 // 4, laurel_rank=8,
                 activation_sparsity_pattern=[0.95, 0.95] + [0.0] * (n - 2),
                 altup_num_inputs=max(2, arch.altup.num_inputs if arch.altup else 2))
     if isinstance(tiny.get("intermediate_size"), list):
