@@ -20,7 +20,9 @@ from .base import Norm, Width, _Frozen
 
 class AltUp(_Frozen):
     """Alternating updates over `num_inputs` residual streams (module `altup` of each layer, projections
-    `altup_projections` / `altup_unembed_projections` of the backbone)."""
+    `altup_projections` / `altup_unembed_projections` of the backbone). With per-layer inputs, a layer's own
+    input is gated from its corrected active stream (times `correct_output_scale` when correct_scale) and added
+    to streams 1.. (every stream but the first, whatever the active index)."""
 
     num_inputs: Annotated[int, Field(ge=1, le=16)]
     active_index: Annotated[int, Field(ge=0)] = Field(description="The stream the layer's block reads and corrects.")
