@@ -228,6 +228,7 @@ def test_wrapper_parity_and_layout(built, tmp_path):
     (tmp_path / "config.json").write_text("{}")
     gap = _gap(wrapped_gen.load_checkpoint(tmp_path), ids, expected)
     RESULTS["wrapper"] = gap
+    print(f"gemma3n wrapper (model.language_model. keys, towers skipped): max|dlogit| = {gap:.3g}")
     assert gap <= _tolerance(expected), gap
     full = lower(transformers.Gemma3nConfig().to_dict())
     assert full.model_copy(update={"backbone_checkpoint": "", "skipped_prefixes": ()}) == lower(defaults())
