@@ -33,6 +33,7 @@ PROOF = {
     "qwen3_next": "tests/test_hybrid.py", "qwen3_5_text": "tests/test_hybrid.py", "qwen3_5": "tests/test_hybrid.py",
     "qwen3_5_moe_text": "tests/test_hybrid.py", "lfm2_moe": "tests/test_lfm2.py",
     "gemma4_text": "tests/test_gemma4.py",
+    "gemma3n_text": "tests/test_gemma3n.py", "gemma3n": "tests/test_gemma3n.py",
     "kimi_linear": "tests/test_kimi_linear.py",
     "deepseek_v32": "tests/test_dsa.py", "glm_moe_dsa": "tests/test_dsa.py",
     "mamba2": "tests/test_mamba2.py", "bamba": "tests/test_mamba2.py", "nemotron_h": "tests/test_mamba2.py",

@@ -38,4 +38,15 @@ def extras_features(arch: Architecture) -> list[str]:
                    "after the MLP.")
     if arch.layers[0].layer_scalar:
         out.append("Each layer's output is multiplied by a stored scalar of its own (layer_scalar).")
+    if arch.altup is not None:
+        out.append(f"AltUp: {arch.altup.num_inputs} residual streams (the embeddings and projections of them); each "
+                   f"layer predicts every stream from all of them, runs its block on stream {arch.altup.active_index} "
+                   "only and corrects every stream by the block's innovation, router-weighted.")
+    if arch.layers[0].laurel is not None:
+        out.append(f"LAuReL: a rank-{arch.layers[0].laurel.rank} residual branch beside attention, the two sums "
+                   "divided by sqrt(2).")
+    sparse = [layer.index for layer in arch.layers if getattr(layer.ffn, "gate_sparsity_std", None) is not None]
+    if sparse:
+        out.append(f"Activation sparsity in the MLPs of layers {sparse[0]}-{sparse[-1]}: gate values below their mean "
+                   "plus a set number of standard deviations are zeroed (a Gaussian top-k).")
     return out

@@ -28,7 +28,7 @@ from .render_moe import ffn_init, moe_config_fields, moe_context
 from .mixers import KINDS, attention_layers, first_attention, letter_of, recurrent_kinds
 from .render_linear import hybrid_context, linear_config_fields, linear_context, mixer_maps, nested_context
 from .render_chunked import chunked_config_fields, chunked_context, q_scale_arg, q_scale_param
-from .render_layer_extras import extras_config_fields, extras_context, mlp_widths
+from .render_layer_extras import extras_config_fields, extras_context, extras_ffn_init
 from .weight_map import WeightEntry, block_norms, ffn_kinds
 from .render_blocks import WORDS as BLOCK_LETTERS, blocks_context, no_attention, single_block
 
@@ -220,7 +220,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
             "activation_args": activation_args,
         } if ffn else None,
         "moe": moe_context(arch, ACTIVATION_CODE, identifier, literal),
-        "ffn_init": "MLP(config, config.layer_intermediate_size[index])" if mlp_widths(arch) else ffn_init(arch),
+        "ffn_init": extras_ffn_init(arch) or ffn_init(arch),
         **blocks_context(arch, layer_pattern(arch), (", cos, sin" if has_rope else "") + q_scale_arg(arch), literal),
         "block": {
             "kind": layer.block,

@@ -53,6 +53,19 @@ def mlp_widths(arch: Architecture) -> tuple[int, ...] | None:
     return widths if len(set(widths)) > 1 and len(widths) == len(arch.layers) else None
 
 
+def sparsity(arch: Architecture) -> tuple[float | None, ...] | None:
+    """Per layer, its MLP's gate cutoff in standard deviations (None: dense); None when no layer is sparse."""
+    values = tuple(getattr(layer.ffn, "gate_sparsity_std", None) for layer in arch.layers)
+    return values if any(v is not None for v in values) else None
+
+
+def extras_ffn_init(arch: Architecture) -> str | None:
+    """The DecoderLayer's MLP constructor call when its arguments depend on the layer (None: the plain one)."""
+    args = (["config.layer_intermediate_size[index]"] if mlp_widths(arch) else []) + (
+        ["config.gate_sparsity_std[index]"] if sparsity(arch) else [])
+    return f"MLP(config, {', '.join(args)})" if args else None
+
+
 def extras_config_fields(arch: Architecture, field: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
     fields = []
     for kind in kind_shapes(arch):
@@ -77,6 +90,21 @@ def extras_config_fields(arch: Architecture, field: Callable[..., dict[str, Any]
                    field("per_layer_embed_scale", "float", ple.embed_scale, "sqrt(hidden_size_per_layer_input)"),
                    field("per_layer_projection_scale", "float", ple.projection_scale, "1 / sqrt(hidden_size)"),
                    field("per_layer_input_scale", "float", ple.combine_scale, "1 / sqrt(2)")]
+    stds = sparsity(arch)
+    if stds is not None:
+        made = field("gate_sparsity_std", "tuple[float | None, ...]", 0.0,
+                     "per layer: Normal(0, 1).icdf(activation sparsity), float32; None: dense")
+        made.update(literal="(" + ", ".join(map(repr, stds)) + ")", value=stds)
+        fields.append(made)
+    altup, laurel = arch.altup, arch.layers[0].laurel
+    if altup is not None:
+        fields += [field("altup_num_inputs", "int", altup.num_inputs, "AltUp: residual streams"),
+                   field("altup_active_idx", "int", altup.active_index, "the stream each layer's block reads"),
+                   field("altup_router_scale", "float", altup.router_input_scale, "1 / hidden_size"),
+                   field("altup_magnitude_floor", "float", altup.magnitude_floor, "least mean square of a stream")]
+    if laurel is not None:
+        fields += [field("laurel_rank", "int", laurel.rank, "LAuReL: width of the low-rank branch"),
+                   field("laurel_divisor", "float", laurel.divisor, "sqrt(2): divides attention + LAuReL sums")]
     moe = arch.layers[0].experts_beside
     if moe is not None:
         fields += [field("num_experts", "int", moe.num_experts),
@@ -102,8 +130,11 @@ def extras_context(arch: Architecture, identifier: Callable[[str], str], literal
         "kv_sharing": sources is not None,
         "v_norm": any(mixer.v_norm for _, mixer in attns),
         "kv_code": own_kv,  # the attention forward that computes (or borrows) its keys and values in one place
-        "ple": {"activation": ACTIVATIONS[ple.activation][0], "activation_args": ACTIVATIONS[ple.activation][1]}
-        if ple else None,
+        "ple": {"activation": ACTIVATIONS[ple.activation][0], "activation_args": ACTIVATIONS[ple.activation][1],
+                "clamp": ple.vocab_size < arch.embedding.vocab_size} if ple else None,
+        "altup": {"correct_scale": arch.altup.correct_scale} if arch.altup else None,
+        "laurel": layer.laurel is not None,
+        "sparsity": sparsity(arch) is not None,
         "beside": {"activation": ACTIVATIONS[moe.activation][0], "activation_args": ACTIVATIONS[moe.activation][1]}
         if moe else None,
         "layer_scalar": layer.layer_scalar,

@@ -23,12 +23,14 @@ def validate(arch: Architecture) -> Architecture:
         if layer.ffn is None:
             continue
         first_ffn = ffns.setdefault(layer.ffn.kind, layer.ffn)
-        width = {"intermediate_size": first_ffn.intermediate_size} if layer.ffn.kind == "mlp" else {}  # may differ
+        width = ({"intermediate_size": first_ffn.intermediate_size, "gate_sparsity_std": first_ffn.gate_sparsity_std}
+                 if layer.ffn.kind == "mlp" else {})  # may differ
         if first_ffn != layer.ffn.model_copy(update=width):
             raise UnsupportedError(f"layer {layer.index}: its {layer.ffn.kind} differs from an earlier layer's (not supported yet)")
     mixers: dict[str, object] = {}  # the first mixer of each kind: the others of the kind must match it
     for layer in arch.layers:
-        for part in ("block", "parallel_norms", "parallel_sum", "norm", "residual_scale", "experts_beside", "layer_scalar"):
+        for part in ("block", "parallel_norms", "parallel_sum", "norm", "residual_scale", "experts_beside", "layer_scalar",
+                     "laurel"):
             if getattr(layer, part) != getattr(first, part):
                 raise UnsupportedError(f"layer {layer.index}: its {part} differs from layer 0 (not supported yet)")
         a = layer.mixer
@@ -166,7 +168,9 @@ def check_layer_extras(arch: Architecture, pattern: str) -> None:
             raise UnsupportedError(f"layers of kind {letter} differ in head width, key/value heads or keys as values")
     special = [lay.mixer for lay, _ in attns if lay.mixer.k_eq_v or lay.mixer.v_norm or lay.mixer.kv_shared_from is not None]
     first = arch.layers[0]
-    extras = special or first.experts_beside is not None or arch.per_layer_input is not None or first.layer_scalar
+    sparse = any(getattr(lay.ffn, "gate_sparsity_std", None) is not None for lay in arch.layers)
+    extras = (special or first.experts_beside is not None or arch.per_layer_input is not None or first.layer_scalar
+              or arch.altup is not None or first.laurel is not None or sparse)
     if not extras:
         return
     if len({lay.mixer.v_norm for lay, _ in attns}) > 1:
@@ -183,6 +187,20 @@ def check_layer_extras(arch: Architecture, pattern: str) -> None:
         raise UnsupportedError("experts beside the MLP are implemented in sandwich blocks with a dense MLP only")
     if arch.per_layer_input is not None and arch.per_layer_input.norm != first.norm:
         raise UnsupportedError("a per-layer input norm that differs from the layers' norms is not implemented")
+    _check_altup(arch, first, sparse)
+
+
+def _check_altup(arch: Architecture, first, sparse: bool) -> None:
+    """AltUp streams, the LAuReL branch (in AltUp sandwich blocks) and activation sparsity (plain gated MLPs)."""
+    if (arch.altup is not None or first.laurel is not None) and (
+            arch.altup is None or first.laurel is None or first.block != "sandwich" or first.experts_beside is not None
+            or first.layer_scalar or arch.altup.router_norm != first.norm or first.laurel.norm != first.norm):
+        raise UnsupportedError("AltUp and LAuReL are implemented together, in sandwich blocks without experts beside "
+                               "the MLP or a layer scalar, their norms the layers'")
+    if sparse and any(lay.ffn is None or lay.ffn.kind != "mlp" or not lay.ffn.gated or lay.ffn.fused_gate_up
+                      or lay.ffn.inner_norm or lay.ffn.activation == "xielu" for lay in arch.layers):
+        raise UnsupportedError("activation sparsity is implemented for gated MLPs with separate gate and up "
+                               "projections in every layer")
 
 
 def _position_coupled(a, b) -> dict:

@@ -190,7 +190,8 @@ def attention_groups(arch: Architecture) -> list[tuple[Attention, tuple[int, ...
 
 def layer_extras(arch: Architecture, p: str, hidden: int, linear: Callable, norm_rows: Callable, rows: list,
                  extra: dict[str, dict]) -> None:
-    """Tensors of the per-layer additions: experts beside the MLP, per-layer inputs, a stored layer scalar."""
+    """Tensors of the per-layer additions: experts beside the MLP, per-layer inputs, a stored layer scalar,
+    AltUp (with the backbone's stream projections) and LAuReL."""
     layer, b = arch.layers[0], f"{arch.names.backbone}."
     moe = layer.experts_beside
     if moe is not None:
@@ -217,6 +218,20 @@ def layer_extras(arch: Architecture, p: str, hidden: int, linear: Callable, norm
         norm_rows(f"{p}post_per_layer_input_norm", hidden, ple.norm)
     if layer.layer_scalar:
         rows.append((f"{p}layer_scalar", (1,), "buffer"))
+    if arch.altup is not None:  # AltUp: the streams' projections in and out, each layer's router and coefficients
+        streams, a = arch.altup.num_inputs, f"{p}altup."
+        for name in ("altup_projections", "altup_unembed_projections"):
+            for s in range(streams - 1):
+                linear(f"{b}{name}.{s}", hidden, hidden, False)
+        rows.append((f"{a}correct_output_scale", (hidden,), "bias"))  # a vector, not a norm weight
+        linear(f"{a}correction_coefs", streams, streams, False)
+        linear(f"{a}prediction_coefs", streams * streams, streams, False)
+        linear(f"{a}modality_router", streams, hidden, False)
+        norm_rows(f"{a}router_norm", hidden, arch.altup.router_norm)
+    if layer.laurel is not None:
+        linear(f"{p}laurel.linear_left", layer.laurel.rank, hidden, False)
+        linear(f"{p}laurel.linear_right", hidden, layer.laurel.rank, False)
+        norm_rows(f"{p}laurel.post_laurel_norm", hidden, layer.laurel.norm)
 
 
 def attention_rows(attn, a: str, hidden: int, n: Names, linear: Callable[[str, int, int, bool], None],

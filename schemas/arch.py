@@ -19,6 +19,7 @@ from .base import (  # noqa: F401  (re-exported: the IR's public names)
     MAX_CONTEXT, MAX_HEADS, MAX_LAYERS, MAX_VOCAB, MAX_WIDTH, HeadCount, Identifier, Norm, PositiveInt, Width,
     _Frozen, _unset,
 )
+from .altup import AltUp, Laurel  # noqa: F401
 from .kda import KimiDelta, KimiDeltaNames  # noqa: F401
 from .linear import GatedDeltaNet, GatedDeltaNetNames  # noqa: F401
 from .short_conv import ShortConv, ShortConvNames  # noqa: F401
@@ -125,6 +126,9 @@ class Mlp(_Frozen):
     fused_gate_up: bool = Field(False, description="The checkpoint stores [gate; up] as one matrix.")
     inner_norm: bool = Field(False, exclude_if=_unset, description="The intermediate activation is normalised (a norm "
                              "like the layers', over intermediate_size) before down_proj (BitNet's ffn_sub_norm).")
+    gate_sparsity_std: float | None = Field(None, exclude_if=_unset, description="Activation sparsity (gated MLPs): the "
+                                            "gate output g becomes relu(g - mean(g) - gate_sparsity_std x std(g)) over "
+                                            "its channels (population std), a Gaussian top-k (Gemma 3n).")
 
 
 class Fp8Weights(_Frozen):
@@ -191,6 +195,7 @@ class Layer(_Frozen):
         "post_feedforward_layernorm_2(experts(...))).")
     layer_scalar: bool = Field(False, exclude_if=_unset, description="The block's output is multiplied by a "
                                "stored scalar of its own (a buffer `layer_scalar`, shape (1,)).")
+    laurel: Laurel | None = Field(None, exclude_if=_unset, description="A low-rank residual branch beside attention.")
 
     @model_validator(mode="after")
     def _one_block_at_least(self) -> "Layer":
@@ -352,6 +357,7 @@ class Architecture(_Frozen):
                                                  "the decoder inside a multimodal model: the loader renames its keys.")
     per_layer_input: PerLayerInput | None = Field(None, exclude_if=_unset, description="Per-layer embeddings "
                                                   "(PLE) feeding every layer.")
+    altup: AltUp | None = Field(None, exclude_if=_unset, description="Alternating updates of several residual streams.")
     stale_layer_buffers: tuple[Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$")], ...] = Field(
         (), description="Per-layer buffers that published checkpoints store and nothing reads (GPT-2's causal-mask "
         "`attn.bias` and `attn.masked_bias`): the loader skips them.")

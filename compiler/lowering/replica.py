@@ -21,6 +21,7 @@ from . import WRAPPER_KEYS, WRAPPERS, text_decoder_config
 # The smallest other-modality parts a wrapper accepts: they never touch text logits.
 TINY_VISION: dict[str, dict[str, Any]] = {
     "qwen3_5": {}, "qwen3_5_moe": {},  # AutoModelForCausalLM builds the text model alone
+    "gemma3n": {},  # its MobileNet vision tower needs timm: tests build the text model and wrap its keys
     "gemma3": {
         "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 32, "intermediate_size": 64,
                           "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 28, "patch_size": 14},
