@@ -261,7 +261,7 @@ def attention_kind(arch: Architecture) -> str:
         words += f", chunked on {spans.count('chunked')} of {len(spans)} layers (chunk {'/'.join(map(str, chunks))})"
     else:
         words += ", full"
-    mixers = [layer.mixer.kind for layer in arch.layers if layer.mixer is not None]
+    mixers = [m.kind for layer in arch.layers for m in (layer.mixer, layer.parallel_mixer) if m is not None]
     for kind in dict.fromkeys(kind for kind in mixers if kind in MIXER_WORDS):
         count = mixers.count(kind)
         words += f"; {MIXER_WORDS[kind]} on {count} of {len(arch.layers)} layers"

@@ -125,6 +125,18 @@ class Mlp(_Frozen):
     fused_gate_up: bool = Field(False, description="The checkpoint stores [gate; up] as one matrix.")
     inner_norm: bool = Field(False, exclude_if=_unset, description="The intermediate activation is normalised (a norm "
                              "like the layers', over intermediate_size) before down_proj (BitNet's ffn_sub_norm).")
+    gate_multiplier: float | None = Field(None, exclude_if=_unset, description="The gate projection's output is "
+                                          "multiplied by this before the activation (Falcon-H1's mlp_multipliers[0]).")
+    down_multiplier: float | None = Field(None, exclude_if=_unset, description="The block's output (after down_proj) "
+                                          "is multiplied by this (Falcon-H1's mlp_multipliers[1]).")
+
+    @model_validator(mode="after")
+    def _multipliers(self) -> "Mlp":
+        if (self.gate_multiplier is None) != (self.down_multiplier is None):
+            raise ValueError("the MLP's gate and down multipliers are given together")
+        if self.gate_multiplier is not None and (not self.gated or self.fused_gate_up or self.inner_norm):
+            raise ValueError("MLP multipliers are implemented for a gated MLP with separate gate and up projections")
+        return self
 
 
 class Fp8Weights(_Frozen):
@@ -164,6 +176,17 @@ Mixer = Annotated[Union[Attention, Mla, GatedDeltaNet, ShortConv, KimiDelta, Mam
 FeedForward = Annotated[Union[Mlp, Moe], Field(discriminator="kind")]
 
 
+class MixerMultipliers(_Frozen):
+    """Scalars around the two mixers of a layer with a parallel mixer: the branch added to the residual stream is
+    mixer(h * mixer_in) * mixer_out + parallel(h * parallel_in) * parallel_out, h the normed input (Falcon-H1's
+    attention_in/out_multiplier and ssm_in/out_multiplier)."""
+
+    mixer_in: float = 1.0
+    mixer_out: float = 1.0
+    parallel_in: float = 1.0
+    parallel_out: float = 1.0
+
+
 class Layer(_Frozen):
     """One decoder block."""
 
@@ -191,6 +214,12 @@ class Layer(_Frozen):
         "post_feedforward_layernorm_2(experts(...))).")
     layer_scalar: bool = Field(False, exclude_if=_unset, description="The block's output is multiplied by a "
                                "stored scalar of its own (a buffer `layer_scalar`, shape (1,)).")
+    parallel_mixer: Mixer | None = Field(
+        None, exclude_if=_unset, description="A recurrent token mixer beside `mixer` (softmax attention) in the same "
+        "pre-norm block: both read the layer's normed input and their outputs are summed before the residual add "
+        "(Falcon-H1: Mamba-2 beside attention). Its cache lives beside the attention's KV cache.")
+    mixer_multipliers: MixerMultipliers | None = Field(None, exclude_if=_unset, description="With a parallel mixer: "
+                                                       "the scalars on both mixers' inputs and outputs.")
 
     @model_validator(mode="after")
     def _one_block_at_least(self) -> "Layer":
@@ -198,6 +227,13 @@ class Layer(_Frozen):
             raise ValueError("a layer has a mixer, a feed-forward block, or both")
         if (self.mixer is None or self.ffn is None) and self.block != "pre_norm":
             raise ValueError("a layer with one block is pre_norm: x + block(norm(x)), its norm the input norm")
+        if self.parallel_mixer is not None and (getattr(self.mixer, "kind", None) != "attention" or self.ffn is None
+                                                or self.block != "pre_norm"
+                                                or self.parallel_mixer.kind in ("attention", "mla")):
+            raise ValueError("a parallel mixer is a recurrent mixer beside softmax attention in a pre-norm block "
+                             "with a feed-forward block")
+        if (self.mixer_multipliers is not None) != (self.parallel_mixer is not None):
+            raise ValueError("mixer_multipliers are given exactly when the layer has a parallel mixer")
         return self
 
 
