@@ -1,6 +1,6 @@
 """Mamba-2 (state-space) layers: the pure stack (mamba2), Bamba (beside attention), Nemotron-H / Nemotron 3 (model_type nemotron_h)
 (single-block layers by pattern: Mamba-2, NoPE attention, ReLU^2 MLP, ReLU^2 experts, a latent MoE), Granite 4.0-H
-without routed experts (NoPE attention, muP multipliers, a fused shared MLP).
+(NoPE attention, muP multipliers, a fused shared MLP; routed experts beside it or not).
 
 Tiny-replica parity with chunks of 8 positions over sequences past two chunks, A_log, dt_bias, D and the
 convolution drawn at trained scales; planted bugs in the scan fail it; cached decoding (conv window + state,
@@ -48,6 +48,10 @@ CONFIGS = {
     "bamba-attention": lambda: fixture("bamba_attention.json"),  # the defaults with attention layers (9, 18, 27)
     "nemotron-3-ultra": lambda: fixture("nvidia__NVIDIA-Nemotron-3-Ultra-550B-A55B-BF16.json"),  # latent experts
     "granitemoehybrid-dense": lambda: fixture("granitemoehybrid_dense.json"),  # NoPE attention, muP multipliers
+    # routed experts beside the shared MLP (Granite 4.0-H Tiny / Small): the config class's defaults (every layer
+    # Mamba-2) and the dense fixture's layers and multipliers with 32 experts, top 4
+    "granitemoehybrid-defaults": lambda: fixture("granitemoehybrid_defaults.json"),
+    "granitemoehybrid-experts": lambda: fixture("granitemoehybrid_experts.json"),
 }
 
 
@@ -263,8 +267,19 @@ def test_nan_and_misplaced_infinity_are_refused(key, value, tmp_path):
         validate(lower(load_config(str(path)).raw))
 
 
-def test_granite_with_experts_is_refused_cleanly():
-    raw = fixture("granitemoehybrid_dense.json")
-    raw["num_local_experts"] = 8
-    with pytest.raises(LlmgenError, match="num_local_experts"):
+def test_granite_with_experts_matches_transformers_at_full_size():
+    """Granite 4.0-H with routed experts beside the shared MLP: the IR's parameter count against transformers' (the
+    on-disk keys, input_linear / output_linear stacked experts, are loaded by the parity tests above)."""
+    transformers = pytest.importorskip("transformers")
+    raw = fixture("granitemoehybrid_experts.json")
+    arch = validate(lower(copy.deepcopy(raw)))
+    assert all(layer.ffn.kind == "moe" and layer.ffn.shared_expert_in_layer for layer in arch.layers)
+    raw["time_step_limit"] = [0.0, math.inf]
+    with torch.device("meta"):
+        reference = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**raw))
+    total = sum(p.numel() for p in reference.parameters())
+    assert parameter_count(arch) == total
+    print(f"Granite 4.0-H with 32 experts: {total:,} parameters")
+    raw["shared_intermediate_size"] = 0
+    with pytest.raises(LlmgenError, match="shared_intermediate_size"):
         validate(lower(raw))
