@@ -199,7 +199,8 @@ def differences(a: Architecture, b: Architecture) -> list[str]:
     kinds = [attention_kind(arch).split(", ")[0] for arch in (a, b)]
     if kinds[0] != kinds[1]:
         out.append(f"attention: {kinds[0]} → {kinds[1]}")
-    counts = [{kind: sum(getattr(layer.mixer, "kind", None) == kind for layer in arch.layers) for kind in KINDS}
+    counts = [{kind: sum(kind in (getattr(layer.mixer, "kind", None), getattr(layer.parallel_mixer, "kind", None))
+                         for layer in arch.layers) for kind in KINDS}
               for arch in (a, b)]
     if counts[0] != counts[1]:  # hybrid models: which layers are recurrent, of which kind
         strips = [compress("".join(layer_letter(layer) for layer in arch.layers)) for arch in (a, b)]

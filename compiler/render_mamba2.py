@@ -112,7 +112,9 @@ def mamba2_features(arch: Architecture) -> list[str]:
 def mamba2_suspects(m: Mamba2, module: str) -> str:
     return (f"{module} in_proj split [z; x; B; C; dt], causal conv1d (kernel {m.conv_kernel}) + SiLU, "
             f"dt = softplus(dt + dt_bias) clamp, A = -exp(A_log), B/C groups ({m.n_groups}), the scan (chunks of "
-            f"{m.chunk_size}), D skip, gated grouped RMSNorm with z")
+            f"{m.chunk_size}), D skip, " + {"gate_then_norm": "gated grouped RMSNorm with z", "norm_then_gate":
+            "grouped RMSNorm then the SiLU(z) gate", "gate_only": "the SiLU(z) gate (no norm)"}[m.gate]
+            + (", in_proj part multipliers" if m.in_multipliers else ""))
 
 
 def mamba2_diagram(arch: Architecture, m: Mamba2) -> tuple[str, list[str]]:
@@ -122,5 +124,6 @@ def mamba2_diagram(arch: Architecture, m: Mamba2) -> tuple[str, list[str]]:
         f"causal conv, kernel {m.conv_kernel} · SiLU",
         "dt = softplus(dt + bias); A = -exp(A_log)",
         f"chunks of {m.chunk_size}; state per head",
-        "D skip · gated RMSNorm · no positions",
+        "D skip · " + {"gate_then_norm": "gated RMSNorm", "norm_then_gate": "RMSNorm, then gate",
+                       "gate_only": "SiLU(z) gate"}[m.gate] + " · no positions",
     ]

@@ -25,6 +25,7 @@ from .short_conv import ShortConv, ShortConvNames  # noqa: F401
 from .mla import Indexer, IndexerNames, Mla, MlaNames  # noqa: F401
 from .mamba2 import Mamba2, Mamba2Names  # noqa: F401
 from .moe import MAX_EXPERTS, Moe, MoeNames  # noqa: F401
+from .parallel import MixerMultipliers, check_mlp_multipliers, check_parallel_mixer
 from .positions import Alibi, Rope, TemperatureTuning  # noqa: F401
 
 SCHEMA_VERSION = 1
@@ -130,13 +131,7 @@ class Mlp(_Frozen):
     down_multiplier: float | None = Field(None, exclude_if=_unset, description="The block's output (after down_proj) "
                                           "is multiplied by this (Falcon-H1's mlp_multipliers[1]).")
 
-    @model_validator(mode="after")
-    def _multipliers(self) -> "Mlp":
-        if (self.gate_multiplier is None) != (self.down_multiplier is None):
-            raise ValueError("the MLP's gate and down multipliers are given together")
-        if self.gate_multiplier is not None and (not self.gated or self.fused_gate_up or self.inner_norm):
-            raise ValueError("MLP multipliers are implemented for a gated MLP with separate gate and up projections")
-        return self
+    _multipliers = model_validator(mode="after")(check_mlp_multipliers)
 
 
 class Fp8Weights(_Frozen):
@@ -174,17 +169,6 @@ class Mxfp4Weights(_Frozen):
 
 Mixer = Annotated[Union[Attention, Mla, GatedDeltaNet, ShortConv, KimiDelta, Mamba2], Field(discriminator="kind")]
 FeedForward = Annotated[Union[Mlp, Moe], Field(discriminator="kind")]
-
-
-class MixerMultipliers(_Frozen):
-    """Scalars around the two mixers of a layer with a parallel mixer: the branch added to the residual stream is
-    mixer(h * mixer_in) * mixer_out + parallel(h * parallel_in) * parallel_out, h the normed input (Falcon-H1's
-    attention_in/out_multiplier and ssm_in/out_multiplier)."""
-
-    mixer_in: float = 1.0
-    mixer_out: float = 1.0
-    parallel_in: float = 1.0
-    parallel_out: float = 1.0
 
 
 class Layer(_Frozen):
@@ -227,14 +211,7 @@ class Layer(_Frozen):
             raise ValueError("a layer has a mixer, a feed-forward block, or both")
         if (self.mixer is None or self.ffn is None) and self.block != "pre_norm":
             raise ValueError("a layer with one block is pre_norm: x + block(norm(x)), its norm the input norm")
-        if self.parallel_mixer is not None and (getattr(self.mixer, "kind", None) != "attention" or self.ffn is None
-                                                or self.block != "pre_norm"
-                                                or self.parallel_mixer.kind in ("attention", "mla")):
-            raise ValueError("a parallel mixer is a recurrent mixer beside softmax attention in a pre-norm block "
-                             "with a feed-forward block")
-        if (self.mixer_multipliers is not None) != (self.parallel_mixer is not None):
-            raise ValueError("mixer_multipliers are given exactly when the layer has a parallel mixer")
-        return self
+        return check_parallel_mixer(self)
 
 
 class Embedding(_Frozen):

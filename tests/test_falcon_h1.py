@@ -21,7 +21,9 @@ from conftest import REPO, import_path
 
 from llmgen.compiler.card import card, load_model
 from llmgen.compiler.describe import features
+from llmgen.compiler.diagram import diagram_svg
 from llmgen.compiler.errors import LlmgenError
+from llmgen.compiler.irdiff import differences
 from llmgen.compiler.load import LoadedConfig
 from llmgen.compiler.lowering import lower
 from llmgen.compiler.pipeline import compile_config
@@ -195,7 +197,7 @@ def test_full_size_parameter_counts_and_keys_match_transformers(name):
     print(f"Falcon-H1 {name}: {total:,} parameters")
 
 
-def test_card_and_describe_name_both_mixers():
+def test_card_describe_diagram_and_diff_name_both_mixers():
     arch = validate(lower(fixture("falcon_h1_mup.json")))
     words = " ".join(features(arch))
     assert "Parallel mixers: on 32 of 32 layers softmax attention and Mamba-2" in words
@@ -207,7 +209,14 @@ def test_card_and_describe_name_both_mixers():
     state = (4 - 1) * (1024 + 2 * 256) * 2 + 128 * 8 * 256 * 4  # bf16 conv window + float32 states
     assert kv["recurrent_bytes_per_sequence"] == 32 * state and len(kv["recurrent_layers"]) == 32
     assert kv["bytes_per_token_bf16"] == 32 * 2 * 8 * 128 * 2  # K and V of 8 heads of 128 on every layer
+    assert data["pattern"]["legend"]["F"] == "full attention + Mamba-2 (state space) in parallel"
     print(f"Falcon-H1 defaults: state {kv['recurrent_bytes_per_sequence']:,} bytes per sequence")
+    svg = diagram_svg(arch, "falcon-h1")
+    assert "full attention beside Mamba-2 + MLP" in svg and "RMSNorm, then gate" in svg
+    granite = validate(lower(json.loads((REPO / "tests/fixtures/mamba/granitemoehybrid_experts.json").read_text())))
+    words = differences(arch, granite)
+    assert "B drops parallel mixer" in words
+    assert any("M: state space (Mamba-2), 32 → 28 layers" in line for line in words), words
 
 
 @pytest.mark.parametrize("edit, words", [
