@@ -153,13 +153,23 @@ def test_cached_decoding_equals_the_full_forward(replica, prefill):
     assert scale > 0.1 and diff <= 1e-5 * scale
 
 
-def test_token_by_token_decoding(replica):
-    _, config, model, _ = replica
-    ids = torch.randint(0, config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(5))
+def test_token_by_token_and_chunk_size_invariance(replica):
+    """Decoding every token from the first equals the full forward; the chunked scan at the config's own chunk
+    size (256: one partial chunk here) equals it at 8 (three chunks)."""
+    gen, config, model, _ = replica
+    ids = torch.randint(0, config.vocab_size, (2, 20), generator=torch.Generator().manual_seed(5))
+    mambas = [module for module in model.modules() if isinstance(module, gen.Mamba2)]
     with torch.no_grad():
         full = model(ids)
-        stepped = run(model, ids, [1] * 12)
-    assert (stepped - full).abs().max().item() <= 1e-5 * full.abs().max().item()
+        stepped = run(model, ids, [1] * 20)
+        for module in mambas:
+            module.chunk = 256  # FalconH1Config's own mamba_chunk_size
+        own = model(ids)
+        for module in mambas:
+            module.chunk = config.mamba_chunk_size
+    scale = full.abs().max().item()
+    assert (stepped - full).abs().max().item() <= 1e-5 * scale
+    assert (own - full).abs().max().item() <= 1e-5 * scale
 
 
 def test_each_layer_keeps_a_kv_cache_and_a_constant_state(replica):

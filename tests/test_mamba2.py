@@ -210,6 +210,30 @@ def test_full_size_parameter_counts_match_transformers():
         print(f"Nemotron-3 {name}: {total:,} parameters")
 
 
+def test_nano_checkpoint_layout_matches_transformers():
+    """Nemotron-3 Nano at full size on the meta device: every tensor of transformers' on-disk layout (per-expert
+    keys, as save_pretrained writes them) is a key of the committed model's checkpoint map, with the shape of the
+    parameter it fills, and every parameter is filled."""
+    pytest.importorskip("transformers")
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.core_model_loading import revert_weight_conversion
+
+    raw = json.loads((GENERATED / NANO / "config.json").read_text())
+    module = import_path(GENERATED / NANO / "model.py", "llmgen_mamba_full_size")
+    with torch.device("meta"):
+        ours = module.CausalLM(module.Config())
+        reference = AutoModelForCausalLM.from_config(AutoConfig.for_model(**raw))
+    tied = set(getattr(reference, "all_tied_weights_keys", None) or {})
+    state = {k: v for k, v in reference.state_dict().items() if k not in tied}
+    layout = {k: tuple(v.shape) for k, v in revert_weight_conversion(reference, state).items()}
+    params = {n: tuple(t.shape) for n, t in ours.state_dict().items()}
+    keys = module.checkpoint_keys(module.Config())
+    assert set(keys) == set(layout), sorted(set(keys) ^ set(layout))[:10]
+    assert all(params[keys[k]] == shape for k, shape in layout.items())
+    assert set(keys.values()) == set(params)
+    print(f"Nemotron-3 Nano: {len(layout)} checkpoint tensors")
+
+
 def test_card_shows_mamba_layers_and_state():
     data = card(load_model(NANO_ID))
     legend = data["pattern"]["legend"]
