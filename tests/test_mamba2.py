@@ -179,6 +179,42 @@ def test_token_by_token_and_chunk_size_invariance(replica):
     assert (own - full).abs().max().item() <= 1e-5 * scale
 
 
+@pytest.fixture(scope="module")
+def granite_replica(tmp_path_factory):
+    """Granite 4.0-H with routed experts at its replica's size: Mamba-2 and NoPE attention layers in the hybrid
+    layer (its mixer picked per layer), experts plus the shared MLP, chunks of 8; randomised as its parity test."""
+    directory = compile_into(fixture("granitemoehybrid_experts.json"), tmp_path_factory.mktemp("granite"), "granite")
+    gen = import_path(directory / "model.py", "llmgen_granite_hybrid_model")
+    parity = import_path(directory / "test_parity.py", "llmgen_granite_hybrid_parity")
+    config = gen.Config(**parity.MODEL_CONFIG)
+    torch.manual_seed(1)
+    model = gen.CausalLM(config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            scale = next((s for suffix, s in parity.PARAM_SCALES.items() if name.endswith(suffix)), None)
+            if scale is not None:
+                param.normal_(*scale)
+            elif "norm" in name:
+                param.normal_(parity.NORM_NEUTRAL, parity.NORM_SPREAD)
+            else:
+                param.normal_(0.0, parity.WEIGHT_STD)
+    return config, model
+
+
+def test_granite_hybrid_cached_decoding_equals_the_full_forward(granite_replica):
+    """Mamba-2 states and KV caches side by side (layer pattern M...N): prefills of 1, chunk - 1, chunk, chunk + 1
+    then 3 tokens, and every token from the first, equal the full forward."""
+    config, model = granite_replica
+    assert config.mamba_chunk_size == 8 and set(config.layer_pattern) == {"M", "N"}
+    for sizes in ([1] + [1] * STEPS, [7] + [1] * STEPS, [8] + [1] * STEPS, [9] + [1] * STEPS, [1] * 12):
+        ids = torch.randint(0, config.vocab_size, (2, sum(sizes)), generator=torch.Generator().manual_seed(len(sizes)))
+        with torch.no_grad():
+            full, cached = model(ids), run(model, ids, sizes)
+        scale, diff = full.abs().max().item(), (cached - full).abs().max().item()
+        print(f"pieces {sizes}: max|cached - full| = {diff:.3g} (logits up to {scale:.3g})")
+        assert scale > 0.1 and diff <= 1e-5 * scale, sizes
+
+
 def state_nbytes(cache) -> list[int]:
     return [layer.conv.nbytes + layer.state.nbytes for layer in cache if type(layer).__name__ == "Mamba2Cache"]
 
