@@ -302,6 +302,8 @@ def test_diff_names_the_mixer_kinds_that_differ():
     line = next(words for words in differences(nano, qwen) if words.startswith("layer pattern"))
     assert "M: state space (Mamba-2), 23 → 0 layers" in line, line
     assert "L: linear attention (Gated DeltaNet), 0 → 30 layers" in line, line
+    state = next(words for words in differences(nano, qwen) if words.startswith("recurrent state per sequence"))
+    assert state.endswith(": 46.8 MiB → 61.4 MiB"), state  # Mamba-2 x 23 vs Gated DeltaNet x 30 (the cards' figures)
 
 
 @pytest.mark.parametrize("upper", ["Infinity", '{"__float__": "Infinity"}', "1e308"])
