@@ -241,3 +241,12 @@ def test_bad_configs_are_refused(edit, words):
     edit(raw)
     with pytest.raises(LlmgenError, match=words):
         validate(lower(raw))
+
+
+def test_mamba_width_from_expand_when_d_ssm_is_null():
+    """FalconH1Config: mamba_d_ssm null -> the Mamba-2 width is mamba_expand x hidden, head_dim "auto" divides it."""
+    raw = fixture("falcon_h1_defaults.json")
+    raw.update(mamba_d_ssm=None, mamba_d_head="auto")
+    mamba = mamba2_of(validate(lower(raw)))
+    assert (mamba.num_heads, mamba.head_dim, mamba.intermediate_size) == (128, 64, 2 * 4096)
+    assert mamba.gate == "gate_only" and mamba.in_multipliers == (1.0,) * 5 and mamba.has_out_bias is False
