@@ -120,6 +120,8 @@ def letter_meaning(layer: Any) -> str:
         words = MIXER_WORDS[mixer.kind]
     else:
         words = mixer.kind.replace("_", " ")
+    if layer.parallel_mixer is not None:  # Falcon-H1: a recurrent mixer beside the attention
+        words += f" + {MIXER_WORDS[layer.parallel_mixer.kind]} in parallel"
     return words + (", no RoPE (NoPE)" if getattr(mixer, "rope", "") is None else "")
 
 
@@ -231,6 +233,8 @@ def kv_cache(arch: Architecture) -> dict[str, Any]:
         "layers_without_cache": [layer.index for layer, b, r in zip(arch.layers, per_layer, state) if not b and not r],
         "recurrent_layers": [layer.index for layer, r in zip(arch.layers, state) if r],
         "recurrent_bytes_per_sequence": sum(state),  # conv window in bf16, delta-rule state in float32
+        **({"parallel_layers": [layer.index for layer in arch.layers if layer.parallel_mixer is not None]}
+           if any(layer.parallel_mixer is not None for layer in arch.layers) else {}),  # a KV cache and a state
         "effective_bytes_bf16": {name: cache_bytes(arch, tokens) for name, tokens in CONTEXTS.items()},
         "beyond_trained_context": [name for name, tokens in CONTEXTS.items() if tokens > arch.max_position_embeddings],
     }
@@ -268,7 +272,7 @@ def attention_kind(arch: Architecture) -> str:
         words += f", chunked on {spans.count('chunked')} of {len(spans)} layers (chunk {'/'.join(map(str, chunks))})"
     else:
         words += ", full"
-    mixers = [layer.mixer.kind for layer in arch.layers if layer.mixer is not None]
+    mixers = [m.kind for layer in arch.layers for m in (layer.mixer, layer.parallel_mixer) if m is not None]
     for kind in dict.fromkeys(kind for kind in mixers if kind in MIXER_WORDS):
         count = mixers.count(kind)
         words += f"; {MIXER_WORDS[kind]} on {count} of {len(arch.layers)} layers"
@@ -343,7 +347,7 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
     params += (f"; embedding {human_count(p['embedding'])} ({p['embedding_share']:.1%}), "
                f"non-embedding {human_count(p['non_embedding'])} ({1 - p['embedding_share']:.1%})")
     recurrent = kv.get("recurrent_layers", [])
-    with_cache = data["num_layers"] - len(kv["layers_without_cache"]) - len(recurrent)
+    with_cache = data["num_layers"] - len(kv["layers_without_cache"]) - len(recurrent) + len(kv.get("parallel_layers", []))
     per_token = f"{human_bytes(kv['bytes_per_token_bf16'])} per token in bf16 ({with_cache} layers, full attention assumed)"
     if recurrent:
         per_token += (f"; recurrent state {human_bytes(kv['recurrent_bytes_per_sequence'])} per sequence, constant "

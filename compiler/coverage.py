@@ -37,7 +37,7 @@ PROOF = {
     "kimi_linear": "tests/test_kimi_linear.py",
     "deepseek_v32": "tests/test_dsa.py", "glm_moe_dsa": "tests/test_dsa.py",
     "mamba2": "tests/test_mamba2.py", "bamba": "tests/test_mamba2.py", "nemotron_h": "tests/test_mamba2.py",
-    "granitemoehybrid": "tests/test_mamba2.py",
+    "granitemoehybrid": "tests/test_mamba2.py", "falcon_h1": "tests/test_falcon_h1.py",
 }
 # Self-registered families proven by tests/test_longtail_pos.py (position schemes and small new mechanisms).
 POSITION_PROOF = "tests/test_longtail_pos.py"

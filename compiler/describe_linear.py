@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ..schemas.arch import Architecture
 from .mixers import first_attention, recurrent_kinds
+from .render_parallel import parallel_features, parallel_layer
 
 
 def block_features(arch: Architecture) -> list[str]:
@@ -21,9 +22,12 @@ def block_features(arch: Architecture) -> list[str]:
 
 def linear_features(arch: Architecture) -> list[str]:
     """Sentences for a hybrid model's recurrent layers (none for a model without them)."""
-    out = []
+    out = parallel_features(arch)
     kinds = recurrent_kinds(arch)
-    if kinds:
+    if kinds and parallel_layer(arch) is not None:  # beside attention in every layer: the parallel sentence counts them
+        for kind, mixer in kinds:
+            out += kind.features(arch, mixer)
+    elif kinds:
         from .describe import layer_pattern  # describe imports this module
 
         pattern = layer_pattern(arch)

@@ -158,6 +158,8 @@ def column_box_width(kind: Kind) -> float:
     mixer, ffn = kind.parts["mixer"], kind.parts["ffn"]
     if kind.parts["block"] == "parallel":
         return max(2 * max(part_width(mixer), part_width(ffn)) + 16, MIN_BOX)
+    if kind.parts["parallel_mixer"] is not None:  # two mixers side by side
+        return max(2 * max(part_width(mixer), part_width(kind.parts["parallel_mixer"])) + 16, part_width(ffn), MIN_BOX)
     return max(*(part_width(part) for part in (mixer, ffn) if part is not None), MIN_BOX)
 
 
@@ -204,6 +206,9 @@ def draw_column(fig: Figure, kind: Kind, x0: float, y0: float, w: float) -> tupl
             fig.add("circle", "lgd-fork", cx=cx, cy=fork, r=2.5)
             before, after = _norms(kind, branch)
             for part in [*before, kind.parts[branch], *after]:
+                if branch == "mixer" and part is kind.parts[branch] and kind.parts["parallel_mixer"] is not None:
+                    y = _side_by_side(fig, (part, kind.parts["parallel_mixer"]), cx, y, bw)
+                    continue
                 fig.arrow(cx, y, y + GAP)
                 y = draw_part(fig, part, cx, y + GAP, bw)
             fig.arrow(cx, y, y + GAP - 2)
@@ -211,6 +216,22 @@ def draw_column(fig: Figure, kind: Kind, x0: float, y0: float, w: float) -> tupl
             fig.add("path", "lgd-flow", d=f"M{r1(cx)} {r1(y)}V{r1(y + 12)}")
             y += 12
     return y, cx
+
+
+def _side_by_side(fig: Figure, parts: tuple[Part, Part], cx: float, y: float, bw: float) -> float:
+    """Two mixers reading the same input (Layer.parallel_mixer), their outputs summed; returns the join's bottom."""
+    half = (bw - 16) / 2
+    centres = (cx - bw / 2 + half / 2, cx + bw / 2 - half / 2)
+    fig.add("path", "lgd-flow", d=f"M{r1(cx)} {r1(y)}V{r1(y + 8)}M{r1(centres[0])} {r1(y + 8)}H{r1(centres[1])}")
+    bottoms = []
+    for part, bx in zip(parts, centres):
+        fig.arrow(bx, y + 8, y + 8 + GAP)
+        bottoms.append(draw_part(fig, part, bx, y + 8 + GAP, half))
+    join = max(bottoms) + 12
+    for bx, yb in zip(centres, bottoms):
+        fig.add("path", "lgd-flow", d=f"M{r1(bx)} {r1(yb)}V{r1(join)}")
+    fig.add("path", "lgd-flow", d=f"M{r1(centres[0])} {r1(join)}H{r1(centres[1])}")
+    return join
 
 
 def _parallel(fig: Figure, kind: Kind, cx: float, y: float, bw: float, lane: float, scale: float | None) -> float:

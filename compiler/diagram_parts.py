@@ -236,6 +236,8 @@ def kind_meaning(layer: Any) -> str:
         text = MIXER_WORDS.get(mixer.kind) or (KINDS[mixer.kind].title if mixer.kind in KINDS else words(mixer.kind))
     if getattr(mixer, "rope", "") is None:
         text += ", NoPE"
+    if layer.parallel_mixer is not None:  # Falcon-H1: a recurrent mixer beside the attention
+        text += f" beside {KINDS[layer.parallel_mixer.kind].title}"
     if layer.ffn is None:  # a layer that is only a mixer
         return text
     return f"{text} + {FFN_WORDS.get(layer.ffn.kind, words(layer.ffn.kind))}"
@@ -250,6 +252,8 @@ def block_parts(arch: Architecture, layer: Any, col: int) -> dict[str, Any]:
     return {
         "mixer": mixer_part(arch, prefix + "mixer", layer.mixer) if layer.mixer is not None else None,
         "ffn": ffn_part(arch, prefix + "ffn", layer.ffn) if layer.ffn is not None else None,  # None: one block
+        "parallel_mixer": (mixer_part(arch, prefix + "parallel", layer.parallel_mixer)
+                           if layer.parallel_mixer is not None else None),  # beside the mixer, on the same input
         "norm": layer.norm,
         "block": layer.block,
         "parallel_norms": layer.parallel_norms,

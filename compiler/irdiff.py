@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..schemas.arch import Architecture
-from .card import Model, attention_kind, compress, layer_letter, load_model, period
+from .card import Model, attention_kind, compress, human_bytes, layer_letter, load_model, period, recurrent_bytes
 from .errors import LlmgenError
 from .format import format_source
 from .load import shorten
@@ -199,7 +199,8 @@ def differences(a: Architecture, b: Architecture) -> list[str]:
     kinds = [attention_kind(arch).split(", ")[0] for arch in (a, b)]
     if kinds[0] != kinds[1]:
         out.append(f"attention: {kinds[0]} → {kinds[1]}")
-    counts = [{kind: sum(getattr(layer.mixer, "kind", None) == kind for layer in arch.layers) for kind in KINDS}
+    counts = [{kind: sum(kind in (getattr(layer.mixer, "kind", None), getattr(layer.parallel_mixer, "kind", None))
+                         for layer in arch.layers) for kind in KINDS}
               for arch in (a, b)]
     if counts[0] != counts[1]:  # hybrid models: which layers are recurrent, of which kind
         strips = [compress("".join(layer_letter(layer) for layer in arch.layers)) for arch in (a, b)]
@@ -207,6 +208,10 @@ def differences(a: Architecture, b: Architecture) -> list[str]:
                            f"{counts[0][kind]} → {counts[1][kind]} layers"
                            for kind in KINDS if counts[0][kind] != counts[1][kind])
         out.append(f"layer pattern: {strips[0]} → {strips[1]} ({legend})")
+    states = [sum(recurrent_bytes(layer) for layer in arch.layers) for arch in (a, b)]
+    if states[0] != states[1]:  # the recurrent layers' cache: constant in the text length
+        out.append("recurrent state per sequence (bf16 convolution windows, float32 states): "
+                   + " → ".join(human_bytes(n) if n else "none" for n in states))
     spans = span_words(a), span_words(b)
     if spans[0] != spans[1]:
         if spans[0].startswith("full attention on every"):

@@ -46,6 +46,8 @@ def unsupported_reason(arch: Architecture) -> str | None:
         return "learned position embeddings"
     for layer in arch.layers:
         mixer, ffn = layer.mixer, layer.ffn
+        if layer.parallel_mixer is not None:
+            return f"a {layer.parallel_mixer.kind!r} mixer beside the attention"
         if isinstance(mixer, Attention):
             if mixer.qkv == "fused_per_head":
                 return "q/k/v fused per head"

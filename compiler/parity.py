@@ -59,8 +59,8 @@ def parity_context(raw: dict[str, Any], arch: Architecture, weights: list[Weight
         raise UnsupportedError(f"cannot build a tiny replica with the same structure (differs in: {', '.join(differing)})")
     sliding = any(getattr(layer.mixer, "span", None) == "sliding" for layer in tiny.layers)
     # a recurrent kind with chunks (the delta rule's, the SSD scan's): its replica runs past two of them
-    linear = next((layer.mixer for layer in tiny.layers if getattr(layer.mixer, "chunk_size", None)
-                   and layer.mixer.kind in KINDS), None)
+    linear = next((mixer for layer in tiny.layers for mixer in (layer.mixer, layer.parallel_mixer)
+                   if getattr(mixer, "chunk_size", None) and mixer.kind in KINDS), None)
     scales = parity_scales(tiny, NORM_SPREAD)
     moe = moe_of(tiny)
     norms = [e for e in weight_map(tiny) if e.role == "norm"]

@@ -29,6 +29,7 @@ from .mixers import KINDS, attention_layers, first_attention, letter_of, recurre
 from .render_linear import hybrid_context, linear_config_fields, linear_context, mixer_maps, nested_context
 from .render_chunked import chunked_config_fields, chunked_context, q_scale_arg, q_scale_param
 from .render_layer_extras import extras_config_fields, extras_context, extras_ffn_init
+from .render_parallel import parallel_config_fields, parallel_context
 from .weight_map import WeightEntry, block_norms, ffn_kinds
 from .render_blocks import WORDS as BLOCK_LETTERS, blocks_context, no_attention, single_block
 
@@ -112,7 +113,7 @@ def config_values(arch: Architecture) -> list[dict[str, str]]:
         fields.append(_field("sliding_window", "int", windows[0], "keys visible to a query, itself included"))
     fields += chunked_config_fields(arch, _field)
     fields += rope_config_fields(arch, _field)
-    fields += extras_config_fields(arch, _field)
+    fields += extras_config_fields(arch, _field) + parallel_config_fields(arch, _field)
     if arch.embedding.positions_offset:
         fields.append(_field("position_offset", "int", arch.embedding.positions_offset,
                              "position p reads row p + position_offset of the position table"))
@@ -198,7 +199,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         **({"layer_rope_params": ", cos: torch.Tensor | None, sin: torch.Tensor | None"}
            if has_rope and single_block(arch) else {}),
         "layer_kinds": layer_kinds(arch),
-        "x": extras_context(arch, identifier, literal),
+        "x": extras_context(arch, identifier, literal), **parallel_context(arch, identifier),
         "pattern_legend": pattern_legend(arch),
         "mla": mla_context(arch, identifier),
         "ml": mla_names(arch, identifier),

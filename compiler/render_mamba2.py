@@ -28,8 +28,9 @@ def mamba2_rows(m: Mamba2, a: str, hidden: int, linear: Callable[[str, int, int,
     rows.append((a + mn.dt_bias, (m.num_heads,), "bias"))
     rows.append((a + mn.a_log, (m.num_heads,), "bias"))
     rows.append((a + mn.d, (m.num_heads,), "bias"))
-    norm_rows(a + mn.norm, m.intermediate_size, m.norm)
-    linear(a + mn.out, hidden, m.intermediate_size, m.proj_bias)
+    if m.gate != "gate_only":
+        norm_rows(a + mn.norm, m.intermediate_size, m.norm)
+    linear(a + mn.out, hidden, m.intermediate_size, m.has_out_bias)
 
 
 def mamba2_state_bytes(m: Mamba2, conv_bytes: int = 2, state_bytes: int = 4) -> int:
@@ -41,6 +42,12 @@ def mamba2_state_bytes(m: Mamba2, conv_bytes: int = 2, state_bytes: int = 4) -> 
 
 def mamba2_config_fields(m: Mamba2, field: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
     """The Config fields the Mamba2 class reads."""
+    multipliers = []
+    if m.in_multipliers is not None:
+        made = field("mamba_in_multipliers", "tuple[float, ...]", m.in_multipliers[0], "in_proj's parts z, x, B, C, dt "
+                     "are multiplied by these")
+        made.update(literal="(" + ", ".join(repr(float(v)) for v in m.in_multipliers) + ")", value=m.in_multipliers)
+        multipliers.append(made)
     return [
         field("mamba_num_heads", "int", m.num_heads, "Mamba-2 heads"),
         field("mamba_head_dim", "int", m.head_dim),
@@ -50,14 +57,16 @@ def mamba2_config_fields(m: Mamba2, field: Callable[..., dict[str, Any]]) -> lis
         field("mamba_chunk_size", "int", m.chunk_size, "positions per chunk of the chunked scan"),
         field("time_step_min", "float", m.time_step_min, "dt is clamped to at least this"),
         field("time_step_max", "float | None", m.time_step_max, "dt is clamped to at most this (None: no bound)"),
-        field("mamba_norm_eps", "float", m.norm.eps, "eps of the gated RMSNorm"),
+        *([field("mamba_norm_eps", "float", m.norm.eps, "eps of the gated RMSNorm")] if m.gate != "gate_only" else []),
+        *multipliers,
     ]
 
 
 def mamba2_context(m: Mamba2, identifier: Callable[[str], str]) -> dict[str, Any]:
     """What mamba2.py.j2 prints. Structural only: the sizes live in Config."""
     return {"mn": {key: identifier(value) for key, value in m.names.model_dump().items()},
-            "conv_bias": repr(m.conv_bias), "proj_bias": repr(m.proj_bias), "letter_literal": repr(LETTER)}
+            "conv_bias": repr(m.conv_bias), "proj_bias": repr(m.proj_bias), "letter_literal": repr(LETTER),
+            "out_bias": repr(m.has_out_bias), "gate": m.gate, "in_multipliers": m.in_multipliers is not None}
 
 
 def mamba2_parity_scales(m: Mamba2, block: str, norm_spread: float) -> dict[str, tuple[float, float]]:
@@ -68,7 +77,7 @@ def mamba2_parity_scales(m: Mamba2, block: str, norm_spread: float) -> dict[str,
         f"{block}.{mn.dt_bias}": SCALES["dt_bias"],
         f"{block}.{mn.d}": SCALES["d"],
         f"{block}.{mn.conv}.weight": SCALES["conv"],
-        f"{block}.{mn.norm}.weight": (1.0, norm_spread),
+        **({f"{block}.{mn.norm}.weight": (1.0, norm_spread)} if m.gate != "gate_only" else {}),
     }
     if m.conv_bias:
         scales[f"{block}.{mn.conv}.bias"] = SCALES["conv_bias"]
@@ -76,7 +85,9 @@ def mamba2_parity_scales(m: Mamba2, block: str, norm_spread: float) -> dict[str,
 
 
 def mamba2_of(arch: Architecture) -> Mamba2 | None:
-    return next((layer.mixer for layer in arch.layers if isinstance(layer.mixer, Mamba2)), None)
+    """The first Mamba-2 mixer, a layer's own or one beside its attention (Layer.parallel_mixer)."""
+    return next((mixer for layer in arch.layers for mixer in (layer.mixer, layer.parallel_mixer)
+                 if isinstance(mixer, Mamba2)), None)
 
 
 def mamba2_features(arch: Architecture) -> list[str]:
@@ -84,20 +95,26 @@ def mamba2_features(arch: Architecture) -> list[str]:
     m = mamba2_of(arch)
     if m is None:
         return []
+    gate = {"gate_then_norm": "y * SiLU(z) RMS-normed per group", "norm_then_gate": "y RMS-normed per group, times SiLU(z)",
+            "gate_only": "y * SiLU(z) (no norm)"}[m.gate]
+    parts = ("" if m.in_multipliers is None else " The in-projection's parts z, x, B, C, dt are multiplied by "
+             + ", ".join(f"{v:g}" for v in m.in_multipliers) + ".")
     limit = f"[{m.time_step_min:g}, {'inf' if m.time_step_max is None else f'{m.time_step_max:g}'}]"
     return [
         f"Mamba-2: {m.num_heads} heads of {m.head_dim}, state size {m.state_size}, B and C shared by {m.n_groups} "
         f"group(s) of heads; in_proj yields [z; x; B; C; dt], [x; B; C] through a causal depthwise convolution "
         f"(kernel {m.conv_kernel}{', with bias' if m.conv_bias else ''}) and SiLU; dt = softplus(dt + dt_bias) clamped "
         f"to {limit}, A = -exp(A_log); H_t = exp(dt A) H_(t-1) + dt x_t B_t^T, y_t = H_t C_t + D x_t, in chunks of "
-        f"{m.chunk_size} for a prompt and token by token when decoding; y * SiLU(z) RMS-normed per group.",
+        f"{m.chunk_size} for a prompt and token by token when decoding; {gate}.{parts}",
     ]
 
 
 def mamba2_suspects(m: Mamba2, module: str) -> str:
     return (f"{module} in_proj split [z; x; B; C; dt], causal conv1d (kernel {m.conv_kernel}) + SiLU, "
             f"dt = softplus(dt + dt_bias) clamp, A = -exp(A_log), B/C groups ({m.n_groups}), the scan (chunks of "
-            f"{m.chunk_size}), D skip, gated grouped RMSNorm with z")
+            f"{m.chunk_size}), D skip, " + {"gate_then_norm": "gated grouped RMSNorm with z", "norm_then_gate":
+            "grouped RMSNorm then the SiLU(z) gate", "gate_only": "the SiLU(z) gate (no norm)"}[m.gate]
+            + (", in_proj part multipliers" if m.in_multipliers else ""))
 
 
 def mamba2_diagram(arch: Architecture, m: Mamba2) -> tuple[str, list[str]]:
@@ -107,5 +124,6 @@ def mamba2_diagram(arch: Architecture, m: Mamba2) -> tuple[str, list[str]]:
         f"causal conv, kernel {m.conv_kernel} · SiLU",
         "dt = softplus(dt + bias); A = -exp(A_log)",
         f"chunks of {m.chunk_size}; state per head",
-        "D skip · gated RMSNorm · no positions",
+        "D skip · " + {"gate_then_norm": "gated RMSNorm", "norm_then_gate": "RMSNorm, then gate",
+                       "gate_only": "SiLU(z) gate"}[m.gate] + " · no positions",
     ]

@@ -30,7 +30,7 @@ def validate(arch: Architecture) -> Architecture:
     mixers: dict[str, object] = {}  # the first mixer of each kind: the others of the kind must match it
     for layer in arch.layers:
         for part in ("block", "parallel_norms", "parallel_sum", "norm", "residual_scale", "experts_beside", "layer_scalar",
-                     "laurel"):
+                     "laurel", "parallel_mixer", "mixer_multipliers"):
             if getattr(layer, part) != getattr(first, part):
                 raise UnsupportedError(f"layer {layer.index}: its {part} differs from layer 0 (not supported yet)")
         a = layer.mixer

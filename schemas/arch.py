@@ -26,7 +26,9 @@ from .short_conv import ShortConv, ShortConvNames  # noqa: F401
 from .mla import Indexer, IndexerNames, Mla, MlaNames  # noqa: F401
 from .mamba2 import Mamba2, Mamba2Names  # noqa: F401
 from .moe import MAX_EXPERTS, Moe, MoeNames  # noqa: F401
+from .parallel import MixerMultipliers, check_mlp_multipliers, check_parallel_mixer
 from .positions import Alibi, Rope, TemperatureTuning  # noqa: F401
+from .quant import Fp8Weights, ModeloptWeights, Mxfp4Weights  # noqa: F401
 
 SCHEMA_VERSION = 1
 
@@ -129,39 +131,12 @@ class Mlp(_Frozen):
     gate_sparsity_std: float | None = Field(None, exclude_if=_unset, description="Activation sparsity (gated MLPs): the "
                                             "gate output g becomes relu(g - mean(g) - gate_sparsity_std x std(g)) over "
                                             "its channels (population std), a Gaussian top-k (Gemma 3n).")
+    gate_multiplier: float | None = Field(None, exclude_if=_unset, description="The gate projection's output is "
+                                          "multiplied by this before the activation (Falcon-H1's mlp_multipliers[0]).")
+    down_multiplier: float | None = Field(None, exclude_if=_unset, description="The block's output (after down_proj) "
+                                          "is multiplied by this (Falcon-H1's mlp_multipliers[1]).")
 
-
-class Fp8Weights(_Frozen):
-    """Block-quantized float8 weights on disk: each quantized matrix W (out, in) is stored as e4m3
-    values with a float32 `weight_scale_inv` of one entry per block; W = values x scale of the block."""
-
-    format: Literal["e4m3"] = "e4m3"
-    block: tuple[PositiveInt, PositiveInt] = (128, 128)
-    activation_scheme: Literal["dynamic"] = "dynamic"
-
-
-class ModeloptWeights(_Frozen):
-    """An NVIDIA ModelOpt checkpoint (`quant_method: modelopt`). An NVFP4 matrix W (out, in) is stored as
-    `<name>.weight` (out, in / 2) uint8, two e2m1 codes per byte (low nibble first), `<name>.weight_scale`
-    (out, in / 16) float8 e4m3, one scale per 16 values, and `<name>.weight_scale_2`, a float32 global scale:
-    W = e2m1 x (scale x global). An FP8 matrix is e4m3 `<name>.weight` with a float32 scalar `<name>.weight_scale`:
-    W = value x scale. Scales for quantizing activations and the KV cache (`input_scale`, `k_scale`, `v_scale`)
-    only concern inference engines that compute in low precision: the loader skips them."""
-
-    nvfp4_group: Literal[16] = 16
-    formats: tuple[Literal["nvfp4", "fp8"], ...] = Field(min_length=1, description="The formats the config names.")
-
-
-class Mxfp4Weights(_Frozen):
-    """OCP microscaling FP4 weights on disk (MXFP4): a quantized stacked tensor `<name>` (experts, in, out)
-    is stored as `<name>_blocks` (experts, out, in / 32, 16) uint8, two e2m1 values per byte (low nibble
-    first), and `<name>_scales` (experts, out, in / 32) uint8 e8m0 exponents, value = e2m1 x 2^(scale - 127)
-    for each run of 32 values along `in`."""
-
-    format: Literal["e2m1"] = "e2m1"
-    block: Literal[32] = 32
-    tensors: tuple[Identifier, ...] = Field(min_length=1, description="The experts' stacked tensors stored "
-                                            "quantized (their names under the experts module).")
+    _multipliers = model_validator(mode="after")(check_mlp_multipliers)
 
 
 Mixer = Annotated[Union[Attention, Mla, GatedDeltaNet, ShortConv, KimiDelta, Mamba2], Field(discriminator="kind")]
@@ -196,6 +171,12 @@ class Layer(_Frozen):
     layer_scalar: bool = Field(False, exclude_if=_unset, description="The block's output is multiplied by a "
                                "stored scalar of its own (a buffer `layer_scalar`, shape (1,)).")
     laurel: Laurel | None = Field(None, exclude_if=_unset, description="A low-rank residual branch beside attention.")
+    parallel_mixer: Mixer | None = Field(
+        None, exclude_if=_unset, description="A recurrent token mixer beside `mixer` (softmax attention) in the same "
+        "pre-norm block: both read the layer's normed input and their outputs are summed before the residual add "
+        "(Falcon-H1: Mamba-2 beside attention). Its cache lives beside the attention's KV cache.")
+    mixer_multipliers: MixerMultipliers | None = Field(None, exclude_if=_unset, description="With a parallel mixer: "
+                                                       "the scalars on both mixers' inputs and outputs.")
 
     @model_validator(mode="after")
     def _one_block_at_least(self) -> "Layer":
@@ -203,7 +184,7 @@ class Layer(_Frozen):
             raise ValueError("a layer has a mixer, a feed-forward block, or both")
         if (self.mixer is None or self.ffn is None) and self.block != "pre_norm":
             raise ValueError("a layer with one block is pre_norm: x + block(norm(x)), its norm the input norm")
-        return self
+        return check_parallel_mixer(self)
 
 
 class Embedding(_Frozen):

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from .base import MAX_WIDTH, HeadCount, Identifier, Norm, PositiveInt, Width, _Frozen
+from .base import MAX_WIDTH, HeadCount, Identifier, Norm, PositiveInt, Width, _Frozen, _unset
 
 
 class Mamba2Names(_Frozen):
@@ -50,11 +50,24 @@ class Mamba2(_Frozen):
     time_step_max: Annotated[float, Field(gt=0)] | None = Field(None, description="dt is clamped to at most this; "
                                                                 "None: no upper bound (infinity).")
     norm: Norm = Field(description="The gated RMSNorm over each group's channels of y * SiLU(z) (weight ones-neutral).")
+    gate: Literal["gate_then_norm", "norm_then_gate", "gate_only"] = Field(
+        "gate_then_norm", exclude_if=lambda v: v == "gate_then_norm", description="How z gates y: RMSNorm(y * SiLU(z)) "
+        "per group; RMSNorm(y) * SiLU(z) per group (Falcon-H1's mamba_norm_before_gate); or y * SiLU(z) with no norm "
+        "and no norm weight (Falcon-H1 without mamba_rms_norm).")
+    out_proj_bias: bool | None = Field(None, exclude_if=lambda v: v is None, description="out_proj has a bias "
+                                       "(None: as proj_bias says; Falcon-H1 sets it apart, projectors_bias).")
+    in_multipliers: tuple[float, float, float, float, float] | None = Field(
+        None, exclude_if=_unset, description="The in-projection's output parts [z; x; B; C; dt] are each multiplied "
+        "by their scalar before anything else (Falcon-H1's ssm_multipliers, its muP vector).")
     names: Mamba2Names = Mamba2Names()
 
     @property
     def intermediate_size(self) -> int:
         return self.num_heads * self.head_dim
+
+    @property
+    def has_out_bias(self) -> bool:
+        return self.proj_bias if self.out_proj_bias is None else self.out_proj_bias
 
     @property
     def conv_dim(self) -> int:

@@ -205,6 +205,16 @@ def test_every_card_has_a_diagram_and_the_legend_covers_every_letter(site):
     assert sorted(page.legend) == sorted(letters) and {"S", "F", "A", "M", "f"} <= letters
 
 
+def test_recurrent_models_show_their_state(site):
+    """A hybrid row shows its constant recurrent state beside the KV bytes per token (Nemotron-3 Nano: Mamba-2)."""
+    from llmgen.compiler.card import human_bytes
+
+    text = site[0].read_text()
+    data = card(load_model("nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16"))
+    state = human_bytes(data["kv_cache"]["recurrent_bytes_per_sequence"])
+    assert f"+ {state} state" in text and "M = Mamba-2 (state space)" in text
+
+
 def test_chart_series_are_the_card_figures(site):
     """The chart's bytes at 4k / 32k / 128k are the card's "KV at length"; flat once every window is full."""
     for hub_id, row in _page(site).rows.items():

@@ -1,6 +1,6 @@
 """Mamba-2 (state-space) layers: the pure stack (mamba2), Bamba (beside attention), Nemotron-H / Nemotron 3 (model_type nemotron_h)
 (single-block layers by pattern: Mamba-2, NoPE attention, ReLU^2 MLP, ReLU^2 experts, a latent MoE), Granite 4.0-H
-without routed experts (NoPE attention, muP multipliers, a fused shared MLP).
+(NoPE attention, muP multipliers, a fused shared MLP; routed experts beside it or not).
 
 Tiny-replica parity with chunks of 8 positions over sequences past two chunks, A_log, dt_bias, D and the
 convolution drawn at trained scales; planted bugs in the scan fail it; cached decoding (conv window + state,
@@ -48,6 +48,10 @@ CONFIGS = {
     "bamba-attention": lambda: fixture("bamba_attention.json"),  # the defaults with attention layers (9, 18, 27)
     "nemotron-3-ultra": lambda: fixture("nvidia__NVIDIA-Nemotron-3-Ultra-550B-A55B-BF16.json"),  # latent experts
     "granitemoehybrid-dense": lambda: fixture("granitemoehybrid_dense.json"),  # NoPE attention, muP multipliers
+    # routed experts beside the shared MLP (Granite 4.0-H Tiny / Small): the config class's defaults (every layer
+    # Mamba-2) and the dense fixture's layers and multipliers with 32 experts, top 4
+    "granitemoehybrid-defaults": lambda: fixture("granitemoehybrid_defaults.json"),
+    "granitemoehybrid-experts": lambda: fixture("granitemoehybrid_experts.json"),
 }
 
 
@@ -177,6 +181,42 @@ def test_token_by_token_and_chunk_size_invariance(replica):
     assert (own - full).abs().max().item() <= 1e-5 * scale
 
 
+@pytest.fixture(scope="module")
+def granite_replica(tmp_path_factory):
+    """Granite 4.0-H with routed experts at its replica's size: Mamba-2 and NoPE attention layers in the hybrid
+    layer (its mixer picked per layer), experts plus the shared MLP, chunks of 8; randomised as its parity test."""
+    directory = compile_into(fixture("granitemoehybrid_experts.json"), tmp_path_factory.mktemp("granite"), "granite")
+    gen = import_path(directory / "model.py", "llmgen_granite_hybrid_model")
+    parity = import_path(directory / "test_parity.py", "llmgen_granite_hybrid_parity")
+    config = gen.Config(**parity.MODEL_CONFIG)
+    torch.manual_seed(1)
+    model = gen.CausalLM(config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            scale = next((s for suffix, s in parity.PARAM_SCALES.items() if name.endswith(suffix)), None)
+            if scale is not None:
+                param.normal_(*scale)
+            elif "norm" in name:
+                param.normal_(parity.NORM_NEUTRAL, parity.NORM_SPREAD)
+            else:
+                param.normal_(0.0, parity.WEIGHT_STD)
+    return config, model
+
+
+def test_granite_hybrid_cached_decoding_equals_the_full_forward(granite_replica):
+    """Mamba-2 states and KV caches side by side (layer pattern M...N): prefills of 1, chunk - 1, chunk, chunk + 1
+    then 3 tokens, and every token from the first, equal the full forward."""
+    config, model = granite_replica
+    assert config.mamba_chunk_size == 8 and set(config.layer_pattern) == {"M", "N"}
+    for sizes in ([1] + [1] * STEPS, [7] + [1] * STEPS, [8] + [1] * STEPS, [9] + [1] * STEPS, [1] * 12):
+        ids = torch.randint(0, config.vocab_size, (2, sum(sizes)), generator=torch.Generator().manual_seed(len(sizes)))
+        with torch.no_grad():
+            full, cached = model(ids), run(model, ids, sizes)
+        scale, diff = full.abs().max().item(), (cached - full).abs().max().item()
+        print(f"pieces {sizes}: max|cached - full| = {diff:.3g} (logits up to {scale:.3g})")
+        assert scale > 0.1 and diff <= 1e-5 * scale, sizes
+
+
 def state_nbytes(cache) -> list[int]:
     return [layer.conv.nbytes + layer.state.nbytes for layer in cache if type(layer).__name__ == "Mamba2Cache"]
 
@@ -206,6 +246,30 @@ def test_full_size_parameter_counts_match_transformers():
         total = sum(p.numel() for p in reference.parameters())
         assert parameter_count(arch) == total, name
         print(f"Nemotron-3 {name}: {total:,} parameters")
+
+
+def test_nano_checkpoint_layout_matches_transformers():
+    """Nemotron-3 Nano at full size on the meta device: every tensor of transformers' on-disk layout (per-expert
+    keys, as save_pretrained writes them) is a key of the committed model's checkpoint map, with the shape of the
+    parameter it fills, and every parameter is filled."""
+    pytest.importorskip("transformers")
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.core_model_loading import revert_weight_conversion
+
+    raw = json.loads((GENERATED / NANO / "config.json").read_text())
+    module = import_path(GENERATED / NANO / "model.py", "llmgen_mamba_full_size")
+    with torch.device("meta"):
+        ours = module.CausalLM(module.Config())
+        reference = AutoModelForCausalLM.from_config(AutoConfig.for_model(**raw))
+    tied = set(getattr(reference, "all_tied_weights_keys", None) or {})
+    state = {k: v for k, v in reference.state_dict().items() if k not in tied}
+    layout = {k: tuple(v.shape) for k, v in revert_weight_conversion(reference, state).items()}
+    params = {n: tuple(t.shape) for n, t in ours.state_dict().items()}
+    keys = module.checkpoint_keys(module.Config())
+    assert set(keys) == set(layout), sorted(set(keys) ^ set(layout))[:10]
+    assert all(params[keys[k]] == shape for k, shape in layout.items())
+    assert set(keys.values()) == set(params)
+    print(f"Nemotron-3 Nano: {len(layout)} checkpoint tensors")
 
 
 def test_card_shows_mamba_layers_and_state():
@@ -240,6 +304,8 @@ def test_diff_names_the_mixer_kinds_that_differ():
     line = next(words for words in differences(nano, qwen) if words.startswith("layer pattern"))
     assert "M: state space (Mamba-2), 23 → 0 layers" in line, line
     assert "L: linear attention (Gated DeltaNet), 0 → 30 layers" in line, line
+    state = next(words for words in differences(nano, qwen) if words.startswith("recurrent state per sequence"))
+    assert state.endswith(": 46.8 MiB → 61.4 MiB"), state  # Mamba-2 x 23 vs Gated DeltaNet x 30 (the cards' figures)
 
 
 @pytest.mark.parametrize("upper", ["Infinity", '{"__float__": "Infinity"}', "1e308"])
@@ -265,8 +331,19 @@ def test_nan_and_misplaced_infinity_are_refused(key, value, tmp_path):
         validate(lower(load_config(str(path)).raw))
 
 
-def test_granite_with_experts_is_refused_cleanly():
-    raw = fixture("granitemoehybrid_dense.json")
-    raw["num_local_experts"] = 8
-    with pytest.raises(LlmgenError, match="num_local_experts"):
+def test_granite_with_experts_matches_transformers_at_full_size():
+    """Granite 4.0-H with routed experts beside the shared MLP: the IR's parameter count against transformers' (the
+    on-disk keys, input_linear / output_linear stacked experts, are loaded by the parity tests above)."""
+    transformers = pytest.importorskip("transformers")
+    raw = fixture("granitemoehybrid_experts.json")
+    arch = validate(lower(copy.deepcopy(raw)))
+    assert all(layer.ffn.kind == "moe" and layer.ffn.shared_expert_in_layer for layer in arch.layers)
+    raw["time_step_limit"] = [0.0, math.inf]
+    with torch.device("meta"):
+        reference = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**raw))
+    total = sum(p.numel() for p in reference.parameters())
+    assert parameter_count(arch) == total
+    print(f"Granite 4.0-H with 32 experts: {total:,} parameters")
+    raw["shared_intermediate_size"] = 0
+    with pytest.raises(LlmgenError, match="shared_intermediate_size"):
         validate(lower(raw))

@@ -111,8 +111,9 @@ def mixer_kinds(arch: Architecture) -> dict[str, object]:
     """The first mixer of each kind, in order of first appearance."""
     kinds: dict[str, object] = {}
     for layer in arch.layers:
-        if layer.mixer is not None:  # None: a layer that is only a feed-forward block
-            kinds.setdefault(layer.mixer.kind, layer.mixer)
+        for mixer in (layer.mixer, layer.parallel_mixer):  # None: a layer that is only a feed-forward block
+            if mixer is not None:
+                kinds.setdefault(mixer.kind, mixer)
     return kinds
 
 
@@ -122,8 +123,9 @@ def recurrent_kinds(arch: Architecture) -> list[tuple[MixerKind, Any]]:
 
 
 def is_hybrid(arch: Architecture) -> bool:
-    """Layers of more than one mixer kind: the DecoderLayer picks its mixer per layer."""
-    return len(mixer_kinds(arch)) > 1
+    """Layers of more than one mixer kind: the DecoderLayer picks its mixer per layer (a parallel mixer, beside
+    the layer's attention in every layer, does not make a model hybrid)."""
+    return len({layer.mixer.kind for layer in arch.layers if layer.mixer is not None}) > 1
 
 
 def module_name(kind: str, names: Names) -> str:
@@ -151,8 +153,8 @@ def class_name(kind: str) -> str:
 
 def layer_state_bytes(layer: Layer, conv_bytes: int) -> int:
     """Bytes of a recurrent layer's cache per sequence, constant in the text length (0: a softmax layer)."""
-    kind = KINDS.get(layer.mixer.kind) if layer.mixer is not None else None
-    return kind.state_bytes(layer.mixer, conv_bytes) if kind else 0
+    return sum(KINDS[mixer.kind].state_bytes(mixer, conv_bytes) for mixer in (layer.mixer, layer.parallel_mixer)
+               if mixer is not None and mixer.kind in KINDS)
 
 
 discover()
