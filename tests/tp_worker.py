@@ -13,7 +13,11 @@ from pathlib import Path
 
 import torch
 
-FAMILIES = ("Llama-3.2-1B", "gemma-3-1b", "Qwen3-30B-A3B", "DeepSeek-V3", "gpt-oss-20b", "Phi-3.5-mini-instruct")
+FAMILIES = ("Llama-3.2-1B", "gemma-3-1b", "Qwen3-30B-A3B", "DeepSeek-V3", "gpt-oss-20b", "Phi-3.5-mini-instruct",
+            # whole-width QK-norm (gathered), GPT-NeoX's per-head fused qkv, GPT-2's Conv1D, a gated shared
+            # expert; then the hybrids whose recurrent mixers are replicated (Gated DeltaNet, short conv, KDA, Mamba-2)
+            "OLMo-2-1124-7B", "Olmo-3.1-32B-Instruct", "RedPajama-INCITE-7B-Base", "gpt2", "Qwen1.5-MoE-A2.7B-Chat",
+            "Qwen3.5-35B-A3B", "LFM2-1.2B", "Kimi-Linear-defaults", "NVIDIA-Nemotron-3-Nano-30B-A3B-BF16")
 TOLERANCE = 1e-5  # x max(1, max|logit|)
 SEQ, PREFILL = 12, 5  # longer than the replicas' sliding window (8); decoding steps past it
 
@@ -123,6 +127,13 @@ def _init(rank: int, world: int, port: int):
     return dist, init_device_mesh("cpu", (world,))
 
 
+def local_heads(par, model) -> list[int]:
+    """The head counts of the modules the plan splits over the heads (a replicated mixer keeps its own)."""
+    layers = model.get_submodule(par.TP_LAYERS)
+    return sorted({layer.get_submodule(path).num_heads for layer in layers
+                   for path, (style, _) in par.layer_plan(layer).items() if style == "attention"})
+
+
 def tp_worker(rank: int, world: int, port: int, directories: list[str], out: str) -> None:
     """One of 4 ranks. The per-rank peak memory of a sharded load at TP=4 and TP=2; then every
     family at TP=2 (ranks 0-1 and 2-3, two groups side by side: the model in memory split) and at
@@ -146,7 +157,7 @@ def tp_worker(rank: int, world: int, port: int, directories: list[str], out: str
             "whole": float((got[0] - reference[0]).abs().max()),
             "cached": float((got[1] - reference[1]).abs().max()),
             "scale": float(reference[0].abs().max()),
-            "local_heads": sorted({m.num_heads for m in model.modules() if hasattr(m, "num_heads")}),
+            "local_heads": local_heads(par, model),
             "heads": config.num_attention_heads,
         }
         # TP=4: each rank reads its slices of the checkpoint (load_parallel), against load_checkpoint.
@@ -157,7 +168,7 @@ def tp_worker(rank: int, world: int, port: int, directories: list[str], out: str
             "whole": float((got[0] - reference[0]).abs().max()),
             "cached": float((got[1] - reference[1]).abs().max()),
             "scale": float(reference[0].abs().max()),
-            "local_heads": sorted({m.num_heads for m in model.modules() if hasattr(m, "num_heads")}),
+            "local_heads": local_heads(par, model),
             "heads": config.num_attention_heads,
         }
     # FSDP2 on the 2-rank meshes: loss and gradients of one training step against one process.

@@ -4,7 +4,7 @@
 
 The plan below says which module is split across the ranks of a 1-D device mesh and how; it is
 applied with torch's own DTensor engine (parallelize_module, ColwiseParallel, RowwiseParallel):
-- the token embedding split over the vocabulary (each rank looks up its rows, the ranks sum)
+- the token embedding split over the vocabulary (each rank looks up its rows, the ranks sum); replicated, with the head, when the degree does not divide the vocabulary
 - the output head split over the vocabulary, logits gathered
 - the fused q/k/v projection split per head block, o summed; key/value heads fewer than the ranks are replicated
 - the fused [gate; up] projection split per block, down row-wise
@@ -43,20 +43,29 @@ from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, 
 TP_EMBEDDING = "model.embed_tokens"
 TP_HEAD = "lm_head"
 TP_LAYERS = "model.layers"
-# Inside every decoder layer: module (or parameter) path -> (style, blocks or attributes). A path
-# a layer lacks (a dense layer's MLP in a MoE model) is skipped in that layer.
+# Inside every decoder layer, per block class: module (or parameter) path -> (style, blocks or
+# attributes). A group applies in a layer where the path's first module is of that class (a layer
+# whose mixer is a replicated recurrent one, or a dense layer of a MoE model, takes only its own).
 # colwise: output rows split; rowwise: input columns split, outputs summed; partial: rowwise,
 # summed later with the block's; heads: a per-head parameter sliced; experts: each rank keeps a
 # contiguous range of the experts; reduce: the block's output summed over ranks; attention: the
-# head counts set to the rank's. Blocks: "q" query heads, "kv" key/value heads (replicated when
-# fewer than ranks), "rows" plain rows; a fused matrix lists its stacked blocks in order.
-TP_LAYER_PLAN: dict[str, tuple[str, tuple[str, ...]]] = {
-    "self_attn": ("attention", ("num_heads", "num_kv_heads")),
-    "self_attn.qkv_proj": ("colwise", ("q", "kv", "kv")),
-    "self_attn.o_proj": ("rowwise", ("q",)),
-    "mlp.gate_up_proj": ("colwise", ("rows", "rows")),
-    "mlp.down_proj": ("rowwise", ("rows",)),
+# head counts set to the rank's; gathered: a norm over a split width, its input gathered, normed
+# whole and cut back; colwise_t/rowwise_t: colwise/rowwise for a weight stored (in, out). Blocks:
+# "q" query heads, "kv" key/value heads (replicated when fewer than ranks), "rows" plain rows; a
+# fused matrix lists its stacked blocks in order.
+TP_LAYER_PLAN: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
+    "Attention": {
+        "self_attn": ("attention", ("num_heads", "num_kv_heads")),
+        "self_attn.qkv_proj": ("colwise", ("q", "kv", "kv")),
+        "self_attn.o_proj": ("rowwise", ("q",)),
+    },
+    "MLP": {
+        "mlp.gate_up_proj": ("colwise", ("rows", "rows")),
+        "mlp.down_proj": ("rowwise", ("rows",)),
+    },
 }
+# Mixers every rank holds and runs whole (no split of their heads yet): correct, not faster.
+TP_REPLICATED_MIXERS = ()
 
 
 def _model_module():
@@ -87,10 +96,6 @@ def check_degree(config, tp: int) -> None:
     if counts["kv"] % tp and tp % counts["kv"]:
         raise ValueError(
             f"tensor parallel degree {tp}: {counts['kv']} key/value heads neither divide nor are divisible by it"
-        )
-    if config.vocab_size % tp:
-        raise ValueError(
-            f"tensor parallel degree {tp}: vocab_size {config.vocab_size} is not divisible by it"
         )
 
 
@@ -167,6 +172,34 @@ def local_experts(module: nn.Module, first: int, last: int) -> None:
     module.forward = forward_local
 
 
+def gathered_norm(
+    module: nn.Module, mesh: DeviceMesh, blocks: tuple[str, ...], counts: dict[str, int]
+) -> None:
+    """A norm over a projection's whole width whose input arrives split over the ranks: the ranks'
+    slices are gathered into the whole width, normed with the module's own forward and full weight,
+    and this rank's channels kept (the one-process arithmetic, exactly)."""
+    forward, tp, rank = type(module).forward, mesh.size(), mesh.get_local_rank()
+    width = module.weight.shape[0]
+    ranges = [block_ranges(width, blocks, counts, r, tp) for r in range(tp)]
+
+    def forward_gathered(x: torch.Tensor) -> torch.Tensor:
+        parts = DTensor.from_local(
+            x.contiguous(), mesh, [Shard(x.ndim - 1)], run_check=False
+        ).full_tensor()
+        whole, local = x.new_empty(*x.shape[:-1], width), x.shape[-1]
+        for r in range(
+            tp
+        ):  # rank r's slice to its place (a replicated head lands twice, the same values)
+            offset = r * local
+            for start, end in ranges[r]:
+                whole[..., start:end] = parts[..., offset : offset + end - start]
+                offset += end - start
+        out = forward(module, whole)
+        return torch.cat([out[..., start:end] for start, end in ranges[rank]], dim=-1)
+
+    module.forward = forward_gathered
+
+
 def sum_over_ranks(mesh: DeviceMesh):
     def hook(module: nn.Module, args, output: torch.Tensor) -> torch.Tensor:
         return funcol.wait_tensor(funcol.all_reduce(output, "sum", mesh))
@@ -192,6 +225,17 @@ def _has(module: nn.Module, path: str) -> bool:
         return True
     except AttributeError:
         return False
+
+
+def layer_plan(layer: nn.Module) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """This layer's entries of TP_LAYER_PLAN: the groups whose class its blocks are."""
+    out = {}
+    for block, group in TP_LAYER_PLAN.items():
+        for path, entry in group.items():
+            root = path.split(".")[0]
+            if _has(layer, root) and type(layer.get_submodule(root)).__name__ == block:
+                out[path] = entry
+    return out
 
 
 def parallelize(
@@ -242,16 +286,18 @@ def parallelize(
                 Shard(0) if dim == 0 else Replicate(),
             )
 
-    linear(TP_EMBEDDING, 0, ("rows",))
-    styles[TP_EMBEDDING] = RowwiseParallel(input_layouts=Replicate())
-    if TP_HEAD:
-        linear(TP_HEAD, 0, ("rows",))
-        styles[TP_HEAD] = ColwiseParallel(output_layouts=Replicate())
-    else:
-        model.head_product = vocab_parallel_head(mesh)
+    if config.vocab_size % tp == 0:  # else the embedding and head stay whole on every rank
+        linear(TP_EMBEDDING, 0, ("rows",))
+        styles[TP_EMBEDDING] = RowwiseParallel(input_layouts=Replicate())
+        if TP_HEAD:
+            linear(TP_HEAD, 0, ("rows",))
+            styles[TP_HEAD] = ColwiseParallel(output_layouts=Replicate())
+        else:
+            model.head_product = vocab_parallel_head(mesh)
     for i, layer in enumerate(model.get_submodule(TP_LAYERS)):
         base = f"{TP_LAYERS}.{i}"
-        for path, (style, blocks) in TP_LAYER_PLAN.items():
+        plan = layer_plan(layer)
+        for path, (style, blocks) in plan.items():
             full_path = f"{base}.{path}"
             owner, _, attr = path.rpartition(".")
             if style == "heads":
@@ -273,6 +319,18 @@ def parallelize(
                     "rowwise": RowwiseParallel(),
                     "partial": RowwiseParallel(output_layouts=Partial()),
                 }[style]
+            elif style in ("colwise_t", "rowwise_t"):  # weight (in, out): plain per-rank tensors
+                colwise = style == "colwise_t"
+                sharded(f"{full_path}.weight", 1 if colwise else 0, blocks, None)
+                if f"{full_path}.bias" in own:
+                    sharded(f"{full_path}.bias", 0 if colwise else None, blocks, None)
+                    if not colwise and rank:  # the summed output gets the bias once
+                        with torch.no_grad():
+                            module.bias.zero_()
+                if not colwise:
+                    module.register_forward_hook(sum_over_ranks(mesh))
+            elif style == "gathered":  # its weight stays whole (replicated)
+                gathered_norm(module, mesh, blocks, counts)
             elif style == "experts":
                 first, last = expert_range(config.num_experts, rank, tp)
                 if isinstance(module, nn.ModuleList):
@@ -294,7 +352,7 @@ def parallelize(
                     local_experts(module, first, last)
             elif style == "reduce" and any(  # a MoE block (its experts are split): not a dense MLP
                 other == "experts" and sub.startswith(f"{path}.") and _has(layer, sub)
-                for sub, (other, _) in TP_LAYER_PLAN.items()
+                for sub, (other, _) in plan.items()
             ):
                 module.register_forward_hook(sum_over_ranks(mesh))
     # Everything else is replicated: a copy from `tensors` where the model was built on meta.
@@ -369,14 +427,11 @@ def load_parallel(
     skipped = ()
     if getattr(config, "num_experts", 0):  # other ranks' experts are never read (nor dequantized)
         layers = model.get_submodule(TP_LAYERS)
-        for path_, (style, _) in TP_LAYER_PLAN.items():
-            if style != "experts":
-                continue
-            for i, layer in enumerate(layers):
-                try:
-                    experts = layer.get_submodule(path_)
-                except AttributeError:
+        for i, layer in enumerate(layers):
+            for path_, (style, _) in layer_plan(layer).items():
+                if style != "experts" or not _has(layer, path_):
                     continue
+                experts = layer.get_submodule(path_)
                 prefix = f"{TP_LAYERS}.{i}.{path_}."
                 if isinstance(experts, nn.ModuleList):
                     skipped += tuple(
