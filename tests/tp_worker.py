@@ -17,7 +17,8 @@ FAMILIES = ("Llama-3.2-1B", "gemma-3-1b", "Qwen3-30B-A3B", "DeepSeek-V3", "gpt-o
             # whole-width QK-norm (gathered), GPT-NeoX's per-head fused qkv, GPT-2's Conv1D, a gated shared
             # expert; then the hybrids whose recurrent mixers are replicated (Gated DeltaNet, short conv, KDA, Mamba-2)
             "OLMo-2-1124-7B", "Olmo-3.1-32B-Instruct", "RedPajama-INCITE-7B-Base", "gpt2", "Qwen1.5-MoE-A2.7B-Chat",
-            "Qwen3.5-35B-A3B", "LFM2-1.2B", "Kimi-Linear-defaults", "NVIDIA-Nemotron-3-Nano-30B-A3B-BF16")
+            "Qwen3.5-35B-A3B", "LFM2-1.2B", "Kimi-Linear-defaults", "NVIDIA-Nemotron-3-Nano-30B-A3B-BF16",
+            "gemma-4-26B-A4B", "DeepSeek-V3.2")  # per-layer head counts; the DSA indexer (replicated)
 TOLERANCE = 1e-5  # x max(1, max|logit|)
 SEQ, PREFILL = 12, 5  # longer than the replicas' sliding window (8); decoding steps past it
 

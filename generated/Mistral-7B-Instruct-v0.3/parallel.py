@@ -255,7 +255,7 @@ def parallelize(
     tp, rank = mesh.size(), mesh.get_local_rank()
     config = model.config
     check_degree(config, tp)
-    counts = head_counts(config)
+    counts = model_counts = head_counts(config)  # counts: the current layer's (sharded() reads it)
     own = dict(model.named_parameters()) | dict(model.named_buffers())
     source = tensors if tensors is not None else {name: t.detach() for name, t in own.items()}
     dtype = dtype or next(model.parameters()).dtype
@@ -300,6 +300,14 @@ def parallelize(
     for i, layer in enumerate(model.get_submodule(TP_LAYERS)):
         base = f"{TP_LAYERS}.{i}"
         plan = layer_plan(layer)
+        counts = model_counts
+        for path, (
+            style,
+            names,
+        ) in plan.items():  # this layer's own head counts (they may differ by layer)
+            if style == "attention" and _has(layer, path):
+                values = [getattr(layer.get_submodule(path), name) for name in names]
+                counts = {"q": values[0], "kv": values[-1]}
         for path, (style, blocks) in plan.items():
             full_path = f"{base}.{path}"
             owner, _, attr = path.rpartition(".")
@@ -370,9 +378,9 @@ def parallelize(
     parallelize_module(model, mesh, styles)
     local = dataclasses.replace(
         config,
-        num_attention_heads=counts["q"] // tp,
+        num_attention_heads=model_counts["q"] // tp,
         **(
-            {"num_key_value_heads": max(counts["kv"] // tp, 1)}
+            {"num_key_value_heads": max(model_counts["kv"] // tp, 1)}
             if hasattr(config, "num_key_value_heads")
             else {}
         ),
