@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 from ..schemas.arch import Architecture, Attention, Mla, Mlp, Moe
 from .errors import UnsupportedError
+from .mixers import gated_deltanet
 
 Entry = tuple[str, tuple[str, ...]]
 STACKED_EXPERTS = ("per_expert", "stacked_in_out")  # expert storages whose forward takes the expert index
@@ -50,9 +51,19 @@ REPLICATED_MIXERS = {"gated_deltanet": "Gated DeltaNet", "kda": "Kimi Delta Atte
                      "short_conv": "short-convolution"}  # mixer kind -> its name in the plan's summary
 
 
+def _split_mixer(arch: Architecture, mixer) -> tuple[str, dict[str, Entry]] | None:
+    """(the block's class in the templates, its entries) of a recurrent mixer split over its heads; None
+    where that kind (or this layout of it) has no split: the mixer is then replicated."""
+    if mixer.kind == "gated_deltanet":
+        entries = gated_deltanet.tp_entries(mixer, arch.names.linear_attn)
+        return ("GatedDeltaNet", entries) if entries else None
+    return None
+
+
 def replicated_mixers(arch: Architecture) -> list[str]:
     """The mixer kinds of this architecture that every rank runs whole (no split of their heads yet)."""
-    kinds = {layer.mixer.kind for layer in arch.layers if layer.mixer is not None}
+    kinds = {layer.mixer.kind for layer in arch.layers
+             if layer.mixer is not None and layer.mixer.kind in REPLICATED_MIXERS and not _split_mixer(arch, layer.mixer)}
     return [REPLICATED_MIXERS[kind] for kind in REPLICATED_MIXERS if kind in kinds]
 
 
@@ -144,6 +155,8 @@ def tp_plan(arch: Architecture) -> TpPlan | None:
         groups = []  # (the class the templates give the block, its entries)
         if isinstance(layer.mixer, (Attention, Mla)):
             groups.append(("Attention", _attention_entries(arch, layer.mixer)))
+        elif layer.mixer is not None and _split_mixer(arch, layer.mixer):
+            groups.append(_split_mixer(arch, layer.mixer))
         if layer.ffn is not None:
             groups.append(("MoE" if isinstance(layer.ffn, Moe) else "MLP", _ffn_entries(arch, layer.ffn)))
         for block, entries in groups:
@@ -171,7 +184,12 @@ def check_degree(arch: Architecture, tp: int) -> None:
         return
     for layer in arch.layers:
         mixer, ffn = layer.mixer, layer.ffn
-        if not isinstance(mixer, (Attention, Mla)):  # none, or replicated whole
+        if mixer is not None and mixer.kind == "gated_deltanet" and _split_mixer(arch, mixer):
+            for heads in (mixer.num_k_heads, mixer.num_v_heads):
+                if heads % tp:
+                    raise UnsupportedError(f"--tp {tp}: layer {layer.index}'s Gated DeltaNet has {heads} heads, "
+                                           f"not divisible by {tp}")
+        if not isinstance(mixer, (Attention, Mla)):  # none, split above, or replicated whole
             mixer = None
         heads = mixer.num_heads if mixer else tp
         if heads % tp:
@@ -219,6 +237,9 @@ def _summary(arch: Architecture, plan: TpPlan) -> list[str]:
         lines.append("the learned position table replicated")
     if any(isinstance(lay.ffn, Moe) and lay.ffn.shared_expert_gate for lay in arch.layers):
         lines.append("the shared expert split like an MLP, its sigmoid gate replicated")
+    if any(group == "GatedDeltaNet" for group in plan.layer_plan):
+        lines.append("Gated DeltaNet split over its heads: each rank whole key heads with the value heads they serve "
+                     "([q; k; v], z, a, b column-wise, their conv channels, A_log and dt_bias sliced), out_proj summed")
     for name in replicated_mixers(arch):
         lines.append(f"the {name} mixers replicated: every rank holds and runs them whole (not split yet)")
     return lines

@@ -105,14 +105,20 @@ def check_degree(config, tp: int) -> None:
 
 
 def block_ranges(
-    size: int, blocks: tuple[str, ...], counts: dict[str, int], rank: int, tp: int
+    size: int, blocks: tuple[str, ...], counts: dict, rank: int, tp: int
 ) -> list[tuple[int, int]]:
     """This rank's [start, end) ranges along a dimension of `size` made of the stacked `blocks`:
     its share of every block, so a fused [q; k; v] or [gate; up] splits on head or row boundaries.
-    """
+    A count may come with its own width, (heads, head width), for blocks of unequal heads."""
     if all(block == "rows" for block in blocks):
         units = [(size // len(blocks), 1)] * len(blocks)  # (count, width) per block
+    elif len(set(blocks)) > 1 and all(isinstance(counts[block], tuple) for block in blocks):
+        units = [counts[block] for block in blocks]
     else:
+        counts = {
+            block: count[0] if isinstance(count, tuple) else count
+            for block, count in counts.items()
+        }
         width = size // sum(counts[block] for block in blocks)
         units = [(counts[block], width) for block in blocks]
     ranges, start = [], 0
@@ -310,6 +316,15 @@ def parallelize(
             if style == "attention" and _has(layer, path):
                 values = [getattr(layer.get_submodule(path), name) for name in names]
                 counts = {"q": values[0], "kv": values[-1]}
+            elif style == "split" and _has(
+                layer, path
+            ):  # "block=heads*width": a block's heads and their width
+                module = layer.get_submodule(path)
+                counts = dict(counts)
+                for spec in names:
+                    if "=" in spec:
+                        block, sizes = spec.split("=")
+                        counts[block] = tuple(getattr(module, name) for name in sizes.split("*"))
         for path, (style, blocks) in plan.items():
             full_path = f"{base}.{path}"
             owner, _, attr = path.rpartition(".")
@@ -342,6 +357,12 @@ def parallelize(
                             module.bias.zero_()
                 if not colwise:
                     module.register_forward_hook(sum_over_ranks(mesh))
+            elif style == "split":  # a recurrent mixer's head counts and widths, cut to the rank's
+                for spec in blocks:
+                    if "=" not in spec:
+                        owner_, _, name = spec.rpartition(".")
+                        target = module.get_submodule(owner_) if owner_ else module
+                        setattr(target, name, getattr(target, name) // tp)
             elif style == "gathered":  # its weight stays whole (replicated)
                 gathered_norm(module, mesh, blocks, counts)
             elif style == "experts":

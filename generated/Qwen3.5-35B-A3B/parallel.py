@@ -8,8 +8,9 @@ applied with torch's own DTensor engine (parallelize_module, ColwiseParallel, Ro
 - the output head split over the vocabulary, logits gathered
 - q/k/v split over the heads, o summed; key/value heads fewer than the ranks are replicated
 - experts split across ranks (expert parallel), the router replicated, outputs summed
+- attention sinks sliced to each rank's heads
 - the shared expert split like an MLP, its sigmoid gate replicated
-- the Gated DeltaNet mixers replicated: every rank holds and runs them whole (not split yet)
+- Gated DeltaNet split over its heads: each rank whole key heads with the value heads they serve ([q; k; v], z, a, b column-wise, their conv channels, A_log and dt_bias sliced), out_proj summed
 Each rank holds its slice of every split matrix and a copy of the rest (norms, routers, latents);
 model.config on a rank holds that rank's head counts, so its KV cache is the rank's share.
 
@@ -56,6 +57,31 @@ TP_LAYERS = "model.layers"
 # "q" query heads, "kv" key/value heads (replicated when fewer than ranks), "rows" plain rows; a
 # fused matrix lists its stacked blocks in order.
 TP_LAYER_PLAN: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
+    "GatedDeltaNet": {
+        "linear_attn": (
+            "split",
+            (
+                "lk=k_heads*k_dim",
+                "lv=v_heads*v_dim",
+                "k_heads",
+                "v_heads",
+                "key_dim",
+                "value_dim",
+                "conv_dim",
+                "conv1d.groups",
+                "conv1d.in_channels",
+                "conv1d.out_channels",
+            ),
+        ),
+        "linear_attn.in_proj_qkv": ("colwise", ("lk", "lk", "lv")),
+        "linear_attn.in_proj_z": ("colwise", ("lv",)),
+        "linear_attn.in_proj_b": ("colwise", ("lv",)),
+        "linear_attn.in_proj_a": ("colwise", ("lv",)),
+        "linear_attn.conv1d.weight": ("heads", ("lk", "lk", "lv")),
+        "linear_attn.dt_bias": ("heads", ("lv",)),
+        "linear_attn.A_log": ("heads", ("lv",)),
+        "linear_attn.out_proj": ("rowwise", ("lv",)),
+    },
     "MoE": {
         "mlp": ("reduce", ()),
         "mlp.experts": ("experts", ()),
@@ -72,7 +98,7 @@ TP_LAYER_PLAN: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
     },
 }
 # Mixers every rank holds and runs whole (no split of their heads yet): correct, not faster.
-TP_REPLICATED_MIXERS = ("Gated DeltaNet",)
+TP_REPLICATED_MIXERS = ()
 
 
 def _model_module():
@@ -107,14 +133,20 @@ def check_degree(config, tp: int) -> None:
 
 
 def block_ranges(
-    size: int, blocks: tuple[str, ...], counts: dict[str, int], rank: int, tp: int
+    size: int, blocks: tuple[str, ...], counts: dict, rank: int, tp: int
 ) -> list[tuple[int, int]]:
     """This rank's [start, end) ranges along a dimension of `size` made of the stacked `blocks`:
     its share of every block, so a fused [q; k; v] or [gate; up] splits on head or row boundaries.
-    """
+    A count may come with its own width, (heads, head width), for blocks of unequal heads."""
     if all(block == "rows" for block in blocks):
         units = [(size // len(blocks), 1)] * len(blocks)  # (count, width) per block
+    elif len(set(blocks)) > 1 and all(isinstance(counts[block], tuple) for block in blocks):
+        units = [counts[block] for block in blocks]
     else:
+        counts = {
+            block: count[0] if isinstance(count, tuple) else count
+            for block, count in counts.items()
+        }
         width = size // sum(counts[block] for block in blocks)
         units = [(counts[block], width) for block in blocks]
     ranges, start = [], 0
@@ -312,6 +344,15 @@ def parallelize(
             if style == "attention" and _has(layer, path):
                 values = [getattr(layer.get_submodule(path), name) for name in names]
                 counts = {"q": values[0], "kv": values[-1]}
+            elif style == "split" and _has(
+                layer, path
+            ):  # "block=heads*width": a block's heads and their width
+                module = layer.get_submodule(path)
+                counts = dict(counts)
+                for spec in names:
+                    if "=" in spec:
+                        block, sizes = spec.split("=")
+                        counts[block] = tuple(getattr(module, name) for name in sizes.split("*"))
         for path, (style, blocks) in plan.items():
             full_path = f"{base}.{path}"
             owner, _, attr = path.rpartition(".")
@@ -344,6 +385,12 @@ def parallelize(
                             module.bias.zero_()
                 if not colwise:
                     module.register_forward_hook(sum_over_ranks(mesh))
+            elif style == "split":  # a recurrent mixer's head counts and widths, cut to the rank's
+                for spec in blocks:
+                    if "=" not in spec:
+                        owner_, _, name = spec.rpartition(".")
+                        target = module.get_submodule(owner_) if owner_ else module
+                        setattr(target, name, getattr(target, name) // tp)
             elif style == "gathered":  # its weight stays whole (replicated)
                 gathered_norm(module, mesh, blocks, counts)
             elif style == "experts":
