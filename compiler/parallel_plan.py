@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from ..schemas.arch import Architecture, Attention, Mla, Mlp, Moe
 from .errors import UnsupportedError
-from .mixers import gated_deltanet
+from .mixers import gated_deltanet, short_conv
 
 Entry = tuple[str, tuple[str, ...]]
 STACKED_EXPERTS = ("per_expert", "stacked_in_out")  # expert storages whose forward takes the expert index
@@ -57,6 +57,8 @@ def _split_mixer(arch: Architecture, mixer) -> tuple[str, dict[str, Entry]] | No
     if mixer.kind == "gated_deltanet":
         entries = gated_deltanet.tp_entries(mixer, arch.names.linear_attn)
         return ("GatedDeltaNet", entries) if entries else None
+    if mixer.kind == "short_conv":
+        return "ShortConv", short_conv.tp_entries(mixer, arch.names.short_conv)
     return None
 
 
@@ -189,6 +191,9 @@ def check_degree(arch: Architecture, tp: int) -> None:
                 if heads % tp:
                     raise UnsupportedError(f"--tp {tp}: layer {layer.index}'s Gated DeltaNet has {heads} heads, "
                                            f"not divisible by {tp}")
+        if mixer is not None and mixer.kind == "short_conv" and mixer.channels % tp:
+            raise UnsupportedError(f"--tp {tp}: layer {layer.index}'s short convolution has {mixer.channels} channels, "
+                                   f"not divisible by {tp}")
         if not isinstance(mixer, (Attention, Mla)):  # none, split above, or replicated whole
             mixer = None
         heads = mixer.num_heads if mixer else tp
@@ -240,6 +245,9 @@ def _summary(arch: Architecture, plan: TpPlan) -> list[str]:
     if any(group == "GatedDeltaNet" for group in plan.layer_plan):
         lines.append("Gated DeltaNet split over its heads: each rank whole key heads with the value heads they serve "
                      "([q; k; v], z, a, b column-wise, their conv channels, A_log and dt_bias sliced), out_proj summed")
+    if any(group == "ShortConv" for group in plan.layer_plan):
+        lines.append("the short convolutions split over their channels (in_proj's B, C, h blocks and the conv's "
+                     "channels column-wise), out_proj summed")
     for name in replicated_mixers(arch):
         lines.append(f"the {name} mixers replicated: every rank holds and runs them whole (not split yet)")
     return lines

@@ -45,12 +45,14 @@ def tp_results(tmp_path_factory):
 def test_tp_logits_equal_one_process(tp_results, family, degree):
     """TP=2: parallelize() on the model in memory; TP=4: load_parallel(), each rank reading its
     slices of the memory-mapped checkpoint (gpt-oss: MXFP4 on disk, each rank dequantizing its own
-    experts), against model.py's load_checkpoint. Whole sequence and cached decoding."""
+    experts), against model.py's load_checkpoint. Whole sequence and cached decoding. Recurrent
+    mixers with a split (Gated DeltaNet, short convolution) hold 1/n of their heads or channels."""
     result = tp_results[f"{degree}/{family}"]
     bound = TOLERANCE * max(1.0, result["scale"])
     print(f"TP={degree} {family}: max|dlogit| whole {result['whole']:.2e}, cached {result['cached']:.2e}")
     assert result["whole"] <= bound and result["cached"] <= bound, result
     assert result["local_heads"] == [result["heads"] // degree]  # the heads really were split
+    assert all(local * degree == whole for local, whole in result["split"]), result["split"]  # and split mixers
 
 
 @pytest.mark.parametrize("degree", [2, 4])
@@ -92,6 +94,32 @@ def test_fused_projections_split_on_block_boundaries():
     # One key/value head, 4 ranks: every rank a copy of it.
     assert par.block_ranges(8, ("kv",), {"q": 4, "kv": 1}, 3, 4) == [(0, 8)]
     assert par.block_ranges(10, ("rows", "rows"), {}, 0, 5) == [(0, 1), (5, 6)]
+    # Gated DeltaNet's [q; k; v]: 2 key heads of 3 (q and k), 4 value heads of 5, rank 1 of 2.
+    assert par.block_ranges(32, ("lk", "lk", "lv"), {"lk": (2, 3), "lv": (4, 5)}, 1, 2) == [(3, 6), (9, 12), (22, 32)]
+    assert par.block_ranges(4, ("lv",), {"lk": (2, 3), "lv": (4, 5)}, 1, 2) == [(2, 4)]  # one value per head
+
+
+def test_plans_of_the_harder_layouts():
+    """What the plan says for each layout that needs more than column/row-wise splits."""
+    plans = {name: _plan(name) for name in ("OLMo-2-1124-7B", "gpt2", "RedPajama-INCITE-7B-Base",
+                                            "Qwen3.5-35B-A3B", "LFM2-1.2B", "NVIDIA-Nemotron-3-Nano-30B-A3B-BF16")}
+    assert plans["OLMo-2-1124-7B"]["Attention"]["self_attn.q_norm"] == ("gathered", ("q",))
+    assert plans["gpt2"]["Attention"]["attn.c_attn"] == ("colwise_t", ("q", "kv", "kv"))
+    assert plans["gpt2"]["MLP"]["mlp.c_proj"] == ("rowwise_t", ("rows",))
+    assert plans["RedPajama-INCITE-7B-Base"]["Attention"]["attention.query_key_value"] == ("colwise", ("q",))
+    assert plans["Qwen3.5-35B-A3B"]["GatedDeltaNet"]["linear_attn.in_proj_qkv"] == ("colwise", ("lk", "lk", "lv"))
+    assert plans["LFM2-1.2B"]["ShortConv"]["conv.in_proj"] == ("colwise", ("rows", "rows", "rows"))
+    # Nemotron-H's "mixer" is attention in some layers, a MoE in others: one group per block class.
+    assert plans["NVIDIA-Nemotron-3-Nano-30B-A3B-BF16"]["MoE"]["mixer"] == ("reduce", ())
+    assert plans["NVIDIA-Nemotron-3-Nano-30B-A3B-BF16"]["Attention"]["mixer"][0] == "attention"
+    text = (GENERATED / "NVIDIA-Nemotron-3-Nano-30B-A3B-BF16" / "parallel.py").read_text()
+    assert "TP_REPLICATED_MIXERS = (\"Mamba-2\",)" in text and "Mamba-2 mixers replicated" in text
+
+
+def _plan(name: str) -> dict:
+    from tp_worker import _import
+
+    return _import(GENERATED / name / "parallel.py", f"tp_plan_{name.replace('-', '_').replace('.', '_')}").TP_LAYER_PLAN
 
 
 def _arch(hub_id: str, **changes):
@@ -107,6 +135,10 @@ def test_degree_that_does_not_divide_heads_is_refused():
     with pytest.raises(UnsupportedError, match="32 attention heads, not divisible by 3"):
         check_degree(arch, 3)
     check_degree(arch, 16)  # 8 key/value heads: replicated, two ranks per head
+    qwen35 = _arch("Qwen/Qwen3.5-35B-A3B")  # Gated DeltaNet: 16 key heads, 32 value heads
+    check_degree(qwen35, 8)
+    with pytest.raises(UnsupportedError, match="Gated DeltaNet has 16 heads, not divisible by 32"):
+        check_degree(qwen35, 32)
     assert tp_plan(_arch("Qwen/Qwen3-30B-A3B")) is not None
 
 

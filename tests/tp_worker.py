@@ -137,6 +137,20 @@ def local_heads(par, model) -> list[int]:
                    for path, (style, _) in par.layer_plan(layer).items() if style == "attention"})
 
 
+def split_mixers(par, gen, config, model) -> list[list[int]]:
+    """(this rank's value, the whole model's) of the first count each "split" entry (a recurrent mixer
+    split over its heads or channels) cuts, per layer that has one."""
+    with torch.device("meta"):
+        whole = gen.CausalLM(config).get_submodule(par.TP_LAYERS)
+    out = []
+    for layer, full in zip(model.get_submodule(par.TP_LAYERS), whole):
+        for path, (style, names) in par.layer_plan(layer).items():
+            if style == "split":
+                name = next(n for n in names if "=" not in n)
+                out.append([getattr(layer.get_submodule(path), name), getattr(full.get_submodule(path), name)])
+    return out
+
+
 def tp_worker(rank: int, world: int, port: int, directories: list[str], out: str) -> None:
     """One of 4 ranks. The per-rank peak memory of a sharded load at TP=4 and TP=2; then every
     family at TP=2 (ranks 0-1 and 2-3, two groups side by side: the model in memory split) and at
@@ -161,6 +175,7 @@ def tp_worker(rank: int, world: int, port: int, directories: list[str], out: str
             "cached": float((got[1] - reference[1]).abs().max()),
             "scale": float(reference[0].abs().max()),
             "local_heads": local_heads(par, model),
+            "split": split_mixers(par, gen, config, model),
             "heads": config.num_attention_heads,
         }
         # TP=4: each rank reads its slices of the checkpoint (load_parallel), against load_checkpoint.
@@ -172,6 +187,7 @@ def tp_worker(rank: int, world: int, port: int, directories: list[str], out: str
             "cached": float((got[1] - reference[1]).abs().max()),
             "scale": float(reference[0].abs().max()),
             "local_heads": local_heads(par, model),
+            "split": split_mixers(par, gen, config, model),
             "heads": config.num_attention_heads,
         }
     # FSDP2 on the 2-rank meshes: loss and gradients of one training step against one process.

@@ -8,7 +8,8 @@ applied with torch's own DTensor engine (parallelize_module, ColwiseParallel, Ro
 - logits from the tied embedding's vocabulary slices, gathered
 - q/k/v split over the heads, o summed; key/value heads fewer than the ranks are replicated
 - MLP up/gate column-wise, down row-wise
-- the short-convolution mixers replicated: every rank holds and runs them whole (not split yet)
+- attention sinks sliced to each rank's heads
+- the short convolutions split over their channels (in_proj's B, C, h blocks and the conv's channels column-wise), out_proj summed
 Each rank holds its slice of every split matrix and a copy of the rest (norms, routers, latents);
 model.config on a rank holds that rank's head counts, so its KV cache is the rank's share.
 
@@ -55,6 +56,12 @@ TP_LAYERS = "model.layers"
 # "q" query heads, "kv" key/value heads (replicated when fewer than ranks), "rows" plain rows; a
 # fused matrix lists its stacked blocks in order.
 TP_LAYER_PLAN: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
+    "ShortConv": {
+        "conv": ("split", ("hidden", "conv.groups", "conv.in_channels", "conv.out_channels")),
+        "conv.in_proj": ("colwise", ("rows", "rows", "rows")),
+        "conv.conv.weight": ("heads", ("rows",)),
+        "conv.out_proj": ("rowwise", ("rows",)),
+    },
     "MLP": {
         "feed_forward.w3": ("colwise", ("rows",)),
         "feed_forward.w1": ("colwise", ("rows",)),
@@ -69,7 +76,7 @@ TP_LAYER_PLAN: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
     },
 }
 # Mixers every rank holds and runs whole (no split of their heads yet): correct, not faster.
-TP_REPLICATED_MIXERS = ("short-convolution",)
+TP_REPLICATED_MIXERS = ()
 
 
 def _model_module():
