@@ -29,11 +29,12 @@ A vocabulary the degree does not divide leaves the embedding and head replicated
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 from ..schemas.arch import Architecture, Attention, Mla, Mlp, Moe
 from .errors import UnsupportedError
-from .mixers import gated_deltanet, short_conv
+from .mixers import KINDS
 
 Entry = tuple[str, tuple[str, ...]]
 STACKED_EXPERTS = ("per_expert", "stacked_in_out")  # expert storages whose forward takes the expert index
@@ -54,12 +55,17 @@ REPLICATED_MIXERS = {"gated_deltanet": "Gated DeltaNet", "kda": "Kimi Delta Atte
 def _split_mixer(arch: Architecture, mixer) -> tuple[str, dict[str, Entry]] | None:
     """(the block's class in the templates, its entries) of a recurrent mixer split over its heads; None
     where that kind (or this layout of it) has no split: the mixer is then replicated."""
-    if mixer.kind == "gated_deltanet":
-        entries = gated_deltanet.tp_entries(mixer, arch.names.linear_attn)
-        return ("GatedDeltaNet", entries) if entries else None
-    if mixer.kind == "short_conv":
-        return "ShortConv", short_conv.tp_entries(mixer, arch.names.short_conv)
-    return None
+    module = _mixer_module(mixer.kind)
+    if not hasattr(module, "tp_entries"):
+        return None
+    kind = KINDS[mixer.kind]
+    entries = module.tp_entries(mixer, getattr(arch.names, kind.attr))
+    return (kind.class_name, entries) if entries else None
+
+
+def _mixer_module(kind: str):
+    """compiler/mixers/<kind>.py: its optional tp_entries(mixer, path) and tp_counts(mixer) hooks."""
+    return importlib.import_module(f"{__package__}.mixers.{kind}")
 
 
 def replicated_mixers(arch: Architecture) -> list[str]:
@@ -186,14 +192,11 @@ def check_degree(arch: Architecture, tp: int) -> None:
         return
     for layer in arch.layers:
         mixer, ffn = layer.mixer, layer.ffn
-        if mixer is not None and mixer.kind == "gated_deltanet" and _split_mixer(arch, mixer):
-            for heads in (mixer.num_k_heads, mixer.num_v_heads):
-                if heads % tp:
-                    raise UnsupportedError(f"--tp {tp}: layer {layer.index}'s Gated DeltaNet has {heads} heads, "
-                                           f"not divisible by {tp}")
-        if mixer is not None and mixer.kind == "short_conv" and mixer.channels % tp:
-            raise UnsupportedError(f"--tp {tp}: layer {layer.index}'s short convolution has {mixer.channels} channels, "
-                                   f"not divisible by {tp}")
+        if mixer is not None and mixer.kind in KINDS and _split_mixer(arch, mixer):
+            for what, count in _mixer_module(mixer.kind).tp_counts(mixer).items():
+                if count % tp:
+                    raise UnsupportedError(f"--tp {tp}: layer {layer.index}'s {KINDS[mixer.kind].title} has {count} "
+                                           f"{what}, not divisible by {tp}")
         if not isinstance(mixer, (Attention, Mla)):  # none, split above, or replicated whole
             mixer = None
         heads = mixer.num_heads if mixer else tp
@@ -242,6 +245,13 @@ def _summary(arch: Architecture, plan: TpPlan) -> list[str]:
         lines.append("the learned position table replicated")
     if any(isinstance(lay.ffn, Moe) and lay.ffn.shared_expert_gate for lay in arch.layers):
         lines.append("the shared expert split like an MLP, its sigmoid gate replicated")
+    if "KimiDeltaAttention" in plan.layer_plan:
+        lines.append("Kimi Delta Attention split over its heads (q, k, v, their convolutions, the gates' "
+                     "up-projections, dt_bias, A_log and b sliced; the gates' low-rank down-projections replicated), "
+                     "o_proj summed")
+    if "Mamba2" in plan.layer_plan:
+        lines.append("Mamba-2 split over its groups of heads ([z; x; B; C; dt] column-wise on head and group "
+                     "boundaries, their conv channels, A_log, dt_bias, D and the per-group norm sliced), out_proj summed")
     if any(group == "GatedDeltaNet" for group in plan.layer_plan):
         lines.append("Gated DeltaNet split over its heads: each rank whole key heads with the value heads they serve "
                      "([q; k; v], z, a, b column-wise, their conv channels, A_log and dt_bias sliced), out_proj summed")

@@ -113,7 +113,11 @@ def test_plans_of_the_harder_layouts():
     assert plans["NVIDIA-Nemotron-3-Nano-30B-A3B-BF16"]["MoE"]["mixer"] == ("reduce", ())
     assert plans["NVIDIA-Nemotron-3-Nano-30B-A3B-BF16"]["Attention"]["mixer"][0] == "attention"
     text = (GENERATED / "NVIDIA-Nemotron-3-Nano-30B-A3B-BF16" / "parallel.py").read_text()
-    assert "TP_REPLICATED_MIXERS = (\"Mamba-2\",)" in text and "Mamba-2 mixers replicated" in text
+    assert plans["NVIDIA-Nemotron-3-Nano-30B-A3B-BF16"]["Mamba2"]["mixer.in_proj"] == ("colwise", ("mh", "mh", "mg", "mg", "md"))
+    assert "TP_REPLICATED_MIXERS = ()" in text
+    # Kimi Linear's self_attn is latent attention in some layers, Kimi Delta Attention in the others.
+    assert _plan("Kimi-Linear-defaults")["KimiDeltaAttention"]["self_attn.A_log"] == ("heads", ("kh",))
+    assert _plan("Kimi-Linear-defaults")["Attention"]["self_attn.kv_b_proj"] == ("colwise", ("q",))
 
 
 def _plan(name: str) -> dict:
@@ -137,7 +141,7 @@ def test_degree_that_does_not_divide_heads_is_refused():
     check_degree(arch, 16)  # 8 key/value heads: replicated, two ranks per head
     qwen35 = _arch("Qwen/Qwen3.5-35B-A3B")  # Gated DeltaNet: 16 key heads, 32 value heads
     check_degree(qwen35, 8)
-    with pytest.raises(UnsupportedError, match="Gated DeltaNet has 16 heads, not divisible by 32"):
+    with pytest.raises(UnsupportedError, match="Gated DeltaNet has 16 key heads, not divisible by 32"):
         check_degree(qwen35, 32)
     assert tp_plan(_arch("Qwen/Qwen3-30B-A3B")) is not None
 

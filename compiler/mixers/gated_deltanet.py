@@ -146,3 +146,8 @@ def tp_entries(gdn: GatedDeltaNet, a: str) -> dict[str, tuple[str, tuple[str, ..
         f"{a}.{gn.a_log}": ("heads", ("lv",)),
         f"{a}.{gn.out}": ("rowwise", ("lv",)),
     }  # the per-head gated norm's weight (v_head_dim) is shared by the heads: replicated
+
+
+def tp_counts(gdn: GatedDeltaNet) -> dict[str, int]:
+    """What the degree must divide."""
+    return {"key heads": gdn.num_k_heads, "value heads": gdn.num_v_heads}

@@ -100,3 +100,8 @@ def tp_entries(conv: ShortConv, a: str) -> dict[str, tuple[str, tuple[str, ...]]
     if conv.bias:
         entries[f"{a}.{n.conv}.bias"] = ("heads", ("rows",))
     return entries
+
+
+def tp_counts(conv: ShortConv) -> dict[str, int]:
+    """What the degree must divide."""
+    return {"channels": conv.channels}

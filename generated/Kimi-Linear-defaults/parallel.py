@@ -9,7 +9,8 @@ applied with torch's own DTensor engine (parallelize_module, ColwiseParallel, Ro
 - latent attention split over the heads (q_b, kv_b column-wise, o row-wise); the latent is replicated
 - experts split across ranks (expert parallel), the router replicated, outputs summed
 - MLP up/gate column-wise, down row-wise
-- the Kimi Delta Attention mixers replicated: every rank holds and runs them whole (not split yet)
+- attention sinks sliced to each rank's heads
+- Kimi Delta Attention split over its heads (q, k, v, their convolutions, the gates' up-projections, dt_bias, A_log and b sliced; the gates' low-rank down-projections replicated), o_proj summed
 Each rank holds its slice of every split matrix and a copy of the rest (norms, routers, latents);
 model.config on a rank holds that rank's head counts, so its KV cache is the rank's share.
 
@@ -56,6 +57,37 @@ TP_LAYERS = "model.layers"
 # "q" query heads, "kv" key/value heads (replicated when fewer than ranks), "rows" plain rows; a
 # fused matrix lists its stacked blocks in order.
 TP_LAYER_PLAN: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
+    "KimiDeltaAttention": {
+        "self_attn": (
+            "split",
+            (
+                "kh=heads*dim",
+                "heads",
+                "width",
+                "q_conv1d.groups",
+                "q_conv1d.in_channels",
+                "q_conv1d.out_channels",
+                "k_conv1d.groups",
+                "k_conv1d.in_channels",
+                "k_conv1d.out_channels",
+                "v_conv1d.groups",
+                "v_conv1d.in_channels",
+                "v_conv1d.out_channels",
+            ),
+        ),
+        "self_attn.q_proj": ("colwise", ("kh",)),
+        "self_attn.k_proj": ("colwise", ("kh",)),
+        "self_attn.v_proj": ("colwise", ("kh",)),
+        "self_attn.f_b_proj": ("colwise", ("kh",)),
+        "self_attn.b_proj": ("colwise", ("kh",)),
+        "self_attn.g_b_proj": ("colwise", ("kh",)),
+        "self_attn.q_conv1d.weight": ("heads", ("kh",)),
+        "self_attn.k_conv1d.weight": ("heads", ("kh",)),
+        "self_attn.v_conv1d.weight": ("heads", ("kh",)),
+        "self_attn.dt_bias": ("heads", ("kh",)),
+        "self_attn.A_log": ("heads", ("kh",)),
+        "self_attn.o_proj": ("rowwise", ("kh",)),
+    },
     "MLP": {
         "block_sparse_moe.up_proj": ("colwise", ("rows",)),
         "block_sparse_moe.gate_proj": ("colwise", ("rows",)),
@@ -76,7 +108,7 @@ TP_LAYER_PLAN: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
     },
 }
 # Mixers every rank holds and runs whole (no split of their heads yet): correct, not faster.
-TP_REPLICATED_MIXERS = ("Kimi Delta Attention",)
+TP_REPLICATED_MIXERS = ()
 
 
 def _model_module():
@@ -330,13 +362,20 @@ def parallelize(
                 for spec in names:
                     if "=" in spec:
                         block, sizes = spec.split("=")
-                        counts[block] = tuple(getattr(module, name) for name in sizes.split("*"))
+                        counts[block] = tuple(
+                            int(x) if x.isdigit() else getattr(module, x) for x in sizes.split("*")
+                        )
         for path, (style, blocks) in plan.items():
             full_path = f"{base}.{path}"
             owner, _, attr = path.rpartition(".")
-            if style == "heads":
+            if (
+                style == "heads"
+            ):  # along its first dimension longer than 1 (A_log may be (1, 1, heads, 1))
                 if f"{full_path}" in own:
-                    sharded(full_path, 0, blocks, None)
+                    shape = own[full_path].shape
+                    sharded(
+                        full_path, next((d for d, n in enumerate(shape) if n > 1), 0), blocks, None
+                    )
                 continue
             try:
                 module = layer.get_submodule(path)

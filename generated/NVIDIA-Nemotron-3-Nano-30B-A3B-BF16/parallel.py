@@ -8,7 +8,8 @@ applied with torch's own DTensor engine (parallelize_module, ColwiseParallel, Ro
 - the output head split over the vocabulary, logits gathered
 - q/k/v split over the heads, o summed; key/value heads fewer than the ranks are replicated
 - experts split across ranks (expert parallel), the router replicated, outputs summed
-- the Mamba-2 mixers replicated: every rank holds and runs them whole (not split yet)
+- attention sinks sliced to each rank's heads
+- Mamba-2 split over its groups of heads ([z; x; B; C; dt] column-wise on head and group boundaries, their conv channels, A_log, dt_bias, D and the per-group norm sliced), out_proj summed
 Each rank holds its slice of every split matrix and a copy of the rest (norms, routers, latents);
 model.config on a rank holds that rank's head counts, so its KV cache is the rank's share.
 
@@ -55,6 +56,32 @@ TP_LAYERS = "backbone.layers"
 # "q" query heads, "kv" key/value heads (replicated when fewer than ranks), "rows" plain rows; a
 # fused matrix lists its stacked blocks in order.
 TP_LAYER_PLAN: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
+    "Mamba2": {
+        "mixer": (
+            "split",
+            (
+                "mh=heads*head_dim",
+                "mg=groups*state_size",
+                "md=heads*1",
+                "heads",
+                "groups",
+                "inner",
+                "conv_dim",
+                "conv1d.groups",
+                "conv1d.in_channels",
+                "conv1d.out_channels",
+                "norm.groups",
+            ),
+        ),
+        "mixer.in_proj": ("colwise", ("mh", "mh", "mg", "mg", "md")),
+        "mixer.conv1d.weight": ("heads", ("mh", "mg", "mg")),
+        "mixer.dt_bias": ("heads", ("md",)),
+        "mixer.A_log": ("heads", ("md",)),
+        "mixer.D": ("heads", ("md",)),
+        "mixer.norm.weight": ("heads", ("mh",)),
+        "mixer.out_proj": ("rowwise", ("mh",)),
+        "mixer.conv1d.bias": ("heads", ("mh", "mg", "mg")),
+    },
     "MoE": {
         "mixer": ("reduce", ()),
         "mixer.experts": ("experts", ()),
@@ -70,7 +97,7 @@ TP_LAYER_PLAN: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
     },
 }
 # Mixers every rank holds and runs whole (no split of their heads yet): correct, not faster.
-TP_REPLICATED_MIXERS = ("Mamba-2",)
+TP_REPLICATED_MIXERS = ()
 
 
 def _model_module():
@@ -324,13 +351,20 @@ def parallelize(
                 for spec in names:
                     if "=" in spec:
                         block, sizes = spec.split("=")
-                        counts[block] = tuple(getattr(module, name) for name in sizes.split("*"))
+                        counts[block] = tuple(
+                            int(x) if x.isdigit() else getattr(module, x) for x in sizes.split("*")
+                        )
         for path, (style, blocks) in plan.items():
             full_path = f"{base}.{path}"
             owner, _, attr = path.rpartition(".")
-            if style == "heads":
+            if (
+                style == "heads"
+            ):  # along its first dimension longer than 1 (A_log may be (1, 1, heads, 1))
                 if f"{full_path}" in own:
-                    sharded(full_path, 0, blocks, None)
+                    shape = own[full_path].shape
+                    sharded(
+                        full_path, next((d for d, n in enumerate(shape) if n > 1), 0), blocks, None
+                    )
                 continue
             try:
                 module = layer.get_submodule(path)

@@ -352,13 +352,20 @@ def parallelize(
                 for spec in names:
                     if "=" in spec:
                         block, sizes = spec.split("=")
-                        counts[block] = tuple(getattr(module, name) for name in sizes.split("*"))
+                        counts[block] = tuple(
+                            int(x) if x.isdigit() else getattr(module, x) for x in sizes.split("*")
+                        )
         for path, (style, blocks) in plan.items():
             full_path = f"{base}.{path}"
             owner, _, attr = path.rpartition(".")
-            if style == "heads":
+            if (
+                style == "heads"
+            ):  # along its first dimension longer than 1 (A_log may be (1, 1, heads, 1))
                 if f"{full_path}" in own:
-                    sharded(full_path, 0, blocks, None)
+                    shape = own[full_path].shape
+                    sharded(
+                        full_path, next((d for d, n in enumerate(shape) if n > 1), 0), blocks, None
+                    )
                 continue
             try:
                 module = layer.get_submodule(path)
