@@ -63,6 +63,11 @@ def _split_mixer(arch: Architecture, mixer) -> tuple[str, dict[str, Entry]] | No
     return (kind.class_name, entries) if entries else None
 
 
+def splits_mixer(arch: Architecture, mixer) -> bool:
+    """Whether the plan splits this recurrent mixer over the ranks (else every rank runs it whole)."""
+    return mixer is not None and mixer.kind in KINDS and _split_mixer(arch, mixer) is not None
+
+
 def _mixer_module(kind: str):
     """compiler/mixers/<kind>.py: its optional tp_entries(mixer, path) and tp_counts(mixer) hooks."""
     return importlib.import_module(f"{__package__}.mixers.{kind}")

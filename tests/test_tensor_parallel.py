@@ -244,3 +244,19 @@ def test_full_size_deepseek_v3_plan_at_tp8_on_meta():
     assert 2 * data["parameters"]["total"] / 8 < per_rank < 2 * data["parameters"]["total"] / 8 * 1.05
     assert tp["kv_bytes_bf16_at"]["per_rank"] == data["kv_cache"]["bytes_per_token_bf16"] * 8192  # latent: whole
     print(f"DeepSeek-V3, TP=8: {per_rank / 2**30:.1f} GiB of bf16 weights per rank")
+
+
+def test_full_size_qwen35_plan_at_tp8_on_meta():
+    """Qwen3.5-27B at TP=8 on meta: each Gated DeltaNet layer keeps 2 of 16 key heads and 6 of 48 value
+    heads ([q; k; v] rows, conv channels, A_log, dt_bias), its recurrent state split with them."""
+    arch, data, tp = _card("Qwen/Qwen3.5-27B", 8)
+    shapes = tp["shapes"]["0"]
+    assert shapes["model.layers.0.linear_attn.in_proj_qkv.weight"] == [(2 * 2 * 128 + 6 * 128), 5120]
+    assert shapes["model.layers.0.linear_attn.conv1d.weight"] == [2 * 2 * 128 + 6 * 128, 1, 4]
+    assert shapes["model.layers.0.linear_attn.A_log"] == [6] and shapes["model.layers.0.linear_attn.out_proj.weight"] == [5120, 768]
+    per_rank = tp["weights_bytes_bf16"]["0"]
+    assert 2 * data["parameters"]["total"] / 8 < per_rank < 2 * data["parameters"]["total"] / 8 * 1.05
+    # 4 key/value heads on 8 ranks: each rank a quarter of the KV cache; an eighth of the recurrent state.
+    expected = data["kv_cache"]["bytes_per_token_bf16"] * 8192 // 4 + data["kv_cache"]["recurrent_bytes_per_sequence"] / 8
+    assert abs(tp["kv_bytes_bf16_at"]["per_rank"] - expected) < 64
+    print(f"Qwen3.5-27B, TP=8: {per_rank / 2**30:.2f} GiB of bf16 weights per rank")
