@@ -263,6 +263,8 @@ def _summary(arch: Architecture, plan: TpPlan) -> list[str]:
     if any(group == "ShortConv" for group in plan.layer_plan):
         lines.append("the short convolutions split over their channels (in_proj's B, C, h blocks and the conv's "
                      "channels column-wise), out_proj summed")
+    if any(getattr(lay, "experts_beside", None) for lay in arch.layers):
+        lines.append("the routed experts beside the MLP (and their router) replicated: every rank runs them whole")
     for name in replicated_mixers(arch):
         lines.append(f"the {name} mixers replicated: every rank holds and runs them whole (not split yet)")
     return lines

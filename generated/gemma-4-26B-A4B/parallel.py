@@ -8,6 +8,7 @@ applied with torch's own DTensor engine (parallelize_module, ColwiseParallel, Ro
 - logits from the tied embedding's vocabulary slices, gathered
 - q/k/v split over the heads, o summed; key/value heads fewer than the ranks are replicated
 - MLP up/gate column-wise, down row-wise
+- the routed experts beside the MLP (and their router) replicated: every rank runs them whole
 Each rank holds its slice of every split matrix and a copy of the rest (norms, routers, latents);
 model.config on a rank holds that rank's head counts, so its KV cache is the rank's share.
 
