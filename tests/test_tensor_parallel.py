@@ -1,9 +1,14 @@
 """Tensor parallelism (issue 20): the generated parallel.py beside model.py splits the model over a
 torch.distributed process group (gloo on CPU here) and gives the logits of one process.
 
-Multi-process runs spawn once per degree and check every family inside one process group
-(tiny replicas: the committed generated models at their test_parity.py sizes, every parameter
-random). Each run has a hard timeout, so a hang fails instead of blocking the suite.
+One spawn of 4 processes checks every family at TP=2 and TP=4 (tiny replicas: the committed
+generated models at their test_parity.py sizes, a few recurrent-mixer head counts raised so that 4
+ranks divide them, every parameter random): the issue's six (Llama 3, Gemma 3, Qwen3-MoE,
+DeepSeek-V3, gpt-oss with MXFP4 on disk, Phi-3), then OLMo-2 and Olmo-3 (whole-width QK-norm),
+GPT-NeoX (per-head fused qkv), GPT-2 (Conv1D), Qwen1.5-MoE (gated shared expert), the hybrids
+(Qwen3.5's Gated DeltaNet, LFM2's short convolution, Kimi Linear's KDA + MLA, Nemotron-H's Mamba-2
++ MoE), Gemma 4 (per-layer head counts) and DeepSeek-V3.2 (DSA). The run has a hard timeout, so a
+hang fails instead of blocking the suite. gloo on CPU only: the NCCL path is untested here.
 """
 
 from __future__ import annotations
