@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from ..schemas.arch import Architecture, Attention
-from .card import KV_BYTES, cached_tokens, kv_bytes_per_token
+from .card import KV_BYTES, cached_tokens, kv_bytes_per_token, recurrent_bytes
 from .format import format_source
-from .parallel_plan import check_degree, parallel_context, tp_plan
+from .parallel_plan import check_degree, parallel_context, replicated_mixers, splits_mixer, tp_plan
 from .render import Provenance, model_context, render
 from .weight_map import weight_map
 
@@ -64,9 +64,11 @@ def rank_shapes(parallel: Any, tp: int, rank: int) -> dict[str, tuple[tuple[int,
 
 def kv_per_rank(arch: Architecture, tp: int, tokens: int) -> int:
     """bf16 cache bytes one rank holds after `tokens` tokens: its key/value heads (a replicated head
-    counts on every rank that holds it); a latent cache (MLA) is whole on every rank."""
+    counts on every rank that holds it); a latent cache (MLA) is whole on every rank; a recurrent
+    layer's state is split with its heads (whole where the mixer is replicated)."""
     total = 0
     for layer in arch.layers:
+        total += recurrent_bytes(layer) // (tp if splits_mixer(arch, layer.mixer) else 1)
         per_token = kv_bytes_per_token(layer, KV_BYTES)
         if isinstance(layer.mixer, Attention):
             per_token = per_token * max(layer.mixer.num_kv_heads // tp, 1) // layer.mixer.num_kv_heads
@@ -91,6 +93,7 @@ def tp_card(arch: Architecture, tp: int, tokens: int = 8192) -> dict[str, Any]:
         "weights_bytes_bf16": {str(rank): total for rank, total in weights.items()},
         "kv_bytes_bf16_at": {"tokens": tokens, "per_rank": kv_per_rank(arch, tp, tokens)},
         "kv_heads_replicated": [f"{k} key/value heads on {tp} ranks: each held by {tp // k}" for k in replicated],
+        "mixers_replicated": [f"the {name} mixers replicated: whole on every rank" for name in replicated_mixers(arch)],
         "shapes": {str(rank): {name: list(shape) for name, (shape, _) in s.items()} for rank, s in shapes.items()},
     }
 
@@ -107,6 +110,6 @@ def tp_rows(data: dict[str, Any], human_bytes) -> list[tuple[str, str]]:
     weights = ", ".join(f"rank {r}: {human_bytes(b)}" for r, b in data["weights_bytes_bf16"].items())
     kv = data["kv_bytes_bf16_at"]
     rows = [(f"TP={tp} weights", f"{weights} (bf16)"),
-            (f"TP={tp} KV", f"{human_bytes(kv['per_rank'])} per rank at {kv['tokens']} tokens (bf16)")]
-    rows += [(f"TP={tp} note", line) for line in data["kv_heads_replicated"]]
+            (f"TP={tp} KV", f"{human_bytes(kv['per_rank'])} per rank at {kv['tokens']} tokens (bf16; recurrent states too)")]
+    rows += [(f"TP={tp} note", line) for line in data["kv_heads_replicated"] + data.get("mixers_replicated", [])]
     return rows

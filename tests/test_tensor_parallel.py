@@ -1,9 +1,14 @@
 """Tensor parallelism (issue 20): the generated parallel.py beside model.py splits the model over a
 torch.distributed process group (gloo on CPU here) and gives the logits of one process.
 
-Multi-process runs spawn once per degree and check every family inside one process group
-(tiny replicas: the committed generated models at their test_parity.py sizes, every parameter
-random). Each run has a hard timeout, so a hang fails instead of blocking the suite.
+One spawn of 4 processes checks every family at TP=2 and TP=4 (tiny replicas: the committed
+generated models at their test_parity.py sizes, a few recurrent-mixer head counts raised so that 4
+ranks divide them, every parameter random): the issue's six (Llama 3, Gemma 3, Qwen3-MoE,
+DeepSeek-V3, gpt-oss with MXFP4 on disk, Phi-3), then OLMo-2 and Olmo-3 (whole-width QK-norm),
+GPT-NeoX (per-head fused qkv), GPT-2 (Conv1D), Qwen1.5-MoE (gated shared expert), the hybrids
+(Qwen3.5's Gated DeltaNet, LFM2's short convolution, Kimi Linear's KDA + MLA, Nemotron-H's Mamba-2
++ MoE), Gemma 4 (per-layer head counts) and DeepSeek-V3.2 (DSA). The run has a hard timeout, so a
+hang fails instead of blocking the suite. gloo on CPU only: the NCCL path is untested here.
 """
 
 from __future__ import annotations
@@ -45,12 +50,14 @@ def tp_results(tmp_path_factory):
 def test_tp_logits_equal_one_process(tp_results, family, degree):
     """TP=2: parallelize() on the model in memory; TP=4: load_parallel(), each rank reading its
     slices of the memory-mapped checkpoint (gpt-oss: MXFP4 on disk, each rank dequantizing its own
-    experts), against model.py's load_checkpoint. Whole sequence and cached decoding."""
+    experts), against model.py's load_checkpoint. Whole sequence and cached decoding. Recurrent
+    mixers with a split (Gated DeltaNet, short convolution) hold 1/n of their heads or channels."""
     result = tp_results[f"{degree}/{family}"]
     bound = TOLERANCE * max(1.0, result["scale"])
     print(f"TP={degree} {family}: max|dlogit| whole {result['whole']:.2e}, cached {result['cached']:.2e}")
     assert result["whole"] <= bound and result["cached"] <= bound, result
     assert result["local_heads"] == [result["heads"] // degree]  # the heads really were split
+    assert all(local * degree == whole for local, whole in result["split"]), result["split"]  # and split mixers
 
 
 @pytest.mark.parametrize("degree", [2, 4])
@@ -92,6 +99,36 @@ def test_fused_projections_split_on_block_boundaries():
     # One key/value head, 4 ranks: every rank a copy of it.
     assert par.block_ranges(8, ("kv",), {"q": 4, "kv": 1}, 3, 4) == [(0, 8)]
     assert par.block_ranges(10, ("rows", "rows"), {}, 0, 5) == [(0, 1), (5, 6)]
+    # Gated DeltaNet's [q; k; v]: 2 key heads of 3 (q and k), 4 value heads of 5, rank 1 of 2.
+    assert par.block_ranges(32, ("lk", "lk", "lv"), {"lk": (2, 3), "lv": (4, 5)}, 1, 2) == [(3, 6), (9, 12), (22, 32)]
+    assert par.block_ranges(4, ("lv",), {"lk": (2, 3), "lv": (4, 5)}, 1, 2) == [(2, 4)]  # one value per head
+
+
+def test_plans_of_the_harder_layouts():
+    """What the plan says for each layout that needs more than column/row-wise splits."""
+    plans = {name: _plan(name) for name in ("OLMo-2-1124-7B", "gpt2", "RedPajama-INCITE-7B-Base",
+                                            "Qwen3.5-35B-A3B", "LFM2-1.2B", "NVIDIA-Nemotron-3-Nano-30B-A3B-BF16")}
+    assert plans["OLMo-2-1124-7B"]["Attention"]["self_attn.q_norm"] == ("gathered", ("q",))
+    assert plans["gpt2"]["Attention"]["attn.c_attn"] == ("colwise_t", ("q", "kv", "kv"))
+    assert plans["gpt2"]["MLP"]["mlp.c_proj"] == ("rowwise_t", ("rows",))
+    assert plans["RedPajama-INCITE-7B-Base"]["Attention"]["attention.query_key_value"] == ("colwise", ("q",))
+    assert plans["Qwen3.5-35B-A3B"]["GatedDeltaNet"]["linear_attn.in_proj_qkv"] == ("colwise", ("lk", "lk", "lv"))
+    assert plans["LFM2-1.2B"]["ShortConv"]["conv.in_proj"] == ("colwise", ("rows", "rows", "rows"))
+    # Nemotron-H's "mixer" is attention in some layers, a MoE in others: one group per block class.
+    assert plans["NVIDIA-Nemotron-3-Nano-30B-A3B-BF16"]["MoE"]["mixer"] == ("reduce", ())
+    assert plans["NVIDIA-Nemotron-3-Nano-30B-A3B-BF16"]["Attention"]["mixer"][0] == "attention"
+    text = (GENERATED / "NVIDIA-Nemotron-3-Nano-30B-A3B-BF16" / "parallel.py").read_text()
+    assert plans["NVIDIA-Nemotron-3-Nano-30B-A3B-BF16"]["Mamba2"]["mixer.in_proj"] == ("colwise", ("mh", "mh", "mg", "mg", "md"))
+    assert "TP_REPLICATED_MIXERS = ()" in text
+    # Kimi Linear's self_attn is latent attention in some layers, Kimi Delta Attention in the others.
+    assert _plan("Kimi-Linear-defaults")["KimiDeltaAttention"]["self_attn.A_log"] == ("heads", ("kh",))
+    assert _plan("Kimi-Linear-defaults")["Attention"]["self_attn.kv_b_proj"] == ("colwise", ("q",))
+
+
+def _plan(name: str) -> dict:
+    from tp_worker import _import
+
+    return _import(GENERATED / name / "parallel.py", f"tp_plan_{name.replace('-', '_').replace('.', '_')}").TP_LAYER_PLAN
 
 
 def _arch(hub_id: str, **changes):
@@ -107,6 +144,10 @@ def test_degree_that_does_not_divide_heads_is_refused():
     with pytest.raises(UnsupportedError, match="32 attention heads, not divisible by 3"):
         check_degree(arch, 3)
     check_degree(arch, 16)  # 8 key/value heads: replicated, two ranks per head
+    qwen35 = _arch("Qwen/Qwen3.5-35B-A3B")  # Gated DeltaNet: 16 key heads, 32 value heads
+    check_degree(qwen35, 8)
+    with pytest.raises(UnsupportedError, match="Gated DeltaNet has 16 key heads, not divisible by 32"):
+        check_degree(qwen35, 32)
     assert tp_plan(_arch("Qwen/Qwen3-30B-A3B")) is not None
 
 
@@ -208,3 +249,19 @@ def test_full_size_deepseek_v3_plan_at_tp8_on_meta():
     assert 2 * data["parameters"]["total"] / 8 < per_rank < 2 * data["parameters"]["total"] / 8 * 1.05
     assert tp["kv_bytes_bf16_at"]["per_rank"] == data["kv_cache"]["bytes_per_token_bf16"] * 8192  # latent: whole
     print(f"DeepSeek-V3, TP=8: {per_rank / 2**30:.1f} GiB of bf16 weights per rank")
+
+
+def test_full_size_qwen35_plan_at_tp8_on_meta():
+    """Qwen3.5-27B at TP=8 on meta: each Gated DeltaNet layer keeps 2 of 16 key heads and 6 of 48 value
+    heads ([q; k; v] rows, conv channels, A_log, dt_bias), its recurrent state split with them."""
+    arch, data, tp = _card("Qwen/Qwen3.5-27B", 8)
+    shapes = tp["shapes"]["0"]
+    assert shapes["model.layers.0.linear_attn.in_proj_qkv.weight"] == [(2 * 2 * 128 + 6 * 128), 5120]
+    assert shapes["model.layers.0.linear_attn.conv1d.weight"] == [2 * 2 * 128 + 6 * 128, 1, 4]
+    assert shapes["model.layers.0.linear_attn.A_log"] == [6] and shapes["model.layers.0.linear_attn.out_proj.weight"] == [5120, 768]
+    per_rank = tp["weights_bytes_bf16"]["0"]
+    assert 2 * data["parameters"]["total"] / 8 < per_rank < 2 * data["parameters"]["total"] / 8 * 1.05
+    # 4 key/value heads on 8 ranks: each rank a quarter of the KV cache; an eighth of the recurrent state.
+    expected = data["kv_cache"]["bytes_per_token_bf16"] * 8192 // 4 + data["kv_cache"]["recurrent_bytes_per_sequence"] / 8
+    assert abs(tp["kv_bytes_bf16_at"]["per_rank"] - expected) < 64
+    print(f"Qwen3.5-27B, TP=8: {per_rank / 2**30:.2f} GiB of bf16 weights per rank")

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import torch
 
-FAMILIES = ("Llama-3.2-1B", "gemma-3-1b", "Qwen3-30B-A3B", "DeepSeek-V3", "gpt-oss-20b", "Phi-3.5-mini-instruct")
+FAMILIES = ("Llama-3.2-1B", "gemma-3-1b", "Qwen3-30B-A3B", "DeepSeek-V3", "gpt-oss-20b", "Phi-3.5-mini-instruct",
+            # whole-width QK-norm (gathered), GPT-NeoX's per-head fused qkv, GPT-2's Conv1D, a gated shared
+            # expert; then the hybrids whose recurrent mixers are replicated (Gated DeltaNet, short conv, KDA, Mamba-2)
+            "OLMo-2-1124-7B", "Olmo-3.1-32B-Instruct", "RedPajama-INCITE-7B-Base", "gpt2", "Qwen1.5-MoE-A2.7B-Chat",
+            "Qwen3.5-35B-A3B", "LFM2-1.2B", "Kimi-Linear-defaults", "NVIDIA-Nemotron-3-Nano-30B-A3B-BF16",
+            "gemma-4-26B-A4B", "DeepSeek-V3.2")  # per-layer head counts; the DSA indexer (replicated)
+# Replica sizes changed from test_parity.py's so that 4 ranks divide them (recurrent mixers' heads, groups).
+TP_SIZES = {"Qwen3.5-35B-A3B": {"linear_num_key_heads": 4, "linear_num_value_heads": 8},
+            "NVIDIA-Nemotron-3-Nano-30B-A3B-BF16": {"mamba_n_groups": 4}, "Kimi-Linear-defaults": {"linear_num_heads": 4}}
 TOLERANCE = 1e-5  # x max(1, max|logit|)
 SEQ, PREFILL = 12, 5  # longer than the replicas' sliding window (8); decoding steps past it
 
@@ -36,7 +44,7 @@ def replica(directory: Path):
     start = source.index("MODEL_CONFIG = ") + len("MODEL_CONFIG = ")
     sizes = eval(source[start : source.index("\n}\n", start) + 2], {})  # a dict literal of the replica's sizes
     gen = par._model_module()
-    return par, gen, gen.Config(**sizes)
+    return par, gen, gen.Config(**(sizes | TP_SIZES.get(directory.name, {})))
 
 
 def random_model(gen, config, seed: int = 0) -> torch.nn.Module:
@@ -123,6 +131,27 @@ def _init(rank: int, world: int, port: int):
     return dist, init_device_mesh("cpu", (world,))
 
 
+def local_heads(par, model) -> list[int]:
+    """The head counts of the modules the plan splits over the heads (a replicated mixer keeps its own)."""
+    layers = model.get_submodule(par.TP_LAYERS)
+    return sorted({layer.get_submodule(path).num_heads for layer in layers
+                   for path, (style, _) in par.layer_plan(layer).items() if style == "attention"})
+
+
+def split_mixers(par, gen, config, model) -> list[list[int]]:
+    """(this rank's value, the whole model's) of the first count each "split" entry (a recurrent mixer
+    split over its heads or channels) cuts, per layer that has one."""
+    with torch.device("meta"):
+        whole = gen.CausalLM(config).get_submodule(par.TP_LAYERS)
+    out = []
+    for layer, full in zip(model.get_submodule(par.TP_LAYERS), whole):
+        for path, (style, names) in par.layer_plan(layer).items():
+            if style == "split":
+                name = next(n for n in names if "=" not in n)
+                out.append([getattr(layer.get_submodule(path), name), getattr(full.get_submodule(path), name)])
+    return out
+
+
 def tp_worker(rank: int, world: int, port: int, directories: list[str], out: str) -> None:
     """One of 4 ranks. The per-rank peak memory of a sharded load at TP=4 and TP=2; then every
     family at TP=2 (ranks 0-1 and 2-3, two groups side by side: the model in memory split) and at
@@ -146,7 +175,8 @@ def tp_worker(rank: int, world: int, port: int, directories: list[str], out: str
             "whole": float((got[0] - reference[0]).abs().max()),
             "cached": float((got[1] - reference[1]).abs().max()),
             "scale": float(reference[0].abs().max()),
-            "local_heads": sorted({m.num_heads for m in model.modules() if hasattr(m, "num_heads")}),
+            "local_heads": local_heads(par, model),
+            "split": split_mixers(par, gen, config, model),
             "heads": config.num_attention_heads,
         }
         # TP=4: each rank reads its slices of the checkpoint (load_parallel), against load_checkpoint.
@@ -157,7 +187,8 @@ def tp_worker(rank: int, world: int, port: int, directories: list[str], out: str
             "whole": float((got[0] - reference[0]).abs().max()),
             "cached": float((got[1] - reference[1]).abs().max()),
             "scale": float(reference[0].abs().max()),
-            "local_heads": sorted({m.num_heads for m in model.modules() if hasattr(m, "num_heads")}),
+            "local_heads": local_heads(par, model),
+            "split": split_mixers(par, gen, config, model),
             "heads": config.num_attention_heads,
         }
     # FSDP2 on the 2-rank meshes: loss and gradients of one training step against one process.

@@ -122,3 +122,32 @@ KIND = register(MixerKind(
     rows=rows, state_bytes=state_bytes, config_fields=config_fields, context=context,
     parity_scales=parity_scales, features=features, suspects=suspects, diagram=diagram, validate=validate,
 ))
+
+
+def tp_entries(gdn: GatedDeltaNet, a: str) -> dict[str, tuple[str, tuple[str, ...]]] | None:
+    """Tensor-parallel plan of a Gated DeltaNet block at layer path ``a`` (compiler/parallel_plan.py's
+    styles), split over its heads: "lk" key heads (q and k), "lv" value heads; every rank keeps whole
+    key heads with the value heads they serve. None (the block is replicated) for the grouped
+    in_proj_qkvz layout, whose rows interleave the heads' parts."""
+    if gdn.projection != "separate":
+        return None
+    gn = gdn.names
+    conv = gn.conv
+    return {
+        # the module's head counts and widths, and its depthwise convolution's channels, cut to the rank's
+        a: ("split", ("lk=k_heads*k_dim", "lv=v_heads*v_dim", "k_heads", "v_heads", "key_dim", "value_dim",
+                      "conv_dim", f"{conv}.groups", f"{conv}.in_channels", f"{conv}.out_channels")),
+        f"{a}.{gn.qkv}": ("colwise", ("lk", "lk", "lv")),  # [q; k; v]
+        f"{a}.{gn.z}": ("colwise", ("lv",)),
+        f"{a}.{gn.b}": ("colwise", ("lv",)),
+        f"{a}.{gn.a}": ("colwise", ("lv",)),
+        f"{a}.{conv}.weight": ("heads", ("lk", "lk", "lv")),  # the conv's channels are [q; k; v]'s
+        f"{a}.{gn.dt_bias}": ("heads", ("lv",)),
+        f"{a}.{gn.a_log}": ("heads", ("lv",)),
+        f"{a}.{gn.out}": ("rowwise", ("lv",)),
+    }  # the per-head gated norm's weight (v_head_dim) is shared by the heads: replicated
+
+
+def tp_counts(gdn: GatedDeltaNet) -> dict[str, int]:
+    """What the degree must divide."""
+    return {"key heads": gdn.num_k_heads, "value heads": gdn.num_v_heads}

@@ -106,3 +106,25 @@ KIND = register(MixerKind(
     rows=rows, state_bytes=state_bytes, config_fields=config_fields, context=context,
     parity_scales=parity_scales, features=features, suspects=suspects, diagram=diagram, validate=validate,
 ))
+
+
+def tp_entries(kd, a: str) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Tensor-parallel plan of a Kimi Delta Attention block at layer path ``a`` (compiler/parallel_plan.py's
+    styles), split over its heads ("kh", head_dim channels each): q, k, v, their convolutions, the
+    forget gate's up-projection, dt_bias, A_log, b and the output gate's up-projection column-wise per
+    head; the gates' low-rank down-projections and the per-head norm replicated; o_proj summed."""
+    n = kd.names
+    convs = (n.q_conv, n.k_conv, n.v_conv)
+    entries = {a: ("split", ("kh=heads*dim", "heads", "width")
+                   + tuple(f"{conv}.{attr}" for conv in convs for attr in ("groups", "in_channels", "out_channels")))}
+    for name in (n.q, n.k, n.v, n.f_b, n.b, n.g_b):
+        entries[f"{a}.{name}"] = ("colwise", ("kh",))
+    for name in (*(f"{conv}.weight" for conv in convs), n.dt_bias, n.a_log):
+        entries[f"{a}.{name}"] = ("heads", ("kh",))
+    entries[f"{a}.{n.out}"] = ("rowwise", ("kh",))
+    return entries
+
+
+def tp_counts(kd) -> dict[str, int]:
+    """What the degree must divide."""
+    return {"heads": kd.num_heads}

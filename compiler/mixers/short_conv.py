@@ -84,3 +84,24 @@ KIND = register(MixerKind(
     rows=rows, state_bytes=state_bytes, config_fields=config_fields, context=context,
     parity_scales=parity_scales, features=features, suspects=suspects, diagram=diagram, validate=validate,
 ))
+
+
+def tp_entries(conv: ShortConv, a: str) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Tensor-parallel plan of a short-convolution block at layer path ``a`` (compiler/parallel_plan.py's
+    styles), split over its channels: each rank its slice of B, C and h (in_proj's three blocks), the
+    same channels of the depthwise convolution, out_proj row-wise (summed)."""
+    n = conv.names
+    entries = {
+        a: ("split", ("hidden", f"{n.conv}.groups", f"{n.conv}.in_channels", f"{n.conv}.out_channels")),
+        f"{a}.{n.in_proj}": ("colwise", ("rows", "rows", "rows")),  # [B; C; h]
+        f"{a}.{n.conv}.weight": ("heads", ("rows",)),
+        f"{a}.{n.out_proj}": ("rowwise", ("rows",)),
+    }
+    if conv.bias:
+        entries[f"{a}.{n.conv}.bias"] = ("heads", ("rows",))
+    return entries
+
+
+def tp_counts(conv: ShortConv) -> dict[str, int]:
+    """What the degree must divide."""
+    return {"channels": conv.channels}

@@ -4,7 +4,7 @@
 
 The plan below says which module is split across the ranks of a 1-D device mesh and how; it is
 applied with torch's own DTensor engine (parallelize_module, ColwiseParallel, RowwiseParallel):
-- the token embedding split over the vocabulary (each rank looks up its rows, the ranks sum)
+- the token embedding split over the vocabulary (each rank looks up its rows, the ranks sum); replicated, with the head, when the degree does not divide the vocabulary
 - logits from the tied embedding's vocabulary slices, gathered
 - q/k/v split over the heads, o summed; key/value heads fewer than the ranks are replicated
 - MLP up/gate column-wise, down row-wise
@@ -43,23 +43,32 @@ from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, 
 TP_EMBEDDING = "model.embed_tokens"
 TP_HEAD = None
 TP_LAYERS = "model.layers"
-# Inside every decoder layer: module (or parameter) path -> (style, blocks or attributes). A path
-# a layer lacks (a dense layer's MLP in a MoE model) is skipped in that layer.
+# Inside every decoder layer, per block class: module (or parameter) path -> (style, blocks or
+# attributes). A group applies in a layer where the path's first module is of that class (a layer
+# whose mixer is a replicated recurrent one, or a dense layer of a MoE model, takes only its own).
 # colwise: output rows split; rowwise: input columns split, outputs summed; partial: rowwise,
 # summed later with the block's; heads: a per-head parameter sliced; experts: each rank keeps a
 # contiguous range of the experts; reduce: the block's output summed over ranks; attention: the
-# head counts set to the rank's. Blocks: "q" query heads, "kv" key/value heads (replicated when
-# fewer than ranks), "rows" plain rows; a fused matrix lists its stacked blocks in order.
-TP_LAYER_PLAN: dict[str, tuple[str, tuple[str, ...]]] = {
-    "self_attn": ("attention", ("num_heads", "num_kv_heads")),
-    "self_attn.q_proj": ("colwise", ("q",)),
-    "self_attn.k_proj": ("colwise", ("kv",)),
-    "self_attn.v_proj": ("colwise", ("kv",)),
-    "self_attn.o_proj": ("rowwise", ("q",)),
-    "mlp.up_proj": ("colwise", ("rows",)),
-    "mlp.gate_proj": ("colwise", ("rows",)),
-    "mlp.down_proj": ("rowwise", ("rows",)),
+# head counts set to the rank's; gathered: a norm over a split width, its input gathered, normed
+# whole and cut back; colwise_t/rowwise_t: colwise/rowwise for a weight stored (in, out). Blocks:
+# "q" query heads, "kv" key/value heads (replicated when fewer than ranks), "rows" plain rows; a
+# fused matrix lists its stacked blocks in order.
+TP_LAYER_PLAN: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
+    "Attention": {
+        "self_attn": ("attention", ("num_heads", "num_kv_heads")),
+        "self_attn.q_proj": ("colwise", ("q",)),
+        "self_attn.k_proj": ("colwise", ("kv",)),
+        "self_attn.v_proj": ("colwise", ("kv",)),
+        "self_attn.o_proj": ("rowwise", ("q",)),
+    },
+    "MLP": {
+        "mlp.up_proj": ("colwise", ("rows",)),
+        "mlp.gate_proj": ("colwise", ("rows",)),
+        "mlp.down_proj": ("rowwise", ("rows",)),
+    },
 }
+# Mixers every rank holds and runs whole (no split of their heads yet): correct, not faster.
+TP_REPLICATED_MIXERS = ()
 
 
 def _model_module():
@@ -91,21 +100,23 @@ def check_degree(config, tp: int) -> None:
         raise ValueError(
             f"tensor parallel degree {tp}: {counts['kv']} key/value heads neither divide nor are divisible by it"
         )
-    if config.vocab_size % tp:
-        raise ValueError(
-            f"tensor parallel degree {tp}: vocab_size {config.vocab_size} is not divisible by it"
-        )
 
 
 def block_ranges(
-    size: int, blocks: tuple[str, ...], counts: dict[str, int], rank: int, tp: int
+    size: int, blocks: tuple[str, ...], counts: dict, rank: int, tp: int
 ) -> list[tuple[int, int]]:
     """This rank's [start, end) ranges along a dimension of `size` made of the stacked `blocks`:
     its share of every block, so a fused [q; k; v] or [gate; up] splits on head or row boundaries.
-    """
+    A count may come with its own width, (heads, head width), for blocks of unequal heads."""
     if all(block == "rows" for block in blocks):
         units = [(size // len(blocks), 1)] * len(blocks)  # (count, width) per block
+    elif len(set(blocks)) > 1 and all(isinstance(counts[block], tuple) for block in blocks):
+        units = [counts[block] for block in blocks]
     else:
+        counts = {
+            block: count[0] if isinstance(count, tuple) else count
+            for block, count in counts.items()
+        }
         width = size // sum(counts[block] for block in blocks)
         units = [(counts[block], width) for block in blocks]
     ranges, start = [], 0
@@ -170,6 +181,34 @@ def local_experts(module: nn.Module, first: int, last: int) -> None:
     module.forward = forward_local
 
 
+def gathered_norm(
+    module: nn.Module, mesh: DeviceMesh, blocks: tuple[str, ...], counts: dict[str, int]
+) -> None:
+    """A norm over a projection's whole width whose input arrives split over the ranks: the ranks'
+    slices are gathered into the whole width, normed with the module's own forward and full weight,
+    and this rank's channels kept (the one-process arithmetic, exactly)."""
+    forward, tp, rank = type(module).forward, mesh.size(), mesh.get_local_rank()
+    width = module.weight.shape[0]
+    ranges = [block_ranges(width, blocks, counts, r, tp) for r in range(tp)]
+
+    def forward_gathered(x: torch.Tensor) -> torch.Tensor:
+        parts = DTensor.from_local(
+            x.contiguous(), mesh, [Shard(x.ndim - 1)], run_check=False
+        ).full_tensor()
+        whole, local = x.new_empty(*x.shape[:-1], width), x.shape[-1]
+        for r in range(
+            tp
+        ):  # rank r's slice to its place (a replicated head lands twice, the same values)
+            offset = r * local
+            for start, end in ranges[r]:
+                whole[..., start:end] = parts[..., offset : offset + end - start]
+                offset += end - start
+        out = forward(module, whole)
+        return torch.cat([out[..., start:end] for start, end in ranges[rank]], dim=-1)
+
+    module.forward = forward_gathered
+
+
 def sum_over_ranks(mesh: DeviceMesh):
     def hook(module: nn.Module, args, output: torch.Tensor) -> torch.Tensor:
         return funcol.wait_tensor(funcol.all_reduce(output, "sum", mesh))
@@ -197,6 +236,17 @@ def _has(module: nn.Module, path: str) -> bool:
         return False
 
 
+def layer_plan(layer: nn.Module) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """This layer's entries of TP_LAYER_PLAN: the groups whose class its blocks are."""
+    out = {}
+    for block, group in TP_LAYER_PLAN.items():
+        for path, entry in group.items():
+            root = path.split(".")[0]
+            if _has(layer, root) and type(layer.get_submodule(root)).__name__ == block:
+                out[path] = entry
+    return out
+
+
 def parallelize(
     model: nn.Module,
     mesh: DeviceMesh,
@@ -211,7 +261,7 @@ def parallelize(
     tp, rank = mesh.size(), mesh.get_local_rank()
     config = model.config
     check_degree(config, tp)
-    counts = head_counts(config)
+    counts = model_counts = head_counts(config)  # counts: the current layer's (sharded() reads it)
     own = dict(model.named_parameters()) | dict(model.named_buffers())
     source = tensors if tensors is not None else {name: t.detach() for name, t in own.items()}
     dtype = dtype or next(model.parameters()).dtype
@@ -245,21 +295,47 @@ def parallelize(
                 Shard(0) if dim == 0 else Replicate(),
             )
 
-    linear(TP_EMBEDDING, 0, ("rows",))
-    styles[TP_EMBEDDING] = RowwiseParallel(input_layouts=Replicate())
-    if TP_HEAD:
-        linear(TP_HEAD, 0, ("rows",))
-        styles[TP_HEAD] = ColwiseParallel(output_layouts=Replicate())
-    else:
-        model.head_product = vocab_parallel_head(mesh)
+    if config.vocab_size % tp == 0:  # else the embedding and head stay whole on every rank
+        linear(TP_EMBEDDING, 0, ("rows",))
+        styles[TP_EMBEDDING] = RowwiseParallel(input_layouts=Replicate())
+        if TP_HEAD:
+            linear(TP_HEAD, 0, ("rows",))
+            styles[TP_HEAD] = ColwiseParallel(output_layouts=Replicate())
+        else:
+            model.head_product = vocab_parallel_head(mesh)
     for i, layer in enumerate(model.get_submodule(TP_LAYERS)):
         base = f"{TP_LAYERS}.{i}"
-        for path, (style, blocks) in TP_LAYER_PLAN.items():
+        plan = layer_plan(layer)
+        counts = model_counts
+        for path, (
+            style,
+            names,
+        ) in plan.items():  # this layer's own head counts (they may differ by layer)
+            if style == "attention" and _has(layer, path):
+                values = [getattr(layer.get_submodule(path), name) for name in names]
+                counts = {"q": values[0], "kv": values[-1]}
+            elif style == "split" and _has(
+                layer, path
+            ):  # "block=heads*width": a block's heads and their width
+                module = layer.get_submodule(path)
+                counts = dict(counts)
+                for spec in names:
+                    if "=" in spec:
+                        block, sizes = spec.split("=")
+                        counts[block] = tuple(
+                            int(x) if x.isdigit() else getattr(module, x) for x in sizes.split("*")
+                        )
+        for path, (style, blocks) in plan.items():
             full_path = f"{base}.{path}"
             owner, _, attr = path.rpartition(".")
-            if style == "heads":
+            if (
+                style == "heads"
+            ):  # along its first dimension longer than 1 (A_log may be (1, 1, heads, 1))
                 if f"{full_path}" in own:
-                    sharded(full_path, 0, blocks, None)
+                    shape = own[full_path].shape
+                    sharded(
+                        full_path, next((d for d, n in enumerate(shape) if n > 1), 0), blocks, None
+                    )
                 continue
             try:
                 module = layer.get_submodule(path)
@@ -276,6 +352,24 @@ def parallelize(
                     "rowwise": RowwiseParallel(),
                     "partial": RowwiseParallel(output_layouts=Partial()),
                 }[style]
+            elif style in ("colwise_t", "rowwise_t"):  # weight (in, out): plain per-rank tensors
+                colwise = style == "colwise_t"
+                sharded(f"{full_path}.weight", 1 if colwise else 0, blocks, None)
+                if f"{full_path}.bias" in own:
+                    sharded(f"{full_path}.bias", 0 if colwise else None, blocks, None)
+                    if not colwise and rank:  # the summed output gets the bias once
+                        with torch.no_grad():
+                            module.bias.zero_()
+                if not colwise:
+                    module.register_forward_hook(sum_over_ranks(mesh))
+            elif style == "split":  # a recurrent mixer's head counts and widths, cut to the rank's
+                for spec in blocks:
+                    if "=" not in spec:
+                        owner_, _, name = spec.rpartition(".")
+                        target = module.get_submodule(owner_) if owner_ else module
+                        setattr(target, name, getattr(target, name) // tp)
+            elif style == "gathered":  # its weight stays whole (replicated)
+                gathered_norm(module, mesh, blocks, counts)
             elif style == "experts":
                 first, last = expert_range(config.num_experts, rank, tp)
                 if isinstance(module, nn.ModuleList):
@@ -297,7 +391,7 @@ def parallelize(
                     local_experts(module, first, last)
             elif style == "reduce" and any(  # a MoE block (its experts are split): not a dense MLP
                 other == "experts" and sub.startswith(f"{path}.") and _has(layer, sub)
-                for sub, (other, _) in TP_LAYER_PLAN.items()
+                for sub, (other, _) in plan.items()
             ):
                 module.register_forward_hook(sum_over_ranks(mesh))
     # Everything else is replicated: a copy from `tensors` where the model was built on meta.
@@ -312,9 +406,9 @@ def parallelize(
     parallelize_module(model, mesh, styles)
     local = dataclasses.replace(
         config,
-        num_attention_heads=counts["q"] // tp,
+        num_attention_heads=model_counts["q"] // tp,
         **(
-            {"num_key_value_heads": max(counts["kv"] // tp, 1)}
+            {"num_key_value_heads": max(model_counts["kv"] // tp, 1)}
             if hasattr(config, "num_key_value_heads")
             else {}
         ),
@@ -372,14 +466,11 @@ def load_parallel(
     skipped = ()
     if getattr(config, "num_experts", 0):  # other ranks' experts are never read (nor dequantized)
         layers = model.get_submodule(TP_LAYERS)
-        for path_, (style, _) in TP_LAYER_PLAN.items():
-            if style != "experts":
-                continue
-            for i, layer in enumerate(layers):
-                try:
-                    experts = layer.get_submodule(path_)
-                except AttributeError:
+        for i, layer in enumerate(layers):
+            for path_, (style, _) in layer_plan(layer).items():
+                if style != "experts" or not _has(layer, path_):
                     continue
+                experts = layer.get_submodule(path_)
                 prefix = f"{TP_LAYERS}.{i}.{path_}."
                 if isinstance(experts, nn.ModuleList):
                     skipped += tuple(
