@@ -33,7 +33,8 @@ from .registry import family
 # transformers' per-layer-kind RoPE when the config gives no rope_parameters (MiMoV2FlashConfig.__post_init__).
 THETA = {"full_attention": 5_000_000.0, "sliding_attention": 10_000.0}
 PARTIAL = 0.334  # its compute_default_rope_parameters' default partial_rotary_factor
-SINK_NAME = "attention_sink_bias"  # the hub checkpoint's name of the sinks (transformers renames it on load)
+SINK_NAME = "attention_sink_bias"
+MTP_PREFIXES = ("model.mtp.",)  # the hub checkpoint's name of the sinks (transformers renames it on load)
 REPLICA_EXPERTS, REPLICA_TOP_K, REPLICA_EXPERT_WIDTH = 8, 6, 32
 REPLICA_HEADS, REPLICA_KV, REPLICA_V_HEAD_DIM = 8, 2, 16
 
@@ -139,4 +140,5 @@ def lower_mimo_v2_flash(r: ConfigReader, model_type: str) -> Architecture:
     layers = tuple(layer.model_copy(update={"mixer": layer.mixer.model_copy(update={"num_kv_heads": sliding_kv, "sinks": True})})
                    if layer.mixer.span == "sliding" else layer for layer in arch.layers)
     names = arch.names.model_copy(update={"sinks": SINK_NAME})
-    return arch.model_copy(update={"layers": layers, "names": names})
+    # The hub checkpoint's multi-token-prediction layers (model.mtp.*): transformers skips them on load, as here.
+    return arch.model_copy(update={"layers": layers, "names": names, "skipped_prefixes": MTP_PREFIXES})

@@ -1,0 +1,189 @@
+"""MiMo-V2-Flash (``mimo_v2_flash``) and Step-3.5 (``step3p5``, inside the ``step3p7`` wrapper).
+
+Tiny-replica parity from the real configs (tests/fixtures/mimo, shrunk with every layer kind kept and the
+window below the test sequence) and from the config classes' defaults, fp32, batch 2, at sequences of
+window - 1, window and window + 1 too; planted bugs in the new attention pieces fail it; cached decoding
+equals the full forward; full-size parameter counts on the meta device equal transformers'.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import import_path
+
+from llmgen.compiler.load import LoadedConfig
+from llmgen.compiler.lowering import lower
+from llmgen.compiler.pipeline import compile_config
+from llmgen.compiler.validate import validate
+from llmgen.compiler.weight_map import parameter_count
+from llmgen.compiler.write import write_outputs
+
+transformers = pytest.importorskip("transformers")
+
+FIXTURES = Path(__file__).parent / "fixtures" / "mimo"
+
+
+def mimo_real() -> dict:
+    return json.loads((FIXTURES / "MiMo-V2-Flash.json").read_text())
+
+
+def mimo_defaults() -> dict:
+    """transformers' MiMoV2FlashConfig defaults, as save_pretrained writes them (the v5 keys: layer_types,
+    mlp_layer_types, per-kind rope_parameters)."""
+    return transformers.MiMoV2FlashConfig().to_dict()
+
+
+CONFIGS = {"mimo-real": mimo_real, "mimo-defaults": mimo_defaults}
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """name -> the generated directory of CONFIGS[name] at full size (compiled once, on first use)."""
+    root, done = tmp_path_factory.mktemp("mimo_step"), {}
+
+    def get(name: str) -> Path:
+        if name not in done:
+            raw = CONFIGS[name]()
+            loaded = LoadedConfig(raw=raw, text=json.dumps(raw, indent=2), source_id=f"{name}/config.json",
+                                  revision="local", origin="file", checkpoint_dir=None, note=None)
+            done[name] = write_outputs(root / name, compile_config(loaded, slug=name).files)
+        return done[name]
+
+    return get
+
+
+def parity_module(directory: Path, tag: str):
+    return import_path(directory / "test_parity.py", f"mimo_step_parity_{tag}_{abs(hash(str(directory)))}")
+
+
+def check(result: dict, name: str, *, every_expert: bool = True) -> float:
+    diff, scale = result["max_abs_diff"], result["max_abs_logit"]
+    print(f"{name}: seq {result['seq_len']}: max|dlogit| = {diff:.3g}, logits up to {scale:.3g}")
+    assert result["batch"] == 2 and result["dtype"] == "float32" and scale > 0.1
+    assert diff <= 1e-5 * max(1.0, scale), result
+    for hits in result.get("expert_hits", []) if every_expert else []:
+        assert min(hits) > 0, f"an expert of the replica got no token: {result['expert_hits']}"
+    return diff
+
+
+WINDOW_RUNS = {"mimo-real"}  # the others: the default length only (their replicas have the same window)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_parity_around_the_window(name, compiled):
+    """Full forward at window - 1, window, window + 1 and the default length (past two windows)."""
+    parity = parity_module(compiled(name), name)
+    assert parity.WINDOW < parity.SEQ_LEN
+    lengths = (parity.WINDOW - 1, parity.WINDOW, parity.WINDOW + 1) if name in WINDOW_RUNS else ()
+    for seq_len in (*lengths, parity.SEQ_LEN):
+        check(parity.measure(seq_len=seq_len), name, every_expert=seq_len == parity.SEQ_LEN)
+
+
+def test_mimo_lowering_reads_the_remote_code_keys():
+    arch = validate(lower(mimo_real()))
+    full, sliding = arch.layers[0].mixer, arch.layers[1].mixer
+    assert (full.span, full.num_kv_heads, full.sinks) == ("full", 4, False)
+    assert (sliding.span, sliding.window, sliding.num_kv_heads, sliding.sinks) == ("sliding", 129, 8, True)
+    assert (full.head_dim, full.v_head_dim, full.value_scale) == (192, 128, 0.707)
+    assert [t.rotary_dim for t in arch.rope] == [64, 64] and {t.theta for t in arch.rope} == {5e6, 1e4}
+    assert [i for i, layer in enumerate(arch.layers) if layer.mixer.span == "full"] == [0, 5, 11, 17, 23, 29, 35, 41, 47]
+    assert arch.layers[0].ffn.kind == "mlp" and {layer.ffn.kind for layer in arch.layers[1:]} == {"moe"}
+    moe = arch.layers[1].ffn
+    assert (moe.router, moe.score_correction_bias, moe.shared_expert_size, moe.num_experts, moe.top_k) == (
+        "sigmoid_topk", True, None, 256, 8)
+    # transformers ignores these remote-code keys: a value contradicting what it builds is refused
+    for key, value in (("swa_num_key_value_heads", 4), ("add_full_attention_sink_bias", True),
+                       ("hybrid_layer_pattern", [1] * 48), ("swa_rope_theta", 20000)):
+        with pytest.raises(Exception, match=key):
+            lower({**mimo_real(), key: value})
+
+
+# bug -> (text of the generated model.py, its replacement)
+PLANTED = {
+    "value scale dropped": ("v = v * self.value_scale", "v = v"),
+    "sinks ignored": ("if self.attention_sink_bias is not None:\n", "if False:\n"),
+}
+# A bug the loader catches before any logit: the checkpoint's tensors no longer fit.
+LOAD_BUG = ("config.sliding_num_key_value_heads,", "config.num_key_value_heads,")
+
+
+def planted(source: Path, target: Path, before: str, after: str) -> Path:
+    shutil.copytree(source, target)
+    text = (target / "model.py").read_text()
+    assert text.count(before) == 1, f"planted-bug anchor vanished: {before!r}"
+    (target / "model.py").write_text(text.replace(before, after))
+    return target
+
+
+@pytest.mark.parametrize("bug", sorted(PLANTED))
+def test_planted_bug_fails_parity(bug, compiled, tmp_path):
+    target = planted(compiled("mimo-real"), tmp_path / "planted", *PLANTED[bug])
+    diff = parity_module(target, "planted").measure()["max_abs_diff"]
+    print(f"{bug}: max|dlogit| = {diff:.3g}")
+    assert not diff <= 1e-3, f"{bug}: parity did not catch it (max|dlogit| = {diff:.3g})"
+
+
+def test_sliding_layers_with_the_full_layers_kv_heads_do_not_load(compiled, tmp_path):
+    from llmgen.compiler.errors import LlmgenError
+
+    target = planted(compiled("mimo-real"), tmp_path / "planted", *LOAD_BUG)
+    with pytest.raises(Exception, match="does not match|shape"):
+        parity_module(target, "planted_kv").measure()
+
+
+def random_model(directory: Path, tag: str):
+    gen = import_path(directory / "model.py", f"mimo_step_model_{tag}")
+    parity = parity_module(directory, f"cache_{tag}")
+    config = gen.Config(**parity.MODEL_CONFIG)
+    torch.manual_seed(0)
+    model = gen.CausalLM(config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            param.normal_(1.0, 0.2) if "norm" in name else param.normal_(0.0, 0.05)
+        for name, buffer in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                buffer.normal_(0.0, 0.1)
+    return config, model
+
+
+@pytest.mark.parametrize("name", ["mimo-real"])
+def test_cached_decoding_equals_the_full_forward(name, compiled):
+    config, model = random_model(compiled(name), name)
+    for sizes in ([1] * 12, [5, 1, 1, 1, 1, 1, 1, 1], [9, 3, 1]):  # prefills within and past the window (8)
+        ids = torch.randint(0, config.vocab_size, (2, sum(sizes)), generator=torch.Generator().manual_seed(len(sizes)))
+        with torch.no_grad():
+            full = model(ids)
+            model.enable_cache(batch=2, max_len=sum(sizes))
+            pieces, start = [], 0
+            for size in sizes:
+                pieces.append(model(ids[:, start : start + size]))
+                start += size
+            model.disable_cache()
+        cached = torch.cat(pieces, dim=1)
+        scale, diff = full.abs().max().item(), (cached - full).abs().max().item()
+        print(f"{name} pieces {sizes}: max|cached - full| = {diff:.3g} (logits up to {scale:.3g})")
+        assert scale > 0.1 and diff <= 1e-5 * scale
+
+
+def meta_counts(raw: dict, directory: Path, tag: str) -> tuple[int, int, int]:
+    module = import_path(directory / "model.py", f"mimo_step_full_{tag}")
+    arch = validate(lower(copy.deepcopy(raw)))
+    with torch.device("meta"):
+        ours = module.CausalLM(module.Config())
+        config = transformers.AutoConfig.for_model(**{k: v for k, v in raw.items() if k != "quantization_config"})
+        reference = transformers.AutoModelForCausalLM.from_config(config)
+    skipped = arch.skipped_prefixes
+    ref = sum(p.numel() for n, p in reference.named_parameters() if not n.startswith(skipped))
+    return sum(p.numel() for p in ours.parameters()), parameter_count(arch), ref
+
+
+def test_full_size_parameter_count_mimo(compiled):
+    ours, counted, ref = meta_counts(mimo_real(), compiled("mimo-real"), "mimo")
+    print(f"MiMo-V2-Flash: {ours} parameters (transformers {ref})")
+    assert ours == counted == ref
