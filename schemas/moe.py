@@ -47,6 +47,14 @@ class MoeNames(_Frozen):
     fused_router: Identifier = "gate"
     fused_gate_up: Identifier = "gate_up_proj"
     fused_down: Identifier = "down_proj"
+    hub_block: Identifier | None = Field(
+        None, exclude_if=_unset, description="per_expert storage whose hub checkpoint stacks each projection of every "
+        "expert in one tensor, `layers.{i}.<hub_block>.<gate|up|down>.weight` (experts, out, in), beside the router "
+        "`<hub_block>.<router>.weight` and the correction bias `<hub_block>.<hub_bias>` (Step-3.5: moe, router_bias): "
+        "the loader splits them into the per-expert layout.")
+    hub_bias: Identifier | None = Field(None, exclude_if=_unset, description="hub_block: the correction bias's name.")
+    hub_shared: Identifier | None = Field(None, exclude_if=_unset, description="hub_block: the shared expert sits "
+                                          "in the layer under this name in the hub checkpoint (Step-3.5: share_expert).")
     score_bias: Identifier = Field("e_score_correction_bias", exclude_if=lambda v: v == "e_score_correction_bias",
                                    description="The block's selection-bias buffer (score_bias_in_block; LFM2-MoE: expert_bias).")
 
@@ -200,4 +208,11 @@ class Moe(_Frozen):
             raise ValueError("ungated or latent experts are implemented for per_expert storage, output-weighted")
         if not self.gated and self.activation == "clamped_swiglu":
             raise ValueError("clamped_swiglu experts are gated")
+        hub = self.names.hub_block
+        if (hub is None) != (self.names.hub_bias is None) or (self.names.hub_shared is not None and hub is None):
+            raise ValueError("names.hub_bias and names.hub_shared come with names.hub_block")
+        if hub is not None and (self.storage != "per_expert" or not self.gated or self.latent_size or not self.score_correction_bias
+                                or self.score_bias_in_block or self.names.score_bias_owner or self.names.router_inner
+                                or self.shared_expert_in_layer or self.names.shared_gate_up):
+            raise ValueError("names.hub_block is implemented for gated per_expert experts with a router's correction bias")
         return self
