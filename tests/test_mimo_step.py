@@ -39,7 +39,33 @@ def mimo_defaults() -> dict:
     return transformers.MiMoV2FlashConfig().to_dict()
 
 
-CONFIGS = {"mimo-real": mimo_real, "mimo-defaults": mimo_defaults}
+def step_flat() -> dict:
+    """The fixture as published by its source: Step-3.7-Flash's text keys at the top level of a step3p7 config."""
+    return json.loads((FIXTURES / "Step-3.7-Flash.json").read_text())
+
+
+def step_real() -> dict:
+    """The fixture's text keys as the step3p7 config's text_config (where transformers reads them)."""
+    flat = step_flat()
+    text = {k: v for k, v in flat.items() if k not in ("model_type", "architectures")}
+    return {"model_type": "step3p7", "architectures": flat["architectures"], "text_config": text}
+
+
+def step_sliding_heads() -> dict:
+    """The same with the legacy attention_other_setting giving the sliding layers more query heads (96 of 64)."""
+    raw = step_real()
+    raw["text_config"]["attention_other_setting"] = {"attention_type": "sliding_attention", "num_attention_heads": 96,
+                                                     "num_attention_groups": 8, "head_dim": 128}
+    return raw
+
+
+def step_defaults() -> dict:
+    """transformers' Step3p7Config defaults as save_pretrained writes them (every text layer full attention)."""
+    return transformers.AutoConfig.for_model("step3p7").to_dict()
+
+
+CONFIGS = {"mimo-real": mimo_real, "mimo-defaults": mimo_defaults, "step-real": step_real,
+           "step-sliding-heads": step_sliding_heads, "step-defaults": step_defaults}
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +98,7 @@ def check(result: dict, name: str, *, every_expert: bool = True) -> float:
     return diff
 
 
-WINDOW_RUNS = {"mimo-real"}  # the others: the default length only (their replicas have the same window)
+WINDOW_RUNS = {"mimo-real", "step-real"}  # the others: the default length only (their replicas have the same window)
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -104,10 +130,35 @@ def test_mimo_lowering_reads_the_remote_code_keys():
             lower({**mimo_real(), key: value})
 
 
-# bug -> (text of the generated model.py, its replacement)
+def test_step_lowering_reads_the_text_config():
+    arch = validate(lower(step_sliding_heads()))
+    full, sliding = arch.layers[0].mixer, arch.layers[1].mixer
+    assert (full.num_heads, sliding.num_heads, full.num_kv_heads, sliding.num_kv_heads) == (64, 96, 8, 8)
+    assert full.head_gate and sliding.head_gate and (sliding.span, sliding.window) == ("sliding", 512)
+    assert arch.layers[0].norm.weight_offset == 1.0 and full.qk_norm == "per_head"
+    assert [layer.ffn.kind for layer in arch.layers[:4]] == ["mlp", "mlp", "mlp", "moe"]
+    moe = arch.layers[3].ffn
+    assert (moe.num_experts, moe.top_k, moe.shared_expert_size, moe.routed_scaling_factor) == (288, 8, 1280, 3.0)
+    assert arch.extra_checkpoint_layers == 3 and arch.skipped_prefixes == ("vision_model.", "vit_large_projector.")
+
+
+def test_step_flat_config_is_refused_in_one_line():
+    """transformers builds its default text model from a step3p7 config without text_config (the top-level text
+    keys are ignored): compiling them as the text model would not be the model transformers builds."""
+    from llmgen.compiler.errors import LlmgenError
+
+    with pytest.raises(LlmgenError, match="'step3p7' needs a 'text_config'"):
+        lower(step_flat())
+    with pytest.raises(LlmgenError, match="text decoder of a 'step3p7'"):
+        lower({**step_flat(), "model_type": "step3p5"})
+
+
+# (config, bug) -> (text of the generated model.py, its replacement)
 PLANTED = {
-    "value scale dropped": ("v = v * self.value_scale", "v = v"),
-    "sinks ignored": ("if self.attention_sink_bias is not None:\n", "if False:\n"),
+    ("mimo-real", "value scale dropped"): ("v = v * self.value_scale", "v = v"),
+    ("mimo-real", "sinks ignored"): ("if self.attention_sink_bias is not None:\n", "if False:\n"),
+    ("step-real", "per-head gate dropped"): ("out.view(batch, seq, self.num_heads, -1) * torch.sigmoid(gate).unsqueeze(-1)",
+                                             "out.view(batch, seq, self.num_heads, -1)"),
 }
 # A bug the loader catches before any logit: the checkpoint's tensors no longer fit.
 LOAD_BUG = ("config.sliding_num_key_value_heads,", "config.num_key_value_heads,")
@@ -121,17 +172,15 @@ def planted(source: Path, target: Path, before: str, after: str) -> Path:
     return target
 
 
-@pytest.mark.parametrize("bug", sorted(PLANTED))
-def test_planted_bug_fails_parity(bug, compiled, tmp_path):
-    target = planted(compiled("mimo-real"), tmp_path / "planted", *PLANTED[bug])
+@pytest.mark.parametrize("name,bug", sorted(PLANTED))
+def test_planted_bug_fails_parity(name, bug, compiled, tmp_path):
+    target = planted(compiled(name), tmp_path / "planted", *PLANTED[name, bug])
     diff = parity_module(target, "planted").measure()["max_abs_diff"]
     print(f"{bug}: max|dlogit| = {diff:.3g}")
     assert not diff <= 1e-3, f"{bug}: parity did not catch it (max|dlogit| = {diff:.3g})"
 
 
 def test_sliding_layers_with_the_full_layers_kv_heads_do_not_load(compiled, tmp_path):
-    from llmgen.compiler.errors import LlmgenError
-
     target = planted(compiled("mimo-real"), tmp_path / "planted", *LOAD_BUG)
     with pytest.raises(Exception, match="does not match|shape"):
         parity_module(target, "planted_kv").measure()
@@ -152,7 +201,7 @@ def random_model(directory: Path, tag: str):
     return config, model
 
 
-@pytest.mark.parametrize("name", ["mimo-real"])
+@pytest.mark.parametrize("name", ["mimo-real", "step-sliding-heads"])
 def test_cached_decoding_equals_the_full_forward(name, compiled):
     config, model = random_model(compiled(name), name)
     for sizes in ([1] * 12, [5, 1, 1, 1, 1, 1, 1, 1], [9, 3, 1]):  # prefills within and past the window (8)
@@ -187,3 +236,16 @@ def test_full_size_parameter_count_mimo(compiled):
     ours, counted, ref = meta_counts(mimo_real(), compiled("mimo-real"), "mimo")
     print(f"MiMo-V2-Flash: {ours} parameters (transformers {ref})")
     assert ours == counted == ref
+
+
+def test_full_size_parameter_count_step(compiled):
+    """The text model's parameters (transformers': under model.language_model and lm_head, beside its vision tower)."""
+    raw = step_real()
+    module = import_path(compiled("step-real") / "model.py", "mimo_step_full_step")
+    with torch.device("meta"):
+        ours = module.CausalLM(module.Config())
+        reference = transformers.AutoModelForImageTextToText.from_config(transformers.AutoConfig.for_model(**raw))
+    ref = sum(p.numel() for n, p in reference.named_parameters() if n.startswith(("model.language_model.", "lm_head.")))
+    count = sum(p.numel() for p in ours.parameters())
+    print(f"Step-3.7-Flash text model: {count} parameters (transformers {ref})")
+    assert count == parameter_count(validate(lower(raw))) == ref
