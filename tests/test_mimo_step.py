@@ -8,7 +8,7 @@ equals the full forward; full-size parameter counts on the meta device equal tra
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -68,9 +68,16 @@ CONFIGS = {"mimo-real": mimo_real, "mimo-defaults": mimo_defaults, "step-real": 
            "step-sliding-heads": step_sliding_heads, "step-defaults": step_defaults}
 
 
+FORMATTED = {"mimo-real", "step-real"}  # the others skip black (seconds each): the same code, unformatted
+
+
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
     """name -> the generated directory of CONFIGS[name] at full size (compiled once, on first use)."""
+    from unittest import mock
+
+    from llmgen.compiler import pipeline
+
     root, done = tmp_path_factory.mktemp("mimo_step"), {}
 
     def get(name: str) -> Path:
@@ -78,7 +85,9 @@ def compiled(tmp_path_factory):
             raw = CONFIGS[name]()
             loaded = LoadedConfig(raw=raw, text=json.dumps(raw, indent=2), source_id=f"{name}/config.json",
                                   revision="local", origin="file", checkpoint_dir=None, note=None)
-            done[name] = write_outputs(root / name, compile_config(loaded, slug=name).files)
+            with mock.patch.object(pipeline, "format_source", lambda text, **_: text) if name not in FORMATTED else (
+                    contextlib.nullcontext()):
+                done[name] = write_outputs(root / name, compile_config(loaded, slug=name).files)
         return done[name]
 
     return get
@@ -105,8 +114,8 @@ WINDOW_RUNS = {"mimo-real", "step-real"}  # the others: the default length only 
 def test_parity_around_the_window(name, compiled):
     """Full forward at window - 1, window, window + 1 and the default length (past two windows)."""
     parity = parity_module(compiled(name), name)
-    assert parity.WINDOW < parity.SEQ_LEN
     lengths = (parity.WINDOW - 1, parity.WINDOW, parity.WINDOW + 1) if name in WINDOW_RUNS else ()
+    assert not lengths or parity.WINDOW + 1 < parity.SEQ_LEN
     for seq_len in (*lengths, parity.SEQ_LEN):
         check(parity.measure(seq_len=seq_len), name, every_expert=seq_len == parity.SEQ_LEN)
 
@@ -220,32 +229,31 @@ def test_cached_decoding_equals_the_full_forward(name, compiled):
         assert scale > 0.1 and diff <= 1e-5 * scale
 
 
-def meta_counts(raw: dict, directory: Path, tag: str) -> tuple[int, int, int]:
-    module = import_path(directory / "model.py", f"mimo_step_full_{tag}")
-    arch = validate(lower(copy.deepcopy(raw)))
-    with torch.device("meta"):
-        ours = module.CausalLM(module.Config())
-        config = transformers.AutoConfig.for_model(**{k: v for k, v in raw.items() if k != "quantization_config"})
-        reference = transformers.AutoModelForCausalLM.from_config(config)
-    skipped = arch.skipped_prefixes
-    ref = sum(p.numel() for n, p in reference.named_parameters() if not n.startswith(skipped))
-    return sum(p.numel() for p in ours.parameters()), parameter_count(arch), ref
+def transformers_meta(auto_class, raw: dict) -> torch.nn.Module:
+    """transformers' model at full size on the meta device, without its weight initialisation (seconds at this
+    size, and nothing to initialise on meta)."""
+    from unittest import mock
+
+    config = transformers.AutoConfig.for_model(**{k: v for k, v in raw.items() if k != "quantization_config"})
+    with torch.device("meta"), mock.patch.object(transformers.PreTrainedModel, "post_init", lambda self: None):
+        return auto_class.from_config(config)
 
 
-def test_full_size_parameter_count_mimo(compiled):
-    ours, counted, ref = meta_counts(mimo_real(), compiled("mimo-real"), "mimo")
+def test_full_size_parameter_count_mimo():
+    """The IR's count (the generated weight map's, which loads the replica's checkpoint key for key and shape)
+    equals transformers' at the real size (the multi-token-prediction layers are not built by either)."""
+    raw = mimo_real()
+    reference = transformers_meta(transformers.AutoModelForCausalLM, raw)
+    ref, ours = sum(p.numel() for p in reference.parameters()), parameter_count(validate(lower(raw)))
     print(f"MiMo-V2-Flash: {ours} parameters (transformers {ref})")
-    assert ours == counted == ref
+    assert ours == ref
 
 
-def test_full_size_parameter_count_step(compiled):
+def test_full_size_parameter_count_step():
     """The text model's parameters (transformers': under model.language_model and lm_head, beside its vision tower)."""
     raw = step_real()
-    module = import_path(compiled("step-real") / "model.py", "mimo_step_full_step")
-    with torch.device("meta"):
-        ours = module.CausalLM(module.Config())
-        reference = transformers.AutoModelForImageTextToText.from_config(transformers.AutoConfig.for_model(**raw))
+    reference = transformers_meta(transformers.AutoModelForImageTextToText, raw)
     ref = sum(p.numel() for n, p in reference.named_parameters() if n.startswith(("model.language_model.", "lm_head.")))
-    count = sum(p.numel() for p in ours.parameters())
-    print(f"Step-3.7-Flash text model: {count} parameters (transformers {ref})")
-    assert count == parameter_count(validate(lower(raw))) == ref
+    ours = parameter_count(validate(lower(raw)))
+    print(f"Step-3.7-Flash text model: {ours} parameters (transformers {ref})")
+    assert ours == ref
