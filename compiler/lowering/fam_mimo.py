@@ -37,6 +37,7 @@ SINK_NAME = "attention_sink_bias"
 MTP_PREFIXES = ("model.mtp.",)  # the hub checkpoint's name of the sinks (transformers renames it on load)
 REPLICA_EXPERTS, REPLICA_TOP_K, REPLICA_EXPERT_WIDTH = 8, 6, 32
 REPLICA_HEADS, REPLICA_KV, REPLICA_V_HEAD_DIM = 8, 2, 16
+REPLICA_GROUPS, REPLICA_TOPK_GROUPS, REPLICA_GROUPED_TOP_K = 4, 3, 5
 
 
 def _agree(r: ConfigReader, key: str, used: Any, what: str) -> None:
@@ -85,6 +86,8 @@ def replica_mimo(tiny: dict[str, Any], arch: Architecture) -> None:
                        ("swa_v_head_dim", REPLICA_V_HEAD_DIM)):
         if key in tiny:
             tiny[key] = value
+    if (tiny.get("n_group") or 1) > 1:  # group-limited routing kept: 4 groups of 2, the best 3 groups, top 5
+        tiny.update(n_group=REPLICA_GROUPS, topk_group=REPLICA_TOPK_GROUPS, num_experts_per_tok=REPLICA_GROUPED_TOP_K)
     if tiny.get("sliding_window_size") is not None:  # the window is sliding_window_size + 1
         tiny["sliding_window_size"] = tiny["sliding_window"] - 1
 
