@@ -157,6 +157,15 @@ def test_step_lowering_reads_the_text_config():
     assert arch.extra_checkpoint_layers == 3 and arch.skipped_prefixes == ("vision_model.", "vit_large_projector.")
 
 
+@pytest.mark.parametrize("name", ["mimo-real", "step-sliding-heads"])
+def test_saved_config_lowers_to_the_same_model(name):
+    """The config as transformers saves it after reading it (v5 keys: layer_types, per-kind rope_parameters,
+    num_sliding_attention_heads and per_layer_config with zero-padded indices) is the same model."""
+    raw = CONFIGS[name]()
+    saved = transformers.AutoConfig.for_model(**{k: v for k, v in raw.items() if k != "quantization_config"}).to_dict()
+    assert validate(lower(saved)).layers == validate(lower(raw)).layers
+
+
 def test_step_flat_config_is_refused_in_one_line():
     """transformers builds its default text model from a step3p7 config without text_config (the top-level text
     keys are ignored): compiling them as the text model would not be the model transformers builds."""

@@ -114,6 +114,11 @@ def replica_step3p5(tiny: dict[str, Any], arch: Architecture) -> None:
         value = tiny.get(key)
         if isinstance(value, list):
             tiny[key] = value[:3] + value[-2:] if key != "mlp_layer_types" else ["dense"] * 3 + ["sparse"] * 2
+    tiny.pop("per_layer_config", None)  # a saved config's copy (per layer index): transformers rebuilds it
+    if tiny.get("query_pre_attn_scalar") is not None:  # the scale stays head_dim^-0.5 if it was
+        full_dim = arch.layers[0].mixer.head_dim
+        scalar = tiny["query_pre_attn_scalar"]
+        tiny["query_pre_attn_scalar"] = tiny.get("head_dim", scalar) if scalar == full_dim else scalar
     if tiny.get("sliding_window") is None:  # transformers' model builds a sliding mask even when no layer uses one
         tiny["sliding_window"] = WINDOW
     if tiny.get("first_k_dense_replace") is not None:
@@ -148,9 +153,11 @@ def lower_step3p5(r: ConfigReader, model_type: str) -> Architecture:
         raise UnsupportedError(f"{r.where}: key 'gating' = {gating!r:.40} is not supported (only true, 'per-head')")
     sliding_heads = _sliding_heads(r, c.num_heads, c.num_kv_heads, c.head_dim)
     per_layer = r.any("per_layer_config", None)  # written on save: must restate the sliding layers' heads
-    if per_layer:
-        expected = {str(i): {"num_attention_heads": sliding_heads} for i, t in enumerate(layer_types) if t == "sliding_attention"}
-        if {str(k): v for k, v in per_layer.items()} != expected:
+    if per_layer:  # saved with zero-padded layer indices as keys ("01")
+        expected = {i: {"num_attention_heads": sliding_heads} for i, t in enumerate(layer_types) if t == "sliding_attention"}
+        if not isinstance(per_layer, dict) or not all(str(k).isdigit() for k in per_layer):
+            raise ConfigError(f"{r.where}: key 'per_layer_config' must map layer indices to objects")
+        if {int(k): v for k, v in per_layer.items()} != expected:
             raise UnsupportedError(f"{r.where}: key 'per_layer_config' other than the sliding layers' head count is not supported")
     scalar = r.float("query_pre_attn_scalar", None, nullable=True) or c.head_dim
     for key in ("swiglu_limits", "swiglu_limits_shared"):
