@@ -112,6 +112,9 @@ class Moe(_Frozen):
     topk_groups: PositiveInt | None = None
     routed_scaling_factor: Annotated[float, Field(gt=0)] | None = Field(
         None, description="The routing weights are multiplied by this (DeepSeek).")
+    scale_routed_sum: bool = Field(False, exclude_if=_unset, description="routed_scaling_factor multiplies the sum "
+                                   "of the routed experts' outputs (before a shared expert joins) rather than the "
+                                   "routing weights: equal up to rounding (Step-3.5).")
     routing_dtype: Literal["float32", "input"] = Field(
         "input", description="The dtype in which the routing weights multiply the expert outputs: float32 (Mixtral "
         "keeps them in float32) or the hidden states' dtype.")
@@ -208,6 +211,8 @@ class Moe(_Frozen):
             raise ValueError("ungated or latent experts are implemented for per_expert storage, output-weighted")
         if not self.gated and self.activation == "clamped_swiglu":
             raise ValueError("clamped_swiglu experts are gated")
+        if self.scale_routed_sum and (self.routed_scaling_factor is None or self.weighted != "output" or self.latent_size):
+            raise ValueError("scale_routed_sum needs a routed_scaling_factor and output-weighted experts")
         hub = self.names.hub_block
         if (hub is None) != (self.names.hub_bias is None) or (self.names.hub_shared is not None and hub is None):
             raise ValueError("names.hub_bias and names.hub_shared come with names.hub_block")

@@ -9,7 +9,7 @@ from its own projection (``g_proj``, ``gating``), RoPE per layer kind (``rope_th
 ``partial_rotary_factors`` may be per-layer lists: each kind takes its first layer's value); the first layers
 dense (``mlp_layer_types``, else ``moe_layers_enum``, else layers 3 on routed), the others routed experts
 with a sigmoid router whose correction bias only chooses, the kept weights renormalised, the routed sum
-scaled by ``moe_router_scaling_factor`` (applied here to the weights: equal up to float rounding), plus one
+scaled by ``moe_router_scaling_factor`` (the sum, not the weights, as there), plus one
 shared expert of ``share_expert_dim``. The hub checkpoint stacks each expert projection (``moe.gate_proj``
 ...), keeps the shared expert in the layer (``share_expert``) and the multi-token-prediction layers after
 the decoder's; the loader maps them.
@@ -193,7 +193,8 @@ def lower_step3p5(r: ConfigReader, model_type: str) -> Architecture:
     scaling = r.float("moe_router_scaling_factor", 1.0)
     moe = Moe(num_experts=experts, top_k=top_k, intermediate_size=r.int("moe_intermediate_size", 1280), activation="silu",
               router="sigmoid_topk", norm_topk_prob=True, sigmoid_float32=True, score_correction_bias=True,
-              routed_scaling_factor=None if scaling == 1.0 else scaling, routing_dtype="float32", storage="per_expert",
+              routed_scaling_factor=None if scaling == 1.0 else scaling, scale_routed_sum=scaling != 1.0,
+              routing_dtype="float32", storage="per_expert",
               shared_expert_size=shared, names=MoeNames(shared_expert="shared_experts", hub_block="moe",
                                                         hub_bias="router_bias", hub_shared="share_expert"))
     _ropes(r, layer_types, mtp)
