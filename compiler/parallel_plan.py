@@ -51,6 +51,8 @@ def unsupported_reason(arch: Architecture) -> str | None:
                 return "q/k/v fused per head"
             if mixer.qk_norm not in ("none", "per_head", "l2"):
                 return f"a {mixer.qk_norm!r} QK-norm (it spans the heads)"
+            if mixer.head_gate:  # its projection's rows are heads: not sliced by the plan yet
+                return "a per-head gate projection"
         elif not isinstance(mixer, Mla):
             return f"a {mixer.kind!r} mixer"
         if isinstance(ffn, Moe):
