@@ -38,6 +38,8 @@ PROOF = {
     "deepseek_v32": "tests/test_dsa.py", "glm_moe_dsa": "tests/test_dsa.py",
     "mamba2": "tests/test_mamba2.py", "bamba": "tests/test_mamba2.py", "nemotron_h": "tests/test_mamba2.py",
     "granitemoehybrid": "tests/test_mamba2.py", "falcon_h1": "tests/test_falcon_h1.py",
+    # step3p5: Step3p7TextConfig's model_type, compiled inside the step3p7 wrapper (no causal LM of its own)
+    "mimo_v2_flash": "tests/test_mimo_step.py", "step3p7": "tests/test_mimo_step.py", "step3p5": "tests/test_mimo_step.py",
 }
 # Self-registered families proven by tests/test_longtail_pos.py (position schemes and small new mechanisms).
 POSITION_PROOF = "tests/test_longtail_pos.py"

@@ -343,7 +343,9 @@ def sigmoid_routing_words(moe: Moe) -> str:
         best = "best expert" if moe.group_limit == "max" else "two best experts"
         words += f" from the best {moe.topk_groups} of {moe.num_groups} expert groups (scored by their {best})"
     words += ", their weights renormalised to sum to 1" if moe.norm_topk_prob else " (weights not renormalised)"
-    if moe.routed_scaling_factor is not None:
+    if moe.routed_scaling_factor is not None and moe.scale_routed_sum:
+        words += f"; the routed experts' summed output scaled by {moe.routed_scaling_factor:g}"
+    elif moe.routed_scaling_factor is not None:
         words += f", then scaled by {moe.routed_scaling_factor:g}"
     return words
 

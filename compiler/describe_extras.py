@@ -15,6 +15,23 @@ def extras_features(arch: Architecture) -> list[str]:
     if len(set(shapes.values())) > 1:
         out.append("Head width and key/value heads per kind of layer: " + "; ".join(
             f"{span} layers head_dim {dim}, {kv} key/value heads" for span, (dim, kv) in sorted(shapes.items())) + ".")
+    heads = {layer.mixer.span: layer.mixer.num_heads for layer in attns}
+    if len(set(heads.values())) > 1:
+        out.append("Query heads per kind of layer: " + "; ".join(
+            f"{span} layers {count}" for span, count in sorted(heads.items())) + ".")
+    first = attns[0].mixer if attns else None
+    if first is not None and first.v_head_dim is not None:
+        out.append(f"Value heads {first.v_head_dim} wide, queries and keys {first.head_dim}: the output projection "
+                   f"reads heads x {first.v_head_dim}.")
+    if first is not None and first.value_scale is not None:
+        out.append(f"Values multiplied by {first.value_scale:g} after their projection.")
+    if first is not None and first.head_gate:
+        out.append(f"A gate per head ({arch.names.head_gate}, from the layer's input): each head's output is "
+                   "multiplied by sigmoid(gate) before the output projection.")
+    sinks = sorted({layer.mixer.span for layer in attns if layer.mixer.sinks})
+    if sinks and len(sinks) < len({layer.mixer.span for layer in attns}):
+        out.append(f"Attention sinks on the {' and '.join(sinks)} layers only: a learned logit per head joins each "
+                   "query's softmax as one more column and its share is dropped.")
     k_eq_v = sorted({layer.mixer.span for layer in attns if layer.mixer.k_eq_v})
     if k_eq_v:
         out.append(f"Keys reused as values on the {' and '.join(k_eq_v)} layers: no value projection; the values are "

@@ -95,6 +95,8 @@ def unsupported_reason(arch: Architecture) -> str | None:
                 return "ALiBi slopes (computed from the head count)"
             if mixer.output_norm:
                 return "a norm over the heads' concatenated output"
+            if mixer.head_gate:  # its projection's rows are heads: not sliced by the plan yet
+                return "a per-head gate projection"
         elif mixer is not None and not isinstance(mixer, Mla) and mixer.kind not in REPLICATED_MIXERS:
             return f"a {mixer.kind!r} mixer"
         if isinstance(ffn, Moe):

@@ -34,9 +34,11 @@ def kind_shapes(arch: Architecture) -> list[dict[str, Any]]:
     first = attns[0][1]
     out: dict[str, dict[str, Any]] = {}
     for letter, mixer in attns:
-        if (mixer.head_dim, mixer.num_kv_heads) != (first.head_dim, first.num_kv_heads) and letter not in out:
+        shape = (mixer.head_dim, mixer.num_kv_heads, mixer.num_heads)
+        if shape != (first.head_dim, first.num_kv_heads, first.num_heads) and letter not in out:
             out[letter] = {"letter": letter, "prefix": KIND_PREFIX[letter], "head_dim": mixer.head_dim,
-                           "num_kv_heads": mixer.num_kv_heads}
+                           "num_kv_heads": mixer.num_kv_heads,
+                           "num_heads": mixer.num_heads if mixer.num_heads != first.num_heads else None}
     return list(out.values())
 
 
@@ -72,6 +74,14 @@ def extras_config_fields(arch: Architecture, field: Callable[..., dict[str, Any]
         p = kind["prefix"]
         fields.append(field(f"{p}head_dim", "int", kind["head_dim"], f"head width of the {p[:-1]} layers"))
         fields.append(field(f"{p}num_key_value_heads", "int", kind["num_kv_heads"]))
+        if kind["num_heads"] is not None:
+            fields.append(field(f"{p}num_attention_heads", "int", kind["num_heads"]))
+    attns = _attentions(arch)
+    mixer = attns[0][1] if attns else None
+    if mixer is not None and mixer.v_head_dim is not None:
+        fields.append(field("v_head_dim", "int", mixer.v_head_dim, "width of each value head"))
+    if mixer is not None and mixer.value_scale is not None:
+        fields.append(field("attention_value_scale", "float", mixer.value_scale, "multiplies the values"))
     widths = mlp_widths(arch)
     if widths is not None:
         made = field("layer_intermediate_size", "tuple[int, ...]", widths[0], "per layer: its MLP's width")
@@ -122,10 +132,13 @@ def extras_context(arch: Architecture, identifier: Callable[[str], str], literal
     sources = kv_sources(arch)
     layer = arch.layers[0]
     moe, ple = layer.experts_beside, arch.per_layer_input
+    sinks = sorted({letter for letter, mixer in attns if mixer.sinks})
     own_kv = bool(k_eq_v) or sources is not None or any(mixer.v_norm for _, mixer in attns)
     return {
-        "kind_shapes": [{"letter_literal": literal(k["letter"]), "prefix": identifier(k["prefix"])} for k in shapes],
-        "per_layer_attention": bool(shapes) or bool(k_eq_v) or sources is not None,
+        "kind_shapes": [{"letter_literal": literal(k["letter"]), "prefix": identifier(k["prefix"]),
+                         "heads": k["num_heads"] is not None} for k in shapes],
+        "per_layer_attention": bool(shapes) or bool(k_eq_v) or sources is not None
+        or len({mixer.sinks for _, mixer in attns}) > 1,
         "k_eq_v_literal": literal("".join(k_eq_v)) if k_eq_v else "",
         "kv_sharing": sources is not None,
         "v_norm": any(mixer.v_norm for _, mixer in attns),
@@ -139,5 +152,10 @@ def extras_context(arch: Architecture, identifier: Callable[[str], str], literal
         if moe else None,
         "layer_scalar": layer.layer_scalar,
         "mlp_widths": mlp_widths(arch) is not None,
+        "v_head_dim": any(mixer.v_head_dim is not None for _, mixer in attns),
+        "value_scale": any(mixer.value_scale is not None for _, mixer in attns),
+        "head_gate": any(mixer.head_gate for _, mixer in attns),
+        # the kinds of layer with attention sinks, when only some have them
+        "sinks_literal": literal("".join(sinks)) if len({mixer.sinks for _, mixer in attns}) > 1 else "",
         "unit_norm": any(mixer.v_norm for _, mixer in attns) or moe is not None,
     }

@@ -49,7 +49,8 @@ def moe_config_fields(arch: Architecture, field: Callable[..., dict[str, Any]]) 
     if moe.sparsemixer_eps is not None:
         fields.append(field("sparsemixer_eps", "float", moe.sparsemixer_eps, "router: relative logit window / 2"))
     if moe.routed_scaling_factor is not None:
-        fields.append(field("routed_scaling_factor", "float", moe.routed_scaling_factor, "multiplies the routing weights"))
+        fields.append(field("routed_scaling_factor", "float", moe.routed_scaling_factor,
+                            "multiplies the routed experts' sum" if moe.scale_routed_sum else "multiplies the routing weights"))
     if mixed_ffn(arch) and all(layer.ffn is not None for layer in arch.layers):  # else the layer pattern says it
         fields.append(field("ffn_pattern", "str", ffn_pattern(arch), FFN_LEGEND))
     return fields
@@ -97,6 +98,7 @@ def moe_context(arch: Architecture, activation_code: dict[str, tuple[str, str]],
         "groups": moe.group_limit != "none",
         "group_max": moe.group_limit == "max",
         "scaling": moe.routed_scaling_factor is not None,
+        "scale_sum": moe.scale_routed_sum,
         "float32_weights": moe.routing_dtype == "float32",
         "stacked": moe.storage == "stacked",
         "fused_in_out": moe.storage == "fused_in_out",

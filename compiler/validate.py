@@ -127,6 +127,11 @@ def validate(arch: Architecture) -> Architecture:
             raise UnsupportedError("a per-head fused qkv projection needs as many key/value heads as query heads")
         if attn.qkv != "separate" and not attn.q_bias == attn.k_bias == attn.v_bias:
             raise UnsupportedError("a fused qkv projection with bias on only some of q, k, v is impossible")
+        if (attn.v_head_dim or attn.value_scale or attn.head_gate) and (
+                attn.qkv != "separate" or attn.output_gate or attn.k_eq_v or attn.v_norm or attn.kv_shared_from is not None
+                or attn.qk_norm not in ("none", "per_head") or is_hybrid(arch) or single_block(arch)):
+            raise UnsupportedError("value heads of their own width, a value scale and per-head gates are implemented "
+                                   "with separate q/k/v projections and plain attention layers only")
         if attn.output_gate and (attn.qkv != "separate" or attn.sinks or attn.softcap is not None):
             raise UnsupportedError("an attention output gate is implemented with separate q/k/v projections only")
         if arch.linear_layout == "in_out" and "moe" in ffns:
@@ -155,7 +160,8 @@ def _per_layer_kv(a, b) -> dict:
     key/value head count, keys reused as values, keys and values read from an earlier layer."""
     if a.kind != "attention" or b.kind != "attention":
         return {}
-    return {"head_dim": b.head_dim, "num_kv_heads": b.num_kv_heads, "k_eq_v": b.k_eq_v, "kv_shared_from": b.kv_shared_from}
+    return {"head_dim": b.head_dim, "num_kv_heads": b.num_kv_heads, "k_eq_v": b.k_eq_v, "kv_shared_from": b.kv_shared_from,
+            "num_heads": b.num_heads, "sinks": b.sinks}
 
 
 def check_layer_extras(arch: Architecture, pattern: str) -> None:
@@ -163,9 +169,10 @@ def check_layer_extras(arch: Architecture, pattern: str) -> None:
     value norm, experts beside the MLP and per-layer inputs (compiler/render_layer_extras.py)."""
     attns = [(layer, kind) for layer, kind in zip(arch.layers, pattern) if getattr(layer.mixer, "kind", None) == "attention"]
     for letter in set(pattern):
-        shapes = {(lay.mixer.head_dim, lay.mixer.num_kv_heads, lay.mixer.k_eq_v) for lay, k in attns if k == letter}
+        shapes = {(lay.mixer.head_dim, lay.mixer.num_kv_heads, lay.mixer.k_eq_v, lay.mixer.num_heads, lay.mixer.sinks)
+                  for lay, k in attns if k == letter}
         if len(shapes) > 1:
-            raise UnsupportedError(f"layers of kind {letter} differ in head width, key/value heads or keys as values")
+            raise UnsupportedError(f"layers of kind {letter} differ in head width, head counts, keys as values or sinks")
     special = [lay.mixer for lay, _ in attns if lay.mixer.k_eq_v or lay.mixer.v_norm or lay.mixer.kv_shared_from is not None]
     first = arch.layers[0]
     sparse = any(getattr(lay.ffn, "gate_sparsity_std", None) is not None for lay in arch.layers)

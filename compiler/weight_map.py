@@ -183,7 +183,7 @@ def attention_groups(arch: Architecture) -> list[tuple[Attention, tuple[int, ...
     for layer in arch.layers:
         m = layer.mixer
         if m is not None and m.kind == "attention":
-            key = (m.num_kv_heads, m.head_dim, m.k_eq_v, m.kv_shared_from is not None)
+            key = (m.num_kv_heads, m.head_dim, m.k_eq_v, m.kv_shared_from is not None, m.num_heads, m.sinks)
             groups.setdefault(key, (m, []))[1].append(layer.index)
     return [(mixer, tuple(indices)) for mixer, indices in groups.values()]
 
@@ -240,16 +240,19 @@ def attention_rows(attn, a: str, hidden: int, n: Names, linear: Callable[[str, i
     extra: dict[str, dict] = {}
     q_out, kv_out = attn.num_heads * attn.head_dim, attn.num_kv_heads * attn.head_dim
     q_rows = 2 * q_out if attn.output_gate else q_out  # [q_h; gate_h] per head
+    v_out, o_in = (attn.num_kv_heads * attn.v_head_dim, attn.num_heads * attn.v_head_dim) if attn.v_head_dim else (kv_out, q_out)
     own_kv = attn.kv_shared_from is None  # a layer reading another's keys and values has no k/v tensors
     if attn.qkv == "separate":
         linear(a + n.q, q_rows, hidden, attn.q_bias)
         if own_kv:
             linear(a + n.k, kv_out, hidden, attn.k_bias)
         if own_kv and not attn.k_eq_v:
-            linear(a + n.v, kv_out, hidden, attn.v_bias)
+            linear(a + n.v, v_out, hidden, attn.v_bias)
     else:
         linear(a + n.qkv, q_out + 2 * kv_out, hidden, attn.q_bias)
-    linear(a + n.o, hidden, q_out, attn.o_bias)
+    linear(a + n.o, hidden, o_in, attn.o_bias)
+    if attn.head_gate:
+        linear(a + n.head_gate, attn.num_heads, hidden, False)
     if attn.sinks:
         rows.append((a + n.sinks, (attn.num_heads,), "bias"))
     if attn.qk_norm == "per_head_modules":

@@ -113,6 +113,13 @@ def fused_expert_map(arch: Architecture) -> dict[str, tuple[str, ...]]:
             f"{m}{mn.score_bias_owner}.e_score_correction_bias",)
     if moe.score_bias_in_block and (m != f or mn.score_bias_on_disk):  # in memory under score_bias, on disk maybe renamed
         mapping[f"{f}{mn.score_bias}"] = (f"{m}{mn.score_bias_on_disk or mn.score_bias}",)
+    if mn.hub_block:  # the hub's stacked projections, router and bias under hub_block; the shared expert in the layer
+        e, h = f"{m}{mn.experts}.{{e}}.", f"{p}{mn.hub_block}."
+        mapping.update({f"{h}{name}.weight": (f"{e}{name}.weight",) for name in (mn.gate, mn.up, mn.down)})
+        mapping[f"{h}{mn.router}.weight"] = (router,)
+        mapping[f"{h}{mn.hub_bias}"] = (f"{m}{mn.router}{inner}.e_score_correction_bias",)
+        for name in shared_names(moe) if mn.hub_shared and moe.shared_expert_size else ():
+            mapping[f"{p}{mn.hub_shared}.{name}.weight"] = (f"{m}{mn.shared_expert}.{name}.weight",)
     if moe.shared_expert_size and m != f:
         for name in shared_names(moe):
             mapping[f"{f}{mn.shared_expert}.{name}.weight"] = (f"{m}{mn.shared_expert}.{name}.weight",)

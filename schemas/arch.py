@@ -90,6 +90,15 @@ class Attention(_Frozen):
                               "after each head's query ([q_h; gate_h]): the attention output is multiplied by "
                               "sigmoid(gate) before o_proj (Qwen3-Next, Qwen3.5).")
 
+    v_head_dim: Width | None = Field(None, exclude_if=_unset, description="Width of each value head when it "
+                                     "differs from head_dim (the queries' and keys'): v_proj gives num_kv_heads x "
+                                     "v_head_dim, o_proj reads num_heads x v_head_dim (MiMo-V2-Flash).")
+    value_scale: Annotated[float, Field(gt=0)] | None = Field(
+        None, exclude_if=_unset, description="The values are multiplied by this after their projection "
+        "(MiMo-V2-Flash's attention_value_scale).")
+    head_gate: bool = Field(False, exclude_if=_unset, description="A projection of its own (`head_gate`, hidden -> "
+                            "num_heads, no bias) gives one gate per head: each head's output is multiplied by "
+                            "sigmoid(gate) before o_proj (Step-3.5's g_proj).")
     k_eq_v: bool = Field(False, exclude_if=_unset, description="No value projection: the values are the key "
                          "projection's output, taken before the key norm and RoPE (Gemma 4's attention_k_eq_v).")
     v_norm: bool = Field(False, exclude_if=_unset, description="Values are RMS-normalised over each head's channels "
@@ -265,6 +274,8 @@ class Names(_Frozen):
     qkv: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")] = "qkv_proj"  # MPT's `Wqkv`
     o: Identifier = "o_proj"
     sinks: Identifier = Field("sinks", exclude_if=lambda v: v == "sinks")
+    head_gate: Identifier = Field("g_proj", exclude_if=lambda v: v == "g_proj",
+                                  description="The per-head gate projection (Attention.head_gate).")
     attn_out_norm: Identifier = Field("attn_sub_norm", exclude_if=lambda v: v == "attn_sub_norm",
                                       description="The norm before o_proj (Attention.output_norm).")
     mlp_inner_norm: Identifier = Field("ffn_sub_norm", exclude_if=lambda v: v == "ffn_sub_norm",

@@ -44,6 +44,14 @@ class MoeNames(_Frozen):
     fused_router: Identifier = "gate"
     fused_gate_up: Identifier = "gate_up_proj"
     fused_down: Identifier = "down_proj"
+    hub_block: Identifier | None = Field(
+        None, exclude_if=_unset, description="per_expert storage whose hub checkpoint stacks each projection of every "
+        "expert in one tensor, `layers.{i}.<hub_block>.<gate|up|down>.weight` (experts, out, in), beside the router "
+        "`<hub_block>.<router>.weight` and the correction bias `<hub_block>.<hub_bias>` (Step-3.5: moe, router_bias): "
+        "the loader splits them into the per-expert layout.")
+    hub_bias: Identifier | None = Field(None, exclude_if=_unset, description="hub_block: the correction bias's name.")
+    hub_shared: Identifier | None = Field(None, exclude_if=_unset, description="hub_block: the shared expert sits "
+                                          "in the layer under this name in the hub checkpoint (Step-3.5: share_expert).")
     score_bias: Identifier = Field("e_score_correction_bias", exclude_if=lambda v: v == "e_score_correction_bias",
                                    description="The block's selection-bias buffer as transformers names it in "
                                    "memory (score_bias_in_block; LFM2-MoE: expert_bias).")
@@ -105,6 +113,9 @@ class Moe(_Frozen):
     topk_groups: PositiveInt | None = None
     routed_scaling_factor: Annotated[float, Field(gt=0)] | None = Field(
         None, description="The routing weights are multiplied by this (DeepSeek).")
+    scale_routed_sum: bool = Field(False, exclude_if=_unset, description="routed_scaling_factor multiplies the sum "
+                                   "of the routed experts' outputs (before a shared expert joins) rather than the "
+                                   "routing weights: equal up to rounding (Step-3.5).")
     routing_dtype: Literal["float32", "input"] = Field(
         "input", description="The dtype in which the routing weights multiply the expert outputs: float32 (Mixtral "
         "keeps them in float32) or the hidden states' dtype.")
@@ -200,4 +211,13 @@ class Moe(_Frozen):
             raise ValueError("ungated or latent experts are implemented for per_expert storage, output-weighted")
         if not self.gated and self.activation == "clamped_swiglu":
             raise ValueError("clamped_swiglu experts are gated")
+        if self.scale_routed_sum and (self.routed_scaling_factor is None or self.weighted != "output" or self.latent_size):
+            raise ValueError("scale_routed_sum needs a routed_scaling_factor and output-weighted experts")
+        hub = self.names.hub_block
+        if (hub is None) != (self.names.hub_bias is None) or (self.names.hub_shared is not None and hub is None):
+            raise ValueError("names.hub_bias and names.hub_shared come with names.hub_block")
+        if hub is not None and (self.storage != "per_expert" or not self.gated or self.latent_size or not self.score_correction_bias
+                                or self.score_bias_in_block or self.names.score_bias_owner or self.names.router_inner
+                                or self.shared_expert_in_layer or self.names.shared_gate_up):
+            raise ValueError("names.hub_block is implemented for gated per_expert experts with a router's correction bias")
         return self

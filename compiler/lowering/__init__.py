@@ -49,14 +49,15 @@ WRAPPERS = {"gemma3": "gemma3_text", "llama4": "llama4_text", "kimi_k25": "deeps
             "qwen2_5_vl": "qwen2_5_vl_text", "qwen3_vl": "qwen3_vl_text", "qwen3_vl_moe": "qwen3_vl_moe_text",
             "glm4v": "glm4v_text", "glm4v_moe": "glm4v_moe_text",
             "qwen3_5": "qwen3_5_text", "qwen3_5_moe": "qwen3_5_moe_text", "gemma4": "gemma4_text",
-            "gemma3n": "gemma3n_text", "kimi_k3": "kimi_linear"}
+            "gemma3n": "gemma3n_text", "kimi_k3": "kimi_linear", "step3p7": "step3p5"}
 # Wrappers transformers 5.24 does not define (no config class, not in its tables): read only to refuse them with
 # what their text model needs (Kimi-K3: see fam_kimi_linear).
 FOREIGN_WRAPPERS = frozenset({"kimi_k3"})
 # Where the text decoder's keys sit in a wrapper's checkpoint (the hub releases' layout; default below).
 # (transformers 5 saves Qwen3.5's text model from AutoModelForCausalLM without one.)
 WRAPPER_PREFIX: dict[str, str] = {name: "" for name in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "glm4v",
-                                                       "glm4v_moe", "qwen3_5", "qwen3_5_moe", "gemma4", "gemma3n")}
+                                                       "glm4v_moe", "qwen3_5", "qwen3_5_moe", "gemma4", "gemma3n",
+                                                       "step3p7")}
 # Wrappers keeping the backbone's keys elsewhere than the head's (Architecture.backbone_checkpoint).
 WRAPPER_BACKBONE = {name: "model.language_model." for name in ("qwen3_vl", "qwen3_vl_moe", "glm4v", "glm4v_moe", "gemma4",
                                                                 "gemma3n")}
@@ -65,7 +66,8 @@ WRAPPER_SKIPPED = {"qwen2_vl": ("visual.",), "qwen2_5_vl": ("visual.",), "qwen3_
                    "qwen3_vl_moe": ("model.visual.",), "glm4v": ("model.visual.",),
                    "glm4v_moe": ("model.visual.",),
                    **{name: ("model.vision_tower.", "model.embed_vision.", "model.audio_tower.", "model.embed_audio.")
-                      for name in ("gemma4", "gemma3n")}}
+                      for name in ("gemma4", "gemma3n")},
+                   "step3p7": ("vision_model.", "vit_large_projector.")}
 # Wrappers whose hub configs may hold the text keys at the top level, without a text_config (transformers 4.x).
 FLAT_WRAPPERS = frozenset({"qwen2_vl", "qwen2_5_vl"})
 # Published checkpoints of these wrappers nest the decoder (model.language_model.*) beside the vision tower
@@ -75,7 +77,7 @@ WRAPPER_NESTED = {name: NestedDecoder(prefix="model.language_model.", skipped=("
 DEFAULT_WRAPPER_PREFIX = "language_model."
 # The wrapper config class's tie_word_embeddings default (transformers ties by the wrapper's config).
 WRAPPER_TIED = {"llama4": False, "qwen2_vl": False, "qwen2_5_vl": False, "qwen3_vl": False, "qwen3_vl_moe": False,
-                "glm4v": False, "glm4v_moe": False}
+                "glm4v": False, "glm4v_moe": False, "step3p7": False}
 # Families that read their quantization_config themselves (gpt-oss: MXFP4 experts).
 OWN_QUANTIZATION = frozenset({"gpt_oss", "kimi_linear"})  # kimi_linear: after naming Kimi-K3's gaps
 # Wrapper keys that only concern the other modalities.
@@ -94,7 +96,9 @@ WRAPPER_KEYS = frozenset(
      "eoi_token_id", "vision_soft_tokens_per_image",
      "audio_soft_tokens_per_image",  # Gemma 3n
      # GLM-4V
-     "image_start_token_id", "image_end_token_id", "video_start_token_id", "video_end_token_id"}
+     "image_start_token_id", "image_end_token_id", "video_start_token_id", "video_end_token_id",
+     # Step-3.7 (the vision projector's bias)
+     "projector_bias"}
 )
 
 

@@ -56,6 +56,11 @@ TINY_VISION: dict[str, dict[str, Any]] = {
         "image_token_id": 251, "video_token_id": 252, "image_start_token_id": 253, "image_end_token_id": 254,
         "video_start_token_id": 249, "video_end_token_id": 250,
     } for name in ("glm4v", "glm4v_moe")},
+    "step3p7": {
+        "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                          "image_size": 28, "patch_size": 14},
+        "image_token_id": 250,
+    },
     "kimi_k25": {
         "vision_config": {"model_type": "kimi_k25_vision", "patch_size": 14, "pos_emb_height": 4, "pos_emb_width": 4,
                           "pos_emb_time": 2, "num_attention_heads": 2, "num_hidden_layers": 1, "hidden_size": 32,
