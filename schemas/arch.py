@@ -23,6 +23,7 @@ from .kda import KimiDelta, KimiDeltaNames  # noqa: F401
 from .linear import GatedDeltaNet, GatedDeltaNetNames  # noqa: F401
 from .short_conv import ShortConv, ShortConvNames  # noqa: F401
 from .mla import Indexer, IndexerNames, Mla, MlaNames  # noqa: F401
+from .compressed import ClampedMoe, CompressedAttention, Compressor, HyperConnections, SparseSelection  # noqa: F401
 from .mamba2 import Mamba2, Mamba2Names  # noqa: F401
 from .moe import MAX_EXPERTS, Moe, MoeNames  # noqa: F401
 from .positions import Alibi, Rope, TemperatureTuning  # noqa: F401
@@ -160,8 +161,9 @@ class Mxfp4Weights(_Frozen):
                                             "quantized (their names under the experts module).")
 
 
-Mixer = Annotated[Union[Attention, Mla, GatedDeltaNet, ShortConv, KimiDelta, Mamba2], Field(discriminator="kind")]
-FeedForward = Annotated[Union[Mlp, Moe], Field(discriminator="kind")]
+Mixer = Annotated[Union[Attention, Mla, GatedDeltaNet, ShortConv, KimiDelta, Mamba2, CompressedAttention],
+                  Field(discriminator="kind")]
+FeedForward = Annotated[Union[Mlp, Moe, ClampedMoe], Field(discriminator="kind")]
 
 
 class Layer(_Frozen):
@@ -352,6 +354,8 @@ class Architecture(_Frozen):
                                                  "the decoder inside a multimodal model: the loader renames its keys.")
     per_layer_input: PerLayerInput | None = Field(None, exclude_if=_unset, description="Per-layer embeddings "
                                                   "(PLE) feeding every layer.")
+    hyper: HyperConnections | None = Field(None, exclude_if=_unset, description="Hyper-connections: the residual "
+                                           "stream is several streams, mixed around every block.")
     stale_layer_buffers: tuple[Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$")], ...] = Field(
         (), description="Per-layer buffers that published checkpoints store and nothing reads (GPT-2's causal-mask "
         "`attn.bias` and `attn.masked_bias`): the loader skips them.")
