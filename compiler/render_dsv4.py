@@ -8,8 +8,7 @@ from typing import Any, Callable
 from ..schemas.arch import Architecture
 from .dtypes import loader_context
 
-LETTERS = {"S": "S = sliding window only", "K": "K = compressed sparse attention (overlapping windows, indexer)",
-           "H": "H = heavily compressed attention (every entry of non-overlapping windows)"}
+LETTERS = {"S": "S = sliding window only", "K": "K = compressed sparse", "H": "H = heavily compressed"}
 
 
 def letter(mixer) -> str:
@@ -60,7 +59,7 @@ def hyper_config_fields(arch: Architecture, field: Callable) -> list[dict[str, A
         field("num_hidden_layers", "int", arch.num_layers),
         field("layer_pattern", "str", pattern, ", ".join(LETTERS[c] for c in "SKH" if c in pattern)),
         field("ffn_pattern", "str", "".join("T" if layer.ffn.hashed else "R" for layer in arch.layers),
-              "T = experts from the token id's table, R = routed by score"),
+              "T = experts by token id, R = by score"),
         field("num_attention_heads", "int", first.num_heads),
         field("head_dim", "int", first.head_dim),
         field("rope_head_dim", "int", first.rope_dim, "trailing channels of each head that RoPE rotates"),
@@ -68,7 +67,7 @@ def hyper_config_fields(arch: Architecture, field: Callable) -> list[dict[str, A
         field("o_groups", "int", first.o_groups),
         field("o_lora_rank", "int", first.o_lora_rank),
         field("sliding_window", "int", first.window, "keys visible to a query, itself included"),
-        *([field("csa_rate", "int", csa.compressor.rate, "tokens per compressed entry (C layers)"),
+        *([field("csa_rate", "int", csa.compressor.rate, "tokens per compressed entry (K layers)"),
            field("index_n_heads", "int", csa.selection.num_heads),
            field("index_head_dim", "int", csa.selection.head_dim),
            field("index_topk", "int", csa.selection.topk, "compressed entries a query keeps")] if csa else []),

@@ -77,6 +77,10 @@ def _ropes(r: ConfigReader, head_dim: int, rope_dim: int, max_pos: int) -> tuple
         theta, compress_theta = float(main.get("rope_theta", theta)), float(compress.get("rope_theta", compress_theta))
         if main.get("rope_type", main.get("type", "default")) != "default":
             raise UnsupportedError(f"{r.where}: key 'rope_parameters.main' supports only rope_type 'default'")
+        for table in (main, compress):  # the tables' own factors size the rotation
+            if int(head_dim * table.get("partial_rotary_factor", 1.0)) != rope_dim:
+                raise UnsupportedError(f"{r.where}: key 'rope_parameters' rotates {int(head_dim * table.get('partial_rotary_factor', 1.0))} "
+                                       f"channels, not the {rope_dim} of 'partial_rotary_factor'")
     else:
         compress = {k: v for k, v in params.items() if k not in ("rope_theta", "partial_rotary_factor")}
     kind = compress.get("rope_type", compress.get("type", "default"))
@@ -106,7 +110,9 @@ def _ropes(r: ConfigReader, head_dim: int, rope_dim: int, max_pos: int) -> tuple
 
 def _replica(tiny: dict[str, Any], arch: Architecture) -> None:
     """Every attention kind of the model in order of appearance (CSA twice), hashed then scored experts;
-    windows of 4 (CSA) and 8 (HCA) tokens, an 8-token sliding window, the indexer's top 3."""
+    windows of 4 (CSA) and 8 (HCA) tokens, an 8-token sliding window, the indexer's top 3. The indexer
+    keeps 8 heads: with fewer, entries often score exactly 0 (every head's ReLU at 0) and a tie decides
+    the selection, which then depends on how many entries the call sees (in transformers too)."""
     kinds = []
     for layer in arch.layers:
         comp = layer.mixer.compressor
@@ -121,10 +127,13 @@ def _replica(tiny: dict[str, Any], arch: Architecture) -> None:
         tiny.pop(key, None)
     tiny.update(hidden_size=32, num_attention_heads=4, num_key_value_heads=1, head_dim=16, partial_rotary_factor=0.5,
                 q_lora_rank=24, o_groups=2, o_lora_rank=8, moe_intermediate_size=16, n_routed_experts=4,
-                num_experts_per_tok=2, index_n_heads=2, index_head_dim=8, index_topk=3, sliding_window=8,
+                num_experts_per_tok=2, index_n_heads=8, index_head_dim=8, index_topk=3, sliding_window=8,
                 vocab_size=128, num_hidden_layers=len(kinds), layer_types=kinds, mlp_layer_types=mlp[:len(kinds)],
                 compress_rates={CSA: 4, HCA: 8}, hc_mult=arch.hyper.streams, torch_dtype="float32")
     tiny.pop("intermediate_size", None)
+    for table in (tiny.get("rope_parameters") or {}).values():
+        if isinstance(table, dict):  # nested main / compress tables: the replica's rotation
+            table["partial_rotary_factor"] = 0.5
 
 
 @family("deepseek_v4", title="DeepSeek-V4", replica=_replica)

@@ -1,0 +1,212 @@
+"""DeepSeek-V4 (``deepseek_v4``): compressed sparse attention (CSA, with its indexer), heavily compressed
+attention (HCA), the sliding window over one shared key=value head, sinks, the grouped low-rank output,
+hash-routed and sqrt(softplus)-routed clamped experts, and hyper-connections (Sinkhorn-normalised mixing
+of the residual streams).
+
+Tiny replicas of V4-Flash's published config and of transformers' config-class defaults (every kind of
+layer, index_topk 3 of 10 compressed entries, 40 tokens: five sliding windows, ten CSA and five HCA
+windows), every parameter and stored buffer random, saved with save_pretrained and loaded through the
+generated loader: logits against transformers at batch 2, fp32. Planted bugs (indexer top-k over the
+query axis, compression ignoring causality, a Sinkhorn step dropped) must show. Cached decoding, token by
+token and in chunks, equals the full forward. Full size on the meta device: V4-Flash's parameter count
+and every on-disk key with its shape against transformers'.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, import_path
+
+from llmgen.compiler.errors import LlmgenError
+from llmgen.compiler.load import LoadedConfig
+from llmgen.compiler.lowering import lower
+from llmgen.compiler.pipeline import compile_config
+from llmgen.compiler.weight_map import parameter_count
+
+transformers = pytest.importorskip("transformers")
+
+FLASH = REPO / "tests" / "fixtures" / "deepseek_v4" / "DeepSeek-V4-Flash.json"
+
+
+def _defaults() -> dict:
+    raw = transformers.DeepseekV4Config().to_diff_dict()
+    raw.pop("transformers_version", None)
+    return {**raw, "model_type": "deepseek_v4"}
+
+
+CASES = {"DeepSeek-V4-Flash": lambda: json.loads(FLASH.read_text()), "deepseek_v4 defaults": _defaults}
+
+
+def _compile(raw: dict, directory: Path, slug: str) -> dict[str, bytes]:
+    loaded = LoadedConfig(raw=raw, text=json.dumps(raw, indent=2), source_id=f"{slug}/config.json", revision="local",
+                          origin="file", checkpoint_dir=None, note=None)
+    files = compile_config(loaded, slug=slug).files
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in ("model.py", "test_parity.py"):
+        (directory / name).write_bytes(files[name])
+    return files
+
+
+class Replica:
+    """The compiled replica, transformers' model (randomised, saved) and ours loaded from its checkpoint."""
+
+    def __init__(self, name: str, raw: dict, directory: Path) -> None:
+        tag = "dsv4_" + "".join(c if c.isalnum() else "_" for c in name)
+        self.files = _compile(raw, directory, tag)
+        self.module = import_path(directory / "model.py", f"{tag}_model")
+        self.parity = import_path(directory / "test_parity.py", f"{tag}_parity")
+        config = transformers.AutoConfig.for_model(**self.parity.HF_CONFIG)
+        self.reference = transformers.AutoModelForCausalLM.from_config(
+            config, attn_implementation="eager", dtype=torch.float32, experts_implementation="eager").eval()
+        self.parity.randomise(self.reference, torch.Generator().manual_seed(7))
+        self.reference.save_pretrained(directory / "checkpoint")
+        self.config = self.module.Config(**self.parity.MODEL_CONFIG)
+        self.ours = self.module.load_checkpoint(directory / "checkpoint", self.config, dtype=torch.float32).eval()
+        self.ids = torch.randint(0, self.config.vocab_size, (2, self.parity.SEQ_LEN),
+                                 generator=torch.Generator().manual_seed(8))
+        with torch.no_grad():
+            self.expected = self.reference(input_ids=self.ids).logits
+            self.actual = self.ours(self.ids)
+
+    def tolerance(self) -> float:
+        return 1e-5 * max(1.0, self.expected.abs().max().item())
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory):
+    cache: dict[str, Replica] = {}
+
+    def get(name: str) -> Replica:
+        if name not in cache:
+            cache[name] = Replica(name, CASES[name](), tmp_path_factory.mktemp("dsv4"))
+        return cache[name]
+
+    return get
+
+
+def test_compiles_the_published_config_and_the_defaults():
+    flash, defaults = lower(CASES["DeepSeek-V4-Flash"]()), lower(_defaults())
+    assert "".join(layer.mixer.letter for layer in flash.layers) == "SS" + "KH" * 20 + "K"
+    assert [layer.ffn.hashed for layer in flash.layers] == [True] * 3 + [False] * 40
+    assert flash.rope_table("compress").type == "yarn" and defaults.rope_table("compress").type == "default"
+    assert "".join(layer.mixer.letter for layer in defaults.layers) == "HH" + "HK" * 20 + "H"
+    assert flash.fp8 is not None and flash.extra_checkpoint_layers == 1
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_parity_with_transformers(replicas, name):
+    r = replicas(name)
+    pattern = r.config.layer_pattern
+    assert "K" in pattern and "H" in pattern and set(r.config.ffn_pattern) == {"T", "R"}
+    entries = r.parity.SEQ_LEN // r.config.csa_rate
+    assert r.config.index_topk < entries and r.parity.SEQ_LEN > 4 * r.config.hca_rate > 4 * r.config.sliding_window // 2
+    assert r.expected.abs().max().item() > 0.1
+    gap = (r.expected - r.actual).abs().max().item()
+    assert gap <= r.tolerance(), (name, gap)
+
+
+def test_parity_around_the_window_and_the_compression(replicas):
+    """Sequences of window - 1 and window + 1 tokens, and one token short of a second HCA entry."""
+    r = replicas("DeepSeek-V4-Flash")
+    window, hca = r.config.sliding_window, r.config.hca_rate
+    with torch.no_grad():
+        for seq in sorted({window - 1, window + 1, 2 * hca - 1}):
+            expected = r.reference(input_ids=r.ids[:, :seq]).logits
+            gap = (r.ours(r.ids[:, :seq]) - expected).abs().max().item()
+            assert gap <= 1e-5 * max(1.0, expected.abs().max().item()), (seq, gap)
+
+
+# The lines as written in the generated file, and the planted bugs that must show.
+TOPK = 'chosen = scores.masked_fill(future, float("-inf")).topk(k, dim=-1).indices'
+INVALID = "return torch.where(chosen >= ready.unsqueeze(-1), torch.full_like(chosen, -1), chosen)"
+PICKED = "picked = picked.scatter(-1, slots.unsqueeze(1), 0.0)[..., :n]  # 0 where chosen"
+PLANTED = {
+    "indexer top-k over the query axis": [
+        (TOPK, 'chosen = scores.masked_fill(future, float("-inf")).topk(min(k, seq), dim=-2).indices'),
+        (INVALID, "return chosen"),
+        ("slots = torch.where(chosen >= 0, chosen, torch.full_like(chosen, n))", "slots = chosen"),
+        (PICKED, "picked = picked[..., :n].scatter(-2, slots.unsqueeze(1), 0.0)")],
+    "compression ignores causality": [
+        ('causal = entries.new_zeros((batch, 1, seq, n)).masked_fill(late, float("-inf"))',
+         "causal = entries.new_zeros((batch, 1, seq, n))"),
+        (TOPK, "chosen = scores.topk(k, dim=-1).indices"), (INVALID, "return chosen")],
+    "a Sinkhorn step dropped": [("        comb = comb / (comb.sum(dim=-1, keepdim=True) + eps)\n", "")],
+}
+
+
+def test_planted_bugs_show(replicas):
+    r = replicas("DeepSeek-V4-Flash")
+    for bug, edits in PLANTED.items():
+        source = Path(r.module.__file__).read_text()
+        for old, new in edits:
+            assert source.count(old) == 1, old
+            source = source.replace(old, new)
+        path = Path(r.module.__file__).with_name("planted.py")
+        path.write_text(source)
+        module = import_path(path, "dsv4_planted_" + "".join(c if c.isalnum() else "_" for c in bug))
+        model = module.CausalLM(module.Config(**r.parity.MODEL_CONFIG)).eval()
+        model.load_state_dict(r.ours.state_dict())
+        with torch.no_grad():
+            gap = (model(r.ids) - r.expected).abs().nan_to_num(nan=float("inf")).max().item()
+        assert gap > 1e-3, (bug, gap)
+
+
+@pytest.mark.parametrize("chunks", [[1] * 21, [13, 1, 1, 9, 16]])
+def test_cached_decoding_matches_full_forward(replicas, chunks):
+    """Token by token and in chunks: the sliding keys, the compressors' leftover tokens, overlap parts and
+    entries, and the indexer's entries give the logits of one uncached forward."""
+    r = replicas("DeepSeek-V4-Flash")
+    with torch.no_grad():
+        r.ours.enable_cache(batch=2)
+        pieces, start = [], 0
+        for size in chunks:
+            pieces.append(r.ours(r.ids[:, start:start + size]))
+            start += size
+        r.ours.disable_cache()
+    pieces = torch.cat(pieces, dim=1)  # a prefix of the sequence: the full forward's first logits
+    gap = (pieces - r.actual[:, : pieces.shape[1]]).abs().max().item()
+    assert gap <= 1e-5 * max(1.0, r.actual.abs().max().item()), (chunks, gap)
+
+
+def test_full_size_counts_and_keys(tmp_path):
+    """V4-Flash at full width on the meta device, first layers of each kind (the 43 layers take a while):
+    the same keys, shapes and parameter count as transformers' on-disk layout; then the whole model's count."""
+    from transformers.core_model_loading import revert_weight_conversion
+
+    raw = json.loads(FLASH.read_text())
+    short = {**raw, "num_hidden_layers": 5, "compress_ratios": raw["compress_ratios"][:5]}
+    _compile(short, tmp_path, "dsv4_meta")
+    module = import_path(tmp_path / "model.py", "dsv4_meta_model")
+    hf_raw = {k: v for k, v in short.items() if k != "quantization_config"}
+    with torch.device("meta"):
+        ours = module.CausalLM(module.Config())
+        reference = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**hf_raw))
+    layout = {k: tuple(v.shape) for k, v in revert_weight_conversion(reference, reference.state_dict()).items()}
+    params = {name: tuple(p.shape) for name, p in ours.state_dict().items()}
+    mapped = {module.parameter_name(k): shape for k, shape in layout.items()}
+    assert mapped == params
+    count = sum(p.numel() for p in ours.parameters())
+    assert count == sum(p.numel() for p in reference.parameters()) == parameter_count(lower(short))
+    assert parameter_count(lower(raw)) == 284_332_230_231
+
+
+@pytest.mark.parametrize("change, word", [
+    ({"num_key_value_heads": 2}, "num_key_value_heads"),
+    ({"compress_ratios": [0, 4, 64]}, "compress_ratios"),
+    ({"scoring_func": "softmax"}, "scoring_func"),
+    ({"n_shared_experts": 2}, "n_shared_experts"),
+    ({"mlp_layer_types": ["dense"] * 43}, "mlp_layer_types"),
+    ({"index_head_dim": 32}, "index_head_dim"),
+    ({"o_groups": 7}, "o_groups"),
+    ({"hc_sinkhorn_iters": 0}, "hc_sinkhorn_iters"),
+    ({"rope_scaling": {"type": "llama3", "factor": 8.0}}, "rope_scaling"),
+])
+def test_bad_config_values_name_the_key(change, word):
+    raw = {**json.loads(FLASH.read_text()), **change}
+    with pytest.raises(LlmgenError) as info:
+        lower(raw)
+    assert word in str(info.value)
