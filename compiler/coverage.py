@@ -34,7 +34,7 @@ PROOF = {
     "qwen3_5_moe_text": "tests/test_hybrid.py", "lfm2_moe": "tests/test_lfm2.py",
     "gemma4_text": "tests/test_gemma4.py",
     "kimi_linear": "tests/test_kimi_linear.py",
-    "deepseek_v32": "tests/test_dsa.py", "glm_moe_dsa": "tests/test_dsa.py",
+    "deepseek_v32": "tests/test_dsa.py", "glm_moe_dsa": "tests/test_dsa.py", "deepseek_v4": "tests/test_deepseek_v4.py",
     "mamba2": "tests/test_mamba2.py", "bamba": "tests/test_mamba2.py", "nemotron_h": "tests/test_mamba2.py",
     "granitemoehybrid": "tests/test_mamba2.py",
 }
