@@ -98,6 +98,9 @@ def hyper_context(arch: Architecture, head: dict[str, Any], field: Callable, lit
     """The templates' context; ``head``: the provenance keys render.model_context computed."""
     pattern = {letter(layer.mixer) for layer in arch.layers}
     moe = arch.layers[0].ffn
+    safetensors = loader_context()
+    if arch.fp8 is not None:  # the scales' power-of-two bytes (ue8m0)
+        safetensors = {**safetensors, "dtypes": [*safetensors["dtypes"], {"entry": '"F8_E8M0": torch.float8_e8m0fnu'}]}
     hashed = {layer.ffn.hashed for layer in arch.layers}
     return {
         **head,
@@ -107,13 +110,13 @@ def hyper_context(arch: Architecture, head: dict[str, Any], field: Callable, lit
         "layer_kinds": [{"letter_literal": literal(c)} for c in "SKH" if c in pattern],
         "moe": None, "attn": None, "mla": None,
         "hy": {"sliding": "S" in pattern, "csa": "K" in pattern, "hca": "H" in pattern,
-               "compressed": bool(pattern - {"S"}), "yarn": arch.rope_table("compress").type == "yarn",
+               "compressed": bool(pattern - {"S"}), "quantized": arch.fp8 is not None, "yarn": arch.rope_table("compress").type == "yarn",
                "hashed": True in hashed, "scored": False in hashed, "scoring": moe.scoring,
                "scoring_words": "sqrt(softplus)" if moe.scoring == "sqrtsoftplus" else "sigmoid",
                "legend": ", ".join(LETTERS[c] for c in "SKH" if c in pattern)},
         "embedding": {"padding": arch.embedding.padding_idx is not None},
-        "safetensors": loader_context(),
-        "fp8": None, "mxfp4": None, "modelopt": None,
+        "safetensors": safetensors,
+        "fp8": {"scales": "ue8m0"} if arch.fp8 else None, "mxfp4": None, "modelopt": None,
     }
 
 
@@ -145,6 +148,13 @@ def validate_hyper(arch: Architecture) -> Architecture:
 HYPER_SEQ = 40  # 5 sliding windows of the replica (8), 10 CSA windows (4), 5 HCA windows (8); the indexer keeps 3
 
 
+def unquantized(context: dict[str, Any]) -> dict[str, Any]:
+    """A structure without its checkpoint's quantization (the replica is saved in float32; the dequantizer
+    is checked against transformers' by tests/test_deepseek_v4.py)."""
+    rest = {k: v for k, v in context.items() if k not in ("fp8", "safetensors")}
+    return {**rest, "hy": {**rest["hy"], "quantized": False}}
+
+
 def hyper_parity_context(raw: dict, arch: Architecture, weights: list, prov) -> dict[str, Any]:
     """Context for templates/tests/hyper_parity.py.j2: the replica must render the same code."""
     from . import __version__
@@ -157,7 +167,7 @@ def hyper_parity_context(raw: dict, arch: Architecture, weights: list, prov) -> 
 
     tiny_raw = tiny_replica(raw, arch)
     tiny = validate_hyper(lower(tiny_raw))
-    full, small = structure(model_context(arch, weights, prov)), structure(model_context(tiny, weight_map(tiny), prov))
+    full, small = (unquantized(structure(model_context(a, weight_map(a), prov))) for a in (arch, tiny))
     if full != small:
         raise UnsupportedError("cannot build a tiny replica with the same structure (differs in: "
                                + ", ".join(sorted(k for k in full if full[k] != small.get(k))) + ")")

@@ -210,3 +210,90 @@ def test_bad_config_values_name_the_key(change, word):
     with pytest.raises(LlmgenError) as info:
         lower(raw)
     assert word in str(info.value)
+
+
+def _fp8_module(tmp_path: Path):
+    """The generated module of V4-Flash's published (FP8 / FP4) config."""
+    return import_path(REPO / "generated" / "DeepSeek-V4-Flash" / "model.py", "dsv4_flash_model")
+
+
+def test_dequantize_matches_transformers():
+    """FP8 (e4m3, 128 x 128 blocks) and FP4 (two e2m1 codes per int8 byte, 1 x 32 blocks) with ue8m0 scales:
+    the generated dequantizer gives transformers' values."""
+    from transformers.integrations.finegrained_fp8 import Fp8Dequantize
+
+    module = _fp8_module(None)
+    g = torch.Generator().manual_seed(3)
+    exponents = lambda shape: (torch.randint(120, 134, shape, generator=g).float() - 127).exp2().to(torch.float8_e8m0fnu)
+    fp8 = (torch.randn(256, 384, generator=g) * 3).to(torch.float8_e4m3fn)
+    fp4 = torch.randint(-128, 128, (64, 48), generator=g, dtype=torch.int8)  # 96 values per row
+    reference = Fp8Dequantize(None)
+    for weight, scale in ((fp8, exponents((2, 3))), (fp4, exponents((64, 3)))):
+        ours = module.dequantize(weight, scale, torch.float32)
+        assert torch.equal(ours, reference._dequantize_one(weight, scale, output_dtype=torch.float32))
+        assert ours.abs().max() > 0 and ours.shape == (weight.shape[0], 2 * weight.shape[1] if weight.dtype == torch.int8
+                                                      else weight.shape[1])
+
+
+def test_fp8_layout_keys_and_shapes():
+    """V4-Flash's on-disk layout as transformers' FP8 quantizer builds it (meta, 4 layers: S S K H): every
+    key maps to one of our parameters with its shape (FP4 experts: half the columns), the FP8 matrices with
+    a scale grid each; the bf16 ones (compressors, indexer weights, routers, embeddings) without."""
+    from transformers.core_model_loading import revert_weight_conversion
+    from transformers.quantizers.auto import AutoHfQuantizer
+
+    raw = json.loads(FLASH.read_text())
+    raw = {**raw, "num_hidden_layers": 4, "compress_ratios": raw["compress_ratios"][:4]}
+    config = transformers.AutoConfig.for_model(**raw)
+    with torch.device("meta"):
+        reference = transformers.AutoModelForCausalLM.from_config(config)
+    quantizer = AutoHfQuantizer.from_config(config.quantization_config, pre_quantized=True)
+    quantizer.preprocess_model(reference, config=config, dtype=torch.bfloat16, checkpoint_files=None, use_kernels=False)
+    layout = revert_weight_conversion(reference, reference.state_dict())
+    module = _fp8_module(None)
+    with torch.device("meta"):
+        ours = module.CausalLM(module.Config(num_hidden_layers=4, layer_pattern="SSKH", ffn_pattern="TTTR"))
+    params = {name: tuple(p.shape) for name, p in ours.state_dict().items()}
+    scaled = set()
+    for key, tensor in layout.items():
+        if key.endswith("_proj_scale_inv"):  # transformers keeps the experts' scales stacked in memory
+            continue
+        name = module.parameter_name(key)
+        if name.endswith(".weight_scale_inv"):
+            scaled.add(name.removesuffix("_scale_inv"))
+            continue
+        shape = tuple(tensor.shape)
+        if tensor.dtype == torch.int8:  # FP4: two values per byte
+            shape = (shape[0], 2 * shape[1])
+        assert params[name] == shape, (key, params[name], shape)
+    assert {k for k in params if k.endswith(".weight") and ".experts." not in k} >= scaled
+    assert "layers.2.attn.wq_a.weight" in scaled and "layers.2.attn.compressor.wkv.weight" not in scaled
+    assert {module.parameter_name(k) for k in layout if "_proj_scale_inv" not in k and "scale_inv" not in k} == set(params)
+
+
+def test_loads_a_quantized_published_checkpoint(replicas, tmp_path):
+    """The replica's matrices stored as transformers quantizes them (FP8 with a scale grid; experts FP4 with one
+    scale per 32 values), under the published names (no "model." prefix, embed, hc_head_fn): the loader
+    dequantizes them to exactly the values it would compute from the codes."""
+    from safetensors.torch import save_file
+
+    r = replicas("DeepSeek-V4-Flash")
+    state = {k: v.clone() for k, v in r.ours.state_dict().items()}
+    g = torch.Generator().manual_seed(5)
+    tensors = {}
+    for name, value in state.items():
+        if name.endswith(".weight") and ".experts." in name:  # FP4 codes, scales per 32 values (one here)
+            codes = torch.randint(-128, 128, (value.shape[0], value.shape[1] // 2), generator=g, dtype=torch.int8)
+            scale = torch.full((value.shape[0], 1), 2.0**-4).to(torch.float8_e8m0fnu)  # the replica's rows: < 32
+            tensors[name], tensors[name.removesuffix("weight") + "scale"] = codes, scale
+            state[name] = r.module.dequantize(codes, scale, torch.float32)
+        elif name.endswith(("wq_a.weight", "wq_b.weight", "wo_b.weight")):
+            codes = value.to(torch.float8_e4m3fn)
+            scale = torch.ones(value.shape[0] // 8, value.shape[1] // 8).to(torch.float8_e8m0fnu)
+            tensors[name], tensors[name.removesuffix("weight") + "scale"] = codes, scale
+            state[name] = codes.float()
+        else:
+            tensors[name] = value
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    loaded = r.module.load_checkpoint(tmp_path, r.config, dtype=torch.float32)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())
