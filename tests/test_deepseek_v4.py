@@ -155,7 +155,7 @@ def test_planted_bugs_show(replicas):
         assert gap > 1e-3, (bug, gap)
 
 
-@pytest.mark.parametrize("chunks", [[1] * 21, [13, 1, 1, 9, 16]])
+@pytest.mark.parametrize("chunks", [[1] * 12, [13, 1, 1, 9, 16]])
 def test_cached_decoding_matches_full_forward(replicas, chunks):
     """Token by token and in chunks: the sliding keys, the compressors' leftover tokens, overlap parts and
     entries, and the indexer's entries give the logits of one uncached forward."""
@@ -297,3 +297,15 @@ def test_loads_a_quantized_published_checkpoint(replicas, tmp_path):
     save_file(tensors, str(tmp_path / "model.safetensors"))
     loaded = r.module.load_checkpoint(tmp_path, r.config, dtype=torch.float32)
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())
+
+
+def test_card_kv_bytes_count_the_window_and_the_pooled_entries():
+    """Per token (bf16): a sliding layer's key=value row (512 values); a CSA layer's 512 / 4 pooled values and
+    its indexer's 128 / 4; an HCA layer's 512 / 128. The windows of the compressed layers are constant."""
+    from llmgen.compiler.card import cache_bytes, kv_cache
+
+    arch = lower(CASES["DeepSeek-V4-Flash"]())
+    per_token = (2 * 512 + 21 * (128 + 32) + 20 * 4) * 2
+    assert kv_cache(arch)["bytes_per_token_bf16"] == per_token == 8928
+    windows = 41 * 128 * 512 * 2  # the compressed layers' 128-token windows
+    assert cache_bytes(arch, 4096) == 2 * 128 * 1024 + (21 * 160 + 20 * 4) * 2 * 4096 + windows
