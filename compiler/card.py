@@ -97,8 +97,8 @@ def layer_letter(layer: Any) -> str:
         letter = "S" if mixer.span == "sliding" else "C" if mixer.span == "chunked" else "F"
     elif mixer.kind in MIXER_LETTERS:
         letter = MIXER_LETTERS[mixer.kind]
-    else:
-        letter = mixer.kind[0].upper()
+    else:  # a kind spelling its own letters (compressed attention: S, K, H), else its initial
+        letter = getattr(mixer, "letter", None) or mixer.kind[0].upper()
     return letter.lower() if getattr(mixer, "rope", "") is None else letter
 
 
