@@ -110,11 +110,11 @@ def test_parity_with_transformers(replicas, name):
 
 
 def test_parity_around_the_window_and_the_compression(replicas):
-    """Sequences of window - 1 and window + 1 tokens, and one token short of a second HCA entry."""
+    """Sequences of window - 1, window and window + 1 tokens, and one token short of a second HCA entry."""
     r = replicas("DeepSeek-V4-Flash")
     window, hca = r.config.sliding_window, r.config.hca_rate
     with torch.no_grad():
-        for seq in sorted({window - 1, window + 1, 2 * hca - 1}):
+        for seq in sorted({window - 1, window, window + 1, 2 * hca - 1}):
             expected = r.reference(input_ids=r.ids[:, :seq]).logits
             gap = (r.ours(r.ids[:, :seq]) - expected).abs().max().item()
             assert gap <= 1e-5 * max(1.0, expected.abs().max().item()), (seq, gap)

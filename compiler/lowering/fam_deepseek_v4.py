@@ -29,9 +29,9 @@ from .registry import family
 
 SLIDING, CSA, HCA = "sliding_attention", "compressed_sparse_attention", "heavily_compressed_attention"
 RATIO_TYPES = {0: SLIDING, 4: CSA, 128: HCA}
+# norm_topk_prob: transformers always renormalises the kept scores; topk_method: never read.
 IGNORED = TRAINING_ONLY | frozenset({"initializer_range", "attention_dropout", "use_cache", "topk_method",
-                                     "norm_topk_prob",  # transformers always renormalises the kept scores
-                                     "num_key_value_heads"})  # read below: one shared head whatever it says
+                                     "norm_topk_prob"})
 
 
 def _list(r: ConfigReader, key: str, layers: int, allowed: tuple[str, ...], default: list[str]) -> list[str]:
