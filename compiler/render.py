@@ -25,7 +25,7 @@ from .dtypes import loader_context
 from .rope_fields import rope_config_fields, rope_context
 from .render_mla import mla_config_fields, mla_context, mla_names, mla_of
 from .render_moe import ffn_init, moe_config_fields, moe_context
-from .render_dsv4 import hyper_config_fields, hyper_context
+from .render_dsv4 import hyper_context
 from .mixers import KINDS, attention_layers, first_attention, letter_of, recurrent_kinds
 from .render_linear import hybrid_context, linear_config_fields, linear_context, mixer_maps, nested_context
 from .render_chunked import chunked_config_fields, chunked_context, q_scale_arg, q_scale_param
@@ -93,8 +93,6 @@ def _field(name: str, type_: str, value: Any, comment: str = "") -> dict[str, st
 
 def config_values(arch: Architecture) -> list[dict[str, str]]:
     """The generated ``Config`` dataclass: one field per number the code reads."""
-    if arch.hyper is not None:  # hyper-connected streams: blocks of their own (render_dsv4)
-        return hyper_config_fields(arch, _field)
     layer = arch.layers[0]
     attn, ffn = first_attention(arch), ffn_kinds(arch).get("mlp")  # the dense MLP, if any layer has one
     fields = [
@@ -168,8 +166,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
     """Everything the model templates need. Keys other than config_fields/features/provenance
     are structural: two models with equal structure render the same code."""
     if arch.hyper is not None:  # hyper-connected streams: blocks of their own (templates/model/hyper/)
-        return hyper_context(arch, {"version": __version__, "source": prov.label, "command": safe_comment(prov.command),
-                                    "title": TITLES.get(arch.model_type, arch.model_type)}, _field, literal)
+        return hyper_context(arch, prov)
     layer = arch.layers[0]
     attn, ffn, norm = first_attention(arch), ffn_kinds(arch).get("mlp"), layer.norm  # ffn: the dense MLP, if any
     activation, activation_args = ACTIVATION_CODE[ffn.activation] if ffn else ("", "")

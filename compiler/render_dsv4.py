@@ -94,8 +94,13 @@ def hyper_config_fields(arch: Architecture, field: Callable) -> list[dict[str, A
     return fields
 
 
-def hyper_context(arch: Architecture, head: dict[str, Any], field: Callable, literal: Callable) -> dict[str, Any]:
-    """The templates' context; ``head``: the provenance keys render.model_context computed."""
+def hyper_context(arch: Architecture, prov) -> dict[str, Any]:
+    """The templates' context (render.model_context's, for a model with hyper-connections)."""
+    from . import __version__
+    from .render import TITLES, _field as field, literal, safe_comment  # render imports this module
+
+    head = {"version": __version__, "source": prov.label, "command": safe_comment(prov.command),
+            "title": TITLES.get(arch.model_type, arch.model_type)}
     pattern = {letter(layer.mixer) for layer in arch.layers}
     moe = arch.layers[0].ffn
     safetensors = loader_context()
@@ -162,7 +167,7 @@ def hyper_parity_context(raw: dict, arch: Architecture, weights: list, prov) -> 
     from .lowering import lower
     from .lowering.replica import tiny_replica
     from .parity import BATCH, NORM_SPREAD, TOLERANCE, WEIGHT_STD, py_literal
-    from .render import config_kwargs, literal, model_context, safe_comment, structure
+    from .render import _field, literal, model_context, safe_comment, structure
     from .weight_map import weight_map
 
     tiny_raw = tiny_replica(raw, arch)
@@ -175,7 +180,7 @@ def hyper_parity_context(raw: dict, arch: Architecture, weights: list, prov) -> 
     return {
         "hyper": True,
         "version": __version__, "source": prov.label, "command": safe_comment(prov.command),
-        "hf_config": py_literal(tiny_raw), "model_config": py_literal(config_kwargs(tiny)),
+        "hf_config": py_literal(tiny_raw), "model_config": py_literal({f["name"]: f["value"] for f in hyper_config_fields(tiny, _field)}),
         "norm_count": literal(sum(e.count(tiny) for e in norms)), "weight_std": literal(WEIGHT_STD),
         "norm_spread": literal(NORM_SPREAD), "batch": literal(BATCH), "seq_len": literal(HYPER_SEQ),
         "tolerance": literal(TOLERANCE),
