@@ -111,6 +111,8 @@ def letter_meaning(layer: Any) -> str:
                  f"{mixer.chunk_size})" if mixer.span == "chunked" else "full attention")
     elif mixer.kind in MIXER_WORDS:
         words = MIXER_WORDS[mixer.kind]
+    elif mixer.kind == "compressed_attention":  # DeepSeek-V4: a window, plus pooled entries (chosen by an indexer)
+        words = {"S": f"sliding window {mixer.window}", "K": "compressed sparse", "H": "heavily compressed"}[mixer.letter]
     else:
         words = mixer.kind.replace("_", " ")
     return words + (", no RoPE (NoPE)" if getattr(mixer, "rope", "") is None else "")
