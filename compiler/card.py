@@ -102,8 +102,8 @@ def layer_letter(layer: Any) -> str:
         letter = LATENT_LETTER
     elif mixer.kind in MIXER_LETTERS:
         letter = MIXER_LETTERS[mixer.kind]
-    else:
-        letter = mixer.kind[0].upper()
+    else:  # a kind spelling its own letters (compressed attention: S, K, H), else its initial
+        letter = getattr(mixer, "letter", None) or mixer.kind[0].upper()
     return letter.lower() if getattr(mixer, "rope", "") is None else letter
 
 
@@ -118,6 +118,8 @@ def letter_meaning(layer: Any) -> str:
         words = LATENT_WORDS
     elif mixer.kind in MIXER_WORDS:
         words = MIXER_WORDS[mixer.kind]
+    elif mixer.kind == "compressed_attention":  # DeepSeek-V4: a window, plus pooled entries (chosen by an indexer)
+        words = {"S": f"sliding window {mixer.window}", "K": "compressed sparse", "H": "heavily compressed"}[mixer.letter]
     else:
         words = mixer.kind.replace("_", " ")
     if layer.parallel_mixer is not None:  # Falcon-H1: a recurrent mixer beside the attention
@@ -196,6 +198,11 @@ def kv_bytes_per_token(layer: Any, bytes_per_value: int = KV_BYTES) -> int:
     if (getattr(mixer, "kv_shared", None) or getattr(mixer, "kv_source", None) is not None
             or getattr(mixer, "kv_shared_from", None) is not None):
         return 0  # reuses another layer's cache
+    if getattr(mixer, "kind", None) == "compressed_attention":  # one key=value head; pooled entries per token
+        comp, sel = mixer.compressor, mixer.selection
+        if comp is None:
+            return mixer.head_dim * bytes_per_value
+        return (comp.head_dim // comp.rate + (sel.head_dim // sel.compressor.rate if sel else 0)) * bytes_per_value
     latent = getattr(mixer, "kv_lora_rank", None)
     if latent:
         indexer = getattr(mixer, "indexer", None)  # DeepSeek Sparse Attention: the indexer's key joins the latent
@@ -209,6 +216,8 @@ def kv_bytes_per_token(layer: Any, bytes_per_value: int = KV_BYTES) -> int:
 
 def cached_tokens(layer: Any, tokens: int) -> int:
     window = getattr(layer.mixer, "window", None) or getattr(layer.mixer, "chunk_size", None)  # chunked: a ring
+    if getattr(layer.mixer, "kind", None) == "compressed_attention" and layer.mixer.compressor is None:
+        return min(tokens, window)  # DeepSeek-V4's sliding-only layers
     return min(tokens, window) if getattr(layer.mixer, "span", "full") in ("sliding", "chunked") and window else tokens
 
 
@@ -222,7 +231,16 @@ def cache_bytes(arch: Architecture, tokens: int) -> int:
     tokens it keeps (a sliding window keeps at most its window). The card's "KV at length" and the
     gallery's memory chart both use this. A linear-attention layer adds its
     constant recurrent state."""
-    return sum(kv_bytes_per_token(layer) * cached_tokens(layer, tokens) + recurrent_bytes(layer) for layer in arch.layers)
+    return sum(kv_bytes_per_token(layer) * cached_tokens(layer, tokens) + recurrent_bytes(layer)
+               + compressed_window_bytes(layer, tokens) for layer in arch.layers)
+
+
+def compressed_window_bytes(layer: Any, tokens: int) -> int:
+    """A compressed attention layer's sliding window of key=value rows beside its pooled entries (else 0)."""
+    mixer = layer.mixer
+    if getattr(mixer, "kind", None) != "compressed_attention" or mixer.compressor is None:
+        return 0
+    return mixer.head_dim * min(tokens, mixer.window) * KV_BYTES
 
 
 def kv_cache(arch: Architecture) -> dict[str, Any]:

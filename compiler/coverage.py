@@ -35,7 +35,7 @@ PROOF = {
     "gemma4_text": "tests/test_gemma4.py",
     "gemma3n_text": "tests/test_gemma3n.py", "gemma3n": "tests/test_gemma3n.py",
     "kimi_linear": "tests/test_kimi_linear.py",
-    "deepseek_v32": "tests/test_dsa.py", "glm_moe_dsa": "tests/test_dsa.py",
+    "deepseek_v32": "tests/test_dsa.py", "glm_moe_dsa": "tests/test_dsa.py", "deepseek_v4": "tests/test_deepseek_v4.py",
     "mamba2": "tests/test_mamba2.py", "bamba": "tests/test_mamba2.py", "nemotron_h": "tests/test_mamba2.py",
     "granitemoehybrid": "tests/test_mamba2.py", "falcon_h1": "tests/test_falcon_h1.py",
     # step3p5: Step3p7TextConfig's model_type, compiled inside the step3p7 wrapper (no causal LM of its own)

@@ -44,6 +44,8 @@ def _letter(layer: Any) -> str:
     recurrent = letter_of(layer)
     if recurrent:
         return recurrent
+    if layer.mixer.kind == "compressed_attention":  # its own letters: sliding, compressed sparse, heavily compressed
+        return layer.mixer.letter
     span = layer.mixer.span
     return "S" if span == "sliding" else "C" if span == "chunked" else "F" if layer.mixer.rope else "N"
 

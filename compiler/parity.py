@@ -48,6 +48,10 @@ WRAPPER_TEXT_FORWARD = {"llama4": "language_model"}
 
 def parity_context(raw: dict[str, Any], arch: Architecture, weights: list[WeightEntry], prov: Provenance) -> dict[str, Any]:
     """Context for templates/tests/test_parity.py.j2."""
+    if arch.hyper is not None:  # hyper-connected streams: templates/tests/hyper_parity.py.j2
+        from .render_dsv4 import hyper_parity_context
+
+        return hyper_parity_context(raw, arch, weights, prov)
     tiny_raw = tiny_replica(raw, arch)
     tiny = validate(lower(tiny_raw))
     full_structure = structure(model_context(arch, weights, prov))

@@ -25,6 +25,7 @@ from .dtypes import loader_context
 from .rope_fields import rope_config_fields, rope_context
 from .render_mla import mla_config_fields, mla_context, mla_names, mla_of
 from .render_moe import ffn_init, moe_config_fields, moe_context
+from .render_dsv4 import hyper_context
 from .mixers import KINDS, attention_layers, first_attention, letter_of, recurrent_kinds
 from .render_linear import hybrid_context, linear_config_fields, linear_context, mixer_maps, nested_context
 from .render_chunked import chunked_config_fields, chunked_context, q_scale_arg, q_scale_param
@@ -156,6 +157,8 @@ def layer_kinds(arch: Architecture) -> list[dict[str, Any]]:
 def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenance) -> dict[str, Any]:
     """Everything the model templates need. Keys other than config_fields/features/provenance
     are structural: two models with equal structure render the same code."""
+    if arch.hyper is not None:  # hyper-connected streams: blocks of their own (templates/model/hyper/)
+        return hyper_context(arch, prov)
     layer = arch.layers[0]
     attn, ffn, norm = first_attention(arch), ffn_kinds(arch).get("mlp"), layer.norm  # ffn: the dense MLP, if any
     activation, activation_args = ACTIVATION_CODE[ffn.activation] if ffn else ("", "")

@@ -17,6 +17,10 @@ from .rope_fields import rope_unsupported
 
 def validate(arch: Architecture) -> Architecture:
     """Return ``arch`` unchanged if every feature it uses can be rendered, else raise."""
+    if arch.hyper is not None:  # hyper-connected streams: templates/model/hyper/ (checks in render_dsv4)
+        from .render_dsv4 import validate_hyper
+
+        return validate_hyper(arch)
     first = arch.layers[0]
     ffns: dict[str, object] = {}  # one feed-forward of each kind (dense MLP, experts) per model
     for layer in arch.layers:

@@ -77,6 +77,10 @@ def checkpoint_name(arch: Architecture, key: str) -> str:
 
 def weight_map(arch: Architecture) -> list[WeightEntry]:
     """The checkpoint layout of ``arch`` (pass 4 of the pipeline)."""
+    if arch.hyper is not None:  # hyper-connected streams: the published names of their blocks
+        from .weight_map_dsv4 import hyper_weight_map
+
+        return hyper_weight_map(arch)
     n, hidden = arch.names, arch.hidden_size
     layer = arch.layers[0]
     norm = layer.norm

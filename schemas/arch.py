@@ -24,6 +24,7 @@ from .kda import KimiDelta, KimiDeltaNames  # noqa: F401
 from .linear import GatedDeltaNet, GatedDeltaNetNames  # noqa: F401
 from .short_conv import ShortConv, ShortConvNames  # noqa: F401
 from .mla import Indexer, IndexerNames, Mla, MlaNames  # noqa: F401
+from .compressed import ClampedMoe, CompressedAttention, Compressor, HyperConnections, SparseSelection  # noqa: F401
 from .mamba2 import Mamba2, Mamba2Names  # noqa: F401
 from .moe import MAX_EXPERTS, Moe, MoeNames  # noqa: F401
 from .parallel import MixerMultipliers, check_mlp_multipliers, check_parallel_mixer
@@ -148,8 +149,9 @@ class Mlp(_Frozen):
     _multipliers = model_validator(mode="after")(check_mlp_multipliers)
 
 
-Mixer = Annotated[Union[Attention, Mla, GatedDeltaNet, ShortConv, KimiDelta, Mamba2], Field(discriminator="kind")]
-FeedForward = Annotated[Union[Mlp, Moe], Field(discriminator="kind")]
+Mixer = Annotated[Union[Attention, Mla, GatedDeltaNet, ShortConv, KimiDelta, Mamba2, CompressedAttention],
+                  Field(discriminator="kind")]
+FeedForward = Annotated[Union[Mlp, Moe, ClampedMoe], Field(discriminator="kind")]
 
 
 class Layer(_Frozen):
@@ -350,6 +352,8 @@ class Architecture(_Frozen):
     per_layer_input: PerLayerInput | None = Field(None, exclude_if=_unset, description="Per-layer embeddings "
                                                   "(PLE) feeding every layer.")
     altup: AltUp | None = Field(None, exclude_if=_unset, description="Alternating updates of several residual streams.")
+    hyper: HyperConnections | None = Field(None, exclude_if=_unset, description="Hyper-connections: the residual "
+                                           "stream is several streams, mixed around every block.")
     stale_layer_buffers: tuple[Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$")], ...] = Field(
         (), description="Per-layer buffers that published checkpoints store and nothing reads (GPT-2's causal-mask "
         "`attn.bias` and `attn.masked_bias`): the loader skips them.")

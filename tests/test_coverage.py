@@ -52,7 +52,7 @@ def test_missing_mechanisms_are_named():
     status = {row.model_type: row.detail for row in coverage_mod.coverage()[0]}
     assert status["mamba"] == "state-space (Mamba) layers"
     assert status["olmo_hybrid"] == "linear-attention layers"
-    assert status["deepseek_v4"] == "sparse attention with an indexer"
+    assert status["deepseek_v4"] == "tests/test_deepseek_v4.py"  # compiles: its proving test
     assert status["deepseek_v32"] == status["glm_moe_dsa"] == "tests/test_dsa.py"  # compiles: its proving test
 
 

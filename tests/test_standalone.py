@@ -76,10 +76,10 @@ def test_size_and_no_kwargs(path: Path) -> None:
     # checkpoint reader appended after it is the same for every model.
     model_part = text.split("\n# Checkpoint layout")[0]
     arch = (path.parent / "arch.json").read_text()
-    dense = '"kind": "moe"' not in arch and '"kind": "mla"' not in arch  # experts / latent attention add code
+    dense = all(f'"kind": "{kind}"' not in arch for kind in ("moe", "mla", "clamped_moe"))  # experts / latent attention add code
     # a recurrent mixer kind (compiler/mixers/): its whole-sequence and one-step forms, its cache
     linear = any(f'"kind": "{kind}"' in arch for kind in RECURRENT_KINDS)
-    sparse = '"indexer"' in arch  # DeepSeek Sparse Attention: the indexer, its cached keys, the selection
+    sparse = '"indexer"' in arch or '"selection"' in arch  # an indexer (DSA, DeepSeek-V4's CSA), its keys, the selection
     assert len(model_part.splitlines()) < (MAX_LINES if dense else MAX_LINES + 150) + (100 if linear else 0) \
         + (80 if sparse else 0)
     # + the checkpoint reader (safetensors header validation, dtype rule, non-finite check), expert unfusing, fp8
