@@ -7,7 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+# a module or tensor name as checkpoints spell it: a Python identifier (some have capitals: Mamba-2's A_log)
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")]
 PositiveInt = Annotated[int, Field(gt=0)]
 # Upper bounds far above any published model. A larger value is a typo or hostile input, and
 # taking it would mean building millions of layers or sizing tensors past any memory.

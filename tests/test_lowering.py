@@ -218,3 +218,14 @@ def test_rope_theta_of_one_is_refused(hub_id):
     raw["rope_theta"] = 1
     with pytest.raises(ConfigError, match="'rope_theta' must be greater than 1"):
         lower(raw)
+
+
+def test_every_committed_arch_json_loads_back():
+    """arch.json is the IR's JSON: it validates as an Architecture again (default names included: A_log)."""
+    from conftest import GENERATED
+
+    paths = sorted(GENERATED.glob("*/arch.json"))
+    assert len(paths) >= 20
+    for path in paths:
+        arch = Architecture.model_validate_json(path.read_text())
+        assert arch.layers, path
