@@ -92,7 +92,7 @@ def test_olmo2_source():
     src = source("OLMo-2-1124-7B")
     assert "RMSNorm(self.num_heads * self.head_dim, config.norm_eps)" in src
     assert "x = x + self.post_attention_layernorm(self.self_attn(x, mask, cos, sin))" in src
-    assert "return (h * (self.weight.float())).type_as(x)" in src  # weight multiplied in float32
+    assert "return (h * self.weight.float()).type_as(x)" in src  # weight multiplied in float32
     for absent in ("input_layernorm", "pre_feedforward", "embed_scale", "1.0 +", "softcap", "sliding"):
         assert absent not in src, absent
 

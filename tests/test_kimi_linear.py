@@ -188,8 +188,8 @@ def test_full_size_counts_and_on_disk_layout_match_transformers(compiled):
 
 def test_card_shows_pattern_state_and_kv():
     data = card(load_model(str(GENERATED / "Kimi-Linear-defaults")))
-    assert data["pattern"]["strip"] == "K×4 m K×3 m K×3 m K×3 m K×3 m K×3 m K×2"
-    assert data["pattern"]["legend"] == {"K": "linear attention (Kimi Delta Attention)", "m": "mla, no RoPE (NoPE)"}
+    assert data["pattern"]["strip"] == "K×4 a K×3 a K×3 a K×3 a K×3 a K×3 a K×2"
+    assert data["pattern"]["legend"] == {"K": "linear attention (Kimi Delta Attention)", "a": "multi-head latent attention (MLA), no RoPE (NoPE)"}
     kv = data["kv_cache"]
     state = (4 - 1) * 3 * 32 * 128 * 2 + 32 * 128 * 128 * 4  # bf16 windows of q, k, v + float32 matrices
     assert kv["recurrent_bytes_per_sequence"] == 21 * state and len(kv["recurrent_layers"]) == 21
