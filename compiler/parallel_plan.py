@@ -95,8 +95,6 @@ def unsupported_reason(arch: Architecture) -> str | None:
                 return "ALiBi slopes (computed from the head count)"
             if mixer.output_norm:
                 return "a norm over the heads' concatenated output"
-            if mixer.head_gate:  # its projection's rows are heads: not sliced by the plan yet
-                return "a per-head gate projection"
         elif mixer is not None and not isinstance(mixer, Mla) and mixer.kind not in REPLICATED_MIXERS:
             return f"a {mixer.kind!r} mixer"
         if isinstance(ffn, Moe):
@@ -133,6 +131,8 @@ def _attention_entries(arch: Architecture, mixer: Attention | Mla) -> dict[str, 
         out |= {f"{a}.{n.q_norm}": ("gathered", ("q",)), f"{a}.{n.k_norm}": ("gathered", ("kv",))}
     if mixer.sinks:
         out[f"{a}.{n.sinks}"] = ("heads", ("q",))
+    if mixer.head_gate:  # one row per query head: split with the heads
+        out[f"{a}.{n.head_gate}"] = ("colwise", ("q",))
     return out
 
 
@@ -201,11 +201,12 @@ def check_degree(arch: Architecture, tp: int) -> None:
         return
     for layer in arch.layers:
         mixer, ffn = layer.mixer, layer.ffn
-        if mixer is not None and mixer.kind in KINDS and _split_mixer(arch, mixer):
-            for what, count in _mixer_module(mixer.kind).tp_counts(mixer).items():
-                if count % tp:
-                    raise UnsupportedError(f"--tp {tp}: layer {layer.index}'s {KINDS[mixer.kind].title} has {count} "
-                                           f"{what}, not divisible by {tp}")
+        for split in (mixer, layer.parallel_mixer):
+            if split is not None and split.kind in KINDS and _split_mixer(arch, split):
+                for what, count in _mixer_module(split.kind).tp_counts(split).items():
+                    if count % tp:
+                        raise UnsupportedError(f"--tp {tp}: layer {layer.index}'s {KINDS[split.kind].title} has "
+                                               f"{count} {what}, not divisible by {tp}")
         if not isinstance(mixer, (Attention, Mla)):  # none, split above, or replicated whole
             mixer = None
         heads = mixer.num_heads if mixer else tp
@@ -248,6 +249,8 @@ def _summary(arch: Architecture, plan: TpPlan) -> list[str]:
                      + ", down row-wise")
     if "heads" in styles:
         lines.append("attention sinks sliced to each rank's heads")
+    if any(isinstance(lay.mixer, Attention) and lay.mixer.head_gate for lay in arch.layers):
+        lines.append("the per-head gate projection split with the query heads (one row per head)")
     if arch.linear_layout == "in_out":
         lines.append("projections stored (in, out) (Conv1D) split as plain per-rank tensors, row-wise outputs summed")
     if arch.embedding.learned_positions:

@@ -20,7 +20,7 @@ import pytest
 import torch
 from conftest import GENERATED
 from tp_worker import (
-    FAMILIES, TOLERANCE, memory_config, random_model, replica, save_checkpoint, spawn, tp_worker, write_checkpoints,
+    COMPILED, FAMILIES, TOLERANCE, memory_config, random_model, replica, save_checkpoint, spawn, tp_worker, write_checkpoints,
 )
 
 from llmgen.compiler.errors import UnsupportedError
@@ -28,11 +28,40 @@ from llmgen.compiler.lowering import lower
 from llmgen.compiler.parallel_plan import check_degree, tp_plan
 from llmgen.compiler.validate import validate
 
+def compiled_config(name: str) -> dict:
+    """The config of a COMPILED family, from the fixtures its own test file uses."""
+    from conftest import REPO
+
+    fixtures = REPO / "tests" / "fixtures"
+    # Step-3.7: the text keys as the step3p7 config's text_config (where transformers reads them)
+    flat = json.loads((fixtures / "mimo" / "Step-3.7-Flash.json").read_text())
+    text = {k: v for k, v in flat.items() if k not in ("model_type", "architectures")}
+    return {"model_type": "step3p7", "architectures": flat["architectures"], "text_config": text}
+
+
+def compile_families(root: Path) -> list[str]:
+    """COMPILED into root (unformatted: black takes seconds and changes no arithmetic)."""
+    from unittest import mock
+
+    from llmgen.compiler import pipeline
+    from llmgen.compiler.load import LoadedConfig
+    from llmgen.compiler.write import write_outputs
+
+    out = []
+    for name in COMPILED:
+        raw = compiled_config(name)
+        loaded = LoadedConfig(raw=raw, text=json.dumps(raw, indent=2), source_id=f"{name}/config.json",
+                              revision="local", origin="file", checkpoint_dir=None, note=None)
+        with mock.patch.object(pipeline, "format_source", lambda text, **_: text):
+            out.append(str(write_outputs(root / name, pipeline.compile_config(loaded, slug=name).files)))
+    return out
+
+
 @pytest.fixture(scope="module")
 def tp_results(tmp_path_factory):
     """One spawn of 4 processes: TP=4, and TP=2 twice side by side."""
     out = tmp_path_factory.mktemp("tp") / "results.json"
-    directories = [str(GENERATED / name) for name in FAMILIES]
+    directories = [str(GENERATED / name) for name in FAMILIES] + compile_families(out.parent / "compiled")
     write_checkpoints(directories, out.parent / "checkpoints")  # the tiny replicas
     _, gen, _ = replica(GENERATED / FAMILIES[0])
     big = random_model(gen, memory_config(gen))
@@ -46,7 +75,7 @@ def tp_results(tmp_path_factory):
 
 
 @pytest.mark.parametrize("degree", [2, 4])
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES + COMPILED)
 def test_tp_logits_equal_one_process(tp_results, family, degree):
     """TP=2: parallelize() on the model in memory; TP=4: load_parallel(), each rank reading its
     slices of the memory-mapped checkpoint (gpt-oss: MXFP4 on disk, each rank dequantizing its own

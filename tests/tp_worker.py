@@ -3,6 +3,7 @@ import it by name): tiny replicas of the committed generated models, split over 
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import os
@@ -20,6 +21,9 @@ FAMILIES = ("Llama-3.2-1B", "gemma-3-1b", "Qwen3-30B-A3B", "DeepSeek-V3", "gpt-o
             "Qwen3.5-35B-A3B", "LFM2-1.2B", "Kimi-Linear-defaults", "NVIDIA-Nemotron-3-Nano-30B-A3B-BF16",
             "gemma-4-26B-A4B", "DeepSeek-V3.2",  # per-layer head counts; the DSA indexer (replicated)
             "MiMo-V2-Flash")  # value heads narrower than query/key heads, sliding layers with more KV heads and sinks
+# Families with no committed generated directory: compiled into the test's tmp folder from these fixtures
+# (tests/test_tensor_parallel.py's compile_families). Step-3.7's per-head gate projection.
+COMPILED = ("Step-3.7-Flash",)
 # Replica sizes changed from test_parity.py's so that 4 ranks divide them (recurrent mixers' heads, groups).
 TP_SIZES = {"Qwen3.5-35B-A3B": {"linear_num_key_heads": 4, "linear_num_value_heads": 8},
             "NVIDIA-Nemotron-3-Nano-30B-A3B-BF16": {"mamba_n_groups": 4}, "Kimi-Linear-defaults": {"linear_num_heads": 4}}
@@ -41,9 +45,9 @@ def replica(directory: Path):
     """(parallel.py module, model.py module, the tiny replica's Config) of a generated directory."""
     slug = directory.name.replace("-", "_").replace(".", "_")
     par = _import(directory / "parallel.py", f"tp_parallel_{slug}")
-    source = (directory / "test_parity.py").read_text()
-    start = source.index("MODEL_CONFIG = ") + len("MODEL_CONFIG = ")
-    sizes = eval(source[start : source.index("\n}\n", start) + 2], {})  # a dict literal of the replica's sizes
+    tree = ast.parse((directory / "test_parity.py").read_text())
+    sizes = next(ast.literal_eval(node.value) for node in tree.body  # a dict literal of the replica's sizes
+                 if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "MODEL_CONFIG")
     gen = par._model_module()
     return par, gen, gen.Config(**(sizes | TP_SIZES.get(directory.name, {})))
 
