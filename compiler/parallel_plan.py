@@ -84,7 +84,7 @@ def unsupported_reason(arch: Architecture) -> str | None:
     """Why this architecture has no tensor-parallel plan yet (None: it has one)."""
     for layer in arch.layers:
         mixer, ffn = layer.mixer, layer.ffn
-        if layer.parallel_mixer is not None:
+        if layer.parallel_mixer is not None and not splits_mixer(arch, layer.parallel_mixer):
             return f"a {layer.parallel_mixer.kind!r} mixer beside the attention"
         if isinstance(mixer, Attention):
             if mixer.qkv == "fused_per_head" and mixer.num_kv_heads != mixer.num_heads:
@@ -174,6 +174,8 @@ def tp_plan(arch: Architecture) -> TpPlan | None:
             groups.append(("Attention", _attention_entries(arch, layer.mixer)))
         elif layer.mixer is not None and _split_mixer(arch, layer.mixer):
             groups.append(_split_mixer(arch, layer.mixer))
+        if layer.parallel_mixer is not None:  # beside the attention (Falcon-H1): split over its own heads
+            groups.append(_split_mixer(arch, layer.parallel_mixer))
         if layer.ffn is not None:
             groups.append(("MoE" if isinstance(layer.ffn, Moe) else "MLP", _ffn_entries(arch, layer.ffn)))
         for block, entries in groups:

@@ -33,10 +33,11 @@ def compiled_config(name: str) -> dict:
     from conftest import REPO
 
     fixtures = REPO / "tests" / "fixtures"
-    # Step-3.7: the text keys as the step3p7 config's text_config (where transformers reads them)
-    flat = json.loads((fixtures / "mimo" / "Step-3.7-Flash.json").read_text())
-    text = {k: v for k, v in flat.items() if k not in ("model_type", "architectures")}
-    return {"model_type": "step3p7", "architectures": flat["architectures"], "text_config": text}
+    if name == "Step-3.7-Flash":  # the text keys as the step3p7 config's text_config (where transformers reads them)
+        flat = json.loads((fixtures / "mimo" / "Step-3.7-Flash.json").read_text())
+        text = {k: v for k, v in flat.items() if k not in ("model_type", "architectures")}
+        return {"model_type": "step3p7", "architectures": flat["architectures"], "text_config": text}
+    return json.loads((fixtures / "falcon_h1" / "falcon_h1_mup.json").read_text())
 
 
 def compile_families(root: Path) -> list[str]:
@@ -178,6 +179,11 @@ def test_degree_that_does_not_divide_heads_is_refused():
     with pytest.raises(UnsupportedError, match="Gated DeltaNet has 16 key heads, not divisible by 32"):
         check_degree(qwen35, 32)
     assert tp_plan(_arch("Qwen/Qwen3-30B-A3B")) is not None
+    # Falcon-H1's Mamba-2 beside the attention splits by whole groups of heads: its default single group does not
+    falcon = validate(lower(compiled_config("Falcon-H1-mup")))
+    with pytest.raises(UnsupportedError, match="layer 0's Mamba-2 has 1 groups of heads, not divisible by 2"):
+        check_degree(falcon, 2)
+    check_degree(validate(lower(compiled_config("Falcon-H1-mup") | {"mamba_n_groups": 8})), 8)
 
 
 @pytest.fixture(scope="module")
@@ -294,3 +300,4 @@ def test_full_size_qwen35_plan_at_tp8_on_meta():
     expected = data["kv_cache"]["bytes_per_token_bf16"] * 8192 // 4 + data["kv_cache"]["recurrent_bytes_per_sequence"] / 8
     assert abs(tp["kv_bytes_bf16_at"]["per_rank"] - expected) < 64
     print(f"Qwen3.5-27B, TP=8: {per_rank / 2**30:.2f} GiB of bf16 weights per rank")
+
