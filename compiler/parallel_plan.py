@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from ..schemas.arch import Architecture, Attention, Mla, Mlp, Moe
 from .errors import UnsupportedError
 from .mixers import KINDS
+from .tp_hyper import hyper_check_degree, hyper_summary
 
 Entry = tuple[str, tuple[str, ...]]
 STACKED_EXPERTS = ("per_expert", "stacked_in_out")  # expert storages whose forward takes the expert index
@@ -82,6 +83,8 @@ def replicated_mixers(arch: Architecture) -> list[str]:
 
 def unsupported_reason(arch: Architecture) -> str | None:
     """Why this architecture has no tensor-parallel plan yet (None: it has one)."""
+    if arch.hyper is not None:  # compiler/tp_hyper.py, templates/model/hyper/parallel.py.j2
+        return None
     for layer in arch.layers:
         mixer, ffn = layer.mixer, layer.ffn
         if layer.parallel_mixer is not None and not splits_mixer(arch, layer.parallel_mixer):
@@ -167,6 +170,8 @@ def tp_plan(arch: Architecture) -> TpPlan | None:
     """The tensor-parallel plan of this architecture, or None when it has none yet."""
     if unsupported_reason(arch):
         return None
+    if arch.hyper is not None:  # the hyper template's plan is its own (literal names)
+        return TpPlan(embedding="embed", head="head", layers="layers", layer_plan={})
     plan: dict[str, dict[str, Entry]] = {}
     for layer in arch.layers:
         groups = []  # (the class the templates give the block, its entries)
@@ -201,6 +206,8 @@ def check_degree(arch: Architecture, tp: int) -> None:
         raise UnsupportedError(f"--tp {tp}: no tensor-parallel plan for {arch.model_type} yet ({reason})")
     if tp == 1:
         return
+    if arch.hyper is not None:
+        return hyper_check_degree(arch, tp)
     for layer in arch.layers:
         mixer, ffn = layer.mixer, layer.ffn
         for split in (mixer, layer.parallel_mixer):
@@ -282,8 +289,8 @@ def _summary(arch: Architecture, plan: TpPlan) -> list[str]:
 def parallel_context(arch: Architecture, plan: TpPlan, version: str, source: str, command: str, title: str) -> dict:
     """The literals templates/model/parallel.py.j2 prints."""
     return {
-        "version": version, "source": source, "command": command, "title": title,
-        "summary": _summary(arch, plan),
+        "version": version, "source": source, "command": command, "title": title, "hyper": arch.hyper is not None,
+        "summary": hyper_summary(arch) if arch.hyper is not None else _summary(arch, plan),
         "embedding": repr(plan.embedding), "head": plan.head is not None, "head_literal": repr(plan.head),
         "layers": repr(plan.layers),
         "layer_plan": [(repr(block), [(repr(path), repr(entry)) for path, entry in group.items()])

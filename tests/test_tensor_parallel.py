@@ -7,7 +7,10 @@ ranks divide them, every parameter random): the issue's six (Llama 3, Gemma 3, Q
 DeepSeek-V3, gpt-oss with MXFP4 on disk, Phi-3), then OLMo-2 and Olmo-3 (whole-width QK-norm),
 GPT-NeoX (per-head fused qkv), GPT-2 (Conv1D), Qwen1.5-MoE (gated shared expert), the hybrids
 (Qwen3.5's Gated DeltaNet, LFM2's short convolution, Kimi Linear's KDA + MLA, Nemotron-H's Mamba-2
-+ MoE), Gemma 4 (per-layer head counts) and DeepSeek-V3.2 (DSA). The run has a hard timeout, so a
++ MoE), Gemma 4 (per-layer head counts), DeepSeek-V3.2 (DSA), MiMo-V2-Flash, DeepSeek-V4-Flash
+(hyper-connections: templates/model/hyper/parallel.py.j2), and two compiled on the fly from fixtures (no
+committed directory): Step-3.7 (per-head gate projection) and Falcon-H1 (Mamba-2 beside the attention).
+The run has a hard timeout, so a
 hang fails instead of blocking the suite. gloo on CPU only: the NCCL path is untested here.
 """
 
@@ -184,6 +187,13 @@ def test_degree_that_does_not_divide_heads_is_refused():
     with pytest.raises(UnsupportedError, match="layer 0's Mamba-2 has 1 groups of heads, not divisible by 2"):
         check_degree(falcon, 2)
     check_degree(validate(lower(compiled_config("Falcon-H1-mup") | {"mamba_n_groups": 8})), 8)
+    # DeepSeek-V4's grouped low-rank output splits by whole groups: 8 of them
+    from conftest import REPO
+
+    dsv4 = validate(lower(json.loads((REPO / "tests" / "fixtures" / "deepseek_v4" / "DeepSeek-V4-Flash.json").read_text())))
+    check_degree(dsv4, 8)
+    with pytest.raises(UnsupportedError, match="layer 0 has 8 output groups \\(wo_a\\), not divisible by 16"):
+        check_degree(dsv4, 16)
 
 
 @pytest.fixture(scope="module")
@@ -301,3 +311,22 @@ def test_full_size_qwen35_plan_at_tp8_on_meta():
     assert abs(tp["kv_bytes_bf16_at"]["per_rank"] - expected) < 64
     print(f"Qwen3.5-27B, TP=8: {per_rank / 2**30:.2f} GiB of bf16 weights per rank")
 
+
+def test_full_size_deepseek_v4_plan_at_tp8_on_meta():
+    """DeepSeek-V4-Flash at TP=8 on meta (templates/model/hyper/parallel.py.j2): 8 of 64 query heads in wq_b and
+    the sinks, 1 of 8 output groups in wo_a / wo_b, 32 of 256 routed experts, an eighth of the shared expert; the
+    query latent, the one key=value head, the router and the hyper-connection weights whole."""
+    from conftest import REPO
+
+    arch, data, tp = _card(str(REPO / "generated" / "DeepSeek-V4-Flash"), 8)
+    shapes = tp["shapes"]["0"]
+    assert shapes["layers.3.attn.wq_b.weight"] == [8 * 512, 1024] and shapes["layers.3.attn.attn_sink"] == [8]
+    assert shapes["layers.3.attn.wo_a.weight"] == [1024, 8 * 512] and shapes["layers.3.attn.wo_b.weight"] == [4096, 1024]
+    assert shapes["layers.3.attn.wkv.weight"] == [512, 4096] and shapes["layers.3.attn.wq_a.weight"] == [1024, 4096]
+    assert shapes["layers.3.ffn.gate.weight"] == [256, 4096] and shapes["layers.3.hc_attn_fn"] == [24, 4 * 4096]
+    assert shapes["layers.3.ffn.shared_experts.w2.weight"] == [4096, 2048 // 8]
+    experts = {int(name.split(".")[4]) for name in shapes if name.startswith("layers.3.ffn.experts.")}
+    assert experts == set(range(32))
+    per_rank = tp["weights_bytes_bf16"]["0"]
+    assert 2 * data["parameters"]["total"] / 8 < per_rank < 2 * data["parameters"]["total"] / 8 * 1.05
+    print(f"DeepSeek-V4-Flash, TP=8: {per_rank / 2**30:.1f} GiB of bf16 weights per rank")

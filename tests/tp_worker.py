@@ -21,7 +21,8 @@ FAMILIES = ("Llama-3.2-1B", "gemma-3-1b", "Qwen3-30B-A3B", "DeepSeek-V3", "gpt-o
             "OLMo-2-1124-7B", "Olmo-3.1-32B-Instruct", "RedPajama-INCITE-7B-Base", "gpt2", "Qwen1.5-MoE-A2.7B-Chat",
             "Qwen3.5-35B-A3B", "LFM2-1.2B", "Kimi-Linear-defaults", "NVIDIA-Nemotron-3-Nano-30B-A3B-BF16",
             "gemma-4-26B-A4B", "DeepSeek-V3.2",  # per-layer head counts; the DSA indexer (replicated)
-            "MiMo-V2-Flash")  # value heads narrower than query/key heads, sliding layers with more KV heads and sinks
+            "MiMo-V2-Flash",  # value heads narrower than query/key heads, sliding layers with more KV heads and sinks
+            "DeepSeek-V4-Flash")  # hyper-connections, one key=value head, grouped low-rank output, hash-routed experts
 # Families with no committed generated directory: compiled into the test's tmp folder from these fixtures
 # (tests/test_tensor_parallel.py's compile_families). Step-3.7's per-head gate projection; Falcon-H1's
 # Mamba-2 beside the attention.
@@ -29,7 +30,7 @@ COMPILED = ("Step-3.7-Flash", "Falcon-H1-mup")
 # Replica sizes changed from test_parity.py's so that 4 ranks divide them (recurrent mixers' heads, groups).
 TP_SIZES = {"Qwen3.5-35B-A3B": {"linear_num_key_heads": 4, "linear_num_value_heads": 8},
             "NVIDIA-Nemotron-3-Nano-30B-A3B-BF16": {"mamba_n_groups": 4}, "Kimi-Linear-defaults": {"linear_num_heads": 4},
-            "Falcon-H1-mup": {"mamba_n_groups": 4}}
+            "Falcon-H1-mup": {"mamba_n_groups": 4}, "DeepSeek-V4-Flash": {"o_groups": 4}}
 TOLERANCE = 1e-5  # x max(1, max|logit|)
 SEQ, PREFILL = 12, 5  # longer than the replicas' sliding window (8); decoding steps past it
 
