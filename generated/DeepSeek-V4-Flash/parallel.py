@@ -196,10 +196,9 @@ def parallelize(
     for layer in model.get_submodule(TP_LAYERS):
         layer.attn.num_heads = heads
         layer.attn.config = dataclasses.replace(config, num_attention_heads=heads, o_groups=groups)
-        layer.attn.register_forward_hook(sum_over_ranks(mesh))  # the heads' partial outputs of wo_b
-        layer.ffn.register_forward_hook(
-            sum_over_ranks(mesh)
-        )  # the rank's experts and shared-expert share
+        # summed over the ranks: the heads' partial outputs of wo_b; the rank's experts and shared-expert share
+        layer.attn.register_forward_hook(sum_over_ranks(mesh))
+        layer.ffn.register_forward_hook(sum_over_ranks(mesh))
     if vocab_split:
         vocab_parallel_embedding(
             model.get_submodule(TP_EMBEDDING), rank * (config.vocab_size // tp), mesh
