@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from ..schemas.arch import Architecture, Attention, Mla, Mlp, Moe
 from .errors import UnsupportedError
 from .mixers import KINDS
+from .tp_hyper import hyper_check_degree, hyper_summary
 
 Entry = tuple[str, tuple[str, ...]]
 STACKED_EXPERTS = ("per_expert", "stacked_in_out")  # expert storages whose forward takes the expert index
@@ -82,9 +83,11 @@ def replicated_mixers(arch: Architecture) -> list[str]:
 
 def unsupported_reason(arch: Architecture) -> str | None:
     """Why this architecture has no tensor-parallel plan yet (None: it has one)."""
+    if arch.hyper is not None:  # compiler/tp_hyper.py, templates/model/hyper/parallel.py.j2
+        return None
     for layer in arch.layers:
         mixer, ffn = layer.mixer, layer.ffn
-        if layer.parallel_mixer is not None:
+        if layer.parallel_mixer is not None and not splits_mixer(arch, layer.parallel_mixer):
             return f"a {layer.parallel_mixer.kind!r} mixer beside the attention"
         if isinstance(mixer, Attention):
             if mixer.qkv == "fused_per_head" and mixer.num_kv_heads != mixer.num_heads:
@@ -95,8 +98,6 @@ def unsupported_reason(arch: Architecture) -> str | None:
                 return "ALiBi slopes (computed from the head count)"
             if mixer.output_norm:
                 return "a norm over the heads' concatenated output"
-            if mixer.head_gate:  # its projection's rows are heads: not sliced by the plan yet
-                return "a per-head gate projection"
         elif mixer is not None and not isinstance(mixer, Mla) and mixer.kind not in REPLICATED_MIXERS:
             return f"a {mixer.kind!r} mixer"
         if isinstance(ffn, Moe):
@@ -133,6 +134,8 @@ def _attention_entries(arch: Architecture, mixer: Attention | Mla) -> dict[str, 
         out |= {f"{a}.{n.q_norm}": ("gathered", ("q",)), f"{a}.{n.k_norm}": ("gathered", ("kv",))}
     if mixer.sinks:
         out[f"{a}.{n.sinks}"] = ("heads", ("q",))
+    if mixer.head_gate:  # one row per query head: split with the heads
+        out[f"{a}.{n.head_gate}"] = ("colwise", ("q",))
     return out
 
 
@@ -167,6 +170,8 @@ def tp_plan(arch: Architecture) -> TpPlan | None:
     """The tensor-parallel plan of this architecture, or None when it has none yet."""
     if unsupported_reason(arch):
         return None
+    if arch.hyper is not None:  # the hyper template's plan is its own (literal names)
+        return TpPlan(embedding="embed", head="head", layers="layers", layer_plan={})
     plan: dict[str, dict[str, Entry]] = {}
     for layer in arch.layers:
         groups = []  # (the class the templates give the block, its entries)
@@ -174,6 +179,8 @@ def tp_plan(arch: Architecture) -> TpPlan | None:
             groups.append(("Attention", _attention_entries(arch, layer.mixer)))
         elif layer.mixer is not None and _split_mixer(arch, layer.mixer):
             groups.append(_split_mixer(arch, layer.mixer))
+        if layer.parallel_mixer is not None:  # beside the attention (Falcon-H1): split over its own heads
+            groups.append(_split_mixer(arch, layer.parallel_mixer))
         if layer.ffn is not None:
             groups.append(("MoE" if isinstance(layer.ffn, Moe) else "MLP", _ffn_entries(arch, layer.ffn)))
         for block, entries in groups:
@@ -199,13 +206,16 @@ def check_degree(arch: Architecture, tp: int) -> None:
         raise UnsupportedError(f"--tp {tp}: no tensor-parallel plan for {arch.model_type} yet ({reason})")
     if tp == 1:
         return
+    if arch.hyper is not None:
+        return hyper_check_degree(arch, tp)
     for layer in arch.layers:
         mixer, ffn = layer.mixer, layer.ffn
-        if mixer is not None and mixer.kind in KINDS and _split_mixer(arch, mixer):
-            for what, count in _mixer_module(mixer.kind).tp_counts(mixer).items():
-                if count % tp:
-                    raise UnsupportedError(f"--tp {tp}: layer {layer.index}'s {KINDS[mixer.kind].title} has {count} "
-                                           f"{what}, not divisible by {tp}")
+        for split in (mixer, layer.parallel_mixer):
+            if split is not None and split.kind in KINDS and _split_mixer(arch, split):
+                for what, count in _mixer_module(split.kind).tp_counts(split).items():
+                    if count % tp:
+                        raise UnsupportedError(f"--tp {tp}: layer {layer.index}'s {KINDS[split.kind].title} has "
+                                               f"{count} {what}, not divisible by {tp}")
         if not isinstance(mixer, (Attention, Mla)):  # none, split above, or replicated whole
             mixer = None
         heads = mixer.num_heads if mixer else tp
@@ -248,6 +258,8 @@ def _summary(arch: Architecture, plan: TpPlan) -> list[str]:
                      + ", down row-wise")
     if "heads" in styles:
         lines.append("attention sinks sliced to each rank's heads")
+    if any(isinstance(lay.mixer, Attention) and lay.mixer.head_gate for lay in arch.layers):
+        lines.append("the per-head gate projection split with the query heads (one row per head)")
     if arch.linear_layout == "in_out":
         lines.append("projections stored (in, out) (Conv1D) split as plain per-rank tensors, row-wise outputs summed")
     if arch.embedding.learned_positions:
@@ -277,8 +289,8 @@ def _summary(arch: Architecture, plan: TpPlan) -> list[str]:
 def parallel_context(arch: Architecture, plan: TpPlan, version: str, source: str, command: str, title: str) -> dict:
     """The literals templates/model/parallel.py.j2 prints."""
     return {
-        "version": version, "source": source, "command": command, "title": title,
-        "summary": _summary(arch, plan),
+        "version": version, "source": source, "command": command, "title": title, "hyper": arch.hyper is not None,
+        "summary": hyper_summary(arch) if arch.hyper is not None else _summary(arch, plan),
         "embedding": repr(plan.embedding), "head": plan.head is not None, "head_literal": repr(plan.head),
         "layers": repr(plan.layers),
         "layer_plan": [(repr(block), [(repr(path), repr(entry)) for path, entry in group.items()])

@@ -68,7 +68,8 @@ def kv_per_rank(arch: Architecture, tp: int, tokens: int) -> int:
     layer's state is split with its heads (whole where the mixer is replicated)."""
     total = 0
     for layer in arch.layers:
-        total += recurrent_bytes(layer) // (tp if splits_mixer(arch, layer.mixer) else 1)
+        split = splits_mixer(arch, layer.mixer) or splits_mixer(arch, layer.parallel_mixer)  # Falcon-H1: beside
+        total += recurrent_bytes(layer) // (tp if split else 1)
         per_token = kv_bytes_per_token(layer, KV_BYTES)
         if isinstance(layer.mixer, Attention):
             per_token = per_token * max(layer.mixer.num_kv_heads // tp, 1) // layer.mixer.num_kv_heads

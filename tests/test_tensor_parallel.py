@@ -7,7 +7,10 @@ ranks divide them, every parameter random): the issue's six (Llama 3, Gemma 3, Q
 DeepSeek-V3, gpt-oss with MXFP4 on disk, Phi-3), then OLMo-2 and Olmo-3 (whole-width QK-norm),
 GPT-NeoX (per-head fused qkv), GPT-2 (Conv1D), Qwen1.5-MoE (gated shared expert), the hybrids
 (Qwen3.5's Gated DeltaNet, LFM2's short convolution, Kimi Linear's KDA + MLA, Nemotron-H's Mamba-2
-+ MoE), Gemma 4 (per-layer head counts) and DeepSeek-V3.2 (DSA). The run has a hard timeout, so a
++ MoE), Gemma 4 (per-layer head counts), DeepSeek-V3.2 (DSA), MiMo-V2-Flash, DeepSeek-V4-Flash
+(hyper-connections: templates/model/hyper/parallel.py.j2), and two compiled on the fly from fixtures (no
+committed directory): Step-3.7 (per-head gate projection) and Falcon-H1 (Mamba-2 beside the attention).
+The run has a hard timeout, so a
 hang fails instead of blocking the suite. gloo on CPU only: the NCCL path is untested here.
 """
 
@@ -20,7 +23,7 @@ import pytest
 import torch
 from conftest import GENERATED
 from tp_worker import (
-    FAMILIES, TOLERANCE, memory_config, random_model, replica, save_checkpoint, spawn, tp_worker, write_checkpoints,
+    COMPILED, FAMILIES, TOLERANCE, memory_config, random_model, replica, save_checkpoint, spawn, tp_worker, write_checkpoints,
 )
 
 from llmgen.compiler.errors import UnsupportedError
@@ -28,11 +31,41 @@ from llmgen.compiler.lowering import lower
 from llmgen.compiler.parallel_plan import check_degree, tp_plan
 from llmgen.compiler.validate import validate
 
+def compiled_config(name: str) -> dict:
+    """The config of a COMPILED family, from the fixtures its own test file uses."""
+    from conftest import REPO
+
+    fixtures = REPO / "tests" / "fixtures"
+    if name == "Step-3.7-Flash":  # the text keys as the step3p7 config's text_config (where transformers reads them)
+        flat = json.loads((fixtures / "mimo" / "Step-3.7-Flash.json").read_text())
+        text = {k: v for k, v in flat.items() if k not in ("model_type", "architectures")}
+        return {"model_type": "step3p7", "architectures": flat["architectures"], "text_config": text}
+    return json.loads((fixtures / "falcon_h1" / "falcon_h1_mup.json").read_text())
+
+
+def compile_families(root: Path) -> list[str]:
+    """COMPILED into root (unformatted: black takes seconds and changes no arithmetic)."""
+    from unittest import mock
+
+    from llmgen.compiler import pipeline
+    from llmgen.compiler.load import LoadedConfig
+    from llmgen.compiler.write import write_outputs
+
+    out = []
+    for name in COMPILED:
+        raw = compiled_config(name)
+        loaded = LoadedConfig(raw=raw, text=json.dumps(raw, indent=2), source_id=f"{name}/config.json",
+                              revision="local", origin="file", checkpoint_dir=None, note=None)
+        with mock.patch.object(pipeline, "format_source", lambda text, **_: text):
+            out.append(str(write_outputs(root / name, pipeline.compile_config(loaded, slug=name).files)))
+    return out
+
+
 @pytest.fixture(scope="module")
 def tp_results(tmp_path_factory):
     """One spawn of 4 processes: TP=4, and TP=2 twice side by side."""
     out = tmp_path_factory.mktemp("tp") / "results.json"
-    directories = [str(GENERATED / name) for name in FAMILIES]
+    directories = [str(GENERATED / name) for name in FAMILIES] + compile_families(out.parent / "compiled")
     write_checkpoints(directories, out.parent / "checkpoints")  # the tiny replicas
     _, gen, _ = replica(GENERATED / FAMILIES[0])
     big = random_model(gen, memory_config(gen))
@@ -46,7 +79,7 @@ def tp_results(tmp_path_factory):
 
 
 @pytest.mark.parametrize("degree", [2, 4])
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES + COMPILED)
 def test_tp_logits_equal_one_process(tp_results, family, degree):
     """TP=2: parallelize() on the model in memory; TP=4: load_parallel(), each rank reading its
     slices of the memory-mapped checkpoint (gpt-oss: MXFP4 on disk, each rank dequantizing its own
@@ -149,6 +182,18 @@ def test_degree_that_does_not_divide_heads_is_refused():
     with pytest.raises(UnsupportedError, match="Gated DeltaNet has 16 key heads, not divisible by 32"):
         check_degree(qwen35, 32)
     assert tp_plan(_arch("Qwen/Qwen3-30B-A3B")) is not None
+    # Falcon-H1's Mamba-2 beside the attention splits by whole groups of heads: its default single group does not
+    falcon = validate(lower(compiled_config("Falcon-H1-mup")))
+    with pytest.raises(UnsupportedError, match="layer 0's Mamba-2 has 1 groups of heads, not divisible by 2"):
+        check_degree(falcon, 2)
+    check_degree(validate(lower(compiled_config("Falcon-H1-mup") | {"mamba_n_groups": 8})), 8)
+    # DeepSeek-V4's grouped low-rank output splits by whole groups: 8 of them
+    from conftest import REPO
+
+    dsv4 = validate(lower(json.loads((REPO / "tests" / "fixtures" / "deepseek_v4" / "DeepSeek-V4-Flash.json").read_text())))
+    check_degree(dsv4, 8)
+    with pytest.raises(UnsupportedError, match="layer 0 has 8 output groups \\(wo_a\\), not divisible by 16"):
+        check_degree(dsv4, 16)
 
 
 @pytest.fixture(scope="module")
@@ -265,3 +310,23 @@ def test_full_size_qwen35_plan_at_tp8_on_meta():
     expected = data["kv_cache"]["bytes_per_token_bf16"] * 8192 // 4 + data["kv_cache"]["recurrent_bytes_per_sequence"] / 8
     assert abs(tp["kv_bytes_bf16_at"]["per_rank"] - expected) < 64
     print(f"Qwen3.5-27B, TP=8: {per_rank / 2**30:.2f} GiB of bf16 weights per rank")
+
+
+def test_full_size_deepseek_v4_plan_at_tp8_on_meta():
+    """DeepSeek-V4-Flash at TP=8 on meta (templates/model/hyper/parallel.py.j2): 8 of 64 query heads in wq_b and
+    the sinks, 1 of 8 output groups in wo_a / wo_b, 32 of 256 routed experts, an eighth of the shared expert; the
+    query latent, the one key=value head, the router and the hyper-connection weights whole."""
+    from conftest import REPO
+
+    arch, data, tp = _card(str(REPO / "generated" / "DeepSeek-V4-Flash"), 8)
+    shapes = tp["shapes"]["0"]
+    assert shapes["layers.3.attn.wq_b.weight"] == [8 * 512, 1024] and shapes["layers.3.attn.attn_sink"] == [8]
+    assert shapes["layers.3.attn.wo_a.weight"] == [1024, 8 * 512] and shapes["layers.3.attn.wo_b.weight"] == [4096, 1024]
+    assert shapes["layers.3.attn.wkv.weight"] == [512, 4096] and shapes["layers.3.attn.wq_a.weight"] == [1024, 4096]
+    assert shapes["layers.3.ffn.gate.weight"] == [256, 4096] and shapes["layers.3.hc_attn_fn"] == [24, 4 * 4096]
+    assert shapes["layers.3.ffn.shared_experts.w2.weight"] == [4096, 2048 // 8]
+    experts = {int(name.split(".")[4]) for name in shapes if name.startswith("layers.3.ffn.experts.")}
+    assert experts == set(range(32))
+    per_rank = tp["weights_bytes_bf16"]["0"]
+    assert 2 * data["parameters"]["total"] / 8 < per_rank < 2 * data["parameters"]["total"] / 8 * 1.05
+    print(f"DeepSeek-V4-Flash, TP=8: {per_rank / 2**30:.1f} GiB of bf16 weights per rank")

@@ -3,7 +3,9 @@ import it by name): tiny replicas of the committed generated models, split over 
 
 from __future__ import annotations
 
+import ast
 import importlib.util
+import inspect
 import json
 import os
 import socket
@@ -19,10 +21,16 @@ FAMILIES = ("Llama-3.2-1B", "gemma-3-1b", "Qwen3-30B-A3B", "DeepSeek-V3", "gpt-o
             "OLMo-2-1124-7B", "Olmo-3.1-32B-Instruct", "RedPajama-INCITE-7B-Base", "gpt2", "Qwen1.5-MoE-A2.7B-Chat",
             "Qwen3.5-35B-A3B", "LFM2-1.2B", "Kimi-Linear-defaults", "NVIDIA-Nemotron-3-Nano-30B-A3B-BF16",
             "gemma-4-26B-A4B", "DeepSeek-V3.2",  # per-layer head counts; the DSA indexer (replicated)
-            "MiMo-V2-Flash")  # value heads narrower than query/key heads, sliding layers with more KV heads and sinks
+            "MiMo-V2-Flash",  # value heads narrower than query/key heads, sliding layers with more KV heads and sinks
+            "DeepSeek-V4-Flash")  # hyper-connections, one key=value head, grouped low-rank output, hash-routed experts
+# Families with no committed generated directory: compiled into the test's tmp folder from these fixtures
+# (tests/test_tensor_parallel.py's compile_families). Step-3.7's per-head gate projection; Falcon-H1's
+# Mamba-2 beside the attention.
+COMPILED = ("Step-3.7-Flash", "Falcon-H1-mup")
 # Replica sizes changed from test_parity.py's so that 4 ranks divide them (recurrent mixers' heads, groups).
 TP_SIZES = {"Qwen3.5-35B-A3B": {"linear_num_key_heads": 4, "linear_num_value_heads": 8},
-            "NVIDIA-Nemotron-3-Nano-30B-A3B-BF16": {"mamba_n_groups": 4}, "Kimi-Linear-defaults": {"linear_num_heads": 4}}
+            "NVIDIA-Nemotron-3-Nano-30B-A3B-BF16": {"mamba_n_groups": 4}, "Kimi-Linear-defaults": {"linear_num_heads": 4},
+            "Falcon-H1-mup": {"mamba_n_groups": 4}, "DeepSeek-V4-Flash": {"o_groups": 4}}
 TOLERANCE = 1e-5  # x max(1, max|logit|)
 SEQ, PREFILL = 12, 5  # longer than the replicas' sliding window (8); decoding steps past it
 
@@ -41,9 +49,9 @@ def replica(directory: Path):
     """(parallel.py module, model.py module, the tiny replica's Config) of a generated directory."""
     slug = directory.name.replace("-", "_").replace(".", "_")
     par = _import(directory / "parallel.py", f"tp_parallel_{slug}")
-    source = (directory / "test_parity.py").read_text()
-    start = source.index("MODEL_CONFIG = ") + len("MODEL_CONFIG = ")
-    sizes = eval(source[start : source.index("\n}\n", start) + 2], {})  # a dict literal of the replica's sizes
+    tree = ast.parse((directory / "test_parity.py").read_text())
+    sizes = next(ast.literal_eval(node.value) for node in tree.body  # a dict literal of the replica's sizes
+                 if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "MODEL_CONFIG")
     gen = par._model_module()
     return par, gen, gen.Config(**(sizes | TP_SIZES.get(directory.name, {})))
 
@@ -54,6 +62,9 @@ def random_model(gen, config, seed: int = 0) -> torch.nn.Module:
     with torch.no_grad():
         for param in model.parameters():
             param.normal_(1.0, 0.2) if param.ndim == 1 else param.normal_(0.0, 0.05)
+        for name, buffer in model.named_buffers():
+            if name.endswith("tid2eid"):  # DeepSeek-V4's hash routing: token id -> experts, spread over the ranks
+                buffer.copy_(torch.randint(0, config.num_experts, buffer.shape))
     return model
 
 
@@ -61,7 +72,8 @@ def random_model(gen, config, seed: int = 0) -> torch.nn.Module:
 def logits_runs(model, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Whole-sequence logits, and the logits of a cached run (prefill, then one token per step)."""
     whole = model(ids)
-    model.enable_cache(ids.shape[0], ids.shape[1])
+    sized = len(inspect.signature(model.enable_cache).parameters) > 1  # DeepSeek-V4's caches grow: batch only
+    model.enable_cache(*((ids.shape[0], ids.shape[1]) if sized else (ids.shape[0],)))
     steps = [model(ids[:, :PREFILL])] + [model(ids[:, i : i + 1]) for i in range(PREFILL, ids.shape[1])]
     model.disable_cache()
     return whole, torch.cat(steps, dim=1)
@@ -86,7 +98,8 @@ def save_checkpoint(gen, config, model, directory: Path) -> Path:
     from safetensors.torch import save_file
 
     state = dict(model.state_dict())
-    tensors = {key: state[name].contiguous() for key, name in gen.checkpoint_keys(config).items()}
+    keys = gen.checkpoint_keys(config) if hasattr(gen, "checkpoint_keys") else {name: name for name in state}
+    tensors = {key: state[name].contiguous() for key, name in keys.items()}
     for key in [k for k in tensors if k.endswith(getattr(gen, "MXFP4_TENSORS", ()))]:
         tensors[f"{key}_blocks"], tensors[f"{key}_scales"] = quantize_mxfp4(tensors.pop(key))
     directory.mkdir(parents=True, exist_ok=True)
