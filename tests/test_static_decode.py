@@ -17,7 +17,9 @@ from conftest import GENERATED, import_path, random_replica
 from real_checkpoint import smollm2_checkpoint  # noqa: F401  (fixture)
 
 from llmgen.compiler import native
+from llmgen.compiler.cli import main
 from llmgen.compiler.fast_decode import use_fast_decode
+from llmgen.compiler.generate import greedy_tokens
 
 TOLERANCE = 1e-5  # max |logit difference| / max |logit|, float32
 MODELS = ["SmolLM2-135M-Instruct", "gemma-3-1b", "Mixtral-8x7B-v0.1"]  # dense, sliding window 8, experts
@@ -102,6 +104,21 @@ def test_greedy_tokens_identical_on_the_real_checkpoint(smollm2_checkpoint) -> N
         model.disable_cache()
         runs.append(tokens)
     assert runs[0] == runs[1]
+
+
+def test_greedy_tokens_on_the_static_cache(replica) -> None:
+    name, gen, config, model = replica
+    prompt = [3, 1, 4, 1, 5]
+    dynamic = list(greedy_tokens(model, prompt, 9, stop=set()))
+    assert list(greedy_tokens(model, prompt, 9, stop=set(), static=True)) == dynamic
+    assert model.model.cache is None  # disabled after the run
+
+
+def test_generate_compile_refuses_the_int8_cache(smollm2_checkpoint, capsys) -> None:  # noqa: F811
+    code = main(["generate", str(GENERATED / "SmolLM2-135M-Instruct"), "--prompt", "x", "--compile", "--kv", "int8",
+                 "--checkpoint", str(smollm2_checkpoint)])
+    err = capsys.readouterr().err
+    assert code == 2 and "llmgen: error: --compile needs the float KV cache" in err, err
 
 
 compile_tests = pytest.mark.skipif(os.environ.get("LLMGEN_COMPILE_TESTS") != "1",
