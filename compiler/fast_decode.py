@@ -199,23 +199,20 @@ def compiled_steps(model: Any) -> tuple[Any, Any]:
 
 @functools.cache
 def gemv_op() -> Any:
-    """The native kernel as a torch operator (llmgen::gemv) that torch.compile keeps whole, as
-    one opaque call with a known output shape, instead of breaking its graph at every product."""
+    """The native kernel as a torch operator (llmgen_native::gemv, kernels/gemv.cpp) that
+    torch.compile keeps whole: one opaque call with a known output shape, instead of a break of
+    its graph at every product, called from the compiled graph without Python in between."""
     import torch
 
     from . import native
 
-    run = native.kernel().gemv  # one build holds both dtypes' kernels
+    native.kernel()  # loading the module registers the operator
 
-    @torch.library.custom_op("llmgen::gemv", mutates_args=(), schema="(Tensor x, Tensor w, Tensor? bias, int level) -> Tensor")
-    def gemv(x: Any, w: Any, bias: Any, level: int) -> Any:
-        return run(x, w, bias, level)
-
-    @gemv.register_fake
+    @torch.library.register_fake("llmgen_native::gemv")
     def _(x: Any, w: Any, bias: Any, level: int) -> Any:
         return x.new_empty((*x.shape[:-1], w.shape[0]))
 
-    return gemv
+    return torch.ops.llmgen_native.gemv.default
 
 
 def _products(used: str, dtype: Any, threads: int, traced: bool = False) -> tuple[Any, Any]:
