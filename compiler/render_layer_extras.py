@@ -159,3 +159,22 @@ def extras_context(arch: Architecture, identifier: Callable[[str], str], literal
         "sinks_literal": literal("".join(sinks)) if len({mixer.sinks for _, mixer in attns}) > 1 else "",
         "unit_norm": any(mixer.v_norm for _, mixer in attns) or moe is not None,
     }
+
+
+def static_cache(arch: Architecture) -> bool:
+    """Whether the model gets CausalLM.enable_static_cache (a fixed-shape KV cache for a compiled
+    decoding step): every layer plain softmax attention with its own cache, positions by RoPE,
+    learned or none (not recurrent or latent attention, not ALiBi, no shared keys/values, no per-layer inputs,
+    no value width of its own, no recurrent mixer beside the attention)."""
+    from .mixers import attention_layers, is_hybrid
+    from .render_blocks import no_attention, single_block
+    from .render_mla import mla_of
+
+    attns = attention_layers(arch)
+    if not attns or no_attention(arch) or single_block(arch) or is_hybrid(arch) or mla_of(arch):
+        return False
+    alibi = any(getattr(layer.mixer, "alibi", None) is not None for layer in attns)
+    # values as wide as keys (one slot shape for both), and no recurrent mixer beside the attention
+    plain = all(getattr(layer.mixer, "v_head_dim", None) is None for layer in attns) and not any(
+        layer.parallel_mixer for layer in arch.layers)
+    return plain and not alibi and arch.per_layer_input is None and kv_sources(arch) is None

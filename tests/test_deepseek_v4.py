@@ -309,3 +309,23 @@ def test_card_kv_bytes_count_the_window_and_the_pooled_entries():
     assert kv_cache(arch)["bytes_per_token_bf16"] == per_token == 8928
     windows = 41 * 128 * 512 * 2  # the compressed layers' 128-token windows
     assert cache_bytes(arch, 4096) == 2 * 128 * 1024 + (21 * 160 + 20 * 4) * 2 * 4096 + windows
+
+
+def test_generate_decodes_with_the_cache_as_without():
+    """llmgen generate's decoding loop (enable_cache(batch, max_len, int8)) on the committed DeepSeek-V4-Flash:
+    greedy tokens with the compressors' caches equal those of re-running the whole text; int8 is refused."""
+    from llmgen.compiler.generate import greedy_tokens
+
+    directory = REPO / "generated" / "DeepSeek-V4-Flash"
+    parity = import_path(directory / "test_parity.py", "llmgen_dsv4_generate_parity")
+    gen = parity.load_generated_model()
+    torch.manual_seed(0)
+    model = gen.CausalLM(gen.Config(**parity.MODEL_CONFIG)).eval()
+    for p in model.parameters():
+        if p.dtype.is_floating_point:
+            p.data.normal_(0, 0.05)
+    ids = [1, 5, 7, 9, 11]
+    cached = list(greedy_tokens(model, ids, 12, set(), kv=True))
+    assert len(cached) == 12 and cached == list(greedy_tokens(model, ids, 12, set(), kv=False))
+    with pytest.raises(ValueError, match="int8"):
+        model.enable_cache(1, 32, int8=True)

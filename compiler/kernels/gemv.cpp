@@ -144,6 +144,12 @@ torch::Tensor gemv(const torch::Tensor& x_in, const torch::Tensor& w, const c10:
   return bf16 ? out32.to(torch::kBFloat16) : out32;  // one rounding, of the finished sum
 }
 
+// The same product as a torch operator, llmgen_native::gemv, for torch.compile: its compiled
+// graph calls it through the dispatcher, with no Python in between (compiler/fast_decode.py
+// registers the output shape it needs to trace it).
+TORCH_LIBRARY(llmgen_native, m) { m.def("gemv(Tensor x, Tensor w, Tensor? bias, int level) -> Tensor"); }
+TORCH_LIBRARY_IMPL(llmgen_native, CPU, m) { m.impl("gemv", &gemv); }
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gemv", &gemv, "x @ w.T (+ bias) for an x of a few rows, at an instruction-set level", pybind11::arg("x"),
         pybind11::arg("w"), pybind11::arg("bias") = pybind11::none(), pybind11::arg("level"));

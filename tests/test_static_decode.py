@@ -1,0 +1,149 @@
+"""The static KV cache (`CausalLM.enable_static_cache`: fixed shapes, the position in a tensor)
+and the compiled decoding step that it makes possible (compiler/fast_decode.py, compile=True).
+
+Token by token, the static cache's logits equal the dynamic cache's (float32, <= 1e-5 of the
+logit scale) on a dense model, a sliding-window model (past its window) and an MoE model, with
+the written-out attention and with torch's fused kernel; greedy tokens are identical on the
+real SmolLM2 checkpoint. The compiled step (torch.compile: tens of seconds even for a tiny
+model) runs only with LLMGEN_COMPILE_TESTS=1."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from conftest import GENERATED, import_path, random_replica
+from real_checkpoint import smollm2_checkpoint  # noqa: F401  (fixture)
+
+from llmgen.compiler import native
+from llmgen.compiler.cli import main
+from llmgen.compiler.fast_decode import use_fast_decode
+from llmgen.compiler.generate import greedy_tokens
+
+TOLERANCE = 1e-5  # max |logit difference| / max |logit|, float32
+MODELS = ["SmolLM2-135M-Instruct", "gemma-3-1b", "Mixtral-8x7B-v0.1"]  # dense, sliding window 8, experts
+PROMPT, LENGTH = 5, 14  # a 5-token prefill, then one token at a time past Gemma 3's window of 8
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def replica(request):
+    gen, config, model = random_replica(request.param, "llmgen_static_decode")
+    return request.param, gen, config, model
+
+
+def cached_logits(model, ids: torch.Tensor, static: bool) -> torch.Tensor:
+    """Logits of every position: the prompt at once, then one token per call."""
+    if static:
+        model.enable_static_cache(ids.shape[0], ids.shape[1] + 2)  # two slots never written
+    else:
+        model.enable_cache(ids.shape[0], ids.shape[1])
+    with torch.no_grad():
+        steps = [model(ids[:, :PROMPT])] + [model(ids[:, i : i + 1]) for i in range(PROMPT, ids.shape[1])]
+    model.disable_cache()
+    return torch.cat(steps, dim=1)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_static_cache_equals_the_dynamic_cache(replica, fused: bool) -> None:
+    name, gen, config, model = replica
+    model.fast_attention(fused)
+    ids = torch.randint(0, config.vocab_size, (2, LENGTH), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        whole = model(ids)
+    dynamic = cached_logits(model, ids, static=False)
+    static = cached_logits(model, ids, static=True)
+    scale = dynamic.abs().max().item()
+    assert (dynamic - whole).abs().max().item() <= TOLERANCE * scale  # the reference path agrees
+    diff = (static - dynamic).abs().max().item()
+    assert diff <= TOLERANCE * scale, (name, fused, diff, scale)
+    with torch.no_grad():
+        assert torch.equal(model(ids), whole)  # disabled again: the whole-sequence forward as before
+    model.fast_attention(False)
+
+
+def test_static_cache_state(replica) -> None:
+    name, gen, config, model = replica
+    cache = model.enable_static_cache(2, 9)
+    assert isinstance(cache, gen.StaticCache) and len(cache) == config.num_hidden_layers
+    shapes = {tuple(layer.k.shape) for layer in cache}
+    assert shapes == {(2, config.num_key_value_heads, 9, config.head_dim)}  # every layer: all 9 slots, windowed too
+    with torch.no_grad():
+        model(torch.zeros(2, 4, dtype=torch.long))
+        assert cache.length == 4 and all(layer.start is cache.start for layer in cache)
+        model(torch.zeros(2, 1, dtype=torch.long))
+    assert cache.length == 5
+    assert all(layer.k[:, :, 5:].abs().sum() == 0 for layer in cache)  # slots past the position untouched
+    assert all(layer.k[:, :, :5].abs().sum() > 0 for layer in cache)
+    model.disable_cache()
+    assert model.model.cache is None
+
+
+def test_models_without_plain_attention_get_no_static_cache() -> None:
+    """Recurrent, hybrid and latent-attention models keep only their own cache: no dead code."""
+    for name in ("DeepSeek-V3", "LFM2-1.2B", "Qwen3.5-35B-A3B"):
+        text = (GENERATED / name / "model.py").read_text()
+        assert "StaticCache" not in text and "enable_static_cache" not in text, name
+    assert "def enable_static_cache" in (GENERATED / "gemma-3-1b" / "model.py").read_text()
+
+
+def test_greedy_tokens_identical_on_the_real_checkpoint(smollm2_checkpoint) -> None:  # noqa: F811
+    module = import_path(GENERATED / "SmolLM2-135M-Instruct" / "model.py", "static_decode_smollm2")
+    model = module.load_checkpoint(smollm2_checkpoint, dtype=torch.float32)
+    model.fast_attention()  # as `llmgen generate` runs it
+    ids = torch.randint(100, 40000, (1, 12), generator=torch.Generator().manual_seed(1))
+    runs = []
+    for static in (False, True):
+        (model.enable_static_cache if static else model.enable_cache)(1, 12 + 16)
+        tokens = []
+        with torch.inference_mode():
+            token = model(ids)[:, -1].argmax(-1, keepdim=True)
+            for _ in range(16):
+                tokens.append(int(token))
+                token = model(token)[:, -1].argmax(-1, keepdim=True)
+        model.disable_cache()
+        runs.append(tokens)
+    assert runs[0] == runs[1]
+
+
+def test_greedy_tokens_on_the_static_cache(replica) -> None:
+    name, gen, config, model = replica
+    prompt = [3, 1, 4, 1, 5]
+    dynamic = list(greedy_tokens(model, prompt, 9, stop=set()))
+    assert list(greedy_tokens(model, prompt, 9, stop=set(), static=True)) == dynamic
+    assert model.model.cache is None  # disabled after the run
+
+
+def test_generate_compile_refuses_the_int8_cache(smollm2_checkpoint, capsys) -> None:  # noqa: F811
+    code = main(["generate", str(GENERATED / "SmolLM2-135M-Instruct"), "--prompt", "x", "--compile", "--kv", "int8",
+                 "--checkpoint", str(smollm2_checkpoint)])
+    err = capsys.readouterr().err
+    assert code == 2 and "llmgen: error: --compile needs the float KV cache" in err, err
+
+
+compile_tests = pytest.mark.skipif(os.environ.get("LLMGEN_COMPILE_TESTS") != "1",
+                                   reason="torch.compile takes tens of seconds: set LLMGEN_COMPILE_TESTS=1")
+
+
+@compile_tests
+@pytest.mark.parametrize("kernel", ["off", pytest.param("native", marks=pytest.mark.skipif(
+    native.missing("float32") is not None, reason=f"native kernel: {native.missing('float32')}"))])
+def test_compiled_steps_compile_once_and_equal_the_dynamic_cache(kernel: str) -> None:
+    import torch._dynamo
+
+    gen, config, model = random_replica("SmolLM2-135M-Instruct", f"llmgen_static_compile_{kernel}")
+    model.fast_attention()
+    ids = torch.randint(0, config.vocab_size, (1, LENGTH), generator=torch.Generator().manual_seed(4))
+    reference = cached_logits(model, ids, static=False)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    assert use_fast_decode(model, kernel, threads=2, compile=True)[0] == kernel
+    torch._dynamo.config.error_on_recompile = True  # a second compilation fails the test
+    try:
+        compiled = cached_logits(model, ids, static=True)  # 9 one-token steps, compiled at the first
+    finally:
+        torch._dynamo.config.error_on_recompile = False
+    diff, scale = (compiled - reference).abs().max().item(), reference.abs().max().item()
+    assert diff <= TOLERANCE * scale, (diff, scale)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    use_fast_decode(model, "off")
