@@ -11,7 +11,7 @@ Each case must end one of two ways:
 
 Anything else (a traceback, a pydantic ValidationError, a hang) is a crash.
 
-CI runs ``FUZZ_EXAMPLES`` cases (default 300, derandomized so CI is reproducible). The long
+CI runs ``FUZZ_EXAMPLES`` cases (default 200, derandomized so CI is reproducible). The long
 run takes the count and a fresh random seed from the environment:
 
     LLMGEN_FUZZ_EXAMPLES=10000 python3 -m pytest tests/test_fuzz.py -p no:cacheprovider -q
@@ -42,7 +42,7 @@ from llmgen.compiler.errors import LlmgenError
 from llmgen.compiler.load import load_config
 from llmgen.compiler.pipeline import compile_config
 
-CI_EXAMPLES = 300
+CI_EXAMPLES = 200  # the suite's share; a long run sets LLMGEN_FUZZ_EXAMPLES (above)
 EXAMPLES = int(os.environ.get("LLMGEN_FUZZ_EXAMPLES", CI_EXAMPLES))
 LONG_RUN = EXAMPLES != CI_EXAMPLES or "LLMGEN_FUZZ_SEED" in os.environ
 

@@ -80,11 +80,15 @@ def test_size_and_no_kwargs(path: Path) -> None:
     # a recurrent mixer kind (compiler/mixers/): its whole-sequence and one-step forms, its cache
     linear = any(f'"kind": "{kind}"' in arch for kind in RECURRENT_KINDS)
     sparse = '"indexer"' in arch or '"selection"' in arch  # an indexer (DSA, DeepSeek-V4's CSA), its keys, the selection
+    # the fixed-shape cache for a compiled decoding step (StaticCache, enable_static_cache: ~55 lines of runtime
+    # machinery that issue 21 moves out of model.py with the other caches)
+    static = 60 if "def enable_static_cache" in model_part else 0
     assert len(model_part.splitlines()) < (MAX_LINES if dense else MAX_LINES + 150) + (100 if linear else 0) \
-        + (80 if sparse else 0)
+        + (80 if sparse else 0) + static
     # + the checkpoint reader (safetensors header validation, dtype rule, non-finite check), expert unfusing, fp8
     # (a hybrid's reader also renames the published nested layout; issue 21 moves the reader out of model.py)
-    assert len(text.splitlines()) < MAX_LINES + (300 if dense else 450) + (150 if linear else 0) + (80 if sparse else 0)
+    assert len(text.splitlines()) < MAX_LINES + (300 if dense else 450) + (150 if linear else 0) + (80 if sparse else 0) \
+        + static
     assert "**kwargs" not in text
     for node in ast.walk(ast.parse(text)):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
