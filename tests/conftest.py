@@ -53,6 +53,20 @@ def random_replica(name: str, prefix: str):
     return gen, config, model
 
 
+def logits_in_pieces(model, ids, sizes: list[int], int8: bool = False):
+    """Logits of ids fed through the model's caches in pieces of `sizes` (a prefill, then decoding steps),
+    concatenated along the sequence: what a cached run gives, to compare with one uncached call."""
+    import torch
+
+    model.enable_cache(batch=ids.shape[0], max_len=ids.shape[1], int8=int8)
+    pieces, start = [], 0
+    for size in sizes:
+        pieces.append(model(ids[:, start : start + size]))
+        start += size
+    model.disable_cache()
+    return torch.cat(pieces, dim=1)
+
+
 def window_boundary_runs(parity_module, test: str = "test_parity_around_the_sliding_window") -> list[tuple[int, float]]:
     """Run a generated test_parity.py's window- (or chunk-) boundary test; (seq_len, max|dlogit|) per measure."""
     runs = []

@@ -17,7 +17,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import REPO, import_path
+from conftest import REPO, import_path, logits_in_pieces
 
 from llmgen.compiler.card import card, load_model
 from llmgen.compiler.describe import features
@@ -125,16 +125,6 @@ def replica(compiled):
     return gen, config, model, parity
 
 
-def run(model, ids, sizes):
-    """Logits of ids fed through the caches in pieces of `sizes`."""
-    model.enable_cache(batch=ids.shape[0], max_len=ids.shape[1])
-    pieces, start = [], 0
-    for size in sizes:
-        pieces.append(model(ids[:, start : start + size]))
-        start += size
-    model.disable_cache()
-    return torch.cat(pieces, dim=1)
-
 
 STEPS = 3
 
@@ -146,7 +136,7 @@ def test_cached_decoding_equals_the_full_forward(replica, prefill):
     ids = torch.randint(0, config.vocab_size, (2, prefill + STEPS), generator=torch.Generator().manual_seed(prefill))
     with torch.no_grad():
         full = model(ids)
-        cached = run(model, ids, [prefill] + [1] * STEPS)
+        cached = logits_in_pieces(model, ids, [prefill] + [1] * STEPS)
     scale = full.abs().max().item()
     diff = (cached - full).abs().max().item()
     print(f"prefill {prefill} + {STEPS} tokens: max|cached - full| = {diff:.3g} (logits up to {scale:.3g})")
@@ -161,7 +151,7 @@ def test_token_by_token_and_chunk_size_invariance(replica):
     mambas = [module for module in model.modules() if isinstance(module, gen.Mamba2)]
     with torch.no_grad():
         full = model(ids)
-        stepped = run(model, ids, [1] * 20)
+        stepped = logits_in_pieces(model, ids, [1] * 20)
         for module in mambas:
             module.chunk = 256  # FalconH1Config's own mamba_chunk_size
         own = model(ids)

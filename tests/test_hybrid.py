@@ -15,7 +15,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import GENERATED, REPO, catalog_config, import_path
+from conftest import GENERATED, REPO, catalog_config, import_path, logits_in_pieces
 
 from llmgen.compiler.card import card, load_model
 from llmgen.compiler.divergence import divergence, format_report
@@ -116,16 +116,6 @@ def replica():
     return gen, config, model
 
 
-def run(model, ids, sizes, int8=False):
-    """Logits of ids fed through the caches in pieces of `sizes`."""
-    model.enable_cache(batch=ids.shape[0], max_len=ids.shape[1], int8=int8)
-    pieces, start = [], 0
-    for size in sizes:
-        pieces.append(model(ids[:, start : start + size]))
-        start += size
-    model.disable_cache()
-    return torch.cat(pieces, dim=1)
-
 
 STEPS = 3
 
@@ -136,7 +126,7 @@ def test_cached_decoding_equals_the_full_forward(replica, prefill):
     ids = torch.randint(0, config.vocab_size, (2, prefill + STEPS), generator=torch.Generator().manual_seed(prefill))
     with torch.no_grad():
         full = model(ids)
-        cached = run(model, ids, [prefill] + [1] * STEPS)
+        cached = logits_in_pieces(model, ids, [prefill] + [1] * STEPS)
     scale = full.abs().max().item()
     diff = (cached - full).abs().max().item()
     print(f"prefill {prefill} + {STEPS} tokens: max|cached - full| = {diff:.3g} (logits up to {scale:.3g})")
@@ -149,7 +139,7 @@ def test_cached_decoding_is_exact_in_float64(replica):
     model = copy.deepcopy(model).double()
     ids = torch.randint(0, config.vocab_size, (2, 70), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        full, cached = model(ids), run(model, ids, [65, 1, 1, 3])
+        full, cached = model(ids), logits_in_pieces(model, ids, [65, 1, 1, 3])
     assert (cached - full).abs().max().item() <= 1e-12 * full.abs().max().item()
 
 
@@ -159,7 +149,7 @@ def test_chunked_prefill_and_int8_kv(replica):
     ids = torch.randint(0, config.vocab_size, (2, 140), generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         full = model(ids)
-        pieces = run(model, ids, [70, 1, 64, 5])
+        pieces = logits_in_pieces(model, ids, [70, 1, 64, 5])
         assert (pieces - full).abs().max().item() <= 1e-5 * full.abs().max().item()
         cache = model.enable_cache(batch=2, max_len=140, int8=True)
         kinds = {type(layer).__name__ for layer in cache}
@@ -167,7 +157,7 @@ def test_chunked_prefill_and_int8_kv(replica):
         assert all(layer.state.dtype == torch.float32 for layer in cache if type(layer).__name__ == "RecurrentCache")
         assert all(layer.k.dtype == torch.int8 for layer in cache if type(layer).__name__ == "LayerCache")
         model.disable_cache()
-        quantized = run(model, ids, [100, 40], int8=True)
+        quantized = logits_in_pieces(model, ids, [100, 40], int8=True)
     assert (quantized - full).abs().max().item() <= 0.05 * full.abs().max().item()
 
 

@@ -15,7 +15,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import GENERATED, REPO, import_path
+from conftest import GENERATED, REPO, import_path, logits_in_pieces
 
 from llmgen.compiler.card import card, load_model
 from llmgen.compiler.divergence import divergence, format_report
@@ -110,16 +110,6 @@ def replica(compiled):
     return gen, config, model, parity
 
 
-def run(model, ids, sizes):
-    """Logits of ids fed through the caches in pieces of `sizes`."""
-    model.enable_cache(batch=ids.shape[0], max_len=ids.shape[1])
-    pieces, start = [], 0
-    for size in sizes:
-        pieces.append(model(ids[:, start : start + size]))
-        start += size
-    model.disable_cache()
-    return torch.cat(pieces, dim=1)
-
 
 STEPS = 3
 
@@ -130,7 +120,7 @@ def test_cached_decoding_equals_the_full_forward(replica, prefill):
     ids = torch.randint(0, config.vocab_size, (2, prefill + STEPS), generator=torch.Generator().manual_seed(prefill))
     with torch.no_grad():
         full = model(ids)
-        cached = run(model, ids, [prefill] + [1] * STEPS)
+        cached = logits_in_pieces(model, ids, [prefill] + [1] * STEPS)
     scale, diff = full.abs().max().item(), (cached - full).abs().max().item()
     print(f"prefill {prefill} + {STEPS} tokens: max|cached - full| = {diff:.3g} (logits up to {scale:.3g})")
     assert scale > 0.1 and diff <= 1e-5 * scale

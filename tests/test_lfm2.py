@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import GENERATED, import_path
+from conftest import GENERATED, import_path, logits_in_pieces
 
 from llmgen.compiler.card import card, load_model
 from llmgen.compiler.errors import LlmgenError
@@ -187,16 +187,6 @@ def replica():
     return gen, config, model, arch
 
 
-def run(model, ids, sizes):
-    """Logits of ids fed through the caches in pieces of `sizes`."""
-    model.enable_cache(batch=ids.shape[0], max_len=ids.shape[1])
-    pieces, start = [], 0
-    for size in sizes:
-        pieces.append(model(ids[:, start : start + size]))
-        start += size
-    model.disable_cache()
-    return torch.cat(pieces, dim=1)
-
 
 @pytest.mark.parametrize("sizes", [[1] * 12, [2] + [1] * 4, [3] + [1] * 3, [7, 1, 1, 1], [5, 4, 1]],
                          ids=["token-by-token", "prefill-2", "prefill-3", "prefill-7", "prefill-5-then-4"])
@@ -204,7 +194,7 @@ def test_cached_decoding_equals_the_full_forward(replica, sizes):
     _, config, model, _ = replica
     ids = torch.randint(0, config.vocab_size, (2, sum(sizes)), generator=torch.Generator().manual_seed(len(sizes)))
     with torch.no_grad():
-        full, cached = model(ids), run(model, ids, sizes)
+        full, cached = model(ids), logits_in_pieces(model, ids, sizes)
     scale, diff = full.abs().max().item(), (cached - full).abs().max().item()
     print(f"pieces {sizes}: max|cached - full| = {diff:.3g} (logits up to {scale:.3g})")
     assert scale > 0.1 and diff <= 1e-5 * scale

@@ -17,7 +17,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import GENERATED, REPO, catalog_config, import_path
+from conftest import GENERATED, REPO, catalog_config, import_path, logits_in_pieces
 
 from llmgen.compiler.card import card, load_model
 from llmgen.compiler.errors import LlmgenError
@@ -134,16 +134,6 @@ def replica():
     return gen, config, model
 
 
-def run(model, ids, sizes):
-    """Logits of ids fed through the caches in pieces of `sizes`."""
-    model.enable_cache(batch=ids.shape[0], max_len=ids.shape[1])
-    pieces, start = [], 0
-    for size in sizes:
-        pieces.append(model(ids[:, start : start + size]))
-        start += size
-    model.disable_cache()
-    return torch.cat(pieces, dim=1)
-
 
 STEPS = 3
 
@@ -155,7 +145,7 @@ def test_cached_decoding_equals_the_full_forward(replica, prefill):
     ids = torch.randint(0, config.vocab_size, (2, prefill + STEPS), generator=torch.Generator().manual_seed(prefill))
     with torch.no_grad():
         full = model(ids)
-        cached = run(model, ids, [prefill] + [1] * STEPS)
+        cached = logits_in_pieces(model, ids, [prefill] + [1] * STEPS)
     scale = full.abs().max().item()
     diff = (cached - full).abs().max().item()
     print(f"prefill {prefill} + {STEPS} tokens: max|cached - full| = {diff:.3g} (logits up to {scale:.3g})")
@@ -170,7 +160,7 @@ def test_token_by_token_and_chunk_size_invariance(replica):
     mambas = [module for module in model.modules() if isinstance(module, gen.Mamba2)]
     with torch.no_grad():
         full = model(ids)
-        stepped = run(model, ids, [1] * 17)
+        stepped = logits_in_pieces(model, ids, [1] * 17)
         for module in mambas:
             module.chunk = 128  # Nemotron-3 Nano's own chunk_size
         own = model(ids)
@@ -211,7 +201,7 @@ def test_granite_hybrid_cached_decoding_equals_the_full_forward(granite_replica)
     for sizes in ([1] + [1] * STEPS, [7] + [1] * STEPS, [8] + [1] * STEPS, [9] + [1] * STEPS, [1] * 12):
         ids = torch.randint(0, config.vocab_size, (2, sum(sizes)), generator=torch.Generator().manual_seed(len(sizes)))
         with torch.no_grad():
-            full, cached = model(ids), run(model, ids, sizes)
+            full, cached = model(ids), logits_in_pieces(model, ids, sizes)
         scale, diff = full.abs().max().item(), (cached - full).abs().max().item()
         print(f"pieces {sizes}: max|cached - full| = {diff:.3g} (logits up to {scale:.3g})")
         assert scale > 0.1 and diff <= 1e-5 * scale, sizes
