@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from llmgen.compiler import native
+from llmgen.compiler.generated_files import import_generated
 from llmgen.compiler.fast_decode import BF16_PREFILL, KERNELS, choose, use_fast_decode
 from llmgen.compiler.fast_decode import label as kernel_label
 
@@ -53,11 +54,7 @@ def default_checkpoint() -> Path:
 
 
 def import_model(directory: Path):
-    spec = importlib.util.spec_from_file_location("bench_generated_model", directory / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return import_generated(directory, "bench_generated_model")
 
 
 def status_mib(field: str) -> float:

@@ -115,8 +115,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print(f"note: {loaded.note}")
     for note in compiled.notes:
         print(f"note: {note}")
-    lines = compiled.files["model.py"].count(b"\n")
-    print(f"wrote {where}/ ({', '.join(sorted(compiled.files))}); model.py has {lines} lines")
+    lines = {name: compiled.files[name].count(b"\n") for name in ("model.py", "runtime.py", "weights.py")
+             if name in compiled.files}
+    beside = ", ".join(f"{name} {count}" for name, count in lines.items() if name != "model.py")
+    print(f"wrote {where}/ ({', '.join(sorted(compiled.files))}); model.py has {lines['model.py']} lines"
+          f" (the architecture; {beside})")
     if args.no_verify:
         return 0
     return cmd_verify(argparse.Namespace(dirs=[where]))

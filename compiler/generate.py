@@ -33,6 +33,7 @@ from typing import Any
 
 from . import native
 from .chat import read_json, render_chat, token_text
+from .generated_files import import_generated
 from .errors import LlmgenError, SourceError
 from .fast_decode import KERNELS, choose, label, use_fast_decode
 from .reference import resolve_checkpoint
@@ -63,26 +64,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def import_model(directory: Path) -> Any:
-    """model.py of a generated directory, imported by path."""
+    """The generated files of a directory (model.py, runtime.py, weights.py), imported by path as one module."""
     path = directory / "model.py"
     if not path.is_file():
         raise SourceError(f"{directory}: no model.py (not a generated model directory)")
-    spec = importlib.util.spec_from_file_location(f"llmgen_generated_{abs(hash(str(path.resolve())))}", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
     try:
-        spec.loader.exec_module(module)
+        module = import_generated(directory)
     except SyntaxError as err:
-        sys.modules.pop(spec.name, None)
-        raise SourceError(f"{path}: line {err.lineno}: {err.msg} (a syntax error: regenerate it or fix the edit)") from None
-    except Exception as err:  # noqa: BLE001 - whatever an edited model.py raises on import, in one line
-        sys.modules.pop(spec.name, None)
+        where = getattr(err, "llmgen_file", path)
+        raise SourceError(f"{where}: line {err.lineno}: {err.msg} (a syntax error: regenerate it or fix the edit)") from None
+    except Exception as err:  # noqa: BLE001 - whatever an edited file raises on import, in one line
+        where = getattr(err, "llmgen_file", path)
         first = (str(err).strip().splitlines() or [""])[0]
-        raise SourceError(f"{path}: importing it failed: {type(err).__name__}: {first:.200}") from None
+        raise SourceError(f"{where}: importing it failed: {type(err).__name__}: {first:.200}") from None
     for name in ("load_checkpoint", "WeightLoadError", "Config"):
         if not hasattr(module, name):
-            raise SourceError(f"{path}: defines no {name} (not a model.py written by llmgen)")
+            raise SourceError(f"{directory}: defines no {name} (not a model written by llmgen)")
     return module
 
 

@@ -20,6 +20,7 @@ from .errors import LlmgenError
 from .format import format_source
 from .load import shorten
 from .mixers import KINDS
+from .render_files import render_model_files
 from .render import Provenance, model_context, render
 from .weight_map import weight_map
 
@@ -246,7 +247,7 @@ PROVENANCE = Provenance("llmgen-diff", "in-memory", "llmgen diff A B")
 
 def render_model(arch: Architecture) -> str:
     """model.py for ``arch`` with a neutral header, so two renders differ only in architecture."""
-    return format_source(render("model/file.py.j2", model_context(arch, weight_map(arch), PROVENANCE)), name="model.py")
+    return format_source(render_model_files(model_context(arch, weight_map(arch), PROVENANCE))["model.py"], name="model.py")
 
 
 def code_diff(a: Model, b: Model, context: int = 3) -> str:

@@ -24,6 +24,7 @@ from .parallel_plan import parallel_context, tp_plan
 from .parity import parity_context
 from .reference import checkpoint_record, reference_context
 from .render import Provenance, model_context, render
+from .render_files import render_model_files
 from .validate import validate
 from .weight_map import weight_map
 from .write import slug_for, write_model
@@ -59,7 +60,8 @@ def compile_config(
     arch = validate(arch)
     weights = weight_map(arch)
     prov = Provenance(loaded.source_id, loaded.revision, regenerate_command(loaded))
-    model = format_source(render("model/file.py.j2", model_context(arch, weights, prov), templates), name="model.py")
+    context = model_context(arch, weights, prov)
+    sources = {name: format_source(text, name=name) for name, text in render_model_files(context, templates).items()}
     test = format_source(
         render("tests/test_parity.py.j2", parity_context(loaded.raw, arch, weights, prov), templates),
         name="test_parity.py",
@@ -68,13 +70,13 @@ def compile_config(
     files = {
         "config.json": loaded.text.encode(),
         "arch.json": dump_json(arch.model_dump(mode="json")),
-        "model.py": stamp(model).encode(),  # header carries the hash of the body: hand edits show
+        # each file's header carries the hash of its body: hand edits show
+        **{name: stamp(text).encode() for name, text in sources.items()},
         "test_parity.py": test.encode(),
         "test_reference.py": reference.encode(),
     }
     plan = tp_plan(arch)
     if plan is not None:  # tensor parallelism (torch.distributed), beside the model
-        context = model_context(arch, weights, prov)
         files["parallel.py"] = format_source(render("model/parallel.py.j2", parallel_context(
             arch, plan, context["version"], context["source"], context["command"], context["title"]), templates),
             name="parallel.py").encode()

@@ -7,8 +7,11 @@ Three kinds of figure (tests/test_readme.py runs the check):
 
 - in prose, a number between markers, ``<!-- fig:NAME -->261<!-- /fig -->`` (the markers do not
   show when the Markdown is rendered); NAME is a key of :func:`figures`;
-- in pasted command output, ``wrote .../SLUG/ (...); model.py has N lines`` against
-  ``generated/SLUG/model.py``, and the gallery's ``N models compiled, M listed as not yet compiled``;
+- in pasted command output, ``wrote .../SLUG/ (...); model.py has N lines (the architecture;
+  runtime.py R, weights.py W)`` against ``generated/SLUG/``, and the gallery's ``N models compiled,
+  M listed as not yet compiled``;
+- the table of every committed model's line counts per file, between ``<!-- line-counts -->`` and
+  ``<!-- /line-counts -->`` (rewritten whole by --write);
 - the template list between ``<!-- templates -->`` and ``<!-- /templates -->``: it must name every
   file under templates/, and only those (its descriptions are prose, not checked).
 
@@ -26,7 +29,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 FIGURE = re.compile(r"<!-- fig:([a-z_]+) -->([^<]*)<!-- /fig -->")
-WROTE = re.compile(r"wrote \S*?([A-Za-z0-9._-]+)/ \([^)]*\); model\.py has (\d+) lines")
+WROTE = re.compile(r"wrote \S*?([A-Za-z0-9._-]+)/ \([^)]*\); model\.py has (\d+) lines"
+                   r"(?: \(the architecture; runtime\.py (\d+), weights\.py (\d+)\))?")
+LINE_COUNTS = re.compile(r"(<!-- line-counts -->\n)(.*?)(<!-- /line-counts -->)", re.S)
+COUNTED = ("model.py", "weights.py", "runtime.py", "parallel.py")
 GALLERY = re.compile(r"(\d+) models compiled, (\d+) listed as not yet compiled")
 TEMPLATES = re.compile(r"<!-- templates -->(.*?)<!-- /templates -->", re.S)
 TEMPLATE_PATH = re.compile(r"^(templates/\S+\.j2)\b", re.M)
@@ -71,6 +77,21 @@ def figures(repo: Path = REPO) -> dict[str, Callable[[], str]]:
     }
 
 
+def _lines(path: Path) -> int:
+    return path.read_bytes().count(b"\n")
+
+
+def line_count_table(repo: Path = REPO) -> str:
+    """Markdown: the lines of each committed model's files (architecture, reader, machinery, tensor parallel)."""
+    rows = ["| model | model.py (architecture) | weights.py (reader) | runtime.py (caches, switches) | parallel.py |",
+            "|---|---|---|---|---|"]
+    for directory in sorted((repo / "generated").iterdir(), key=lambda d: d.name.lower()):
+        if (directory / "model.py").is_file():
+            cells = [str(_lines(directory / n)) if (directory / n).is_file() else "–" for n in COUNTED]
+            rows.append(f"| {directory.name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
 def template_files(repo: Path = REPO) -> list[str]:
     return sorted(str(p.relative_to(repo)) for p in (repo / "templates").rglob("*.j2"))
 
@@ -91,14 +112,19 @@ def check(text: str, repo: Path = REPO) -> tuple[str, list[str]]:
         return f"<!-- fig:{name} -->{real}<!-- /fig -->"
 
     def fix_lines(match: re.Match[str]) -> str:
-        slug, quoted = match.groups()
-        model = repo / "generated" / slug / "model.py"
-        if not model.is_file():
+        slug = match.group(1)
+        directory = repo / "generated" / slug
+        if not (directory / "model.py").is_file():
             return match.group(0)  # output of a model that is not committed: nothing to compare
-        real = str(model.read_bytes().count(b"\n"))
-        if quoted != real:
-            problems.append(f"{slug}: the README says model.py has {quoted} lines, generated/{slug}/model.py has {real}")
-        return match.group(0)[: match.start(2) - match.start(0)] + real + match.group(0)[match.end(2) - match.start(0):]
+        fixed = match.group(0)
+        for group, name in reversed(((2, "model.py"), (3, "runtime.py"), (4, "weights.py"))):
+            if match.group(group) is None or not (directory / name).is_file():
+                continue
+            quoted, real = match.group(group), str(_lines(directory / name))
+            if quoted != real:
+                problems.append(f"{slug}: the README says {name} has {quoted} lines, generated/{slug}/{name} has {real}")
+            fixed = fixed[: match.start(group) - match.start(0)] + real + fixed[match.end(group) - match.start(0):]
+        return fixed
 
     def fix_gallery(match: re.Match[str]) -> str:
         from .gallery import collect  # the gallery's own count: catalog models, then transformers' other decoders
@@ -112,6 +138,12 @@ def check(text: str, repo: Path = REPO) -> tuple[str, list[str]]:
     text = FIGURE.sub(fix_figure, text)
     text = WROTE.sub(fix_lines, text)
     text = GALLERY.sub(fix_gallery, text)
+    counts = LINE_COUNTS.search(text)
+    if counts is not None:
+        table = line_count_table(repo)
+        if counts.group(2) != table:
+            problems.append("line-counts: the table differs from the committed models' files")
+            text = text[: counts.start(2)] + table + text[counts.end(2):]
     block = TEMPLATES.search(text)
     if block is None:
         problems.append("no template list (<!-- templates --> ... <!-- /templates -->)")

@@ -19,6 +19,8 @@ import jinja2
 from ..schemas.arch import Architecture
 from . import __version__
 from .errors import LlmgenError
+from .literals import IDENTIFIER, derived_field, identifier, literal, safe_comment, scale_derivations
+from .literals import field as _field
 from .lowering import family_titles
 from .describe import features, fused_attention, layer_pattern
 from .dtypes import loader_context
@@ -35,7 +37,6 @@ from .weight_map import WeightEntry, block_norms, ffn_kinds
 from .render_blocks import WORDS as BLOCK_LETTERS, blocks_context, no_attention, single_block
 
 BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ACTIVATION_CODE = {"silu": ("F.silu", ""), "gelu": ("F.gelu", ""), "gelu_tanh": ("F.gelu", ', approximate="tanh"'),
                    "gelu_new": ("gelu_new", ""),
                    "relu": ("F.relu", ""), "relu2": ("relu2", ""), "xielu": ("self.act_fn", ""),
@@ -53,34 +54,6 @@ class Provenance:
     @property
     def label(self) -> str:
         return safe_comment(f"{self.source}@{self.revision}")
-
-
-def safe_comment(text: str) -> str:
-    """Text that is safe inside a comment or docstring: plain ids pass, anything else is repr'd."""
-    if re.fullmatch(r"[A-Za-z0-9_./@:+=\- ]{1,200}", text):
-        return text
-    return repr(text)[:200].replace('"""', "'''")
-
-
-def literal(value: Any) -> str:
-    """A Python literal for a finished value (round-trips exactly)."""
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"non-finite value {value}")
-        return repr(value)
-    if isinstance(value, (bool, int, str)) or value is None:
-        return repr(value)
-    raise TypeError(f"no literal for {type(value).__name__}")
-
-
-def identifier(name: str) -> str:
-    if not IDENTIFIER.match(name):
-        raise ValueError(f"not an identifier: {name!r}")
-    return name
-
-
-def _field(name: str, type_: str, value: Any, comment: str = "") -> dict[str, str]:
-    return {"name": identifier(name), "type": type_, "literal": literal(value), "comment": comment, "value": value}
 
 
 def config_values(arch: Architecture) -> list[dict[str, str]]:
@@ -102,7 +75,7 @@ def config_values(arch: Architecture) -> list[dict[str, str]]:
         ] if attn else []),
         *linear_config_fields(arch, _field),
         _field("norm_eps", "float", layer.norm.eps),
-        *([_field("attention_scale", "float", attn.scale, "multiplies q.k")] if attn else []),
+        *([derived_field("attention_scale", attn.scale, scale_derivations(attn), "multiplies q.k")] if attn else []),
         *([_field("max_position_embeddings", "int", arch.max_position_embeddings, "trained context length")]
           if attn else []),
     ]
@@ -119,8 +92,8 @@ def config_values(arch: Architecture) -> list[dict[str, str]]:
         fields.append(_field("position_offset", "int", arch.embedding.positions_offset,
                              "position p reads row p + position_offset of the position table"))
     if arch.embedding.scale is not None:
-        fields.append(_field("embed_scale", "float", arch.embedding.scale,
-                             "sqrt(hidden_size)" if arch.embedding.scale_in_dtype else "multiplies the embeddings"))
+        fields.append(derived_field("embed_scale", arch.embedding.scale, [(f"math.sqrt({arch.hidden_size})", "sqrt(hidden_size)")],
+                               "multiplies the embeddings"))
     if layer.residual_scale is not None:
         fields.append(_field("residual_multiplier", "float", layer.residual_scale, "scales each branch's output"))
     if arch.head.multiplier is not None:
@@ -139,18 +112,27 @@ def config_values(arch: Architecture) -> list[dict[str, str]]:
 
 
 def layer_kinds(arch: Architecture) -> list[dict[str, Any]]:
-    """Distinct kinds of layer, in order of first appearance."""
+    """Distinct kinds of layer, in order of first appearance; ``args``: the names DecoderModel passes
+    to such a layer after x (its mask, RoPE table, query scale, ALiBi bias; None where it has none)."""
+    attns = attention_layers(arch)
+    has_rope, tuned = any(lay.mixer.rope for lay in attns), any(getattr(lay.mixer, "temperature", None) for lay in attns)
+    alibi = getattr(first_attention(arch), "alibi", None) is not None
     kinds: dict[str, dict[str, Any]] = {}
     for layer, letter in zip(arch.layers, layer_pattern(arch)):
-        if layer.mixer is None or letter_of(layer):  # recurrent or feed-forward only: no mask, no positions
-            kinds.setdefault(letter, {"letter_literal": literal(letter), "linear": True, "sliding": False,
-                                      "chunked": False, "temperature": False, "rope": "",
-                                      "words": KINDS[layer.mixer.kind].short_words if layer.mixer else "no attention"})
+        if letter in kinds:
             continue
-        kinds.setdefault(letter, {"letter_literal": literal(letter), "linear": False, "sliding": layer.mixer.span == "sliding",
-                                  "chunked": layer.mixer.span == "chunked",
-                                  "temperature": getattr(layer.mixer, "temperature", None) is not None,
-                                  "rope": identifier(layer.mixer.rope) if layer.mixer.rope else ""})
+        if layer.mixer is None or letter_of(layer):  # recurrent or feed-forward only: no mask, no positions
+            kinds[letter] = {"letter_literal": literal(letter), "linear": True, "sliding": False, "chunked": False,
+                             "temperature": False, "rope": "", "args": ["None"] * (1 + 2 * has_rope + tuned),
+                             "words": KINDS[layer.mixer.kind].short_words if layer.mixer else "no attention"}
+            continue
+        rope = identifier(layer.mixer.rope) if layer.mixer.rope else ""
+        temperature = getattr(layer.mixer, "temperature", None) is not None
+        args = [f"{layer.mixer.span}_mask"] + ([f"{rope}_cos", f"{rope}_sin"] if rope else ["None", "None"]) * has_rope
+        args += (["q_scale" if temperature else "None"] if tuned else []) + (["alibi"] if alibi else [])
+        kinds[letter] = {"letter_literal": literal(letter), "linear": False, "sliding": layer.mixer.span == "sliding",
+                         "chunked": layer.mixer.span == "chunked", "temperature": temperature, "rope": rope,
+                         "args": args}
     return list(kinds.values())
 
 
@@ -243,6 +225,10 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         "weights": [{"checkpoint_literal": literal(e.checkpoint), "param_literal": literal(e.param), "kind": e.ffn_kind,
                      "mixer": e.mixer_kind} for e in _unique_keys(weights)],
         "mixer_maps": mixer_maps(arch, weights, literal),
+        # the checkpoint's names are the parameters' own: weights.py lists the model's state dict, no map
+        "identity_map": all(e.checkpoint == e.param and not e.head_count for e in weights)
+        and not (hybrid_context(arch, has_rope).get("hybrid") or set(ffn_kinds(arch)) - {"mlp"}
+                 or extras_context(arch, identifier, literal).get("per_layer_attention")),
         "head_keys": [{"checkpoint_literal": literal(e.checkpoint), "field_literal": literal(e.head_count)}
                       for e in weights if e.head_count],
         "fp8": {"block_literal": literal(arch.fp8.block[0]) and f"({arch.fp8.block[0]}, {arch.fp8.block[1]})",

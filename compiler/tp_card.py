@@ -19,6 +19,7 @@ from .card import KV_BYTES, cached_tokens, kv_bytes_per_token, recurrent_bytes
 from .format import format_source
 from .parallel_plan import check_degree, parallel_context, replicated_mixers, splits_mixer, tp_plan
 from .render import Provenance, model_context, render
+from .render_files import render_model_files
 from .weight_map import weight_map
 
 PROVENANCE = Provenance("card", "tp", "llmgen card --tp")
@@ -26,7 +27,8 @@ PROVENANCE = Provenance("card", "tp", "llmgen card --tp")
 
 def _write_model(arch: Architecture, directory: Path) -> Any:
     context = model_context(arch, weight_map(arch), PROVENANCE)
-    (directory / "model.py").write_text(format_source(render("model/file.py.j2", context), name="model.py"))
+    for name, text in render_model_files(context).items():
+        (directory / name).write_text(format_source(text, name=name))
     plan = tp_plan(arch)
     text = render("model/parallel.py.j2", parallel_context(arch, plan, context["version"], context["source"],
                                                           context["command"], context["title"]))

@@ -27,7 +27,12 @@ def catalog_config(hub_id: str) -> dict:
 
 
 def import_path(path: Path, name: str):
-    """Import a generated file by path under a unique module name."""
+    """Import a generated file by path under a unique module name (model.py: the directory's
+    runtime.py, model.py and weights.py as one module, compiler/generated_files.py)."""
+    if path.name == "model.py":
+        from llmgen.compiler.generated_files import import_generated
+
+        return import_generated(path.parent, name)
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module

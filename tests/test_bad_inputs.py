@@ -182,11 +182,9 @@ def tiny_model(tmp_path_factory):
     config = CORPUS / CASES[next(n for n in CASES if CASES[n]["kind"] == "checkpoint")]["path"] / "config.json"
     out = tmp_path_factory.mktemp("tiny")
     _, _, where = generate(str(config), out, prefer="path", slug="tiny")
-    spec = importlib.util.spec_from_file_location("_llmgen_bad_inputs_tiny", where / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    from llmgen.compiler.generated_files import import_generated
+
+    return import_generated(where, "_llmgen_bad_inputs_tiny")
 
 
 @pytest.mark.filterwarnings("ignore:loading .* with torch.load")

@@ -88,6 +88,10 @@ def copy_checkpoint(tiny, tmp_path: Path, drop: tuple[str, ...] = ()) -> Path:
 
 
 def import_model(path: Path, name: str):
+    if path.name == "model.py":  # with runtime.py and weights.py beside it, as one module
+        from llmgen.compiler.generated_files import import_generated
+
+        return import_generated(path.parent, name)
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module

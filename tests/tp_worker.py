@@ -38,6 +38,10 @@ SEQ, PREFILL = 12, 5  # longer than the replicas' sliding window (8); decoding s
 def _import(path: Path, name: str):
     if name in sys.modules:
         return sys.modules[name]
+    if path.name == "model.py":  # with runtime.py and weights.py beside it, as one module
+        from llmgen.compiler.generated_files import import_generated
+
+        return import_generated(path.parent, name)
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module

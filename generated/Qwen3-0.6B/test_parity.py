@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 import tempfile
+import types
 from pathlib import Path
 
 import torch
@@ -74,13 +75,35 @@ SEED = 0
 
 
 def load_generated_model():
-    """Import model.py from this directory without installing anything."""
-    path = Path(__file__).with_name("model.py")
-    spec = importlib.util.spec_from_file_location(f"llmgen_model_{abs(hash(str(path)))}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    """runtime.py, model.py and weights.py of this directory, imported without installing anything, as
+    one module. They import one another by plain name (from model import CausalLM): those names point
+    at this directory's files only while they are imported, so several models can share a process.
+    """
+    here, tag = Path(__file__).resolve().parent, f"{__name__}_generated"
+    if tag in sys.modules:
+        return sys.modules[tag]
+    merged, saved = types.ModuleType(tag), {
+        name: sys.modules.get(name) for name in ("runtime", "model", "weights")
+    }
+    try:
+        for name in saved:
+            if not (here / f"{name}.py").is_file():
+                continue
+            spec = importlib.util.spec_from_file_location(f"{tag}_{name}", here / f"{name}.py")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = sys.modules[name] = module  # dataclasses look their module up
+            spec.loader.exec_module(module)
+            merged.__dict__.update(
+                {k: v for k, v in vars(module).items() if not k.startswith("__")}
+            )
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+    sys.modules[tag] = merged
+    return merged
 
 
 def randomise(model: torch.nn.Module, generator: torch.Generator) -> None:

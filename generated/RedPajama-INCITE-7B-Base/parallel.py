@@ -28,6 +28,7 @@ import importlib.util
 import mmap
 import os
 import sys
+import types
 from pathlib import Path
 
 import torch
@@ -68,17 +69,36 @@ TP_LAYER_PLAN: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
 TP_REPLICATED_MIXERS = ()
 
 
-def _model_module():
-    """model.py beside this file, imported under a name of its own (several models may share a process)."""
-    name = f"{__name__}_model"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).resolve().parent / "model.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+def load_generated_model():
+    """runtime.py, model.py and weights.py of this directory, imported without installing anything, as
+    one module. They import one another by plain name (from model import CausalLM): those names point
+    at this directory's files only while they are imported, so several models can share a process.
+    """
+    here, tag = Path(__file__).resolve().parent, f"{__name__}_generated"
+    if tag in sys.modules:
+        return sys.modules[tag]
+    merged, saved = types.ModuleType(tag), {
+        name: sys.modules.get(name) for name in ("runtime", "model", "weights")
+    }
+    try:
+        for name in saved:
+            if not (here / f"{name}.py").is_file():
+                continue
+            spec = importlib.util.spec_from_file_location(f"{tag}_{name}", here / f"{name}.py")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = sys.modules[name] = module  # dataclasses look their module up
+            spec.loader.exec_module(module)
+            merged.__dict__.update(
+                {k: v for k, v in vars(module).items() if not k.startswith("__")}
+            )
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+    sys.modules[tag] = merged
+    return merged
 
 
 def head_counts(config) -> dict[str, int]:
@@ -448,7 +468,7 @@ def load_parallel(
 ) -> nn.Module:
     """Build the model on the meta device and fill this rank's slices straight from the memory-mapped
     safetensors checkpoint: the other ranks' slices are never read."""
-    M = _model_module()
+    M = load_generated_model()
     config = config or M.Config()
     check_degree(config, mesh.size())
     wanted = M.checkpoint_keys(config)  # checkpoint key -> parameter name
