@@ -16,17 +16,17 @@ from pathlib import Path
 SIBLINGS = ("runtime", "model", "weights")  # in import order: each imports only the ones before it
 
 
-def import_generated(directory: Path, tag: str | None = None) -> types.ModuleType:
+def import_generated(directory: Path, tag: str | None = None, model: Path | None = None) -> types.ModuleType:
     """A module holding every name of the directory's runtime.py, model.py and weights.py (a file
-    that is absent is skipped); raises what importing them raises, with the file's name in the
-    exception's ``llmgen_file`` attribute."""
+    that is absent is skipped; ``model``: another file in model.py's place, e.g. an edited copy);
+    raises what importing them raises, with the file's name in the exception's ``llmgen_file``."""
     directory = Path(directory)
     tag = tag or f"llmgen_generated_{abs(hash(str(directory.resolve())))}"
     merged = types.ModuleType(tag, f"the generated files of {directory}")
     saved = {name: sys.modules.get(name) for name in SIBLINGS}
     try:
         for name in SIBLINGS:
-            path = directory / f"{name}.py"
+            path = Path(model) if name == "model" and model is not None else directory / f"{name}.py"
             if not path.is_file():
                 continue
             spec = importlib.util.spec_from_file_location(f"{tag}_{name}", path)

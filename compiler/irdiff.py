@@ -21,7 +21,7 @@ from .format import format_source
 from .load import shorten
 from .mixers import KINDS
 from .render_files import render_model_files
-from .render import Provenance, model_context, render
+from .render import Provenance, model_context
 from .weight_map import weight_map
 
 ABSENT = "absent"

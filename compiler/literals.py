@@ -9,6 +9,11 @@ import re
 from typing import Any
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# activation -> (the function a template calls, its extra arguments)
+ACTIVATION_CODE = {"silu": ("F.silu", ""), "gelu": ("F.gelu", ""), "gelu_tanh": ("F.gelu", ', approximate="tanh"'),
+                   "gelu_new": ("gelu_new", ""),
+                   "relu": ("F.relu", ""), "relu2": ("relu2", ""), "xielu": ("self.act_fn", ""),
+                   "gelu_fast_tanh": ("gelu_fast_tanh", "")}
 
 
 def safe_comment(text: str) -> str:

@@ -94,5 +94,5 @@ def parity_context(raw: dict[str, Any], arch: Architecture, weights: list[Weight
         "experts": literal(moe.num_experts) if moe else "",
         "random_buffers": repr(buffers) if buffers else "",
         "moe_layers": literal(sum(getattr(layer.ffn, "kind", None) == "moe" for layer in tiny.layers)),
-        **chunk_parity_context(tiny, literal),
+        **chunk_parity_context(tiny),
     }

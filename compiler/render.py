@@ -8,7 +8,6 @@ already formatted as a Python literal (``repr``) or as a validated identifier.
 from __future__ import annotations
 
 import math
-import re
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import jinja2
 from ..schemas.arch import Architecture
 from . import __version__
 from .errors import LlmgenError
-from .literals import IDENTIFIER, derived_field, identifier, literal, safe_comment, scale_derivations
+from .literals import derived_field, identifier, literal, safe_comment, scale_derivations
 from .literals import field as _field
 from .lowering import family_titles
 from .describe import features, fused_attention, layer_pattern
@@ -35,12 +34,9 @@ from .render_layer_extras import extras_config_fields, extras_context, extras_ff
 from .render_parallel import parallel_config_fields, parallel_context
 from .weight_map import WeightEntry, block_norms, ffn_kinds
 from .render_blocks import WORDS as BLOCK_LETTERS, blocks_context, no_attention, single_block
+from .literals import ACTIVATION_CODE
 
 BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-ACTIVATION_CODE = {"silu": ("F.silu", ""), "gelu": ("F.gelu", ""), "gelu_tanh": ("F.gelu", ', approximate="tanh"'),
-                   "gelu_new": ("gelu_new", ""),
-                   "relu": ("F.relu", ""), "relu2": ("relu2", ""), "xielu": ("self.act_fn", ""),
-                   "gelu_fast_tanh": ("gelu_fast_tanh", "")}
 
 
 @dataclass(frozen=True)
@@ -66,14 +62,14 @@ def config_values(arch: Architecture) -> list[dict[str, str]]:
           if arch.embedding.padding_idx is not None else []),
         _field("hidden_size", "int", arch.hidden_size),
         *([_field("intermediate_size", "int", ffn.intermediate_size)] if ffn else []),
-        *moe_config_fields(arch, _field),
+        *moe_config_fields(arch),
         _field("num_hidden_layers", "int", arch.num_layers),
-        *(mla_config_fields(attn, _field) if mla_of(arch) else [
+        *(mla_config_fields(attn) if mla_of(arch) else [
             _field("num_attention_heads", "int", attn.num_heads),
             _field("num_key_value_heads", "int", attn.num_kv_heads),
             _field("head_dim", "int", attn.head_dim),
         ] if attn else []),
-        *linear_config_fields(arch, _field),
+        *linear_config_fields(arch),
         _field("norm_eps", "float", layer.norm.eps),
         *([derived_field("attention_scale", attn.scale, scale_derivations(attn), "multiplies q.k")] if attn else []),
         *([_field("max_position_embeddings", "int", arch.max_position_embeddings, "trained context length")]
@@ -85,9 +81,9 @@ def config_values(arch: Architecture) -> list[dict[str, str]]:
     windows = [lay.mixer.window for lay in attention_layers(arch) if lay.mixer.span == "sliding"]
     if windows:
         fields.append(_field("sliding_window", "int", windows[0], "keys visible to a query, itself included"))
-    fields += chunked_config_fields(arch, _field)
-    fields += rope_config_fields(arch, _field)
-    fields += extras_config_fields(arch, _field) + parallel_config_fields(arch, _field)
+    fields += chunked_config_fields(arch)
+    fields += rope_config_fields(arch)
+    fields += extras_config_fields(arch) + parallel_config_fields(arch)
     if arch.embedding.positions_offset:
         fields.append(_field("position_offset", "int", arch.embedding.positions_offset,
                              "position p reads row p + position_offset of the position table"))
@@ -163,7 +159,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
                  "weight_in_compute_dtype": norm.weight_in_compute_dtype, "bias": norm.bias,
                  "plain": not norm.weight,
                  "torch_layernorm": norm.kind == "layernorm" and norm.compute_dtype == "input"},
-        **rope_context(arch, identifier),
+        **rope_context(arch),
         "has_rope": has_rope,
         "has_nope": has_nope,
         "rope_params": (", cos: torch.Tensor | None, sin: torch.Tensor | None" if has_nope
@@ -175,7 +171,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         "has_sliding": any(lay.mixer.span == "sliding" for lay in attns),
         "has_full": any(lay.mixer.span == "full" for lay in attns),
         "static_cache": static_cache(arch),  # CausalLM.enable_static_cache
-        **linear_context(arch, identifier, literal),
+        **linear_context(arch),
         "attn_in_hybrid": bool(attns),
         "mixer_words": " or ".join([kind.title for kind, _ in recurrent_kinds(arch)] + (["attention"] if attns else [])),
         "single": single_block(arch),
@@ -185,10 +181,10 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         **({"layer_rope_params": ", cos: torch.Tensor | None, sin: torch.Tensor | None"}
            if has_rope and single_block(arch) else {}),
         "layer_kinds": layer_kinds(arch),
-        "x": extras_context(arch, identifier, literal), **parallel_context(arch, identifier),
+        "x": extras_context(arch), **parallel_context(arch),
         "pattern_legend": pattern_legend(arch),
-        "mla": mla_context(arch, identifier),
-        "ml": mla_names(arch, identifier),
+        "mla": mla_context(arch),
+        "ml": mla_names(arch),
         "attn": None if mla_of(arch) or attn is None else {
             "summary": ("Grouped-query" if grouped else "Multi-head") + " self-attention"
             + (" with RoPE" if has_rope else "")
@@ -206,9 +202,9 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
             "inner_norm": ffn.inner_norm, "xielu": ffn.activation == "xielu",
             "activation_args": activation_args,
         } if ffn else None,
-        "moe": moe_context(arch, ACTIVATION_CODE, identifier, literal),
+        "moe": moe_context(arch),
         "ffn_init": extras_ffn_init(arch) or ffn_init(arch),
-        **blocks_context(arch, layer_pattern(arch), (", cos, sin" if has_rope else "") + q_scale_arg(arch), literal),
+        **blocks_context(arch, layer_pattern(arch), (", cos, sin" if has_rope else "") + q_scale_arg(arch)),
         "block": {
             "kind": layer.block,
             "norms": [identifier(name) for name in block_norms(layer, arch.names)],
@@ -224,11 +220,11 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
                  "multiplier": arch.head.multiplier is not None, "divisor": arch.head.divisor is not None},
         "weights": [{"checkpoint_literal": literal(e.checkpoint), "param_literal": literal(e.param), "kind": e.ffn_kind,
                      "mixer": e.mixer_kind} for e in _unique_keys(weights)],
-        "mixer_maps": mixer_maps(arch, weights, literal),
+        "mixer_maps": mixer_maps(arch, weights),
         # the checkpoint's names are the parameters' own: weights.py lists the model's state dict, no map
         "identity_map": all(e.checkpoint == e.param and not e.head_count for e in weights)
         and not (hybrid_context(arch, has_rope).get("hybrid") or set(ffn_kinds(arch)) - {"mlp"}
-                 or extras_context(arch, identifier, literal).get("per_layer_attention")),
+                 or extras_context(arch).get("per_layer_attention")),
         "head_keys": [{"checkpoint_literal": literal(e.checkpoint), "field_literal": literal(e.head_count)}
                       for e in weights if e.head_count],
         "fp8": {"block_literal": literal(arch.fp8.block[0]) and f"({arch.fp8.block[0]}, {arch.fp8.block[1]})",
@@ -246,7 +242,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
                    "backbone_literal": literal(f"{arch.checkpoint_prefix}{arch.names.backbone}."),
                    "stale_literal": "(" + ", ".join(literal(name) for name in arch.stale_layer_buffers)
                    + ("," if len(arch.stale_layer_buffers) == 1 else "") + ")",
-                   "stale_words": ", ".join(arch.stale_layer_buffers), **nested_context(arch, literal)}
+                   "stale_words": ", ".join(arch.stale_layer_buffers), **nested_context(arch)}
         if arch.bare_decoder_checkpoints or arch.stale_layer_buffers or arch.nested_decoder else None,
     }
 

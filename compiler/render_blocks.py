@@ -13,6 +13,7 @@ from typing import Any
 
 from ..schemas.arch import Architecture, Layer
 from .mixers import SOFTMAX_KINDS, class_name, letter_of, module_name
+from .literals import literal
 
 FFN_ONLY_LETTERS = {"moe": "E", "mlp": "D"}  # the pattern letter of a layer that is only a feed-forward block
 WORDS = {"E": "E = experts only (no mixer)", "D": "D = MLP only (no mixer)"}
@@ -35,8 +36,7 @@ def layer_letter(layer: Layer) -> str | None:
     return letter_of(layer)
 
 
-def kind_blocks(arch: Architecture, pattern: str, ffn_init: Callable[[Layer], str], rope_args: str,
-                literal: Callable[[Any], str]) -> list[dict[str, Any]]:
+def kind_blocks(arch: Architecture, pattern: str, ffn_init: Callable[[Layer], str], rope_args: str) -> list[dict[str, Any]]:
     """Per letter of the pattern (order of first appearance): the block a layer of that kind builds and calls."""
     from .render import letter_words  # render imports this module
 
@@ -60,7 +60,7 @@ def kind_blocks(arch: Architecture, pattern: str, ffn_init: Callable[[Layer], st
     return out
 
 
-def grouped(blocks: list[dict[str, Any]], key: str, literal: Callable[[Any], str]) -> list[dict[str, Any]]:
+def grouped(blocks: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     """Blocks sharing ``key`` (the same call, the same attribute) under one test: '== "N"' or 'in ("M", "E")'."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for block in blocks:
@@ -73,9 +73,9 @@ def grouped(blocks: list[dict[str, Any]], key: str, literal: Callable[[Any], str
     return out
 
 
-def blocks_context(arch: Architecture, pattern: str, rope_args: str, literal: Callable[[Any], str]) -> dict[str, Any]:
+def blocks_context(arch: Architecture, pattern: str, rope_args: str) -> dict[str, Any]:
     """layer.py.j2's per-letter blocks: each kind's block, and the calls and caches they share."""
     blocks = kind_blocks(arch, pattern, lambda lay: "MoE(config)" if lay.ffn.kind == "moe" else "MLP(config)",
-                         rope_args, literal)
-    return {"kind_blocks": blocks, "kind_calls": grouped(blocks, "call", literal),
-            "cache_attrs": grouped([b for b in blocks if b["cache"]], "attr", literal)}
+                         rope_args)
+    return {"kind_blocks": blocks, "kind_calls": grouped(blocks, "call"),
+            "cache_attrs": grouped([b for b in blocks if b["cache"]], "attr")}

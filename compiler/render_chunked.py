@@ -7,10 +7,10 @@ query of a chunk can see are always among the last `chunk` positions.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from ..schemas.arch import Architecture, TemperatureTuning
+from .literals import field, literal
 
 
 def _attentions(arch: Architecture) -> list:
@@ -25,7 +25,7 @@ def temperature(arch: Architecture) -> TemperatureTuning | None:
     return next((a.temperature for a in _attentions(arch) if a.temperature), None)
 
 
-def chunked_config_fields(arch: Architecture, field: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
+def chunked_config_fields(arch: Architecture) -> list[dict[str, Any]]:
     """Config fields for the chunk size and the temperature tuning (none when the model has neither)."""
     fields = []
     chunk, tuning = chunk_size(arch), temperature(arch)
@@ -56,7 +56,7 @@ def chunked_context(arch: Architecture) -> dict[str, Any]:
     }
 
 
-def chunk_parity_context(tiny: Architecture, literal: Callable[[Any], str]) -> dict[str, Any]:
+def chunk_parity_context(tiny: Architecture) -> dict[str, Any]:
     """The generated parity test's extras: the replica's chunk size (sequences around it are
     tested) and, for routers whose transformers module returns (scores, logits) rather than the
     chosen experts (topk_sigmoid), the top_k used to recover the choices from the logits."""

@@ -3,10 +3,11 @@ experts and hyper-connections): the context of templates/model/hyper/."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from ..schemas.arch import Architecture
 from .dtypes import loader_context
+from .literals import field, literal, safe_comment
 from .lowering import family_titles
 
 LETTERS = {"S": "S = sliding window only", "K": "K = compressed sparse", "H": "H = heavily compressed"}
@@ -45,7 +46,7 @@ def hyper_features(arch: Architecture) -> list[str]:
     return out
 
 
-def hyper_config_fields(arch: Architecture, field: Callable) -> list[dict[str, Any]]:
+def hyper_config_fields(arch: Architecture) -> list[dict[str, Any]]:
     first, moe = arch.layers[0].mixer, arch.layers[0].ffn
     pattern = "".join(letter(layer.mixer) for layer in arch.layers)
     csa = next((layer.mixer for layer in arch.layers if layer.mixer.selection is not None), None)
@@ -98,7 +99,6 @@ def hyper_config_fields(arch: Architecture, field: Callable) -> list[dict[str, A
 def hyper_context(arch: Architecture, prov) -> dict[str, Any]:
     """The templates' context (render.model_context's, for a model with hyper-connections)."""
     from . import __version__
-    from .render import _field as field, literal, safe_comment  # render imports this module
 
     head = {"version": __version__, "source": prov.label, "command": safe_comment(prov.command),
             "title": family_titles()[arch.model_type]}
@@ -112,7 +112,7 @@ def hyper_context(arch: Architecture, prov) -> dict[str, Any]:
         **head,
         "hyper": True,
         "features": hyper_features(arch),
-        "config_fields": hyper_config_fields(arch, field),
+        "config_fields": hyper_config_fields(arch),
         "layer_kinds": [{"letter_literal": literal(c)} for c in "SKH" if c in pattern],
         "moe": None, "attn": None, "mla": None,
         "hy": {"sliding": "S" in pattern, "csa": "K" in pattern, "hca": "H" in pattern,
@@ -168,7 +168,7 @@ def hyper_parity_context(raw: dict, arch: Architecture, weights: list, prov) -> 
     from .lowering import lower
     from .lowering.replica import tiny_replica
     from .parity import BATCH, NORM_SPREAD, TOLERANCE, WEIGHT_STD, py_literal
-    from .render import _field, literal, model_context, safe_comment, structure
+    from .render import model_context, structure
     from .weight_map import weight_map
 
     tiny_raw = tiny_replica(raw, arch)
@@ -181,7 +181,7 @@ def hyper_parity_context(raw: dict, arch: Architecture, weights: list, prov) -> 
     return {
         "hyper": True,
         "version": __version__, "source": prov.label, "command": safe_comment(prov.command),
-        "hf_config": py_literal(tiny_raw), "model_config": py_literal({f["name"]: f["value"] for f in hyper_config_fields(tiny, _field)}),
+        "hf_config": py_literal(tiny_raw), "model_config": py_literal({f["name"]: f["value"] for f in hyper_config_fields(tiny)}),
         "norm_count": literal(sum(e.count(tiny) for e in norms)), "weight_std": literal(WEIGHT_STD),
         "norm_spread": literal(NORM_SPREAD), "batch": literal(BATCH), "seq_len": literal(HYPER_SEQ),
         "tolerance": literal(TOLERANCE),

@@ -9,11 +9,11 @@ gets exactly the code it had before (its context holds only false / empty values
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from ..schemas.arch import Architecture, Attention
 from .describe import layer_pattern
+from .literals import field, identifier, literal
 
 KIND_PREFIX = {"F": "full_", "S": "sliding_", "C": "chunked_", "N": "nope_"}
 ACTIVATIONS = {"silu": ("F.silu", ""), "gelu": ("F.gelu", ""), "gelu_tanh": ("F.gelu", ', approximate="tanh"'),
@@ -68,7 +68,7 @@ def extras_ffn_init(arch: Architecture) -> str | None:
     return f"MLP(config, {', '.join(args)})" if args else None
 
 
-def extras_config_fields(arch: Architecture, field: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
+def extras_config_fields(arch: Architecture) -> list[dict[str, Any]]:
     fields = []
     for kind in kind_shapes(arch):
         p = kind["prefix"]
@@ -124,7 +124,7 @@ def extras_config_fields(arch: Architecture, field: Callable[..., dict[str, Any]
     return fields
 
 
-def extras_context(arch: Architecture, identifier: Callable[[str], str], literal: Callable[[Any], str]) -> dict[str, Any]:
+def extras_context(arch: Architecture) -> dict[str, Any]:
     """Structural switches for the templates (all false / empty for a model without these features)."""
     attns = _attentions(arch)
     shapes = kind_shapes(arch)

@@ -7,26 +7,25 @@ Kept apart from render.py, which asks here for everything that depends on the re
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from ..schemas.arch import Architecture
 from .mixers import is_hybrid, recurrent_kinds
+from .literals import identifier, literal
 
 
-def linear_config_fields(arch: Architecture, field: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
+def linear_config_fields(arch: Architecture) -> list[dict[str, Any]]:
     """The Config fields the recurrent kinds' code reads (none without recurrent layers)."""
-    return [f for kind, mixer in recurrent_kinds(arch) for f in kind.config_fields(mixer, field)]
+    return [f for kind, mixer in recurrent_kinds(arch) for f in kind.config_fields(mixer)]
 
 
-def linear_context(arch: Architecture, identifier: Callable[[str], str],
-                   literal: Callable[[Any], str]) -> dict[str, Any]:
+def linear_context(arch: Architecture) -> dict[str, Any]:
     """mx: each recurrent kind's own template context, by kind; recurrent: what layer.py.j2, model.py.j2
     and file.py.j2 print for each such kind (its letter, attribute, class, template)."""
     kinds = recurrent_kinds(arch)
     names = arch.names
     return {
-        "mx": {kind.kind: kind.context(mixer, identifier) for kind, mixer in kinds},
+        "mx": {kind.kind: kind.context(mixer) for kind, mixer in kinds},
         "recurrent": [{"letter_literal": literal(kind.letter), "attr": identifier(getattr(names, kind.attr)),
                        "class_name": kind.class_name, "template": kind.template, "words": kind.short_words}
                       for kind, _ in kinds],
@@ -34,7 +33,7 @@ def linear_context(arch: Architecture, identifier: Callable[[str], str],
     }
 
 
-def mixer_maps(arch: Architecture, weights: list, literal: Callable[[Any], str]) -> list[dict[str, Any]]:
+def mixer_maps(arch: Architecture, weights: list) -> list[dict[str, Any]]:
     """Per letter of the layer pattern, the checkpoint keys of that kind of layer's mixer (hybrid models)."""
     from .describe import layer_pattern  # describe imports the mixer modules
     from .render_blocks import single_block
@@ -73,7 +72,7 @@ def parity_scales(tiny: Architecture, norm_spread: float) -> dict[str, tuple[flo
     return scales
 
 
-def nested_context(arch: Architecture, literal: Callable[[Any], str]) -> dict[str, Any]:
+def nested_context(arch: Architecture) -> dict[str, Any]:
     """weights.py.j2's renaming of a published multimodal checkpoint (Qwen3.5: model.language_model.*)."""
     nested = arch.nested_decoder
     if nested is None:

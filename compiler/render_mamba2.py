@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..schemas.arch import Architecture, Mamba2, Norm
+from .literals import field, identifier
 
 LETTER = "M"  # the pattern letter of a Mamba-2 layer (Nemotron-H's own)
 # Replica parameters drawn at the scale of trained ones rather than N(0, 0.05): A = exp(A_log) spread over
@@ -40,7 +41,7 @@ def mamba2_state_bytes(m: Mamba2, conv_bytes: int = 2, state_bytes: int = 4) -> 
     return (m.conv_kernel - 1) * m.conv_dim * conv_bytes + m.num_heads * m.head_dim * m.state_size * state_bytes
 
 
-def mamba2_config_fields(m: Mamba2, field: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
+def mamba2_config_fields(m: Mamba2) -> list[dict[str, Any]]:
     """The Config fields the Mamba2 class reads."""
     multipliers = []
     if m.in_multipliers is not None:
@@ -62,7 +63,7 @@ def mamba2_config_fields(m: Mamba2, field: Callable[..., dict[str, Any]]) -> lis
     ]
 
 
-def mamba2_context(m: Mamba2, identifier: Callable[[str], str]) -> dict[str, Any]:
+def mamba2_context(m: Mamba2) -> dict[str, Any]:
     """What mamba2.py.j2 prints. Structural only: the sizes live in Config."""
     return {"mn": {key: identifier(value) for key, value in m.names.model_dump().items()},
             "conv_bias": repr(m.conv_bias), "proj_bias": repr(m.proj_bias), "letter_literal": repr(LETTER),

@@ -5,10 +5,10 @@ Kept apart from render.py: the MLA Config fields and the template context.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from ..schemas.arch import Architecture, Indexer, Mla
+from .literals import field, identifier
 
 
 def mla_of(arch: Architecture) -> Mla | None:
@@ -17,7 +17,7 @@ def mla_of(arch: Architecture) -> Mla | None:
     return mixer if isinstance(mixer, Mla) else None
 
 
-def mla_config_fields(mla: Mla, field: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
+def mla_config_fields(mla: Mla) -> list[dict[str, Any]]:
     """The attention fields of the generated Config for latent attention."""
     return [
         field("num_attention_heads", "int", mla.num_heads),
@@ -29,11 +29,11 @@ def mla_config_fields(mla: Mla, field: Callable[..., dict[str, Any]]) -> list[di
         *([field("head_dim", "int", mla.qk_rope_head_dim, "the channels the RoPE tables rotate")] if mla.rope else []),
         field("v_head_dim", "int", mla.v_head_dim),
         field("latent_norm_eps", "float", mla.latent_norm.eps, "the norms on the latents"),
-        *(indexer_config_fields(mla.indexer, field) if mla.indexer is not None else []),
+        *(indexer_config_fields(mla.indexer) if mla.indexer is not None else []),
     ]
 
 
-def indexer_config_fields(indexer: Indexer, field: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
+def indexer_config_fields(indexer: Indexer) -> list[dict[str, Any]]:
     """The Config fields of DeepSeek Sparse Attention's lightning indexer."""
     return [
         field("index_n_heads", "int", indexer.num_heads, "indexer heads"),
@@ -43,7 +43,7 @@ def indexer_config_fields(indexer: Indexer, field: Callable[..., dict[str, Any]]
     ]
 
 
-def mla_context(arch: Architecture, identifier: Callable[[str], str]) -> dict[str, Any] | None:
+def mla_context(arch: Architecture) -> dict[str, Any] | None:
     """What mla.py.j2 prints; None without latent attention."""
     mla = mla_of(arch)
     if mla is None:
@@ -61,6 +61,6 @@ def mla_context(arch: Architecture, identifier: Callable[[str], str]) -> dict[st
     }
 
 
-def mla_names(arch: Architecture, identifier: Callable[[str], str]) -> dict[str, str]:
+def mla_names(arch: Architecture) -> dict[str, str]:
     mla = mla_of(arch)
     return {key: identifier(value) for key, value in mla.names.model_dump().items()} if mla else {}

@@ -7,11 +7,11 @@ mixing experts with dense MLPs), the MoE Config fields and the fused-layout key 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from ..schemas.arch import Architecture, Moe
 from .weight_map import ffn_kinds, ffn_pattern, fused_expert_map
+from .literals import ACTIVATION_CODE, field, identifier, literal
 
 FFN_LEGEND = "E = routed experts, D = dense MLP"
 
@@ -26,7 +26,7 @@ def mixed_ffn(arch: Architecture) -> bool:
     return len(ffn_kinds(arch)) > 1 and all(layer.ffn is not None for layer in arch.layers)
 
 
-def moe_config_fields(arch: Architecture, field: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
+def moe_config_fields(arch: Architecture) -> list[dict[str, Any]]:
     """The Config fields the MoE code reads (none for a dense model)."""
     moe = moe_of(arch)
     if moe is None:
@@ -63,15 +63,14 @@ def ffn_init(arch: Architecture) -> str:
     return "MoE(config)" if moe_of(arch) else "MLP(config)"
 
 
-def moe_context(arch: Architecture, activation_code: dict[str, tuple[str, str]], identifier: Callable[[str], str],
-                literal: Callable[[Any], str]) -> dict[str, Any] | None:
+def moe_context(arch: Architecture) -> dict[str, Any] | None:
     """What moe.py.j2 prints; None for a dense model. Structural: sizes live in Config."""
     moe = moe_of(arch)
     if moe is None:
         return None
     names = {key: identifier(value) for key, value in moe.names if value is not None}  # every field (dumps leave some out)
     router = f"self.{names['router']}" + (f"[{literal(names['router_inner'])}]" if moe.names.router_inner else "")
-    activation, activation_args = activation_code.get(moe.activation, ("", ""))  # clamped_swiglu: written out
+    activation, activation_args = ACTIVATION_CODE.get(moe.activation, ("", ""))  # clamped_swiglu: written out
     return {
         "mn": names,
         "router_inner_literal": literal(names["router_inner"]) if moe.names.router_inner else "",

@@ -7,11 +7,11 @@ A model without a parallel mixer and without MLP multipliers gets no field, no c
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from ..schemas.arch import Architecture, Layer, Mlp
 from .mixers import KINDS, module_name
+from .literals import field, identifier
 
 
 def parallel_layer(arch: Architecture) -> Layer | None:
@@ -23,7 +23,7 @@ def _mlp(arch: Architecture) -> Mlp | None:
     return next((layer.ffn for layer in arch.layers if isinstance(layer.ffn, Mlp)), None)
 
 
-def parallel_config_fields(arch: Architecture, field: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
+def parallel_config_fields(arch: Architecture) -> list[dict[str, Any]]:
     """The branch multipliers of a parallel layer and the MLP's multipliers, where the model has them."""
     fields = []
     layer = parallel_layer(arch)
@@ -41,7 +41,7 @@ def parallel_config_fields(arch: Architecture, field: Callable[..., dict[str, An
     return fields
 
 
-def parallel_context(arch: Architecture, identifier: Callable[[str], str]) -> dict[str, Any]:
+def parallel_context(arch: Architecture) -> dict[str, Any]:
     """par: the parallel mixer's attribute, class and words (None without one); mlp_multipliers: the MLP's."""
     layer, mlp = parallel_layer(arch), _mlp(arch)
     par = None

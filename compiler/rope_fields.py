@@ -18,11 +18,11 @@ longrope   short_factor, long_factor, original_context, attention_factor
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 from ..schemas.arch import Architecture, Rope
 from .errors import UnsupportedError
+from .literals import field, identifier
 
 RENDERED_TYPES = ("default", "linear", "dynamic", "llama3", "yarn", "longrope", "proportional")
 # Types whose cos and sin are multiplied by an attention factor.
@@ -83,7 +83,7 @@ def _head_dim(arch: Architecture, table: Rope) -> int:
     return dims.pop() if len(dims) == 1 else table.rotary_dim
 
 
-def _tuple_field(field: Callable[..., dict[str, Any]], name: str, values: tuple[float, ...], comment: str):
+def _tuple_field(name: str, values: tuple[float, ...], comment: str):
     """A ``tuple[float, ...]`` Config field (``field`` makes scalar literals only)."""
     for value in values:
         if not math.isfinite(value):
@@ -102,7 +102,7 @@ def _tuple_field(field: Callable[..., dict[str, Any]], name: str, values: tuple[
 PER_ROW = 5
 
 
-def rope_config_fields(arch: Architecture, field: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
+def rope_config_fields(arch: Architecture) -> list[dict[str, Any]]:
     """Config fields of every RoPE table; ``field(name, type, value, comment="")`` makes one."""
     fields = []
     for table in arch.rope:
@@ -122,9 +122,9 @@ def rope_config_fields(arch: Architecture, field: Callable[..., dict[str, Any]])
             fields.append(field(f"{p}low_freq_factor", "float", table.low_freq_factor))
             fields.append(field(f"{p}high_freq_factor", "float", table.high_freq_factor))
         if kind == "longrope":
-            fields.append(_tuple_field(field, f"{p}short_factor", table.short_factor,
+            fields.append(_tuple_field(f"{p}short_factor", table.short_factor,
                                        "divides the frequencies up to the original context"))
-            fields.append(_tuple_field(field, f"{p}long_factor", table.long_factor,
+            fields.append(_tuple_field(f"{p}long_factor", table.long_factor,
                                        "divides the frequencies beyond it"))
         if kind in ("llama3", "yarn", "longrope"):
             fields.append(field(f"{p}original_context", "int", table.original_max_position_embeddings))
@@ -138,7 +138,7 @@ def rope_config_fields(arch: Architecture, field: Callable[..., dict[str, Any]])
     return fields
 
 
-def rope_context(arch: Architecture, identifier: Callable[[str], str]) -> dict[str, Any]:
+def rope_context(arch: Architecture) -> dict[str, Any]:
     """Template context for rope.py.j2 / rope_call.j2 (structural: decides which code is printed)."""
     layouts = {t.layout for t in arch.rope}
     if len(layouts) > 1:

@@ -29,15 +29,24 @@ def catalog_config(hub_id: str) -> dict:
 def import_path(path: Path, name: str):
     """Import a generated file by path under a unique module name (model.py: the directory's
     runtime.py, model.py and weights.py as one module, compiler/generated_files.py)."""
-    if path.name == "model.py":
+    if path.name == "model.py" or "\nfrom runtime import " in path.read_text():  # an (edited) model.py
         from llmgen.compiler.generated_files import import_generated
 
-        return import_generated(path.parent, name)
+        return import_generated(path.parent, name, model=path)
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def write_py(directory: Path, files: dict[str, bytes]) -> Path:
+    """Write a compiled set's Python files (model.py with runtime.py and weights.py beside it, the tests)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        if name.endswith(".py"):
+            (directory / name).write_bytes(data)
+    return directory
 
 
 def random_replica(name: str, prefix: str):

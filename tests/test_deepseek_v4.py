@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, import_path
+from conftest import REPO, import_path, write_py
 
 from llmgen.compiler.errors import LlmgenError
 from llmgen.compiler.load import LoadedConfig
@@ -46,8 +46,7 @@ def _compile(raw: dict, directory: Path, slug: str) -> dict[str, bytes]:
                           origin="file", checkpoint_dir=None, note=None)
     files = compile_config(loaded, slug=slug).files
     directory.mkdir(parents=True, exist_ok=True)
-    for name in ("model.py", "test_parity.py"):
-        (directory / name).write_bytes(files[name])
+    write_py(directory, files)
     return files
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import GENERATED, REPO, catalog_config, import_path
+from conftest import GENERATED, REPO, catalog_config, import_path, write_py
 
 from llmgen.compiler.card import kv_cache
 from llmgen.compiler.errors import LlmgenError
@@ -53,8 +53,7 @@ def _compile(raw: dict, directory: Path, slug: str) -> dict[str, bytes]:
                           checkpoint_dir=None, note=None)
     files = compile_config(loaded, slug=slug).files
     directory.mkdir(parents=True, exist_ok=True)
-    for name in ("model.py", "test_parity.py"):
-        (directory / name).write_bytes(files[name])
+    write_py(directory, files)
     return files
 
 

@@ -8,7 +8,7 @@ import copy
 import shutil
 
 import pytest
-from conftest import GENERATED, catalog_config
+from conftest import GENERATED, catalog_config, write_py
 from test_parity_variants import compile_and_verify
 
 from llmgen.compiler.errors import ConfigError, LlmgenError, UnsupportedError
@@ -246,7 +246,7 @@ def test_gpt2_published_checkpoint_layout_loads(bare, tmp_path):
     assert check_checkpoint(checkpoint, arch) == checkpoint / "model.safetensors"
     loaded = LoadedConfig(raw=tiny, text=json.dumps(tiny), source_id="gpt2-tiny", revision="local", origin="file",
                           checkpoint_dir=None, note=None)
-    (tmp_path / "model.py").write_bytes(compile_config(loaded, slug="m").files["model.py"])
+    write_py(tmp_path, compile_config(loaded, slug="m").files)
     module = import_path(tmp_path / "model.py", f"gpt2_published_{bare}")
     with torch.no_grad():
         ours = module.load_checkpoint(checkpoint, module.Config())(ids)

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import window_boundary_runs, catalog_config, import_path
+from conftest import catalog_config, import_path, window_boundary_runs, write_py
 from test_parity_variants import compile_and_verify
 
 from llmgen.compiler.errors import ConfigError, UnsupportedError
@@ -94,7 +94,7 @@ def test_full_size_layout_matches_transformers(name, tmp_path):
     text = json.dumps(raw)
     compiled = compile_config(LoadedConfig(raw=copy.deepcopy(raw), text=text, source_id=name, revision="local",
                                            origin="file", checkpoint_dir=None, note=None), slug="m")
-    (tmp_path / "model.py").write_bytes(compiled.files["model.py"])
+    write_py(tmp_path, compiled.files)
     module = import_path(tmp_path / "model.py", f"phi3_cohere_full_{name.replace('-', '_')}")
     with torch.device("meta"):
         ours = module.CausalLM(module.Config())

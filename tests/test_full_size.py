@@ -11,7 +11,7 @@ import json
 
 import pytest
 import torch
-from conftest import CATALOG, import_path
+from conftest import CATALOG, import_path, write_py
 
 from llmgen.compiler.errors import LlmgenError
 from llmgen.compiler.load import LoadedConfig
@@ -47,7 +47,7 @@ def test_full_size_model_matches_transformers_on_meta(path, tmp_path):
                                                origin="file", checkpoint_dir=None, note=None), slug="m")
     except LlmgenError as exc:  # e.g. a RoPE type not implemented yet: the compiler refuses cleanly
         pytest.skip(f"not compiled yet: {exc}")
-    (tmp_path / "model.py").write_bytes(compiled.files["model.py"])
+    write_py(tmp_path, compiled.files)
     module = import_path(tmp_path / "model.py", f"full_size_{path.stem.replace('-', '_').replace('.', '_')}")
     with torch.device("meta"):
         ours = module.CausalLM(module.Config())

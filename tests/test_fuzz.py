@@ -38,6 +38,7 @@ from conftest import CATALOG, GENERATED
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
+from llmgen.compiler.generated_files import import_generated
 from llmgen.compiler.errors import LlmgenError
 from llmgen.compiler.load import load_config
 from llmgen.compiler.pipeline import compile_config
@@ -166,7 +167,10 @@ def compile_and_run(raw: dict[str, Any], workdir: Path) -> str:
         OUTCOMES["error"] += 1
         return "error"
     tag = f"_llmgen_fuzz_{id(compiled)}"
-    gen = import_source(compiled.files["model.py"], "<fuzz>/model.py", tag + "_model")
+    for name in ("runtime.py", "model.py", "weights.py"):  # the model imports its siblings by plain name
+        if name in compiled.files:
+            (workdir / name).write_bytes(compiled.files[name])
+    gen = import_generated(workdir, tag + "_model")
     parity = import_source(compiled.files["test_parity.py"], "<fuzz>/test_parity.py", tag + "_parity")
     config = gen.Config(**parity.MODEL_CONFIG)
     torch.manual_seed(0)

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import GENERATED, catalog_config, import_path
+from conftest import GENERATED, catalog_config, import_path, write_py
 
 from llmgen.compiler.load import LoadedConfig
 from llmgen.compiler.pipeline import compile_config
@@ -22,8 +22,7 @@ def compiled_module(raw: dict, tmp_path, name: str):
     loaded = LoadedConfig(raw=raw, text=text, source_id=f"{name}/config.json", revision="local", origin="file",
                           checkpoint_dir=None, note=None)
     files = compile_config(loaded, slug=name).files
-    for file in ("model.py", "test_parity.py"):
-        (tmp_path / file).write_bytes(files[file])
+    write_py(tmp_path, files)
     return import_path(tmp_path / "model.py", f"kv_{name}"), import_path(tmp_path / "test_parity.py", f"kvp_{name}")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import import_path, window_boundary_runs
+from conftest import import_path, window_boundary_runs, write_py
 from test_parity_variants import compile_and_verify
 
 from llmgen.compiler.load import LoadedConfig
@@ -120,7 +120,7 @@ def test_full_size_layout_matches_transformers(name, tmp_path):
     text = json.dumps(raw)
     result = compile_config(LoadedConfig(raw=copy.deepcopy(raw), text=text, source_id=name, revision="local",
                                          origin="file", checkpoint_dir=None, note=None), slug="m")
-    (tmp_path / "model.py").write_bytes(result.files["model.py"])
+    write_py(tmp_path, result.files)
     module = import_path(tmp_path / "model.py", f"longtail_full_{name.replace('-', '_')}")
     with torch.device("meta"):
         ours = module.CausalLM(module.Config())

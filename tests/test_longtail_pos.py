@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import import_path
+from conftest import import_path, write_py
 from test_parity_variants import compile_and_verify
 
 from llmgen.compiler.load import LoadedConfig
@@ -143,7 +143,7 @@ def test_full_size_layout_matches_transformers(name, tmp_path):
     raw = fixture(name)
     result = compile_config(LoadedConfig(raw=copy.deepcopy(raw), text=json.dumps(raw), source_id=name, revision="local",
                                          origin="file", checkpoint_dir=None, note=None), slug="m")
-    (tmp_path / "model.py").write_bytes(result.files["model.py"])
+    write_py(tmp_path, result.files)
     module = import_path(tmp_path / "model.py", f"longtail_pos_full_{name.replace('-', '_')}")
     with torch.device("meta"):
         ours = module.CausalLM(module.Config())

@@ -87,7 +87,7 @@ def copy_generated(directory: Path, target: Path, reference: bool = True) -> Pat
     """model.py and test_reference.py of ``directory`` in ``target``, with a reduced reference
     (prompt 1, its first 4 tokens) cut from the full one."""
     target.mkdir()
-    for name in ("model.py", "test_reference.py"):
+    for name in ("runtime.py", "model.py", "weights.py", "test_reference.py"):
         (target / name).write_bytes((directory / name).read_bytes())
     if reference:
         slice_reference(directory / REFERENCE_FILE, target / REFERENCE_FILE)

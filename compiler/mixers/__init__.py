@@ -51,10 +51,10 @@ class MixerKind:
     rows: Callable[..., None]
     # state_bytes(mixer, conv_bytes) -> bytes of one layer's cache per sequence, constant in the text length
     state_bytes: Callable[[Any, int], int]
-    # config_fields(mixer, field) -> the Config fields the generated class reads
-    config_fields: Callable[[Any, Callable[..., dict[str, Any]]], list[dict[str, Any]]]
-    # context(mixer, identifier) -> what the kind's template prints (templates: mx[kind])
-    context: Callable[[Any, Callable[[str], str]], dict[str, Any]]
+    # config_fields(mixer) -> the Config fields the generated class reads
+    config_fields: Callable[[Any], list[dict[str, Any]]]
+    # context(mixer) -> what the kind's template prints (templates: mx[kind])
+    context: Callable[[Any], dict[str, Any]]
     # parity_scales(mixer, block, norm_spread) -> parameter-name suffix -> (mean, std) for replicas
     parity_scales: Callable[[Any, str, float], dict[str, tuple[float, float]]] = lambda *_: {}
     # features(arch, mixer) -> describe's sentences about the kind's layers

@@ -11,6 +11,7 @@ from typing import Any
 from ...schemas.arch import Architecture, GatedDeltaNet, Norm
 from ..errors import UnsupportedError
 from . import MixerKind, register
+from ..literals import field, identifier
 
 
 def rows(gdn: GatedDeltaNet, a: str, hidden: int, linear: Callable[[str, int, int, bool], None],
@@ -39,7 +40,7 @@ def state_bytes(gdn: GatedDeltaNet, conv_bytes: int = 2, state_bytes: int = 4) -
     return (gdn.conv_kernel - 1) * gdn.conv_dim * conv_bytes + gdn.num_v_heads * gdn.k_head_dim * gdn.v_head_dim * state_bytes
 
 
-def config_fields(gdn: GatedDeltaNet, field: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
+def config_fields(gdn: GatedDeltaNet) -> list[dict[str, Any]]:
     """The Config fields the Gated DeltaNet code reads."""
     return [
         field("linear_num_key_heads", "int", gdn.num_k_heads, "Gated DeltaNet query/key heads"),
@@ -51,7 +52,7 @@ def config_fields(gdn: GatedDeltaNet, field: Callable[..., dict[str, Any]]) -> l
     ]
 
 
-def context(gdn: GatedDeltaNet, identifier: Callable[[str], str]) -> dict[str, Any]:
+def context(gdn: GatedDeltaNet) -> dict[str, Any]:
     """What gated_deltanet.py.j2 prints. Structural: sizes live in Config."""
     return {"grouped": gdn.projection == "grouped_qkvz",
             "gn": {key: identifier(value) for key, value in gdn.names.model_dump().items()}}

@@ -11,6 +11,7 @@ from typing import Any
 from ...schemas.arch import Architecture, KimiDelta, Norm
 from ..errors import UnsupportedError
 from . import MixerKind, register
+from ..literals import field, identifier
 
 
 def rows(kd: KimiDelta, a: str, hidden: int, linear: Callable[[str, int, int, bool], None],
@@ -39,7 +40,7 @@ def state_bytes(kd: KimiDelta, conv_bytes: int = 2, state_bytes: int = 4) -> int
     return (kd.conv_kernel - 1) * kd.conv_dim * conv_bytes + kd.num_heads * kd.head_dim * kd.head_dim * state_bytes
 
 
-def config_fields(kd: KimiDelta, field: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
+def config_fields(kd: KimiDelta) -> list[dict[str, Any]]:
     """The Config fields the KDA code reads (its norm's eps is the model's norm_eps)."""
     return [
         field("linear_num_heads", "int", kd.num_heads, "Kimi Delta Attention heads"),
@@ -49,7 +50,7 @@ def config_fields(kd: KimiDelta, field: Callable[..., dict[str, Any]]) -> list[d
     ]
 
 
-def context(kd: KimiDelta, identifier: Callable[[str], str]) -> dict[str, Any]:
+def context(kd: KimiDelta) -> dict[str, Any]:
     """What kimi_delta.py.j2 prints. Structural: sizes live in Config."""
     return {"kn": {key: identifier(value) for key, value in kd.names.model_dump().items()}, "l2_eps": repr(kd.l2_eps)}
 

@@ -14,6 +14,7 @@ from ...schemas.arch import Architecture
 from ...schemas.short_conv import ShortConv
 from ..errors import UnsupportedError
 from . import MixerKind, register
+from ..literals import field, identifier
 
 # The convolution's taps drawn at the scale of trained ones (a few taps of order one), not N(0, 0.05).
 CONV_SCALE = (0.0, 0.5)
@@ -35,11 +36,11 @@ def state_bytes(conv: ShortConv, conv_bytes: int = 2) -> int:
     return (conv.kernel - 1) * conv.channels * conv_bytes
 
 
-def config_fields(conv: ShortConv, field: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
+def config_fields(conv: ShortConv) -> list[dict[str, Any]]:
     return [field("conv_kernel", "int", conv.kernel, "taps of the short convolution (conv_L_cache)")]
 
 
-def context(conv: ShortConv, identifier: Callable[[str], str]) -> dict[str, Any]:
+def context(conv: ShortConv) -> dict[str, Any]:
     """What short_conv.py.j2 prints. Structural: sizes live in Config."""
     return {"sn": {key: identifier(value) for key, value in conv.names.model_dump().items()},
             "bias": conv.bias, "bias_literal": repr(conv.bias)}
