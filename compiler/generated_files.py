@@ -40,6 +40,8 @@ def import_generated(directory: Path, tag: str | None = None, model: Path | None
                 err.llmgen_file = path  # type: ignore[attr-defined]
                 raise
             merged.__dict__.update({k: v for k, v in vars(module).items() if not k.startswith("__")})
+            if name == "model":
+                merged.__file__ = str(path)
             setattr(merged, f"{name}_module", module)
     finally:
         for name, module in saved.items():

@@ -40,6 +40,11 @@ def import_path(path: Path, name: str):
     return module
 
 
+def generated_source(directory: Path) -> str:
+    """A generated set's Python code as one text: runtime.py, model.py and weights.py (those present)."""
+    return "".join((directory / n).read_text() for n in ("runtime.py", "model.py", "weights.py") if (directory / n).is_file())
+
+
 def write_py(directory: Path, files: dict[str, bytes]) -> Path:
     """Write a compiled set's Python files (model.py with runtime.py and weights.py beside it, the tests)."""
     directory.mkdir(parents=True, exist_ok=True)

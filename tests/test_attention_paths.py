@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import GENERATED, random_replica
+from conftest import GENERATED, generated_source, random_replica
 
 TOLERANCE = 5e-6  # max |logit difference| / max |logit| in float32 (parity: 1e-5 on logits up to ~2)
 BATCH, PROMPT, STEPS = 2, 12, 4
 
-MODELS = sorted(d.name for d in GENERATED.iterdir() if "def fast_attention" in (d / "model.py").read_text())
+MODELS = sorted(d.name for d in GENERATED.iterdir() if (d / "model.py").is_file() and "def fast_attention" in generated_source(d))
 
 
 def set_eager(model: torch.nn.Module, eager: bool) -> int:

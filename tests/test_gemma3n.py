@@ -24,6 +24,7 @@ from llmgen.compiler.lowering import lower
 from llmgen.compiler.lowering.fam_gemma3n import sparsity_std
 from llmgen.compiler.lowering.replica import WINDOW, tiny_replica
 from llmgen.compiler.render import Provenance, model_context, render
+from llmgen.compiler.render_files import render_model_files
 from llmgen.compiler.validate import validate
 from llmgen.compiler.weight_map import parameter_count, weight_map
 
@@ -50,9 +51,11 @@ def _compile(raw: dict, tmp_path, name: str):
     """model.py alone (the pipeline's passes without the parity-test files), imported."""
     arch = validate(lower(raw))
     context = model_context(arch, weight_map(arch), Provenance(f"{name}/config.json", "local", "test"))
-    path = tmp_path / f"{name}_model.py"
-    path.write_text(format_source(render("model/file.py.j2", context), name="model.py"))
-    return import_path(path, f"gemma3n_{name}_model")
+    directory = tmp_path / f"{name}_model"
+    directory.mkdir(exist_ok=True)
+    for file, text in render_model_files(context).items():  # model.py with runtime.py and weights.py
+        (directory / file).write_text(format_source(text, name=file))
+    return import_path(directory / "model.py", f"gemma3n_{name}_model")
 
 
 def _hf(tiny: dict):

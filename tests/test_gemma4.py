@@ -22,6 +22,7 @@ from llmgen.compiler.format import format_source
 from llmgen.compiler.lowering import lower
 from llmgen.compiler.lowering.replica import WINDOW, tiny_replica
 from llmgen.compiler.render import Provenance, model_context, render
+from llmgen.compiler.render_files import render_model_files
 from llmgen.compiler.validate import validate
 from llmgen.compiler.weight_map import active_parameter_count, parameter_count, weight_map
 
@@ -56,9 +57,11 @@ def _compile(raw: dict, tmp_path, name: str):
     """model.py alone (the pipeline's passes without the parity-test files), imported."""
     arch = validate(lower(raw))
     context = model_context(arch, weight_map(arch), Provenance(f"{name}/config.json", "local", "test"))
-    path = tmp_path / f"{name}_model.py"
-    path.write_text(format_source(render("model/file.py.j2", context), name="model.py"))
-    return import_path(path, f"gemma4_{name}_model")
+    directory = tmp_path / f"{name}_model"
+    directory.mkdir(exist_ok=True)
+    for file, text in render_model_files(context).items():  # model.py with runtime.py and weights.py
+        (directory / file).write_text(format_source(text, name=file))
+    return import_path(directory / "model.py", f"gemma4_{name}_model")
 
 
 def _randomise(model: torch.nn.Module, seed: int = 0) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import GENERATED, catalog_config, import_path
+from conftest import GENERATED, catalog_config, generated_source, import_path
 from test_parity_variants import compile_and_verify
 
 from llmgen.compiler.errors import ConfigError, LlmgenError, UnsupportedError
@@ -161,12 +161,13 @@ def test_code_only_for_features_the_model_has(tmp_path):
     source = Path(granite_py.__file__).read_text()
     assert "StackedLinear" in source and "class Expert(" not in source and 'nn.ModuleDict' in source
     mixed_py, _ = compiled("qwen3_moe_mixed", tmp_path)
-    source = Path(mixed_py.__file__).read_text()
+    source = generated_source(Path(mixed_py.__file__).parent)
     assert "class MLP" in source and "class MoE" in source and "FFN_WEIGHT_MAP" in source
     assert mixed_py.Config().ffn_pattern.startswith("DEDD")
     for text in (mixtral, qwen2, source):
         imports = {line.split()[1] for line in text.splitlines() if line.startswith(("import ", "from "))}
-        assert imports <= {"__future__", "json", "math", "struct", "dataclasses", "pathlib", "torch", "torch.nn.functional"}
+        assert imports <= {"__future__", "json", "math", "struct", "dataclasses", "pathlib", "torch", "torch.nn.functional",
+                           "runtime", "model"}
 
 
 def test_features_state_the_sparse_dispatch():

@@ -85,6 +85,7 @@ from llmgen.compiler.format import format_source  # noqa: E402
 from llmgen.compiler.lowering import lower  # noqa: E402
 from llmgen.compiler.lowering.rope import rope_table  # noqa: E402
 from llmgen.compiler.render import Provenance, environment, identifier, model_context, render  # noqa: E402
+from llmgen.compiler.render_files import render_model_files
 from llmgen.compiler.rope_fields import attention_scaling, rope_context  # noqa: E402
 from llmgen.compiler.validate import validate  # noqa: E402
 from llmgen.compiler.weight_map import weight_map  # noqa: E402
@@ -136,17 +137,18 @@ def rope_module(tables, head_dim: int, max_pos: int, tmp_path, tag: str):
     arch = validate(lower(_tiny_llama(head_dim, max_pos)))
     arch = validate(arch.model_copy(update={"rope": tuple(tables)}))
     prov = Provenance("test", "local", "test")
-    source = format_source(render("model/file.py.j2", model_context(arch, weight_map(arch), prov)), name="model.py")
-    path = tmp_path / f"{tag}.py"
-    path.write_text(source)
-    return import_path(path, f"rope_types_{tag.replace('-', '_').replace('.', '_')}"), arch
+    directory = tmp_path / tag
+    directory.mkdir(exist_ok=True)
+    for file, text in render_model_files(model_context(arch, weight_map(arch), prov)).items():
+        (directory / file).write_text(format_source(text, name=file))
+    return import_path(directory / "model.py", f"rope_types_{tag.replace('-', '_').replace('.', '_')}"), arch
 
 
 def generated_rope(module, arch, positions: torch.Tensor, dtype=torch.float32):
     """Run the generated forward's own RoPE lines: {table: (inv_freq, cos, sin)}."""
     macros = environment().get_template("model/rope_call.j2").module
     out = {}
-    for t in rope_context(arch, identifier)["rope_tables"]:
+    for t in rope_context(arch)["rope_tables"]:
         scope = {**vars(module), "c": module.Config(), "positions": positions, "x": torch.zeros(1, dtype=dtype)}
         exec(f"inv_freq = {macros.inv_freq(t)}\n{macros.rope_tables_code(t)}", scope)
         out[t["name"]] = (scope["inv_freq"], scope[f"{t['name']}_cos"], scope[f"{t['name']}_sin"])

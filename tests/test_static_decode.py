@@ -13,7 +13,7 @@ import os
 
 import pytest
 import torch
-from conftest import GENERATED, import_path, random_replica
+from conftest import GENERATED, generated_source, import_path, random_replica
 from real_checkpoint import smollm2_checkpoint  # noqa: F401  (fixture)
 
 from llmgen.compiler import native
@@ -82,9 +82,9 @@ def test_static_cache_state(replica) -> None:
 def test_models_without_plain_attention_get_no_static_cache() -> None:
     """Recurrent, hybrid and latent-attention models keep only their own cache: no dead code."""
     for name in ("DeepSeek-V3", "LFM2-1.2B", "Qwen3.5-35B-A3B"):
-        text = (GENERATED / name / "model.py").read_text()
+        text = generated_source(GENERATED / name)
         assert "StaticCache" not in text and "enable_static_cache" not in text, name
-    assert "def enable_static_cache" in (GENERATED / "gemma-3-1b" / "model.py").read_text()
+    assert "def enable_static_cache" in generated_source(GENERATED / "gemma-3-1b")
 
 
 def test_greedy_tokens_identical_on_the_real_checkpoint(smollm2_checkpoint) -> None:  # noqa: F811

@@ -115,7 +115,7 @@ def test_kimi_k25_parity_through_the_wrapper_class(tmp_path):
         diff = (ours(ids) - expected).abs().max().item()
     print(f"kimi_k25 replica: max|dlogit| {diff:.3g} (max|logit| {expected.abs().max().item():.3g})")
     assert diff <= 1e-5 and expected.abs().max().item() > 0.1, diff
-    assert "keys outside it belong to the other parts" in (directory / "model.py").read_text()
+    assert "keys outside it belong to the other parts" in (directory / "weights.py").read_text()
 
 
 def qwen_vl(config_class, form: str) -> dict:
