@@ -158,7 +158,10 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         "norm": {"kind": norm.kind, "offset": literal(norm.weight_offset) if norm.weight_offset else "",
                  "weight_in_compute_dtype": norm.weight_in_compute_dtype, "bias": norm.bias,
                  "plain": not norm.weight,
-                 "torch_layernorm": norm.kind == "layernorm" and norm.compute_dtype == "input"},
+                 "torch_layernorm": norm.kind == "layernorm" and norm.compute_dtype == "input",
+                 # the class make_norm (macros.j2) builds: the file's LayerNorm is float32 or has a weight offset
+                 "module": "RMSNorm" if norm.kind == "rmsnorm" else "LayerNorm"
+                 if norm.weight_offset or norm.compute_dtype != "input" else "nn.LayerNorm"},
         **rope_context(arch),
         "has_rope": has_rope,
         "has_nope": has_nope,

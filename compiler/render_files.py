@@ -56,11 +56,22 @@ def runtime_words(context: dict[str, Any]) -> str:
     return ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1]
 
 
+def weights_words(context: dict[str, Any]) -> dict[str, str]:
+    """Two docstrings of weights.py: which maps checkpoint_keys expands (a MoE or hybrid model's), and
+    what load_checkpoint does to a published checkpoint of the legacy layout."""
+    moe, legacy = context.get("moe"), context.get("legacy") or {}
+    maps = ", ".join(["WEIGHT_MAP"] + ["MIXER_WEIGHT_MAP"] * bool(context.get("hybrid")))
+    maps += (" and FFN_WEIGHT_MAP" if moe and moe["mixed"] else "") + " expanded over the layers"
+    done = ["BACKBONE_PREFIX added"] * bool(legacy.get("bare"))
+    done += ["STALE_LAYER_BUFFERS dropped"] * bool(legacy.get("stale"))
+    return {"checkpoint_keys_words": maps + (" and experts" if moe else ""), "legacy_words": ", ".join(done)}
+
+
 def render_model_files(context: dict[str, Any], templates: Path | None = None) -> dict[str, str]:
     """file name -> rendered source (not yet formatted), for runtime.py (absent for a model whose
     decoding machinery lives with its blocks), model.py and weights.py."""
     hyper = "hyper" in context
-    context = {**context, "runtime_words": "" if hyper else runtime_words(context)}
+    context = {**context, "runtime_words": "" if hyper else runtime_words(context), **weights_words(context)}
     files: dict[str, str] = {}
     defined: dict[str, set[str]] = {}
     for name, template, imports_from in MODEL_FILES:

@@ -106,6 +106,8 @@ def moe_context(arch: Architecture) -> dict[str, Any] | None:
         "transposed_suffixes": "(" + literal(f".{names['experts']}.{names['fused_gate_up']}") + ", "
         + literal(f".{names['experts']}.{names['fused_down']}") + ")",
         "input_weighted": moe.weighted == "input",
+        "weighting_words": "each fed the token times its routing weight" if moe.weighted == "input"
+        else "weighted by the routing weights",  # the MoE docstring's
         "stacked_in_out": moe.storage == "stacked_in_out",
         "expert_bias": moe.expert_bias,
         "clamped": moe.activation == "clamped_swiglu",
