@@ -63,13 +63,16 @@ RowsFn rows_fn(int level, bool bf16) {
 }
 
 // x for the shift kernels: float32, each block of `step` elements stored as its even-indexed
-// elements then its odd ones (gemv_isa.h); the tail past the last whole block as it is.
-torch::Tensor prepare_x(const torch::Tensor& x_in, int64_t step) {
+// elements then its odd ones (gemv_isa.h); the tail past the last whole block as it is. Into a
+// buffer of the calling thread's, reused from call to call (the product has finished with it
+// when gemv returns).
+const float* prepare_x(const torch::Tensor& x_in, int64_t step) {
+  thread_local std::vector<float> buffer;
   const torch::Tensor x = x_in.contiguous();
   const int64_t in = x.size(-1), batch = in == 0 ? 0 : x.numel() / in, full = step > 0 ? in - in % step : 0;
-  torch::Tensor wide = torch::empty(x.sizes(), x.options().dtype(torch::kFloat32));
+  buffer.resize(static_cast<size_t>(x.numel()));
   const auto* src = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
-  float* dst = wide.data_ptr<float>();
+  float* dst = buffer.data();
   for (int64_t b = 0; b < batch; ++b, src += in, dst += in) {
     for (int64_t k = 0; k < full; k += step) {
       for (int64_t j = 0; j < step / 2; ++j) {
@@ -79,7 +82,7 @@ torch::Tensor prepare_x(const torch::Tensor& x_in, int64_t step) {
     }
     for (int64_t k = full; k < in; ++k) dst[k] = llmgen::bf16_to_float(src[k]);
   }
-  return wide;
+  return buffer.data();
 }
 
 }  // namespace
@@ -112,10 +115,12 @@ torch::Tensor gemv(const torch::Tensor& x_in, const torch::Tensor& w, const c10:
   TORCH_CHECK(bf16 || w.scalar_type() == torch::kFloat32, "gemv: float32 or bfloat16");
   const int64_t rows = w.size(0), in = w.size(1), batch = in == 0 ? 0 : x_in.numel() / in;
   torch::Tensor xs;  // what the kernel reads of x
+  const void* x_data;
   if (!bf16 || level == kAvx512Bf16) {
     xs = x_in.contiguous();
+    x_data = xs.data_ptr();
   } else {
-    xs = prepare_x(x_in, level == kAvx512 ? 32 : level == kAvx2 ? 16 : 0);
+    x_data = prepare_x(x_in, level == kAvx512 ? 32 : level == kAvx2 ? 16 : 0);
   }
   torch::Tensor b32;  // the bias in float32: added to the float32 sum before its rounding
   if (bias.has_value()) {
@@ -124,9 +129,10 @@ torch::Tensor gemv(const torch::Tensor& x_in, const torch::Tensor& w, const c10:
   }
   std::vector<int64_t> shape(x_in.sizes().begin(), x_in.sizes().end());
   shape.back() = rows;
-  torch::Tensor out32 = torch::empty(shape, x_in.options().dtype(torch::kFloat32));
-  const llmgen::Args args{xs.data_ptr(), w.data_ptr(), b32.defined() ? b32.data_ptr<float>() : nullptr,
-                          out32.data_ptr<float>(), batch, rows, in};
+  torch::Tensor out = torch::empty(shape, x_in.options());  // bfloat16: each float32 sum rounded once
+  const llmgen::Args args{x_data, w.data_ptr(), b32.defined() ? b32.data_ptr<float>() : nullptr,
+                          bf16 ? nullptr : out.data_ptr<float>(),
+                          bf16 ? reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>()) : nullptr, batch, rows, in};
   const RowsFn fn = rows_fn(static_cast<int>(level), bf16);
   const int64_t row_bytes = std::max<int64_t>(1, in * static_cast<int64_t>(w.element_size()));
   const int threads = threads_for(rows * row_bytes);
@@ -141,7 +147,7 @@ torch::Tensor gemv(const torch::Tensor& x_in, const torch::Tensor& w, const c10:
       fn(args, i * chunk_rows, std::min(rows, (i + 1) * chunk_rows));
     });
   }
-  return bf16 ? out32.to(torch::kBFloat16) : out32;  // one rounding, of the finished sum
+  return out;
 }
 
 // The same product as a torch operator, llmgen_native::gemv, for torch.compile: its compiled
