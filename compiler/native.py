@@ -25,7 +25,7 @@ from typing import Any
 
 KERNELS_DIR = Path(__file__).resolve().parent / "kernels"
 SOURCE = KERNELS_DIR / "gemv.cpp"
-HEADERS = (KERNELS_DIR / "gemv_isa.h", KERNELS_DIR / "pool.h")
+HEADERS = (KERNELS_DIR / "gemv_isa.h", KERNELS_DIR / "pool.h", KERNELS_DIR / "attend.h")
 NAME = "llmgen_gemv"
 DTYPES = ("float32", "bfloat16")
 # kernels/gemv.cpp's levels by number; float32 has no AVX512_BF16 kernel (it runs the AVX-512F one)
