@@ -305,14 +305,17 @@ def engines_table(rows: dict, tokens: dict, reference: list[int], new_tokens: in
     the generated model's decode speed divided by each engine's)."""
     if len(rows) <= 2 or set(rows) == {"transformers", "generated", "compiled"}:
         return
+    compiled = rows.get("compiled", {}).get("decode")  # its prefill is the generated side's (uncompiled)
     print(f"{'engine':22}{'prefill 128':>12}{'prefill 1024':>13}{'decode':>8}{'generated/it':>14}"
-          f"{'greedy = HF fp32 (prefix)':>27}")
+          + (f"{'compiled/it':>13}" if compiled else "") + f"{'greedy = HF fp32 (prefix)':>27}")
     for side, row in rows.items():
         if "decode" not in row:
             continue
         same = common_prefix(tokens[side], reference) if reference else 0
-        print(f"{side:22}{row.get('prefill128', 0):>12.1f}{row.get('prefill1024', 0):>13.1f}{row['decode']:>8.1f}"
-              f"{rows['generated']['decode'] / row['decode']:>14.2f}{f'{same}/{new_tokens}':>27}")
+        prefill = "".join(f"{row[key]:>{width}.1f}" if key in row else f"{'-':>{width}}"
+                          for key, width in (("prefill128", 12), ("prefill1024", 13)))
+        print(f"{side:22}{prefill}{row['decode']:>8.1f}{rows['generated']['decode'] / row['decode']:>14.2f}"
+              + (f"{compiled / row['decode']:>13.2f}" if compiled else "") + f"{f'{same}/{new_tokens}':>27}")
 
 
 def load_average() -> str:

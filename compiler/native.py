@@ -25,8 +25,8 @@ from typing import Any
 
 KERNELS_DIR = Path(__file__).resolve().parent / "kernels"
 SOURCE = KERNELS_DIR / "gemv.cpp"
-HEADERS = (KERNELS_DIR / "gemv_isa.h", KERNELS_DIR / "pool.h")
-NAME = "llmgen_gemv"
+HEADERS = (KERNELS_DIR / "gemv_isa.h", KERNELS_DIR / "pool.h", KERNELS_DIR / "attend.h")
+NAME = "llmgen_gemv"  # the build's name is NAME + a hash of the sources (build_name)
 DTYPES = ("float32", "bfloat16")
 # kernels/gemv.cpp's levels by number; float32 has no AVX512_BF16 kernel (it runs the AVX-512F one)
 LEVELS = ("portable", "avx2", "avx512", "avx512_bf16")
@@ -114,11 +114,24 @@ def product(dtype: str = "float32", at: str | None = None) -> Any:
     return lambda x, w, bias=None: module.gemv(x, w, bias, number)
 
 
+@functools.cache
+def build_name() -> str:
+    """NAME and a hash of the kernel's sources: each version of them builds in a directory of its
+    own in torch's extension cache, so checkouts with different sources (worktrees, another
+    version installed) that share the cache never rebuild over each other's module, which a
+    process that loads it between the two builds would otherwise get (measured: a benchmark got
+    an older build, without llmgen_native::attend)."""
+    import hashlib
+
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in (SOURCE, *HEADERS))).hexdigest()[:12]
+    return f"{NAME}_{digest}"
+
+
 def is_built() -> bool:
     """Whether torch's extension cache already holds a build (else the first use compiles it)."""
     import torch.utils.cpp_extension as cpp
 
-    return any(Path(cpp._get_build_directory(NAME, verbose=False)).glob(f"{NAME}*.so"))
+    return any(Path(cpp._get_build_directory(build_name(), verbose=False)).glob(f"{build_name()}*.so"))
 
 
 def kernel(dtype: str = "float32") -> Any:
@@ -129,17 +142,13 @@ def kernel(dtype: str = "float32") -> Any:
 @functools.cache
 def _build() -> tuple[Any, str | None]:
     """Compile (or reuse from torch's extension cache) kernels/gemv.cpp once per process."""
-    import hashlib
-
     import torch.utils.cpp_extension as cpp
 
-    # torch rebuilds when the source or the flags change: the headers' hash goes into the flags
-    headers = hashlib.sha256(b"".join(path.read_bytes() for path in HEADERS)).hexdigest()[:16]
     try:
         module = cpp.load(
-            name=NAME,
+            name=build_name(),
             sources=[str(SOURCE)],
-            extra_cflags=["-O3", f"-DLLMGEN_HEADERS=0x{headers}"],  # no -march: each level carries its own target (kernels/gemv_isa.h)
+            extra_cflags=["-O3"],  # no -march: each level carries its own target (kernels/gemv_isa.h)
             extra_include_paths=[str(KERNELS_DIR)],
             verbose=False,
         )

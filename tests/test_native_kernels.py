@@ -192,3 +192,33 @@ def test_bfloat16_prefill_as_float32_products_is_opt_in(monkeypatch: pytest.Monk
     monkeypatch.setenv("LLMGEN_BF16_PREFILL", "bf17")
     with pytest.raises(ValueError, match="LLMGEN_BF16_PREFILL=bf17: not one of torch, float32"):
         use_fast_decode(model, "native")
+
+
+# (batch, heads, kv_heads, queries, keys, dim): grouped queries, odd key counts and widths
+ATTEND_SHAPES = [(1, 9, 3, 1, 144, 64), (2, 4, 2, 3, 17, 13), (1, 8, 8, 4, 50, 128), (2, 6, 1, 1, 5, 7), (1, 2, 1, 2, 1, 9)]
+
+
+def test_attend_equals_attention_in_float64() -> None:
+    """llmgen_native::attend (kernels/attend.h), the compiled step's attention for a few queries:
+    against torch's attention in float64, with a causal mask over a partly filled cache (the
+    empty slots masked) as (queries, keys) and as (batch, 1, queries, keys), and without a mask;
+    keys and values read from a slice of a larger cache (non-contiguous)."""
+    native.kernel()
+    attend = torch.ops.llmgen_native.attend
+    generator = torch.Generator().manual_seed(5)
+    for batch, heads, kv_heads, queries, keys, dim in ATTEND_SHAPES:
+        q = torch.randn(batch, heads, queries, dim, generator=generator)
+        k = torch.randn(batch, kv_heads, keys + 3, dim, generator=generator)[:, :, :keys]
+        v = torch.randn(batch, kv_heads, keys + 3, dim, generator=generator)[:, :, 3:]
+        filled = max(queries, keys - 2)  # the last two slots empty
+        allowed = torch.arange(keys)[None, :] <= torch.arange(filled - queries, filled)[:, None]
+        mask = torch.zeros(queries, keys).masked_fill(~allowed, float("-inf"))
+        for m, visible in ((mask, allowed), (mask.expand(batch, 1, -1, -1).clone(), allowed), (None, None)):
+            exact = torch.nn.functional.scaled_dot_product_attention(
+                q.double(), k.double(), v.double(), visible, scale=0.3, enable_gqa=True)
+            ours = attend(q, k, v, m, 0.3)
+            assert ours.dtype == torch.float32 and ours.shape == q.shape
+            assert (ours.double() - exact).abs().max().item() <= 1e-5, (batch, heads, kv_heads, queries, keys, dim)
+    hidden = torch.full((1, 4), float("-inf"))  # a row with every key masked: zeros
+    assert torch.equal(attend(torch.ones(1, 2, 1, 4), torch.ones(1, 1, 4, 4), torch.ones(1, 1, 4, 4), hidden, 1.0),
+                       torch.zeros(1, 2, 1, 4))

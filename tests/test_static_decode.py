@@ -146,4 +146,11 @@ def test_compiled_steps_compile_once_and_equal_the_dynamic_cache(kernel: str) ->
     diff, scale = (compiled - reference).abs().max().item(), reference.abs().max().item()
     assert diff <= TOLERANCE * scale, (diff, scale)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    if native.kernel() is not None:  # the step's attention runs on the kernel's operator (attend_pass)
+        model.enable_static_cache(ids.shape[0], ids.shape[1] + 2)  # the shapes compiled above
+        with torch.no_grad(), torch.profiler.profile() as profile:
+            model(ids[:, :1])
+        model.disable_cache()
+        names = [event.name for event in profile.events()]
+        assert names.count("llmgen_native::attend") == config.num_hidden_layers, sorted(set(names))
     use_fast_decode(model, "off")

@@ -17,7 +17,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "gemv_isa.h"
+#include "gemv_isa.h"  // first: it says whether this is x86 (LLMGEN_X86)
+#include "attend.h"
 #include "pool.h"
 
 namespace {
@@ -63,13 +64,16 @@ RowsFn rows_fn(int level, bool bf16) {
 }
 
 // x for the shift kernels: float32, each block of `step` elements stored as its even-indexed
-// elements then its odd ones (gemv_isa.h); the tail past the last whole block as it is.
-torch::Tensor prepare_x(const torch::Tensor& x_in, int64_t step) {
+// elements then its odd ones (gemv_isa.h); the tail past the last whole block as it is. Into a
+// buffer of the calling thread's, reused from call to call (the product has finished with it
+// when gemv returns).
+const float* prepare_x(const torch::Tensor& x_in, int64_t step) {
+  thread_local std::vector<float> buffer;
   const torch::Tensor x = x_in.contiguous();
   const int64_t in = x.size(-1), batch = in == 0 ? 0 : x.numel() / in, full = step > 0 ? in - in % step : 0;
-  torch::Tensor wide = torch::empty(x.sizes(), x.options().dtype(torch::kFloat32));
+  buffer.resize(static_cast<size_t>(x.numel()));
   const auto* src = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
-  float* dst = wide.data_ptr<float>();
+  float* dst = buffer.data();
   for (int64_t b = 0; b < batch; ++b, src += in, dst += in) {
     for (int64_t k = 0; k < full; k += step) {
       for (int64_t j = 0; j < step / 2; ++j) {
@@ -79,7 +83,7 @@ torch::Tensor prepare_x(const torch::Tensor& x_in, int64_t step) {
     }
     for (int64_t k = full; k < in; ++k) dst[k] = llmgen::bf16_to_float(src[k]);
   }
-  return wide;
+  return buffer.data();
 }
 
 }  // namespace
@@ -112,10 +116,12 @@ torch::Tensor gemv(const torch::Tensor& x_in, const torch::Tensor& w, const c10:
   TORCH_CHECK(bf16 || w.scalar_type() == torch::kFloat32, "gemv: float32 or bfloat16");
   const int64_t rows = w.size(0), in = w.size(1), batch = in == 0 ? 0 : x_in.numel() / in;
   torch::Tensor xs;  // what the kernel reads of x
+  const void* x_data;
   if (!bf16 || level == kAvx512Bf16) {
     xs = x_in.contiguous();
+    x_data = xs.data_ptr();
   } else {
-    xs = prepare_x(x_in, level == kAvx512 ? 32 : level == kAvx2 ? 16 : 0);
+    x_data = prepare_x(x_in, level == kAvx512 ? 32 : level == kAvx2 ? 16 : 0);
   }
   torch::Tensor b32;  // the bias in float32: added to the float32 sum before its rounding
   if (bias.has_value()) {
@@ -124,9 +130,10 @@ torch::Tensor gemv(const torch::Tensor& x_in, const torch::Tensor& w, const c10:
   }
   std::vector<int64_t> shape(x_in.sizes().begin(), x_in.sizes().end());
   shape.back() = rows;
-  torch::Tensor out32 = torch::empty(shape, x_in.options().dtype(torch::kFloat32));
-  const llmgen::Args args{xs.data_ptr(), w.data_ptr(), b32.defined() ? b32.data_ptr<float>() : nullptr,
-                          out32.data_ptr<float>(), batch, rows, in};
+  torch::Tensor out = torch::empty(shape, x_in.options());  // bfloat16: each float32 sum rounded once
+  const llmgen::Args args{x_data, w.data_ptr(), b32.defined() ? b32.data_ptr<float>() : nullptr,
+                          bf16 ? nullptr : out.data_ptr<float>(),
+                          bf16 ? reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>()) : nullptr, batch, rows, in};
   const RowsFn fn = rows_fn(static_cast<int>(level), bf16);
   const int64_t row_bytes = std::max<int64_t>(1, in * static_cast<int64_t>(w.element_size()));
   const int threads = threads_for(rows * row_bytes);
@@ -141,14 +148,69 @@ torch::Tensor gemv(const torch::Tensor& x_in, const torch::Tensor& w, const c10:
       fn(args, i * chunk_rows, std::min(rows, (i + 1) * chunk_rows));
     });
   }
-  return bf16 ? out32.to(torch::kBFloat16) : out32;  // one rounding, of the finished sum
+  return out;
+}
+
+// softmax(q k^T * scale + mask) v for a decoding step's few queries (attend.h), float32: q (batch,
+// heads, queries, dim); k, v (batch, kv_heads, keys, dim), any strides (copied when the last
+// dimension's is not 1); mask: float32, broadcastable to (batch, heads, queries, keys), or None.
+torch::Tensor attend(const torch::Tensor& q_in, const torch::Tensor& k_in, const torch::Tensor& v_in,
+                     const c10::optional<torch::Tensor>& mask, double scale) {
+  const torch::Tensor k = k_in.stride(-1) == 1 ? k_in : k_in.contiguous();
+  const torch::Tensor v = v_in.stride(-1) == 1 ? v_in : v_in.contiguous();
+  TORCH_CHECK(q_in.dim() == 4 && k.dim() == 4 && v.dim() == 4, "attend: q, k, v of 4 dimensions");
+  TORCH_CHECK(q_in.scalar_type() == torch::kFloat32 && k.scalar_type() == torch::kFloat32 &&
+              v.scalar_type() == torch::kFloat32, "attend: float32 q, k, v");
+  const torch::Tensor q = q_in.contiguous();
+  const int64_t batch = q.size(0), heads = q.size(1), queries = q.size(2), dim = q.size(3);
+  const int64_t kv_heads = k.size(1), keys = k.size(2);
+  TORCH_CHECK(k.size(0) == batch && v.size(0) == batch && v.size(1) == kv_heads && v.size(2) == keys &&
+              k.size(3) == dim && v.size(3) == dim && kv_heads > 0 && heads % kv_heads == 0,
+              "attend: k, v (batch, kv_heads, keys, dim) with heads a multiple of kv_heads");
+  int64_t mask_strides[4] = {0, 0, 0, 0};  // broadcast dimensions: stride 0
+  if (mask.has_value()) {
+    const int64_t sizes[4] = {batch, heads, queries, keys};
+    TORCH_CHECK(mask->scalar_type() == torch::kFloat32 && mask->dim() <= 4, "attend: a float32 mask");
+    for (int64_t i = 0, j = 4 - mask->dim(); i < mask->dim(); ++i, ++j) {
+      TORCH_CHECK(mask->size(i) == sizes[j] || mask->size(i) == 1, "attend: the mask does not broadcast to the scores");
+      mask_strides[j] = mask->size(i) == 1 ? 0 : mask->stride(i);
+    }
+  }
+  torch::Tensor out = torch::empty({batch, heads, queries, dim}, q.options());
+  llmgen::AttendArgs args{q.data_ptr<float>(), k.data_ptr<float>(), v.data_ptr<float>(),
+                          mask.has_value() ? mask->data_ptr<float>() : nullptr, out.data_ptr<float>(),
+                          batch, heads, kv_heads, queries, keys, dim,
+                          {k.stride(0), k.stride(1), k.stride(2)}, {v.stride(0), v.stride(1), v.stride(2)},
+                          {mask_strides[0], mask_strides[1], mask_strides[2], mask_strides[3]}, static_cast<float>(scale)};
+  void (*fn)(const llmgen::AttendArgs&, int64_t, int64_t) = llmgen::attend_portable;
+#ifdef LLMGEN_X86
+  if (kCpuLevel >= kAvx512) {
+    fn = llmgen::attend_avx512;
+  } else if (kCpuLevel >= kAvx2) {
+    fn = llmgen::attend_avx2;
+  }
+#endif
+  const int64_t rows = batch * heads * queries;
+  const int threads = threads_for(2 * keys * dim * static_cast<int64_t>(sizeof(float)) * rows / std::max<int64_t>(1, heads / kv_heads));
+  if (threads <= 1 || rows <= 1 || rows > llmgen::Pool::kMaxChunks) {
+    fn(args, 0, rows);
+  } else {
+    llmgen::Pool::instance().run(rows, threads - 1, [&](int64_t i) { fn(args, i, i + 1); });
+  }
+  return out;
 }
 
 // The same product as a torch operator, llmgen_native::gemv, for torch.compile: its compiled
 // graph calls it through the dispatcher, with no Python in between (compiler/fast_decode.py
 // registers the output shape it needs to trace it).
-TORCH_LIBRARY(llmgen_native, m) { m.def("gemv(Tensor x, Tensor w, Tensor? bias, int level) -> Tensor"); }
-TORCH_LIBRARY_IMPL(llmgen_native, CPU, m) { m.impl("gemv", &gemv); }
+TORCH_LIBRARY(llmgen_native, m) {
+  m.def("gemv(Tensor x, Tensor w, Tensor? bias, int level) -> Tensor");
+  m.def("attend(Tensor q, Tensor k, Tensor v, Tensor? mask, float scale) -> Tensor");
+}
+TORCH_LIBRARY_IMPL(llmgen_native, CPU, m) {
+  m.impl("gemv", &gemv);
+  m.impl("attend", &attend);
+}
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gemv", &gemv, "x @ w.T (+ bias) for an x of a few rows, at an instruction-set level", pybind11::arg("x"),

@@ -26,7 +26,8 @@ struct Args {
   const void* x;      // float32 (prepared) or, for AVX512_BF16, the bfloat16 rows themselves
   const void* w;      // (rows, in) float32 or bfloat16
   const float* bias;  // (rows,) float32, or nullptr
-  float* out;         // (batch, rows) float32
+  float* out;         // (batch, rows) float32, or nullptr: out16
+  uint16_t* out16;    // (batch, rows) bfloat16 (each sum rounded once), when out is nullptr
   int64_t batch, rows, in;
 };
 
@@ -37,8 +38,21 @@ inline float bf16_to_float(uint16_t bits) {
   return value;
 }
 
+// float32 to bfloat16, rounded to the nearest even value (NaN: 0x7FC0), as torch's conversion.
+inline uint16_t float_to_bf16(float value) {
+  if (value != value) return 0x7FC0;
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  return static_cast<uint16_t>((bits + ((bits >> 16) & 1) + 0x7FFFu) >> 16);
+}
+
 inline void store(const Args& a, int64_t b, int64_t r, float sum) {
-  a.out[b * a.rows + r] = sum + (a.bias != nullptr ? a.bias[r] : 0.0f);
+  const float value = sum + (a.bias != nullptr ? a.bias[r] : 0.0f);
+  if (a.out != nullptr) {
+    a.out[b * a.rows + r] = value;
+  } else {
+    a.out16[b * a.rows + r] = float_to_bf16(value);
+  }
 }
 
 // ---- portable: plain C++, 16 independent sums that the compiler may vectorise (SSE2 at least)
