@@ -34,10 +34,10 @@ from pathlib import Path
 
 import torch
 
-from llmgen.compiler import native
-from llmgen.compiler.generated_files import import_generated
-from llmgen.compiler.fast_decode import BF16_PREFILL, KERNELS, choose, use_fast_decode
-from llmgen.compiler.fast_decode import label as kernel_label
+from llmgen.compiler.runtime import native
+from llmgen.compiler.runtime.generated_files import import_generated
+from llmgen.compiler.runtime.fast_decode import BF16_PREFILL, KERNELS, choose, use_fast_decode
+from llmgen.compiler.runtime.fast_decode import label as kernel_label
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import anchors  # noqa: E402  (beside this file: llama.cpp and CTranslate2, when installed)
@@ -71,7 +71,7 @@ def reset_peak_rss() -> None:
 
 
 def load(side: str, checkpoint: Path, model_dir: Path, dtype: torch.dtype, kernel: str = "auto"):
-    """One side's model; the generated one decodes on `kernel` (compiler/fast_decode.py); the
+    """One side's model; the generated one decodes on `kernel` (compiler/runtime/fast_decode.py); the
     "compiled" side is the generated model with compiled steps on its static cache."""
     if side == "transformers":
         import transformers

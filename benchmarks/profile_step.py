@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_inference import DTYPES, REPO, default_checkpoint, import_model, load_average  # noqa: E402
 
-from llmgen.compiler.fast_decode import KERNELS, use_fast_decode  # noqa: E402
+from llmgen.compiler.runtime.fast_decode import KERNELS, use_fast_decode  # noqa: E402
 
 PROMPT = 16
 

@@ -20,7 +20,7 @@ class Rope(_Frozen):
 
     Defaults transformers fills into the config are filled in (original context, betas,
     truncate); ``attention_factor`` stays as given, None meaning transformers' default
-    (derived when rendering: ``compiler/rope_fields.attention_scaling``).
+    (derived when rendering: ``compiler/passes/rope_fields.attention_scaling``).
     """
 
     name: Identifier

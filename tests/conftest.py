@@ -28,9 +28,9 @@ def catalog_config(hub_id: str) -> dict:
 
 def import_path(path: Path, name: str):
     """Import a generated file by path under a unique module name (model.py: the directory's
-    runtime.py, model.py and weights.py as one module, compiler/generated_files.py)."""
+    runtime.py, model.py and weights.py as one module, compiler/runtime/generated_files.py)."""
     if path.name == "model.py" or "\nfrom runtime import " in path.read_text():  # an (edited) model.py
-        from llmgen.compiler.generated_files import import_generated
+        from llmgen.compiler.runtime.generated_files import import_generated
 
         return import_generated(path.parent, name, model=path)
     spec = importlib.util.spec_from_file_location(name, path)

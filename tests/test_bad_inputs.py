@@ -27,9 +27,9 @@ from huggingface_hub import constants
 from huggingface_hub.errors import LocalEntryNotFoundError
 from huggingface_hub.utils import _http as hf_http
 
-from llmgen.compiler import cli
-from llmgen.compiler import load as load_mod
-from llmgen.compiler.errors import LlmgenError
+from llmgen.compiler.basics import cli
+from llmgen.compiler.passes import load as load_mod
+from llmgen.compiler.basics.errors import LlmgenError
 
 CORPUS = Path(__file__).resolve().parent / "bad_inputs"
 CASES: dict[str, dict] = json.loads((CORPUS / "cases.json").read_text())
@@ -45,7 +45,7 @@ def test_corpus_size_and_categories():
         assert category in prefixes, category
     for name, case in CASES.items():
         assert (CORPUS / case["path"]).exists(), name
-        assert case["names"] and hasattr(sys.modules["llmgen.compiler.errors"], case["error"]), name
+        assert case["names"] and hasattr(sys.modules["llmgen.compiler.basics.errors"], case["error"]), name
 
 
 def test_corpus_is_what_make_corpus_writes(tmp_path):
@@ -163,7 +163,7 @@ def test_bad_input_as_a_process(label, tmp_path):
             source = Path(shutil.copytree(source, tmp_path / "ckpt"))
         args = ["from-config", str(source)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hf-cache")}
-    result = subprocess.run([sys.executable, "-m", "llmgen.compiler.cli", *args, "--out", str(tmp_path / "out"),
+    result = subprocess.run([sys.executable, "-m", "llmgen.compiler.basics.cli", *args, "--out", str(tmp_path / "out"),
                              "--no-verify"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("llmgen: error: ") and result.stderr.count("\n") == 1, result.stderr
@@ -177,12 +177,12 @@ def test_bad_input_as_a_process(label, tmp_path):
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """model.py compiled from the corpus's tiny checkpoint config."""
-    from llmgen.compiler.pipeline import generate
+    from llmgen.compiler.passes.pipeline import generate
 
     config = CORPUS / CASES[next(n for n in CASES if CASES[n]["kind"] == "checkpoint")]["path"] / "config.json"
     out = tmp_path_factory.mktemp("tiny")
     _, _, where = generate(str(config), out, prefer="path", slug="tiny")
-    from llmgen.compiler.generated_files import import_generated
+    from llmgen.compiler.runtime.generated_files import import_generated
 
     return import_generated(where, "_llmgen_bad_inputs_tiny")
 

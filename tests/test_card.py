@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from conftest import GENERATED
 
-from llmgen.compiler.card import (
+from llmgen.compiler.insight.card import (
     Model,
     _active_share,
     card,
@@ -20,10 +20,10 @@ from llmgen.compiler.card import (
     load_model,
     parameters,
 )
-from llmgen.compiler.cli import main
-from llmgen.compiler.errors import LlmgenError
-from llmgen.compiler.lowering import lower
-from llmgen.compiler.verify import _import
+from llmgen.compiler.basics.cli import main
+from llmgen.compiler.basics.errors import LlmgenError
+from llmgen.compiler.passes.lowering import lower
+from llmgen.compiler.verification.verify import _import
 
 
 @pytest.mark.parametrize(
@@ -135,7 +135,7 @@ def test_pattern_letters_mean_one_thing():
     """Latent attention is A (Mamba-2 keeps M), and no recurrent kind may take a letter the card gives others."""
     import dataclasses
 
-    from llmgen.compiler.mixers import KINDS, RESERVED_LETTERS, register
+    from llmgen.compiler.passes.mixers import KINDS, RESERVED_LETTERS, register
 
     assert layer_letter(load_model("deepseek-ai/DeepSeek-V3").arch.layers[0]) == "A"
     letters = [kind.letter for kind in KINDS.values()]

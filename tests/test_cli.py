@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from conftest import CATALOG, GENERATED, REPO
 
-from llmgen.compiler.cli import main
+from llmgen.compiler.basics.cli import main
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0"}
-    return subprocess.run([sys.executable, "-m", "llmgen.compiler.cli", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "llmgen.compiler.basics.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 
 

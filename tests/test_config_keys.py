@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from llmgen.compiler.catalog import catalog_entries, catalog_path
-from llmgen.compiler.cli import main
-from llmgen.compiler.errors import ConfigError, UnsupportedError
-from llmgen.compiler.load import _read_json
-from llmgen.compiler.lowering import lower, lower_noted
-from llmgen.compiler.lowering import keys_data
+from llmgen.compiler.basics.catalog import catalog_entries, catalog_path
+from llmgen.compiler.basics.cli import main
+from llmgen.compiler.basics.errors import ConfigError, UnsupportedError
+from llmgen.compiler.passes.load import _read_json
+from llmgen.compiler.passes.lowering import lower, lower_noted
+from llmgen.compiler.passes.lowering import keys_data
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # Every attribute transformers 4.57's PretrainedConfig.__init__ wrote into a full-form config, at its default.

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from llmgen.compiler import coverage as coverage_mod
-from llmgen.compiler.cli import main
-from llmgen.compiler.lowering import FAMILIES, WRAPPERS
-from llmgen.compiler.lowering.keys_data import keys_data
+from llmgen.compiler.insight import coverage as coverage_mod
+from llmgen.compiler.basics.cli import main
+from llmgen.compiler.passes.lowering import FAMILIES, WRAPPERS
+from llmgen.compiler.passes.lowering.keys_data import keys_data
 
 REPO = Path(__file__).resolve().parent.parent
 

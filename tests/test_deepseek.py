@@ -10,9 +10,9 @@ import pytest
 import torch
 from conftest import GENERATED, catalog_config, import_path
 
-from llmgen.compiler.errors import LlmgenError
-from llmgen.compiler.lowering import lower
-from llmgen.compiler.weight_map import active_parameter_count, parameter_count
+from llmgen.compiler.basics.errors import LlmgenError
+from llmgen.compiler.passes.lowering import lower
+from llmgen.compiler.passes.weight_map import active_parameter_count, parameter_count
 
 transformers = pytest.importorskip("transformers")
 HUB_ID = "deepseek-ai/DeepSeek-V3"

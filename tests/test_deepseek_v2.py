@@ -21,10 +21,10 @@ from test_deepseek import build_replica, check_latent_cache
 from test_moe import _defaults
 from test_parity_variants import compile_and_verify
 
-from llmgen.compiler.errors import LlmgenError
-from llmgen.compiler.lowering import lower
-from llmgen.compiler.verify import verify
-from llmgen.compiler.weight_map import active_parameter_count, parameter_count
+from llmgen.compiler.basics.errors import LlmgenError
+from llmgen.compiler.passes.lowering import lower
+from llmgen.compiler.verification.verify import verify
+from llmgen.compiler.passes.weight_map import active_parameter_count, parameter_count
 
 transformers = pytest.importorskip("transformers")
 

@@ -21,11 +21,11 @@ import pytest
 import torch
 from conftest import REPO, import_path, write_py
 
-from llmgen.compiler.errors import LlmgenError
-from llmgen.compiler.load import LoadedConfig
-from llmgen.compiler.lowering import lower
-from llmgen.compiler.pipeline import compile_config
-from llmgen.compiler.weight_map import parameter_count
+from llmgen.compiler.basics.errors import LlmgenError
+from llmgen.compiler.passes.load import LoadedConfig
+from llmgen.compiler.passes.lowering import lower
+from llmgen.compiler.passes.pipeline import compile_config
+from llmgen.compiler.passes.weight_map import parameter_count
 
 transformers = pytest.importorskip("transformers")
 
@@ -301,7 +301,7 @@ def test_loads_a_quantized_published_checkpoint(replicas, tmp_path):
 def test_card_kv_bytes_count_the_window_and_the_pooled_entries():
     """Per token (bf16): a sliding layer's key=value row (512 values); a CSA layer's 512 / 4 pooled values and
     its indexer's 128 / 4; an HCA layer's 512 / 128. The windows of the compressed layers are constant."""
-    from llmgen.compiler.card import cache_bytes, kv_cache
+    from llmgen.compiler.insight.card import cache_bytes, kv_cache
 
     arch = lower(CASES["DeepSeek-V4-Flash"]())
     per_token = (2 * 512 + 21 * (128 + 32) + 20 * 4) * 2
@@ -313,7 +313,7 @@ def test_card_kv_bytes_count_the_window_and_the_pooled_entries():
 def test_generate_decodes_with_the_cache_as_without():
     """llmgen generate's decoding loop (enable_cache(batch, max_len, int8)) on the committed DeepSeek-V4-Flash:
     greedy tokens with the compressors' caches equal those of re-running the whole text; int8 is refused."""
-    from llmgen.compiler.generate import greedy_tokens
+    from llmgen.compiler.runtime.generate import greedy_tokens
 
     directory = REPO / "generated" / "DeepSeek-V4-Flash"
     parity = import_path(directory / "test_parity.py", "llmgen_dsv4_generate_parity")

@@ -14,7 +14,7 @@ from conftest import GENERATED
 @pytest.mark.parametrize("seed", ["1", "12345"])
 def test_output_is_identical_under_other_hash_seeds(tmp_path, seed):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": seed}
-    cmd = [sys.executable, "-m", "llmgen.compiler.cli", "from-hub", "google/gemma-3-270m", "--out", str(tmp_path),
+    cmd = [sys.executable, "-m", "llmgen.compiler.basics.cli", "from-hub", "google/gemma-3-270m", "--out", str(tmp_path),
            "--no-verify"]
     subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=120)
     produced = sorted(p.name for p in (tmp_path / "gemma-3-270m").iterdir())
@@ -33,8 +33,8 @@ def test_header_has_no_timestamp_and_names_source_and_command():
 
 DIGEST_SCRIPT = """
 import hashlib, sys
-from llmgen.compiler.load import load_config
-from llmgen.compiler.pipeline import compile_config
+from llmgen.compiler.passes.load import load_config
+from llmgen.compiler.passes.pipeline import compile_config
 for hub_id in sys.argv[1:]:
     files = compile_config(load_config(hub_id, prefer="hub")).files
     for name, data in sorted(files.items()):

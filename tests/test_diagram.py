@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from llmgen.compiler.card import card, load_model
-from llmgen.compiler.catalog import catalog_entries
-from llmgen.compiler.cli import main
-from llmgen.compiler.diagram import diagram_svg, figure, layer_kinds, render_svg
-from llmgen.compiler.errors import LlmgenError
-from llmgen.compiler.gallery_figures import figures
-from llmgen.compiler.load import load_config
-from llmgen.compiler.lowering import lower
-from llmgen.compiler.validate import validate
+from llmgen.compiler.insight.card import card, load_model
+from llmgen.compiler.basics.catalog import catalog_entries
+from llmgen.compiler.basics.cli import main
+from llmgen.compiler.insight.diagram import diagram_svg, figure, layer_kinds, render_svg
+from llmgen.compiler.basics.errors import LlmgenError
+from llmgen.compiler.insight.gallery_figures import figures
+from llmgen.compiler.passes.load import load_config
+from llmgen.compiler.passes.lowering import lower
+from llmgen.compiler.passes.validate import validate
 from llmgen.schemas.arch import Layer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -157,7 +157,7 @@ def test_block_kinds_draw_their_norm_placement():
 def test_deterministic_across_processes(tmp_path):
     outputs = []
     for seed in ("1", "2"):
-        code = "import sys; from llmgen.compiler.cli import main; sys.exit(main(sys.argv[1:]))"
+        code = "import sys; from llmgen.compiler.basics.cli import main; sys.exit(main(sys.argv[1:]))"
         run = subprocess.run([sys.executable, "-c", code, "card", "google/gemma-3-1b-it", "--format", "svg"],
                              capture_output=True, check=True, env={**os.environ, "PYTHONHASHSEED": seed})
         outputs.append(run.stdout)
@@ -212,7 +212,7 @@ def test_diff_highlights_exactly_what_differs(capsys):
 
 def test_columns_are_matched_by_kind():
     """Llama's one full-attention column is compared with Gemma 3's full-attention column."""
-    from llmgen.compiler.diagram_diff import match_columns
+    from llmgen.compiler.insight.diagram_diff import match_columns
 
     by_id = dict(ARCHS)
     a, b = figure(by_id["meta-llama/Llama-3.2-1B"], "a"), figure(by_id["google/gemma-3-1b-it"], "b")

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from conftest import GENERATED
 
-from llmgen.compiler.card import Model, load_model
-from llmgen.compiler.cli import main
-from llmgen.compiler.irdiff import code_diff, differences, format_diff
+from llmgen.compiler.insight.card import Model, load_model
+from llmgen.compiler.basics.cli import main
+from llmgen.compiler.insight.irdiff import code_diff, differences, format_diff
 
 
 @pytest.fixture(scope="module")

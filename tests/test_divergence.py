@@ -9,9 +9,9 @@ import shutil
 import pytest
 from conftest import GENERATED
 
-from llmgen.compiler.cli import main
-from llmgen.compiler.divergence import divergence, format_report, points_for
-from llmgen.compiler.lowering import lower
+from llmgen.compiler.basics.cli import main
+from llmgen.compiler.insight.divergence import divergence, format_report, points_for
+from llmgen.compiler.passes.lowering import lower
 
 # bug -> (model.py text, its replacement, first divergent point, a word of its suspects)
 PLANTED = {
@@ -52,7 +52,7 @@ def test_report_names_the_first_divergent_module(bug, tmp_path):
 
 def test_the_replica_starts_with_a_sliding_layer():
     """The RoPE-theta plant above is only visible at layer 0 if layer 0 slides."""
-    from llmgen.compiler.verify import _import
+    from llmgen.compiler.verification.verify import _import
 
     module = _import(GENERATED / "gemma-3-1b-it" / "test_parity.py")
     assert lower(module.HF_CONFIG).layers[0].mixer.span == "sliding"
@@ -68,7 +68,7 @@ def test_clean_models_have_no_divergence(model):
 
 
 def test_points_follow_the_ir():
-    from llmgen.compiler.verify import _import
+    from llmgen.compiler.verification.verify import _import
 
     arch = lower(_import(GENERATED / "Llama-3.2-1B" / "test_parity.py").HF_CONFIG)
     names = [p.name for p in points_for(arch)]
@@ -99,7 +99,7 @@ def test_verify_layers_on_request(tmp_path, capsys):
 
 
 def test_not_a_generated_directory(tmp_path):
-    from llmgen.compiler.errors import SourceError
+    from llmgen.compiler.basics.errors import SourceError
 
     with pytest.raises(SourceError, match="no test_parity.py"):
         divergence(tmp_path)

@@ -19,13 +19,13 @@ import pytest
 import torch
 from conftest import GENERATED, REPO, catalog_config, import_path, write_py
 
-from llmgen.compiler.card import kv_cache
-from llmgen.compiler.errors import LlmgenError
-from llmgen.compiler.irdiff import differences
-from llmgen.compiler.load import LoadedConfig
-from llmgen.compiler.lowering import lower
-from llmgen.compiler.pipeline import compile_config
-from llmgen.compiler.weight_map import parameter_count
+from llmgen.compiler.insight.card import kv_cache
+from llmgen.compiler.basics.errors import LlmgenError
+from llmgen.compiler.insight.irdiff import differences
+from llmgen.compiler.passes.load import LoadedConfig
+from llmgen.compiler.passes.lowering import lower
+from llmgen.compiler.passes.pipeline import compile_config
+from llmgen.compiler.passes.weight_map import parameter_count
 
 transformers = pytest.importorskip("transformers")
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from llmgen.compiler import example_checkpoint
-from llmgen.compiler.cli import main
+from llmgen.compiler.verification import example_checkpoint
+from llmgen.compiler.basics.cli import main
 
 
 def without(monkeypatch: pytest.MonkeyPatch, *modules: str) -> None:

@@ -19,19 +19,19 @@ import pytest
 import torch
 from conftest import REPO, import_path, logits_in_pieces
 
-from llmgen.compiler.card import card, load_model
-from llmgen.compiler.describe import features
-from llmgen.compiler.diagram import diagram_svg
-from llmgen.compiler.errors import LlmgenError
-from llmgen.compiler.irdiff import differences
-from llmgen.compiler.load import LoadedConfig
-from llmgen.compiler.lowering import lower
-from llmgen.compiler.pipeline import compile_config
-from llmgen.compiler.render_mamba2 import mamba2_of, mamba2_state_bytes
-from llmgen.compiler.validate import validate
-from llmgen.compiler.verify import verify
-from llmgen.compiler.weight_map import parameter_count, weight_map
-from llmgen.compiler.write import write_outputs
+from llmgen.compiler.insight.card import card, load_model
+from llmgen.compiler.insight.describe import features
+from llmgen.compiler.insight.diagram import diagram_svg
+from llmgen.compiler.basics.errors import LlmgenError
+from llmgen.compiler.insight.irdiff import differences
+from llmgen.compiler.passes.load import LoadedConfig
+from llmgen.compiler.passes.lowering import lower
+from llmgen.compiler.passes.pipeline import compile_config
+from llmgen.compiler.passes.render_mamba2 import mamba2_of, mamba2_state_bytes
+from llmgen.compiler.passes.validate import validate
+from llmgen.compiler.verification.verify import verify
+from llmgen.compiler.passes.weight_map import parameter_count, weight_map
+from llmgen.compiler.passes.write import write_outputs
 
 FIXTURES = REPO / "tests" / "fixtures" / "falcon_h1"
 

@@ -11,10 +11,10 @@ import pytest
 from conftest import GENERATED, catalog_config, write_py
 from test_parity_variants import compile_and_verify
 
-from llmgen.compiler.errors import ConfigError, LlmgenError, UnsupportedError
-from llmgen.compiler.lowering import lower
-from llmgen.compiler.validate import validate
-from llmgen.compiler.verify import verify
+from llmgen.compiler.basics.errors import ConfigError, LlmgenError, UnsupportedError
+from llmgen.compiler.passes.lowering import lower
+from llmgen.compiler.passes.validate import validate
+from llmgen.compiler.verification.verify import verify
 
 GPT2 = "openai-community/gpt2"
 NEOX = "togethercomputer/RedPajama-INCITE-7B-Base"
@@ -204,11 +204,11 @@ def test_gpt2_published_checkpoint_layout_loads(bare, tmp_path):
     from conftest import import_path
     from safetensors.torch import load_file, save_file
 
-    from llmgen.compiler.checkpoint import check_checkpoint
-    from llmgen.compiler.errors import CheckpointError
-    from llmgen.compiler.load import LoadedConfig
-    from llmgen.compiler.lowering.replica import tiny_replica
-    from llmgen.compiler.pipeline import compile_config
+    from llmgen.compiler.verification.checkpoint import check_checkpoint
+    from llmgen.compiler.basics.errors import CheckpointError
+    from llmgen.compiler.passes.load import LoadedConfig
+    from llmgen.compiler.passes.lowering.replica import tiny_replica
+    from llmgen.compiler.passes.pipeline import compile_config
 
     raw = catalog_config(GPT2)
     tiny = tiny_replica(raw, lower(raw))

@@ -18,11 +18,11 @@ import pytest
 from conftest import catalog_config, import_path, window_boundary_runs, write_py
 from test_parity_variants import compile_and_verify
 
-from llmgen.compiler.errors import ConfigError, UnsupportedError
-from llmgen.compiler.load import LoadedConfig
-from llmgen.compiler.lowering import lower
-from llmgen.compiler.pipeline import compile_config
-from llmgen.compiler.verify import verify
+from llmgen.compiler.basics.errors import ConfigError, UnsupportedError
+from llmgen.compiler.passes.load import LoadedConfig
+from llmgen.compiler.passes.lowering import lower
+from llmgen.compiler.passes.pipeline import compile_config
+from llmgen.compiler.verification.verify import verify
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "phi3_cohere"
 
@@ -88,7 +88,7 @@ def test_full_size_layout_matches_transformers(name, tmp_path):
     import transformers
     from test_full_size import on_disk_layout
 
-    from llmgen.compiler.weight_map import parameter_count
+    from llmgen.compiler.passes.weight_map import parameter_count
 
     raw = VARIANTS[name]
     text = json.dumps(raw)

@@ -1,4 +1,4 @@
-"""Faster decoding steps (compiler/fast_decode.py, compiler/native.py), the speed-up `llmgen
+"""Faster decoding steps (compiler/runtime/fast_decode.py, compiler/runtime/native.py), the speed-up `llmgen
 generate` and the benchmark apply to a loaded generated model: few-row products equal
 nn.Linear's up to float rounding, prefill keeps torch's own product bit for bit, every switch
 turns back off, and the native kernel computes correct dot products for every shape."""
@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import random_replica
 
-from llmgen.compiler import native
-from llmgen.compiler.fast_decode import MAX_ROWS, choose, row_block_linear, use_fast_decode
+from llmgen.compiler.runtime import native
+from llmgen.compiler.runtime.fast_decode import MAX_ROWS, choose, row_block_linear, use_fast_decode
 
 TOLERANCE = 5e-6  # max |logit difference| / max |logit|, float32
 MODELS = ["SmolLM2-135M-Instruct", "Qwen2-0.5B-Instruct", "Mixtral-8x7B-v0.1", "phi-2"]  # plain, q/k/v bias, experts, biases

@@ -13,11 +13,11 @@ import pytest
 import torch
 from conftest import CATALOG, import_path, write_py
 
-from llmgen.compiler.errors import LlmgenError
-from llmgen.compiler.load import LoadedConfig
-from llmgen.compiler.lowering import lower, supported_model_types
-from llmgen.compiler.pipeline import compile_config
-from llmgen.compiler.weight_map import parameter_count
+from llmgen.compiler.basics.errors import LlmgenError
+from llmgen.compiler.passes.load import LoadedConfig
+from llmgen.compiler.passes.lowering import lower, supported_model_types
+from llmgen.compiler.passes.pipeline import compile_config
+from llmgen.compiler.passes.weight_map import parameter_count
 
 transformers = pytest.importorskip("transformers")
 

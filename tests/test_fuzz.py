@@ -38,10 +38,10 @@ from conftest import CATALOG, GENERATED
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from llmgen.compiler.generated_files import import_generated
-from llmgen.compiler.errors import LlmgenError
-from llmgen.compiler.load import load_config
-from llmgen.compiler.pipeline import compile_config
+from llmgen.compiler.runtime.generated_files import import_generated
+from llmgen.compiler.basics.errors import LlmgenError
+from llmgen.compiler.passes.load import load_config
+from llmgen.compiler.passes.pipeline import compile_config
 
 CI_EXAMPLES = 200  # the suite's share; a long run sets LLMGEN_FUZZ_EXAMPLES (above)
 EXAMPLES = int(os.environ.get("LLMGEN_FUZZ_EXAMPLES", CI_EXAMPLES))

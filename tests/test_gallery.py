@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from llmgen.compiler.card import card, load_model
-from llmgen.compiler.coverage import coverage
-from llmgen.compiler.catalog import catalog_entries
-from llmgen.compiler.cli import main
-from llmgen.compiler.errors import LlmgenError
-from llmgen.compiler.gallery import build_gallery
-from llmgen.compiler.load import load_config
-from llmgen.compiler.lowering import lower
-from llmgen.compiler.validate import validate
+from llmgen.compiler.insight.card import card, load_model
+from llmgen.compiler.insight.coverage import coverage
+from llmgen.compiler.basics.catalog import catalog_entries
+from llmgen.compiler.basics.cli import main
+from llmgen.compiler.basics.errors import LlmgenError
+from llmgen.compiler.insight.gallery import build_gallery
+from llmgen.compiler.passes.load import load_config
+from llmgen.compiler.passes.lowering import lower
+from llmgen.compiler.passes.validate import validate
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -207,7 +207,7 @@ def test_every_card_has_a_diagram_and_the_legend_covers_every_letter(site):
 
 def test_recurrent_models_show_their_state(site):
     """A hybrid row shows its constant recurrent state beside the KV bytes per token (Nemotron-3 Nano: Mamba-2)."""
-    from llmgen.compiler.card import human_bytes
+    from llmgen.compiler.insight.card import human_bytes
 
     text = site[0].read_text()
     data = card(load_model("nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16"))

@@ -18,15 +18,15 @@ import pytest
 import torch
 from conftest import import_path
 
-from llmgen.compiler.errors import LlmgenError
-from llmgen.compiler.format import format_source
-from llmgen.compiler.lowering import lower
-from llmgen.compiler.lowering.fam_gemma3n import sparsity_std
-from llmgen.compiler.lowering.replica import WINDOW, tiny_replica
-from llmgen.compiler.render import Provenance, model_context, render
-from llmgen.compiler.render_files import render_model_files
-from llmgen.compiler.validate import validate
-from llmgen.compiler.weight_map import parameter_count, weight_map
+from llmgen.compiler.basics.errors import LlmgenError
+from llmgen.compiler.passes.format import format_source
+from llmgen.compiler.passes.lowering import lower
+from llmgen.compiler.passes.lowering.fam_gemma3n import sparsity_std
+from llmgen.compiler.passes.lowering.replica import WINDOW, tiny_replica
+from llmgen.compiler.passes.render import Provenance, model_context, render
+from llmgen.compiler.passes.render_files import render_model_files
+from llmgen.compiler.passes.validate import validate
+from llmgen.compiler.passes.weight_map import parameter_count, weight_map
 
 transformers = pytest.importorskip("transformers")
 SEQ = 2 * WINDOW + 4  # crosses the replica's sliding window
@@ -259,7 +259,7 @@ def test_full_size_parameters_and_keys():
 
 
 def test_card_kv_bytes_count_shared_layers_once():
-    from llmgen.compiler.card import kv_cache
+    from llmgen.compiler.insight.card import kv_cache
 
     cache = kv_cache(lower(defaults()))  # 35 layers, the last 15 reading earlier layers' keys and values
     assert cache["layers_without_cache"] == list(range(20, 35))

@@ -17,14 +17,14 @@ import pytest
 import torch
 from conftest import catalog_config, import_path
 
-from llmgen.compiler.errors import LlmgenError
-from llmgen.compiler.format import format_source
-from llmgen.compiler.lowering import lower
-from llmgen.compiler.lowering.replica import WINDOW, tiny_replica
-from llmgen.compiler.render import Provenance, model_context, render
-from llmgen.compiler.render_files import render_model_files
-from llmgen.compiler.validate import validate
-from llmgen.compiler.weight_map import active_parameter_count, parameter_count, weight_map
+from llmgen.compiler.basics.errors import LlmgenError
+from llmgen.compiler.passes.format import format_source
+from llmgen.compiler.passes.lowering import lower
+from llmgen.compiler.passes.lowering.replica import WINDOW, tiny_replica
+from llmgen.compiler.passes.render import Provenance, model_context, render
+from llmgen.compiler.passes.render_files import render_model_files
+from llmgen.compiler.passes.validate import validate
+from llmgen.compiler.passes.weight_map import active_parameter_count, parameter_count, weight_map
 
 transformers = pytest.importorskip("transformers")
 HUB_ID = "google/gemma-4-26B-A4B"
@@ -234,7 +234,7 @@ def test_full_size_parameters_and_keys():
 
 
 def test_card_kv_bytes_count_shared_layers_once():
-    from llmgen.compiler.card import kv_cache
+    from llmgen.compiler.insight.card import kv_cache
 
     arch = lower(catalog_config(HUB_ID))
     per_token = kv_cache(arch)["bytes_per_token_bf16"]

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import GENERATED
-from llmgen.compiler import native
-from llmgen.compiler.cli import main
-from llmgen.compiler.generate import Tokenizer, greedy_tokens, render_chat
-from llmgen.compiler.reference import REFERENCE_FILE, resolve_checkpoint
+from llmgen.compiler.runtime import native
+from llmgen.compiler.basics.cli import main
+from llmgen.compiler.runtime.generate import Tokenizer, greedy_tokens, render_chat
+from llmgen.compiler.verification.reference import REFERENCE_FILE, resolve_checkpoint
 from real_checkpoint import reference_metadata as metadata
 
 

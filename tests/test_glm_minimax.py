@@ -16,10 +16,10 @@ from test_moe import _defaults, _with, both_layout_gaps, counts_against_transfor
 from test_moe import compiled as compile_moe
 from test_parity_variants import compile_and_verify
 
-from llmgen.compiler.errors import ConfigError, UnsupportedError
-from llmgen.compiler.lowering import lower
-from llmgen.compiler.validate import validate
-from llmgen.compiler.weight_map import active_parameter_count, parameter_count
+from llmgen.compiler.basics.errors import ConfigError, UnsupportedError
+from llmgen.compiler.passes.lowering import lower
+from llmgen.compiler.passes.validate import validate
+from llmgen.compiler.passes.weight_map import active_parameter_count, parameter_count
 
 transformers = pytest.importorskip("transformers")
 
@@ -148,7 +148,8 @@ def test_code_only_for_features_the_model_has(tmp_path):
             "(weights not renormalised), then scaled by 2.5.") in full
     for text in sources.values():
         imports = {line.split()[1] for line in text.splitlines() if line.startswith(("import ", "from "))}
-        assert imports <= {"__future__", "json", "math", "struct", "dataclasses", "pathlib", "torch", "torch.nn.functional"}
+        assert imports <= {"__future__", "json", "math", "struct", "dataclasses", "pathlib", "torch", "torch.nn.functional",
+                           "runtime", "model"}
 
 
 BAD = [

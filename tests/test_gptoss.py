@@ -17,12 +17,12 @@ from conftest import GENERATED, catalog_config, import_path, window_boundary_run
 from test_lowering import _mutated
 from test_parity_variants import compile_and_verify
 
-from llmgen.compiler.checkpoint import check_checkpoint, expected_shapes
-from llmgen.compiler.errors import CheckpointError, ConfigError, LlmgenError, UnsupportedError
-from llmgen.compiler.lowering import lower
-from llmgen.compiler.mxfp4 import accept_quantized
-from llmgen.compiler.validate import validate
-from llmgen.compiler.weight_map import active_parameter_count, parameter_count
+from llmgen.compiler.verification.checkpoint import check_checkpoint, expected_shapes
+from llmgen.compiler.basics.errors import CheckpointError, ConfigError, LlmgenError, UnsupportedError
+from llmgen.compiler.passes.lowering import lower
+from llmgen.compiler.verification.mxfp4 import accept_quantized
+from llmgen.compiler.passes.validate import validate
+from llmgen.compiler.passes.weight_map import active_parameter_count, parameter_count
 
 transformers = pytest.importorskip("transformers")
 from safetensors.torch import load_file, save_file  # noqa: E402  (installed with transformers)

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import GENERATED
-from llmgen.compiler import chat
-from llmgen.compiler import checkpoint as checkpoint_mod
-from llmgen.compiler.cli import main
-from llmgen.compiler.dtypes import MAX_HEADER_BYTES
-from llmgen.compiler.errors import CheckpointError, SourceError
+from llmgen.compiler.runtime import chat
+from llmgen.compiler.verification import checkpoint as checkpoint_mod
+from llmgen.compiler.basics.cli import main
+from llmgen.compiler.basics.dtypes import MAX_HEADER_BYTES
+from llmgen.compiler.basics.errors import CheckpointError, SourceError
 
 TINY = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 16, "num_attention_heads": 2,
         "num_key_value_heads": 1, "head_dim": 8, "intermediate_size": 32, "num_hidden_layers": 2, "vocab_size": 40,
@@ -89,7 +89,7 @@ def copy_checkpoint(tiny, tmp_path: Path, drop: tuple[str, ...] = ()) -> Path:
 
 def import_model(path: Path, name: str):
     if path.name == "model.py":  # with runtime.py and weights.py beside it, as one module
-        from llmgen.compiler.generated_files import import_generated
+        from llmgen.compiler.runtime.generated_files import import_generated
 
         return import_generated(path.parent, name)
     spec = importlib.util.spec_from_file_location(name, path)
@@ -141,7 +141,7 @@ def test_prompt_not_utf8(tiny, capsys) -> None:
 
 
 def test_prompt_not_utf8_as_a_process(tiny, tmp_path) -> None:
-    done = subprocess.run([sys.executable.encode(), b"-m", b"llmgen.compiler.cli", b"generate", str(tiny[0]).encode(),
+    done = subprocess.run([sys.executable.encode(), b"-m", b"llmgen.compiler.basics.cli", b"generate", str(tiny[0]).encode(),
                            b"--prompt", b"w3 \xff"], capture_output=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.count(b"\n") == 1 and b"not valid UTF-8" in done.stderr, done.stderr
 
@@ -240,7 +240,7 @@ def test_in_memory_load_survives_truncation(tiny, tmp_path) -> None:
 FAULT = """
 import sys, torch
 from pathlib import Path
-from llmgen.compiler.generate import _report_faults, import_model
+from llmgen.compiler.runtime.generate import _report_faults, import_model
 _report_faults()
 module = import_model(Path(sys.argv[1]))
 model = module.load_checkpoint(Path(sys.argv[2]))  # memory-mapped

@@ -17,17 +17,17 @@ import pytest
 import torch
 from conftest import GENERATED, REPO, catalog_config, import_path, logits_in_pieces
 
-from llmgen.compiler.card import card, load_model
-from llmgen.compiler.divergence import divergence, format_report
-from llmgen.compiler.errors import LlmgenError
-from llmgen.compiler.load import LoadedConfig
-from llmgen.compiler.lowering import lower
-from llmgen.compiler.mixers.gated_deltanet import linear_of, state_bytes as recurrent_state_bytes
-from llmgen.compiler.pipeline import compile_config
-from llmgen.compiler.validate import validate
-from llmgen.compiler.verify import verify
-from llmgen.compiler.weight_map import active_parameter_count, parameter_count
-from llmgen.compiler.write import write_outputs
+from llmgen.compiler.insight.card import card, load_model
+from llmgen.compiler.insight.divergence import divergence, format_report
+from llmgen.compiler.basics.errors import LlmgenError
+from llmgen.compiler.passes.load import LoadedConfig
+from llmgen.compiler.passes.lowering import lower
+from llmgen.compiler.passes.mixers.gated_deltanet import linear_of, state_bytes as recurrent_state_bytes
+from llmgen.compiler.passes.pipeline import compile_config
+from llmgen.compiler.passes.validate import validate
+from llmgen.compiler.verification.verify import verify
+from llmgen.compiler.passes.weight_map import active_parameter_count, parameter_count
+from llmgen.compiler.passes.write import write_outputs
 
 MOE = "Qwen3.5-35B-A3B"  # the committed hybrid: its replica is LLLFL (layer 3 is attention)
 

@@ -24,10 +24,10 @@ from pathlib import Path
 import pytest
 from conftest import catalog_config
 
-from llmgen.compiler.cli import main
-from llmgen.compiler.errors import LlmgenError
-from llmgen.compiler.load import LoadedConfig
-from llmgen.compiler.pipeline import compile_config
+from llmgen.compiler.basics.cli import main
+from llmgen.compiler.basics.errors import LlmgenError
+from llmgen.compiler.passes.load import LoadedConfig
+from llmgen.compiler.passes.pipeline import compile_config
 
 HOSTILE = [
     "'); __import__('os').system('echo pwned') #",
@@ -86,7 +86,7 @@ def shape(source: str) -> str:
 
 def import_source(path: Path, name: str):
     if path.name == "model.py":  # with runtime.py and weights.py beside it, as one module
-        from llmgen.compiler.generated_files import import_generated
+        from llmgen.compiler.runtime.generated_files import import_generated
 
         return import_generated(path.parent, name)
     spec = importlib.util.spec_from_file_location(name, path)
@@ -209,7 +209,7 @@ def tiny(tmp_path_factory):
     import torch
     from safetensors.torch import save_file
 
-    from llmgen.compiler.pipeline import generate
+    from llmgen.compiler.passes.pipeline import generate
 
     root = tmp_path_factory.mktemp("tiny-weights")
     corpus = Path(__file__).resolve().parent / "bad_inputs"

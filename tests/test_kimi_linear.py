@@ -17,16 +17,16 @@ import pytest
 import torch
 from conftest import GENERATED, REPO, import_path, logits_in_pieces
 
-from llmgen.compiler.card import card, load_model
-from llmgen.compiler.divergence import divergence, format_report
-from llmgen.compiler.errors import LlmgenError
-from llmgen.compiler.load import LoadedConfig
-from llmgen.compiler.lowering import lower
-from llmgen.compiler.pipeline import compile_config
-from llmgen.compiler.validate import validate
-from llmgen.compiler.verify import verify
-from llmgen.compiler.weight_map import active_parameter_count, parameter_count
-from llmgen.compiler.write import write_outputs
+from llmgen.compiler.insight.card import card, load_model
+from llmgen.compiler.insight.divergence import divergence, format_report
+from llmgen.compiler.basics.errors import LlmgenError
+from llmgen.compiler.passes.load import LoadedConfig
+from llmgen.compiler.passes.lowering import lower
+from llmgen.compiler.passes.pipeline import compile_config
+from llmgen.compiler.passes.validate import validate
+from llmgen.compiler.verification.verify import verify
+from llmgen.compiler.passes.weight_map import active_parameter_count, parameter_count
+from llmgen.compiler.passes.write import write_outputs
 
 FIXTURES = REPO / "tests" / "fixtures" / "kimi_linear"
 DEFAULTS = FIXTURES / "Kimi-Linear-defaults.json"
@@ -131,7 +131,7 @@ def recurrent_nbytes(cache) -> list[int]:
 
 
 def test_recurrent_state_is_constant_in_the_text_length(replica):
-    from llmgen.compiler.mixers import KINDS
+    from llmgen.compiler.passes.mixers import KINDS
 
     _, _, model, parity = replica
     arch = validate(lower(parity.HF_CONFIG))

@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import GENERATED, catalog_config, import_path, write_py
 
-from llmgen.compiler.load import LoadedConfig
-from llmgen.compiler.pipeline import compile_config
+from llmgen.compiler.passes.load import LoadedConfig
+from llmgen.compiler.passes.pipeline import compile_config
 
 TOLERANCE = 1e-5
 

@@ -19,15 +19,15 @@ import pytest
 import torch
 from conftest import GENERATED, import_path, logits_in_pieces
 
-from llmgen.compiler.card import card, load_model
-from llmgen.compiler.errors import LlmgenError
-from llmgen.compiler.load import LoadedConfig
-from llmgen.compiler.lowering import lower
-from llmgen.compiler.pipeline import compile_config
-from llmgen.compiler.validate import validate
-from llmgen.compiler.verify import verify
-from llmgen.compiler.weight_map import active_parameter_count, parameter_count
-from llmgen.compiler.write import write_outputs
+from llmgen.compiler.insight.card import card, load_model
+from llmgen.compiler.basics.errors import LlmgenError
+from llmgen.compiler.passes.load import LoadedConfig
+from llmgen.compiler.passes.lowering import lower
+from llmgen.compiler.passes.pipeline import compile_config
+from llmgen.compiler.passes.validate import validate
+from llmgen.compiler.verification.verify import verify
+from llmgen.compiler.passes.weight_map import active_parameter_count, parameter_count
+from llmgen.compiler.passes.write import write_outputs
 from llmgen.schemas.short_conv import ShortConv
 
 MODEL = "LFM2-1.2B"  # the committed LFM2 (tests/fixtures/lfm2): attention on layers 2, 5, 8, 10, 12, 14
@@ -157,7 +157,7 @@ def test_planted_bug_fails_parity(bug, tmp_path):
 
 
 def test_divergence_names_the_first_conv_layer(tmp_path):
-    from llmgen.compiler.divergence import divergence, format_report
+    from llmgen.compiler.insight.divergence import divergence, format_report
 
     report = divergence(planted(tmp_path, *PLANTED["convolution not causal"]))
     first = report.rows[report.first]
@@ -201,7 +201,7 @@ def test_cached_decoding_equals_the_full_forward(replica, sizes):
 
 
 def test_convolution_state_is_constant_in_the_text_length(replica):
-    from llmgen.compiler.mixers.short_conv import state_bytes
+    from llmgen.compiler.passes.mixers.short_conv import state_bytes
 
     _, _, model, arch = replica
     sizes = {}
@@ -254,7 +254,7 @@ def test_full_size_counts_and_layout_match_transformers(name, compiled):
 
 
 def test_card_shows_pattern_and_state():
-    from llmgen.compiler.mixers.short_conv import state_bytes
+    from llmgen.compiler.passes.mixers.short_conv import state_bytes
 
     data = card(load_model(str(FIXTURE)))
     assert data["pattern"]["legend"]["V"] == "short convolution"

@@ -20,11 +20,11 @@ from test_kv_cache import cached_and_full, compiled_module, tiny_model
 from test_moe import counts_against_transformers
 from test_parity_variants import compile_and_verify
 
-from llmgen.compiler.errors import ConfigError, UnsupportedError
-from llmgen.compiler.lowering import lower
-from llmgen.compiler.validate import validate
-from llmgen.compiler.verify import verify
-from llmgen.compiler.weight_map import active_parameter_count, parameter_count
+from llmgen.compiler.basics.errors import ConfigError, UnsupportedError
+from llmgen.compiler.passes.lowering import lower
+from llmgen.compiler.passes.validate import validate
+from llmgen.compiler.verification.verify import verify
+from llmgen.compiler.passes.weight_map import active_parameter_count, parameter_count
 
 transformers = pytest.importorskip("transformers")
 TOLERANCE = 1e-5
@@ -147,13 +147,14 @@ def test_an_earlier_chunk_reaches_a_token_only_through_the_nope_layers(tiny):
     other[0, 0] = (ids[0, 0] + 1) % 200
     with torch.no_grad():
         assert (model(ids)[0, 9] - model(other)[0, 9]).abs().max() > 1e-4
-        original = module.attention_mask
-        module.attention_mask = lambda q, k, chunk=None: original(q, k, chunk=model.config.attention_chunk_size)
+        home = module.model_module  # model.py's own module: the forward looks attention_mask up there
+        original = home.attention_mask
+        home.attention_mask = lambda q, k, chunk=None: original(q, k, chunk=model.config.attention_chunk_size)
         try:
             # Only rounding is left: the experts' matmuls see a different set of rows (token 0's routing).
             assert (model(ids)[0, 9] - model(other)[0, 9]).abs().max() <= 1e-6
         finally:
-            module.attention_mask = original
+            home.attention_mask = original
 
 
 def test_routing_weight_scales_the_expert_input(tiny):
@@ -307,7 +308,7 @@ def test_parity_catches_planted_bugs(bug, defaults_dir, tmp_path):
 
 
 def test_card_counts_the_chunk_ring():
-    from llmgen.compiler.card import Model, card
+    from llmgen.compiler.insight.card import Model, card
 
     data = card(Model("llama4", "llama4", validate(lower(defaults()))))
     assert data["pattern"]["strip"] == "CCCf×12"

@@ -1,4 +1,4 @@
-"""Tests for pass 1, "load config": the bundled catalog and llmgen.compiler.load.
+"""Tests for pass 1, "load config": the bundled catalog and llmgen.compiler.passes.load.
 
 Everything runs offline. Hub behaviour is exercised with the real ``hf_hub_download``, either
 against a Hugging Face cache laid out in tmp_path or against an in-process fake hub (an httpx2
@@ -23,16 +23,16 @@ import pytest
 from huggingface_hub import constants
 from huggingface_hub.errors import LocalEntryNotFoundError
 from huggingface_hub.utils import _http as hf_http
-from llmgen.compiler import load as load_mod
-from llmgen.compiler.catalog import (
+from llmgen.compiler.passes import load as load_mod
+from llmgen.compiler.basics.catalog import (
     catalog_entries,
     catalog_ids,
     catalog_path,
     is_trimmed,
     suggest,
 )
-from llmgen.compiler.errors import ConfigError, LlmgenError, SourceError
-from llmgen.compiler.load import is_hub_id, load_config
+from llmgen.compiler.basics.errors import ConfigError, LlmgenError, SourceError
+from llmgen.compiler.passes.load import is_hub_id, load_config
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 CONFIG_TEXT = '{\n  "model_type": "llama",\n  "hidden_size": 64\n}\n'
@@ -321,7 +321,7 @@ def test_hf_environment_variables_are_honoured(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
     env.update(HF_HOME=str(tmp_path / "home"), HF_HUB_OFFLINE="1")
     code = (
-        "import json; from llmgen.compiler.load import load_config as f;"
+        "import json; from llmgen.compiler.passes.load import load_config as f;"
         "c, d = f('acme/tiny-llama'), f('openai-community/gpt2');"
         "print(json.dumps([c.origin, c.revision, str(c.checkpoint_dir), d.origin]))"
     )

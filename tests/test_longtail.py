@@ -1,4 +1,4 @@
-"""The long tail of self-registered families (compiler/lowering/fam_*.py with @family): one table
+"""The long tail of self-registered families (compiler/passes/lowering/fam_*.py with @family): one table
 of configs drives tiny-replica parity, window boundaries, full size on the meta device and cached
 decoding; planted bugs check that each new mechanism is really exercised.
 
@@ -16,11 +16,11 @@ import torch
 from conftest import import_path, window_boundary_runs, write_py
 from test_parity_variants import compile_and_verify
 
-from llmgen.compiler.load import LoadedConfig
-from llmgen.compiler.lowering import lower
-from llmgen.compiler.lowering.registry import REGISTRY
-from llmgen.compiler.pipeline import compile_config
-from llmgen.compiler.lowering import FAMILIES, family_titles
+from llmgen.compiler.passes.load import LoadedConfig
+from llmgen.compiler.passes.lowering import lower
+from llmgen.compiler.passes.lowering.registry import REGISTRY
+from llmgen.compiler.passes.pipeline import compile_config
+from llmgen.compiler.passes.lowering import FAMILIES, family_titles
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "longtail"
 
@@ -114,7 +114,7 @@ def test_full_size_layout_matches_transformers(name, tmp_path):
     import transformers
     from test_full_size import on_disk_layout
 
-    from llmgen.compiler.weight_map import parameter_count
+    from llmgen.compiler.passes.weight_map import parameter_count
 
     raw = CASES[name]
     text = json.dumps(raw)
@@ -134,7 +134,7 @@ def test_full_size_layout_matches_transformers(name, tmp_path):
 
 
 def test_every_registered_family_has_a_case_and_a_title():
-    from llmgen.compiler.coverage import PROOF
+    from llmgen.compiler.insight.coverage import PROOF
 
     covered = {raw["model_type"] for raw in CASES.values()} | set(PROOF)  # some have a test file of their own
     assert set(REGISTRY) <= covered, sorted(set(REGISTRY) - covered)
@@ -145,8 +145,8 @@ def test_every_registered_family_has_a_case_and_a_title():
 
 def test_registered_family_reports_unknown_keys():
     """A key transformers' Seed-OSS class never reads is named in a note (and refused with --strict)."""
-    from llmgen.compiler.errors import ConfigError
-    from llmgen.compiler.lowering import lower_noted
+    from llmgen.compiler.basics.errors import ConfigError
+    from llmgen.compiler.passes.lowering import lower_noted
 
     arch, notes = lower_noted(fixture("seed_oss", no_such_key=1))
     assert arch == lower(fixture("seed_oss")) and any("no_such_key" in note for note in notes)
@@ -169,7 +169,7 @@ PLANTED = {
 
 @pytest.mark.parametrize("name", sorted(PLANTED))
 def test_planted_bug_is_caught(name, tmp_path):
-    from llmgen.compiler.verify import verify
+    from llmgen.compiler.verification.verify import verify
 
     compiled(name, tmp_path)
     path = tmp_path / name / "model.py"

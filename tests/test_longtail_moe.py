@@ -1,4 +1,4 @@
-"""The long tail of mixture-of-experts families (compiler/lowering/fam_*.py with @family): per family,
+"""The long tail of mixture-of-experts families (compiler/passes/lowering/fam_*.py with @family): per family,
 one test compiles its config once and checks tiny-replica parity (fp32, batch 2, the replica saved with
 save_pretrained), the full-size layout on the meta device and cached decoding; planted bugs check that
 each new router/expert mechanism is really exercised.
@@ -16,11 +16,11 @@ import pytest
 import torch
 from conftest import import_path
 
-from llmgen.compiler.load import LoadedConfig
-from llmgen.compiler.lowering import lower
-from llmgen.compiler.pipeline import compile_config
-from llmgen.compiler.verify import verify
-from llmgen.compiler.write import write_outputs
+from llmgen.compiler.passes.load import LoadedConfig
+from llmgen.compiler.passes.lowering import lower
+from llmgen.compiler.passes.pipeline import compile_config
+from llmgen.compiler.verification.verify import verify
+from llmgen.compiler.passes.write import write_outputs
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "longtail_moe"
 
@@ -98,7 +98,7 @@ def _full_size(name: str, out: Path) -> None:
     import transformers
     from test_full_size import on_disk_layout
 
-    from llmgen.compiler.weight_map import parameter_count
+    from llmgen.compiler.passes.weight_map import parameter_count
 
     raw = CASES[name]
     arch = lower(copy.deepcopy(raw))
@@ -171,10 +171,10 @@ def test_window_boundaries(name, built):
 
 
 def test_every_family_of_this_file_is_registered_with_its_proof():
-    from llmgen.compiler.coverage import PROOF
-    from llmgen.compiler.lowering.registry import REGISTRY
+    from llmgen.compiler.insight.coverage import PROOF
+    from llmgen.compiler.passes.lowering.registry import REGISTRY
 
-    from llmgen.compiler.lowering import WRAPPERS
+    from llmgen.compiler.passes.lowering import WRAPPERS
 
     types = {raw["model_type"] for raw in CASES.values()}
     types |= {WRAPPERS[t] for t in types if t in WRAPPERS}  # a wrapper and its text decoder

@@ -1,4 +1,4 @@
-"""Long-tail families that needed position schemes or small new mechanisms (compiler/lowering/fam_pos_*.py):
+"""Long-tail families that needed position schemes or small new mechanisms (compiler/passes/lowering/fam_pos_*.py):
 tiny-replica parity, full size on the meta device, and for each new mechanism a planted bug that must
 break parity and cached decoding that must equal the full forward.
 
@@ -17,9 +17,9 @@ import torch
 from conftest import import_path, write_py
 from test_parity_variants import compile_and_verify
 
-from llmgen.compiler.load import LoadedConfig
-from llmgen.compiler.lowering import lower
-from llmgen.compiler.pipeline import compile_config
+from llmgen.compiler.passes.load import LoadedConfig
+from llmgen.compiler.passes.lowering import lower
+from llmgen.compiler.passes.pipeline import compile_config
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "longtail"
 
@@ -138,7 +138,7 @@ def test_full_size_layout_matches_transformers(name, tmp_path):
     import transformers
     from test_full_size import on_disk_layout
 
-    from llmgen.compiler.weight_map import parameter_count
+    from llmgen.compiler.passes.weight_map import parameter_count
 
     raw = fixture(name)
     result = compile_config(LoadedConfig(raw=copy.deepcopy(raw), text=json.dumps(raw), source_id=name, revision="local",
@@ -168,7 +168,7 @@ def test_planted_bug_is_caught(mechanism, verified):
     text = (directory / "model.py").read_text()
     assert text.count(right) == 1, right
     tag = f"{name}_{abs(hash(mechanism))}".replace("-", "_")
-    bugged_path = directory.parent / f"planted_{tag}.py"
+    bugged_path = directory / f"planted_{tag}.py"  # beside runtime.py and weights.py, which it imports
     bugged_path.write_text(text.replace(right, wrong))
     parity = import_path(directory / "test_parity.py", f"longtail_pos_planted_parity_{tag}")
     ids = torch.randint(0, 200, (2, 20), generator=torch.Generator().manual_seed(2))
@@ -198,9 +198,9 @@ def test_cached_decoding_equals_the_full_forward(name, verified):
 
 
 def test_every_family_here_has_a_case_and_is_shown_in_the_coverage_table():
-    """`llmgen list --all` (compiler/coverage.py) names this file as the proof of each family here."""
-    from llmgen.compiler.coverage import PROOF
-    from llmgen.compiler.lowering import FAMILIES
+    """`llmgen list --all` (compiler/insight/coverage.py) names this file as the proof of each family here."""
+    from llmgen.compiler.insight.coverage import PROOF
+    from llmgen.compiler.passes.lowering import FAMILIES
 
     mine = {model_type for model_type, proof in PROOF.items() if proof == "tests/test_longtail_pos.py"}
     assert mine == {raw["model_type"] for raw in CASES.values()} == set(FULL_SIZE) and mine <= set(FAMILIES)
@@ -214,7 +214,7 @@ def test_every_family_here_has_a_case_and_is_shown_in_the_coverage_table():
     ("mpt", {"expansion_ratio": 8}, "'expansion_ratio'"),  # transformers' MPT would build 4 x d_model anyway
 ])
 def test_variants_not_compiled_are_refused_by_name(name, keys, words):
-    from llmgen.compiler.errors import LlmgenError
+    from llmgen.compiler.basics.errors import LlmgenError
 
     with pytest.raises(LlmgenError, match=words):
         lower(fixture(name, **keys))

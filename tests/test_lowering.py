@@ -7,10 +7,10 @@ import copy
 import pytest
 from conftest import catalog_config
 
-from llmgen.compiler.errors import ConfigError, UnsupportedError
-from llmgen.compiler.lowering import lower
-from llmgen.compiler.validate import validate
-from llmgen.compiler.weight_map import parameter_count
+from llmgen.compiler.basics.errors import ConfigError, UnsupportedError
+from llmgen.compiler.passes.lowering import lower
+from llmgen.compiler.passes.validate import validate
+from llmgen.compiler.passes.weight_map import parameter_count
 from llmgen.schemas.arch import Architecture, arch_json_schema
 
 SPINE = [

@@ -17,12 +17,12 @@ import pytest
 import torch
 from conftest import import_path
 
-from llmgen.compiler.load import LoadedConfig
-from llmgen.compiler.lowering import lower
-from llmgen.compiler.pipeline import compile_config
-from llmgen.compiler.validate import validate
-from llmgen.compiler.weight_map import parameter_count
-from llmgen.compiler.write import write_outputs
+from llmgen.compiler.passes.load import LoadedConfig
+from llmgen.compiler.passes.lowering import lower
+from llmgen.compiler.passes.pipeline import compile_config
+from llmgen.compiler.passes.validate import validate
+from llmgen.compiler.passes.weight_map import parameter_count
+from llmgen.compiler.passes.write import write_outputs
 
 transformers = pytest.importorskip("transformers")
 
@@ -81,7 +81,7 @@ def compiled(tmp_path_factory):
     """name -> the generated directory of CONFIGS[name] at full size (compiled once, on first use)."""
     from unittest import mock
 
-    from llmgen.compiler import pipeline
+    from llmgen.compiler.passes import pipeline
 
     root, done = tmp_path_factory.mktemp("mimo_step"), {}
 
@@ -169,7 +169,7 @@ def test_saved_config_lowers_to_the_same_model(name):
 def test_step_flat_config_is_refused_in_one_line():
     """transformers builds its default text model from a step3p7 config without text_config (the top-level text
     keys are ignored): compiling them as the text model would not be the model transformers builds."""
-    from llmgen.compiler.errors import LlmgenError
+    from llmgen.compiler.basics.errors import LlmgenError
 
     with pytest.raises(LlmgenError, match="'step3p7' needs a 'text_config'"):
         lower(step_flat())

@@ -17,12 +17,12 @@ import torch
 from conftest import GENERATED, catalog_config, generated_source, import_path
 from test_parity_variants import compile_and_verify
 
-from llmgen.compiler.errors import ConfigError, LlmgenError, UnsupportedError
-from llmgen.compiler.load import LoadedConfig
-from llmgen.compiler.lowering import lower
-from llmgen.compiler.pipeline import compile_config
-from llmgen.compiler.validate import validate
-from llmgen.compiler.weight_map import active_parameter_count, parameter_count
+from llmgen.compiler.basics.errors import ConfigError, LlmgenError, UnsupportedError
+from llmgen.compiler.passes.load import LoadedConfig
+from llmgen.compiler.passes.lowering import lower
+from llmgen.compiler.passes.pipeline import compile_config
+from llmgen.compiler.passes.validate import validate
+from llmgen.compiler.passes.weight_map import active_parameter_count, parameter_count
 
 transformers = pytest.importorskip("transformers")
 from safetensors.torch import save_file  # noqa: E402  (installed with transformers)

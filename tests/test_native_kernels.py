@@ -1,5 +1,5 @@
-"""The native decoding kernel at every instruction-set level this CPU runs (compiler/native.py,
-compiler/kernels/): each level's products against a float64 product and nn.Linear on odd
+"""The native decoding kernel at every instruction-set level this CPU runs (compiler/runtime/native.py,
+compiler/runtime/kernels/): each level's products against a float64 product and nn.Linear on odd
 shapes, LLMGEN_ISA forcing each lower level through a whole decoding run, a level above the
 CPU's refused, and results that do not depend on how many threads share a product."""
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import random_replica
 
-from llmgen.compiler import native
-from llmgen.compiler.fast_decode import MAX_ROWS, choose, label, use_fast_decode
+from llmgen.compiler.runtime import native
+from llmgen.compiler.runtime.fast_decode import MAX_ROWS, choose, label, use_fast_decode
 
 pytestmark = pytest.mark.skipif(native.missing("float32") is not None, reason=f"native kernel: {native.missing('float32')}")
 DTYPES = [torch.float32, torch.bfloat16]
@@ -164,7 +164,7 @@ def test_bfloat16_prefill_as_float32_products_is_opt_in(monkeypatch: pytest.Monk
     """By default a bfloat16 prefill keeps torch's own product bit for bit; with
     LLMGEN_BF16_PREFILL=float32 it runs float32 products (weights upcast a block at a time),
     each within a bfloat16 rounding of the float64 product; an unknown value is named."""
-    from llmgen.compiler import fast_decode
+    from llmgen.compiler.runtime import fast_decode
 
     _, config, model = random_replica("Qwen2-0.5B-Instruct", "llmgen_native_levels")  # q/k/v biases
     model = model.to(torch.bfloat16)

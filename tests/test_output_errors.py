@@ -22,8 +22,9 @@ import pytest
 from conftest import CATALOG, GENERATED
 from huggingface_hub import constants
 
-from llmgen.compiler import atomic, verify
-from llmgen.compiler.cli import main
+from llmgen.compiler.basics import atomic
+from llmgen.compiler.verification import verify
+from llmgen.compiler.basics.cli import main
 
 QWEN = str(CATALOG / "Qwen__Qwen3-0.6B.json")
 LONG = "a/" * 2500  # 5,000 characters: ENAMETOOLONG
@@ -230,7 +231,7 @@ def test_check_names_a_directory_whose_files_do_not_belong_together(tmp_path, ca
 
 def test_the_safety_net_names_the_file(tmp_path, monkeypatch, capsys):
     """An OSError no command turned into a message yet still gives one line naming the file."""
-    from llmgen.compiler import cli
+    from llmgen.compiler.basics import cli
 
     def broken(args):
         raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "x.json"))

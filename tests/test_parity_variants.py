@@ -10,10 +10,10 @@ import shutil
 import pytest
 from conftest import window_boundary_runs, GENERATED, catalog_config, import_path
 
-from llmgen.compiler.load import LoadedConfig
-from llmgen.compiler.pipeline import compile_config
-from llmgen.compiler.verify import verify
-from llmgen.compiler.write import write_outputs
+from llmgen.compiler.passes.load import LoadedConfig
+from llmgen.compiler.passes.pipeline import compile_config
+from llmgen.compiler.verification.verify import verify
+from llmgen.compiler.passes.write import write_outputs
 
 
 def compile_and_verify(raw: dict, tmp_path, name: str) -> dict:

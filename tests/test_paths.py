@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from conftest import CATALOG, GENERATED
 
-from llmgen.compiler import atomic, contenthash
-from llmgen.compiler.atomic import OutputError
-from llmgen.compiler.cli import main
-from llmgen.compiler.errors import SourceError
-from llmgen.compiler.write import slug_for, write_model
+from llmgen.compiler.basics import atomic, contenthash
+from llmgen.compiler.basics.atomic import OutputError
+from llmgen.compiler.basics.cli import main
+from llmgen.compiler.basics.errors import SourceError
+from llmgen.compiler.passes.write import slug_for, write_model
 
 QWEN = str(CATALOG / "Qwen__Qwen3-0.6B.json")
 

@@ -23,12 +23,12 @@ import pytest
 import torch
 from conftest import REPO, catalog_config, import_path
 
-from llmgen.compiler.checkpoint import check_checkpoint
-from llmgen.compiler.cli import main
-from llmgen.compiler.errors import UnsupportedError
-from llmgen.compiler.load import LoadedConfig
-from llmgen.compiler.lowering import lower
-from llmgen.compiler.pipeline import compile_config
+from llmgen.compiler.verification.checkpoint import check_checkpoint
+from llmgen.compiler.basics.cli import main
+from llmgen.compiler.basics.errors import UnsupportedError
+from llmgen.compiler.passes.load import LoadedConfig
+from llmgen.compiler.passes.lowering import lower
+from llmgen.compiler.passes.pipeline import compile_config
 
 transformers = pytest.importorskip("transformers")
 from safetensors.torch import load_file, save_file  # noqa: E402
@@ -115,7 +115,7 @@ def test_every_family_reads_fine_grained_fp8():
 
 def test_qwen36_nvfp4_config_is_read():
     """The published Qwen3.6 NVFP4 config's quantization_config (MIXED_PRECISION: FP8 and NVFP4 layers)."""
-    from llmgen.compiler.lowering.quant import lower_quantization
+    from llmgen.compiler.passes.lowering.quant import lower_quantization
 
     raw = json.loads((REPO / "tests" / "fixtures" / "quantized" / "nvidia__Qwen3.6-27B-NVFP4.json").read_text())
     assert lower_quantization(raw, "config")["modelopt"].formats == ("nvfp4", "fp8")

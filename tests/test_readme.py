@@ -1,4 +1,4 @@
-"""The README's figures are the repository's (python3 -m llmgen.compiler.readme_figures), and its
+"""The README's figures are the repository's (python3 -m llmgen.compiler.insight.readme_figures), and its
 commands use one spelling for a checkpoint (--checkpoint)."""
 
 from __future__ import annotations
@@ -8,14 +8,14 @@ from pathlib import Path
 
 from conftest import REPO
 
-from llmgen.compiler import readme_figures
+from llmgen.compiler.insight import readme_figures
 
 README = REPO / "README.md"
 
 
 def test_the_readme_quotes_the_real_figures() -> None:
     _, problems = readme_figures.check(README.read_text(encoding="utf-8"))
-    assert not problems, "run `python3 -m llmgen.compiler.readme_figures --write`:\n" + "\n".join(problems)
+    assert not problems, "run `python3 -m llmgen.compiler.insight.readme_figures --write`:\n" + "\n".join(problems)
 
 
 def test_the_check_catches_drift_and_write_corrects_it(tmp_path: Path, capsys) -> None:
@@ -56,7 +56,7 @@ def test_the_readme_generate_example_uses_the_example_checkpoint() -> None:
 
 
 def test_checkpoint_is_the_spelling_of_every_command_and_weights_an_alias() -> None:
-    from llmgen.compiler.cli import build_parser
+    from llmgen.compiler.basics.cli import build_parser
 
     parser = build_parser()
     for command in (["verify", "--checkpoint", "CKPT", "DIR"], ["generate", "DIR", "--prompt", "x", "--checkpoint", "CKPT"]):

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import import_path
-from llmgen.compiler.cli import main
-from llmgen.compiler.reference import (
+from llmgen.compiler.basics.cli import main
+from llmgen.compiler.verification.reference import (
     CHECKPOINT_FILE,
     PROMPTS,
     REFERENCE_FILE,

@@ -14,10 +14,10 @@ import pytest
 from conftest import CATALOG, GENERATED
 from test_load import fake_hub, hf_cache, hub_error, lay_out_snapshot, one_line, serve_config  # noqa: F401
 
-from llmgen.compiler.catalog import RELEASES, catalog_path
-from llmgen.compiler.errors import SourceError
-from llmgen.compiler.load import load_config
-from llmgen.compiler.pipeline import MANIFEST, compile_config, reload_generated
+from llmgen.compiler.basics.catalog import RELEASES, catalog_path
+from llmgen.compiler.basics.errors import SourceError
+from llmgen.compiler.passes.load import load_config
+from llmgen.compiler.passes.pipeline import MANIFEST, compile_config, reload_generated
 
 SHORT, PRETRAINED, BUNDLED = "google/gemma-3-1b", "google/gemma-3-1b-pt", "google/gemma-3-1b-it"
 SHA = "fedcba9876543210fedcba9876543210fedcba98"
@@ -104,7 +104,7 @@ def test_cli_with_the_hub_unreachable_writes_and_verifies_gemma_3_1b(tmp_path: P
            "HF_HUB_CACHE": str(home / "hub"), "LLMGEN_HUB_PROBE_TIMEOUT": "5", "PYTHONHASHSEED": "0"}
     env.pop("HF_TOKEN", None)
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "llmgen.compiler.cli", "from-hub", SHORT, "--out", str(out)],
+    result = subprocess.run([sys.executable, "-m", "llmgen.compiler.basics.cli", "from-hub", SHORT, "--out", str(out)],
                             env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()

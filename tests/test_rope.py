@@ -81,14 +81,14 @@ def test_llama3_scaling_really_changes_low_frequencies():
 
 import math  # noqa: E402
 
-from llmgen.compiler.format import format_source  # noqa: E402
-from llmgen.compiler.lowering import lower  # noqa: E402
-from llmgen.compiler.lowering.rope import rope_table  # noqa: E402
-from llmgen.compiler.render import Provenance, environment, identifier, model_context, render  # noqa: E402
-from llmgen.compiler.render_files import render_model_files
-from llmgen.compiler.rope_fields import attention_scaling, rope_context  # noqa: E402
-from llmgen.compiler.validate import validate  # noqa: E402
-from llmgen.compiler.weight_map import weight_map  # noqa: E402
+from llmgen.compiler.passes.format import format_source  # noqa: E402
+from llmgen.compiler.passes.lowering import lower  # noqa: E402
+from llmgen.compiler.passes.lowering.rope import rope_table  # noqa: E402
+from llmgen.compiler.passes.render import Provenance, environment, identifier, model_context, render  # noqa: E402
+from llmgen.compiler.passes.render_files import render_model_files
+from llmgen.compiler.passes.rope_fields import attention_scaling, rope_context  # noqa: E402
+from llmgen.compiler.passes.validate import validate  # noqa: E402
+from llmgen.compiler.passes.weight_map import weight_map  # noqa: E402
 
 # Sequence lengths (max position + 1) below, at and past each original context, up to 131072.
 LENGTHS = (16, 4096, 4097, 8192, 8193, 32768, 32769, 131072)
@@ -238,7 +238,7 @@ def test_attention_factor_defaults():
     ({"rope_type": "yarn"}, "needs key 'factor'"),
 ])
 def test_rope_refusals(params, message):
-    from llmgen.compiler.errors import LlmgenError
+    from llmgen.compiler.basics.errors import LlmgenError
 
     with pytest.raises(LlmgenError, match=message):
         rope_table("global", params, theta=10000.0, head_dim=64, partial=1.0, where="t", max_position_embeddings=8192)

@@ -16,9 +16,9 @@ import json
 import pytest
 from conftest import catalog_config, import_path
 
-from llmgen.compiler.load import LoadedConfig
-from llmgen.compiler.pipeline import compile_config
-from llmgen.compiler.write import write_outputs
+from llmgen.compiler.passes.load import LoadedConfig
+from llmgen.compiler.passes.pipeline import compile_config
+from llmgen.compiler.passes.write import write_outputs
 
 pytest.importorskip("transformers")
 TOLERANCE = 1e-5

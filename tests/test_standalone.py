@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from llmgen.compiler.mixers import KINDS as RECURRENT_KINDS
+from llmgen.compiler.passes.mixers import KINDS as RECURRENT_KINDS
 
 GENERATED = Path(__file__).resolve().parents[1] / "generated"
 MODEL_FILES = sorted(GENERATED.glob("*/model.py"))
@@ -39,7 +39,7 @@ def checkpoint_names(name: str) -> set[str]:
     """The parameter names weights.py loads for a committed model, from its model on the meta device."""
     import torch
 
-    from llmgen.compiler.generated_files import import_generated
+    from llmgen.compiler.runtime.generated_files import import_generated
 
     module = import_generated(GENERATED / name, "_standalone_names_" + re.sub(r"\W", "_", name))
     with torch.device("meta"):
@@ -92,7 +92,7 @@ def test_size_and_no_kwargs(path: Path) -> None:
     assert "def load_checkpoint" not in text and "WEIGHT_MAP" not in text and "class LayerCache" not in text
     arch = (path.parent / "arch.json").read_text()
     dense = all(f'"kind": "{kind}"' not in arch for kind in ("moe", "mla", "clamped_moe"))  # experts / latent attention add code
-    # a recurrent mixer kind (compiler/mixers/): its whole-sequence and one-step forms, its state
+    # a recurrent mixer kind (compiler/passes/mixers/): its whole-sequence and one-step forms, its state
     linear = any(f'"kind": "{kind}"' in arch for kind in RECURRENT_KINDS)
     sparse = '"indexer"' in arch or '"selection"' in arch  # an indexer (DSA, DeepSeek-V4's CSA), its keys, the selection
     assert len(text.splitlines()) < (MAX_LINES if dense else MAX_LINES + 250) + (100 if linear else 0) \

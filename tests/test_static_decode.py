@@ -1,5 +1,5 @@
 """The static KV cache (`CausalLM.enable_static_cache`: fixed shapes, the position in a tensor)
-and the compiled decoding step that it makes possible (compiler/fast_decode.py, compile=True).
+and the compiled decoding step that it makes possible (compiler/runtime/fast_decode.py, compile=True).
 
 Token by token, the static cache's logits equal the dynamic cache's (float32, <= 1e-5 of the
 logit scale) on a dense model, a sliding-window model (past its window) and an MoE model, with
@@ -16,10 +16,10 @@ import torch
 from conftest import GENERATED, generated_source, import_path, random_replica
 from real_checkpoint import smollm2_checkpoint  # noqa: F401  (fixture)
 
-from llmgen.compiler import native
-from llmgen.compiler.cli import main
-from llmgen.compiler.fast_decode import use_fast_decode
-from llmgen.compiler.generate import greedy_tokens
+from llmgen.compiler.runtime import native
+from llmgen.compiler.basics.cli import main
+from llmgen.compiler.runtime.fast_decode import use_fast_decode
+from llmgen.compiler.runtime.generate import greedy_tokens
 
 TOLERANCE = 1e-5  # max |logit difference| / max |logit|, float32
 MODELS = ["SmolLM2-135M-Instruct", "gemma-3-1b", "Mixtral-8x7B-v0.1"]  # dense, sliding window 8, experts

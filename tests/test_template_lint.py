@@ -15,7 +15,7 @@ The rule, per physical line of a template:
   ``{{ }}`` / ``{% %}`` tag (``a if b else c if d else e``). An ``{% if %}`` that opens on one
   line and closes on another is ordinary block structure and is not a knot.
 
-A choice that needs more than that is made in Python (compiler/render*.py) and reaches the
+A choice that needs more than that is made in Python (compiler/passes/render*.py) and reaches the
 template as a named value.
 """
 

@@ -26,10 +26,10 @@ from tp_worker import (
     COMPILED, FAMILIES, TOLERANCE, memory_config, random_model, replica, save_checkpoint, spawn, tp_worker, write_checkpoints,
 )
 
-from llmgen.compiler.errors import UnsupportedError
-from llmgen.compiler.lowering import lower
-from llmgen.compiler.parallel_plan import check_degree, tp_plan
-from llmgen.compiler.validate import validate
+from llmgen.compiler.basics.errors import UnsupportedError
+from llmgen.compiler.passes.lowering import lower
+from llmgen.compiler.passes.parallel_plan import check_degree, tp_plan
+from llmgen.compiler.passes.validate import validate
 
 def compiled_config(name: str) -> dict:
     """The config of a COMPILED family, from the fixtures its own test file uses."""
@@ -47,9 +47,9 @@ def compile_families(root: Path) -> list[str]:
     """COMPILED into root (unformatted: black takes seconds and changes no arithmetic)."""
     from unittest import mock
 
-    from llmgen.compiler import pipeline
-    from llmgen.compiler.load import LoadedConfig
-    from llmgen.compiler.write import write_outputs
+    from llmgen.compiler.passes import pipeline
+    from llmgen.compiler.passes.load import LoadedConfig
+    from llmgen.compiler.passes.write import write_outputs
 
     out = []
     for name in COMPILED:
@@ -202,7 +202,7 @@ def tiny_smollm2(smollm2_checkpoint, tmp_path_factory):
     tokenizer) compiled with from-config, and a random checkpoint for it beside the tokenizer."""
     import shutil
 
-    from llmgen.compiler.cli import main
+    from llmgen.compiler.basics.cli import main
     from tp_worker import _import
 
     root = tmp_path_factory.mktemp("tiny-smollm2")
@@ -226,7 +226,7 @@ def tiny_smollm2(smollm2_checkpoint, tmp_path_factory):
 
 def test_generate_refuses_a_degree_that_does_not_fit_before_loading(tiny_smollm2, capsys):
     """6 heads, 3 key/value heads: --tp 4 is one error line, before any weight is read."""
-    from llmgen.compiler.cli import main
+    from llmgen.compiler.basics.cli import main
 
     code = main(["generate", str(tiny_smollm2[0]), "--prompt", "Hi", "--tp", "4", "--checkpoint", "/nonexistent"])
     err = capsys.readouterr().err
@@ -237,7 +237,7 @@ def test_generate_refuses_a_degree_that_does_not_fit_before_loading(tiny_smollm2
 def test_generate_on_three_processes_writes_the_one_process_text(tiny_smollm2, capsys):
     """`llmgen generate --tp 3` (6 heads, 3 key/value heads; torch's launcher, gloo): the same
     greedy text as one process, SmolLM2's real tokenizer, random weights."""
-    from llmgen.compiler.cli import main
+    from llmgen.compiler.basics.cli import main
 
     directory, checkpoint = tiny_smollm2
     args = ["generate", str(directory), "--prompt", "The capital of France is", "--max-new-tokens", "6",
@@ -252,10 +252,10 @@ def test_generate_on_three_processes_writes_the_one_process_text(tiny_smollm2, c
 
 
 def _card(source: str, tp: int) -> dict:
-    from llmgen.compiler.card import card, load_model
+    from llmgen.compiler.insight.card import card, load_model
 
     model = load_model(source)
-    return model.arch, card(model), __import__("llmgen.compiler.tp_card", fromlist=["tp_card"]).tp_card(model.arch, tp)
+    return model.arch, card(model), __import__("llmgen.compiler.insight.tp_card", fromlist=["tp_card"]).tp_card(model.arch, tp)
 
 
 def test_full_size_llama_70b_plan_at_tp8_on_meta():

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import torch
 
-from llmgen.compiler.generated_files import import_generated
+from llmgen.compiler.runtime.generated_files import import_generated
 from safetensors.torch import load_file, save_file
 
 GENERATED = Path(__file__).resolve().parents[1] / "generated"

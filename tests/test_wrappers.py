@@ -17,11 +17,11 @@ from conftest import import_path
 from test_llama4 import maverick_like, scout
 from test_parity_variants import compile_and_verify
 
-from llmgen.compiler.cli import main
-from llmgen.compiler.load import LoadedConfig
-from llmgen.compiler.lowering import lower, lower_noted
-from llmgen.compiler.pipeline import compile_config
-from llmgen.compiler.write import write_outputs
+from llmgen.compiler.basics.cli import main
+from llmgen.compiler.passes.load import LoadedConfig
+from llmgen.compiler.passes.lowering import lower, lower_noted
+from llmgen.compiler.passes.pipeline import compile_config
+from llmgen.compiler.passes.write import write_outputs
 
 transformers = pytest.importorskip("transformers")
 from safetensors.torch import save_file  # noqa: E402

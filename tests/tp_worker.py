@@ -39,7 +39,7 @@ def _import(path: Path, name: str):
     if name in sys.modules:
         return sys.modules[name]
     if path.name == "model.py":  # with runtime.py and weights.py beside it, as one module
-        from llmgen.compiler.generated_files import import_generated
+        from llmgen.compiler.runtime.generated_files import import_generated
 
         return import_generated(path.parent, name)
     spec = importlib.util.spec_from_file_location(name, path)
@@ -56,7 +56,7 @@ def replica(directory: Path):
     tree = ast.parse((directory / "test_parity.py").read_text())
     sizes = next(ast.literal_eval(node.value) for node in tree.body  # a dict literal of the replica's sizes
                  if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "MODEL_CONFIG")
-    gen = par._model_module()
+    gen = par.model_module()
     return par, gen, gen.Config(**(sizes | TP_SIZES.get(directory.name, {})))
 
 

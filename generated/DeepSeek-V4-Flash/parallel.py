@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib.util
 import os
 import re
@@ -71,9 +72,10 @@ def load_generated_model():
     one module. They import one another by plain name (from model import CausalLM): those names point
     at this directory's files only while they are imported, so several models can share a process.
     """
-    here, tag = Path(__file__).resolve().parent, f"{__name__}_generated"
-    if tag in sys.modules:
-        return sys.modules[tag]
+    here, tag = (
+        Path(__file__).resolve().parent,
+        f"{__name__}_generated",
+    )  # imported afresh at every call
     merged, saved = types.ModuleType(tag), {
         name: sys.modules.get(name) for name in ("runtime", "model", "weights")
     }
@@ -96,6 +98,10 @@ def load_generated_model():
                 sys.modules[name] = module
     sys.modules[tag] = merged
     return merged
+
+
+# The model files imported once per process: their classes are compared by identity here.
+model_module = functools.cache(load_generated_model)
 
 
 def check_degree(config, tp: int) -> None:
@@ -179,7 +185,7 @@ def parallelize(
     """Split `model` over the ranks of the 1-D `mesh`, in place. Each parameter's slice comes from
     `tensors` (parameter name -> whole tensor, e.g. memory-mapped; the model may then sit on the meta
     device; other ranks' experts may be absent) or from the model's own parameters."""
-    M = load_generated_model()
+    M = model_module()
     tp, rank = mesh.size(), mesh.get_local_rank()
     config = model.config
     check_degree(config, tp)
@@ -232,7 +238,7 @@ def load_parallel(
 ) -> nn.Module:
     """Build the model on the meta device and fill this rank's slices from the memory-mapped
     safetensors checkpoint: other ranks' experts are never read (nor dequantized)."""
-    M = load_generated_model()
+    M = model_module()
     config = config or M.Config()
     tp, rank = mesh.size(), mesh.get_local_rank()
     check_degree(config, tp)

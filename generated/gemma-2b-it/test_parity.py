@@ -78,9 +78,10 @@ def load_generated_model():
     one module. They import one another by plain name (from model import CausalLM): those names point
     at this directory's files only while they are imported, so several models can share a process.
     """
-    here, tag = Path(__file__).resolve().parent, f"{__name__}_generated"
-    if tag in sys.modules:
-        return sys.modules[tag]
+    here, tag = (
+        Path(__file__).resolve().parent,
+        f"{__name__}_generated",
+    )  # imported afresh at every call
     merged, saved = types.ModuleType(tag), {
         name: sys.modules.get(name) for name in ("runtime", "model", "weights")
     }

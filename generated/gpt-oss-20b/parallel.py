@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import dataclasses
+import functools
 import importlib.util
 import mmap
 import os
@@ -78,9 +79,10 @@ def load_generated_model():
     one module. They import one another by plain name (from model import CausalLM): those names point
     at this directory's files only while they are imported, so several models can share a process.
     """
-    here, tag = Path(__file__).resolve().parent, f"{__name__}_generated"
-    if tag in sys.modules:
-        return sys.modules[tag]
+    here, tag = (
+        Path(__file__).resolve().parent,
+        f"{__name__}_generated",
+    )  # imported afresh at every call
     merged, saved = types.ModuleType(tag), {
         name: sys.modules.get(name) for name in ("runtime", "model", "weights")
     }
@@ -103,6 +105,10 @@ def load_generated_model():
                 sys.modules[name] = module
     sys.modules[tag] = merged
     return merged
+
+
+# The model files imported once per process: their classes are compared by identity here.
+model_module = functools.cache(load_generated_model)
 
 
 def head_counts(config) -> dict[str, int]:
@@ -472,7 +478,7 @@ def load_parallel(
 ) -> nn.Module:
     """Build the model on the meta device and fill this rank's slices straight from the memory-mapped
     safetensors checkpoint: the other ranks' slices are never read."""
-    M = load_generated_model()
+    M = model_module()
     config = config or M.Config()
     check_degree(config, mesh.size())
     wanted = M.checkpoint_keys(config)  # checkpoint key -> parameter name

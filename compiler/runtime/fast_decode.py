@@ -1,0 +1,300 @@
+"""Faster decoding steps: a runtime switch that `llmgen generate` and the benchmark apply to a
+loaded generated model (the generated file itself is unchanged).
+
+One decoding step multiplies each weight matrix by a single vector (a few, for a small batch),
+so it costs one read of every weight. torch's matrix product reads them slowly there: a
+float32 matrix-vector product runs on one core, whatever the thread count, and a bfloat16 one
+is slower still. Two replacements, for inputs of at most MAX_ROWS rows (prefill keeps torch's
+own product, bit for bit):
+
+- "native": compiler/runtime/native.py's kernel, the same dot products accumulated in float32, at the
+  CPU's instruction-set level (AVX2+FMA, AVX-512F, AVX512_BF16, or portable C++: chosen at run
+  time), on as many threads as the product's size pays for. float32 and bfloat16.
+- "row_blocks": float32 only, no compiler needed: the matrix's rows in `threads` equal blocks,
+  computed by one batched product (torch.bmm), which torch spreads over its threads.
+
+Either equals nn.Linear up to float rounding: the same dot products, summed in another order.
+In float32 that is ~1e-7 relative (tests/test_fast_decode.py). In bfloat16 a different order
+can round a result to the neighbouring bfloat16 value, which can flip a greedy choice where
+two logits nearly tie; transformers' own bfloat16 run differs from its float32 run far more
+(benchmarks/bench_inference.py prints both agreements).
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from typing import Any
+
+MAX_ROWS = 4  # inputs with more rows than this (prefill) keep torch's own matrix product
+KERNELS = ("auto", "native", "row_blocks", "off")
+# Opt-in: bfloat16 prefill as float32 products (weights upcast a block of rows at a time) on a
+# CPU without native bfloat16 arithmetic, where torch's bfloat16 product is several times slower
+# than its float32 one. The same dot products rounded once, but not torch's bits: a result can
+# land on the neighbouring bfloat16 value. LLMGEN_BF16_PREFILL=float32 turns it on.
+BF16_PREFILL = ("torch", "float32")
+UPCAST_BLOCK = 1 << 22  # weight elements upcast at a time (16 MiB of float32)
+
+
+def upcast_linear(x: Any, weight: Any, bias: Any) -> Any:
+    """F.linear of bfloat16 x and weight computed in float32, rounded once to bfloat16."""
+    import torch
+    import torch.nn.functional as F
+
+    wide, step = x.float(), max(1, UPCAST_BLOCK // max(1, weight.shape[1]))
+    parts = [F.linear(wide, weight[r : r + step].float()) for r in range(0, weight.shape[0], step)]
+    out = torch.cat(parts, -1) if len(parts) > 1 else parts[0]
+    if bias is not None:
+        out += bias.float()
+    return out.to(torch.bfloat16)
+
+
+def bf16_prefill() -> str:
+    """LLMGEN_BF16_PREFILL: "torch" (default: torch's own bfloat16 product) or "float32"."""
+    import os
+
+    value = os.environ.get("LLMGEN_BF16_PREFILL", "torch")
+    if value not in BF16_PREFILL:
+        raise ValueError(f"LLMGEN_BF16_PREFILL={value}: not one of {', '.join(BF16_PREFILL)}")
+    return value
+
+
+def row_block_linear(x: Any, weight: Any, bias: Any, blocks: int) -> Any:
+    """x @ weight.T (+ bias) for an x of a few rows, as `blocks` row blocks of the weight."""
+    import torch
+
+    rows = x.reshape(-1, x.shape[-1])  # (n, in)
+    # weight (out, in) -> (blocks, out / blocks, in): a view; the product is (blocks, out / blocks, n)
+    out = torch.bmm(weight.view(blocks, -1, weight.shape[1]), rows.t().expand(blocks, -1, -1))
+    out = out.reshape(weight.shape[0], -1).t()  # (n, out)
+    if bias is not None:
+        out = out + bias
+    return out.reshape(*x.shape[:-1], weight.shape[0])
+
+
+def choose(kernel: str, dtype: Any, threads: int) -> tuple[str, str | None]:
+    """The kernel to run for `kernel` (one of KERNELS) and the model's dtype, and why the
+    requested one is not available (None when it is)."""
+    import torch
+
+    from . import native
+
+    name = str(dtype).removeprefix("torch.")
+    if kernel == "off":
+        return "off", None
+    why = None
+    if kernel in ("auto", "native"):
+        why = native.unavailable(name)
+        if why is None:
+            return "native", None
+        why = f"native kernel unavailable: {why}"
+    if dtype == torch.float32 and threads > 1:
+        return "row_blocks", why
+    return "off", why or "row blocks need float32 and more than one thread"
+
+
+def label(used: str, dtype: Any) -> str:
+    """The kernel in use as `llmgen generate` prints it: native with its instruction-set level."""
+    from . import native
+
+    return f"native ({native.level(str(dtype).removeprefix('torch.'))})" if used == "native" else used
+
+
+def use_fast_decode(model: Any, kernel: str = "auto", threads: int | None = None,
+                    compile: bool = False) -> tuple[str, int, str | None]:
+    """Give every nn.Linear of `model` (and a tied output head: a generated model's
+    `head_product`) the chosen few-row product; "off" gives them their own back. compile=True:
+    decoding steps on a static cache (`enable_static_cache`) run through torch.compile
+    (compiled_steps). Returns the kernel in use, how many layers and heads run on it, and why
+    the requested kernel is not the one in use (None when it is)."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    threads = threads or torch.get_num_threads()
+    dtype = next(model.parameters()).dtype
+    used, why = choose(kernel, dtype, threads)
+    product, checked = _products(used, dtype, threads, traced=compile)
+    _steps_on_own_threads(model, used == "native", compile)
+    count = 0
+    if hasattr(model, "head_product"):
+        model.head_product = F.linear
+        if checked is not None:
+            model.head_product = checked  # the embedding matrix: checked on each call
+            count += 1
+    for module in model.modules():
+        if not isinstance(module, nn.Linear):
+            continue
+        module.__dict__.pop("forward", None)  # back to nn.Linear.forward
+        if product is not None and _fits(used, module.weight, dtype, threads):  # checked once, here
+            module.forward = lambda x, m=module: product(x, m.weight, m.bias)
+            count += 1
+    return used, count, why
+
+
+def _steps_on_own_threads(model: Any, on: bool, compile: bool = False) -> None:
+    """Run a decoding step's own small tensor operations (norms, RoPE, attention of one query)
+    on one torch thread, and its matrix products on the native kernel's threads, as many as
+    torch had (torch.set_num_threads / OMP_NUM_THREADS): on a machine whose cores are busy,
+    every OpenMP region of torch's waits for all its threads to be scheduled, and a step has
+    hundreds of them (measured: 0.9 tokens/s on two threads against 4.6 on one, bfloat16, load
+    average 14 on 2 cores). The kernel's threads do not wait for one that is not running
+    (kernels/pool.h). Prefill (more than MAX_ROWS tokens) keeps torch's threads. `compile`:
+    steps on a static cache run compiled (compiled_steps). `on=False` without `compile` gives
+    the model its own forward back."""
+    import torch
+
+    model.__dict__.pop("forward", None)
+    if not on and not compile:
+        return
+    from . import native
+
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    module, forward = native.kernel(dtype) if on else None, model.forward
+    compiled, static = compiled_steps(model) if compile else (None, lambda: False)
+
+    def step(input_ids: Any, *args: Any, **kwargs: Any) -> Any:
+        threads = torch.get_num_threads()
+        if input_ids.numel() > MAX_ROWS:
+            return forward(input_ids, *args, **kwargs)
+        run = compiled if compiled is not None and static() else forward
+        if module is None or threads == 1:
+            return run(input_ids, *args, **kwargs)
+        module.set_max_threads(threads)
+        torch.set_num_threads(1)
+        try:
+            return run(input_ids, *args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+            module.set_max_threads(0)
+
+    model.forward = step
+
+
+def _fits(used: str, weight: Any, dtype: Any, threads: int) -> bool:
+    """The kernel applies: a contiguous matrix of the model's dtype (the one the kernel was
+    chosen for); row blocks: rows that split evenly between the threads."""
+    if weight.dtype != dtype or not weight.is_contiguous():
+        return False
+    return used == "native" or weight.shape[0] % threads == 0
+
+
+def compiled_steps(model: Any) -> tuple[Any, Any]:
+    """The model's own forward through torch.compile, for decoding steps on its static cache, and
+    a test that says whether that cache is the one in use. A generated model's
+    `enable_static_cache` keeps every shape of a step fixed and its position in a tensor, so the
+    step compiles once (the first step: tens of seconds to minutes) and never again; on the
+    dynamic cache (`enable_cache`) each step would have new shapes, so it runs uncompiled there."""
+    import torch
+
+    from . import native
+
+    if not hasattr(model, "enable_static_cache"):
+        raise ValueError(f"{type(model).__name__} has no enable_static_cache: no fixed-shape step to compile")
+    backbone = next(child for child in model.children() if hasattr(child, "cache"))
+    # Guards on tensors only (shapes, dtypes): checking every module attribute before each step
+    # cost more than the step's own small operations (measured: ~3 ms of a 30-layer step). So
+    # set the model's switches (fast_attention, kernel) before the first compiled step.
+    # cpp_wrapper: the compiled graph's calls (~350 a step: the products, attention, inductor's
+    # fused kernels) made from generated C++ instead of a generated Python function (measured on
+    # the real SmolLM2 step, products stubbed out, 1 thread: 6.1 against 11.2 ms, 25th percentiles).
+    options = {"guard_filter_fn": torch.compiler.keep_tensor_guards_unsafe, "cpp_wrapper": True}
+    if native.kernel() is not None:  # the step's attention on the kernel's operator (attend_pass)
+        options["post_grad_custom_post_pass"] = attend_pass()
+    compiled = torch.compile(type(model).forward.__get__(model), dynamic=False, options=options)
+    return compiled, lambda: type(backbone.cache).__name__ == "StaticCache"
+
+
+@functools.cache
+def gemv_op() -> Any:
+    """The native kernel as a torch operator (llmgen_native::gemv, kernels/gemv.cpp) that
+    torch.compile keeps whole: one opaque call with a known output shape, instead of a break of
+    its graph at every product, called from the compiled graph without Python in between."""
+    import torch
+
+    from . import native
+
+    native.kernel()  # loading the module registers the operator
+
+    @torch.library.register_fake("llmgen_native::gemv")
+    def _(x: Any, w: Any, bias: Any, level: int) -> Any:
+        return x.new_empty((*x.shape[:-1], w.shape[0]))
+
+    return torch.ops.llmgen_native.gemv.default
+
+
+@functools.cache
+def attend_pass() -> Any:
+    """An inductor graph pass for compiled decoding steps: torch's fused CPU attention of at most
+    MAX_ROWS float32 queries becomes llmgen_native::attend (kernels/attend.h). torch's kernel
+    costs ~60 microseconds a layer for one query over 144 cache slots and attends every slot of
+    a static cache, empty or not; attend skips the masked ones (measured: ~18 microseconds at 80
+    of 144 slots in use). The same float32 operations, summed in another order."""
+    import torch
+    from torch._inductor.custom_graph_pass import CustomGraphPass
+
+    from . import native
+
+    native.kernel()  # loading the module registers the operator
+
+    @torch.library.register_fake("llmgen_native::attend")
+    def _(q: Any, k: Any, v: Any, mask: Any, scale: float) -> Any:
+        return q.new_empty(q.shape)
+
+    flash, attend = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default, torch.ops.llmgen_native.attend.default
+
+    def fits(node: Any) -> bool:
+        q, k, v = (arg.meta.get("val") for arg in node.args[:3])
+        mask, scale = node.kwargs.get("attn_mask"), node.kwargs.get("scale")
+        plain = not any(node.args[3:]) and set(node.kwargs) <= {"attn_mask", "scale"} and scale is not None
+        floats = all(t is not None and t.dtype == torch.float32 and t.dim() == 4 for t in (q, k, v))
+        masked = mask is None or mask.meta.get("val") is not None and mask.meta["val"].dtype == torch.float32
+        first = all(user.target is operator.getitem and user.args[1] == 0 for user in node.users)
+        return plain and floats and masked and first and q.shape[2] <= MAX_ROWS
+
+    class AttendPass(CustomGraphPass):
+        def __call__(self, graph: Any) -> None:
+            for node in [n for n in graph.nodes if n.target is flash and fits(n)]:
+                with graph.inserting_before(node):
+                    new = graph.call_function(attend, (*node.args[:3], node.kwargs.get("attn_mask"), node.kwargs["scale"]))
+                new.meta["val"] = node.meta["val"][0]
+                for user in list(node.users):
+                    user.replace_all_uses_with(new)
+                    graph.erase_node(user)
+                graph.erase_node(node)
+
+        def uuid(self) -> Any:
+            return "llmgen-attend-1"
+
+    return AttendPass()
+
+
+def _products(used: str, dtype: Any, threads: int, traced: bool = False) -> tuple[Any, Any]:
+    """F.linear(x, weight, bias) on the kernel: for a weight known to fit, and for any weight
+    (checked on each call); (None, None) for "off". A step's per-call cost is a few microseconds
+    of Python against ~40 of reading a weight matrix, so the first skips the weight's checks."""
+    import torch.nn.functional as F
+
+    if used == "off":
+        return None, None
+    from . import native
+
+    gemv = native.product(str(dtype).removeprefix("torch.")) if used == "native" else None
+    if gemv is not None and traced:  # the same kernel, as an operator torch.compile can hold
+        op, level = gemv_op(), native.LEVELS.index(native.level(str(dtype).removeprefix("torch.")))
+        gemv = lambda x, w, bias=None: op(x, w, bias, level)  # noqa: E731
+    upcast = str(dtype) == "torch.bfloat16" and bf16_prefill() == "float32"
+
+    def product(x: Any, weight: Any, bias: Any = None) -> Any:
+        if x.dtype != dtype:
+            return F.linear(x, weight, bias)
+        if x.numel() > MAX_ROWS * x.shape[-1]:  # prefill: torch's own product (or the opt-in upcast)
+            return upcast_linear(x, weight, bias) if upcast and weight.dtype == dtype else F.linear(x, weight, bias)
+        if gemv is not None:
+            return gemv(x, weight, bias)  # (..., in) -> (..., out); copies a non-contiguous x first
+        return row_block_linear(x, weight, bias, threads)
+
+    def checked(x: Any, weight: Any, bias: Any = None) -> Any:
+        return product(x, weight, bias) if _fits(used, weight, dtype, threads) else F.linear(x, weight, bias)
+
+    return product, checked

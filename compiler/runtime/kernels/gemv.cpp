@@ -1,0 +1,221 @@
+// Matrix-vector products for decoding steps (compiler/runtime/native.py builds this file on first use).
+//
+// out[b, r] = sum_k x[b, k] * w[r, k] (+ bias[r]) for the few rows b of one decoding step,
+// every output element one dot product accumulated in float32 (bfloat16: rounded once, at the
+// end). Reading the weights once per step is the whole cost of decoding, and this reads them
+// at close to the memory bandwidth, where torch's general matrix product on one row does not.
+//
+// One build holds every instruction-set level (gemv_isa.h): portable C++, AVX2 + FMA, AVX-512F
+// and AVX512_BF16, each function compiled for its own target. cpu_level() reads the CPU's
+// flags (cpuid, through the compiler's __builtin_cpu_supports) when the module loads, and gemv
+// runs the level it is given, refusing one the CPU lacks. Threads: pool.h, as many as the
+// product's size pays for (threads_for), at most torch's intra-op thread count.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "gemv_isa.h"  // first: it says whether this is x86 (LLMGEN_X86)
+#include "attend.h"
+#include "pool.h"
+
+namespace {
+
+enum Level { kPortable = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Bf16 = 3 };
+
+int detect_level() {
+#ifdef LLMGEN_X86
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return __builtin_cpu_supports("avx512bf16") ? kAvx512Bf16 : kAvx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return kAvx2;
+#endif
+  return kPortable;
+}
+
+const int kCpuLevel = detect_level();
+
+// Weight bytes one thread's share must at least hold: below it, waking a thread costs more than
+// the reading it takes over (a few microseconds against ~10 GB/s per core).
+int64_t g_bytes_per_thread = 256 * 1024;
+constexpr int64_t kRowGroup = 4;  // chunks hold whole multiples of it
+constexpr int64_t kChunkBytes = 64 * 1024;  // the work unit threads claim: small, for late threads
+
+int g_max_threads = 0;  // 0: torch's intra-op thread count (torch.set_num_threads, OMP_NUM_THREADS)
+
+int threads_for(int64_t weight_bytes) {
+  const int64_t useful = std::max<int64_t>(1, weight_bytes / g_bytes_per_thread);
+  return static_cast<int>(std::min<int64_t>(useful, g_max_threads > 0 ? g_max_threads : at::get_num_threads()));
+}
+
+using RowsFn = void (*)(const llmgen::Args&, int64_t, int64_t);
+
+RowsFn rows_fn(int level, bool bf16) {
+#ifdef LLMGEN_X86
+  switch (level) {
+    case kAvx512Bf16: return bf16 ? llmgen::rows_avx512bf16 : llmgen::rows_avx512<false>;
+    case kAvx512: return bf16 ? llmgen::rows_avx512<true> : llmgen::rows_avx512<false>;
+    case kAvx2: return bf16 ? llmgen::rows_avx2<true> : llmgen::rows_avx2<false>;
+    default: break;
+  }
+#endif
+  return bf16 ? llmgen::rows_scalar<true> : llmgen::rows_scalar<false>;
+}
+
+// x for the shift kernels: float32, each block of `step` elements stored as its even-indexed
+// elements then its odd ones (gemv_isa.h); the tail past the last whole block as it is. Into a
+// buffer of the calling thread's, reused from call to call (the product has finished with it
+// when gemv returns).
+const float* prepare_x(const torch::Tensor& x_in, int64_t step) {
+  thread_local std::vector<float> buffer;
+  const torch::Tensor x = x_in.contiguous();
+  const int64_t in = x.size(-1), batch = in == 0 ? 0 : x.numel() / in, full = step > 0 ? in - in % step : 0;
+  buffer.resize(static_cast<size_t>(x.numel()));
+  const auto* src = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
+  float* dst = buffer.data();
+  for (int64_t b = 0; b < batch; ++b, src += in, dst += in) {
+    for (int64_t k = 0; k < full; k += step) {
+      for (int64_t j = 0; j < step / 2; ++j) {
+        dst[k + j] = llmgen::bf16_to_float(src[k + 2 * j]);
+        dst[k + step / 2 + j] = llmgen::bf16_to_float(src[k + 2 * j + 1]);
+      }
+    }
+    for (int64_t k = full; k < in; ++k) dst[k] = llmgen::bf16_to_float(src[k]);
+  }
+  return buffer.data();
+}
+
+}  // namespace
+
+int cpu_level() { return kCpuLevel; }
+
+int64_t set_bytes_per_thread(int64_t bytes) {
+  TORCH_CHECK(bytes > 0, "bytes per thread must be positive");
+  const int64_t before = g_bytes_per_thread;
+  g_bytes_per_thread = bytes;
+  return before;
+}
+
+int set_max_threads(int threads) {
+  TORCH_CHECK(threads >= 0, "threads must be 0 (torch's count) or more");
+  const int before = g_max_threads;
+  g_max_threads = threads;
+  return before;
+}
+
+// x: (..., in), w: (rows, in) contiguous, of one dtype; bias: (rows,) or None -> (..., rows).
+torch::Tensor gemv(const torch::Tensor& x_in, const torch::Tensor& w, const c10::optional<torch::Tensor>& bias,
+                   int64_t level) {
+  TORCH_CHECK(x_in.dim() >= 1 && w.dim() == 2 && x_in.size(-1) == w.size(1), "gemv: x (..., in) and w (rows, in)");
+  TORCH_CHECK(w.is_contiguous(), "gemv: a contiguous w");
+  TORCH_CHECK(x_in.scalar_type() == w.scalar_type(), "gemv: x and w of one dtype");
+  TORCH_CHECK(level >= kPortable && level <= kCpuLevel, "gemv: instruction-set level ", level,
+              " is not available on this CPU (its level is ", kCpuLevel, ")");
+  const bool bf16 = w.scalar_type() == torch::kBFloat16;
+  TORCH_CHECK(bf16 || w.scalar_type() == torch::kFloat32, "gemv: float32 or bfloat16");
+  const int64_t rows = w.size(0), in = w.size(1), batch = in == 0 ? 0 : x_in.numel() / in;
+  torch::Tensor xs;  // what the kernel reads of x
+  const void* x_data;
+  if (!bf16 || level == kAvx512Bf16) {
+    xs = x_in.contiguous();
+    x_data = xs.data_ptr();
+  } else {
+    x_data = prepare_x(x_in, level == kAvx512 ? 32 : level == kAvx2 ? 16 : 0);
+  }
+  torch::Tensor b32;  // the bias in float32: added to the float32 sum before its rounding
+  if (bias.has_value()) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == rows, "gemv: bias (rows,)");
+    b32 = bias->to(torch::kFloat32).contiguous();
+  }
+  std::vector<int64_t> shape(x_in.sizes().begin(), x_in.sizes().end());
+  shape.back() = rows;
+  torch::Tensor out = torch::empty(shape, x_in.options());  // bfloat16: each float32 sum rounded once
+  const llmgen::Args args{x_data, w.data_ptr(), b32.defined() ? b32.data_ptr<float>() : nullptr,
+                          bf16 ? nullptr : out.data_ptr<float>(),
+                          bf16 ? reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>()) : nullptr, batch, rows, in};
+  const RowsFn fn = rows_fn(static_cast<int>(level), bf16);
+  const int64_t row_bytes = std::max<int64_t>(1, in * static_cast<int64_t>(w.element_size()));
+  const int threads = threads_for(rows * row_bytes);
+  // chunks: a multiple of the row group, about kChunkBytes of weights, at most Pool::kMaxChunks
+  int64_t chunk_rows = std::max<int64_t>(kRowGroup, kChunkBytes / row_bytes / kRowGroup * kRowGroup);
+  chunk_rows = std::max(chunk_rows, (rows + llmgen::Pool::kMaxChunks - 1) / llmgen::Pool::kMaxChunks);
+  const int64_t chunks = threads <= 1 ? 1 : (rows + chunk_rows - 1) / chunk_rows;
+  if (chunks <= 1) {
+    fn(args, 0, rows);
+  } else {
+    llmgen::Pool::instance().run(chunks, threads - 1, [&](int64_t i) {
+      fn(args, i * chunk_rows, std::min(rows, (i + 1) * chunk_rows));
+    });
+  }
+  return out;
+}
+
+// softmax(q k^T * scale + mask) v for a decoding step's few queries (attend.h), float32: q (batch,
+// heads, queries, dim); k, v (batch, kv_heads, keys, dim), any strides (copied when the last
+// dimension's is not 1); mask: float32, broadcastable to (batch, heads, queries, keys), or None.
+torch::Tensor attend(const torch::Tensor& q_in, const torch::Tensor& k_in, const torch::Tensor& v_in,
+                     const c10::optional<torch::Tensor>& mask, double scale) {
+  const torch::Tensor k = k_in.stride(-1) == 1 ? k_in : k_in.contiguous();
+  const torch::Tensor v = v_in.stride(-1) == 1 ? v_in : v_in.contiguous();
+  TORCH_CHECK(q_in.dim() == 4 && k.dim() == 4 && v.dim() == 4, "attend: q, k, v of 4 dimensions");
+  TORCH_CHECK(q_in.scalar_type() == torch::kFloat32 && k.scalar_type() == torch::kFloat32 &&
+              v.scalar_type() == torch::kFloat32, "attend: float32 q, k, v");
+  const torch::Tensor q = q_in.contiguous();
+  const int64_t batch = q.size(0), heads = q.size(1), queries = q.size(2), dim = q.size(3);
+  const int64_t kv_heads = k.size(1), keys = k.size(2);
+  TORCH_CHECK(k.size(0) == batch && v.size(0) == batch && v.size(1) == kv_heads && v.size(2) == keys &&
+              k.size(3) == dim && v.size(3) == dim && kv_heads > 0 && heads % kv_heads == 0,
+              "attend: k, v (batch, kv_heads, keys, dim) with heads a multiple of kv_heads");
+  int64_t mask_strides[4] = {0, 0, 0, 0};  // broadcast dimensions: stride 0
+  if (mask.has_value()) {
+    const int64_t sizes[4] = {batch, heads, queries, keys};
+    TORCH_CHECK(mask->scalar_type() == torch::kFloat32 && mask->dim() <= 4, "attend: a float32 mask");
+    for (int64_t i = 0, j = 4 - mask->dim(); i < mask->dim(); ++i, ++j) {
+      TORCH_CHECK(mask->size(i) == sizes[j] || mask->size(i) == 1, "attend: the mask does not broadcast to the scores");
+      mask_strides[j] = mask->size(i) == 1 ? 0 : mask->stride(i);
+    }
+  }
+  torch::Tensor out = torch::empty({batch, heads, queries, dim}, q.options());
+  llmgen::AttendArgs args{q.data_ptr<float>(), k.data_ptr<float>(), v.data_ptr<float>(),
+                          mask.has_value() ? mask->data_ptr<float>() : nullptr, out.data_ptr<float>(),
+                          batch, heads, kv_heads, queries, keys, dim,
+                          {k.stride(0), k.stride(1), k.stride(2)}, {v.stride(0), v.stride(1), v.stride(2)},
+                          {mask_strides[0], mask_strides[1], mask_strides[2], mask_strides[3]}, static_cast<float>(scale)};
+  void (*fn)(const llmgen::AttendArgs&, int64_t, int64_t) = llmgen::attend_portable;
+#ifdef LLMGEN_X86
+  if (kCpuLevel >= kAvx512) {
+    fn = llmgen::attend_avx512;
+  } else if (kCpuLevel >= kAvx2) {
+    fn = llmgen::attend_avx2;
+  }
+#endif
+  const int64_t rows = batch * heads * queries;
+  const int threads = threads_for(2 * keys * dim * static_cast<int64_t>(sizeof(float)) * rows / std::max<int64_t>(1, heads / kv_heads));
+  if (threads <= 1 || rows <= 1 || rows > llmgen::Pool::kMaxChunks) {
+    fn(args, 0, rows);
+  } else {
+    llmgen::Pool::instance().run(rows, threads - 1, [&](int64_t i) { fn(args, i, i + 1); });
+  }
+  return out;
+}
+
+// The same product as a torch operator, llmgen_native::gemv, for torch.compile: its compiled
+// graph calls it through the dispatcher, with no Python in between (compiler/runtime/fast_decode.py
+// registers the output shape it needs to trace it).
+TORCH_LIBRARY(llmgen_native, m) {
+  m.def("gemv(Tensor x, Tensor w, Tensor? bias, int level) -> Tensor");
+  m.def("attend(Tensor q, Tensor k, Tensor v, Tensor? mask, float scale) -> Tensor");
+}
+TORCH_LIBRARY_IMPL(llmgen_native, CPU, m) {
+  m.impl("gemv", &gemv);
+  m.impl("attend", &attend);
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("gemv", &gemv, "x @ w.T (+ bias) for an x of a few rows, at an instruction-set level", pybind11::arg("x"),
+        pybind11::arg("w"), pybind11::arg("bias") = pybind11::none(), pybind11::arg("level"));
+  m.def("cpu_level", &cpu_level, "the highest level this CPU runs: 0 portable, 1 AVX2+FMA, 2 AVX-512F, 3 AVX512_BF16");
+  m.def("set_max_threads", &set_max_threads, "most threads per product (0: torch's count); returns the previous value");
+  m.def("set_bytes_per_thread", &set_bytes_per_thread, "weight bytes that pay for one more thread; returns the previous value");
+}
