@@ -18,8 +18,8 @@ def test_output_is_identical_under_other_hash_seeds(tmp_path, seed):
            "--no-verify"]
     subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=120)
     produced = sorted(p.name for p in (tmp_path / "gemma-3-270m").iterdir())
-    assert produced == ["arch.json", "config.json", "llmgen.json", "model.py", "parallel.py", "test_parity.py",
-                        "test_reference.py"]
+    assert produced == ["arch.json", "config.json", "llmgen.json", "model.py", "parallel.py", "runtime.py",
+                        "test_parity.py", "test_reference.py", "weights.py"]
     for name in produced:
         assert (tmp_path / "gemma-3-270m" / name).read_bytes() == (GENERATED / "gemma-3-270m" / name).read_bytes()
 

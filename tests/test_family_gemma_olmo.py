@@ -180,7 +180,7 @@ PLANTED = {
     "olmo2: no whole-projection QK-norm": ("OLMo-2-1124-7B", "q, k = self.q_norm(q), self.k_norm(k)", "pass"),
     "olmo2: pre-norm instead of post-norm": ("OLMo-2-1124-7B", "self.post_attention_layernorm(self.self_attn(x, ",
                                              "(self.self_attn(self.post_attention_layernorm(x), "),
-    "smollm3: RoPE on NoPE layers": ("SmolLM3-3B", "), None, None),", "), global_cos, global_sin),"),
+    "smollm3: RoPE on NoPE layers": ("SmolLM3-3B", "(full_mask, None, None),", "(full_mask, global_cos, global_sin),"),
 }
 
 
@@ -215,9 +215,7 @@ def test_parity_catches_olmo3_sliding_theta(tmp_path):
 def test_parity_catches_olmo3_yarn_on_sliding_layers(tmp_path):
     """Only the full-attention layers take YaRN; the sliding ones keep plain RoPE."""
     shutil.copytree(GENERATED / "Olmo-3.1-32B-Instruct", tmp_path / "olmo3")
-    model = tmp_path / "olmo3" / "model.py"
-    model.write_text(model.read_text().replace("local_sin,\n", "global_sin,\n", 1))
-    result = plant(tmp_path / "olmo3", "local_cos,\n", "global_cos,\n")
+    result = plant(tmp_path / "olmo3", "(sliding_mask, local_cos, local_sin)", "(sliding_mask, global_cos, global_sin)")
     assert not result["passed"] and result["max_abs_diff"] > 1e-3, result
 
 

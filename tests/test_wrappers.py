@@ -148,7 +148,7 @@ def test_qwen_vl_text_decoder_parity_through_the_wrapper_class(name, form, tmp_p
     parity = import_path(tmp_path / f"{name}-{form}" / "test_parity.py", f"vl_parity_{name}_{form}")
     assert sum(parity.HF_CONFIG["text_config"]["rope_parameters" if form == "nested" else "rope_scaling"][
         "mrope_section"]) == parity.MODEL_CONFIG["head_dim"] // 2  # the replica's sections are real ones
-    model = (tmp_path / f"{name}-{form}" / "model.py").read_text()
+    model = (tmp_path / f"{name}-{form}" / "weights.py").read_text()  # the reader
     assert 'SKIPPED_PREFIXES = ("visual.",)' in model
 
 
@@ -172,5 +172,5 @@ def test_qwen3_vl_text_decoder_parity_through_the_wrapper_class(tmp_path):
     assert (arch.backbone_checkpoint, arch.skipped_prefixes, notes) == ("model.language_model.", ("model.visual.",), ())
     result = compile_and_verify(raw, tmp_path, "qwen3-vl")
     assert result["passed"] and result["max_abs_diff"] <= 1e-5 and result["max_abs_logit"] > 0.1, result
-    model = (tmp_path / "qwen3-vl" / "model.py").read_text()
+    model = (tmp_path / "qwen3-vl" / "weights.py").read_text()  # the reader
     assert '"model.language_model.layers.{i}.self_attn.q_norm.weight"' in model and '"lm_head.weight"' in model
