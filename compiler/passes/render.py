@@ -145,6 +145,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
     has_rope = any(lay.mixer.rope for lay in attns)
     has_nope = has_rope and any(lay.mixer.rope is None for lay in attns)
     alibi = getattr(attn, "alibi", None)
+    hybrid, extras = hybrid_context(arch, has_rope), extras_context(arch)  # each computed once, used twice below
     names = {key: identifier(value) for key, value in arch.names if key not in ("attn_checkpoint", "mlp_checkpoint")}  # every field (dumps leave some out)
     return {
         "version": __version__,
@@ -180,11 +181,11 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         "single": single_block(arch),
         "blocks": single_block(arch) or no_attention(arch),  # layers built per letter in layer.py.j2's first branch
         "no_attention": no_attention(arch),
-        **hybrid_context(arch, has_rope),
+        **hybrid,
         **({"layer_rope_params": ", cos: torch.Tensor | None, sin: torch.Tensor | None"}
            if has_rope and single_block(arch) else {}),
         "layer_kinds": layer_kinds(arch),
-        "x": extras_context(arch), **parallel_context(arch),
+        "x": extras, **parallel_context(arch),
         "pattern_legend": pattern_legend(arch),
         "mla": mla_context(arch),
         "ml": mla_names(arch),
@@ -226,8 +227,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         "mixer_maps": mixer_maps(arch, weights),
         # the checkpoint's names are the parameters' own: weights.py lists the model's state dict, no map
         "identity_map": all(e.checkpoint == e.param and not e.head_count for e in weights)
-        and not (hybrid_context(arch, has_rope).get("hybrid") or set(ffn_kinds(arch)) - {"mlp"}
-                 or extras_context(arch).get("per_layer_attention")),
+        and not (hybrid["hybrid"] or set(ffn_kinds(arch)) - {"mlp"} or extras.get("per_layer_attention")),
         "head_keys": [{"checkpoint_literal": literal(e.checkpoint), "field_literal": literal(e.head_count)}
                       for e in weights if e.head_count],
         "fp8": {"block_literal": literal(arch.fp8.block[0]) and f"({arch.fp8.block[0]}, {arch.fp8.block[1]})",
