@@ -9,11 +9,10 @@ import re
 from typing import Any
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# activation -> (the function a template calls, its extra arguments)
-ACTIVATION_CODE = {"silu": ("F.silu", ""), "gelu": ("F.gelu", ""), "gelu_tanh": ("F.gelu", ', approximate="tanh"'),
-                   "gelu_new": ("gelu_new", ""),
-                   "relu": ("F.relu", ""), "relu2": ("relu2", ""), "xielu": ("self.act_fn", ""),
-                   "gelu_fast_tanh": ("gelu_fast_tanh", "")}
+# activation -> (the function a template calls, its `approximate` argument or None)
+ACTIVATION_FUNCTIONS = {"silu": ("F.silu", None), "gelu": ("F.gelu", None), "gelu_tanh": ("F.gelu", "tanh"),
+                        "gelu_new": ("gelu_new", None), "relu": ("F.relu", None), "relu2": ("relu2", None),
+                        "xielu": ("self.act_fn", None), "gelu_fast_tanh": ("gelu_fast_tanh", None)}
 
 
 def safe_comment(text: str) -> str:
@@ -61,3 +60,10 @@ def scale_derivations(attn: Any) -> list[tuple[str, str]]:
         return [(f"{width} ** -0.5", "1 / sqrt(nope + rope channels)")]
     width = getattr(attn, "head_dim", None)
     return [(f"{width} ** -0.5", "1 / sqrt(head_dim)")] if width else []
+
+
+def activation(name: str) -> dict[str, str]:
+    """An activation for the templates: the function (``activation``) and the literal of its
+    ``approximate`` argument ('' when it takes none); macros.j2's ``approximate`` writes the argument."""
+    function, approximate = ACTIVATION_FUNCTIONS[name]
+    return {"activation": function, "approximate": literal(approximate) if approximate else ""}

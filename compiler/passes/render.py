@@ -18,23 +18,23 @@ import jinja2
 from ...schemas.arch import Architecture
 from .. import __version__
 from ..basics.errors import LlmgenError
-from .literals import derived_field, identifier, literal, safe_comment, scale_derivations
+from .literals import activation, derived_field, identifier, literal, safe_comment, scale_derivations
 from .literals import field as _field
 from .lowering import family_titles
 from ..insight.describe import features, fused_attention, layer_pattern
 from ..basics.dtypes import loader_context
 from .rope_fields import rope_config_fields, rope_context
 from .render_mla import mla_config_fields, mla_context, mla_names, mla_of
-from .render_moe import ffn_init, moe_config_fields, moe_context
+from .render_moe import moe_config_fields, moe_context
 from .render_dsv4 import hyper_context
 from .mixers import KINDS, attention_layers, first_attention, letter_of, recurrent_kinds
 from .render_linear import hybrid_context, linear_config_fields, linear_context, mixer_maps, nested_context
-from .render_chunked import chunked_config_fields, chunked_context, q_scale_arg, q_scale_param
-from .render_layer_extras import extras_config_fields, extras_context, extras_ffn_init, static_cache
+from .render_chunked import chunked_config_fields, chunked_context
+from .render_layer_extras import extras_config_fields, extras_context, static_cache
+from .render_calls import attention_inputs, ffn_build, layer_inputs
 from .render_parallel import parallel_config_fields, parallel_context
 from .weight_map import WeightEntry, block_norms, ffn_kinds
 from .render_blocks import WORDS as BLOCK_LETTERS, blocks_context, no_attention, single_block
-from .literals import ACTIVATION_CODE
 
 BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
 
@@ -139,13 +139,12 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         return hyper_context(arch, prov)
     layer = arch.layers[0]
     attn, ffn, norm = first_attention(arch), ffn_kinds(arch).get("mlp"), layer.norm  # ffn: the dense MLP, if any
-    activation, activation_args = ACTIVATION_CODE[ffn.activation] if ffn else ("", "")
     grouped = attn is not None and attn.num_kv_heads < attn.num_heads
     attns = attention_layers(arch)
     has_rope = any(lay.mixer.rope for lay in attns)
     has_nope = has_rope and any(lay.mixer.rope is None for lay in attns)
     alibi = getattr(attn, "alibi", None)
-    hybrid, extras = hybrid_context(arch, has_rope), extras_context(arch)  # each computed once, used twice below
+    hybrid, extras = hybrid_context(arch), extras_context(arch)  # each computed once, used twice below
     names = {key: identifier(value) for key, value in arch.names if key not in ("attn_checkpoint", "mlp_checkpoint")}  # every field (dumps leave some out)
     return {
         "version": __version__,
@@ -166,10 +165,8 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         **rope_context(arch),
         "has_rope": has_rope,
         "has_nope": has_nope,
-        "rope_params": (", cos: torch.Tensor | None, sin: torch.Tensor | None" if has_nope
-                        else ", cos: torch.Tensor, sin: torch.Tensor" if has_rope else "") + q_scale_param(arch)
-        + (", alibi: torch.Tensor" if alibi else ""),
-        "rope_args": (", cos, sin" if has_rope else "") + q_scale_arg(arch) + (", alibi" if alibi else ""),
+        "attn_inputs": attention_inputs(arch),  # after (x, mask), in the attention's and the layer's forward
+        "block_inputs": attention_inputs(arch, alibi=False),  # an attention block's, in one-block layers
         "alibi": {"slopes": alibi.slopes, "from_last_key": alibi.from_last_key} if alibi else None,
         **chunked_context(arch),
         "has_sliding": any(lay.mixer.span == "sliding" for lay in attns),
@@ -182,8 +179,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         "blocks": single_block(arch) or no_attention(arch),  # layers built per letter in layer.py.j2's first branch
         "no_attention": no_attention(arch),
         **hybrid,
-        **({"layer_rope_params": ", cos: torch.Tensor | None, sin: torch.Tensor | None"}
-           if has_rope and single_block(arch) else {}),
+        "layer_inputs": layer_inputs(arch, hybrid["hybrid"] or single_block(arch)),
         "layer_kinds": layer_kinds(arch),
         "x": extras, **parallel_context(arch),
         "pattern_legend": pattern_legend(arch),
@@ -202,13 +198,12 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         "mlp": {
             "summary": ("Gated feed-forward: down(act(gate(x)) * up(x))." if ffn.gated
                         else "Feed-forward: down(act(up(x)))."),
-            "gated": ffn.gated, "fused": ffn.fused_gate_up, "bias": ffn.bias, "activation": activation,
+            "gated": ffn.gated, "fused": ffn.fused_gate_up, "bias": ffn.bias, **activation(ffn.activation),
             "inner_norm": ffn.inner_norm, "xielu": ffn.activation == "xielu",
-            "activation_args": activation_args,
         } if ffn else None,
         "moe": moe_context(arch),
-        "ffn_init": extras_ffn_init(arch) or ffn_init(arch),
-        **blocks_context(arch, layer_pattern(arch), (", cos, sin" if has_rope else "") + q_scale_arg(arch)),
+        "ffn": ffn_build(arch),
+        **blocks_context(arch, layer_pattern(arch)),
         "block": {
             "kind": layer.block,
             "norms": [identifier(name) for name in block_norms(layer, arch.names)],

@@ -8,7 +8,6 @@ pattern letter names (Config.layer_pattern) and calls it with what that block re
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from ...schemas.arch import Architecture, Layer
@@ -36,8 +35,10 @@ def layer_letter(layer: Layer) -> str | None:
     return letter_of(layer)
 
 
-def kind_blocks(arch: Architecture, pattern: str, ffn_init: Callable[[Layer], str], rope_args: str) -> list[dict[str, Any]]:
-    """Per letter of the pattern (order of first appearance): the block a layer of that kind builds and calls."""
+def kind_blocks(arch: Architecture, pattern: str) -> list[dict[str, Any]]:
+    """Per letter of the pattern (order of first appearance): the block a layer of that kind builds
+    (``class_name``, built from the config) and keeps as ``attr``; ``softmax``: it is called with the mask
+    and the attention inputs (render_calls), else with h alone."""
     from .render import letter_words  # render imports this module
 
     legend = letter_words()
@@ -47,35 +48,29 @@ def kind_blocks(arch: Architecture, pattern: str, ffn_init: Callable[[Layer], st
             continue
         seen.add(letter)
         if layer.mixer is None:
-            attr, ctor, call = n.mlp, ffn_init(layer), f"self.{n.mlp}(h)"
-            cache, recurrent = False, False
+            attr, class_ = n.mlp, "MoE" if layer.ffn.kind == "moe" else "MLP"
+            softmax = cache = recurrent = False
         else:
-            attr = module_name(layer.mixer.kind, n)
-            ctor = f"{class_name(layer.mixer.kind)}(config)"
+            attr, class_ = module_name(layer.mixer.kind, n), class_name(layer.mixer.kind)
             softmax = layer.mixer.kind in SOFTMAX_KINDS
-            call = f"self.{attr}(h, mask{rope_args})" if softmax else f"self.{attr}(h)"
             cache, recurrent = True, not softmax
-        out.append({"letter_literal": literal(letter), "attr": attr, "ctor": ctor, "call": call, "cache": cache,
-                    "recurrent": recurrent, "words": legend.get(letter, letter)})
+        out.append({"letter_literal": literal(letter), "attr": attr, "class_name": class_, "softmax": softmax,
+                    "cache": cache, "recurrent": recurrent, "words": legend.get(letter, letter)})
     return out
 
 
-def grouped(blocks: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
-    """Blocks sharing ``key`` (the same call, the same attribute) under one test: '== "N"' or 'in ("M", "E")'."""
-    groups: dict[str, list[dict[str, Any]]] = {}
+def grouped(blocks: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Blocks sharing the values of ``keys`` (the same call, the same attribute), with the letters of each
+    group (macros.j2's kind_test writes '== "N"' or 'in ("M", "E")')."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for block in blocks:
-        groups.setdefault(block[key], []).append(block)
-    out = []
-    for value, members in groups.items():
-        letters = [m["letter_literal"] for m in members]
-        test = f"== {letters[0]}" if len(letters) == 1 else f"in ({', '.join(letters)})"
-        out.append({key: value, "test": test})
-    return out
+        groups.setdefault(tuple(block[key] for key in keys), []).append(block)
+    return [{**dict(zip(keys, values)), "letters": [m["letter_literal"] for m in members]}
+            for values, members in groups.items()]
 
 
-def blocks_context(arch: Architecture, pattern: str, rope_args: str) -> dict[str, Any]:
+def blocks_context(arch: Architecture, pattern: str) -> dict[str, Any]:
     """layer.py.j2's per-letter blocks: each kind's block, and the calls and caches they share."""
-    blocks = kind_blocks(arch, pattern, lambda lay: "MoE(config)" if lay.ffn.kind == "moe" else "MLP(config)",
-                         rope_args)
-    return {"kind_blocks": blocks, "kind_calls": grouped(blocks, "call"),
-            "cache_attrs": grouped([b for b in blocks if b["cache"]], "attr")}
+    blocks = kind_blocks(arch, pattern)
+    return {"kind_blocks": blocks, "kind_calls": grouped(blocks, ("attr", "softmax")),
+            "cache_attrs": grouped([b for b in blocks if b["cache"]], ("attr",))}

@@ -37,15 +37,6 @@ def chunked_config_fields(arch: Architecture) -> list[dict[str, Any]]:
     return fields
 
 
-def q_scale_param(arch: Architecture) -> str:
-    """Extra forward parameter of layers and attention: the per-position query scale."""
-    return ", q_scale: torch.Tensor | None" if temperature(arch) else ""
-
-
-def q_scale_arg(arch: Architecture) -> str:
-    return ", q_scale" if temperature(arch) else ""
-
-
 def chunked_context(arch: Architecture) -> dict[str, Any]:
     """Structural switches for the templates."""
     return {

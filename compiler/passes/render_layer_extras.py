@@ -13,13 +13,9 @@ from typing import Any
 
 from ...schemas.arch import Architecture, Attention
 from ..insight.describe import layer_pattern
-from .literals import field, identifier, literal
+from .literals import activation, field, identifier, literal
 
 KIND_PREFIX = {"F": "full_", "S": "sliding_", "C": "chunked_", "N": "nope_"}
-ACTIVATIONS = {"silu": ("F.silu", ""), "gelu": ("F.gelu", ""), "gelu_tanh": ("F.gelu", ', approximate="tanh"'),
-               "relu": ("F.relu", "")}
-
-
 def _attentions(arch: Architecture) -> list[tuple[str, Attention]]:
     return [(letter, layer.mixer) for layer, letter in zip(arch.layers, layer_pattern(arch))
             if getattr(layer.mixer, "kind", None) == "attention"]
@@ -59,13 +55,6 @@ def sparsity(arch: Architecture) -> tuple[float | None, ...] | None:
     """Per layer, its MLP's gate cutoff in standard deviations (None: dense); None when no layer is sparse."""
     values = tuple(getattr(layer.ffn, "gate_sparsity_std", None) for layer in arch.layers)
     return values if any(v is not None for v in values) else None
-
-
-def extras_ffn_init(arch: Architecture) -> str | None:
-    """The DecoderLayer's MLP constructor call when its arguments depend on the layer (None: the plain one)."""
-    args = (["config.layer_intermediate_size[index]"] if mlp_widths(arch) else []) + (
-        ["config.gate_sparsity_std[index]"] if sparsity(arch) else [])
-    return f"MLP(config, {', '.join(args)})" if args else None
 
 
 def extras_config_fields(arch: Architecture) -> list[dict[str, Any]]:
@@ -143,13 +132,11 @@ def extras_context(arch: Architecture) -> dict[str, Any]:
         "kv_sharing": sources is not None,
         "v_norm": any(mixer.v_norm for _, mixer in attns),
         "kv_code": own_kv,  # the attention forward that computes (or borrows) its keys and values in one place
-        "ple": {"activation": ACTIVATIONS[ple.activation][0], "activation_args": ACTIVATIONS[ple.activation][1],
-                "clamp": ple.vocab_size < arch.embedding.vocab_size} if ple else None,
+        "ple": {**activation(ple.activation), "clamp": ple.vocab_size < arch.embedding.vocab_size} if ple else None,
         "altup": {"correct_scale": arch.altup.correct_scale} if arch.altup else None,
         "laurel": layer.laurel is not None,
         "sparsity": sparsity(arch) is not None,
-        "beside": {"activation": ACTIVATIONS[moe.activation][0], "activation_args": ACTIVATIONS[moe.activation][1]}
-        if moe else None,
+        "beside": activation(moe.activation) if moe else None,
         "layer_scalar": layer.layer_scalar,
         "mlp_widths": mlp_widths(arch) is not None,
         "v_head_dim": any(mixer.v_head_dim is not None for _, mixer in attns),

@@ -52,15 +52,14 @@ def mixer_maps(arch: Architecture, weights: list) -> list[dict[str, Any]]:
             for letter, (kind, ffn) in kinds.items()]
 
 
-def hybrid_context(arch: Architecture, has_rope: bool) -> dict[str, Any]:
-    """Switches for a model whose layers mix mixer kinds: the layer forward takes an optional mask and
-    cos/sin (None on recurrent layers and on layers that are only a feed-forward block)."""
+def hybrid_context(arch: Architecture) -> dict[str, Any]:
+    """Whether the layers mix kinds (recurrent mixers beside attention, or blocks of different kinds): the
+    layer forward then takes an optional mask and cos/sin (None on layers without attention)."""
     from ..insight.describe import layer_pattern
     from .render_blocks import single_block
 
     hybrid = is_hybrid(arch) or (single_block(arch) and len(set(layer_pattern(arch))) > 1)
-    return {"hybrid": hybrid,
-            "layer_rope_params": ", cos: torch.Tensor | None, sin: torch.Tensor | None" if hybrid and has_rope else ""}
+    return {"hybrid": hybrid}
 
 
 def parity_scales(tiny: Architecture, norm_spread: float) -> dict[str, tuple[float, float]]:

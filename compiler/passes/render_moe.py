@@ -11,7 +11,7 @@ from typing import Any
 
 from ...schemas.arch import Architecture, Moe
 from .weight_map import ffn_kinds, ffn_pattern, fused_expert_map
-from .literals import ACTIVATION_CODE, field, identifier, literal
+from .literals import activation, field, identifier, literal
 
 FFN_LEGEND = "E = routed experts, D = dense MLP"
 
@@ -56,25 +56,15 @@ def moe_config_fields(arch: Architecture) -> list[dict[str, Any]]:
     return fields
 
 
-def ffn_init(arch: Architecture) -> str:
-    """The DecoderLayer's feed-forward constructor call."""
-    if mixed_ffn(arch):
-        return 'MoE(config) if config.ffn_pattern[index] == "E" else MLP(config)'
-    return "MoE(config)" if moe_of(arch) else "MLP(config)"
-
-
 def moe_context(arch: Architecture) -> dict[str, Any] | None:
     """What moe.py.j2 prints; None for a dense model. Structural: sizes live in Config."""
     moe = moe_of(arch)
     if moe is None:
         return None
     names = {key: identifier(value) for key, value in moe.names if value is not None}  # every field (dumps leave some out)
-    router = f"self.{names['router']}" + (f"[{literal(names['router_inner'])}]" if moe.names.router_inner else "")
-    activation, activation_args = ACTIVATION_CODE.get(moe.activation, ("", ""))  # clamped_swiglu: written out
     return {
         "mn": names,
         "router_inner_literal": literal(names["router_inner"]) if moe.names.router_inner else "",
-        "router_call": router,
         "router": moe.router,
         "norm_topk": moe.norm_topk_prob,
         "norm_topk_eps_literal": literal(moe.norm_topk_eps if moe.norm_topk_eps is not None else 1e-20),
@@ -83,8 +73,6 @@ def moe_context(arch: Architecture) -> dict[str, Any] | None:
         "router_float32": moe.router_float32,
         "score_bias": moe.score_correction_bias and not moe.score_bias_in_block and not moe.names.score_bias_owner,
         "score_bias_owner": names.get("score_bias_owner", ""),
-        "score_bias_ref": (f"self.{names['score_bias_owner']}" if moe.names.score_bias_owner else router)
-        + ".e_score_correction_bias",
         "block_bias": moe.score_bias_in_block,
         # the block's bias buffer: its checkpoint name (HY-V3 renames it on disk), else its name in memory
         "block_bias_name": names.get("score_bias_on_disk") or identifier(moe.names.score_bias),
@@ -118,8 +106,8 @@ def moe_context(arch: Architecture) -> dict[str, Any] | None:
         "ungated": not moe.gated,
         "latent": moe.latent_size is not None,
         "mixed": mixed_ffn(arch),
-        "activation": activation,
-        "activation_args": activation_args,
+        **(activation(moe.activation) if moe.activation != "clamped_swiglu"  # clamped_swiglu: written out
+           else {"activation": "", "approximate": ""}),
         "fused": [{"key_literal": literal(key), "parts_literal": "(" + "".join(f"{literal(p)}, " for p in parts) + ")"}
                   for key, parts in fused_expert_map(arch).items()],
     }
