@@ -18,7 +18,7 @@ from .render import render
 
 # (file, template, the file it imports from), in import order: each file may import the one before.
 MODEL_FILES = (
-    ("runtime.py", "model/runtime_file.py.j2", None),
+    ("runtime.py", "model/runtime_file.py.j2", None),  # hyper-connected models: model/hyper/runtime_file.py.j2
     ("model.py", "model/file.py.j2", "runtime"),
     ("weights.py", "model/weights_file.py.j2", "model"),
 )
@@ -49,6 +49,7 @@ def runtime_words(context: dict[str, Any]) -> str:
         parts = ["the latent-attention KV cache"]
     else:
         parts = ["the preallocated KV cache (optionally int8)"]
+    parts += [f"the state of its {r['words']} layers" for r in context.get("recurrent") or ()]
     if context.get("static_cache"):
         parts.append("the static cache for compiled decoding steps")
     if context.get("attn") and context["attn"]["fused"]:
@@ -68,15 +69,14 @@ def weights_words(context: dict[str, Any]) -> dict[str, str]:
 
 
 def render_model_files(context: dict[str, Any], templates: Path | None = None) -> dict[str, str]:
-    """file name -> rendered source (not yet formatted), for runtime.py (absent for a model whose
-    decoding machinery lives with its blocks), model.py and weights.py."""
+    """file name -> rendered source (not yet formatted), for runtime.py, model.py and weights.py."""
     hyper = "hyper" in context
     context = {**context, "runtime_words": "" if hyper else runtime_words(context), **weights_words(context)}
     files: dict[str, str] = {}
     defined: dict[str, set[str]] = {}
     for name, template, imports_from in MODEL_FILES:
         if hyper and name == "runtime.py":
-            continue
+            template = "model/hyper/runtime_file.py.j2"
         draft = render(template, {**context, "used": frozenset(), "siblings": ()}, templates)
         used, own = used_names(draft), defined_names(draft)
         source = imports_from if imports_from and f"{imports_from}.py" in files else None

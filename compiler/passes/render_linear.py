@@ -21,13 +21,15 @@ def linear_config_fields(arch: Architecture) -> list[dict[str, Any]]:
 
 def linear_context(arch: Architecture) -> dict[str, Any]:
     """mx: each recurrent kind's own template context, by kind; recurrent: what layer.py.j2, model.py.j2
-    and file.py.j2 print for each such kind (its letter, attribute, class, template)."""
+    and file.py.j2 print for each such kind (its letter, attribute, class, templates: the block's in
+    model.py, its cache's in runtime.py)."""
     kinds = recurrent_kinds(arch)
     names = arch.names
     return {
         "mx": {kind.kind: kind.context(mixer) for kind, mixer in kinds},
         "recurrent": [{"letter_literal": literal(kind.letter), "attr": identifier(getattr(names, kind.attr)),
-                       "class_name": kind.class_name, "template": kind.template, "words": kind.short_words}
+                       "class_name": kind.class_name, "template": kind.template,
+                       "cache_template": kind.cache_template, "words": kind.short_words}
                       for kind, _ in kinds],
         "recurrent_letters": "(" + ", ".join(literal(kind.letter) for kind, _ in kinds) + ("," if len(kinds) == 1 else "") + ")",
     }

@@ -42,7 +42,8 @@ class MixerKind:
     letter: str  # its letter in the layer pattern (softmax layers: S/C/F/N from their span)
     class_name: str  # the generated class
     attr: str  # the Names field that holds the block's module (and checkpoint) name
-    template: str  # included by file.py.j2 when a model has layers of the kind
+    template: str  # included by file.py.j2 (model.py) when a model has layers of the kind
+    cache_template: str  # the state its layers keep between decoding calls: included by runtime_file.py.j2
     words: str  # "linear attention (Gated DeltaNet)": card, describe, diff
     short_words: str  # "linear attention": comments in the generated file
     title: str  # "Gated DeltaNet": diagram labels

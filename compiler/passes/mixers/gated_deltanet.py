@@ -118,7 +118,8 @@ def linear_of(arch: Architecture) -> GatedDeltaNet | None:
 
 KIND = register(MixerKind(
     kind="gated_deltanet", letter="L", class_name="GatedDeltaNet", attr="linear_attn",
-    template="model/gated_deltanet.py.j2", words="linear attention (Gated DeltaNet)",
+    template="model/gated_deltanet.py.j2",
+    cache_template="model/gated_deltanet_cache.py.j2", words="linear attention (Gated DeltaNet)",
     short_words="linear attention", title="Gated DeltaNet", cache_word="recurrent state",
     rows=rows, state_bytes=state_bytes, config_fields=config_fields, context=context,
     parity_scales=parity_scales, features=features, suspects=suspects, diagram=diagram, validate=validate,

@@ -102,7 +102,8 @@ def validate(arch: Architecture, kd: KimiDelta) -> None:
 
 KIND = register(MixerKind(
     kind="kda", letter="K", class_name="KimiDeltaAttention", attr="attn",
-    template="model/kimi_delta.py.j2", words="linear attention (Kimi Delta Attention)",
+    template="model/kimi_delta.py.j2",
+    cache_template="model/kimi_delta_cache.py.j2", words="linear attention (Kimi Delta Attention)",
     short_words="Kimi Delta Attention", title="Kimi Delta Attention", cache_word="recurrent state",
     rows=rows, state_bytes=state_bytes, config_fields=config_fields, context=context,
     parity_scales=parity_scales, features=features, suspects=suspects, diagram=diagram, validate=validate,

@@ -12,6 +12,7 @@ from . import MixerKind, register
 
 KIND = register(MixerKind(
     kind="mamba2", letter=LETTER, class_name="Mamba2", attr="mamba", template="model/mamba2.py.j2",
+    cache_template="model/mamba2_cache.py.j2",
     words="Mamba-2 (state space)", short_words="state space", title="Mamba-2", cache_word="recurrent state",
     rows=mamba2_rows, state_bytes=lambda mixer, conv_bytes=2: mamba2_state_bytes(mixer, conv_bytes=conv_bytes),
     config_fields=mamba2_config_fields, context=mamba2_context, parity_scales=mamba2_parity_scales,

@@ -80,7 +80,7 @@ def validate(arch: Architecture, conv: ShortConv) -> None:
 
 KIND = register(MixerKind(
     kind="short_conv", letter="V", class_name="ShortConv", attr="short_conv",
-    template="model/short_conv.py.j2", words="short convolution",
+    template="model/short_conv.py.j2", cache_template="model/short_conv_cache.py.j2", words="short convolution",
     short_words="short convolution", title="ShortConv", cache_word="convolution window",
     rows=rows, state_bytes=state_bytes, config_fields=config_fields, context=context,
     parity_scales=parity_scales, features=features, suspects=suspects, diagram=diagram, validate=validate,
