@@ -82,7 +82,7 @@ def test_gemma_source():
 def test_gemma2_source():
     src = source("gemma-2-2b-it")
     assert "scores = torch.tanh(scores / self.softcap) * self.softcap" in src
-    assert "attn_logit_softcap: float = 50.0" in src and "final_logit_softcap: float = 30.0" in src
+    assert "attn_logit_softcapping: float = 50.0" in src and "final_logit_softcapping: float = 30.0" in src
     assert 'layer_pattern: str = "' + "SF" * 13 + '"' in src and "sliding_window: int = 4096" in src
     assert "self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))" in src
     assert "q_norm" not in src and "local_" not in src  # one RoPE table
@@ -175,8 +175,7 @@ PLANTED = {
     "gemma: no embedding scale": ("gemma-2b-it", "x = x * torch.tensor(c.embed_scale, dtype=x.dtype)", "pass"),
     "gemma2: no attention softcap": ("gemma-2-2b-it", "scores = torch.tanh(scores / self.softcap) * self.softcap",
                                      "pass"),
-    "gemma2: no final softcap": ("gemma-2-2b-it", "torch.tanh(logits / self.config.final_logit_softcap)"
-                                 " * self.config.final_logit_softcap", "logits"),
+    "gemma2: no final softcap": ("gemma-2-2b-it", "torch.tanh(logits / cap) * cap", "logits"),
     "olmo2: no whole-projection QK-norm": ("OLMo-2-1124-7B", "q, k = self.q_norm(q), self.k_norm(k)", "pass"),
     "olmo2: pre-norm instead of post-norm": ("OLMo-2-1124-7B", "self.post_attention_layernorm(self.self_attn(x, ",
                                              "(self.self_attn(self.post_attention_layernorm(x), "),

@@ -101,9 +101,9 @@ def config_values(arch: Architecture) -> list[dict[str, str]]:
     if getattr(attn, "clip_qkv", None) is not None:
         fields.append(_field("clip_qkv", "float", attn.clip_qkv, "q, k and v are clamped to [-clip_qkv, clip_qkv]"))
     if getattr(attn, "softcap", None) is not None:
-        fields.append(_field("attn_logit_softcap", "float", attn.softcap))
+        fields.append(_field("attn_logit_softcapping", "float", attn.softcap))
     if arch.head.softcap is not None:
-        fields.append(_field("final_logit_softcap", "float", arch.head.softcap))
+        fields.append(_field("final_logit_softcapping", "float", arch.head.softcap))
     return fields
 
 

@@ -68,8 +68,8 @@ MODEL_CONFIG = {
     "sliding_window": 8,
     "rope_theta": 10000.0,
     "embed_scale": 8.0,
-    "attn_logit_softcap": 0.25,
-    "final_logit_softcap": 1.0,
+    "attn_logit_softcapping": 0.25,
+    "final_logit_softcapping": 1.0,
 }
 NORM_NEUTRAL = 0.0  # the stored norm weight that scales by exactly 1
 NORM_COUNT = 13  # norm weights in the replica's decoder

@@ -128,7 +128,7 @@ MODEL_CONFIG = {
     "moe_intermediate_size": 16,
     "router_input_scale": 0.125,
     "embed_scale": 8.0,
-    "final_logit_softcap": 30.0,
+    "final_logit_softcapping": 30.0,
 }
 NORM_NEUTRAL = 1.0  # the stored norm weight that scales by exactly 1
 NORM_COUNT = 37  # norm weights in the replica's decoder
