@@ -7,7 +7,6 @@ already formatted as a Python literal (``repr``) or as a validated identifier.
 
 from __future__ import annotations
 
-import math
 import traceback
 from dataclasses import dataclass
 from pathlib import Path

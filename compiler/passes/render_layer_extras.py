@@ -16,6 +16,8 @@ from ..insight.describe import layer_pattern
 from .literals import activation, field, identifier, literal
 
 KIND_PREFIX = {"F": "full_", "S": "sliding_", "C": "chunked_", "N": "nope_"}
+
+
 def _attentions(arch: Architecture) -> list[tuple[str, Attention]]:
     return [(letter, layer.mixer) for layer, letter in zip(arch.layers, layer_pattern(arch))
             if getattr(layer.mixer, "kind", None) == "attention"]
