@@ -4,8 +4,9 @@ imports its code uses.
 
 The three import one another by plain module name, the generated directory being on sys.path:
 weights.py imports model.py's classes, model.py imports runtime.py's caches (tools and tests load
-them under names of their own: compiler/runtime/generated_files.py). A file is rendered twice: once with
-no imports, to read off (ast) which names its code uses, then with just those imports.
+them under names of their own: compiler/runtime/generated_files.py). A file is rendered with its
+imports left out (imports.py.j2 leaves a marker line), its code read (ast) for the names it uses, and
+the imports of just those names rendered on their own into the marker's place.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from .render import render
 
+IMPORTS_MARK = "# llmgen: imports\n"  # what imports.py.j2 leaves when rendered with used=None
 # (file, template, the file it imports from), in import order: each file may import the one before.
 MODEL_FILES = (
     ("runtime.py", "model/runtime_file.py.j2", None),  # hyper-connected models: model/hyper/runtime_file.py.j2
@@ -77,13 +79,14 @@ def render_model_files(context: dict[str, Any], templates: Path | None = None) -
     for name, template, imports_from in MODEL_FILES:
         if hyper and name == "runtime.py":
             template = "model/hyper/runtime_file.py.j2"
-        draft = render(template, {**context, "used": frozenset(), "siblings": ()}, templates)
+        draft = render(template, {**context, "used": None, "siblings": ()}, templates)
         used, own = used_names(draft), defined_names(draft)
         source = imports_from if imports_from and f"{imports_from}.py" in files else None
         siblings = ()
         if source is not None:
             wanted = sorted((used & defined[source]) - own)
             siblings = ((source, wanted),) if wanted else ()
-        files[name] = render(template, {**context, "used": frozenset(used), "siblings": siblings}, templates)
+        imports = render("model/imports.py.j2", {"used": frozenset(used), "siblings": siblings}, templates)
+        files[name] = draft.replace(IMPORTS_MARK, imports, 1)
         defined[name.removesuffix(".py")] = own
     return files
