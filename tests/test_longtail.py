@@ -118,8 +118,9 @@ def test_full_size_layout_matches_transformers(name, tmp_path):
 
     raw = CASES[name]
     text = json.dumps(raw)
-    result = compile_config(LoadedConfig(raw=copy.deepcopy(raw), text=text, source_id=name, revision="local",
-                                         origin="file", checkpoint_dir=None, note=None), slug="m")
+    # the same source and slug as compile_and_verify: the same text, so black's result is reused in this process
+    result = compile_config(LoadedConfig(raw=copy.deepcopy(raw), text=text, source_id=f"{name}/config.json",
+                                         revision="local", origin="file", checkpoint_dir=None, note=None), slug=name)
     write_py(tmp_path, result.files)
     module = import_path(tmp_path / "model.py", f"longtail_full_{name.replace('-', '_')}")
     with torch.device("meta"):

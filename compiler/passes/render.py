@@ -7,6 +7,7 @@ already formatted as a Python literal (``repr``) or as a validated identifier.
 
 from __future__ import annotations
 
+import functools
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -309,7 +310,18 @@ class _Loader(jinja2.FileSystemLoader):
 
 
 def environment(user_templates: Path | None = None) -> jinja2.Environment:
-    """Templates from ``user_templates`` shadow the built-ins by relative path."""
+    """Templates from ``user_templates`` shadow the built-ins by relative path. The built-ins alone:
+    one environment per process, so each template is parsed and compiled once (jinja reloads a
+    template whose file changed), not at every render."""
+    return _builtin_environment() if user_templates is None else _environment(user_templates)
+
+
+@functools.lru_cache(maxsize=1)
+def _builtin_environment() -> jinja2.Environment:
+    return _environment(None)
+
+
+def _environment(user_templates: Path | None) -> jinja2.Environment:
     loaders: list[jinja2.BaseLoader] = []
     if user_templates is not None:
         loaders.append(_Loader(str(user_templates)))
