@@ -70,9 +70,10 @@ def reset_peak_rss() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def load(side: str, checkpoint: Path, model_dir: Path, dtype: torch.dtype, kernel: str = "auto"):
+def load(side: str, checkpoint: Path, model_dir: Path, dtype: torch.dtype, kernel: str = "auto", prepare: bool = True):
     """One side's model; the generated one decodes on `kernel` (compiler/runtime/fast_decode.py); the
-    "compiled" side is the generated model with compiled steps on its static cache."""
+    "compiled" side is the generated model with compiled steps on its static cache. prepare=False:
+    the generated model as loaded, before use_fast_decode (which moves the weights onto huge pages)."""
     if side == "transformers":
         import transformers
 
@@ -82,7 +83,8 @@ def load(side: str, checkpoint: Path, model_dir: Path, dtype: torch.dtype, kerne
     model = module.load_checkpoint(checkpoint, dtype=dtype)
     if hasattr(model, "fast_attention"):  # transformers runs its sdpa attention by default too
         model.fast_attention()
-    use_fast_decode(model, kernel, compile=side == "compiled")  # as `llmgen generate [--compile]` runs it
+    if prepare:
+        use_fast_decode(model, kernel, compile=side == "compiled")  # as `llmgen generate [--compile]` runs it
     return model
 
 
@@ -97,9 +99,11 @@ def child_load(args: argparse.Namespace) -> None:
     reset_peak_rss()
     before = status_mib("VmRSS")
     start = time.perf_counter()
-    model = load(args.side, Path(args.checkpoint), Path(args.model), DTYPES[args.dtype], args.kernel)
+    model = load(args.side, Path(args.checkpoint), Path(args.model), DTYPES[args.dtype], args.kernel, prepare=False)
     seconds = time.perf_counter() - start
     loaded = status_mib("VmHWM") - before
+    if args.side != "transformers":  # the decoding switches (the native kernel's copy onto huge pages)
+        use_fast_decode(model, args.kernel, compile=args.side == "compiled")
     with torch.inference_mode():  # touch every weight: memory-mapped pages count once read
         model(torch.ones(1, 4, dtype=torch.long))
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -272,7 +276,7 @@ def main() -> None:
             row = rows[side]
             print(f"{side}: peak RSS added by loading +{row['load_peak_mib']:.0f} MiB "
                   f"= {row['load_peak_mib'] / row['weight_mib']:.2f} x weight bytes ({row['weight_mib']:.0f} MiB); "
-                  f"by loading and one forward +{row['touched_mib']:.0f} MiB")
+                  f"by loading, use_fast_decode and one forward +{row['touched_mib']:.0f} MiB")
         print(f"decode bandwidth bound {bound:.1f} tok/s (copy bandwidth {bandwidth:.1f} GB/s, median of the decode "
               f"rounds, {2 * COPY_BYTES / max(copies) / 1e9:.1f}..{2 * COPY_BYTES / min(copies) / 1e9:.1f}); "
               f"generated reaches {gen['decode'] / bound:.0%}")

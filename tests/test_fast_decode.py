@@ -115,3 +115,31 @@ def test_choice_and_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
     assert native.missing("float16") == "no kernel for float16"
     monkeypatch.setattr(native.shutil, "which", lambda name: None)
     assert native.missing("bfloat16") == "no C++ compiler (c++ or $CXX) to build it"
+
+
+def test_weights_move_to_one_huge_page_area_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """huge_page_weights (run by the native kernel) copies every parameter into one anonymous
+    area advised for huge pages, at a huge-page boundary: the same values and outputs bit for bit; LLMGEN_HUGE_PAGES=0 leaves the weights where they are."""
+    import mmap
+
+    from llmgen.compiler.runtime.fast_decode import huge_page_weights
+
+    model, config = replica("Qwen2-0.5B-Instruct")  # biases too
+    ids = torch.randint(0, config.vocab_size, (1, 7), generator=torch.Generator().manual_seed(3))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    with torch.no_grad():
+        plain = model(ids)
+    monkeypatch.setenv("LLMGEN_HUGE_PAGES", "0")
+    pointers = [p.data_ptr() for p in model.parameters()]
+    assert huge_page_weights(model) == 0 and [p.data_ptr() for p in model.parameters()] == pointers
+    monkeypatch.delenv("LLMGEN_HUGE_PAGES")
+    if not hasattr(mmap, "MADV_HUGEPAGE"):
+        pytest.skip("no MADV_HUGEPAGE on this platform")
+    size = huge_page_weights(model)
+    params = list(model.parameters())
+    assert size >= sum(p.nbytes for p in params)
+    first = min(p.data_ptr() for p in params)
+    assert first % (2 << 20) == 0 and all(first <= p.data_ptr() < first + size for p in params)
+    assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())
+    with torch.no_grad():
+        assert torch.equal(model(ids), plain)

@@ -109,11 +109,12 @@ def test_a_level_above_the_cpu_is_refused_and_a_bad_cap_named(monkeypatch: pytes
 def test_threads_do_not_change_a_result(dtype: torch.dtype) -> None:
     """Each output element is one row's dot product whichever thread computes it: one thread and
     two threads sharing every product (many chunks, claimed dynamically) give bit-identical
-    results, call after call."""
+    results, call after call; so do products that the thread tuner (kernels/tuner.h) runs alone
+    in some windows and with helpers in others, and it tries both ways."""
     module = native.kernel(name(dtype))
     gemv = native.product(name(dtype))
     generator = torch.Generator().manual_seed(6)
-    before, default = torch.get_num_threads(), None
+    before, default, tuning = torch.get_num_threads(), None, module.set_thread_tuning(False)
     try:
         for out_features, in_features in ((4099, 67), (1031, 1000)):
             weight = torch.randn(out_features, in_features, generator=generator).to(dtype)
@@ -126,7 +127,17 @@ def test_threads_do_not_change_a_result(dtype: torch.dtype) -> None:
                 assert torch.equal(gemv(x, weight), single)
             exact = x.double() @ weight.double().t()
             assert within_rounding(single, torch.nn.functional.linear(x, weight), exact, in_features)
+            module.set_thread_tuning(True)
+            windows = module.thread_tuning()
+            for _ in range(4000):  # windows of 48 products; a long pause (preemption) restarts one
+                assert torch.equal(gemv(x, weight), single)
+                now = module.thread_tuning()
+                if now[0] > windows[0] and now[1] > windows[1]:
+                    break
+            assert now[0] > windows[0] and now[1] > windows[1], (windows, now)
+            module.set_thread_tuning(False)
     finally:
+        module.set_thread_tuning(tuning)
         if default is not None:
             module.set_bytes_per_thread(default)
         torch.set_num_threads(before)
@@ -188,6 +199,9 @@ def test_bfloat16_prefill_as_float32_products_is_opt_in(monkeypatch: pytest.Monk
     exact = x.double() @ weight.double().t() + bias.double()
     ours = upcast_linear(x, weight, bias)
     assert ours.dtype == torch.bfloat16 and ours.shape == (2, 6, 37)
+    wide = torch.empty(37, 30)
+    native.kernel("bfloat16").widen(weight, wide)  # the native conversion it widens the blocks with
+    assert torch.equal(wide, weight.float())
     assert within_rounding(ours, torch.nn.functional.linear(x, weight, bias), exact, 30)
     monkeypatch.setenv("LLMGEN_BF16_PREFILL", "bf17")
     with pytest.raises(ValueError, match="LLMGEN_BF16_PREFILL=bf17: not one of torch, float32"):

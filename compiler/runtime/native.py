@@ -13,6 +13,11 @@ or a lower one where LLMGEN_ISA caps it (e.g. LLMGEN_ISA=avx2 on an AVX-512 mach
 =portable: plain C++ for any CPU). It is optional: without a C++ compiler or the ninja
 package, or with LLMGEN_NATIVE=0, `kernel()` returns None and says why in `unavailable()`,
 and decoding runs on torch's own products.
+
+Threads: a product shares its rows with the kernel's helper threads only while that is measured
+to be faster than the calling thread alone (kernels/tuner.h: on a machine whose other work
+leaves this process about one core, helpers only take the caller's time); LLMGEN_THREAD_TUNING=0
+always uses them.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any
 
 KERNELS_DIR = Path(__file__).resolve().parent / "kernels"
 SOURCE = KERNELS_DIR / "gemv.cpp"
-HEADERS = (KERNELS_DIR / "gemv_isa.h", KERNELS_DIR / "pool.h", KERNELS_DIR / "attend.h")
+HEADERS = (KERNELS_DIR / "gemv_isa.h", KERNELS_DIR / "pool.h", KERNELS_DIR / "tuner.h", KERNELS_DIR / "attend.h")
 NAME = "llmgen_gemv"  # the build's name is NAME + a hash of the sources (build_name)
 DTYPES = ("float32", "bfloat16")
 # kernels/gemv.cpp's levels by number; float32 has no AVX512_BF16 kernel (it runs the AVX-512F one)
@@ -156,4 +161,5 @@ def _build() -> tuple[Any, str | None]:
         lines = str(exc).splitlines()
         reason = next((line for line in lines if "error" in line), lines[0] if lines else type(exc).__name__)
         return None, f"building {SOURCE.name} failed: {reason.strip()[:200]}"
+    module.set_thread_tuning(os.environ.get("LLMGEN_THREAD_TUNING", "1") != "0")
     return module, None

@@ -9,7 +9,8 @@
 // and AVX512_BF16, each function compiled for its own target. cpu_level() reads the CPU's
 // flags (cpuid, through the compiler's __builtin_cpu_supports) when the module loads, and gemv
 // runs the level it is given, refusing one the CPU lacks. Threads: pool.h, as many as the
-// product's size pays for (threads_for), at most torch's intra-op thread count.
+// product's size pays for (threads_for), at most torch's intra-op thread count, and only while
+// they are measured to pay (tuner.h).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -104,6 +105,20 @@ int set_max_threads(int threads) {
   return before;
 }
 
+bool set_thread_tuning(bool on) {
+  auto& pool = llmgen::Pool::instance();
+  std::lock_guard<std::mutex> lock(pool.lock());
+  const bool before = pool.tuner.enabled;
+  pool.tuner.enabled = on;
+  return before;
+}
+
+std::vector<int64_t> thread_tuning() {
+  auto& pool = llmgen::Pool::instance();
+  std::lock_guard<std::mutex> lock(pool.lock());
+  return {pool.tuner.windows[0], pool.tuner.windows[1]};
+}
+
 // x: (..., in), w: (rows, in) contiguous, of one dtype; bias: (rows,) or None -> (..., rows).
 torch::Tensor gemv(const torch::Tensor& x_in, const torch::Tensor& w, const c10::optional<torch::Tensor>& bias,
                    int64_t level) {
@@ -146,9 +161,31 @@ torch::Tensor gemv(const torch::Tensor& x_in, const torch::Tensor& w, const c10:
   } else {
     llmgen::Pool::instance().run(chunks, threads - 1, [&](int64_t i) {
       fn(args, i * chunk_rows, std::min(rows, (i + 1) * chunk_rows));
-    });
+    }, rows * row_bytes);
   }
   return out;
+}
+
+// dst = src widened from bfloat16 to float32 (exact: a 16-bit shift), both contiguous and of one
+// size, on the pool's threads (bfloat16 prefill's float32 products, compiler/runtime/fast_decode.py:
+// torch's own conversion is an OpenMP region, which on a busy machine waits for every thread).
+void widen(const torch::Tensor& src, const torch::Tensor& dst) {
+  TORCH_CHECK(src.scalar_type() == torch::kBFloat16 && dst.scalar_type() == torch::kFloat32 && src.is_contiguous() &&
+              dst.is_contiguous() && src.numel() == dst.numel(), "widen: contiguous bfloat16 src, float32 dst of one size");
+  const auto* from = reinterpret_cast<const uint16_t*>(src.data_ptr<at::BFloat16>());
+  float* to = dst.data_ptr<float>();
+  const int64_t n = src.numel(), chunk = kChunkBytes / 2;
+  const int threads = threads_for(n * 2);
+  const auto part = [&](int64_t i) {
+    const int64_t end = std::min(n, (i + 1) * chunk);
+    for (int64_t k = i * chunk; k < end; ++k) to[k] = llmgen::bf16_to_float(from[k]);
+  };
+  const int64_t chunks = (n + chunk - 1) / chunk;
+  if (threads <= 1 || chunks > llmgen::Pool::kMaxChunks) {
+    for (int64_t i = 0; i < chunks; ++i) part(i);
+  } else {
+    llmgen::Pool::instance().run(chunks, threads - 1, part);
+  }
 }
 
 // softmax(q k^T * scale + mask) v for a decoding step's few queries (attend.h), float32: q (batch,
@@ -215,7 +252,11 @@ TORCH_LIBRARY_IMPL(llmgen_native, CPU, m) {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gemv", &gemv, "x @ w.T (+ bias) for an x of a few rows, at an instruction-set level", pybind11::arg("x"),
         pybind11::arg("w"), pybind11::arg("bias") = pybind11::none(), pybind11::arg("level"));
+  m.def("widen", &widen, "dst = src (bfloat16) as float32, on the kernel's threads", pybind11::arg("src"), pybind11::arg("dst"));
   m.def("cpu_level", &cpu_level, "the highest level this CPU runs: 0 portable, 1 AVX2+FMA, 2 AVX-512F, 3 AVX512_BF16");
   m.def("set_max_threads", &set_max_threads, "most threads per product (0: torch's count); returns the previous value");
+  m.def("set_thread_tuning", &set_thread_tuning,
+        "whether products measure if their helper threads pay (pool.h, tuner.h; default on); returns the previous value");
+  m.def("thread_tuning", &thread_tuning, "windows of products run alone and with helpers so far (tuner.h)");
   m.def("set_bytes_per_thread", &set_bytes_per_thread, "weight bytes that pay for one more thread; returns the previous value");
 }

@@ -7,7 +7,9 @@
 // waits only for chunks that a helper has actually claimed: a helper that has not woken up by
 // the time the list is empty takes nothing, so a product never waits for a descheduled thread
 // to start. Helpers spin for a short while after a product (the next one follows within
-// microseconds during decoding), then sleep on a condition variable.
+// microseconds during decoding), then sleep on a condition variable. Whether a product uses its
+// helpers at all is measured while decoding (tuner.h): on a machine whose other work leaves
+// this process one core, helpers only take the calling thread's time.
 #pragma once
 
 #include <atomic>
@@ -18,6 +20,8 @@
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include "tuner.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
@@ -38,13 +42,21 @@ class Pool {
     return *pool;
   }
 
+  Tuner tuner;  // read and set under run_mutex_ (gemv.cpp: set_thread_tuning, thread_tuning)
+
   // fn(i) for every i in [0, chunks), on the calling thread and at most `helpers` others.
-  void run(int64_t chunks, int helpers, const Chunk& fn) {
+  // tuned_bytes > 0: a product reading that many weight bytes, which the tuner may run alone.
+  void run(int64_t chunks, int helpers, const Chunk& fn, int64_t tuned_bytes = 0) {
     if (helpers <= 0 || chunks <= 1) {
       for (int64_t i = 0; i < chunks; ++i) fn(i);
       return;
     }
     std::lock_guard<std::mutex> one_at_a_time(run_mutex_);
+    if (tuned_bytes > 0 && tuner.alone()) {
+      for (int64_t i = 0; i < chunks; ++i) fn(i);
+      tuner.finished(tuned_bytes);
+      return;
+    }
     start(helpers);
     job_.store(&fn, std::memory_order_relaxed);
     wanted_.store(helpers, std::memory_order_relaxed);
@@ -66,7 +78,10 @@ class Pool {
         std::this_thread::yield();
       }
     }
+    if (tuned_bytes > 0) tuner.finished(tuned_bytes);
   }
+
+  std::mutex& lock() { return run_mutex_; }
 
  private:
   Pool() = default;
