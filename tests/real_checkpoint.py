@@ -13,8 +13,11 @@ the real ``huggingface_hub`` code path finds it with ``HF_HUB_OFFLINE=1``.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
+import shutil
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -140,9 +143,23 @@ def smollm2_compiled(smollm2_hf_home: Path, tmp_path_factory: pytest.TempPathFac
 
 
 @pytest.fixture(scope="session")
-def smollm2_verified(smollm2_compiled: Path) -> tuple[Path, dict, list[str]]:
-    """``llmgen verify --weights DIR`` on the compiled directory: (dir, measured, printed lines)."""
+def smollm2_verified(smollm2_compiled: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, list[str]]:
+    """``llmgen verify --weights DIR`` on the compiled directory: (dir, measured, printed lines).
+    Under pytest-xdist the first worker to get here verifies a copy in the run's shared temporary
+    directory (~3 min of transformers and the generated model on the real weights) and the others
+    wait for it and read its result: the directory and the numbers are the same for all."""
     from llmgen.compiler.verification.reference import verify_weights
 
-    result, lines = verify_weights(smollm2_compiled)
-    return smollm2_compiled, result, lines
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:  # one process: nothing to share
+        result, lines = verify_weights(smollm2_compiled)
+        return smollm2_compiled, result, lines
+    run = tmp_path_factory.getbasetemp().parent  # this run's directory, shared by its workers
+    shared, done = run / "smollm2-verified", run / "smollm2-verified.json"
+    with open(run / "smollm2-verified.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.is_file():
+            shutil.copytree(smollm2_compiled, shared)
+            result, lines = verify_weights(shared)
+            done.write_text(json.dumps({"result": result, "lines": lines}))
+    measured = json.loads(done.read_text())
+    return shared, measured["result"], measured["lines"]
