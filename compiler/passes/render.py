@@ -28,7 +28,7 @@ from .render_mla import mla_config_fields, mla_context, mla_names, mla_of
 from .render_moe import moe_config_fields, moe_context
 from .render_dsv4 import hyper_context
 from .mixers import KINDS, attention_layers, first_attention, letter_of, recurrent_kinds
-from .render_linear import hybrid_context, linear_config_fields, linear_context, mixer_maps, nested_context
+from .render_linear import linear_config_fields, mixed_kinds, linear_context, mixer_maps, nested_context
 from .render_chunked import chunked_config_fields, chunked_context
 from .render_layer_extras import extras_config_fields, extras_context, static_cache
 from .render_calls import attention_inputs, ffn_build, layer_inputs
@@ -109,26 +109,26 @@ def config_values(arch: Architecture) -> list[dict[str, str]]:
 
 def layer_kinds(arch: Architecture) -> list[dict[str, Any]]:
     """Distinct kinds of layer, in order of first appearance; ``args``: the names DecoderModel passes
-    to such a layer after x (its mask, RoPE table, query scale, ALiBi bias; None where it has none)."""
-    attns = attention_layers(arch)
-    has_rope, tuned = any(lay.mixer.rope for lay in attns), any(getattr(lay.mixer, "temperature", None) for lay in attns)
-    alibi = getattr(first_attention(arch), "alibi", None) is not None
+    to such a layer after x: its mask, then one per attention input (render_calls.attention_inputs: its
+    RoPE table's cos and sin, the query scale, the ALiBi bias), None where it has none."""
+    inputs = [t["name"] for t in attention_inputs(arch)]
+    blank = ["None"] * (1 + len(attention_inputs(arch, alibi=False)))  # a layer without attention
     kinds: dict[str, dict[str, Any]] = {}
     for layer, letter in zip(arch.layers, layer_pattern(arch)):
         if letter in kinds:
             continue
         if layer.mixer is None or letter_of(layer):  # recurrent or feed-forward only: no mask, no positions
             kinds[letter] = {"letter_literal": literal(letter), "linear": True, "sliding": False, "chunked": False,
-                             "temperature": False, "rope": "", "args": ["None"] * (1 + 2 * has_rope + tuned),
+                             "temperature": False, "rope": "", "args": blank,
                              "words": KINDS[layer.mixer.kind].short_words if layer.mixer else "no attention"}
             continue
         rope = identifier(layer.mixer.rope) if layer.mixer.rope else ""
         temperature = getattr(layer.mixer, "temperature", None) is not None
-        args = [f"{layer.mixer.span}_mask"] + ([f"{rope}_cos", f"{rope}_sin"] if rope else ["None", "None"]) * has_rope
-        args += (["q_scale" if temperature else "None"] if tuned else []) + (["alibi"] if alibi else [])
+        values = {"cos": f"{rope}_cos" if rope else "None", "sin": f"{rope}_sin" if rope else "None",
+                  "q_scale": "q_scale" if temperature else "None", "alibi": "alibi"}
         kinds[letter] = {"letter_literal": literal(letter), "linear": False, "sliding": layer.mixer.span == "sliding",
                          "chunked": layer.mixer.span == "chunked", "temperature": temperature, "rope": rope,
-                         "args": args}
+                         "args": [f"{layer.mixer.span}_mask"] + [values[name] for name in inputs]}
     return list(kinds.values())
 
 
@@ -144,7 +144,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
     has_rope = any(lay.mixer.rope for lay in attns)
     has_nope = has_rope and any(lay.mixer.rope is None for lay in attns)
     alibi = getattr(attn, "alibi", None)
-    hybrid, extras = hybrid_context(arch), extras_context(arch)  # each computed once, used twice below
+    hybrid, extras = mixed_kinds(arch), extras_context(arch)  # each computed once, used twice below
     names = {key: identifier(value) for key, value in arch.names if key not in ("attn_checkpoint", "mlp_checkpoint")}  # every field (dumps leave some out)
     return {
         "version": __version__,
@@ -178,8 +178,8 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         "single": single_block(arch),
         "blocks": single_block(arch) or no_attention(arch),  # layers built per letter in layer.py.j2's first branch
         "no_attention": no_attention(arch),
-        **hybrid,
-        "layer_inputs": layer_inputs(arch, hybrid["hybrid"] or single_block(arch)),
+        "hybrid": hybrid,
+        "layer_inputs": layer_inputs(arch, hybrid or single_block(arch)),
         "layer_kinds": layer_kinds(arch),
         "x": extras, **parallel_context(arch),
         "pattern_legend": pattern_legend(arch),
@@ -222,7 +222,7 @@ def model_context(arch: Architecture, weights: list[WeightEntry], prov: Provenan
         "mixer_maps": mixer_maps(arch, weights),
         # the checkpoint's names are the parameters' own: weights.py lists the model's state dict, no map
         "identity_map": all(e.checkpoint == e.param and not e.head_count for e in weights)
-        and not (hybrid["hybrid"] or set(ffn_kinds(arch)) - {"mlp"} or extras.get("per_layer_attention")),
+        and not (hybrid or set(ffn_kinds(arch)) - {"mlp"} or extras.get("per_layer_attention")),
         "head_keys": [{"checkpoint_literal": literal(e.checkpoint), "field_literal": literal(e.head_count)}
                       for e in weights if e.head_count],
         "fp8": {"block_literal": literal(arch.fp8.block[0]) and f"({arch.fp8.block[0]}, {arch.fp8.block[1]})",

@@ -54,14 +54,13 @@ def mixer_maps(arch: Architecture, weights: list) -> list[dict[str, Any]]:
             for letter, (kind, ffn) in kinds.items()]
 
 
-def hybrid_context(arch: Architecture) -> dict[str, Any]:
+def mixed_kinds(arch: Architecture) -> bool:
     """Whether the layers mix kinds (recurrent mixers beside attention, or blocks of different kinds): the
     layer forward then takes an optional mask and cos/sin (None on layers without attention)."""
     from ..insight.describe import layer_pattern
     from .render_blocks import single_block
 
-    hybrid = is_hybrid(arch) or (single_block(arch) and len(set(layer_pattern(arch))) > 1)
-    return {"hybrid": hybrid}
+    return is_hybrid(arch) or (single_block(arch) and len(set(layer_pattern(arch))) > 1)
 
 
 def parity_scales(tiny: Architecture, norm_spread: float) -> dict[str, tuple[float, float]]:
