@@ -11,6 +11,8 @@ catalog model and checks each field against this module and against transformers
 
 from __future__ import annotations
 
+from .render_layer_extras import KIND_PREFIX
+
 # llmgen's own names: what each holds.
 OWN_NAMES = {
     # (a few configs call it norm_eps too; most say rms_norm_eps, layer_norm_epsilon, layer_norm_eps ...)
@@ -42,12 +44,6 @@ OWN_NAMES = {
     "sparsemixer_eps": "SparseMixer router: relative logit window / 2",
     "csa_rate": "DeepSeek-V4: tokens per compressed entry in the compressed sparse-attention layers",
     "hca_rate": "DeepSeek-V4: tokens per compressed entry in the heavily compressed layers",
-    "full_head_dim": "head width of the full-attention layers (when it differs from the sliding ones)",
-    "sliding_head_dim": "head width of the sliding-window layers (when it differs)",
-    "full_num_key_value_heads": "key/value heads of the full-attention layers",
-    "sliding_num_key_value_heads": "key/value heads of the sliding-window layers",
-    "local_rope_theta": "RoPE base of the sliding layers' own table",
-    "local_rope_rotary_dim": "channels the sliding layers' RoPE table rotates",
     "rope_head_dim": "channels of a head that RoPE rotates (DeepSeek-V4)",
     "rope_rotary_dim": "channels of a head that RoPE rotates",
     "rope_rotated_frequencies": "frequencies a partial RoPE table rotates (the rest are zero)",
@@ -67,18 +63,20 @@ OWN_NAMES = {
     "yarn_beta_slow": "DeepSeek-V4 compressed layers' YaRN: beta_slow",
 }
 
-# Prefixes a RoPE table's fields take (rope_fields.py): the main table's, the sliding layers' own
-# (Gemma 3 / 4, MiMo), DeepSeek-V4's compressed layers'; and the attention kinds' (render_layer_extras.py).
-TABLE_PREFIXES = ("rope_", "local_rope_", "compress_rope_", "local_")
-KIND_PREFIXES = ("sliding_", "full_")
+# An attention kind's own shape, when the kinds differ (render_layer_extras: the field's name after the
+# kind's prefix, KIND_PREFIX: full_, sliding_, chunked_, nope_).
+KIND_FIELDS = {
+    "head_dim": "head width of that kind's layers",
+    "num_key_value_heads": "key/value heads of that kind's layers",
+    "num_attention_heads": "query heads of that kind's layers",
+}
 
 
 def own_name(name: str) -> bool:
-    """Whether ``name`` is one of llmgen's own, directly or as a RoPE table's / attention kind's field."""
-    if name in OWN_NAMES:
+    """Whether ``name`` is one of llmgen's own: listed, an attention kind's field (``sliding_head_dim``), or
+    a field of a RoPE table other than the global one (rope_fields.rope_prefix: ``local_rope_theta`` holds
+    for the table ``local`` what ``rope_theta`` holds for the global one)."""
+    if name in OWN_NAMES or any(name == prefix + f for prefix in KIND_PREFIX.values() for f in KIND_FIELDS):
         return True
-    for prefix in TABLE_PREFIXES:
-        if name.startswith(prefix) and f"rope_{name[len(prefix):]}" in OWN_NAMES:
-            return True
-    return any(name.startswith(p) and f"full_{name[len(p):]}" in OWN_NAMES for p in KIND_PREFIXES)
-
+    table, found, field = name.partition("_rope_")
+    return bool(found) and table.isidentifier() and (f"rope_{field}" in OWN_NAMES or field == "theta")
