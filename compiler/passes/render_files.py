@@ -79,13 +79,10 @@ def render_model_files(context: dict[str, Any], templates: Path | None = None) -
     for name, template, imports_from in MODEL_FILES:
         if hyper and name == "runtime.py":
             template = "model/hyper/runtime_file.py.j2"
-        draft = render(template, {**context, "used": None, "siblings": ()}, templates)
+        draft = render(template, {**context, "used": None}, templates)
         used, own = used_names(draft), defined_names(draft)
-        source = imports_from if imports_from and f"{imports_from}.py" in files else None
-        siblings = ()
-        if source is not None:
-            wanted = sorted((used & defined[source]) - own)
-            siblings = ((source, wanted),) if wanted else ()
+        wanted = sorted((used & defined[imports_from]) - own) if imports_from else []
+        siblings = ((imports_from, wanted),) if wanted else ()
         imports = render("model/imports.py.j2", {"used": frozenset(used), "siblings": siblings}, templates)
         files[name] = draft.replace(IMPORTS_MARK, imports, 1)
         defined[name.removesuffix(".py")] = own
