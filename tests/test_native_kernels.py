@@ -192,6 +192,7 @@ def test_bfloat16_prefill_as_float32_products_is_opt_in(monkeypatch: pytest.Monk
     assert len(calls) == sum(isinstance(m, torch.nn.Linear) for m in model.modules()) + 1  # and the tied head
     # (often 0 at these widths: torch's bfloat16 product sums in float32 too)
     assert (upcast.float() - plain.float()).abs().max() <= 0.05 * plain.float().abs().max()
+    monkeypatch.setattr(fast_decode, "_gemm", lambda: None)  # the widening fallback (no AVX2)
     monkeypatch.setattr(fast_decode, "UPCAST_BLOCK", 64)  # many blocks of rows
     generator = torch.Generator().manual_seed(8)
     weight, bias = torch.randn(37, 30, generator=generator).bfloat16(), torch.randn(37, generator=generator).bfloat16()
@@ -206,6 +207,44 @@ def test_bfloat16_prefill_as_float32_products_is_opt_in(monkeypatch: pytest.Monk
     monkeypatch.setenv("LLMGEN_BF16_PREFILL", "bf17")
     with pytest.raises(ValueError, match="LLMGEN_BF16_PREFILL=bf17: not one of torch, float32"):
         use_fast_decode(model, "native")
+
+
+# (rows of x, out, in): x rows around the inner kernel's 6, outputs around its panels of 16 and
+# widths around its transposes of 8; the model's shapes; chunks of 1 to 4 panels
+GEMM_SHAPES = [(1, 1, 1), (5, 15, 7), (6, 16, 8), (7, 17, 9), (12, 33, 100), (13, 64, 576), (128, 192, 576),
+               (9, 1000, 63), (40, 130, 24)]
+
+
+def test_bfloat16_prefill_product_on_odd_shapes() -> None:
+    """kernels/gemm.h's product (bfloat16 prefill as float32 products): within a bfloat16 rounding of
+    the float64 product, with and without bias, x non-contiguous or of three dimensions, and the
+    same bits on one thread as on two (each output is one thread's)."""
+    from llmgen.compiler.runtime import fast_decode
+
+    if "avx2" not in native.runnable_levels("bfloat16"):
+        pytest.skip("the product needs AVX2 and FMA")
+    product, generator = native.kernel("bfloat16").prefill_bf16, torch.Generator().manual_seed(11)
+    assert fast_decode._gemm() is not None  # the product bfloat16 prefill runs here
+    before = torch.get_num_threads()
+    try:
+        for rows, out_features, in_features in GEMM_SHAPES:
+            weight = torch.randn(out_features, in_features, generator=generator).bfloat16()
+            bias = torch.randn(out_features, generator=generator).bfloat16()
+            x = torch.randn(in_features, rows, generator=generator).bfloat16().t()  # non-contiguous
+            for b in (None, bias):
+                exact = x.double() @ weight.double().t() + (0 if b is None else b.double())
+                torch.set_num_threads(1)
+                alone = product(x, weight, b)
+                torch.set_num_threads(2)
+                shared = product(x, weight, b)
+                assert alone.dtype == torch.bfloat16 and alone.shape == (rows, out_features)
+                assert torch.equal(alone, shared), (rows, out_features, in_features)
+                theirs = torch.nn.functional.linear(x, weight, b)
+                assert within_rounding(alone, theirs, exact, in_features), (rows, out_features, in_features)
+            x3 = x.reshape(1, rows, in_features)
+            assert torch.equal(product(x3, weight, bias), product(x, weight, bias).unsqueeze(0))
+    finally:
+        torch.set_num_threads(before)
 
 
 # (batch, heads, kv_heads, queries, keys, dim): grouped queries, odd key counts and widths

@@ -29,8 +29,8 @@ from typing import Any
 
 MAX_ROWS = 4  # inputs with more rows than this (prefill) keep torch's own matrix product
 KERNELS = ("auto", "native", "row_blocks", "off")
-# Opt-in: bfloat16 prefill as float32 products (weights upcast a block of rows at a time) on a
-# CPU without native bfloat16 arithmetic, where torch's bfloat16 product is several times slower
+# Opt-in: bfloat16 prefill as float32 products (upcast_linear: the native kernel's matrix product,
+# or weights upcast a block of rows at a time) on a CPU without native bfloat16 arithmetic, where torch's bfloat16 product is several times slower
 # than its float32 one. The same dot products rounded once, but not torch's bits: a result can
 # land on the neighbouring bfloat16 value. LLMGEN_BF16_PREFILL=float32 turns it on.
 BF16_PREFILL = ("torch", "float32")
@@ -39,14 +39,19 @@ _SCRATCH = threading.local()  # upcast_linear's float32 buffer, one per thread
 
 
 def upcast_linear(x: Any, weight: Any, bias: Any) -> Any:
-    """F.linear of bfloat16 x and weight computed in float32, rounded once to bfloat16. The weight
-    is widened a block of rows at a time into one float32 buffer that every call reuses (on the
-    native kernel's threads where it is built: torch's conversion is an OpenMP region, measured
-    ~10x slower on a busy 2-core machine), and each block's results are rounded straight into the
-    output (no concatenation)."""
+    """F.linear of bfloat16 x and weight computed in float32, rounded once to bfloat16. With the
+    native kernel at the AVX2 or AVX-512F level: its matrix product (kernels/gemm.h), which widens
+    the weights a panel at a time inside the cache (measured faster than torch's float32 product
+    on the same shapes). Else the weight is widened a block of rows at a time into one float32
+    buffer that every call reuses (on the native kernel's threads where it is built: torch's
+    conversion is an OpenMP region, measured ~10x slower on a busy 2-core machine), and each
+    block's results are rounded straight into the output (no concatenation)."""
     import torch
     import torch.nn.functional as F
 
+    gemm = _gemm()
+    if gemm is not None and weight.is_contiguous():
+        return gemm(x, weight, bias)
     wide, (rows, width) = x.float().reshape(-1, x.shape[-1]), weight.shape
     step = min(rows, max(1, UPCAST_BLOCK // max(1, width)))
     scratch = getattr(_SCRATCH, "weights", None)
@@ -63,6 +68,18 @@ def upcast_linear(x: Any, weight: Any, bias: Any) -> Any:
             part += bias[r : r + step].float()
         out[:, r : r + step] = part  # each float32 sum rounded once
     return out.reshape(*x.shape[:-1], rows)
+
+
+def _gemm() -> Any:
+    """The native kernel's bfloat16 prefill product (kernels/gemm.h: the weights widened a panel at a
+    time inside a matrix product, never in memory) where it runs: at the AVX2 and AVX-512F levels
+    (LLMGEN_ISA may cap it), not AVX512_BF16 (whose CPUs multiply bfloat16 themselves); else None."""
+    from . import native
+
+    module = native.kernel("bfloat16")
+    if module is None or native.level("bfloat16") not in ("avx2", "avx512"):
+        return None
+    return module.prefill_bf16
 
 
 @functools.cache

@@ -30,7 +30,7 @@ from typing import Any
 
 KERNELS_DIR = Path(__file__).resolve().parent / "kernels"
 SOURCE = KERNELS_DIR / "gemv.cpp"
-HEADERS = (KERNELS_DIR / "gemv_isa.h", KERNELS_DIR / "pool.h", KERNELS_DIR / "tuner.h", KERNELS_DIR / "attend.h")
+HEADERS = tuple(KERNELS_DIR / name for name in ("gemv_isa.h", "pool.h", "tuner.h", "attend.h", "gemm.h"))
 NAME = "llmgen_gemv"  # the build's name is NAME + a hash of the sources (build_name)
 DTYPES = ("float32", "bfloat16")
 # kernels/gemv.cpp's levels by number; float32 has no AVX512_BF16 kernel (it runs the AVX-512F one)
@@ -147,13 +147,21 @@ def kernel(dtype: str = "float32") -> Any:
 @functools.cache
 def _build() -> tuple[Any, str | None]:
     """Compile (or reuse from torch's extension cache) kernels/gemv.cpp once per process."""
+    import sys
+
+    import torch
     import torch.utils.cpp_extension as cpp
 
+    # at::parallel_for (bfloat16 prefill's product) on torch's OpenMP team: on Linux torch's wheel
+    # brings its libgomp.so.1, which the module then shares (one runtime, one team of threads).
+    # Without it the loop runs on the calling thread (correct, slower).
+    openmp = ["-fopenmp"] if sys.platform.startswith("linux") and torch.backends.openmp.is_available() else []
     try:
         module = cpp.load(
             name=build_name(),
             sources=[str(SOURCE)],
-            extra_cflags=["-O3"],  # no -march: each level carries its own target (kernels/gemv_isa.h)
+            extra_cflags=["-O3", *openmp],  # no -march: each level carries its own target (kernels/gemv_isa.h)
+            extra_ldflags=openmp,
             extra_include_paths=[str(KERNELS_DIR)],
             verbose=False,
         )

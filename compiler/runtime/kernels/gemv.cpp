@@ -20,6 +20,7 @@
 
 #include "gemv_isa.h"  // first: it says whether this is x86 (LLMGEN_X86)
 #include "attend.h"
+#include "gemm.h"
 #include "pool.h"
 
 namespace {
@@ -188,6 +189,50 @@ void widen(const torch::Tensor& src, const torch::Tensor& dst) {
   }
 }
 
+// x @ w.T (+ bias) for bfloat16 x (..., in) and w (rows, in) of many rows of x (prefill), on a CPU
+// with AVX2 and FMA: every sum in float32, rounded once to bfloat16 (gemm.h). Columns of the
+// output in chunks of a few panels, on the pool's threads.
+torch::Tensor prefill_bf16(const torch::Tensor& x_in, const torch::Tensor& w, const c10::optional<torch::Tensor>& bias) {
+  TORCH_CHECK(kCpuLevel >= kAvx2, "prefill_bf16: needs AVX2 and FMA");
+  TORCH_CHECK(x_in.dim() >= 1 && w.dim() == 2 && x_in.size(-1) == w.size(1) && w.is_contiguous() &&
+              x_in.scalar_type() == torch::kBFloat16 && w.scalar_type() == torch::kBFloat16,
+              "prefill_bf16: bfloat16 x (..., in) and contiguous w (rows, in)");
+  const int64_t rows = w.size(0), in = w.size(1), batch = in == 0 ? 0 : x_in.numel() / in;
+  const torch::Tensor x = x_in.to(torch::kFloat32).contiguous();  // widened once: (batch, in)
+  torch::Tensor b32;
+  if (bias.has_value()) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == rows, "prefill_bf16: bias (rows,)");
+    b32 = bias->to(torch::kFloat32).contiguous();
+  }
+  std::vector<int64_t> shape(x_in.sizes().begin(), x_in.sizes().end());
+  shape.back() = rows;
+  torch::Tensor out = torch::empty(shape, x_in.options());
+  if (out.numel() == 0) return out;
+  const llmgen::GemmArgs args{x.data_ptr<float>(), reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>()),
+                              b32.defined() ? b32.data_ptr<float>() : nullptr,
+                              reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>()), batch, rows, in};
+  // A chunk: up to 4 panels and 256 KiB of widened weights (they stay in the L2 cache while every
+  // row of x passes them), fewer where that leaves under 4 chunks a thread.
+  const int threads = g_max_threads > 0 ? g_max_threads : at::get_num_threads();
+  const int64_t panels = (rows + llmgen::kNr - 1) / llmgen::kNr, panel_bytes = llmgen::kNr * in * 4;
+  const int64_t most = std::clamp<int64_t>((256 << 10) / std::max<int64_t>(panel_bytes, 1), 1, 4);
+  const int64_t per_chunk = std::clamp<int64_t>(panels / (4 * std::max(threads, 1)), 1, most);
+  const int64_t chunk = per_chunk * llmgen::kNr, chunks = (rows + chunk - 1) / chunk;
+  const auto part = [&](int64_t i) {
+    thread_local std::vector<float> buffer;  // the chunk's panels of widened weights
+    buffer.resize(static_cast<size_t>(chunk * std::max<int64_t>(in, 1)));
+#ifdef LLMGEN_X86
+    llmgen::gemm_avx2(args, i * chunk, std::min(rows, (i + 1) * chunk), buffer.data());
+#endif
+  };
+  // torch's own threads (its OpenMP team, the build has -fopenmp), as the rest of a prefill: the
+  // pool's helpers would wait for the cores that OpenMP threads spin on after the previous operation.
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) part(i);
+  });
+  return out;
+}
+
 // softmax(q k^T * scale + mask) v for a decoding step's few queries (attend.h), float32: q (batch,
 // heads, queries, dim); k, v (batch, kv_heads, keys, dim), any strides (copied when the last
 // dimension's is not 1); mask: float32, broadcastable to (batch, heads, queries, keys), or None.
@@ -252,6 +297,8 @@ TORCH_LIBRARY_IMPL(llmgen_native, CPU, m) {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gemv", &gemv, "x @ w.T (+ bias) for an x of a few rows, at an instruction-set level", pybind11::arg("x"),
         pybind11::arg("w"), pybind11::arg("bias") = pybind11::none(), pybind11::arg("level"));
+  m.def("prefill_bf16", &prefill_bf16, "x @ w.T (+ bias) for bfloat16 x of many rows (prefill): float32 sums, rounded once",
+        pybind11::arg("x"), pybind11::arg("w"), pybind11::arg("bias") = pybind11::none());
   m.def("widen", &widen, "dst = src (bfloat16) as float32, on the kernel's threads", pybind11::arg("src"), pybind11::arg("dst"));
   m.def("cpu_level", &cpu_level, "the highest level this CPU runs: 0 portable, 1 AVX2+FMA, 2 AVX-512F, 3 AVX512_BF16");
   m.def("set_max_threads", &set_max_threads, "most threads per product (0: torch's count); returns the previous value");
