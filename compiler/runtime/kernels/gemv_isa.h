@@ -86,20 +86,25 @@ void rows_scalar(const Args& a, int64_t begin, int64_t end) {
 #ifdef LLMGEN_X86
 // One weight row at a time, streamed once and multiplied by B rows of x (1..kMaxBatch) while
 // its current block is in registers; two accumulators per x row (two vectors of a step, or the
-// even and odd halves of a bfloat16 vector) keep the FMA latency out of the way. (Several weight
-// rows at a time read the memory slower on a machine measured: more concurrent streams.)
+// even and odd halves of a bfloat16 vector) keep the FMA latency out of the way, four (two steps
+// at a time) for bfloat16 and B <= 2: a step of bfloat16 is half the bytes of a float32 one, and
+// two chains of fused multiply-adds (4 cycles each) held one row of x to ~8 bytes a cycle.
+// (Several weight rows at a time read the memory slower on a machine measured: more streams.)
 #define LLMGEN_ROW_KERNEL(NAME, TARGET, VEC, ZERO, LOADPS, LOADSI, SLLI, AND, SET1, CASTPS, FMADD, ADD, HSUM, LANES) \
   template <int B, bool kBf16>                                                                                  \
   TARGET void NAME(const Args& a, int64_t r, int64_t b0) {                                                      \
     constexpr int64_t kStep = 2 * LANES;                                                                        \
-    const int64_t full = a.in - a.in % kStep;                                                                   \
+    constexpr int kUnroll = kBf16 && B <= 2 ? 2 : 1;                                                            \
+    const int64_t full = a.in - a.in % kStep, pairs = kUnroll == 1 ? 0 : full - full % (kUnroll * kStep);       \
     const float* x = static_cast<const float*>(a.x) + b0 * a.in;                                               \
-    VEC acc[B][2];                                                                                              \
-    for (int b = 0; b < B; ++b) acc[b][0] = acc[b][1] = ZERO();                                                 \
-    for (int64_t k = 0; k < full; k += kStep) {                                                                 \
+    VEC acc[B][2 * kUnroll];                                                                                    \
+    for (int b = 0; b < B; ++b)                                                                                 \
+      for (int u = 0; u < 2 * kUnroll; ++u) acc[b][u] = ZERO();                                                 \
+    const auto step = [&](int64_t k, int u) TARGET LLMGEN_ALWAYS_INLINE {                                            \
       VEC lo, hi;                                                                                               \
       if constexpr (kBf16) {                                                                                    \
-        const auto v = LOADSI(static_cast<const uint16_t*>(a.w) + r * a.in + k);                                \
+        auto v = LOADSI(static_cast<const uint16_t*>(a.w) + r * a.in + k);                                      \
+        asm("" : "+x"(v)); /* one load: the compiler would read the weights again for the AND */               \
         lo = CASTPS(SLLI(v, 16));                                                                               \
         hi = CASTPS(AND(v, SET1(static_cast<int>(0xFFFF0000u))));                                              \
       } else {                                                                                                  \
@@ -107,16 +112,24 @@ void rows_scalar(const Args& a, int64_t begin, int64_t end) {
         hi = LOADPS(static_cast<const float*>(a.w) + r * a.in + k + LANES);                                    \
       }                                                                                                         \
       for (int b = 0; b < B; ++b) {                                                                             \
-        acc[b][0] = FMADD(lo, LOADPS(x + b * a.in + k), acc[b][0]);                                            \
-        acc[b][1] = FMADD(hi, LOADPS(x + b * a.in + k + LANES), acc[b][1]);                                    \
+        acc[b][2 * u] = FMADD(lo, LOADPS(x + b * a.in + k), acc[b][2 * u]);                                    \
+        acc[b][2 * u + 1] = FMADD(hi, LOADPS(x + b * a.in + k + LANES), acc[b][2 * u + 1]);                    \
       }                                                                                                         \
-    }                                                                                                           \
+    };                                                                                                          \
+    int64_t k = 0;                                                                                              \
+    for (; k < pairs; k += kUnroll * kStep)                                                                     \
+      for (int u = 0; u < kUnroll; ++u) step(k + u * kStep, u);                                                 \
+    for (; k < full; k += kStep) step(k, 0);                                                                    \
     for (int b = 0; b < B; ++b) {                                                                               \
-      float sum = HSUM(ADD(acc[b][0], acc[b][1]));                                                              \
-      for (int64_t k = full; k < a.in; ++k) sum += weight_at<kBf16>(a, r * a.in + k) * x[b * a.in + k];        \
+      VEC total = ADD(acc[b][0], acc[b][1]);                                                                    \
+      for (int u = 2; u < 2 * kUnroll; ++u) total = ADD(total, acc[b][u]);                                      \
+      float sum = HSUM(total);                                                                                  \
+      for (k = full; k < a.in; ++k) sum += weight_at<kBf16>(a, r * a.in + k) * x[b * a.in + k];                \
       store(a, b0 + b, r, sum);                                                                                 \
     }                                                                                                           \
   }
+
+#define LLMGEN_ALWAYS_INLINE __attribute__((always_inline))
 
 template <bool kBf16>
 inline float weight_at(const Args& a, int64_t at) {
