@@ -23,9 +23,9 @@ import importlib.util
 from pathlib import Path
 from typing import Any, Callable
 
-GGUF_TYPES = {"float32": "F32", "bfloat16": "BF16"}  # the same precision as the generated side
+GGUF_TYPES = {"float32": "F32", "bfloat16": "BF16", "int8": "Q8_0"}  # the same precision as the generated side
 EXTRA_GGUF = {"bfloat16": ["Q8_0"]}  # shown in the bfloat16 table, as the issue's
-CT2_TYPES = {"float32": "float32", "bfloat16": "bfloat16"}
+CT2_TYPES = {"float32": "float32", "bfloat16": "bfloat16", "int8": "int8"}
 EXTRA_CT2 = {"bfloat16": ["int8"]}
 
 

@@ -43,7 +43,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import anchors  # noqa: E402  (beside this file: llama.cpp and CTranslate2, when installed)
 
 REPO = Path(__file__).resolve().parent.parent
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# "int8": the generated side decodes a float32 model on int8 weights (--weights-dtype int8), beside
+# transformers in float32 and the anchors' 8-bit forms (llama.cpp Q8_0, CTranslate2 int8)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.float32}
+
+
+def weights_of(dtype: str) -> str:
+    return "int8" if dtype == "int8" else "model"
 
 
 def default_checkpoint() -> Path:
@@ -70,10 +76,12 @@ def reset_peak_rss() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def load(side: str, checkpoint: Path, model_dir: Path, dtype: torch.dtype, kernel: str = "auto", prepare: bool = True):
-    """One side's model; the generated one decodes on `kernel` (compiler/runtime/fast_decode.py); the
-    "compiled" side is the generated model with compiled steps on its static cache. prepare=False:
-    the generated model as loaded, before use_fast_decode (which moves the weights onto huge pages)."""
+def load(side: str, checkpoint: Path, model_dir: Path, dtype: torch.dtype, kernel: str = "auto", prepare: bool = True,
+         weights: str = "model"):
+    """One side's model; the generated one decodes on `kernel` (compiler/runtime/fast_decode.py) and
+    `weights`; the "compiled" side is the generated model with compiled steps on its static cache.
+    prepare=False: the generated model as loaded, before use_fast_decode (which moves the weights
+    onto huge pages)."""
     if side == "transformers":
         import transformers
 
@@ -83,8 +91,8 @@ def load(side: str, checkpoint: Path, model_dir: Path, dtype: torch.dtype, kerne
     model = module.load_checkpoint(checkpoint, dtype=dtype)
     if hasattr(model, "fast_attention"):  # transformers runs its sdpa attention by default too
         model.fast_attention()
-    if prepare:
-        use_fast_decode(model, kernel, compile=side == "compiled")  # as `llmgen generate [--compile]` runs it
+    if prepare:  # as `llmgen generate [--compile] [--weights-dtype int8]` runs it
+        use_fast_decode(model, kernel, compile=side == "compiled", weights=weights)
     return model
 
 
@@ -93,7 +101,8 @@ def child_load(args: argparse.Namespace) -> None:
     RSS before it."""
     # A first, unmeasured load: the library code it runs is paged in (file-backed RSS that is not
     # the weights' and does not grow with them); the second load is the one measured.
-    warm_up = load(args.side, Path(args.checkpoint), Path(args.model), DTYPES[args.dtype], args.kernel)
+    warm_up = load(args.side, Path(args.checkpoint), Path(args.model), DTYPES[args.dtype], args.kernel,
+                   weights=weights_of(args.dtype))
     del warm_up
     gc.collect()
     reset_peak_rss()
@@ -103,10 +112,14 @@ def child_load(args: argparse.Namespace) -> None:
     seconds = time.perf_counter() - start
     loaded = status_mib("VmHWM") - before
     if args.side != "transformers":  # the decoding switches (the native kernel's copy onto huge pages)
-        use_fast_decode(model, args.kernel, compile=args.side == "compiled")
+        use_fast_decode(model, args.kernel, compile=args.side == "compiled", weights=weights_of(args.dtype))
     with torch.inference_mode():  # touch every weight: memory-mapped pages count once read
         model(torch.ones(1, 4, dtype=torch.long))
+    # the bytes a decoding step reads: on int8 weights the head reads its int8 copy, not the
+    # float32 embedding matrix (of which a step looks up one row)
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    if hasattr(model, "head_int8"):
+        weight_bytes -= next(m for m in model.modules() if isinstance(m, torch.nn.Embedding)).weight.nbytes
     print(json.dumps({"seconds": seconds, "added_peak_mib": loaded, "touched_peak_mib": status_mib("VmHWM") - before,
                       "weight_mib": weight_bytes / 2**20}))
 
@@ -234,7 +247,8 @@ def main() -> None:
         for _ in range(rounds):
             for side, runs in loads.items():
                 runs.append(measure_load(side, args, dtype))
-        models = {side: load(side, args.checkpoint, args.model, DTYPES[dtype], args.kernel) for side in sides}
+        models = {side: load(side, args.checkpoint, args.model, DTYPES[dtype], args.kernel, weights=weights_of(dtype))
+                  for side in sides}
         if not args.no_anchors:
             models.update(anchors.anchors(args.checkpoint, dtype, args.threads, lambda line: print("anchor:", line)))
         tokens = {side: [] for side in models}
@@ -243,7 +257,8 @@ def main() -> None:
             "prefill1024": interleaved({s: prefill_run(s, m, 1024) for s, m in models.items()}, rounds),
         }
         if args.compile:  # prefill as the generated side's: only its decoding steps are compiled
-            models["compiled"] = load("compiled", args.checkpoint, args.model, DTYPES[dtype], args.kernel)
+            models["compiled"] = load("compiled", args.checkpoint, args.model, DTYPES[dtype], args.kernel,
+                                      weights=weights_of(dtype))
             tokens["compiled"] = []
         times |= {
             # the copy bandwidth measured in the same rounds: the bound moves with the machine's load
@@ -266,7 +281,7 @@ def main() -> None:
         bound = bandwidth * 1e9 / (gen["weight_mib"] * 2**20)  # tokens/s if decoding only streamed the weights
         used, why = choose(args.kernel, DTYPES[dtype], args.threads)
         print(f"\n== {dtype} == (load average now {load_average()}; generated decodes with kernel "
-              f"{kernel_label(used, dtype)}{f' ({why})' if why else ''})")
+              f"{kernel_label(used, DTYPES[dtype])}{' on int8 weights' if dtype == 'int8' else ''}{f' ({why})' if why else ''})")
         print(f"{'':24}{'transformers':>14}{'generated':>12}{'ratio':>8}   generated min..max")
         for key, label in (("prefill128", "prefill 128 tok/s"), ("prefill1024", "prefill 1024 tok/s"),
                            ("decode", f"decode {new_tokens} tok/s"), ("load_s", "load seconds")):

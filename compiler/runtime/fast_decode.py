@@ -143,13 +143,14 @@ def label(used: str, dtype: Any) -> str:
 
 
 def use_fast_decode(model: Any, kernel: str = "auto", threads: int | None = None,
-                    compile: bool = False) -> tuple[str, int, str | None]:
+                    compile: bool = False, weights: str = "model") -> tuple[str, int, str | None]:
     """Give every nn.Linear of `model` (and a tied output head: a generated model's
     `head_product`) the chosen few-row product; "off" gives them their own back. The native
     kernel also moves the weights onto huge pages (huge_page_weights). compile=True:
     decoding steps on a static cache (`enable_static_cache`) run through torch.compile
-    (compiled_steps). Returns the kernel in use, how many layers and heads run on it, and why
-    the requested kernel is not the one in use (None when it is)."""
+    (compiled_steps). weights="int8": a float32 model's products on int8 weights with per-row
+    scales (int8_weights.py; the native kernel only). Returns the kernel in use, how many layers
+    and heads run on it, and why the requested kernel is not the one in use (None when it is)."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
@@ -158,9 +159,21 @@ def use_fast_decode(model: Any, kernel: str = "auto", threads: int | None = None
     dtype = next(model.parameters()).dtype
     used, why = choose(kernel, dtype, threads)
     product, checked = _products(used, dtype, threads, traced=compile)
+    int8 = 0
+    if weights == "int8":
+        if used != "native" or dtype != torch.float32:
+            raise ValueError(f"int8 weights need a float32 model and the native kernel (here: {label(used, dtype)}"
+                             f"{f': {why}' if why else ''}, {str(dtype).removeprefix('torch.')})")
+        from . import int8_weights
+
+        int8 = int8_weights.quantize_model(model, traced=compile)
+    elif weights != "model":
+        raise ValueError(f"weights {weights!r}: not one of model, int8")
     if used == "native":
         huge_page_weights(model)
     _steps_on_own_threads(model, used == "native", compile)
+    if int8:
+        return used, int8, why
     count = 0
     if hasattr(model, "head_product"):
         model.head_product = F.linear
@@ -168,7 +181,7 @@ def use_fast_decode(model: Any, kernel: str = "auto", threads: int | None = None
             model.head_product = checked  # the embedding matrix: checked on each call
             count += 1
     for module in model.modules():
-        if not isinstance(module, nn.Linear):
+        if not isinstance(module, nn.Linear) or module.weight is None:  # None: on int8 weights, for good
             continue
         module.__dict__.pop("forward", None)  # back to nn.Linear.forward
         if product is not None and _fits(used, module.weight, dtype, threads):  # checked once, here

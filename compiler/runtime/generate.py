@@ -36,6 +36,7 @@ from .chat import read_json, render_chat, token_text
 from .generated_files import import_generated
 from ..basics.errors import LlmgenError, SourceError
 from .fast_decode import KERNELS, choose, label, use_fast_decode
+from .int8_weights import WEIGHTS
 from ..verification.reference import resolve_checkpoint
 
 DTYPES = ("float32", "bfloat16")
@@ -49,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=DTYPES, default="float32")
     parser.add_argument("--kv", choices=("float", "int8"), default="float",
                         help="KV cache storage: the model's dtype (default) or int8 with one scale per token and head")
+    parser.add_argument("--weights-dtype", choices=WEIGHTS, default="model",
+                        help="the matrix products' weights: the model's dtype (default) or int8 with one scale per "
+                             "output row (float32 only, native kernel; compiler/runtime/int8_weights.py)")
     parser.add_argument("--kernel", choices=KERNELS, default="auto",
                         help="decoding steps' matrix products: auto (native if it builds here, else row blocks "
                              "for float32), native (compiler/runtime/kernels/gemv.cpp), row_blocks, off (torch's own)")
@@ -180,9 +184,10 @@ def greedy_tokens(model: Any, ids: list[int], max_new_tokens: int, stop: set[int
 
 
 def load_model(module: Any, checkpoint: Path, dtype: str, err: Any = sys.stderr, kernel: str = "auto",
-               compile: bool = False) -> Any:
+               compile: bool = False, weights: str = "model") -> Any:
     """load_checkpoint with a progress line on ``err``, then the decoding kernel (fast_decode);
-    ``compile``: decoding steps on the static cache through torch.compile."""
+    ``compile``: decoding steps on the static cache through torch.compile; ``weights``: "int8"
+    quantizes the products' weights (int8_weights.py)."""
     import torch
 
     print(f"loading weights from {checkpoint} ({dtype}) ...", end="", file=err, flush=True)
@@ -200,9 +205,11 @@ def load_model(module: Any, checkpoint: Path, dtype: str, err: Any = sys.stderr,
         model.fast_attention()  # torch's fused attention kernel: tested against the written-out one
     count = sum(p.numel() for p in model.parameters())
     print(f" {count / 1e6:.1f}M parameters in {time.perf_counter() - start:.1f} s", file=err, flush=True)
-    used, layers, why = use_fast_decode(model, kernel, compile=compile)
+    used, layers, why = use_fast_decode(model, kernel, compile=compile, weights=weights)
     note = f" ({why})" if why else ""
-    print(f"decoding kernel: {label(used, dtype)}{note}" + (f", {layers} matrix products" if layers else ""), file=err, flush=True)
+    on = " on int8 weights" if weights == "int8" else ""
+    print(f"decoding kernel: {label(used, dtype)}{note}" + (f", {layers} matrix products{on}" if layers else ""),
+          file=err, flush=True)
     return model
 
 
@@ -268,6 +275,8 @@ def cmd_generate(args: argparse.Namespace, out: Any = None, err: Any = None) -> 
     check_prompt(args.prompt)
     if not args.dir.is_dir():
         raise SourceError(f"{args.dir}: no such directory")
+    if args.tp != 1 and args.weights_dtype != "model":
+        raise LlmgenError(f"--weights-dtype {args.weights_dtype}: not implemented with --tp")
     if args.tp != 1:
         from .tp_launch import check_directory
 
@@ -300,10 +309,15 @@ def cmd_generate(args: argparse.Namespace, out: Any = None, err: Any = None) -> 
               file=err)
         return 0
     check_kernel(args.kernel, args.dtype, err)
+    if args.weights_dtype == "int8" and (args.dtype != "float32" or args.kernel not in ("auto", "native")
+                                         or native.unavailable("float32") is not None):
+        raise LlmgenError("--weights-dtype int8 needs --dtype float32 and the native kernel"
+                          f" (here: --dtype {args.dtype}, --kernel {args.kernel}"
+                          + (f"; native kernel unavailable: {native.unavailable('float32')})" if native.unavailable("float32") else ")"))
     if args.compile and not (args.use_kv and args.kv == "float" and hasattr(getattr(module, "CausalLM", None), "enable_static_cache")):
         raise LlmgenError("--compile needs the float KV cache and a model.py with enable_static_cache"
                           " (plain attention layers; regenerate an older model.py)")
-    model = load_model(module, checkpoint, args.dtype, err, args.kernel, args.compile)
+    model = load_model(module, checkpoint, args.dtype, err, args.kernel, args.compile, args.weights_dtype)
     start = time.perf_counter()
     new: list[int] = []
     shown = ""
@@ -324,6 +338,7 @@ def cmd_generate(args: argparse.Namespace, out: Any = None, err: Any = None) -> 
     cache = ("int8 KV cache" if args.kv == "int8" else "static KV cache, compiled steps" if args.compile else "KV cache") \
         if kv else "no KV cache: every step reruns the whole sequence"
     rate = len(new) / elapsed if elapsed > 0 else 0.0
-    print(f"{len(new)} tokens in {elapsed:.2f} s: {rate:.1f} tokens/s (prompt {len(ids)} tokens, {args.dtype}, {cache})",
+    weights = ", int8 weights" if args.weights_dtype == "int8" else ""
+    print(f"{len(new)} tokens in {elapsed:.2f} s: {rate:.1f} tokens/s (prompt {len(ids)} tokens, {args.dtype}{weights}, {cache})",
           file=err)
     return 0

@@ -65,6 +65,23 @@ RowsFn rows_fn(int level, bool bf16) {
   return bf16 ? llmgen::rows_scalar<true> : llmgen::rows_scalar<false>;
 }
 
+// fn over every row of args' weights, on as many threads as row_bytes * rows pays for: chunks of a
+// multiple of the row group, about kChunkBytes of weights each, at most Pool::kMaxChunks.
+void run_rows(RowsFn fn, const llmgen::Args& args, int64_t row_bytes_in) {
+  const int64_t rows = args.rows, row_bytes = std::max<int64_t>(1, row_bytes_in);
+  const int threads = threads_for(rows * row_bytes);
+  int64_t chunk_rows = std::max<int64_t>(kRowGroup, kChunkBytes / row_bytes / kRowGroup * kRowGroup);
+  chunk_rows = std::max(chunk_rows, (rows + llmgen::Pool::kMaxChunks - 1) / llmgen::Pool::kMaxChunks);
+  const int64_t chunks = threads <= 1 ? 1 : (rows + chunk_rows - 1) / chunk_rows;
+  if (chunks <= 1) {
+    fn(args, 0, rows);
+  } else {
+    llmgen::Pool::instance().run(chunks, threads - 1, [&](int64_t i) {
+      fn(args, i * chunk_rows, std::min(rows, (i + 1) * chunk_rows));
+    }, rows * row_bytes);
+  }
+}
+
 // x for the shift kernels: float32, each block of `step` elements stored as its even-indexed
 // elements then its odd ones (gemv_isa.h); the tail past the last whole block as it is. Into a
 // buffer of the calling thread's, reused from call to call (the product has finished with it
@@ -150,20 +167,40 @@ torch::Tensor gemv(const torch::Tensor& x_in, const torch::Tensor& w, const c10:
   const llmgen::Args args{x_data, w.data_ptr(), b32.defined() ? b32.data_ptr<float>() : nullptr,
                           bf16 ? nullptr : out.data_ptr<float>(),
                           bf16 ? reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>()) : nullptr, batch, rows, in};
-  const RowsFn fn = rows_fn(static_cast<int>(level), bf16);
-  const int64_t row_bytes = std::max<int64_t>(1, in * static_cast<int64_t>(w.element_size()));
-  const int threads = threads_for(rows * row_bytes);
-  // chunks: a multiple of the row group, about kChunkBytes of weights, at most Pool::kMaxChunks
-  int64_t chunk_rows = std::max<int64_t>(kRowGroup, kChunkBytes / row_bytes / kRowGroup * kRowGroup);
-  chunk_rows = std::max(chunk_rows, (rows + llmgen::Pool::kMaxChunks - 1) / llmgen::Pool::kMaxChunks);
-  const int64_t chunks = threads <= 1 ? 1 : (rows + chunk_rows - 1) / chunk_rows;
-  if (chunks <= 1) {
-    fn(args, 0, rows);
-  } else {
-    llmgen::Pool::instance().run(chunks, threads - 1, [&](int64_t i) {
-      fn(args, i * chunk_rows, std::min(rows, (i + 1) * chunk_rows));
-    }, rows * row_bytes);
+  run_rows(rows_fn(static_cast<int>(level), bf16), args, in * static_cast<int64_t>(w.element_size()));
+  return out;
+}
+
+// x @ (scale[:, None] * w).T (+ bias) for float32 x (..., in) of a few rows and int8 weights w (rows,
+// in) with one float32 scale per row: each weight widened to float32, the row's sum times its
+// scale. level: 0 portable, 1 or more AVX2 (the int8 kernel has no AVX-512 form).
+torch::Tensor gemv_int8(const torch::Tensor& x_in, const torch::Tensor& w, const torch::Tensor& scale,
+                        const c10::optional<torch::Tensor>& bias, int64_t level) {
+  TORCH_CHECK(x_in.dim() >= 1 && w.dim() == 2 && x_in.size(-1) == w.size(1) && w.is_contiguous() &&
+              w.scalar_type() == torch::kInt8 && x_in.scalar_type() == torch::kFloat32,
+              "gemv_int8: float32 x (..., in) and contiguous int8 w (rows, in)");
+  TORCH_CHECK(level >= kPortable && level <= kCpuLevel, "gemv_int8: instruction-set level ", level,
+              " is not available on this CPU (its level is ", kCpuLevel, ")");
+  const int64_t rows = w.size(0), in = w.size(1), batch = in == 0 ? 0 : x_in.numel() / in;
+  TORCH_CHECK(scale.dim() == 1 && scale.size(0) == rows && scale.scalar_type() == torch::kFloat32 &&
+              scale.is_contiguous(), "gemv_int8: float32 scale (rows,)");
+  const torch::Tensor x = x_in.contiguous();
+  torch::Tensor b32;
+  if (bias.has_value()) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == rows, "gemv_int8: bias (rows,)");
+    b32 = bias->to(torch::kFloat32).contiguous();
   }
+  std::vector<int64_t> shape(x_in.sizes().begin(), x_in.sizes().end());
+  shape.back() = rows;
+  torch::Tensor out = torch::empty(shape, x_in.options());
+  llmgen::Args args{x.data_ptr<float>(), w.data_ptr(), b32.defined() ? b32.data_ptr<float>() : nullptr,
+                    out.data_ptr<float>(), nullptr, batch, rows, in};
+  args.scale = scale.data_ptr<float>();
+  RowsFn fn = llmgen::rows_int8_scalar;
+#ifdef LLMGEN_X86
+  if (level >= kAvx2) fn = llmgen::rows_int8_avx2;
+#endif
+  run_rows(fn, args, in);
   return out;
 }
 
@@ -287,16 +324,21 @@ torch::Tensor attend(const torch::Tensor& q_in, const torch::Tensor& k_in, const
 // registers the output shape it needs to trace it).
 TORCH_LIBRARY(llmgen_native, m) {
   m.def("gemv(Tensor x, Tensor w, Tensor? bias, int level) -> Tensor");
+  m.def("gemv_int8(Tensor x, Tensor w, Tensor scale, Tensor? bias, int level) -> Tensor");
   m.def("attend(Tensor q, Tensor k, Tensor v, Tensor? mask, float scale) -> Tensor");
 }
 TORCH_LIBRARY_IMPL(llmgen_native, CPU, m) {
   m.impl("gemv", &gemv);
+  m.impl("gemv_int8", &gemv_int8);
   m.impl("attend", &attend);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gemv", &gemv, "x @ w.T (+ bias) for an x of a few rows, at an instruction-set level", pybind11::arg("x"),
         pybind11::arg("w"), pybind11::arg("bias") = pybind11::none(), pybind11::arg("level"));
+  m.def("gemv_int8", &gemv_int8, "x @ (scale[:, None] * w).T (+ bias): float32 x of a few rows, int8 w, float32 scale",
+        pybind11::arg("x"), pybind11::arg("w"), pybind11::arg("scale"), pybind11::arg("bias") = pybind11::none(),
+        pybind11::arg("level"));
   m.def("prefill_bf16", &prefill_bf16, "x @ w.T (+ bias) for bfloat16 x of many rows (prefill): float32 sums, rounded once",
         pybind11::arg("x"), pybind11::arg("w"), pybind11::arg("bias") = pybind11::none());
   m.def("widen", &widen, "dst = src (bfloat16) as float32, on the kernel's threads", pybind11::arg("src"), pybind11::arg("dst"));

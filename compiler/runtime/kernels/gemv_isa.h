@@ -29,6 +29,7 @@ struct Args {
   float* out;         // (batch, rows) float32, or nullptr: out16
   uint16_t* out16;    // (batch, rows) bfloat16 (each sum rounded once), when out is nullptr
   int64_t batch, rows, in;
+  const float* scale = nullptr;  // int8 weights: (rows,) float32, each row's sum multiplied by it
 };
 
 inline float bf16_to_float(uint16_t bits) {
@@ -47,7 +48,7 @@ inline uint16_t float_to_bf16(float value) {
 }
 
 inline void store(const Args& a, int64_t b, int64_t r, float sum) {
-  const float value = sum + (a.bias != nullptr ? a.bias[r] : 0.0f);
+  const float value = (a.scale != nullptr ? sum * a.scale[r] : sum) + (a.bias != nullptr ? a.bias[r] : 0.0f);
   if (a.out != nullptr) {
     a.out[b * a.rows + r] = value;
   } else {
@@ -78,6 +79,26 @@ void rows_scalar(const Args& a, int64_t begin, int64_t end) {
                                    : static_cast<const float*>(a.w)[r * a.in + k];
         sum += weight * xb[k];
       }
+      store(a, b, r, sum);
+    }
+  }
+}
+
+// int8 weights (one scale per row, Args::scale), float32 x, plain C++.
+inline void rows_int8_scalar(const Args& a, int64_t begin, int64_t end) {
+  const float* x = static_cast<const float*>(a.x);
+  for (int64_t r = begin; r < end; ++r) {
+    const int8_t* w = static_cast<const int8_t*>(a.w) + r * a.in;
+    for (int64_t b = 0; b < a.batch; ++b) {
+      const float* xb = x + b * a.in;
+      float acc[16] = {};
+      int64_t k = 0;
+      for (; k + 16 <= a.in; k += 16) {
+        for (int j = 0; j < 16; ++j) acc[j] += static_cast<float>(w[k + j]) * xb[k + j];
+      }
+      float sum = 0.0f;
+      for (int j = 0; j < 16; ++j) sum += acc[j];
+      for (; k < a.in; ++k) sum += static_cast<float>(w[k]) * xb[k];
       store(a, b, r, sum);
     }
   }
@@ -168,6 +189,42 @@ LLMGEN_AVX2 inline __m256i load256(const uint16_t* p) { return _mm256_loadu_si25
 LLMGEN_ROW_KERNEL(row_avx2, LLMGEN_AVX2, __m256, _mm256_setzero_ps, _mm256_loadu_ps, load256, _mm256_slli_epi32,
                   _mm256_and_si256, _mm256_set1_epi32, _mm256_castsi256_ps, _mm256_fmadd_ps, _mm256_add_ps, hsum256, 8)
 LLMGEN_ROWS(rows_avx2, row_avx2, LLMGEN_AVX2)
+
+// ---- int8 weights (one float32 scale per row, Args::scale), float32 x: each weight widened to
+// float32 (exact) and multiplied in float32; the row's sum times its scale. AVX2 + FMA: 16
+// weights a step, two steps at a time for B <= 2 (as the bfloat16 kernel, for the same reason).
+template <int B, bool kUnused>
+LLMGEN_AVX2 void row_int8_avx2(const Args& a, int64_t r, int64_t b0) {
+  constexpr int kUnroll = B <= 2 ? 2 : 1;
+  const int8_t* w = static_cast<const int8_t*>(a.w) + r * a.in;
+  const float* x = static_cast<const float*>(a.x) + b0 * a.in;
+  const int64_t full = a.in - a.in % 16, pairs = full - full % (16 * kUnroll);
+  __m256 acc[B][2 * kUnroll];
+  for (int b = 0; b < B; ++b)
+    for (int u = 0; u < 2 * kUnroll; ++u) acc[b][u] = _mm256_setzero_ps();
+  const auto step = [&](int64_t k, int u) LLMGEN_AVX2 LLMGEN_ALWAYS_INLINE {
+    // two 8-byte loads that the sign extension reads itself (no shuffle for the upper half)
+    const __m256 lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w + k))));
+    const __m256 hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w + k + 8))));
+    for (int b = 0; b < B; ++b) {
+      acc[b][2 * u] = _mm256_fmadd_ps(lo, _mm256_loadu_ps(x + b * a.in + k), acc[b][2 * u]);
+      acc[b][2 * u + 1] = _mm256_fmadd_ps(hi, _mm256_loadu_ps(x + b * a.in + k + 8), acc[b][2 * u + 1]);
+    }
+  };
+  int64_t k = 0;
+  for (; k < pairs; k += 16 * kUnroll)
+    for (int u = 0; u < kUnroll; ++u) step(k + 16 * u, u);
+  for (; k < full; k += 16) step(k, 0);
+  for (int b = 0; b < B; ++b) {
+    __m256 total = _mm256_add_ps(acc[b][0], acc[b][1]);
+    for (int u = 2; u < 2 * kUnroll; ++u) total = _mm256_add_ps(total, acc[b][u]);
+    float sum = hsum256(total);
+    for (k = full; k < a.in; ++k) sum += static_cast<float>(w[k]) * x[b * a.in + k];
+    store(a, b0 + b, r, sum);
+  }
+}
+LLMGEN_ROWS(rows_int8_avx2_t, row_int8_avx2, LLMGEN_AVX2)
+LLMGEN_AVX2 inline void rows_int8_avx2(const Args& a, int64_t begin, int64_t end) { rows_int8_avx2_t<true>(a, begin, end); }
 
 // ---- AVX-512F: 16 float32 lanes, 32 weights a step
 #define LLMGEN_AVX512 __attribute__((target("avx512f")))
