@@ -1,10 +1,11 @@
 """Speed and memory: transformers vs a generated model on the same real checkpoint, in one run.
 
     python benchmarks/bench_inference.py [--checkpoint DIR] [--model generated/SmolLM2-135M-Instruct]
-                                         [--threads N] [--dtypes float32 bfloat16] [--rounds N] [--quick]
-                                         [--kernel auto|native|row_blocks|off] [--compile]
+                                         [--threads N] [--dtypes float32 bfloat16 int8] [--rounds N] [--quick]
+                                         [--kernel auto|native|row_blocks|off] [--compile] [--bf16-prefill float32]
 
-Same checkpoint, dtype and thread count for both. Measured: prefill tokens/s (128 and 1024
+Same checkpoint, dtype and thread count for both ("int8": the generated side decodes the float32
+model on int8 weights, compiler/runtime/int8_weights.py; transformers runs float32). Measured: prefill tokens/s (128 and 1024
 tokens), greedy decode tokens/s (128 new tokens, KV cache on both sides), load time and the
 peak RSS added by loading (VmHWM of a fresh subprocess per load, after an unmeasured first
 load, minus its RSS before), and the memory-bandwidth bound for decoding (weight bytes read

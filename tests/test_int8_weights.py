@@ -104,9 +104,14 @@ def test_int8_weights_refuse_what_they_do_not_cover() -> None:
 def test_compiled_steps_on_int8_weights_decode_like_uncompiled() -> None:
     """The static cache's compiled step calls the int8 operator (llmgen_native::gemv_int8) in every
     layer: the same logits as the uncompiled steps (a compiled piece reused across layers of
-    different widths would fail here)."""
-    _, config, eager = random_replica("SmolLM2-135M-Instruct", "llmgen_int8_eager")
-    _, _, compiled = random_replica("SmolLM2-135M-Instruct", "llmgen_int8_compiled")
+    different widths would fail here), also after a float32 model of the same class compiled
+    its own step in this process (whose graph, reused, would read the int8 model's missing
+    float32 weights)."""
+    gen, config, first = random_replica("SmolLM2-135M-Instruct", "llmgen_int8_compiled")
+    eager, compiled = gen.CausalLM(config).eval(), gen.CausalLM(config).eval()
+    eager.load_state_dict(first.state_dict())
+    compiled.load_state_dict(first.state_dict())
+    use_fast_decode(first, "native", compile=True)
     use_fast_decode(eager, "native", weights="int8")
     use_fast_decode(compiled, "native", weights="int8", compile=True)
     ids = torch.randint(0, config.vocab_size, (1, 10), generator=torch.Generator().manual_seed(4))
@@ -118,5 +123,6 @@ def test_compiled_steps_on_int8_weights_decode_like_uncompiled() -> None:
         model.disable_cache()
         return torch.cat(out, 1)
 
+    run(first, True)  # float32, compiled first
     expected, got = run(eager, False), run(compiled, True)
     assert (got - expected).abs().max().item() <= 5e-6 * expected.abs().max().item()

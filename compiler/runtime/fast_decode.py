@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import operator
 import threading
+import types
 from typing import Any
 
 MAX_ROWS = 4  # inputs with more rows than this (prefill) keep torch's own matrix product
@@ -287,9 +288,18 @@ def compiled_steps(model: Any) -> tuple[Any, Any]:
     # fused kernels) made from generated C++ instead of a generated Python function (measured on
     # the real SmolLM2 step, products stubbed out, 1 thread: 6.1 against 11.2 ms, 25th percentiles).
     options = {"guard_filter_fn": torch.compiler.keep_tensor_guards_unsafe, "cpp_wrapper": True}
+    # torch.compile keeps its graphs with the code it compiled, and guards on tensors only do not
+    # look at parameters: a second model of the same class whose weights differ in kind (int8
+    # weights, another dtype) would run the first one's graph. A copy of the code per model keeps
+    # each model's graphs its own, at no cost to a step (guards on the parameters instead would
+    # check ~270 more tensors before each one).
+    forward = type(model).forward
+    own = types.FunctionType(forward.__code__.replace(), forward.__globals__, forward.__name__,
+                             forward.__defaults__, forward.__closure__)
+    own.__kwdefaults__ = forward.__kwdefaults__
     if native.kernel() is not None:  # the step's attention on the kernel's operator (attend_pass)
         options["post_grad_custom_post_pass"] = attend_pass()
-    compiled = torch.compile(type(model).forward.__get__(model), dynamic=False, options=options)
+    compiled = torch.compile(own.__get__(model), dynamic=False, options=options)
     return compiled, lambda: type(backbone.cache).__name__ == "StaticCache"
 
 
