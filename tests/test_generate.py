@@ -119,6 +119,26 @@ def test_every_decoding_kernel_writes_transformers_text(reference, capsys, monke
     assert code == 0 and out == expected and f"decoding kernel: {row_blocks} (native kernel unavailable: LLMGEN_NATIVE=0)" in err
 
 
+@pytest.mark.skipif(native.missing("float32") is not None, reason=f"native kernel: {native.missing('float32')}")
+def test_int8_weights_generate_and_refuse_what_they_do_not_cover(reference, capsys, monkeypatch) -> None:
+    """--weights-dtype int8 decodes the real checkpoint (the products' count reported, the tokens
+    not float32's bit for bit: tests/test_int8_weights.py checks the values); combinations it does
+    not cover are one error line each, before any weights load."""
+    directory, meta, tokenizer = reference
+    args = [str(directory), "--prompt", meta["prompts"][1], "--max-new-tokens", "12"]
+    code, out, err = generate([*args, "--weights-dtype", "int8"], capsys)
+    assert code == 0 and "211 matrix products on int8 weights" in err and "float32, int8 weights, KV cache" in err, err
+    assert len(tokenizer.encode(out.strip(), special=False)) > 0
+    for extra, message in ((["--dtype", "bfloat16"], "needs --dtype float32 and the native kernel (here: --dtype bfloat16"),
+                           (["--kernel", "off"], "needs --dtype float32 and the native kernel (here: --dtype float32, --kernel off"),
+                           (["--tp", "2"], "--weights-dtype int8: not implemented with --tp")):
+        code, out, err = generate([*args, "--weights-dtype", "int8", *extra], capsys)
+        assert code == 2 and err.startswith("llmgen: error: ") and message in err and err.count("\n") == 1, err
+    monkeypatch.setenv("LLMGEN_NATIVE", "0")
+    code, out, err = generate([*args, "--weights-dtype", "int8"], capsys)
+    assert code == 2 and "native kernel unavailable: LLMGEN_NATIVE=0" in err, err
+
+
 def test_greedy_tokens_feeds_a_cached_model_only_new_tokens() -> None:
     class Cached(torch.nn.Module):
         def __init__(self) -> None:
