@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import random_replica
+from conftest import logits_in_pieces, random_replica
 
 from llmgen.compiler.runtime import int8_weights, native
 from llmgen.compiler.runtime.fast_decode import MAX_ROWS, use_fast_decode
@@ -57,12 +57,10 @@ def test_int8_product_on_odd_shapes(level: str) -> None:
     assert torch.equal(op(x, q, scale, None, number), module.gemv_int8(x, q, scale, None, number))
 
 
+@torch.no_grad()
 def decode(model, ids: torch.Tensor, prompt: int) -> torch.Tensor:
-    model.enable_cache(ids.shape[0], ids.shape[1])
-    with torch.no_grad():
-        steps = [model(ids[:, :prompt])] + [model(ids[:, i : i + 1]) for i in range(prompt, ids.shape[1])]
-    model.disable_cache()
-    return torch.cat(steps, dim=1)
+    """A prefill of `prompt` tokens, then one token a step, through the model's cache."""
+    return logits_in_pieces(model, ids, [prompt] + [1] * (ids.shape[1] - prompt))
 
 
 @pytest.mark.parametrize("name", ["SmolLM2-135M-Instruct", "Qwen2-0.5B-Instruct"])  # tied head; q/k/v biases

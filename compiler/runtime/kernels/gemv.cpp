@@ -105,6 +105,20 @@ const float* prepare_x(const torch::Tensor& x_in, int64_t step) {
   return buffer.data();
 }
 
+// The bias in float32 (added to the float32 sums before any rounding), or an undefined tensor.
+torch::Tensor bias_f32(const c10::optional<torch::Tensor>& bias, int64_t rows, const char* name) {
+  if (!bias.has_value()) return {};
+  TORCH_CHECK(bias->dim() == 1 && bias->size(0) == rows, name, ": bias (rows,)");
+  return bias->to(torch::kFloat32).contiguous();
+}
+
+// A product's output: x's shape with its last dimension `rows`, x's dtype.
+torch::Tensor output_for(const torch::Tensor& x, int64_t rows) {
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = rows;
+  return torch::empty(shape, x.options());
+}
+
 }  // namespace
 
 int cpu_level() { return kCpuLevel; }
@@ -156,14 +170,8 @@ torch::Tensor gemv(const torch::Tensor& x_in, const torch::Tensor& w, const c10:
   } else {
     x_data = prepare_x(x_in, level == kAvx512 ? 32 : level == kAvx2 ? 16 : 0);
   }
-  torch::Tensor b32;  // the bias in float32: added to the float32 sum before its rounding
-  if (bias.has_value()) {
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == rows, "gemv: bias (rows,)");
-    b32 = bias->to(torch::kFloat32).contiguous();
-  }
-  std::vector<int64_t> shape(x_in.sizes().begin(), x_in.sizes().end());
-  shape.back() = rows;
-  torch::Tensor out = torch::empty(shape, x_in.options());  // bfloat16: each float32 sum rounded once
+  const torch::Tensor b32 = bias_f32(bias, rows, "gemv");
+  torch::Tensor out = output_for(x_in, rows);  // bfloat16: each float32 sum rounded once
   const llmgen::Args args{x_data, w.data_ptr(), b32.defined() ? b32.data_ptr<float>() : nullptr,
                           bf16 ? nullptr : out.data_ptr<float>(),
                           bf16 ? reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>()) : nullptr, batch, rows, in};
@@ -185,14 +193,8 @@ torch::Tensor gemv_int8(const torch::Tensor& x_in, const torch::Tensor& w, const
   TORCH_CHECK(scale.dim() == 1 && scale.size(0) == rows && scale.scalar_type() == torch::kFloat32 &&
               scale.is_contiguous(), "gemv_int8: float32 scale (rows,)");
   const torch::Tensor x = x_in.contiguous();
-  torch::Tensor b32;
-  if (bias.has_value()) {
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == rows, "gemv_int8: bias (rows,)");
-    b32 = bias->to(torch::kFloat32).contiguous();
-  }
-  std::vector<int64_t> shape(x_in.sizes().begin(), x_in.sizes().end());
-  shape.back() = rows;
-  torch::Tensor out = torch::empty(shape, x_in.options());
+  const torch::Tensor b32 = bias_f32(bias, rows, "gemv_int8");
+  torch::Tensor out = output_for(x_in, rows);
   llmgen::Args args{x.data_ptr<float>(), w.data_ptr(), b32.defined() ? b32.data_ptr<float>() : nullptr,
                     out.data_ptr<float>(), nullptr, batch, rows, in};
   args.scale = scale.data_ptr<float>();
@@ -236,14 +238,8 @@ torch::Tensor prefill_bf16(const torch::Tensor& x_in, const torch::Tensor& w, co
               "prefill_bf16: bfloat16 x (..., in) and contiguous w (rows, in)");
   const int64_t rows = w.size(0), in = w.size(1), batch = in == 0 ? 0 : x_in.numel() / in;
   const torch::Tensor x = x_in.to(torch::kFloat32).contiguous();  // widened once: (batch, in)
-  torch::Tensor b32;
-  if (bias.has_value()) {
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == rows, "prefill_bf16: bias (rows,)");
-    b32 = bias->to(torch::kFloat32).contiguous();
-  }
-  std::vector<int64_t> shape(x_in.sizes().begin(), x_in.sizes().end());
-  shape.back() = rows;
-  torch::Tensor out = torch::empty(shape, x_in.options());
+  const torch::Tensor b32 = bias_f32(bias, rows, "prefill_bf16");
+  torch::Tensor out = output_for(x_in, rows);
   if (out.numel() == 0) return out;
   const llmgen::GemmArgs args{x.data_ptr<float>(), reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>()),
                               b32.defined() ? b32.data_ptr<float>() : nullptr,
