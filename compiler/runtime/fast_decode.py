@@ -31,9 +31,10 @@ from typing import Any
 MAX_ROWS = 4  # inputs with more rows than this (prefill) keep torch's own matrix product
 KERNELS = ("auto", "native", "row_blocks", "off")
 # Opt-in: bfloat16 prefill as float32 products (upcast_linear: the native kernel's matrix product,
-# or weights upcast a block of rows at a time) on a CPU without native bfloat16 arithmetic, where torch's bfloat16 product is several times slower
-# than its float32 one. The same dot products rounded once, but not torch's bits: a result can
-# land on the neighbouring bfloat16 value. LLMGEN_BF16_PREFILL=float32 turns it on.
+# or weights upcast a block of rows at a time) on a CPU without native bfloat16 arithmetic, where
+# torch's bfloat16 product is several times slower than its float32 one. The same dot products
+# rounded once, but not torch's bits: a result can land on the neighbouring bfloat16 value.
+# LLMGEN_BF16_PREFILL=float32 turns it on.
 BF16_PREFILL = ("torch", "float32")
 UPCAST_BLOCK = 1 << 22  # weight elements upcast at a time (16 MiB of float32)
 _SCRATCH = threading.local()  # upcast_linear's float32 buffer, one per thread

@@ -11,6 +11,9 @@
 // runs the level it is given, refusing one the CPU lacks. Threads: pool.h, as many as the
 // product's size pays for (threads_for), at most torch's intra-op thread count, and only while
 // they are measured to pay (tuner.h).
+//
+// Also here: gemv_int8 (int8 weights with one float32 scale per row, compiler/runtime/int8_weights.py)
+// and prefill_bf16 (bfloat16 prefill's float32 matrix product, gemm.h, on torch's OpenMP team).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
