@@ -51,6 +51,14 @@ def test_int8_product_on_odd_shapes(level: str) -> None:
         x3 = torch.randn(2, 1, in_features, generator=generator)
         assert torch.equal(module.gemv_int8(x3, q, scale, bias, number),
                            module.gemv_int8(x3.reshape(2, in_features), q, scale, bias, number).unsqueeze(1))
+        if level == "avx2":  # prefill's matrix product: many rows of x, odd counts around its blocks of 6
+            for rows in (5, 7, 13):
+                x = torch.randn(in_features, rows, generator=generator).t()
+                exact = x.double() @ exact_weight.t() + bias.double()
+                ours = module.prefill_int8(x, q, scale, bias)
+                assert ours.dtype == torch.float32 and ours.shape == (rows, out_features)
+                bound = 1e-6 * (x.double().abs() @ exact_weight.abs().t()) + 1e-6 * exact.abs() + 1e-7
+                assert bool(((ours.double() - exact).abs() <= bound).all()), ("prefill", out_features, in_features, rows)
     op = int8_weights.gemv_int8_op()  # the operator compiled steps call: the same kernel
     x = torch.randn(3, 33, generator=generator)
     q, scale = int8_weights.quantize(torch.randn(17, 33, generator=generator))

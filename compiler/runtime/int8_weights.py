@@ -7,8 +7,9 @@ the tied output head's copy of the embedding matrix) is stored as int8 with one 
 output row, symmetric: scale = max |w| of the row / 127, q = round(w / scale). The activations
 stay float32: the native kernel (kernels/gemv_isa.h) widens each int8 weight to float32 (exact),
 sums the products of a row in float32 and multiplies the sum by the row's scale. Prefill (more
-than MAX_ROWS rows) runs torch's float32 product on the weights dequantized a block of rows at a
-time. What it changes: every weight moves by at most half a step of its row's scale (the
+than MAX_ROWS rows) runs the kernel's matrix product on the dequantized weights (kernels/gemm.h:
+a panel of 16 rows at a time, in the cache; without AVX2, torch's float32 product on blocks of
+dequantized rows). What it changes: every weight moves by at most half a step of its row's scale (the
 rounding), so logits differ from the float32 model's; tests/test_int8_weights.py bounds that.
 """
 
@@ -56,7 +57,8 @@ def gemv_int8_op() -> Any:
 
 def product(traced: bool = False) -> Any:
     """(x, q, scale, bias) -> x @ dequantize(q, scale).T + bias: the native kernel for a few rows
-    of x, blocks of dequantized weights under torch's product for more (prefill)."""
+    of x; for more (prefill) its matrix product (kernels/gemm.h, AVX2: each panel of weights
+    dequantized inside the cache), or else blocks of dequantized weights under torch's product."""
     import torch
     import torch.nn.functional as F
 
@@ -75,6 +77,8 @@ def product(traced: bool = False) -> Any:
     def run(x: Any, q: Any, scale: Any, bias: Any = None) -> Any:
         if x.numel() <= MAX_ROWS * x.shape[-1]:
             return gemv(x, q, scale, bias)
+        if level >= 1:  # AVX2: the native matrix product, weights dequantized a panel at a time
+            return module.prefill_int8(x, q, scale, bias)
         rows, width = q.shape
         flat, step = x.reshape(-1, width), max(1, DEQUANT_BLOCK // max(1, width))
         out = torch.empty(flat.shape[0], rows, dtype=x.dtype)

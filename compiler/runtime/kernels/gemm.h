@@ -8,7 +8,9 @@
 // in the cache, transposed so that one k holds kNr consecutive values; packing from bfloat16 is
 // the same work as packing from float32, over half the bytes. x (a few hundred rows) is widened
 // once per call. The inner kernel keeps a kMr x kNr block of sums in 12 registers: per k, two
-// vectors of the panel, kMr broadcasts of x, 2 kMr fused multiply-adds.
+// vectors of the panel, kMr broadcasts of x, 2 kMr fused multiply-adds. The same product serves
+// prefill on int8 weights (int8_weights.py): a panel packs int8 * its row's scale, the float32
+// weights the int8 ones stand for, and the sums are stored as float32.
 #pragma once
 
 #include <algorithm>
@@ -22,11 +24,19 @@ namespace llmgen {
 
 struct GemmArgs {
   const float* x;        // (m, k) float32, row-major
-  const uint16_t* w;     // (n, k) bfloat16, row-major
+  const uint16_t* w;     // (n, k) bfloat16, row-major, or nullptr: w8
   const float* bias;     // (n,) float32, or nullptr
-  uint16_t* out;         // (m, n) bfloat16
+  uint16_t* out;         // (m, n) bfloat16, or nullptr: out32
   int64_t m, n, k;
+  const int8_t* w8 = nullptr;   // (n, k) int8 weights, each row times scale[row] (int8_weights.py)
+  const float* scale = nullptr;
+  float* out32 = nullptr;       // (m, n) float32
 };
+
+// Weight (row, kk) as float32: bfloat16 widened, or int8 times its row's scale.
+inline float weight_value(const GemmArgs& a, int64_t row, int64_t kk) {
+  return a.w8 != nullptr ? static_cast<float>(a.w8[row * a.k + kk]) * a.scale[row] : bf16_to_float(a.w[row * a.k + kk]);
+}
 
 constexpr int64_t kMr = 6, kNr = 16;
 
@@ -38,8 +48,14 @@ LLMGEN_AVX2 inline void pack_panel_avx2(const GemmArgs& a, int64_t n0, int64_t r
     for (int64_t half = 0; half < 2; ++half) {  // rows n0 + 8 half .. + 8: an 8 x 8 transpose
       __m256 r[8];
       for (int i = 0; i < 8; ++i) {
-        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a.w + (n0 + 8 * half + i) * k + k0));
-        r[i] = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16));
+        const int64_t row = n0 + 8 * half + i;
+        if (a.w8 != nullptr) {
+          const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(a.w8 + row * k + k0));
+          r[i] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)), _mm256_set1_ps(a.scale[row]));
+        } else {
+          const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a.w + row * k + k0));
+          r[i] = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16));
+        }
       }
       const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
       const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
@@ -57,19 +73,27 @@ LLMGEN_AVX2 inline void pack_panel_avx2(const GemmArgs& a, int64_t n0, int64_t r
     }
   }
   for (int64_t kk = full; kk < k; ++kk) {
-    for (int64_t j = 0; j < kNr; ++j) panel[kk * kNr + j] = j < rows ? bf16_to_float(a.w[(n0 + j) * k + kk]) : 0.0f;
+    for (int64_t j = 0; j < kNr; ++j) panel[kk * kNr + j] = j < rows ? weight_value(a, n0 + j, kk) : 0.0f;
   }
 }
 
-// Rows m0 .. m0 + rows of out from their sums (two vectors a row): bias added, rounded once.
+// Rows m0 .. m0 + rows of out from their sums (two vectors a row): bias added, rounded once to
+// bfloat16 (or stored as float32: out32).
 LLMGEN_AVX2 inline void store_block(const GemmArgs& a, const __m256* acc, int rows, int64_t m0, int64_t n0,
                                     int64_t cols) {
   alignas(32) float sums[kNr];
   for (int i = 0; i < rows; ++i) {
     _mm256_store_ps(sums, acc[2 * i]);
     _mm256_store_ps(sums + 8, acc[2 * i + 1]);
-    uint16_t* row = a.out + (m0 + i) * a.n + n0;
-    for (int64_t j = 0; j < cols; ++j) row[j] = float_to_bf16(sums[j] + (a.bias != nullptr ? a.bias[n0 + j] : 0.0f));
+    const int64_t at = (m0 + i) * a.n + n0;
+    for (int64_t j = 0; j < cols; ++j) {
+      const float value = sums[j] + (a.bias != nullptr ? a.bias[n0 + j] : 0.0f);
+      if (a.out32 != nullptr) {
+        a.out32[at + j] = value;
+      } else {
+        a.out[at + j] = float_to_bf16(value);
+      }
+    }
   }
 }
 

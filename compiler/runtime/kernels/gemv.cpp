@@ -231,24 +231,13 @@ void widen(const torch::Tensor& src, const torch::Tensor& dst) {
   }
 }
 
-// x @ w.T (+ bias) for bfloat16 x (..., in) and w (rows, in) of many rows of x (prefill), on a CPU
-// with AVX2 and FMA: every sum in float32, rounded once to bfloat16 (gemm.h). Columns of the
-// output in chunks of a few panels, on the pool's threads.
-torch::Tensor prefill_bf16(const torch::Tensor& x_in, const torch::Tensor& w, const c10::optional<torch::Tensor>& bias) {
-  TORCH_CHECK(kCpuLevel >= kAvx2, "prefill_bf16: needs AVX2 and FMA");
-  TORCH_CHECK(x_in.dim() >= 1 && w.dim() == 2 && x_in.size(-1) == w.size(1) && w.is_contiguous() &&
-              x_in.scalar_type() == torch::kBFloat16 && w.scalar_type() == torch::kBFloat16,
-              "prefill_bf16: bfloat16 x (..., in) and contiguous w (rows, in)");
-  const int64_t rows = w.size(0), in = w.size(1), batch = in == 0 ? 0 : x_in.numel() / in;
-  const torch::Tensor x = x_in.to(torch::kFloat32).contiguous();  // widened once: (batch, in)
-  const torch::Tensor b32 = bias_f32(bias, rows, "prefill_bf16");
-  torch::Tensor out = output_for(x_in, rows);
-  if (out.numel() == 0) return out;
-  const llmgen::GemmArgs args{x.data_ptr<float>(), reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>()),
-                              b32.defined() ? b32.data_ptr<float>() : nullptr,
-                              reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>()), batch, rows, in};
-  // A chunk: up to 4 panels and 256 KiB of widened weights (they stay in the L2 cache while every
-  // row of x passes them), fewer where that leaves under 4 chunks a thread.
+// gemm.h's product over every column of args.out, in chunks of up to 4 panels and 256 KiB of widened
+// weights (they stay in the L2 cache while every row of x passes them), fewer where that leaves under
+// 4 chunks a thread; on torch's own threads (its OpenMP team, the build has -fopenmp), as the rest of
+// a prefill: the pool's helpers would wait for the cores that OpenMP threads spin on after the
+// previous operation.
+void run_gemm(const llmgen::GemmArgs& args) {
+  const int64_t rows = args.n, in = args.k;
   const int threads = g_max_threads > 0 ? g_max_threads : at::get_num_threads();
   const int64_t panels = (rows + llmgen::kNr - 1) / llmgen::kNr, panel_bytes = llmgen::kNr * in * 4;
   const int64_t most = std::clamp<int64_t>((256 << 10) / std::max<int64_t>(panel_bytes, 1), 1, 4);
@@ -261,11 +250,51 @@ torch::Tensor prefill_bf16(const torch::Tensor& x_in, const torch::Tensor& w, co
     llmgen::gemm_avx2(args, i * chunk, std::min(rows, (i + 1) * chunk), buffer.data());
 #endif
   };
-  // torch's own threads (its OpenMP team, the build has -fopenmp), as the rest of a prefill: the
-  // pool's helpers would wait for the cores that OpenMP threads spin on after the previous operation.
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) part(i);
   });
+}
+
+// x @ w.T (+ bias) for bfloat16 x (..., in) and w (rows, in) of many rows of x (prefill), on a CPU
+// with AVX2 and FMA: every sum in float32, rounded once to bfloat16 (gemm.h).
+torch::Tensor prefill_bf16(const torch::Tensor& x_in, const torch::Tensor& w, const c10::optional<torch::Tensor>& bias) {
+  TORCH_CHECK(kCpuLevel >= kAvx2, "prefill_bf16: needs AVX2 and FMA");
+  TORCH_CHECK(x_in.dim() >= 1 && w.dim() == 2 && x_in.size(-1) == w.size(1) && w.is_contiguous() &&
+              x_in.scalar_type() == torch::kBFloat16 && w.scalar_type() == torch::kBFloat16,
+              "prefill_bf16: bfloat16 x (..., in) and contiguous w (rows, in)");
+  const int64_t rows = w.size(0), in = w.size(1), batch = in == 0 ? 0 : x_in.numel() / in;
+  const torch::Tensor x = x_in.to(torch::kFloat32).contiguous();  // widened once: (batch, in)
+  const torch::Tensor b32 = bias_f32(bias, rows, "prefill_bf16");
+  torch::Tensor out = output_for(x_in, rows);
+  if (out.numel() == 0) return out;
+  run_gemm({x.data_ptr<float>(), reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>()),
+            b32.defined() ? b32.data_ptr<float>() : nullptr, reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>()),
+            batch, rows, in});
+  return out;
+}
+
+// x @ (scale[:, None] * w).T (+ bias) for float32 x (..., in) of many rows (prefill) and int8 w (rows,
+// in) with one float32 scale per row, on a CPU with AVX2 and FMA: float32 sums of the float32
+// weights the int8 ones stand for (gemm.h), stored as float32.
+torch::Tensor prefill_int8(const torch::Tensor& x_in, const torch::Tensor& w, const torch::Tensor& scale,
+                           const c10::optional<torch::Tensor>& bias) {
+  TORCH_CHECK(kCpuLevel >= kAvx2, "prefill_int8: needs AVX2 and FMA");
+  TORCH_CHECK(x_in.dim() >= 1 && w.dim() == 2 && x_in.size(-1) == w.size(1) && w.is_contiguous() &&
+              x_in.scalar_type() == torch::kFloat32 && w.scalar_type() == torch::kInt8,
+              "prefill_int8: float32 x (..., in) and contiguous int8 w (rows, in)");
+  const int64_t rows = w.size(0), in = w.size(1), batch = in == 0 ? 0 : x_in.numel() / in;
+  TORCH_CHECK(scale.dim() == 1 && scale.size(0) == rows && scale.scalar_type() == torch::kFloat32 &&
+              scale.is_contiguous(), "prefill_int8: float32 scale (rows,)");
+  const torch::Tensor x = x_in.contiguous();
+  const torch::Tensor b32 = bias_f32(bias, rows, "prefill_int8");
+  torch::Tensor out = output_for(x_in, rows);
+  if (out.numel() == 0) return out;
+  llmgen::GemmArgs args{x.data_ptr<float>(), nullptr, b32.defined() ? b32.data_ptr<float>() : nullptr, nullptr,
+                        batch, rows, in};
+  args.w8 = w.data_ptr<int8_t>();
+  args.scale = scale.data_ptr<float>();
+  args.out32 = out.data_ptr<float>();
+  run_gemm(args);
   return out;
 }
 
@@ -338,6 +367,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gemv_int8", &gemv_int8, "x @ (scale[:, None] * w).T (+ bias): float32 x of a few rows, int8 w, float32 scale",
         pybind11::arg("x"), pybind11::arg("w"), pybind11::arg("scale"), pybind11::arg("bias") = pybind11::none(),
         pybind11::arg("level"));
+  m.def("prefill_int8", &prefill_int8, "x @ (scale[:, None] * w).T (+ bias): float32 x of many rows, int8 w (prefill)",
+        pybind11::arg("x"), pybind11::arg("w"), pybind11::arg("scale"), pybind11::arg("bias") = pybind11::none());
   m.def("prefill_bf16", &prefill_bf16, "x @ w.T (+ bias) for bfloat16 x of many rows (prefill): float32 sums, rounded once",
         pybind11::arg("x"), pybind11::arg("w"), pybind11::arg("bias") = pybind11::none());
   m.def("widen", &widen, "dst = src (bfloat16) as float32, on the kernel's threads", pybind11::arg("src"), pybind11::arg("dst"));
