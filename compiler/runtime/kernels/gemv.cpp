@@ -122,6 +122,15 @@ torch::Tensor output_for(const torch::Tensor& x, int64_t rows) {
   return torch::empty(shape, x.options());
 }
 
+// A product of float32 x (..., in) and contiguous int8 w (rows, in) with a float32 scale per row.
+void check_int8(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& scale, const char* name) {
+  TORCH_CHECK(x.dim() >= 1 && w.dim() == 2 && x.size(-1) == w.size(1) && w.is_contiguous() &&
+              x.scalar_type() == torch::kFloat32 && w.scalar_type() == torch::kInt8,
+              name, ": float32 x (..., in) and contiguous int8 w (rows, in)");
+  TORCH_CHECK(scale.dim() == 1 && scale.size(0) == w.size(0) && scale.scalar_type() == torch::kFloat32 &&
+              scale.is_contiguous(), name, ": float32 scale (rows,)");
+}
+
 }  // namespace
 
 int cpu_level() { return kCpuLevel; }
@@ -187,14 +196,10 @@ torch::Tensor gemv(const torch::Tensor& x_in, const torch::Tensor& w, const c10:
 // scale. level: 0 portable, 1 or more AVX2 (the int8 kernel has no AVX-512 form).
 torch::Tensor gemv_int8(const torch::Tensor& x_in, const torch::Tensor& w, const torch::Tensor& scale,
                         const c10::optional<torch::Tensor>& bias, int64_t level) {
-  TORCH_CHECK(x_in.dim() >= 1 && w.dim() == 2 && x_in.size(-1) == w.size(1) && w.is_contiguous() &&
-              w.scalar_type() == torch::kInt8 && x_in.scalar_type() == torch::kFloat32,
-              "gemv_int8: float32 x (..., in) and contiguous int8 w (rows, in)");
   TORCH_CHECK(level >= kPortable && level <= kCpuLevel, "gemv_int8: instruction-set level ", level,
               " is not available on this CPU (its level is ", kCpuLevel, ")");
+  check_int8(x_in, w, scale, "gemv_int8");
   const int64_t rows = w.size(0), in = w.size(1), batch = in == 0 ? 0 : x_in.numel() / in;
-  TORCH_CHECK(scale.dim() == 1 && scale.size(0) == rows && scale.scalar_type() == torch::kFloat32 &&
-              scale.is_contiguous(), "gemv_int8: float32 scale (rows,)");
   const torch::Tensor x = x_in.contiguous();
   const torch::Tensor b32 = bias_f32(bias, rows, "gemv_int8");
   torch::Tensor out = output_for(x_in, rows);
@@ -279,12 +284,8 @@ torch::Tensor prefill_bf16(const torch::Tensor& x_in, const torch::Tensor& w, co
 torch::Tensor prefill_int8(const torch::Tensor& x_in, const torch::Tensor& w, const torch::Tensor& scale,
                            const c10::optional<torch::Tensor>& bias) {
   TORCH_CHECK(kCpuLevel >= kAvx2, "prefill_int8: needs AVX2 and FMA");
-  TORCH_CHECK(x_in.dim() >= 1 && w.dim() == 2 && x_in.size(-1) == w.size(1) && w.is_contiguous() &&
-              x_in.scalar_type() == torch::kFloat32 && w.scalar_type() == torch::kInt8,
-              "prefill_int8: float32 x (..., in) and contiguous int8 w (rows, in)");
+  check_int8(x_in, w, scale, "prefill_int8");
   const int64_t rows = w.size(0), in = w.size(1), batch = in == 0 ? 0 : x_in.numel() / in;
-  TORCH_CHECK(scale.dim() == 1 && scale.size(0) == rows && scale.scalar_type() == torch::kFloat32 &&
-              scale.is_contiguous(), "prefill_int8: float32 scale (rows,)");
   const torch::Tensor x = x_in.contiguous();
   const torch::Tensor b32 = bias_f32(bias, rows, "prefill_int8");
   torch::Tensor out = output_for(x_in, rows);
