@@ -309,11 +309,12 @@ def cmd_generate(args: argparse.Namespace, out: Any = None, err: Any = None) -> 
               file=err)
         return 0
     check_kernel(args.kernel, args.dtype, err)
-    if args.weights_dtype == "int8" and (args.dtype != "float32" or args.kernel not in ("auto", "native")
-                                         or native.unavailable("float32") is not None):
-        raise LlmgenError("--weights-dtype int8 needs --dtype float32 and the native kernel"
-                          f" (here: --dtype {args.dtype}, --kernel {args.kernel}"
-                          + (f"; native kernel unavailable: {native.unavailable('float32')})" if native.unavailable("float32") else ")"))
+    if args.weights_dtype == "int8":
+        why = native.unavailable("float32")
+        if args.dtype != "float32" or args.kernel not in ("auto", "native") or why is not None:
+            raise LlmgenError("--weights-dtype int8 needs --dtype float32 and the native kernel"
+                              f" (here: --dtype {args.dtype}, --kernel {args.kernel}"
+                              + (f"; native kernel unavailable: {why})" if why else ")"))
     if args.compile and not (args.use_kv and args.kv == "float" and hasattr(getattr(module, "CausalLM", None), "enable_static_cache")):
         raise LlmgenError("--compile needs the float KV cache and a model.py with enable_static_cache"
                           " (plain attention layers; regenerate an older model.py)")

@@ -105,6 +105,8 @@ inline void rows_int8_scalar(const Args& a, int64_t begin, int64_t end) {
 }
 
 #ifdef LLMGEN_X86
+#define LLMGEN_ALWAYS_INLINE __attribute__((always_inline))  // the kernels' step lambdas
+
 // One weight row at a time, streamed once and multiplied by B rows of x (1..kMaxBatch) while
 // its current block is in registers; two accumulators per x row (two vectors of a step, or the
 // even and odd halves of a bfloat16 vector) keep the FMA latency out of the way, four (two steps
@@ -149,8 +151,6 @@ inline void rows_int8_scalar(const Args& a, int64_t begin, int64_t end) {
       store(a, b0 + b, r, sum);                                                                                 \
     }                                                                                                           \
   }
-
-#define LLMGEN_ALWAYS_INLINE __attribute__((always_inline))
 
 template <bool kBf16>
 inline float weight_at(const Args& a, int64_t at) {
