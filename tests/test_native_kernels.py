@@ -5,6 +5,8 @@ CPU's refused, and results that do not depend on how many threads share a produc
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from conftest import random_replica
@@ -272,6 +274,47 @@ def test_attend_equals_attention_in_float64() -> None:
             ours = attend(q, k, v, m, 0.3)
             assert ours.dtype == torch.float32 and ours.shape == q.shape
             assert (ours.double() - exact).abs().max().item() <= 1e-5, (batch, heads, kv_heads, queries, keys, dim)
+            # a bfloat16 cache read as it is (widened exactly as it is read): as close to float64, and
+            # for widths of whole vectors (every model's head_dim) the float32 copy's bits
+            k16, v16 = k.bfloat16(), v.bfloat16()
+            ours16, exact16 = attend(q, k16, v16, m, 0.3), torch.nn.functional.scaled_dot_product_attention(
+                q.double(), k16.double(), v16.double(), visible, scale=0.3, enable_gqa=True)
+            assert (ours16.double() - exact16).abs().max().item() <= 1e-5, (batch, heads, kv_heads, queries, keys, dim)
+            assert dim % 8 != 0 or torch.equal(ours16, attend(q, k16.float(), v16.float(), m, 0.3))
     hidden = torch.full((1, 4), float("-inf"))  # a row with every key masked: zeros
     assert torch.equal(attend(torch.ones(1, 2, 1, 4), torch.ones(1, 1, 4, 4), torch.ones(1, 1, 4, 4), hidden, 1.0),
                        torch.zeros(1, 2, 1, 4))
+    with pytest.raises(RuntimeError, match="both float32 or both bfloat16"):
+        attend(torch.ones(1, 2, 1, 4), torch.ones(1, 1, 4, 4).bfloat16(), torch.ones(1, 1, 4, 4), None, 1.0)
+
+
+def test_compiled_attention_reads_a_bfloat16_cache_as_it_is() -> None:
+    """The compiled step's attention pass (compiled_step.attend_pass): a bfloat16 model's written-out
+    `k.float(), v.float()` of its cache become attend's own reads of the bfloat16 cache (no float32
+    copy of the whole cache per layer and step); the result stays that of the float32 copies."""
+    import torch._dynamo
+    from torch._inductor.utils import run_and_get_code
+
+    from llmgen.compiler.runtime.compiled_step import attend_pass
+
+    def step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        out = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), mask, scale=0.25,
+                                                               enable_gqa=True)
+        return out.to(q.dtype)
+
+    generator = torch.Generator().manual_seed(6)
+    q = torch.randn(1, 4, 1, 16, generator=generator).bfloat16()
+    k, v = (torch.randn(1, 2, 40, 16, generator=generator).bfloat16() for _ in range(2))
+    mask = torch.zeros(1, 40).masked_fill(torch.arange(40)[None] > 25, float("-inf"))  # 26 slots filled
+    torch._dynamo.reset()
+    try:  # compiled afresh: a cached graph would not run the pass
+        with torch._functorch.config.patch(enable_autograd_cache=False):
+            compiled = torch.compile(step, dynamic=False, options={"post_grad_custom_post_pass": attend_pass(),
+                                                                   "fx_graph_cache": False})
+            out, (code,) = run_and_get_code(compiled, q, k, v, mask)
+    finally:
+        torch._dynamo.reset()
+    calls = re.findall(r"llmgen_native\.attend\.default\(([^)]*)\)", code)
+    assert len(calls) == 1, code
+    assert re.fullmatch(r"\w+, arg1_1, arg2_1, arg3_1, 0\.25", calls[0]), calls  # k, v: the inputs themselves
+    assert torch.equal(out, torch.ops.llmgen_native.attend(q.float(), k.float(), v.float(), mask, 0.25).bfloat16())

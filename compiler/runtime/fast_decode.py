@@ -23,9 +23,7 @@ two logits nearly tie; transformers' own bfloat16 run differs from its float32 r
 from __future__ import annotations
 
 import functools
-import operator
 import threading
-import types
 from typing import Any
 
 MAX_ROWS = 4  # inputs with more rows than this (prefill) keep torch's own matrix product
@@ -239,9 +237,11 @@ def _steps_on_own_threads(model: Any, on: bool, compile: bool = False) -> None:
         return
     from . import native
 
+    from . import compiled_step
+
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     module, forward = native.kernel(dtype) if on else None, model.forward
-    compiled, static = compiled_steps(model) if compile else (None, lambda: False)
+    compiled, static = compiled_step.compiled_steps(model) if compile else (None, lambda: False)
 
     def step(input_ids: Any, *args: Any, **kwargs: Any) -> Any:
         threads = torch.get_num_threads()
@@ -269,105 +269,6 @@ def _fits(used: str, weight: Any, dtype: Any, threads: int) -> bool:
     return used == "native" or weight.shape[0] % threads == 0
 
 
-def compiled_steps(model: Any) -> tuple[Any, Any]:
-    """The model's own forward through torch.compile, for decoding steps on its static cache, and
-    a test that says whether that cache is the one in use. A generated model's
-    `enable_static_cache` keeps every shape of a step fixed and its position in a tensor, so the
-    step compiles once (the first step: tens of seconds to minutes) and never again; on the
-    dynamic cache (`enable_cache`) each step would have new shapes, so it runs uncompiled there."""
-    import torch
-
-    from . import native
-
-    if not hasattr(model, "enable_static_cache"):
-        raise ValueError(f"{type(model).__name__} has no enable_static_cache: no fixed-shape step to compile")
-    backbone = next(child for child in model.children() if hasattr(child, "cache"))
-    # Guards on tensors only (shapes, dtypes): checking every module attribute before each step
-    # cost more than the step's own small operations (measured: ~3 ms of a 30-layer step). So
-    # set the model's switches (fast_attention, kernel) before the first compiled step.
-    # cpp_wrapper: the compiled graph's calls (~350 a step: the products, attention, inductor's
-    # fused kernels) made from generated C++ instead of a generated Python function (measured on
-    # the real SmolLM2 step, products stubbed out, 1 thread: 6.1 against 11.2 ms, 25th percentiles).
-    options = {"guard_filter_fn": torch.compiler.keep_tensor_guards_unsafe, "cpp_wrapper": True}
-    # torch.compile keeps its graphs with the code it compiled, and guards on tensors only do not
-    # look at parameters: a second model of the same class whose weights differ in kind (int8
-    # weights, another dtype) would run the first one's graph. A copy of the code per model keeps
-    # each model's graphs its own, at no cost to a step (guards on the parameters instead would
-    # check ~270 more tensors before each one).
-    forward = type(model).forward
-    own = types.FunctionType(forward.__code__.replace(), forward.__globals__, forward.__name__,
-                             forward.__defaults__, forward.__closure__)
-    own.__kwdefaults__ = forward.__kwdefaults__
-    if native.kernel() is not None:  # the step's attention on the kernel's operator (attend_pass)
-        options["post_grad_custom_post_pass"] = attend_pass()
-    compiled = torch.compile(own.__get__(model), dynamic=False, options=options)
-    return compiled, lambda: type(backbone.cache).__name__ == "StaticCache"
-
-
-@functools.cache
-def gemv_op() -> Any:
-    """The native kernel as a torch operator (llmgen_native::gemv, kernels/gemv.cpp) that
-    torch.compile keeps whole: one opaque call with a known output shape, instead of a break of
-    its graph at every product, called from the compiled graph without Python in between."""
-    import torch
-
-    from . import native
-
-    native.kernel()  # loading the module registers the operator
-
-    @torch.library.register_fake("llmgen_native::gemv")
-    def _(x: Any, w: Any, bias: Any, level: int) -> Any:
-        return x.new_empty((*x.shape[:-1], w.shape[0]))
-
-    return torch.ops.llmgen_native.gemv.default
-
-
-@functools.cache
-def attend_pass() -> Any:
-    """An inductor graph pass for compiled decoding steps: torch's fused CPU attention of at most
-    MAX_ROWS float32 queries becomes llmgen_native::attend (kernels/attend.h). torch's kernel
-    costs ~60 microseconds a layer for one query over 144 cache slots and attends every slot of
-    a static cache, empty or not; attend skips the masked ones (measured: ~18 microseconds at 80
-    of 144 slots in use). The same float32 operations, summed in another order."""
-    import torch
-    from torch._inductor.custom_graph_pass import CustomGraphPass
-
-    from . import native
-
-    native.kernel()  # loading the module registers the operator
-
-    @torch.library.register_fake("llmgen_native::attend")
-    def _(q: Any, k: Any, v: Any, mask: Any, scale: float) -> Any:
-        return q.new_empty(q.shape)
-
-    flash, attend = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default, torch.ops.llmgen_native.attend.default
-
-    def fits(node: Any) -> bool:
-        q, k, v = (arg.meta.get("val") for arg in node.args[:3])
-        mask, scale = node.kwargs.get("attn_mask"), node.kwargs.get("scale")
-        plain = not any(node.args[3:]) and set(node.kwargs) <= {"attn_mask", "scale"} and scale is not None
-        floats = all(t is not None and t.dtype == torch.float32 and t.dim() == 4 for t in (q, k, v))
-        masked = mask is None or mask.meta.get("val") is not None and mask.meta["val"].dtype == torch.float32
-        first = all(user.target is operator.getitem and user.args[1] == 0 for user in node.users)
-        return plain and floats and masked and first and q.shape[2] <= MAX_ROWS
-
-    class AttendPass(CustomGraphPass):
-        def __call__(self, graph: Any) -> None:
-            for node in [n for n in graph.nodes if n.target is flash and fits(n)]:
-                with graph.inserting_before(node):
-                    new = graph.call_function(attend, (*node.args[:3], node.kwargs.get("attn_mask"), node.kwargs["scale"]))
-                new.meta["val"] = node.meta["val"][0]
-                for user in list(node.users):
-                    user.replace_all_uses_with(new)
-                    graph.erase_node(user)
-                graph.erase_node(node)
-
-        def uuid(self) -> Any:
-            return "llmgen-attend-1"
-
-    return AttendPass()
-
-
 def _products(used: str, dtype: Any, threads: int, traced: bool = False) -> tuple[Any, Any]:
     """F.linear(x, weight, bias) on the kernel: for a weight known to fit, and for any weight
     (checked on each call); (None, None) for "off". A step's per-call cost is a few microseconds
@@ -380,6 +281,8 @@ def _products(used: str, dtype: Any, threads: int, traced: bool = False) -> tupl
 
     gemv = native.product(str(dtype).removeprefix("torch.")) if used == "native" else None
     if gemv is not None and traced:  # the same kernel, as an operator torch.compile can hold
+        from .compiled_step import gemv_op
+
         op, level = gemv_op(), native.LEVELS.index(native.level(str(dtype).removeprefix("torch.")))
         gemv = lambda x, w, bias=None: op(x, w, bias, level)  # noqa: E731
     upcast = str(dtype) == "torch.bfloat16" and bf16_prefill() == "float32"

@@ -17,12 +17,14 @@
 #include <limits>
 #include <vector>
 
+#include "gemv_isa.h"  // bf16_to_float
+
 namespace llmgen {
 
 struct AttendArgs {
   const float* q;     // (batch, heads, queries, dim) contiguous
-  const float* k;     // key row l of (b, kv head g) at k + b * ks[0] + g * ks[1] + l * ks[2]; dim contiguous
-  const float* v;     // likewise with vs
+  const void* k;      // key row l of (b, kv head g) at k + b * ks[0] + g * ks[1] + l * ks[2]; dim contiguous
+  const void* v;      // likewise with vs (k and v: float32, or both bfloat16, widened as they are read)
   const float* mask;  // additive, broadcast by its strides ms (b, h, query, key), or nullptr
   float* out;         // (batch, heads, queries, dim) contiguous
   int64_t batch, heads, kv_heads, queries, keys, dim;
@@ -30,8 +32,14 @@ struct AttendArgs {
   float scale;
 };
 
+inline float widen(float value) { return value; }
+inline float widen(uint16_t bits) { return bf16_to_float(bits); }  // exact: the same value in float32
+
 // Rows [begin, end) of the (batch, heads, queries) rows; written once for every level and
-// inlined into each level's function, which the compiler vectorises for its target.
+// inlined into each level's function, which the compiler vectorises for its target. T: the
+// element type of k and v, float or uint16_t (bfloat16: a bfloat16 cache is read as it is,
+// instead of a float32 copy of all of it made for every layer and step).
+template <typename T>
 __attribute__((always_inline)) inline void attend_body(const AttendArgs& a, int64_t begin, int64_t end) {
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   thread_local std::vector<float> scores_buffer, acc_buffer;
@@ -43,8 +51,8 @@ __attribute__((always_inline)) inline void attend_body(const AttendArgs& a, int6
   for (int64_t row = begin; row < end; ++row) {
     const int64_t b = row / (a.heads * a.queries), h = row / a.queries % a.heads, s = row % a.queries;
     const float* q = a.q + row * a.dim;
-    const float* k = a.k + b * a.ks[0] + h / group * a.ks[1];
-    const float* v = a.v + b * a.vs[0] + h / group * a.vs[1];
+    const T* k = static_cast<const T*>(a.k) + b * a.ks[0] + h / group * a.ks[1];
+    const T* v = static_cast<const T*>(a.v) + b * a.vs[0] + h / group * a.vs[1];
     const float* m = a.mask != nullptr ? a.mask + b * a.ms[0] + h * a.ms[1] + s * a.ms[2] : nullptr;
     float top = kNegInf;
     for (int64_t l = 0; l < a.keys; ++l) {
@@ -53,13 +61,13 @@ __attribute__((always_inline)) inline void attend_body(const AttendArgs& a, int6
         scores[l] = kNegInf;
         continue;
       }
-      const float* kl = k + l * a.ks[2];
+      const T* kl = k + l * a.ks[2];
       float part[8] = {};
       for (int64_t d = 0; d < full; d += 8) {
-        for (int j = 0; j < 8; ++j) part[j] += q[d + j] * kl[d + j];
+        for (int j = 0; j < 8; ++j) part[j] += q[d + j] * widen(kl[d + j]);
       }
       float dot = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
-      for (int64_t d = full; d < a.dim; ++d) dot += q[d] * kl[d];
+      for (int64_t d = full; d < a.dim; ++d) dot += q[d] * widen(kl[d]);
       scores[l] = dot * a.scale + add;
       top = scores[l] > top ? scores[l] : top;
     }
@@ -71,8 +79,8 @@ __attribute__((always_inline)) inline void attend_body(const AttendArgs& a, int6
         if (scores[l] == kNegInf) continue;
         const float p = std::exp(scores[l] - top);
         total += p;
-        const float* vl = v + l * a.vs[2];
-        for (int64_t d = 0; d < a.dim; ++d) acc[d] += p * vl[d];
+        const T* vl = v + l * a.vs[2];
+        for (int64_t d = 0; d < a.dim; ++d) acc[d] += p * widen(vl[d]);
       }
     }
     const float inv = total > 0.0f ? 1.0f / total : 0.0f;
@@ -80,14 +88,17 @@ __attribute__((always_inline)) inline void attend_body(const AttendArgs& a, int6
   }
 }
 
-inline void attend_portable(const AttendArgs& a, int64_t begin, int64_t end) { attend_body(a, begin, end); }
+template <typename T>
+inline void attend_portable(const AttendArgs& a, int64_t begin, int64_t end) { attend_body<T>(a, begin, end); }
 
 #ifdef LLMGEN_X86
+template <typename T>
 __attribute__((target("avx2,fma"))) inline void attend_avx2(const AttendArgs& a, int64_t begin, int64_t end) {
-  attend_body(a, begin, end);
+  attend_body<T>(a, begin, end);
 }
+template <typename T>
 __attribute__((target("avx512f"))) inline void attend_avx512(const AttendArgs& a, int64_t begin, int64_t end) {
-  attend_body(a, begin, end);
+  attend_body<T>(a, begin, end);
 }
 #endif
 

@@ -21,10 +21,16 @@
 #include <cstdint>
 #include <vector>
 
+// The kernels' headers with hidden visibility: calls between their inline functions (a row
+// kernel per weight row, its store) then go straight to them instead of through the procedure
+// linkage table of this shared object (~205,000 such calls a SmolLM2 step). The standard and
+// torch headers above keep their own visibility.
+#pragma GCC visibility push(hidden)
 #include "gemv_isa.h"  // first: it says whether this is x86 (LLMGEN_X86)
 #include "attend.h"
 #include "gemm.h"
 #include "pool.h"
+#pragma GCC visibility pop
 
 namespace {
 
@@ -300,15 +306,17 @@ torch::Tensor prefill_int8(const torch::Tensor& x_in, const torch::Tensor& w, co
 }
 
 // softmax(q k^T * scale + mask) v for a decoding step's few queries (attend.h), float32: q (batch,
-// heads, queries, dim); k, v (batch, kv_heads, keys, dim), any strides (copied when the last
-// dimension's is not 1); mask: float32, broadcastable to (batch, heads, queries, keys), or None.
+// heads, queries, dim); k, v (batch, kv_heads, keys, dim), both float32 or both bfloat16, any
+// strides (copied when the last dimension's is not 1); mask: float32, broadcastable to (batch,
+// heads, queries, keys), or None.
 torch::Tensor attend(const torch::Tensor& q_in, const torch::Tensor& k_in, const torch::Tensor& v_in,
                      const c10::optional<torch::Tensor>& mask, double scale) {
   const torch::Tensor k = k_in.stride(-1) == 1 ? k_in : k_in.contiguous();
   const torch::Tensor v = v_in.stride(-1) == 1 ? v_in : v_in.contiguous();
   TORCH_CHECK(q_in.dim() == 4 && k.dim() == 4 && v.dim() == 4, "attend: q, k, v of 4 dimensions");
-  TORCH_CHECK(q_in.scalar_type() == torch::kFloat32 && k.scalar_type() == torch::kFloat32 &&
-              v.scalar_type() == torch::kFloat32, "attend: float32 q, k, v");
+  const bool bf16 = k.scalar_type() == torch::kBFloat16;
+  TORCH_CHECK(q_in.scalar_type() == torch::kFloat32 && v.scalar_type() == k.scalar_type() &&
+              (bf16 || k.scalar_type() == torch::kFloat32), "attend: float32 q; k, v both float32 or both bfloat16");
   const torch::Tensor q = q_in.contiguous();
   const int64_t batch = q.size(0), heads = q.size(1), queries = q.size(2), dim = q.size(3);
   const int64_t kv_heads = k.size(1), keys = k.size(2);
@@ -325,21 +333,21 @@ torch::Tensor attend(const torch::Tensor& q_in, const torch::Tensor& k_in, const
     }
   }
   torch::Tensor out = torch::empty({batch, heads, queries, dim}, q.options());
-  llmgen::AttendArgs args{q.data_ptr<float>(), k.data_ptr<float>(), v.data_ptr<float>(),
+  llmgen::AttendArgs args{q.data_ptr<float>(), k.data_ptr(), v.data_ptr(),
                           mask.has_value() ? mask->data_ptr<float>() : nullptr, out.data_ptr<float>(),
                           batch, heads, kv_heads, queries, keys, dim,
                           {k.stride(0), k.stride(1), k.stride(2)}, {v.stride(0), v.stride(1), v.stride(2)},
                           {mask_strides[0], mask_strides[1], mask_strides[2], mask_strides[3]}, static_cast<float>(scale)};
-  void (*fn)(const llmgen::AttendArgs&, int64_t, int64_t) = llmgen::attend_portable;
+  void (*fn)(const llmgen::AttendArgs&, int64_t, int64_t) = bf16 ? llmgen::attend_portable<uint16_t> : llmgen::attend_portable<float>;
 #ifdef LLMGEN_X86
   if (kCpuLevel >= kAvx512) {
-    fn = llmgen::attend_avx512;
+    fn = bf16 ? llmgen::attend_avx512<uint16_t> : llmgen::attend_avx512<float>;
   } else if (kCpuLevel >= kAvx2) {
-    fn = llmgen::attend_avx2;
+    fn = bf16 ? llmgen::attend_avx2<uint16_t> : llmgen::attend_avx2<float>;
   }
 #endif
   const int64_t rows = batch * heads * queries;
-  const int threads = threads_for(2 * keys * dim * static_cast<int64_t>(sizeof(float)) * rows / std::max<int64_t>(1, heads / kv_heads));
+  const int threads = threads_for(2 * keys * dim * k.element_size() * rows / std::max<int64_t>(1, heads / kv_heads));
   if (threads <= 1 || rows <= 1 || rows > llmgen::Pool::kMaxChunks) {
     fn(args, 0, rows);
   } else {
