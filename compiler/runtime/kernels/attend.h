@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "gemv_isa.h"  // bf16_to_float
@@ -42,11 +43,14 @@ inline float widen(uint16_t bits) { return bf16_to_float(bits); }  // exact: the
 template <typename T>
 __attribute__((always_inline)) inline void attend_body(const AttendArgs& a, int64_t begin, int64_t end) {
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-  thread_local std::vector<float> scores_buffer, acc_buffer;
+  thread_local std::vector<float> scores_buffer, acc_buffer, key_buffer;
   scores_buffer.resize(static_cast<size_t>(a.keys));
   acc_buffer.resize(static_cast<size_t>(a.dim));
+  key_buffer.resize(static_cast<size_t>(a.dim));
   float* const scores = scores_buffer.data();  // plain pointers: each use of a thread_local costs a call
   float* const acc = acc_buffer.data();
+  float* const key = key_buffer.data();  // a bfloat16 key row widened first: the dot below then
+                                         // vectorises as for float32 (measured 2x slower mixed in)
   const int64_t group = a.heads / a.kv_heads, full = a.dim - a.dim % 8;
   for (int64_t row = begin; row < end; ++row) {
     const int64_t b = row / (a.heads * a.queries), h = row / a.queries % a.heads, s = row % a.queries;
@@ -61,13 +65,19 @@ __attribute__((always_inline)) inline void attend_body(const AttendArgs& a, int6
         scores[l] = kNegInf;
         continue;
       }
-      const T* kl = k + l * a.ks[2];
+      const float* kl;
+      if constexpr (std::is_same_v<T, float>) {
+        kl = k + l * a.ks[2];
+      } else {
+        for (int64_t d = 0; d < a.dim; ++d) key[d] = widen(k[l * a.ks[2] + d]);
+        kl = key;
+      }
       float part[8] = {};
       for (int64_t d = 0; d < full; d += 8) {
-        for (int j = 0; j < 8; ++j) part[j] += q[d + j] * widen(kl[d + j]);
+        for (int j = 0; j < 8; ++j) part[j] += q[d + j] * kl[d + j];
       }
       float dot = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
-      for (int64_t d = full; d < a.dim; ++d) dot += q[d] * widen(kl[d]);
+      for (int64_t d = full; d < a.dim; ++d) dot += q[d] * kl[d];
       scores[l] = dot * a.scale + add;
       top = scores[l] > top ? scores[l] : top;
     }
