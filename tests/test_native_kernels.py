@@ -245,6 +245,19 @@ def test_bfloat16_prefill_product_on_odd_shapes() -> None:
                 assert within_rounding(alone, theirs, exact, in_features), (rows, out_features, in_features)
             x3 = x.reshape(1, rows, in_features)
             assert torch.equal(product(x3, weight, bias), product(x, weight, bias).unsqueeze(0))
+        # the rounding itself, bit for bit: one-hot rows of x make each sum w[n, k] + bias[n], the
+        # same float32 addition as torch's, rounded to bfloat16 as torch rounds it (ties to even,
+        # infinities, NaN), in full panels of 16 columns and in the last partial one
+        rows, out_features, in_features = 13, 37, 24
+        weight = torch.randn(out_features, in_features, generator=generator).bfloat16()
+        bias = (torch.randn(out_features, generator=generator) * 4).bfloat16()
+        bias[[3, 20, 35]] = torch.tensor([float("inf"), float("nan"), float("-inf")]).bfloat16()
+        x = torch.zeros(rows, in_features).bfloat16()
+        x[torch.arange(rows), torch.arange(rows) * 5 % in_features] = 1
+        expected = (weight.float()[:, torch.arange(rows) * 5 % in_features].t() + bias.float()).bfloat16()
+        ours = product(x, weight, bias)
+        assert torch.equal(ours.isnan(), expected.isnan()) and ours.isnan()[:, 20].all()  # (NaN's bits vary in torch)
+        assert torch.equal(ours.nan_to_num(0).view(torch.int16), expected.nan_to_num(0).view(torch.int16))
     finally:
         torch.set_num_threads(before)
 
