@@ -235,9 +235,7 @@ def _steps_on_own_threads(model: Any, on: bool, compile: bool = False) -> None:
     model.__dict__.pop("forward", None)
     if not on and not compile:
         return
-    from . import native
-
-    from . import compiled_step
+    from . import compiled_step, native
 
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     module, forward = native.kernel(dtype) if on else None, model.forward
