@@ -189,9 +189,12 @@ def test_bfloat16_prefill_as_float32_products_is_opt_in(monkeypatch: pytest.Monk
         monkeypatch.setenv("LLMGEN_BF16_PREFILL", "float32")
         calls, upcast_linear = [], fast_decode.upcast_linear
         monkeypatch.setattr(fast_decode, "upcast_linear", lambda *args: calls.append(1) or upcast_linear(*args))
+        lookups, gemm = [], fast_decode._gemm
+        monkeypatch.setattr(fast_decode, "_gemm", lambda: lookups.append(1) or gemm())
         use_fast_decode(model, "native")
         upcast = model(ids)
     assert len(calls) == sum(isinstance(m, torch.nn.Linear) for m in model.modules()) + 1  # and the tied head
+    assert len(lookups) == 1  # the native product looked up once, not per product (~0.1 ms each)
     # (often 0 at these widths: torch's bfloat16 product sums in float32 too)
     assert (upcast.float() - plain.float()).abs().max() <= 0.05 * plain.float().abs().max()
     monkeypatch.setattr(fast_decode, "_gemm", lambda: None)  # the widening fallback (no AVX2)
