@@ -265,16 +265,19 @@ def test_bfloat16_prefill_product_on_odd_shapes() -> None:
         torch.set_num_threads(before)
 
 
-# (batch, heads, kv_heads, queries, keys, dim): grouped queries, odd key counts and widths
-ATTEND_SHAPES = [(1, 9, 3, 1, 144, 64), (2, 4, 2, 3, 17, 13), (1, 8, 8, 4, 50, 128), (2, 6, 1, 1, 5, 7), (1, 2, 1, 2, 1, 9)]
+# (batch, heads, kv_heads, queries, keys, dim): grouped queries, odd key counts and widths, a
+# group of more query heads than attend.h bundles (16 > kBundle)
+ATTEND_SHAPES = [(1, 9, 3, 1, 144, 64), (2, 4, 2, 3, 17, 13), (1, 8, 8, 4, 50, 128), (2, 6, 1, 1, 5, 7), (1, 2, 1, 2, 1, 9),
+                 (2, 16, 1, 1, 40, 16)]
 
 
 def test_attend_equals_attention_in_float64() -> None:
     """llmgen_native::attend (kernels/attend.h), the compiled step's attention for a few queries:
     against torch's attention in float64, with a causal mask over a partly filled cache (the
     empty slots masked) as (queries, keys) and as (batch, 1, queries, keys), and without a mask;
-    keys and values read from a slice of a larger cache (non-contiguous)."""
-    native.kernel()
+    keys and values read from a slice of a larger cache (non-contiguous); on one thread and split
+    between two, the same bits."""
+    module = native.kernel()
     attend = torch.ops.llmgen_native.attend
     generator = torch.Generator().manual_seed(5)
     for batch, heads, kv_heads, queries, keys, dim in ATTEND_SHAPES:
@@ -297,6 +300,13 @@ def test_attend_equals_attention_in_float64() -> None:
                 q.double(), k16.double(), v16.double(), visible, scale=0.3, enable_gqa=True)
             assert (ours16.double() - exact16).abs().max().item() <= 1e-5, (batch, heads, kv_heads, queries, keys, dim)
             assert dim % 8 != 0 or torch.equal(ours16, attend(q, k16.float(), v16.float(), m, 0.3))
+            before, default = torch.get_num_threads(), module.set_bytes_per_thread(1)  # every call on 2 threads
+            try:
+                torch.set_num_threads(2)
+                assert torch.equal(attend(q, k, v, m, 0.3), ours) and torch.equal(attend(q, k16, v16, m, 0.3), ours16)
+            finally:
+                module.set_bytes_per_thread(default)
+                torch.set_num_threads(before)
     hidden = torch.full((1, 4), float("-inf"))  # a row with every key masked: zeros
     assert torch.equal(attend(torch.ones(1, 2, 1, 4), torch.ones(1, 1, 4, 4), torch.ones(1, 1, 4, 4), hidden, 1.0),
                        torch.zeros(1, 2, 1, 4))

@@ -12,6 +12,7 @@
 // h / (heads / kv_heads). A row whose keys are all masked gets zeros.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -39,62 +40,88 @@ inline float widen(uint16_t bits) { return bf16_to_float(bits); }  // exact: the
 // Rows [begin, end) of the (batch, heads, queries) rows; written once for every level and
 // inlined into each level's function, which the compiler vectorises for its target. T: the
 // element type of k and v, float or uint16_t (bfloat16: a bfloat16 cache is read as it is,
-// instead of a float32 copy of all of it made for every layer and step).
+// instead of a float32 copy of all of it made for every layer and step). A step's single query
+// (queries == 1): the consecutive rows of one key/value head (up to kBundle query heads of a
+// group) go together, so that each bfloat16 key and value row is widened once for all of them,
+// not once per query head; each row's sums keep their order (the same bits as row by row).
+constexpr int64_t kBundle = 8;
+
 template <typename T>
 __attribute__((always_inline)) inline void attend_body(const AttendArgs& a, int64_t begin, int64_t end) {
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-  thread_local std::vector<float> scores_buffer, acc_buffer, key_buffer;
-  scores_buffer.resize(static_cast<size_t>(a.keys));
-  acc_buffer.resize(static_cast<size_t>(a.dim));
-  key_buffer.resize(static_cast<size_t>(a.dim));
+  thread_local std::vector<float> scores_buffer, acc_buffer, row_buffer;
+  scores_buffer.resize(static_cast<size_t>(a.keys * kBundle));
+  acc_buffer.resize(static_cast<size_t>(a.dim * kBundle));
+  row_buffer.resize(static_cast<size_t>(a.dim));
   float* const scores = scores_buffer.data();  // plain pointers: each use of a thread_local costs a call
   float* const acc = acc_buffer.data();
-  float* const key = key_buffer.data();  // a bfloat16 key row widened first: the dot below then
-                                         // vectorises as for float32 (mixed in, GCC made 4-lane halves)
+  float* const wide = row_buffer.data();  // a bfloat16 key or value row widened first: the loops below
+                                          // then vectorise as for float32 (mixed in, GCC made 4-lane halves)
   const int64_t group = a.heads / a.kv_heads, full = a.dim - a.dim % 8;
-  for (int64_t row = begin; row < end; ++row) {
+  for (int64_t row = begin, n = 1; row < end; row += n) {
     const int64_t b = row / (a.heads * a.queries), h = row / a.queries % a.heads, s = row % a.queries;
-    const float* q = a.q + row * a.dim;
+    n = a.queries == 1 ? std::min({group - h % group, end - row, kBundle}) : 1;  // rows row .. row + n
     const T* k = static_cast<const T*>(a.k) + b * a.ks[0] + h / group * a.ks[1];
     const T* v = static_cast<const T*>(a.v) + b * a.vs[0] + h / group * a.vs[1];
-    const float* m = a.mask != nullptr ? a.mask + b * a.ms[0] + h * a.ms[1] + s * a.ms[2] : nullptr;
-    float top = kNegInf;
+    const float* m[kBundle];
+    float top[kBundle], total[kBundle];
+    for (int64_t i = 0; i < n; ++i) {
+      m[i] = a.mask != nullptr ? a.mask + b * a.ms[0] + (h + i) * a.ms[1] + s * a.ms[2] : nullptr;
+      top[i] = kNegInf;
+      total[i] = 0.0f;
+    }
     for (int64_t l = 0; l < a.keys; ++l) {
-      const float add = m != nullptr ? m[l * a.ms[3]] : 0.0f;
-      if (add == kNegInf) {
-        scores[l] = kNegInf;
-        continue;
-      }
-      const float* kl;
-      if constexpr (std::is_same_v<T, float>) {
-        kl = k + l * a.ks[2];
-      } else {
-        for (int64_t d = 0; d < a.dim; ++d) key[d] = widen(k[l * a.ks[2] + d]);
-        kl = key;
-      }
-      float part[8] = {};
-      for (int64_t d = 0; d < full; d += 8) {
-        for (int j = 0; j < 8; ++j) part[j] += q[d + j] * kl[d + j];
-      }
-      float dot = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
-      for (int64_t d = full; d < a.dim; ++d) dot += q[d] * kl[d];
-      scores[l] = dot * a.scale + add;
-      top = scores[l] > top ? scores[l] : top;
-    }
-    float* out = a.out + row * a.dim;
-    for (int64_t d = 0; d < a.dim; ++d) acc[d] = 0.0f;
-    float total = 0.0f;
-    if (top != kNegInf) {
-      for (int64_t l = 0; l < a.keys; ++l) {
-        if (scores[l] == kNegInf) continue;
-        const float p = std::exp(scores[l] - top);
-        total += p;
-        const T* vl = v + l * a.vs[2];
-        for (int64_t d = 0; d < a.dim; ++d) acc[d] += p * widen(vl[d]);
+      const float* kl = nullptr;
+      for (int64_t i = 0; i < n; ++i) {
+        const float add = m[i] != nullptr ? m[i][l * a.ms[3]] : 0.0f;
+        float& score = scores[i * a.keys + l];
+        if (add == kNegInf) {
+          score = kNegInf;
+          continue;
+        }
+        if (kl == nullptr) {
+          if constexpr (std::is_same_v<T, float>) {
+            kl = k + l * a.ks[2];
+          } else {
+            for (int64_t d = 0; d < a.dim; ++d) wide[d] = widen(k[l * a.ks[2] + d]);
+            kl = wide;
+          }
+        }
+        const float* q = a.q + (row + i) * a.dim;
+        float part[8] = {};
+        for (int64_t d = 0; d < full; d += 8) {
+          for (int j = 0; j < 8; ++j) part[j] += q[d + j] * kl[d + j];
+        }
+        float dot = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+        for (int64_t d = full; d < a.dim; ++d) dot += q[d] * kl[d];
+        score = dot * a.scale + add;
+        top[i] = score > top[i] ? score : top[i];
       }
     }
-    const float inv = total > 0.0f ? 1.0f / total : 0.0f;
-    for (int64_t d = 0; d < a.dim; ++d) out[d] = acc[d] * inv;
+    for (int64_t d = 0; d < n * a.dim; ++d) acc[d] = 0.0f;
+    for (int64_t l = 0; l < a.keys; ++l) {
+      const float* vl = nullptr;
+      for (int64_t i = 0; i < n; ++i) {
+        if (top[i] == kNegInf || scores[i * a.keys + l] == kNegInf) continue;
+        if (vl == nullptr) {
+          if constexpr (std::is_same_v<T, float>) {
+            vl = v + l * a.vs[2];
+          } else {
+            for (int64_t d = 0; d < a.dim; ++d) wide[d] = widen(v[l * a.vs[2] + d]);
+            vl = wide;
+          }
+        }
+        const float p = std::exp(scores[i * a.keys + l] - top[i]);
+        total[i] += p;
+        float* row_acc = acc + i * a.dim;
+        for (int64_t d = 0; d < a.dim; ++d) row_acc[d] += p * vl[d];
+      }
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const float inv = total[i] > 0.0f ? 1.0f / total[i] : 0.0f;
+      float* out = a.out + (row + i) * a.dim;
+      for (int64_t d = 0; d < a.dim; ++d) out[d] = acc[i * a.dim + d] * inv;
+    }
   }
 }
 

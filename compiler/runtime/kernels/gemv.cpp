@@ -346,12 +346,13 @@ torch::Tensor attend(const torch::Tensor& q_in, const torch::Tensor& k_in, const
     fn = bf16 ? llmgen::attend_avx2<uint16_t> : llmgen::attend_avx2<float>;
   }
 #endif
-  const int64_t rows = batch * heads * queries;
-  const int threads = threads_for(2 * keys * dim * k.element_size() * rows / std::max<int64_t>(1, heads / kv_heads));
-  if (threads <= 1 || rows <= 1 || rows > llmgen::Pool::kMaxChunks) {
+  const int64_t rows = batch * heads * queries, group = heads / kv_heads;
+  const int64_t per = queries == 1 ? group : 1, units = rows / per;  // one query: a group's rows together
+  const int threads = threads_for(2 * keys * dim * k.element_size() * rows / group);
+  if (threads <= 1 || units <= 1 || units > llmgen::Pool::kMaxChunks) {
     fn(args, 0, rows);
   } else {
-    llmgen::Pool::instance().run(rows, threads - 1, [&](int64_t i) { fn(args, i, i + 1); });
+    llmgen::Pool::instance().run(units, threads - 1, [&](int64_t i) { fn(args, i * per, (i + 1) * per); });
   }
   return out;
 }
