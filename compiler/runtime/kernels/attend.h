@@ -37,6 +37,18 @@ struct AttendArgs {
 inline float widen(float value) { return value; }
 inline float widen(uint16_t bits) { return bf16_to_float(bits); }  // exact: the same value in float32
 
+// A key or value row as float32: the row itself, or (bfloat16) widened into `wide` first (the
+// loops that read it then vectorise as for float32; mixed in, GCC made 4-lane halves).
+template <typename T>
+__attribute__((always_inline)) inline const float* as_float(const T* row, int64_t dim, float* wide) {
+  if constexpr (std::is_same_v<T, float>) {
+    return row;
+  } else {
+    for (int64_t d = 0; d < dim; ++d) wide[d] = widen(row[d]);
+    return wide;
+  }
+}
+
 // Rows [begin, end) of the (batch, heads, queries) rows; written once for every level and
 // inlined into each level's function, which the compiler vectorises for its target. T: the
 // element type of k and v, float or uint16_t (bfloat16: a bfloat16 cache is read as it is,
@@ -55,8 +67,7 @@ __attribute__((always_inline)) inline void attend_body(const AttendArgs& a, int6
   row_buffer.resize(static_cast<size_t>(a.dim));
   float* const scores = scores_buffer.data();  // plain pointers: each use of a thread_local costs a call
   float* const acc = acc_buffer.data();
-  float* const wide = row_buffer.data();  // a bfloat16 key or value row widened first: the loops below
-                                          // then vectorise as for float32 (mixed in, GCC made 4-lane halves)
+  float* const wide = row_buffer.data();  // as_float's bfloat16 row
   const int64_t group = a.heads / a.kv_heads, full = a.dim - a.dim % 8;
   for (int64_t row = begin, n = 1; row < end; row += n) {
     const int64_t b = row / (a.heads * a.queries), h = row / a.queries % a.heads, s = row % a.queries;
@@ -79,14 +90,7 @@ __attribute__((always_inline)) inline void attend_body(const AttendArgs& a, int6
           score = kNegInf;
           continue;
         }
-        if (kl == nullptr) {
-          if constexpr (std::is_same_v<T, float>) {
-            kl = k + l * a.ks[2];
-          } else {
-            for (int64_t d = 0; d < a.dim; ++d) wide[d] = widen(k[l * a.ks[2] + d]);
-            kl = wide;
-          }
-        }
+        if (kl == nullptr) kl = as_float(k + l * a.ks[2], a.dim, wide);  // once for the bundle
         const float* q = a.q + (row + i) * a.dim;
         float part[8] = {};
         for (int64_t d = 0; d < full; d += 8) {
@@ -103,14 +107,7 @@ __attribute__((always_inline)) inline void attend_body(const AttendArgs& a, int6
       const float* vl = nullptr;
       for (int64_t i = 0; i < n; ++i) {
         if (top[i] == kNegInf || scores[i * a.keys + l] == kNegInf) continue;
-        if (vl == nullptr) {
-          if constexpr (std::is_same_v<T, float>) {
-            vl = v + l * a.vs[2];
-          } else {
-            for (int64_t d = 0; d < a.dim; ++d) wide[d] = widen(v[l * a.vs[2] + d]);
-            vl = wide;
-          }
-        }
+        if (vl == nullptr) vl = as_float(v + l * a.vs[2], a.dim, wide);
         const float p = std::exp(scores[i * a.keys + l] - top[i]);
         total[i] += p;
         float* row_acc = acc + i * a.dim;
