@@ -197,13 +197,12 @@ def test_bfloat16_prefill_as_float32_products_is_opt_in(monkeypatch: pytest.Monk
     assert len(lookups) == 1  # the native product looked up once, not per product (~0.1 ms each)
     # (often 0 at these widths: torch's bfloat16 product sums in float32 too)
     assert (upcast.float() - plain.float()).abs().max() <= 0.05 * plain.float().abs().max()
-    monkeypatch.setattr(fast_decode, "_gemm", lambda: None)  # the widening fallback (no AVX2)
     monkeypatch.setattr(fast_decode, "UPCAST_BLOCK", 64)  # many blocks of rows
     generator = torch.Generator().manual_seed(8)
     weight, bias = torch.randn(37, 30, generator=generator).bfloat16(), torch.randn(37, generator=generator).bfloat16()
     x = torch.randn(2, 6, 30, generator=generator).bfloat16()
     exact = x.double() @ weight.double().t() + bias.double()
-    ours = upcast_linear(x, weight, bias)
+    ours = upcast_linear(x, weight, bias, None)  # no native product: the widening fallback (no AVX2)
     assert ours.dtype == torch.bfloat16 and ours.shape == (2, 6, 37)
     wide = torch.empty(37, 30)
     native.kernel("bfloat16").widen(weight, wide)  # the native conversion it widens the blocks with

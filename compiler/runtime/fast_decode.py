@@ -38,20 +38,18 @@ UPCAST_BLOCK = 1 << 22  # weight elements upcast at a time (16 MiB of float32)
 _SCRATCH = threading.local()  # upcast_linear's float32 buffer, one per thread
 
 
-def upcast_linear(x: Any, weight: Any, bias: Any, gemm: Any = ...) -> Any:
-    """F.linear of bfloat16 x and weight computed in float32, rounded once to bfloat16. With the
-    native kernel at the AVX2 or AVX-512F level: its matrix product (kernels/gemm.h), which widens
+def upcast_linear(x: Any, weight: Any, bias: Any, gemm: Any) -> Any:
+    """F.linear of bfloat16 x and weight computed in float32, rounded once to bfloat16. With
+    `gemm`, the native kernel's matrix product at the AVX2 or AVX-512F level (_gemm(), which the
+    caller looks up once: the lookup costs ~0.1 ms, 26 ms of a 211-product forward), which widens
     the weights a panel at a time inside the cache (measured faster than torch's float32 product
     on the same shapes). Else the weight is widened a block of rows at a time into one float32
     buffer that every call reuses (on the native kernel's threads where it is built: torch's
     conversion is an OpenMP region, measured ~10x slower on a busy 2-core machine), and each
-    block's results are rounded straight into the output (no concatenation). `gemm`: _gemm()
-    as the caller looked it up once (the lookup costs ~0.1 ms, as much as a short prompt's
-    smaller products: 26 ms of a 211-product forward); left out, it is looked up now."""
+    block's results are rounded straight into the output (no concatenation)."""
     import torch
     import torch.nn.functional as F
 
-    gemm = _gemm() if gemm is ... else gemm
     if gemm is not None and weight.is_contiguous():
         return gemm(x, weight, bias)
     wide, (rows, width) = x.float().reshape(-1, x.shape[-1]), weight.shape

@@ -47,14 +47,15 @@ int detect_level() {
 
 const int kCpuLevel = detect_level();
 
-// Weight bytes one thread's share must at least hold: one chunk (kChunkBytes). During decoding
-// the helpers spin between products, so handing one a chunk costs ~1-2 microseconds, less than the
-// 4-6 it takes to read 64 KiB (measured, 2 threads, a whole SmolLM2 step's products back to back:
-// 10.23 against 10.57 ms in bfloat16, 19.56 against 21.06 ms in float32 with 256 KiB, when the
-// 576x192 projections ran on one thread).
-int64_t g_bytes_per_thread = 64 * 1024;
 constexpr int64_t kRowGroup = 4;  // chunks hold whole multiples of it
 constexpr int64_t kChunkBytes = 64 * 1024;  // the work unit threads claim: small, for late threads
+
+// Weight bytes one thread's share must at least hold: one chunk. During decoding the helpers spin
+// between products, so handing one a chunk costs ~1-2 microseconds, less than the 4-6 it takes to
+// read 64 KiB (measured, 2 threads, a whole SmolLM2 step's products back to back: 10.23 against
+// 10.57 ms in bfloat16, 19.56 against 21.06 ms in float32 with 256 KiB, when the 576x192
+// projections ran on one thread).
+int64_t g_bytes_per_thread = kChunkBytes;
 
 int g_max_threads = 0;  // 0: torch's intra-op thread count (torch.set_num_threads, OMP_NUM_THREADS)
 
