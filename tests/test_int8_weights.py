@@ -129,6 +129,14 @@ def test_compiled_steps_on_int8_weights_decode_like_uncompiled() -> None:
         model.disable_cache()
         return torch.cat(out, 1)
 
-    run(first, True)  # float32, compiled first
+    plain = gen.CausalLM(config).eval()
+    plain.load_state_dict(first.state_dict())
+    use_fast_decode(plain, "native")
+    # float32, compiled first: its q, k, v and gate, up products grouped (compiled_step.group_products),
+    # its steps after the first called directly (compiled_step.Replay)
+    first_got, first_expected = run(first, True), run(plain, False)
+    assert (first_got - first_expected).abs().max().item() <= 5e-6 * first_expected.abs().max().item()
+    assert first.forward.compiled.replays == 3
     expected, got = run(eager, False), run(compiled, True)
     assert (got - expected).abs().max().item() <= 5e-6 * expected.abs().max().item()
+    assert compiled.forward.compiled.replays == 3

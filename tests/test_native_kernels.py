@@ -145,6 +145,37 @@ def test_threads_do_not_change_a_result(dtype: torch.dtype) -> None:
         torch.set_num_threads(before)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_products_of_one_input_in_one_call(dtype: torch.dtype) -> None:
+    """llmgen_native::gemv2 / gemv3 (a layer's gate and up, q, k and v in one run of the pool, the
+    compiled step's grouping pass): each result the bits of its own gemv call, at every level, with
+    and without biases, on one thread and with both threads sharing every product in small chunks."""
+    module = native.kernel(name(dtype))
+    gemv, gemv2, gemv3 = (getattr(torch.ops.llmgen_native, op) for op in ("gemv", "gemv2", "gemv3"))
+    generator = torch.Generator().manual_seed(8)
+    before, default = torch.get_num_threads(), module.set_bytes_per_thread(1 << 16)
+    try:
+        for level in native.runnable_levels(name(dtype)):
+            at = native.LEVELS.index(level)
+            for rows, in_features in (((576, 192, 192), 576), ((37, 5, 1000), 67), ((1, 3, 9), 1)):
+                weights = [torch.randn(r, in_features, generator=generator).to(dtype) for r in rows]
+                biases = [None, torch.randn(rows[1], generator=generator).to(dtype), None]
+                x = torch.randn(3, in_features, generator=generator).to(dtype)
+                alone = [gemv(x, w, b, at) for w, b in zip(weights, biases)]
+                for threads, per_thread in ((1, 1 << 16), (2, 1)):
+                    torch.set_num_threads(threads)
+                    module.set_bytes_per_thread(per_thread)
+                    three = gemv3(x, *weights, *biases, at)
+                    two = gemv2(x, *weights[1:], *biases[1:], at)
+                    assert all(torch.equal(a, b) for a, b in zip(three, alone)), (level, rows, threads)
+                    assert all(torch.equal(a, b) for a, b in zip(two, alone[1:])), (level, rows, threads)
+        with pytest.raises(RuntimeError, match="x and w of one dtype"):
+            gemv2(x, weights[0], weights[1].double(), None, None, 0)
+    finally:
+        module.set_bytes_per_thread(default)
+        torch.set_num_threads(before)
+
+
 def test_decoding_steps_run_torch_on_one_thread_and_the_products_on_all() -> None:
     """With the native kernel, a decoding step runs torch's own operations on one thread (its
     products get torch's thread count, kernels/pool.h), prefill on all of torch's threads, and

@@ -146,6 +146,7 @@ def test_compiled_steps_compile_once_and_equal_the_dynamic_cache(kernel: str) ->
     diff, scale = (compiled - reference).abs().max().item(), reference.abs().max().item()
     assert diff <= TOLERANCE * scale, (diff, scale)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    assert model.forward.compiled.replays == LENGTH - PROMPT - 1  # every step after the first (Replay)
     if native.kernel() is not None:  # the step's attention runs on the kernel's operator (attend_pass)
         model.enable_static_cache(ids.shape[0], ids.shape[1] + 2)  # the shapes compiled above
         with torch.no_grad(), torch.profiler.profile() as profile:
@@ -154,3 +155,82 @@ def test_compiled_steps_compile_once_and_equal_the_dynamic_cache(kernel: str) ->
         names = [event.name for event in profile.events()]
         assert names.count("llmgen_native::attend") == config.num_hidden_layers, sorted(set(names))
     use_fast_decode(model, "off")
+
+
+def test_replay_calls_the_graph_directly_only_where_it_is_the_same_call() -> None:
+    """compiled_step.Replay: after one step through torch.compile (here a stand-in that gathers the
+    graph's inputs and calls it, reporting the call as the backend's graphs do), the next steps on
+    the same cache call the graph directly with the inputs it saw and the new token ids: the same
+    results, state updated in place. A new cache, token ids of another shape, keyword arguments,
+    another grad mode, or a graph whose extra output is not one of its inputs: through torch.compile."""
+    from llmgen.compiler.runtime.compiled_step import Replay
+
+    cache, weight, state = [object()], torch.tensor(2.0), torch.zeros(())
+    calls: list[str] = []
+    fresh = [False]  # the graph returns a new tensor (not an input) as its second output
+
+    def graph(ids: torch.Tensor, w: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        calls.append("graph")
+        s += 1  # state updated in place
+        return ids.float() * w + s, s.clone() if fresh[0] else s
+
+    def through_compile(ids: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        calls.append("compile")
+        inputs = (ids, weight, state)
+        out = graph(*inputs)
+        if replay.seen is not None:
+            replay.seen.append((graph, inputs, out))
+        return out[0]
+
+    replay = Replay(lambda: cache[0])
+    replay.compiled = through_compile
+
+    def step(ids: torch.Tensor, **kwargs: object) -> tuple[list[float], list[str]]:
+        calls.clear()
+        return replay(ids, **kwargs).tolist(), list(calls)
+
+    ids = torch.tensor([1, 2, 3])
+    assert step(ids) == ([3.0, 5.0, 7.0], ["compile", "graph"])
+    assert step(ids + 1) == ([6.0, 8.0, 10.0], ["graph"])  # replayed: new ids, state advanced in place
+    assert step(ids) == ([5.0, 7.0, 9.0], ["graph"]) and replay.replays == 2
+    assert step(ids[:2]) == ([6.0, 8.0], ["compile", "graph"])  # another shape
+    assert step(ids[:2], position=1)[1] == ["compile", "graph"]  # arguments: never replayed
+    assert step(ids[:2])[1] == ["compile", "graph"]  # nor captured while they were given
+    assert step(ids[:2])[1] == ["graph"]
+    cache[0] = object()  # the next generation's cache
+    assert step(ids[:2])[1] == ["compile", "graph"]
+    with torch.no_grad():
+        assert step(ids[:2])[1] == ["compile", "graph"]
+    fresh[0] = True
+    assert step(ids[:2])[1] == ["compile", "graph"]
+    assert step(ids[:2])[1] == ["compile", "graph"]  # its output would have to be stored somewhere
+
+
+def test_products_of_one_input_grouped_in_a_compiled_step() -> None:
+    """compiled_step.group_products on a traced step: the products that read one input become one
+    llmgen_native::gemv3 / gemv2 call (in threes, then a pair); those of other inputs stay single;
+    the graph's results keep their bits."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from llmgen.compiler.runtime.compiled_step import gemv_op, group_products
+
+    if native.kernel() is None:
+        pytest.skip(f"native kernel: {native.missing('float32')}")
+    gemv, ops = gemv_op(), torch.ops.llmgen_native
+
+    def step(x: torch.Tensor, ws: list[torch.Tensor], bias: torch.Tensor) -> list[torch.Tensor]:
+        q, k, v, g, u = (gemv(x, w, bias if i == 1 else None, 0) for i, w in enumerate(ws[:5]))
+        h = torch.nn.functional.silu(g) * u
+        return [q, k, v, gemv(h, ws[5], None, 0)]
+
+    generator = torch.Generator().manual_seed(9)
+    ws = [torch.randn(rows, 8 if i < 5 else 6, generator=generator) for i, rows in enumerate((8, 4, 4, 6, 6, 8))]
+    x, bias = torch.randn(1, 8, generator=generator), torch.randn(4, generator=generator)
+    traced = make_fx(step, tracing_mode="fake")(x, ws, bias)
+    expected = traced(x, ws, bias)
+    group_products(traced.graph)
+    traced.recompile()
+    targets = [node.target for node in traced.graph.nodes if node.op == "call_function"]
+    assert targets.count(ops.gemv3.default) == 1 and targets.count(ops.gemv2.default) == 1
+    assert targets.count(ops.gemv.default) == 1  # the product of h
+    assert all(torch.equal(a, b) for a, b in zip(traced(x, ws, bias), expected))

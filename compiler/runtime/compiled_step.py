@@ -33,7 +33,7 @@ def compiled_steps(model: Any) -> tuple[Any, Any]:
     # cpp_wrapper: the compiled graph's calls (~350 a step: the products, attention, inductor's
     # fused kernels) made from generated C++ instead of a generated Python function (measured on
     # the real SmolLM2 step, products stubbed out, 1 thread: 6.1 against 11.2 ms, 25th percentiles).
-    options = {"guard_filter_fn": torch.compiler.keep_tensor_guards_unsafe, "cpp_wrapper": True}
+    options = {"cpp_wrapper": True}
     # torch.compile keeps its graphs with the code it compiled, and guards on tensors only do not
     # look at parameters: a second model of the same class whose weights differ in kind (int8
     # weights, another dtype) would run the first one's graph. A copy of the code per model keeps
@@ -43,10 +43,75 @@ def compiled_steps(model: Any) -> tuple[Any, Any]:
     own = types.FunctionType(forward.__code__.replace(), forward.__globals__, forward.__name__,
                              forward.__defaults__, forward.__closure__)
     own.__kwdefaults__ = forward.__kwdefaults__
-    if native.kernel() is not None:  # the step's attention on the kernel's operator (attend_pass)
+    if native.kernel() is not None:  # the step's attention and grouped products on the kernel's operators
         options["post_grad_custom_post_pass"] = attend_pass()
-    compiled = torch.compile(own.__get__(model), dynamic=False, options=options)
-    return compiled, lambda: type(backbone.cache).__name__ == "StaticCache"
+    replay = Replay(lambda: backbone.cache)
+    replay.compiled = torch.compile(own.__get__(model), dynamic=False, backend=replay.backend(options),
+                                    options={"guard_filter_fn": torch.compiler.keep_tensor_guards_unsafe})
+    return replay, lambda: type(backbone.cache).__name__ == "StaticCache"
+
+
+class Replay:
+    """A compiled step, called again without torch.compile's per-call work. Before each call of a
+    compiled function, torch.compile checks its guards and gathers the graph's inputs from the
+    module tree (~335 tensors for SmolLM2-135M: every weight, every layer's cache); after it, it
+    stores what the graph returns. Measured on the bfloat16 SmolLM2-135M step, 2 threads: ~0.5 ms
+    from the call to the graph's first operation, of a ~12.5 ms step. Those inputs are the same
+    tensors at every step of one generation (the weights; the static cache's buffers, which the
+    graph updates in place), so after one step through torch.compile (which compiles, or checks
+    the guards, and is watched here: `capture`), the next ones on the same cache call the compiled
+    graph directly with the inputs it saw, the new token ids in their place. Only where that step
+    is provably the same call: one graph, the token ids one of its inputs, the forward's result the
+    graph's first output, and every other output one of its inputs (state updated in place, stored
+    back where it came from); else every step goes through torch.compile. A new cache (the next
+    generation), other token shapes, arguments, or grad mode: through torch.compile again."""
+
+    def __init__(self, cache: Any) -> None:
+        self.cache = cache  # the backbone's cache in use now
+        self.compiled: Any = None  # the torch.compile'd forward
+        self.record: tuple[Any, ...] | None = None  # (key, cache, graph, inputs, where the ids go)
+        self.seen: list[tuple[Any, tuple[Any, ...], Any]] | None = None  # graph calls while capturing
+        self.replays = 0  # steps called directly (tests read it)
+
+    def backend(self, options: dict[str, Any]) -> Any:
+        """A torch.compile backend: inductor with `options`, whose graphs report their calls."""
+        from torch._inductor.compile_fx import compile_fx
+
+        def compile(gm: Any, example_inputs: Any) -> Any:
+            inner = compile_fx(gm, example_inputs, config_patches=options)
+
+            def graph(*args: Any) -> Any:
+                out = inner(*args)
+                if self.seen is not None:
+                    self.seen.append((inner, args, out))
+                return out
+
+            return graph
+
+        return compile
+
+    def __call__(self, input_ids: Any, *args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        key = (input_ids.shape, input_ids.dtype, torch.is_grad_enabled(), torch.is_inference_mode_enabled())
+        record = self.record
+        if record is not None and not args and not kwargs and record[0] == key and record[1] is self.cache():
+            inputs = list(record[3])
+            inputs[record[4]] = input_ids
+            self.replays += 1
+            return record[2](*inputs)[0]
+        self.record, self.seen = None, []
+        try:
+            out = self.compiled(input_ids, *args, **kwargs)
+        finally:
+            seen, self.seen = self.seen, None
+        if not args and not kwargs and len(seen) == 1:
+            graph, inputs, outputs = seen[0]
+            ids = [i for i, tensor in enumerate(inputs) if tensor is input_ids]
+            stored = all(any(o is tensor for tensor in inputs) for o in outputs[1:])
+            if len(ids) == 1 and len(outputs) >= 1 and outputs[0] is out and stored:
+                self.record = (key, self.cache(), graph, tuple(inputs), ids[0])
+        return out
 
 
 @functools.cache
@@ -64,6 +129,14 @@ def gemv_op() -> Any:
     def _(x: Any, w: Any, bias: Any, level: int) -> Any:
         return x.new_empty((*x.shape[:-1], w.shape[0]))
 
+    @torch.library.register_fake("llmgen_native::gemv2")
+    def _(x: Any, w0: Any, w1: Any, b0: Any, b1: Any, level: int) -> Any:
+        return tuple(x.new_empty((*x.shape[:-1], w.shape[0])) for w in (w0, w1))
+
+    @torch.library.register_fake("llmgen_native::gemv3")
+    def _(x: Any, w0: Any, w1: Any, w2: Any, b0: Any, b1: Any, b2: Any, level: int) -> Any:
+        return tuple(x.new_empty((*x.shape[:-1], w.shape[0])) for w in (w0, w1, w2))
+
     return torch.ops.llmgen_native.gemv.default
 
 
@@ -73,7 +146,8 @@ def attend_pass() -> Any:
     MAX_ROWS float32 queries becomes llmgen_native::attend (kernels/attend.h). torch's kernel
     costs ~60 microseconds a layer for one query over 144 cache slots and attends every slot of
     a static cache, empty or not; attend skips the masked ones (measured: ~18 microseconds at 80
-    of 144 slots in use). The same float32 operations, summed in another order."""
+    of 144 slots in use). The same float32 operations, summed in another order. It also groups
+    the products of one input (group_products)."""
     import torch
     from torch._inductor.custom_graph_pass import CustomGraphPass
 
@@ -107,6 +181,7 @@ def attend_pass() -> Any:
 
     class AttendPass(CustomGraphPass):
         def __call__(self, graph: Any) -> None:
+            group_products(graph)
             for node in [n for n in graph.nodes if n.target is flash and fits(n)]:
                 k, v = unwidened(*node.args[1:3])
                 with graph.inserting_before(node):
@@ -119,6 +194,37 @@ def attend_pass() -> Any:
             graph.eliminate_dead_code()  # the float32 copies that nothing reads any more
 
         def uuid(self) -> Any:
-            return "llmgen-attend-2"
+            return "llmgen-attend-3"
 
     return AttendPass()
+
+
+def group_products(graph: Any) -> None:
+    """The products of one input in a compiled step (a layer's q, k and v; gate and up) as one call
+    of the kernel (llmgen_native::gemv2 or gemv3): one run of its threads instead of two or three,
+    each waiting for its last chunk (measured: ~10 us a layer for q, k, v on 2 threads). The same
+    dot products, so the same bits."""
+    import torch
+
+    gemv = torch.ops.llmgen_native.gemv.default
+    groups: dict[tuple[Any, Any], list[Any]] = {}
+    for node in graph.nodes:
+        if node.op == "call_function" and node.target is gemv:
+            groups.setdefault((node.args[0], node.args[3]), []).append(node)
+    ops = {2: torch.ops.llmgen_native.gemv2.default, 3: torch.ops.llmgen_native.gemv3.default}
+    for (x, level), nodes in groups.items():
+        for part in (nodes[i : i + 3] for i in range(0, len(nodes), 3)):
+            if len(part) < 2:
+                continue
+            weights, biases = [n.args[1] for n in part], [n.args[2] for n in part]
+            if any(a is not None and a.op != "placeholder" for a in weights + biases):
+                continue  # computed in the graph (maybe after the first product): left alone
+            with graph.inserting_before(part[0]):
+                fused = graph.call_function(ops[len(part)], (x, *weights, *biases, level))
+                fused.meta["val"] = tuple(n.meta["val"] for n in part)
+                for i, node in enumerate(part):
+                    item = graph.call_function(operator.getitem, (fused, i))
+                    item.meta["val"] = node.meta["val"]
+                    node.replace_all_uses_with(item)
+            for node in part:
+                graph.erase_node(node)

@@ -256,6 +256,7 @@ def _steps_on_own_threads(model: Any, on: bool, compile: bool = False) -> None:
             torch.set_num_threads(threads)
             module.set_max_threads(0)
 
+    step.compiled = compiled  # the compiled steps (compiled_step.Replay), for tests to look at
     model.forward = step
 
 

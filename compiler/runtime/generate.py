@@ -172,7 +172,10 @@ def greedy_tokens(model: Any, ids: list[int], max_new_tokens: int, stop: set[int
         with torch.inference_mode():
             for _ in range(steps):
                 logits = model(fresh if cached else seq)  # no cache: the whole sequence again
-                token = int(logits[0, -1].argmax())
+                # argmax over the logits widened to float32: the same index (the first largest
+                # value); torch's bfloat16 argmax takes ~220 us over SmolLM2's 49152 logits, 2 % of a
+                # bfloat16 decoding step, the widening and a float32 argmax ~65 us
+                token = int(logits[0, -1].float().argmax())
                 if token in stop:
                     return
                 yield token

@@ -30,7 +30,7 @@ from typing import Any
 
 KERNELS_DIR = Path(__file__).resolve().parent / "kernels"
 SOURCE = KERNELS_DIR / "gemv.cpp"
-HEADERS = tuple(KERNELS_DIR / name for name in ("gemv_isa.h", "pool.h", "tuner.h", "attend.h", "gemm.h"))
+HEADERS = tuple(KERNELS_DIR / name for name in ("gemv_isa.h", "products.h", "pool.h", "tuner.h", "attend.h", "gemm.h"))
 NAME = "llmgen_gemv"  # the build's name is NAME + a hash of the sources (build_name)
 DTYPES = ("float32", "bfloat16")
 # kernels/gemv.cpp's levels by number; float32 has no AVX512_BF16 kernel (it runs the AVX-512F one)

@@ -12,6 +12,10 @@
 // product's size pays for (threads_for), at most torch's intra-op thread count, and only while
 // they are measured to pay (tuner.h).
 //
+// gemv2 and gemv3: the products of one input (a layer's gate and up; q, k and v) in one run of the
+// pool, for compiled steps (compiler/runtime/compiled_step.py, group_products). products.h: how a
+// product is cut into chunks and threads.
+//
 // Also here: gemv_int8 (int8 weights with one float32 scale per row, compiler/runtime/int8_weights.py)
 // and prefill_bf16 (bfloat16 prefill's float32 matrix product, gemm.h, on torch's OpenMP team).
 #include <torch/extension.h>
@@ -32,116 +36,7 @@
 #include "pool.h"
 #pragma GCC visibility pop
 
-namespace {
-
-enum Level { kPortable = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Bf16 = 3 };
-
-int detect_level() {
-#ifdef LLMGEN_X86
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return __builtin_cpu_supports("avx512bf16") ? kAvx512Bf16 : kAvx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return kAvx2;
-#endif
-  return kPortable;
-}
-
-const int kCpuLevel = detect_level();
-
-constexpr int64_t kRowGroup = 4;  // chunks hold whole multiples of it
-constexpr int64_t kChunkBytes = 64 * 1024;  // the work unit threads claim: small, for late threads
-
-// Weight bytes one thread's share must at least hold: one chunk. During decoding the helpers spin
-// between products, so handing one a chunk costs ~1-2 microseconds, less than the 4-6 it takes to
-// read 64 KiB (measured, 2 threads, a whole SmolLM2 step's products back to back: 10.23 against
-// 10.57 ms in bfloat16, 19.56 against 21.06 ms in float32 with 256 KiB, when the 576x192
-// projections ran on one thread).
-int64_t g_bytes_per_thread = kChunkBytes;
-
-int g_max_threads = 0;  // 0: torch's intra-op thread count (torch.set_num_threads, OMP_NUM_THREADS)
-
-int threads_for(int64_t weight_bytes) {
-  const int64_t useful = std::max<int64_t>(1, weight_bytes / g_bytes_per_thread);
-  return static_cast<int>(std::min<int64_t>(useful, g_max_threads > 0 ? g_max_threads : at::get_num_threads()));
-}
-
-using RowsFn = void (*)(const llmgen::Args&, int64_t, int64_t);
-
-RowsFn rows_fn(int level, bool bf16) {
-#ifdef LLMGEN_X86
-  switch (level) {
-    case kAvx512Bf16: return bf16 ? llmgen::rows_avx512bf16 : llmgen::rows_avx512<false>;
-    case kAvx512: return bf16 ? llmgen::rows_avx512<true> : llmgen::rows_avx512<false>;
-    case kAvx2: return bf16 ? llmgen::rows_avx2<true> : llmgen::rows_avx2<false>;
-    default: break;
-  }
-#endif
-  return bf16 ? llmgen::rows_scalar<true> : llmgen::rows_scalar<false>;
-}
-
-// fn over every row of args' weights, on as many threads as row_bytes * rows pays for: chunks of a
-// multiple of the row group, about kChunkBytes of weights each, at most Pool::kMaxChunks.
-void run_rows(RowsFn fn, const llmgen::Args& args, int64_t row_bytes_in) {
-  const int64_t rows = args.rows, row_bytes = std::max<int64_t>(1, row_bytes_in);
-  const int threads = threads_for(rows * row_bytes);
-  int64_t chunk_rows = std::max<int64_t>(kRowGroup, kChunkBytes / row_bytes / kRowGroup * kRowGroup);
-  chunk_rows = std::max(chunk_rows, (rows + llmgen::Pool::kMaxChunks - 1) / llmgen::Pool::kMaxChunks);
-  const int64_t chunks = threads <= 1 ? 1 : (rows + chunk_rows - 1) / chunk_rows;
-  if (chunks <= 1) {
-    fn(args, 0, rows);
-  } else {
-    llmgen::Pool::instance().run(chunks, threads - 1, [&](int64_t i) {
-      fn(args, i * chunk_rows, std::min(rows, (i + 1) * chunk_rows));
-    }, rows * row_bytes);
-  }
-}
-
-// x for the shift kernels: float32, each block of `step` elements stored as its even-indexed
-// elements then its odd ones (gemv_isa.h); the tail past the last whole block as it is. Into a
-// buffer of the calling thread's, reused from call to call (the product has finished with it
-// when gemv returns).
-const float* prepare_x(const torch::Tensor& x_in, int64_t step) {
-  thread_local std::vector<float> buffer;
-  const torch::Tensor x = x_in.contiguous();
-  const int64_t in = x.size(-1), batch = in == 0 ? 0 : x.numel() / in, full = step > 0 ? in - in % step : 0;
-  buffer.resize(static_cast<size_t>(x.numel()));
-  const auto* src = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
-  float* dst = buffer.data();
-  for (int64_t b = 0; b < batch; ++b, src += in, dst += in) {
-    for (int64_t k = 0; k < full; k += step) {
-      for (int64_t j = 0; j < step / 2; ++j) {
-        dst[k + j] = llmgen::bf16_to_float(src[k + 2 * j]);
-        dst[k + step / 2 + j] = llmgen::bf16_to_float(src[k + 2 * j + 1]);
-      }
-    }
-    for (int64_t k = full; k < in; ++k) dst[k] = llmgen::bf16_to_float(src[k]);
-  }
-  return buffer.data();
-}
-
-// The bias in float32 (added to the float32 sums before any rounding), or an undefined tensor.
-torch::Tensor bias_f32(const c10::optional<torch::Tensor>& bias, int64_t rows, const char* name) {
-  if (!bias.has_value()) return {};
-  TORCH_CHECK(bias->dim() == 1 && bias->size(0) == rows, name, ": bias (rows,)");
-  return bias->to(torch::kFloat32).contiguous();
-}
-
-// A product's output: x's shape with its last dimension `rows`, x's dtype.
-torch::Tensor output_for(const torch::Tensor& x, int64_t rows) {
-  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-  shape.back() = rows;
-  return torch::empty(shape, x.options());
-}
-
-// A product of float32 x (..., in) and contiguous int8 w (rows, in) with a float32 scale per row.
-void check_int8(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& scale, const char* name) {
-  TORCH_CHECK(x.dim() >= 1 && w.dim() == 2 && x.size(-1) == w.size(1) && w.is_contiguous() &&
-              x.scalar_type() == torch::kFloat32 && w.scalar_type() == torch::kInt8,
-              name, ": float32 x (..., in) and contiguous int8 w (rows, in)");
-  TORCH_CHECK(scale.dim() == 1 && scale.size(0) == w.size(0) && scale.scalar_type() == torch::kFloat32 &&
-              scale.is_contiguous(), name, ": float32 scale (rows,)");
-}
-
-}  // namespace
+#include "products.h"
 
 int cpu_level() { return kCpuLevel; }
 
@@ -173,17 +68,21 @@ std::vector<int64_t> thread_tuning() {
   return {pool.tuner.windows[0], pool.tuner.windows[1]};
 }
 
-// x: (..., in), w: (rows, in) contiguous, of one dtype; bias: (rows,) or None -> (..., rows).
-torch::Tensor gemv(const torch::Tensor& x_in, const torch::Tensor& w, const c10::optional<torch::Tensor>& bias,
-                   int64_t level) {
-  TORCH_CHECK(x_in.dim() >= 1 && w.dim() == 2 && x_in.size(-1) == w.size(1), "gemv: x (..., in) and w (rows, in)");
-  TORCH_CHECK(w.is_contiguous(), "gemv: a contiguous w");
-  TORCH_CHECK(x_in.scalar_type() == w.scalar_type(), "gemv: x and w of one dtype");
+// x: (..., in); each w: (rows, in) contiguous, of x's dtype; each bias: (rows,) or None -> one
+// (..., rows) per w: the products of one input (a layer's q, k, v; gate and up) in one run of the pool.
+std::vector<torch::Tensor> gemv_group(const torch::Tensor& x_in, const std::vector<torch::Tensor>& ws,
+                                      const std::vector<c10::optional<torch::Tensor>>& biases, int64_t level) {
+  TORCH_CHECK(!ws.empty() && biases.size() == ws.size() && x_in.dim() >= 1, "gemv: x (..., in), one bias (or None) per w");
   TORCH_CHECK(level >= kPortable && level <= kCpuLevel, "gemv: instruction-set level ", level,
               " is not available on this CPU (its level is ", kCpuLevel, ")");
-  const bool bf16 = w.scalar_type() == torch::kBFloat16;
-  TORCH_CHECK(bf16 || w.scalar_type() == torch::kFloat32, "gemv: float32 or bfloat16");
-  const int64_t rows = w.size(0), in = w.size(1), batch = in == 0 ? 0 : x_in.numel() / in;
+  const bool bf16 = ws[0].scalar_type() == torch::kBFloat16;
+  const int64_t in = x_in.size(-1), batch = in == 0 ? 0 : x_in.numel() / in;
+  for (const auto& w : ws) {
+    TORCH_CHECK(w.dim() == 2 && in == w.size(1), "gemv: x (..., in) and w (rows, in)");
+    TORCH_CHECK(w.is_contiguous(), "gemv: a contiguous w");
+    TORCH_CHECK(x_in.scalar_type() == w.scalar_type(), "gemv: x and w of one dtype");
+  }
+  TORCH_CHECK(bf16 || ws[0].scalar_type() == torch::kFloat32, "gemv: float32 or bfloat16");
   torch::Tensor xs;  // what the kernel reads of x
   const void* x_data;
   if (!bf16 || level == kAvx512Bf16) {
@@ -192,13 +91,37 @@ torch::Tensor gemv(const torch::Tensor& x_in, const torch::Tensor& w, const c10:
   } else {
     x_data = prepare_x(x_in, level == kAvx512 ? 32 : level == kAvx2 ? 16 : 0);
   }
-  const torch::Tensor b32 = bias_f32(bias, rows, "gemv");
-  torch::Tensor out = output_for(x_in, rows);  // bfloat16: each float32 sum rounded once
-  const llmgen::Args args{x_data, w.data_ptr(), b32.defined() ? b32.data_ptr<float>() : nullptr,
-                          bf16 ? nullptr : out.data_ptr<float>(),
-                          bf16 ? reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>()) : nullptr, batch, rows, in};
-  run_rows(rows_fn(static_cast<int>(level), bf16), args, in * static_cast<int64_t>(w.element_size()));
-  return out;
+  std::vector<torch::Tensor> outs, b32s;
+  std::vector<llmgen::Args> products;
+  for (size_t j = 0; j < ws.size(); ++j) {
+    const int64_t rows = ws[j].size(0);
+    b32s.push_back(bias_f32(biases[j], rows, "gemv"));
+    outs.push_back(output_for(x_in, rows));  // bfloat16: each float32 sum rounded once
+    products.push_back({x_data, ws[j].data_ptr(), b32s[j].defined() ? b32s[j].data_ptr<float>() : nullptr,
+                        bf16 ? nullptr : outs[j].data_ptr<float>(),
+                        bf16 ? reinterpret_cast<uint16_t*>(outs[j].data_ptr<at::BFloat16>()) : nullptr, batch, rows, in});
+  }
+  run_rows(rows_fn(static_cast<int>(level), bf16), products, in * static_cast<int64_t>(ws[0].element_size()));
+  return outs;
+}
+
+torch::Tensor gemv(const torch::Tensor& x, const torch::Tensor& w, const c10::optional<torch::Tensor>& bias, int64_t level) {
+  return gemv_group(x, {w}, {bias}, level)[0];
+}
+
+std::tuple<torch::Tensor, torch::Tensor> gemv2(const torch::Tensor& x, const torch::Tensor& w0, const torch::Tensor& w1,
+                                               const c10::optional<torch::Tensor>& b0, const c10::optional<torch::Tensor>& b1,
+                                               int64_t level) {
+  auto outs = gemv_group(x, {w0, w1}, {b0, b1}, level);
+  return {outs[0], outs[1]};
+}
+
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> gemv3(
+    const torch::Tensor& x, const torch::Tensor& w0, const torch::Tensor& w1, const torch::Tensor& w2,
+    const c10::optional<torch::Tensor>& b0, const c10::optional<torch::Tensor>& b1, const c10::optional<torch::Tensor>& b2,
+    int64_t level) {
+  auto outs = gemv_group(x, {w0, w1, w2}, {b0, b1, b2}, level);
+  return {outs[0], outs[1], outs[2]};
 }
 
 // x @ (scale[:, None] * w).T (+ bias) for float32 x (..., in) of a few rows and int8 weights w (rows,
@@ -220,7 +143,7 @@ torch::Tensor gemv_int8(const torch::Tensor& x_in, const torch::Tensor& w, const
 #ifdef LLMGEN_X86
   if (level >= kAvx2) fn = llmgen::rows_int8_avx2;
 #endif
-  run_rows(fn, args, in);
+  run_rows(fn, {args}, in);
   return out;
 }
 
@@ -366,11 +289,15 @@ torch::Tensor attend(const torch::Tensor& q_in, const torch::Tensor& k_in, const
 // registers the output shape it needs to trace it).
 TORCH_LIBRARY(llmgen_native, m) {
   m.def("gemv(Tensor x, Tensor w, Tensor? bias, int level) -> Tensor");
+  m.def("gemv2(Tensor x, Tensor w0, Tensor w1, Tensor? b0, Tensor? b1, int level) -> (Tensor, Tensor)");
+  m.def("gemv3(Tensor x, Tensor w0, Tensor w1, Tensor w2, Tensor? b0, Tensor? b1, Tensor? b2, int level) -> (Tensor, Tensor, Tensor)");
   m.def("gemv_int8(Tensor x, Tensor w, Tensor scale, Tensor? bias, int level) -> Tensor");
   m.def("attend(Tensor q, Tensor k, Tensor v, Tensor? mask, float scale) -> Tensor");
 }
 TORCH_LIBRARY_IMPL(llmgen_native, CPU, m) {
   m.impl("gemv", &gemv);
+  m.impl("gemv2", &gemv2);
+  m.impl("gemv3", &gemv3);
   m.impl("gemv_int8", &gemv_int8);
   m.impl("attend", &attend);
 }
