@@ -37,7 +37,7 @@ import torch
 
 from llmgen.compiler.runtime import native
 from llmgen.compiler.runtime.generated_files import import_generated
-from llmgen.compiler.runtime.fast_decode import BF16_PREFILL, KERNELS, choose, use_fast_decode
+from llmgen.compiler.runtime.fast_decode import BF16_PREFILL, KERNELS, choose, greedy_next, use_fast_decode
 from llmgen.compiler.runtime.fast_decode import label as kernel_label
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -170,12 +170,12 @@ def decode_run(side: str, model, new_tokens: int, result: list[int]):
     else:
         def run():
             (model.enable_static_cache if side == "compiled" else model.enable_cache)(1, ids.shape[1] + new_tokens)
-            # the argmax in float32 as `llmgen generate`'s (and transformers' generate: float32 logits):
-            # the same token; torch's bfloat16 argmax is ~3x slower (~220 us over 49152 logits)
-            token = model(ids)[:, -1].float().argmax(-1, keepdim=True)
+            # the next token as `llmgen generate` picks it (greedy_next: float32 logits, as transformers'
+            # generate takes them, on one torch thread)
+            token = greedy_next(model(ids))
             tokens = [token]
             for _ in range(new_tokens - 1):
-                token = model(token)[:, -1].float().argmax(-1, keepdim=True)
+                token = greedy_next(model(token))
                 tokens.append(token)
             model.disable_cache()
             result[:] = torch.cat(tokens, 1)[0].tolist()

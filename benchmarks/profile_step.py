@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_inference import DTYPES, REPO, default_checkpoint, import_model, load_average  # noqa: E402
 
-from llmgen.compiler.runtime.fast_decode import KERNELS, use_fast_decode  # noqa: E402
+from llmgen.compiler.runtime.fast_decode import KERNELS, greedy_next, use_fast_decode  # noqa: E402
 
 PROMPT = 16
 
@@ -48,13 +48,13 @@ def steps(model, side: str, count: int, max_len: int, profiler=None) -> list[flo
     started after the prefill, stopped after the steps)."""
     (model.enable_static_cache if side != "eager" else model.enable_cache)(1, max_len)
     ids = torch.randint(100, 40000, (1, PROMPT), generator=torch.Generator().manual_seed(1))
-    token = model(ids)[:, -1:].argmax(-1)
+    token = greedy_next(model(ids))
     times, tokens = [], []
     if profiler is not None:
         profiler.start()
     for _ in range(count):
         start, cpu = time.perf_counter(), time.process_time()
-        token = model(token)[:, -1].argmax(-1, keepdim=True)
+        token = greedy_next(model(token))
         times.append(time.perf_counter() - start)
         CPU.setdefault(side, []).append(time.process_time() - cpu)
         tokens.append(int(token))

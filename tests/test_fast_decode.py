@@ -10,7 +10,7 @@ import torch
 from conftest import random_replica
 
 from llmgen.compiler.runtime import native
-from llmgen.compiler.runtime.fast_decode import MAX_ROWS, choose, row_block_linear, use_fast_decode
+from llmgen.compiler.runtime.fast_decode import MAX_ROWS, choose, greedy_next, row_block_linear, use_fast_decode
 
 TOLERANCE = 5e-6  # max |logit difference| / max |logit|, float32
 MODELS = ["SmolLM2-135M-Instruct", "Qwen2-0.5B-Instruct", "Mixtral-8x7B-v0.1", "phi-2"]  # plain, q/k/v bias, experts, biases
@@ -143,3 +143,22 @@ def test_weights_move_to_one_huge_page_area_unchanged(monkeypatch: pytest.Monkey
     assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())
     with torch.no_grad():
         assert torch.equal(model(ids), plain)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_greedy_next_is_the_argmax_of_the_last_position(dtype: torch.dtype) -> None:
+    """greedy_next (what `llmgen generate` and the benchmark pick): the index of the largest logit
+    of each row's last position, the first one where two tie (bfloat16 widened to float32 keeps
+    every value); torch's thread count as it was."""
+    logits = torch.randn(3, 4, 49152, generator=torch.Generator().manual_seed(2)).to(dtype)
+    logits[1, -1, 7] = logits[1, -1, 30000] = logits[1, -1].max() + 1  # a tie: the first index
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        token = greedy_next(logits)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert token.shape == (3, 1) and torch.equal(token, logits[:, -1].argmax(-1, keepdim=True))
+    assert token[1, 0] == 7
+
