@@ -161,11 +161,14 @@ def test_replay_calls_the_graph_directly_only_where_it_is_the_same_call() -> Non
     """compiled_step.Replay: after one step through torch.compile (here a stand-in that gathers the
     graph's inputs and calls it, reporting the call as the backend's graphs do), the next steps on
     the same cache call the graph directly with the inputs it saw and the new token ids: the same
-    results, state updated in place. A new cache, token ids of another shape, keyword arguments,
+    results, state updated in place; what it keeps of a cache goes with it. A new cache, token ids of another shape, keyword arguments,
     another grad mode, or a graph whose extra output is not one of its inputs: through torch.compile."""
     from llmgen.compiler.runtime.compiled_step import Replay
 
-    cache, weight, state = [object()], torch.tensor(2.0), torch.zeros(())
+    class Cache:  # stands for the backbone's static cache (unhashable, as a dataclass with eq)
+        __hash__ = None
+
+    cache, weight, state = [Cache()], torch.tensor(2.0), torch.zeros(())
     calls: list[str] = []
     fresh = [False]  # the graph returns a new tensor (not an input) as its second output
 
@@ -197,9 +200,13 @@ def test_replay_calls_the_graph_directly_only_where_it_is_the_same_call() -> Non
     assert step(ids[:2], position=1)[1] == ["compile", "graph"]  # arguments: never replayed
     assert step(ids[:2])[1] == ["compile", "graph"]  # nor captured while they were given
     assert step(ids[:2])[1] == ["graph"]
-    cache[0] = object()  # the next generation's cache
+    cache[0] = Cache()  # the next generation's cache
     assert step(ids[:2])[1] == ["compile", "graph"]
-    with torch.no_grad():
+    cache[0] = None  # disable_cache: what was kept of that cache (its buffers) goes with it
+    assert replay.record is None
+    cache[0] = Cache()
+    assert step(ids[:2])[1] == ["compile", "graph"]
+    with torch.no_grad():  # another grad mode
         assert step(ids[:2])[1] == ["compile", "graph"]
     fresh[0] = True
     assert step(ids[:2])[1] == ["compile", "graph"]

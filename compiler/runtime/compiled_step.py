@@ -59,7 +59,7 @@ class Replay:
     from the call to the graph's first operation, of a ~12.5 ms step. Those inputs are the same
     tensors at every step of one generation (the weights; the static cache's buffers, which the
     graph updates in place), so after one step through torch.compile (which compiles, or checks
-    the guards, and is watched here: `capture`), the next ones on the same cache call the compiled
+    the guards, and is watched here: the backend's graphs report their calls), the next ones on the same cache call the compiled
     graph directly with the inputs it saw, the new token ids in their place. Only where that step
     is provably the same call: one graph, the token ids one of its inputs, the forward's result the
     graph's first output, and every other output one of its inputs (state updated in place, stored
@@ -69,9 +69,15 @@ class Replay:
     def __init__(self, cache: Any) -> None:
         self.cache = cache  # the backbone's cache in use now
         self.compiled: Any = None  # the torch.compile'd forward
-        self.record: tuple[Any, ...] | None = None  # (key, cache, graph, inputs, where the ids go)
+        # (the cache, weakly; key, graph, inputs, where the ids go), dropped with that cache: the
+        # inputs hold its buffers, which go when it goes (disable_cache), not with the model
+        self.record: tuple[Any, ...] | None = None
         self.seen: list[tuple[Any, tuple[Any, ...], Any]] | None = None  # graph calls while capturing
         self.replays = 0  # steps called directly (tests read it)
+
+    def _forget(self, ref: Any) -> None:
+        if self.record is not None and self.record[0] is ref:
+            self.record = None
 
     def backend(self, options: dict[str, Any]) -> Any:
         """A torch.compile backend: inductor with `options`, whose graphs report their calls."""
@@ -91,11 +97,13 @@ class Replay:
         return compile
 
     def __call__(self, input_ids: Any, *args: Any, **kwargs: Any) -> Any:
+        import weakref
+
         import torch
 
         key = (input_ids.shape, input_ids.dtype, torch.is_grad_enabled(), torch.is_inference_mode_enabled())
-        record = self.record
-        if record is not None and not args and not kwargs and record[0] == key and record[1] is self.cache():
+        cache, record = self.cache(), self.record
+        if record is not None and not args and not kwargs and record[1] == key and record[0]() is cache:
             inputs = list(record[3])
             inputs[record[4]] = input_ids
             self.replays += 1
@@ -105,12 +113,12 @@ class Replay:
             out = self.compiled(input_ids, *args, **kwargs)
         finally:
             seen, self.seen = self.seen, None
-        if not args and not kwargs and len(seen) == 1:
+        if cache is not None and not args and not kwargs and len(seen) == 1:
             graph, inputs, outputs = seen[0]
             ids = [i for i, tensor in enumerate(inputs) if tensor is input_ids]
             stored = all(any(o is tensor for tensor in inputs) for o in outputs[1:])
             if len(ids) == 1 and len(outputs) >= 1 and outputs[0] is out and stored:
-                self.record = (key, self.cache(), graph, tuple(inputs), ids[0])
+                self.record = (weakref.ref(cache, self._forget), key, graph, tuple(inputs), ids[0])
         return out
 
 
