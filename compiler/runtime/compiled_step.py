@@ -59,8 +59,9 @@ class Replay:
     from the call to the graph's first operation, of a ~12.5 ms step. Those inputs are the same
     tensors at every step of one generation (the weights; the static cache's buffers, which the
     graph updates in place), so after one step through torch.compile (which compiles, or checks
-    the guards, and is watched here: the backend's graphs report their calls), the next ones on the same cache call the compiled
-    graph directly with the inputs it saw, the new token ids in their place. Only where that step
+    the guards, and is watched here: the backend's graphs report their calls), the next ones on
+    the same cache call the compiled graph directly with the inputs it saw, the new token ids in
+    their place. Only where that step
     is provably the same call: one graph, the token ids one of its inputs, the forward's result the
     graph's first output, and every other output one of its inputs (state updated in place, stored
     back where it came from); else every step goes through torch.compile. A new cache (the next
