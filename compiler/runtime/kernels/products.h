@@ -59,7 +59,9 @@ void run_rows(RowsFn fn, const std::vector<llmgen::Args>& products, int64_t row_
   for (const auto& args : products) rows += args.rows;
   const int threads = threads_for(rows * row_bytes);
   int64_t chunk_rows = std::max<int64_t>(kRowGroup, kChunkBytes / row_bytes / kRowGroup * kRowGroup);
-  chunk_rows = std::max(chunk_rows, (rows + llmgen::Pool::kMaxChunks - 1) / llmgen::Pool::kMaxChunks);
+  // at most kMaxChunks in all: each product's last chunk may be partial, one more chunk each
+  const int64_t most = llmgen::Pool::kMaxChunks - static_cast<int64_t>(products.size());
+  chunk_rows = std::max(chunk_rows, (rows + most - 1) / most);
   std::vector<int64_t> first{0};  // products[j]'s chunks: first[j] .. first[j + 1]
   for (const auto& args : products) first.push_back(first.back() + (args.rows + chunk_rows - 1) / chunk_rows);
   if (threads <= 1 || first.back() <= 1) {
