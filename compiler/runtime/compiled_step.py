@@ -61,11 +61,11 @@ class Replay:
     graph updates in place), so after one step through torch.compile (which compiles, or checks
     the guards, and is watched here: the backend's graphs report their calls), the next ones on
     the same cache call the compiled graph directly with the inputs it saw, the new token ids in
-    their place. Only where that step
-    is provably the same call: one graph, the token ids one of its inputs, the forward's result the
-    graph's first output, and every other output one of its inputs (state updated in place, stored
-    back where it came from); else every step goes through torch.compile. A new cache (the next
-    generation), other token shapes, arguments, or grad mode: through torch.compile again."""
+    their place. Only where that step is provably the same call: one graph, the token ids one of
+    its inputs, the forward's result the graph's first output, and every other output one of its
+    inputs (state updated in place, stored back where it came from); else every step goes through
+    torch.compile. A new cache (the next generation), other token shapes, arguments, or grad mode:
+    through torch.compile again."""
 
     def __init__(self, cache: Any) -> None:
         self.cache = cache  # the backbone's cache in use now
@@ -104,7 +104,8 @@ class Replay:
 
         key = (input_ids.shape, input_ids.dtype, torch.is_grad_enabled(), torch.is_inference_mode_enabled())
         cache, record = self.cache(), self.record
-        if record is not None and not args and not kwargs and record[1] == key and record[0]() is cache:
+        if record is not None and cache is not None and not args and not kwargs and record[1] == key \
+                and record[0]() is cache:
             inputs = list(record[3])
             inputs[record[4]] = input_ids
             self.replays += 1
@@ -134,17 +135,20 @@ def gemv_op() -> Any:
 
     native.kernel()  # loading the module registers the operator
 
+    def out(x: Any, w: Any) -> Any:  # a product's output: x's shape, its last dimension w's rows
+        return x.new_empty((*x.shape[:-1], w.shape[0]))
+
     @torch.library.register_fake("llmgen_native::gemv")
     def _(x: Any, w: Any, bias: Any, level: int) -> Any:
-        return x.new_empty((*x.shape[:-1], w.shape[0]))
+        return out(x, w)
 
     @torch.library.register_fake("llmgen_native::gemv2")
     def _(x: Any, w0: Any, w1: Any, b0: Any, b1: Any, level: int) -> Any:
-        return tuple(x.new_empty((*x.shape[:-1], w.shape[0])) for w in (w0, w1))
+        return out(x, w0), out(x, w1)
 
     @torch.library.register_fake("llmgen_native::gemv3")
     def _(x: Any, w0: Any, w1: Any, w2: Any, b0: Any, b1: Any, b2: Any, level: int) -> Any:
-        return tuple(x.new_empty((*x.shape[:-1], w.shape[0])) for w in (w0, w1, w2))
+        return out(x, w0), out(x, w1), out(x, w2)
 
     return torch.ops.llmgen_native.gemv.default
 
